@@ -1,0 +1,69 @@
+//! Parsing of one fetched message into an owned [`Inbound`], plus the pieces
+//! later stages need: automatic-mail detection, delivery reports, the new text
+//! of a reply, and attachments with safe names.
+
+pub mod auto;
+pub mod parse;
+pub mod reply_text;
+
+use chrono::{DateTime, Utc};
+
+pub use auto::AutoKind;
+pub use parse::parse;
+
+/// A mailbox address, lower-cased, with the display name if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    pub addr: String,
+    pub name: Option<String>,
+}
+
+/// One attachment as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Sanitised original name (no path parts, no control characters, never empty).
+    pub filename: String,
+    /// The content type the sender declared, lower-case `type/subtype`.
+    pub declared_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What a delivery status notification reports.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dsn {
+    /// Message-ID (without brackets) of the message that failed, when the report
+    /// quotes its headers.
+    pub original_message_id: Option<String>,
+    pub failed_recipients: Vec<String>,
+    /// `Action: failed` (or a 5.x.x status) rather than delayed/relayed.
+    pub permanent: bool,
+}
+
+/// An owned, parsed inbound message. Everything the rest of the daemon needs;
+/// the raw bytes are kept separately by the store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Inbound {
+    /// Message-ID without angle brackets.
+    pub message_id: Option<String>,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    /// Decoded subject (RFC 2047), unfolded; empty when absent.
+    pub subject: String,
+    pub from: Option<Address>,
+    pub reply_to: Option<Address>,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub date: Option<DateTime<Utc>>,
+    /// The readable text: text/plain, or text converted from HTML when the
+    /// message has no plain part.
+    pub text: String,
+    /// Set when the message is automatic mail that must get no reply (SPEC §8).
+    pub auto: Option<AutoKind>,
+    /// Set for a multipart/report delivery status notification.
+    pub dsn: Option<Dsn>,
+    pub attachments: Vec<Attachment>,
+    /// Raw values of every `Authentication-Results` header.
+    pub authentication_results: Vec<String>,
+    /// Size of the raw message in bytes.
+    pub size: usize,
+}

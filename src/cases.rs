@@ -167,6 +167,11 @@ pub struct Case {
     /// How the final state was reached, for records (`complied`, `denied`, ...).
     pub resolution: Option<String>,
     pub denial_reason: Option<String>,
+    /// The one automatic answer to mail in a closed case went out.
+    pub closed_reply_sent: bool,
+    /// The team was told the due date is near / passed (once each).
+    pub due_soon_notified: bool,
+    pub overdue_notified: bool,
 }
 
 impl Case {

@@ -1,1 +1,274 @@
-//! TODO
+//! SQLite persistence through sqlx (runtime queries, no build-time database).
+//!
+//! Every function that changes state takes a `&mut SqliteConnection` so the
+//! caller decides the transaction: intake writes a message, its case change,
+//! events and outbox rows in one `BEGIN IMMEDIATE` transaction (SPEC §2).
+
+pub mod cases;
+pub mod events;
+pub mod messages;
+pub mod outbox;
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+pub use cases::CaseFilter;
+pub use events::EventRow;
+pub use messages::{MessageRow, NewMessage};
+pub use outbox::{NewOutbox, OutboxRow};
+
+/// Errors of the storage layer. Messages say which file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {path}: {source} (check storage.database and that the directory is writable)")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot apply database migrations to {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("cannot set permissions on {path}: {source}")]
+    Permissions {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The database handle: a small pool; SQLite serialises the writers.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, with directory 0700 and file
+    /// 0600, WAL journal and foreign keys, and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir)?;
+        }
+        precreate_private_file(path)?;
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        for file in [path.to_owned(), sidecar(path, "-wal"), sidecar(path, "-shm")] {
+            if file.exists() {
+                set_mode(&file, 0o600)?;
+            }
+        }
+        let store = Store {
+            pool,
+            path: path.to_owned(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations (idempotent).
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front, so
+    /// a read-then-write transaction waits for the lock instead of failing with
+    /// SQLITE_BUSY half way.
+    pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// A pooled connection for reads.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The Message-ID HMAC key: created once, kept in the database.
+    pub async fn hmac_key(&self) -> Result<Vec<u8>> {
+        let mut tx = self.begin().await?;
+        let key: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'hmac_key'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let key = match key {
+            Some(k) => k,
+            None => {
+                let k = rand::random::<[u8; 32]>().to_vec();
+                sqlx::query("INSERT INTO meta (key, value) VALUES ('hmac_key', ?)")
+                    .bind(&k)
+                    .execute(&mut *tx)
+                    .await?;
+                k
+            }
+        };
+        tx.commit().await?;
+        Ok(key)
+    }
+}
+
+/// The intake cursor of a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub uid_validity: u32,
+    pub last_uid: u32,
+}
+
+pub async fn cursor(conn: &mut SqliteConnection, mailbox: &str) -> Result<Option<Cursor>> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT uid_validity, last_uid FROM mailbox_cursor WHERE mailbox = ?")
+            .bind(mailbox)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(v, u)| Cursor {
+        uid_validity: v as u32,
+        last_uid: u as u32,
+    }))
+}
+
+pub async fn set_cursor(
+    conn: &mut SqliteConnection,
+    mailbox: &str,
+    cursor: Cursor,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO mailbox_cursor (mailbox, uid_validity, last_uid, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (mailbox) DO UPDATE SET uid_validity = excluded.uid_validity,
+             last_uid = excluded.last_uid, updated_at = excluded.updated_at",
+    )
+    .bind(mailbox)
+    .bind(i64::from(cursor.uid_validity))
+    .bind(i64::from(cursor.last_uid))
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// When a scheduled job last ran.
+pub async fn last_run(conn: &mut SqliteConnection, job: &str) -> Result<Option<DateTime<Utc>>> {
+    Ok(
+        sqlx::query_scalar("SELECT last_run FROM schedule WHERE job = ?")
+            .bind(job)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+pub async fn set_last_run(conn: &mut SqliteConnection, job: &str, at: DateTime<Utc>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO schedule (job, last_run) VALUES (?, ?)
+         ON CONFLICT (job) DO UPDATE SET last_run = excluded.last_run",
+    )
+    .bind(job)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Creates a directory (and parents) with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        StoreError::Permissions {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+/// Creates the database file 0600 before SQLite does, so it is never readable
+/// by others, not even for a moment.
+fn precreate_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|source| StoreError::Permissions {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Parses a stored enum column.
+pub(crate) fn parse_col<T: FromStr>(table: &'static str, value: &str) -> Result<T> {
+    value.parse().map_err(|_| StoreError::Corrupt {
+        table,
+        detail: format!("unexpected value {value:?}"),
+    })
+}

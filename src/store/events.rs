@@ -1,0 +1,43 @@
+//! The append-only `events` table (a trigger refuses updates).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+use super::Result;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+pub async fn append(
+    conn: &mut SqliteConnection,
+    case_id: Option<&str>,
+    at: DateTime<Utc>,
+    actor: &str,
+    action: &str,
+    detail: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO events (case_id, at, actor, action, detail) VALUES (?, ?, ?, ?, ?)")
+        .bind(case_id)
+        .bind(at)
+        .bind(actor)
+        .bind(action)
+        .bind(detail)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<EventRow>> {
+    Ok(sqlx::query_as(
+        "SELECT at, actor, action, detail FROM events WHERE case_id = ? ORDER BY id",
+    )
+    .bind(case_id)
+    .fetch_all(conn)
+    .await?)
+}

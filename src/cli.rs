@@ -1,1 +1,359 @@
-//! TODO
+//! The command line (SPEC §9). Parsing lives here; each command group has a
+//! file of its own under `cli/`.
+
+pub mod cases;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cases::{Kind, State};
+
+/// Runs a company's privacy mailbox: CCPA requests by e-mail, cases, clocks and records.
+#[derive(Debug, Parser)]
+#[command(name = "privacy-mailroom", version, about)]
+pub struct Cli {
+    /// Config file [default: $PRIVACY_MAILROOM_CONFIG, else /etc/privacy-mailroom/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Log format, overriding `logging.format`.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// Drain the mailbox, deliver the outbox, run due scheduled work, exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Validate config and templates, log in to IMAP and SMTP.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply database migrations.
+    Migrate,
+    /// List, show and act on cases.
+    #[command(subcommand)]
+    Cases(CasesCommand),
+    /// Regulatory reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Check or render the mail templates.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+    /// Stored declaration documents.
+    #[command(subcommand)]
+    Attachments(AttachmentsCommand),
+    /// Remove personal data of cases closed more than `retention_months` ago.
+    Purge {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CasesCommand {
+    /// List cases.
+    List(ListArgs),
+    /// Show one case with its events, messages and attachments.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a team decision on a case (the same code path as commands by mail).
+    Act {
+        id: String,
+        #[command(subcommand)]
+        action: Action,
+        /// Who acts, for the event log [default: cli:$USER]
+        #[arg(long, global = true)]
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_parser = parse_state)]
+    pub state: Option<State>,
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Option<Kind>,
+    /// Only open cases past their due date.
+    #[arg(long)]
+    pub overdue: bool,
+    /// Only open cases due within DAYS.
+    #[arg(long, value_name = "DAYS")]
+    pub due_within: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// The requester's identity is verified.
+    Verify,
+    /// Deny the request; the consumer gets the reason.
+    Deny {
+        #[arg(long)]
+        reason: String,
+    },
+    /// Extend the due date by 45 days, once, before the first due date.
+    Extend {
+        #[arg(long)]
+        reason: String,
+    },
+    /// The request was carried out.
+    Complete {
+        /// (Know requests) the team sent the substantive response itself.
+        #[arg(long)]
+        sent_by_team: bool,
+    },
+    /// Close without a decision (duplicate, spam, ...).
+    Close {
+        #[arg(long)]
+        reason: String,
+    },
+    /// Add a note to the case history.
+    Note { text: String },
+    /// Accept the agent's declaration.
+    DeclarationAccept,
+    /// Reject the agent's declaration.
+    DeclarationReject {
+        #[arg(long)]
+        reason: String,
+    },
+    /// Record that the agent holds a power of attorney.
+    Poa,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// CCPA regs §7102 metrics per kind for a calendar year.
+    Metrics {
+        #[arg(long)]
+        year: i32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// CCPA regs §7101 record of each request.
+    Records {
+        #[arg(long, value_name = "DATE")]
+        since: Option<chrono::NaiveDate>,
+        #[arg(long, value_name = "DATE")]
+        until: Option<chrono::NaiveDate>,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: RecordFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RecordFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Render every template against a sample case in strict mode.
+    Check,
+    /// Render one template (against a stored case, or the sample).
+    Render {
+        name: String,
+        #[arg(long)]
+        case: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttachmentsCommand {
+    /// Write a stored document to a file.
+    Export {
+        sha256: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn parse_state(s: &str) -> Result<State, String> {
+    s.parse().map_err(|_| {
+        let all: Vec<_> = State::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown state {s:?}; one of: {}", all.join(", "))
+    })
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    s.parse().map_err(|_| {
+        let all: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("unknown kind {s:?}; one of: {}", all.join(", "))
+    })
+}
+
+impl Action {
+    /// The engine command this action stands for.
+    pub fn to_command(&self) -> crate::cases::Command {
+        use crate::cases::Command as C;
+        match self {
+            Action::Verify => C::Verify,
+            Action::Deny { reason } => C::Deny { reason: reason.clone() },
+            Action::Extend { reason } => C::Extend { reason: reason.clone() },
+            Action::Complete { sent_by_team } => C::Complete { sent_by_team: *sent_by_team },
+            Action::Close { reason } => C::Close { reason: reason.clone() },
+            Action::Note { text } => C::Note { text: text.clone() },
+            Action::DeclarationAccept => C::DeclarationAccept,
+            Action::DeclarationReject { reason } => C::DeclarationReject { reason: reason.clone() },
+            Action::Poa => C::Poa,
+        }
+    }
+}
+
+/// A failed command: what went wrong and which exit code it maps to.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad usage or configuration: exit 2.
+    Usage(anyhow::Error),
+    /// A runtime failure: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Runtime(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(e) | Failure::Runtime(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Runtime(e.into())
+    }
+}
+
+/// Loads the config named on the command line; a problem is a usage error.
+pub fn load_config(cli: &Cli) -> Result<crate::config::Config, Failure> {
+    let path = crate::config::resolve_path(cli.config.as_deref());
+    crate::config::Config::load(&path).map_err(|e| Failure::Usage(e.into()))
+}
+
+/// Opens the database and templates; a broken template set is a usage error.
+pub async fn open_mailroom(config: crate::config::Config) -> Result<crate::mailroom::Mailroom, Failure> {
+    use crate::mailroom::SetupError;
+    crate::mailroom::Mailroom::open(config).await.map_err(|e| match e {
+        SetupError::Templates(_) | SetupError::KeyFile { .. } => Failure::Usage(e.into()),
+        SetupError::Store(_) => Failure::Runtime(e.into()),
+    })
+}
+
+/// Runs the parsed command.
+pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
+    use std::process::ExitCode;
+    let config = load_config(&cli)?;
+    let format = match cli.log_format {
+        Some(LogFormatArg::Auto) => crate::config::LogFormat::Auto,
+        Some(LogFormatArg::Text) => crate::config::LogFormat::Text,
+        Some(LogFormatArg::Json) => crate::config::LogFormat::Json,
+        None => config.logging.format,
+    };
+    crate::logging::init(format, config.logging.log_personal_data);
+    match cli.command {
+        Command::Run { once } => {
+            let room = open_mailroom(config).await?;
+            if once {
+                crate::daemon::run_once(&room).await.map_err(anyhow::Error::from)?;
+            } else {
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                crate::signals::spawn(room.clone(), shutdown.clone());
+                crate::daemon::run(room.clone(), shutdown).await.map_err(anyhow::Error::from)?;
+            }
+            room.store.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let store = crate::store::Store::open(&config.storage.database).await?;
+            store.close().await;
+            println!("Database {} is up to date.", config.storage.database.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { json } => crate::check::run(&config, json).await,
+        Command::Cases(cmd) => {
+            let room = open_mailroom(config).await?;
+            cases::run(&room, cmd).await
+        }
+        Command::Templates(cmd) => {
+            let templates = crate::templates::Templates::load(&config.templates.dir)
+                .map_err(|e| Failure::Usage(e.into()))?;
+            templates_cmd(&config, &templates, cmd).await
+        }
+        Command::Report(_) | Command::Attachments(_) | Command::Purge { .. } => Err(Failure::Runtime(
+            anyhow::anyhow!("this command is not available in this build yet"),
+        )),
+    }
+}
+
+async fn templates_cmd(
+    config: &crate::config::Config,
+    templates: &crate::templates::Templates,
+    cmd: TemplatesCommand,
+) -> Result<std::process::ExitCode, Failure> {
+    use std::process::ExitCode;
+    match cmd {
+        TemplatesCommand::Check => {
+            let problems = templates.check();
+            if problems.is_empty() {
+                println!("{} templates OK in {}", templates.names().len(), config.templates.dir.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &problems {
+                    eprintln!("error: {p}");
+                }
+                Err(Failure::Usage(anyhow::anyhow!("{} template problems", problems.len())))
+            }
+        }
+        TemplatesCommand::Render { name, case } => {
+            let ctx = match case {
+                None => crate::templates::sample_context(),
+                Some(id) => {
+                    let store = crate::store::Store::open(&config.storage.database).await?;
+                    let mut conn = store.conn().await?;
+                    let case = crate::store::cases::get(&mut conn, &id)
+                        .await?
+                        .ok_or_else(|| Failure::Usage(anyhow::anyhow!("no case {id}")))?;
+                    let tz = config.timezone().map_err(|e| Failure::Usage(e.into()))?;
+                    crate::templates::TemplateContext::from_config(config).with_case(
+                        crate::templates::CaseContext::from_case(&case, tz, chrono::Utc::now()),
+                    )
+                }
+            };
+            let r = templates.render(&name, &ctx).map_err(|e| Failure::Usage(e.into()))?;
+            println!("Subject: {}\n\n{}", r.subject, r.text);
+            if let Some(html) = r.html {
+                println!("--- HTML ---\n{html}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -221,5 +221,332 @@ fn d_auto_replies() -> u32 { 5 }
 fn d_templates() -> PathBuf { "/usr/share/privacy-mailroom/templates".into() }
 fn d_log_format() -> LogFormat { LogFormat::Auto }
 
-#[allow(dead_code)]
-fn _unused(_: &Path) {}
+/// A configuration problem: which key, what is wrong, how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source} (pass --config PATH or set {ENV_PATH})")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`: {problem}; fix: {fix}")]
+    Invalid {
+        key: String,
+        problem: String,
+        fix: String,
+    },
+}
+
+fn invalid(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+/// Which file to read: `--config`, else `$PRIVACY_MAILROOM_CONFIG`, else the default.
+pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+    if let Some(p) = cli {
+        return p.to_owned();
+    }
+    match std::env::var_os(ENV_PATH) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+impl Config {
+    /// Reads and validates the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::new(),
+            message: format!(
+                "{} (see config/example.toml for every key)",
+                e.to_string().trim_end()
+            ),
+        })?;
+        if config.rules.is_empty() {
+            config.rules = crate::classify::default_rules();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_endpoint("imap", &self.imap.host, self.imap.security)?;
+        check_endpoint("smtp", &self.smtp.host, self.smtp.security)?;
+        if self.imap.username.trim().is_empty() {
+            return Err(invalid("imap.username", "is empty", "set the mailbox login, e.g. \"privacy@example.com\""));
+        }
+        self.imap.secret.check("imap", true)?;
+        self.smtp.secret.check("smtp", self.smtp.username.is_some())?;
+        for (key, name) in [
+            ("imap.mailbox", &self.imap.mailbox),
+            ("imap.processed_mailbox", &self.imap.processed_mailbox),
+            ("imap.review_mailbox", &self.imap.review_mailbox),
+            ("imap.sent_mailbox", &self.imap.sent_mailbox),
+        ] {
+            if name.trim().is_empty() {
+                return Err(invalid(key, "is empty", "name an IMAP folder, e.g. \"Processed\""));
+            }
+        }
+        if self.imap.processed_mailbox == self.imap.mailbox || self.imap.review_mailbox == self.imap.mailbox {
+            return Err(invalid(
+                "imap.processed_mailbox",
+                "the processed and review folders must differ from imap.mailbox",
+                "use separate folders, e.g. \"Processed\" and \"Review\"",
+            ));
+        }
+        if self.imap.poll_interval_secs == 0 {
+            return Err(invalid("imap.poll_interval_secs", "must be at least 1", "e.g. 60"));
+        }
+        if self.smtp.max_messages_per_connection == 0 {
+            return Err(invalid("smtp.max_messages_per_connection", "must be at least 1", "e.g. 50"));
+        }
+        crate::address::parse_mailbox(&self.smtp.from).ok_or_else(|| {
+            invalid("smtp.from", format!("{:?} is not an address", self.smtp.from), "write \"Privacy Team <privacy@example.com>\"")
+        })?;
+        for (key, list) in [("team.members", &self.team.members), ("team.notify", &self.team.notify)] {
+            for a in list {
+                if crate::address::parse_mailbox(a).is_none() {
+                    return Err(invalid(key, format!("{a:?} is not an e-mail address"), "list plain addresses, e.g. [\"alice@example.com\"]"));
+                }
+            }
+        }
+        self.digest_time()?;
+        self.timezone()?;
+        self.holidays()?;
+        let prefix = &self.policy.case_prefix;
+        if prefix.is_empty() || prefix.len() > 16 || !prefix.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+            return Err(invalid("policy.case_prefix", format!("{prefix:?} is not 1-16 capital letters or digits"), "e.g. \"CCPA\""));
+        }
+        if self.policy.respond_days == 0 || self.policy.acknowledge_business_days == 0 {
+            return Err(invalid("policy.respond_days", "deadlines must be at least one day", "use the defaults 10 and 45"));
+        }
+        if self.policy.retention_months < 24 {
+            return Err(invalid("policy.retention_months", "CCPA regs §7101 require records for at least 24 months", "set 24 or more"));
+        }
+        if self.company.name.trim().is_empty() {
+            return Err(invalid("company.name", "is empty", "set the company's name as consumers know it"));
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.subjects.iter().all(|s| s.trim().is_empty()) {
+                return Err(invalid(&format!("rules[{i}].subjects"), "has no phrase", "list at least one subject phrase"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn timezone(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        self.policy.timezone.parse().map_err(|_| {
+            invalid("policy.timezone", format!("{:?} is not an IANA time zone", self.policy.timezone), "e.g. \"America/Los_Angeles\"")
+        })
+    }
+
+    pub fn holidays(&self) -> Result<Vec<chrono::NaiveDate>, ConfigError> {
+        self.policy
+            .holidays
+            .iter()
+            .map(|d| {
+                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                    invalid("policy.holidays", format!("{d:?} is not a date"), "write dates as \"2026-12-25\"")
+                })
+            })
+            .collect()
+    }
+
+    /// `team.digest_time` as a local time of day.
+    pub fn digest_time(&self) -> Result<chrono::NaiveTime, ConfigError> {
+        chrono::NaiveTime::parse_from_str(&self.team.digest_time, "%H:%M").map_err(|_| {
+            invalid("team.digest_time", format!("{:?} is not HH:MM", self.team.digest_time), "e.g. \"09:00\"")
+        })
+    }
+
+    /// The deadline rules of `[policy]` (validated at load).
+    pub fn policy(&self) -> crate::cases::Policy {
+        crate::cases::Policy {
+            timezone: self.timezone().unwrap_or(chrono_tz::America::Los_Angeles),
+            holidays: self.holidays().unwrap_or_default(),
+            acknowledge_business_days: self.policy.acknowledge_business_days,
+            respond_days: self.policy.respond_days,
+            extension_days: self.policy.extension_days,
+            reminder_after_days: self.policy.reminder_after_days,
+            retention_months: self.policy.retention_months,
+        }
+    }
+
+    /// The mailbox's own address (from `smtp.from`), lower-cased.
+    pub fn mailbox_address(&self) -> String {
+        crate::address::parse_mailbox(&self.smtp.from)
+            .map(|m| m.addr)
+            .unwrap_or_default()
+    }
+
+    /// The domain our Message-IDs carry.
+    pub fn message_id_domain(&self) -> String {
+        let addr = self.mailbox_address();
+        addr.rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_else(|| "privacy-mailroom.invalid".into())
+    }
+
+    pub fn is_member(&self, addr: &str) -> bool {
+        self.team.members.iter().any(|m| m.eq_ignore_ascii_case(addr))
+    }
+}
+
+fn check_endpoint(section: &str, host: &str, security: Security) -> Result<(), ConfigError> {
+    if host.trim().is_empty() {
+        return Err(invalid(&format!("{section}.host"), "is empty", "set the server's host name"));
+    }
+    if security == Security::None && !is_loopback(host) {
+        return Err(invalid(
+            &format!("{section}.security"),
+            format!("\"none\" (plain text) is only allowed for a loopback host, not {host:?}"),
+            "use \"tls\" or \"starttls\"",
+        ));
+    }
+    Ok(())
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1.
+pub fn is_loopback(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Secret {
+    fn check(&self, section: &str, required: bool) -> Result<(), ConfigError> {
+        let given = [self.password.is_some(), self.password_file.is_some(), self.password_env.is_some()]
+            .into_iter()
+            .filter(|b| *b)
+            .count();
+        if given > 1 {
+            return Err(invalid(
+                &format!("{section}.password"),
+                "more than one of password, password_file and password_env is set",
+                "keep exactly one",
+            ));
+        }
+        if given == 0 && required {
+            return Err(invalid(
+                &format!("{section}.password_file"),
+                "no password is configured",
+                "set password_file (recommended, e.g. a systemd credential), password_env or password",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the secret (file contents without the trailing newline).
+    pub fn resolve(&self, section: &str) -> Result<Option<String>, ConfigError> {
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    &format!("{section}.password_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                    "check the path and that the service user may read it",
+                )
+            })?;
+            return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
+        }
+        if let Some(var) = &self.password_env {
+            return std::env::var(var).map(Some).map_err(|_| {
+                invalid(
+                    &format!("{section}.password_env"),
+                    format!("environment variable {var} is not set"),
+                    "export it in the service environment",
+                )
+            });
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const MINIMAL: &str = r#"
+[imap]
+host = "127.0.0.1"
+security = "none"
+username = "privacy@example.com"
+password = "secret"
+[smtp]
+host = "127.0.0.1"
+security = "none"
+from = "Privacy Team <privacy@example.com>"
+[team]
+[agents]
+[storage]
+[policy]
+[templates]
+[company]
+name = "Example Inc."
+[logging]
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.imap.port, 993);
+        assert_eq!(c.policy.respond_days, 45);
+        assert_eq!(c.mailbox_address(), "privacy@example.com");
+        assert_eq!(c.message_id_domain(), "example.com");
+        assert!(!c.rules.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (MINIMAL.replace("[team]", "[team]\nbogus = 1"), "bogus"),
+            (MINIMAL.replace("host = \"127.0.0.1\"\nsecurity = \"none\"\nusername", "host = \"imap.example.com\"\nsecurity = \"none\"\nusername"), "imap.security"),
+            (MINIMAL.replace("[policy]", "[policy]\ntimezone = \"Mars/Base\""), "policy.timezone"),
+            (MINIMAL.replace("[policy]", "[policy]\nholidays = [\"25.12.2026\"]"), "policy.holidays"),
+            (MINIMAL.replace("[team]", "[team]\ndigest_time = \"9am\""), "team.digest_time"),
+            (MINIMAL.replace("password = \"secret\"", ""), "imap.password_file"),
+            (MINIMAL.replace("[team]", "[team]\nmembers = [\"not an address\"]"), "team.members"),
+            (MINIMAL.replace("[imap]", "[imap]\nsecurity = \"ssl\""), "security"),
+        ];
+        for (text, key) in cases {
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback("localhost"));
+        assert!(is_loopback("127.0.0.5"));
+        assert!(is_loopback("::1"));
+        assert!(!is_loopback("10.0.0.1"));
+        assert!(!is_loopback("mail.example.com"));
+    }
+}

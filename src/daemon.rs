@@ -1,1 +1,322 @@
-//! TODO
+//! Wires the parts together: the mailbox loop (IDLE or polling, reconnect with
+//! jittered backoff), the outbox sender task, the scheduler, and shutdown.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::ConfigError;
+use crate::imap::{IdleOutcome, Imap, ImapError, SelectInfo};
+use crate::intake::{self, Fetched};
+use crate::mailroom::Mailroom;
+use crate::outbox::{self, smtp::{SmtpError, SmtpSender}};
+use crate::store::{self, StoreError};
+use crate::systemd;
+
+/// How many messages one intake transaction takes.
+pub const BATCH: usize = 50;
+
+/// Errors of one mailbox cycle; the daemon logs them and reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error(transparent)]
+    Imap(#[from] ImapError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Casework(#[from] crate::casework::CaseworkError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Smtp(#[from] SmtpError),
+}
+
+/// Logs in, creates the folders the daemon files into, selects the mailbox.
+pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleError> {
+    let cfg = &room.config.imap;
+    let password = cfg.secret.resolve("imap")?.unwrap_or_default();
+    let mut imap = Imap::connect(cfg, &password).await?;
+    imap.ensure_mailboxes(&[&cfg.processed_mailbox, &cfg.review_mailbox, &cfg.sent_mailbox])
+        .await?;
+    let info = imap.select(&cfg.mailbox).await?;
+    Ok((imap, info))
+}
+
+pub fn smtp_sender(room: &Mailroom) -> Result<SmtpSender, CycleError> {
+    let password = room.config.smtp.secret.resolve("smtp")?;
+    Ok(SmtpSender::new(&room.config.smtp, password.as_deref())?)
+}
+
+/// One pass over the mailbox: file what was committed but not yet moved, then
+/// take in every new message in batches, filing each batch after its commit.
+/// Returns how many messages were taken in. Stops between batches on shutdown.
+pub async fn drain(
+    room: &Mailroom,
+    imap: &mut Imap,
+    info: SelectInfo,
+    shutdown: &CancellationToken,
+) -> Result<usize, CycleError> {
+    let mailbox = room.config.imap.mailbox.clone();
+    let uid_validity = info.uid_validity;
+    let cursor = {
+        let mut conn = room.store.conn().await?;
+        store::cursor(&mut conn, &mailbox).await?
+    };
+    let backlog_start = (Utc::now()
+        - chrono::Duration::days(i64::from(room.config.imap.initial_backlog_days)))
+    .date_naive();
+    let (mut after, since, first_pass) = match cursor {
+        Some(c) if c.uid_validity == uid_validity => (c.last_uid, None, false),
+        Some(_) => {
+            warn!(uid_validity, "UIDVALIDITY changed: rescanning the mailbox; Message-ID and content hashes prevent doubles.");
+            let mut conn = room.store.conn().await?;
+            store::messages::close_stale_unfiled(&mut conn, uid_validity, Utc::now()).await?;
+            (0, Some(backlog_start), true)
+        }
+        None => {
+            info!(days = room.config.imap.initial_backlog_days, "First start: taking in the backlog window only.");
+            (0, Some(backlog_start), true)
+        }
+    };
+    file_pending(room, imap, uid_validity).await?;
+
+    let max_bytes = room.config.imap.max_message_bytes;
+    let mut taken = 0;
+    loop {
+        let listed = imap.list_new(after, since).await?;
+        if listed.is_empty() {
+            break;
+        }
+        for chunk in listed.chunks(BATCH) {
+            let (small, large): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = chunk
+                .iter()
+                .partition(|l| u64::from(l.size.unwrap_or(0)) <= max_bytes);
+            let small_uids: Vec<u32> = small.iter().map(|l| l.uid).collect();
+            let mut bodies: BTreeMap<u32, Vec<u8>> = if small_uids.is_empty() {
+                BTreeMap::new()
+            } else {
+                imap.fetch_bodies(&small_uids).await?.into_iter().collect()
+            };
+            let mut batch = Vec::with_capacity(chunk.len());
+            for l in chunk {
+                if large.iter().any(|x| x.uid == l.uid) {
+                    let raw = imap.fetch_header(l.uid).await?.unwrap_or_default();
+                    batch.push(Fetched {
+                        uid: l.uid,
+                        raw,
+                        size: u64::from(l.size.unwrap_or(0)),
+                        headers_only: true,
+                    });
+                } else if let Some(raw) = bodies.remove(&l.uid) {
+                    let size = raw.len() as u64;
+                    batch.push(Fetched {
+                        uid: l.uid,
+                        raw,
+                        size,
+                        headers_only: false,
+                    });
+                }
+                // A UID listed but gone by the fetch was expunged meanwhile.
+            }
+            let results = intake::process_batch(room, &mailbox, uid_validity, &batch, Utc::now()).await?;
+            taken += results.len();
+            for (uid, outcome) in &results {
+                debug!(uid, ?outcome, "Message processed.");
+            }
+            file_pending(room, imap, uid_validity).await?;
+            after = after.max(chunk.iter().map(|l| l.uid).max().unwrap_or(after));
+            if shutdown.is_cancelled() {
+                return Ok(taken);
+            }
+        }
+    }
+    if first_pass {
+        // Older messages left alone stay below the cursor for good.
+        let last = info.uid_next.map_or(after, |n| n.saturating_sub(1)).max(after);
+        let mut conn = room.store.conn().await?;
+        store::set_cursor(&mut conn, &mailbox, store::Cursor { uid_validity, last_uid: last }, Utc::now()).await?;
+    }
+    if taken > 0 {
+        info!(count = taken, "Took in new mail.");
+    }
+    Ok(taken)
+}
+
+/// Moves originals whose effects are committed to their folder, then marks
+/// them filed. Run before every intake too, so a crash between commit and
+/// move is finished on restart without doing anything twice.
+pub async fn file_pending(room: &Mailroom, imap: &mut Imap, uid_validity: u32) -> Result<(), CycleError> {
+    let rows = {
+        let mut conn = room.store.conn().await?;
+        store::messages::unfiled(&mut conn, uid_validity).await?
+    };
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut by_target: BTreeMap<String, (Vec<u32>, Vec<i64>)> = BTreeMap::new();
+    for (id, uid, target) in rows {
+        let entry = by_target.entry(target).or_default();
+        entry.0.push(uid);
+        entry.1.push(id);
+    }
+    crate::faults::hit("before_move");
+    for (target, (uids, ids)) in by_target {
+        imap.move_uids(&uids, &target).await?;
+        let mut conn = room.store.conn().await?;
+        store::messages::mark_filed(&mut conn, &ids, Utc::now()).await?;
+    }
+    Ok(())
+}
+
+/// `run --once`: drain the mailbox, run due scheduled work, deliver the outbox,
+/// copy it to Sent, exit.
+pub async fn run_once(room: &Mailroom) -> Result<(), CycleError> {
+    let shutdown = CancellationToken::new();
+    let (mut imap, info) = connect_imap(room).await?;
+    drain(room, &mut imap, info, &shutdown).await?;
+    crate::scheduler::run_due(room, Utc::now()).await?;
+    let sender = smtp_sender(room)?;
+    let delivered = outbox::deliver_due(room, &sender, Utc::now()).await?;
+    sender.close().await;
+    info!(sent = delivered.sent, retried = delivered.retried, failed = delivered.failed, "Outbox delivered.");
+    outbox::append_sent(room, &mut imap).await?;
+    if let Err(e) = imap.logout().await {
+        debug!(error = %e, "Logout failed.");
+    }
+    Ok(())
+}
+
+/// The daemon: runs until `shutdown` fires, then finishes the message in hand and returns.
+pub async fn run(room: Mailroom, shutdown: CancellationToken) -> Result<(), CycleError> {
+    let sender = smtp_sender(&room)?;
+    let sender_task = tokio::spawn(sender_loop(room.clone(), sender, shutdown.clone()));
+    let mut failures: u32 = 0;
+    let mut ready = false;
+    while !shutdown.is_cancelled() {
+        match mailbox_session(&room, &shutdown, &mut ready).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = reconnect_delay(failures);
+                warn!(error = %e, retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
+                systemd::status(&format!("reconnecting: {e}"));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    systemd::stopping();
+    if let Err(e) = sender_task.await {
+        warn!(error = %e, "Outbox task ended abnormally.");
+    }
+    Ok(())
+}
+
+/// Exponential backoff with jitter, 1 s up to 5 minutes.
+fn reconnect_delay(failures: u32) -> Duration {
+    let base = 2u64.saturating_pow(failures.min(9)).min(300);
+    let jitter = rand::random_range(0..=base.div_ceil(2) * 1000);
+    Duration::from_millis(base * 1000 / 2 + jitter)
+}
+
+/// One connected session: drain, run the scheduler, wait (IDLE or poll), repeat.
+async fn mailbox_session(
+    room: &Mailroom,
+    shutdown: &CancellationToken,
+    ready: &mut bool,
+) -> Result<(), CycleError> {
+    let (mut imap, info) = connect_imap(room).await?;
+    let mut info = info;
+    let poll = Duration::from_secs(room.config.imap.poll_interval_secs);
+    let use_idle = room.config.imap.idle && imap.has_idle();
+    if !use_idle {
+        info!(poll_secs = poll.as_secs(), "Polling the mailbox (IDLE is off or not offered).");
+    }
+    let watchdog = systemd::Watchdog::from_env();
+    loop {
+        drain(room, &mut imap, info, shutdown).await?;
+        crate::scheduler::run_due(room, Utc::now()).await?;
+        if !*ready {
+            systemd::ready();
+            *ready = true;
+        }
+        systemd::status(&crate::scheduler::status_line(room).await.unwrap_or_default());
+        watchdog.ping();
+        if shutdown.is_cancelled() {
+            let _ = imap.logout().await;
+            return Ok(());
+        }
+        // Wake at least once a minute for the scheduler and the watchdog.
+        let wait = watchdog.interval().min(Duration::from_secs(60));
+        if use_idle {
+            match imap.idle_wait(wait, shutdown).await? {
+                IdleOutcome::Cancelled => {
+                    let _ = imap.logout().await;
+                    return Ok(());
+                }
+                IdleOutcome::NewData | IdleOutcome::Timeout => {}
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = imap.logout().await;
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(wait.min(poll)) => {}
+            }
+            imap.noop().await?;
+        }
+        info = imap.select(&room.config.imap.mailbox).await?;
+    }
+}
+
+/// Delivers the outbox whenever intake or a command queued mail, and retries on
+/// schedule; copies sent mail to the Sent folder over its own IMAP connection.
+async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationToken) {
+    loop {
+        match outbox::deliver_due(&room, &sender, Utc::now()).await {
+            Ok(d) if d.sent > 0 => {
+                info!(sent = d.sent, retried = d.retried, failed = d.failed, "Outbox delivered.");
+                if let Err(e) = copy_to_sent(&room).await {
+                    warn!(error = %e, "Cannot copy sent mail to the Sent folder; will retry.");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "Outbox delivery round failed."),
+        }
+        if shutdown.is_cancelled() {
+            sender.close().await;
+            return;
+        }
+        let next = {
+            match room.store.conn().await {
+                Ok(mut conn) => store::outbox::next_due(&mut conn).await.ok().flatten(),
+                Err(_) => None,
+            }
+        };
+        let wait = next
+            .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(Duration::from_secs(60))
+            .clamp(Duration::from_millis(50), Duration::from_secs(60));
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = room.outbox_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn copy_to_sent(room: &Mailroom) -> Result<(), CycleError> {
+    let cfg = &room.config.imap;
+    let password = cfg.secret.resolve("imap")?.unwrap_or_default();
+    let mut imap = Imap::connect(cfg, &password).await?;
+    imap.ensure_mailboxes(&[&cfg.sent_mailbox]).await?;
+    outbox::append_sent(room, &mut imap).await?;
+    let _ = imap.logout().await;
+    Ok(())
+}

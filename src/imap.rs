@@ -14,6 +14,7 @@
 
 mod connect;
 mod idle;
+mod header;
 mod session;
 mod stream;
 

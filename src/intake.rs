@@ -1,1 +1,425 @@
-//! TODO
+//! From fetched bytes to committed decisions (SPEC §2, §3, §5, §8).
+//!
+//! A batch of messages is handled in one `BEGIN IMMEDIATE` transaction, each
+//! message inside its own savepoint: a message that fails is rolled back to
+//! its savepoint, stored raw and sent to review, and the batch goes on. The
+//! caller moves the originals only after the commit (see [`crate::filing`]).
+
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, SqliteConnection};
+use tracing::{debug, info, warn};
+
+use crate::cases::engine::NewRequest;
+use crate::cases::{Input, Kind};
+use crate::casework::{self, CaseworkError, NewThread};
+use crate::classify;
+use crate::ids::Purpose;
+use crate::mailroom::Mailroom;
+use crate::message::{self, Inbound};
+use crate::store::{self, NewMessage};
+
+/// One message fetched from the mailbox.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub uid: u32,
+    /// `None` when the message was over `imap.max_message_bytes` and only its
+    /// headers were read.
+    pub raw: Vec<u8>,
+    pub size: u64,
+    pub headers_only: bool,
+}
+
+/// Where the original goes once the transaction committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Processed,
+    Review,
+}
+
+/// What intake decided for one message (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Opened { case_id: String, kind: Kind },
+    Reply { case_id: String },
+    TeamMail { case_id: Option<String> },
+    DeliveryReport,
+    Automatic,
+    Duplicate,
+    Review { reason: &'static str },
+    Failed,
+}
+
+impl Outcome {
+    pub fn target(&self) -> Target {
+        match self {
+            Outcome::Review { .. } | Outcome::Failed => Target::Review,
+            Outcome::Automatic => Target::Review,
+            _ => Target::Processed,
+        }
+    }
+}
+
+/// Processes a batch; returns each UID with its outcome. Commits.
+pub async fn process_batch(
+    room: &Mailroom,
+    mailbox: &str,
+    uid_validity: u32,
+    batch: &[Fetched],
+    now: DateTime<Utc>,
+) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
+    let mut tx = room.store.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut max_uid = 0;
+    for fetched in batch {
+        max_uid = max_uid.max(fetched.uid);
+        let mut sp = tx.begin().await?;
+        let outcome = match process_one(&mut sp, room, uid_validity, fetched, now).await {
+            Ok(outcome) => {
+                sp.commit().await?;
+                outcome
+            }
+            Err(e) => {
+                sp.rollback().await?;
+                warn!(uid = fetched.uid, error = %e, "Message could not be processed; stored raw and sent to review.");
+                record_failed(&mut tx, room, uid_validity, fetched, &e.to_string(), now).await?;
+                Outcome::Failed
+            }
+        };
+        results.push((fetched.uid, outcome));
+    }
+    let cursor = store::cursor(&mut tx, mailbox).await?;
+    let last = cursor
+        .filter(|c| c.uid_validity == uid_validity)
+        .map_or(0, |c| c.last_uid);
+    store::set_cursor(
+        &mut tx,
+        mailbox,
+        store::Cursor {
+            uid_validity,
+            last_uid: last.max(max_uid),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    room.outbox_wake.notify_one();
+    Ok(results)
+}
+
+fn target_name(room: &Mailroom, target: Target) -> &str {
+    match target {
+        Target::Processed => &room.config.imap.processed_mailbox,
+        Target::Review => &room.config.imap.review_mailbox,
+    }
+}
+
+/// Context for recording the inbound message row.
+struct Record<'a> {
+    uid_validity: u32,
+    fetched: &'a Fetched,
+    inbound: &'a Inbound,
+    sha: &'a str,
+}
+
+impl Record<'_> {
+    async fn write(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &Mailroom,
+        case_id: Option<&str>,
+        disposition: &str,
+        target: Target,
+        now: DateTime<Utc>,
+    ) -> Result<i64, CaseworkError> {
+        let from = self.inbound.from.as_ref().map(|a| a.addr.as_str());
+        Ok(store::messages::insert(
+            conn,
+            &NewMessage {
+                case_id,
+                direction: "in",
+                message_id: self.inbound.message_id.as_deref(),
+                subject: &self.inbound.subject,
+                from_addr: from,
+                at: now,
+                template: None,
+                sha256: self.sha,
+                size: self.fetched.size as i64,
+                raw: Some(&self.fetched.raw),
+                body_text: Some(&self.inbound.text),
+                disposition,
+                uid_validity: Some(self.uid_validity),
+                uid: Some(self.fetched.uid),
+                target_mailbox: Some(target_name(room, target)),
+            },
+        )
+        .await?)
+    }
+}
+
+async fn process_one(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    uid_validity: u32,
+    fetched: &Fetched,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
+    let sha = crate::hash::sha256_hex(&fetched.raw);
+    let inbound = message::parse(&fetched.raw);
+    let rec = Record {
+        uid_validity,
+        fetched,
+        inbound: &inbound,
+        sha: &sha,
+    };
+
+    // Second line of de-duplication: the same message seen under another UID.
+    if let Some((_, earlier_target)) =
+        store::messages::seen_inbound(conn, inbound.message_id.as_deref(), &sha).await?
+    {
+        let target = if earlier_target.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
+            Target::Review
+        } else {
+            Target::Processed
+        };
+        insert_duplicate(conn, room, &rec, target, now).await?;
+        debug!(uid = fetched.uid, "Duplicate message filed without effects.");
+        return Ok(Outcome::Duplicate);
+    }
+
+    if fetched.headers_only {
+        let id = rec.write(conn, room, None, "review", Target::Review, now).await?;
+        store::events::append(conn, None, now, "daemon", "oversize",
+            &format!("message row {id}: {} bytes, over imap.max_message_bytes", fetched.size)).await?;
+        return Ok(Outcome::Review { reason: "oversize" });
+    }
+
+    let sender = inbound.from.as_ref().map(|a| a.addr.clone()).unwrap_or_default();
+    let referenced = room.keys.verify_any(
+        inbound.in_reply_to.iter().chain(inbound.references.iter()).map(String::as_str),
+    );
+
+    // Delivery reports: matched to the outbox entry they report.
+    if let Some(dsn) = &inbound.dsn {
+        return delivery_report(conn, room, &rec, dsn, now).await;
+    }
+
+    // Our own mail (a Bcc or a loop) gets no answer.
+    if room.is_own_address(&sender) {
+        rec.write(conn, room, None, "own", Target::Processed, now).await?;
+        return Ok(Outcome::Automatic);
+    }
+
+    // Team mail: a reply to a notification. Commands are handled by `team`.
+    if referenced.iter().any(|v| v.purpose != Purpose::Reply) {
+        let case_id = referenced.iter().find(|v| v.purpose == Purpose::Notice).map(|v| v.subject_id.clone());
+        rec.write(conn, room, case_id.as_deref(), "team", Target::Processed, now).await?;
+        if let Some(id) = &case_id {
+            store::events::append(conn, Some(id), now, &sender, "team_mail", "reply to a notification").await?;
+        }
+        return Ok(Outcome::TeamMail { case_id });
+    }
+
+    // Automatic mail never opens a case and never gets a reply.
+    if let Some(kind) = inbound.auto {
+        let case_id = referenced.first().map(|v| v.subject_id.clone());
+        match &case_id {
+            Some(id) if store::cases::get(conn, id).await?.is_some() => {
+                rec.write(conn, room, Some(id), "auto", Target::Processed, now).await?;
+                store::events::append(conn, Some(id), now, "daemon", "automatic_mail",
+                    &format!("{kind:?} in the case thread; no reply")).await?;
+                return Ok(Outcome::Automatic);
+            }
+            _ => {
+                rec.write(conn, room, None, "auto", Target::Review, now).await?;
+                return Ok(Outcome::Automatic);
+            }
+        }
+    }
+
+    // A reply in a case thread: our Message-ID referenced, or the tag from a party of the case.
+    let by_reference = referenced.iter().find(|v| v.purpose == Purpose::Reply).map(|v| v.subject_id.clone());
+    let tagged = classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix);
+    if let Some(case_id) = by_reference.or(tagged.clone()) {
+        if let Some(case) = store::cases::get(conn, &case_id).await? {
+            let proven_by_reference = referenced.iter().any(|v| v.subject_id == case.id);
+            let party = [Some(&case.requester), case.agent.as_ref(), case.consumer.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|a| crate::address::same(a, &sender));
+            if proven_by_reference || party {
+                rec.write(conn, room, Some(&case.id), "case", Target::Processed, now).await?;
+                let haystack = format!("{}\n{}", inbound.subject, inbound.text);
+                let proves = proven_by_reference || crate::ids::find_code(&haystack, &case.verification_code);
+                let new_text = message::reply_text::new_text(&inbound.text);
+                let declarations = inbound
+                    .attachments
+                    .iter()
+                    .filter(|a| classify::is_declaration_name(&a.filename))
+                    .count();
+                let input = Input::ConsumerReply {
+                    from: sender.clone(),
+                    new_text,
+                    proves_mailbox: proves,
+                    declarations,
+                };
+                casework::apply_input(conn, room, &case.id, input, now).await?;
+                return Ok(Outcome::Reply { case_id: case.id });
+            }
+            // The tag alone, from someone else: never applied to the case.
+            rec.write(conn, room, Some(&case.id), "review", Target::Review, now).await?;
+            store::events::append(conn, Some(&case.id), now, "daemon", "foreign_message",
+                "a message with the case tag from a sender who is not a party of the case; moved to review").await?;
+            casework::notify_team(conn, room, &case, crate::cases::engine::Notice::ConsumerWrote, now).await?;
+            return Ok(Outcome::Review { reason: "foreign sender with case tag" });
+        }
+    }
+
+    // A new request?
+    if let Some(kind) = classify::match_subject(&room.config.rules, &inbound.subject) {
+        return open_case(conn, room, &rec, kind, &sender, now).await;
+    }
+
+    // Never dropped: review, and the team is told (CCPA regs §7020(e)).
+    let id = rec.write(conn, room, None, "review", Target::Review, now).await?;
+    let suggestion = classify::looks_like_request(&inbound.text);
+    store::events::append(conn, None, now, "daemon", "review",
+        &format!("message row {id}: no rule matched{}", suggestion.map(|k| format!("; reads like a {k} request")).unwrap_or_default())).await?;
+    crate::team::notify_review(conn, room, id, &inbound, suggestion, now).await?;
+    Ok(Outcome::Review { reason: "no rule matched" })
+}
+
+async fn open_case(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    kind: Kind,
+    sender: &str,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
+    let inbound = rec.inbound;
+    let names: Vec<&str> = inbound.attachments.iter().map(|a| a.filename.as_str()).collect();
+    let agent = classify::detect_agent(sender, &inbound.text, &names, &room.config.agents.known_domains);
+    let received_at = now;
+    let year = store::cases::id_year(received_at, room.policy.timezone);
+    let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
+    let id = crate::ids::format_case_id(&room.config.policy.case_prefix, year, seq);
+    let declarations = names.iter().filter(|n| classify::is_declaration_name(n)).count();
+    let req = NewRequest {
+        kind,
+        requester: sender.to_string(),
+        agent: agent.is_agent.then(|| sender.to_string()),
+        consumer: if agent.is_agent { agent.consumer_email.clone() } else { Some(sender.to_string()) },
+        consumer_name: if agent.is_agent {
+            agent.consumer_name.clone()
+        } else {
+            inbound.from.as_ref().and_then(|a| a.name.clone())
+        },
+        received_at,
+        declarations,
+    };
+    let t = crate::cases::open(id.clone(), crate::ids::verification_code(), req, &room.policy, now);
+    // The message row first, so our acknowledgement can answer it.
+    rec.write(conn, room, None, "case", Target::Processed, now).await?;
+    casework::commit_new(conn, room, &t, &NewThread {
+        subject: &inbound.subject,
+        root: inbound.message_id.as_deref(),
+        manner: if agent.is_agent { "agent" } else { "email" },
+    }, now).await?;
+    sqlx::query("UPDATE messages SET case_id = ? WHERE uid_validity = ? AND uid = ? AND case_id IS NULL")
+        .bind(&id)
+        .bind(i64::from(rec.uid_validity))
+        .bind(i64::from(rec.fetched.uid))
+        .execute(&mut *conn)
+        .await?;
+    info!(case = %id, kind = %kind, agent = agent.is_agent, "Opened case.");
+    Ok(Outcome::Opened { case_id: id, kind })
+}
+
+async fn delivery_report(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    dsn: &message::Dsn,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
+    let matched = match &dsn.original_message_id {
+        Some(mid) => store::outbox::by_message_id(conn, mid).await?,
+        None => None,
+    };
+    let Some((row_id, case_id, _)) = matched else {
+        // A report about mail we did not send: kept, for a person to look at.
+        rec.write(conn, room, None, "dsn", Target::Review, now).await?;
+        return Ok(Outcome::Automatic);
+    };
+    rec.write(conn, room, case_id.as_deref(), "dsn", Target::Processed, now).await?;
+    if dsn.permanent {
+        store::outbox::mark_failed(conn, row_id, "the recipient's server reported the delivery failed").await?;
+        if let Some(id) = &case_id {
+            store::events::append(conn, Some(id), now, "daemon", "delivery_failed",
+                &format!("outbox {row_id}: delivery report says failed")).await?;
+            if let Some(case) = store::cases::get(conn, id).await? {
+                crate::team::notify_delivery_failure(conn, room, &case, now).await?;
+            }
+        }
+        info!(outbox = row_id, "Delivery report matched; mail marked failed.");
+    }
+    Ok(Outcome::DeliveryReport)
+}
+
+async fn insert_duplicate(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    target: Target,
+    now: DateTime<Utc>,
+) -> Result<(), CaseworkError> {
+    store::messages::insert(
+        conn,
+        &NewMessage {
+            direction: "in",
+            message_id: rec.inbound.message_id.as_deref(),
+            subject: &rec.inbound.subject,
+            at: now,
+            sha256: rec.sha,
+            size: rec.fetched.size as i64,
+            disposition: "duplicate",
+            uid_validity: Some(rec.uid_validity),
+            uid: Some(rec.fetched.uid),
+            target_mailbox: Some(target_name(room, target)),
+            ..NewMessage::default()
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A message whose processing failed: its raw bytes are kept and it goes to review.
+async fn record_failed(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    uid_validity: u32,
+    fetched: &Fetched,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<(), CaseworkError> {
+    let sha = crate::hash::sha256_hex(&fetched.raw);
+    let id = store::messages::insert(
+        conn,
+        &NewMessage {
+            direction: "in",
+            at: now,
+            sha256: &sha,
+            size: fetched.size as i64,
+            raw: Some(&fetched.raw),
+            disposition: "failed",
+            uid_validity: Some(uid_validity),
+            uid: Some(fetched.uid),
+            target_mailbox: Some(target_name(room, Target::Review)),
+            ..NewMessage::default()
+        },
+    )
+    .await?;
+    store::events::append(conn, None, now, "daemon", "processing_failed", &format!("message row {id}: {error}"))
+        .await?;
+    Ok(())
+}

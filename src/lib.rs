@@ -7,17 +7,27 @@
 //! `scheduler` drives the clocks; `cli` and `config` sit at the edge; `daemon`
 //! wires the tasks together.
 
+pub mod address;
 pub mod cases;
+pub mod casework;
+pub mod check;
 pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod faults;
+pub mod hash;
 pub mod ids;
 pub mod imap;
 pub mod intake;
+pub mod logging;
+pub mod mailroom;
 pub mod message;
 pub mod outbox;
 pub mod scheduler;
+pub mod signals;
 pub mod store;
+pub mod systemd;
+pub mod team;
 pub mod templates;
 pub mod tls;

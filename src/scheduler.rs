@@ -1,1 +1,65 @@
-//! TODO
+//! The clocks (SPEC §4): reminders to consumers, deadline notices to the team.
+//! Called from the mailbox loop about once a minute and by `run --once`.
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use crate::cases::Input;
+use crate::casework::{self, CaseworkError};
+use crate::mailroom::Mailroom;
+use crate::store::{self, CaseFilter};
+
+/// Runs every scheduled job that is due at `now`.
+pub async fn run_due(room: &Mailroom, now: DateTime<Utc>) -> Result<(), CaseworkError> {
+    tick_cases(room, now).await?;
+    Ok(())
+}
+
+/// Gives every open case its `Tick`: reminders, due-soon and overdue notices.
+/// Each case in its own transaction, so one bad case cannot stop the others.
+pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, CaseworkError> {
+    let open = {
+        let mut conn = room.store.conn().await?;
+        store::cases::list(&mut conn, &CaseFilter { open_only: true, ..CaseFilter::default() }, now).await?
+    };
+    let mut changed = 0;
+    for case in open {
+        let t = match crate::cases::apply(&case, Input::Tick, &room.policy, now) {
+            Ok(t) => t,
+            Err(_) => continue,
+        };
+        if t.case == case && t.effects.is_empty() {
+            continue;
+        }
+        let mut tx = room.store.begin().await?;
+        match casework::commit_update(&mut tx, room, &t, now).await {
+            Ok(()) => {
+                tx.commit().await?;
+                changed += 1;
+            }
+            Err(e) => warn!(case = %case.id, error = %e, "Scheduled work on a case failed."),
+        }
+    }
+    if changed > 0 {
+        info!(cases = changed, "Scheduled work done.");
+        room.outbox_wake.notify_one();
+    }
+    Ok(changed)
+}
+
+/// `idle, 3 open cases, outbox empty`.
+pub async fn status_line(room: &Mailroom) -> Result<String, CaseworkError> {
+    let mut conn = room.store.conn().await?;
+    let open: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM cases WHERE state NOT IN ('completed', 'denied', 'closed', 'withdrawn')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let pending = store::outbox::pending_count(&mut conn).await?;
+    let outbox = if pending == 0 {
+        "outbox empty".to_string()
+    } else {
+        format!("{pending} mails in the outbox")
+    };
+    Ok(format!("idle, {open} open cases, {outbox}"))
+}

@@ -1,0 +1,37 @@
+//! E-mail addresses as the daemon compares them: lower-cased, without names.
+
+use crate::message::Address;
+
+/// Parses `Name <addr@domain>` or `addr@domain`.
+pub fn parse_mailbox(s: &str) -> Option<Address> {
+    let mailbox: lettre::message::Mailbox = s.trim().parse().ok()?;
+    Some(Address {
+        addr: mailbox.email.to_string().to_lowercase(),
+        name: mailbox.name.filter(|n| !n.is_empty()),
+    })
+}
+
+/// The domain part of an address, lower-cased.
+pub fn domain(addr: &str) -> Option<&str> {
+    addr.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
+}
+
+/// Same mailbox, ignoring case.
+pub fn same(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_named_and_bare() {
+        let a = parse_mailbox("Privacy Team <Privacy@Example.COM>").unwrap();
+        assert_eq!(a.addr, "privacy@example.com");
+        assert_eq!(a.name.as_deref(), Some("Privacy Team"));
+        assert_eq!(parse_mailbox("a@b.example").unwrap().addr, "a@b.example");
+        assert!(parse_mailbox("not an address").is_none());
+        assert_eq!(domain("x@Y.example"), Some("Y.example"));
+    }
+}

@@ -1,0 +1,401 @@
+//! Carries out the engine's decisions inside the caller's transaction: writes
+//! the case and its events, renders and queues the mail (SPEC §2: one
+//! transaction for the case change, its events and its outbox rows).
+//!
+//! Every path that changes a case goes through here — intake, the team's
+//! commands by mail, `cases act` and the scheduler — so they cannot drift apart.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+use tracing::{debug, info};
+
+use crate::cases::engine::{Actor, Audience, Notice};
+use crate::cases::{Case, Command, Effect, Input, Refusal, Transition};
+use crate::ids::Purpose;
+use crate::mailroom::Mailroom;
+use crate::outbox::compose::{AutoSubmitted, Outgoing, compose};
+use crate::store::{self, NewMessage, NewOutbox, StoreError};
+use crate::templates::{CaseContext, Rendered, TemplateContext, commands_for};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaseworkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot render template {template}: {source}")]
+    Template {
+        template: String,
+        source: crate::templates::TemplateError,
+    },
+    #[error("cannot build the message from template {template}: {source}")]
+    Compose {
+        template: String,
+        source: crate::outbox::compose::ComposeError,
+    },
+    #[error("no case {0}")]
+    NoSuchCase(String),
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+}
+
+impl From<sqlx::Error> for CaseworkError {
+    fn from(e: sqlx::Error) -> Self {
+        CaseworkError::Store(StoreError::Sql(e))
+    }
+}
+
+pub type Result<T, E = CaseworkError> = std::result::Result<T, E>;
+
+/// Threading facts of a new case.
+#[derive(Debug, Clone, Default)]
+pub struct NewThread<'a> {
+    pub subject: &'a str,
+    /// Message-ID of the request.
+    pub root: Option<&'a str>,
+    pub manner: &'static str,
+}
+
+/// Writes a freshly opened case and carries out its effects.
+pub async fn commit_new(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    t: &Transition,
+    thread: &NewThread<'_>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let row = store::cases::CaseThread {
+        subject: thread.subject.to_string(),
+        thread_root: thread.root.map(str::to_string),
+        notice_root: None,
+        manner: thread.manner.to_string(),
+    };
+    store::cases::insert(conn, &t.case, &row, now).await?;
+    carry_out(conn, room, t, now).await
+}
+
+/// Writes an updated case and carries out its effects.
+pub async fn commit_update(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    t: &Transition,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    store::cases::update(conn, &t.case, now).await?;
+    carry_out(conn, room, t, now).await
+}
+
+/// Applies one input to a stored case; a refusal is recorded as an event and
+/// returned. The caller commits the transaction.
+pub async fn apply_input(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    case_id: &str,
+    input: Input,
+    now: DateTime<Utc>,
+) -> Result<Transition> {
+    let case = store::cases::get(conn, case_id)
+        .await?
+        .ok_or_else(|| CaseworkError::NoSuchCase(case_id.to_string()))?;
+    let actor = match &input {
+        Input::Team { actor, .. } => actor.label(),
+        Input::ConsumerReply { from, .. } => from.clone(),
+        Input::Tick => "daemon".into(),
+    };
+    let name = match &input {
+        Input::Team { command, .. } => command.name(),
+        Input::ConsumerReply { .. } => "consumer_reply",
+        Input::Tick => "tick",
+    };
+    match crate::cases::apply(&case, input, &room.policy, now) {
+        Ok(t) => {
+            if t.case != case || !t.effects.is_empty() {
+                commit_update(conn, room, &t, now).await?;
+            }
+            Ok(t)
+        }
+        Err(refusal) => {
+            store::events::append(
+                conn,
+                Some(case_id),
+                now,
+                &actor,
+                "refused",
+                &format!("{name}: {refusal}"),
+            )
+            .await?;
+            Err(refusal.into())
+        }
+    }
+}
+
+/// A team decision from the CLI or by mail: one transaction, committed here.
+/// A refusal is recorded (committed) and returned.
+pub async fn act(
+    room: &Mailroom,
+    case_id: &str,
+    actor: Actor,
+    command: Command,
+    now: DateTime<Utc>,
+) -> Result<Transition> {
+    let mut tx = room.store.begin().await?;
+    let result = apply_input(&mut tx, room, case_id, Input::Team { actor, command }, now).await;
+    tx.commit().await?;
+    room.outbox_wake.notify_one();
+    result
+}
+
+async fn carry_out(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    t: &Transition,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for effect in &t.effects {
+        match effect {
+            Effect::Event {
+                actor,
+                action,
+                detail,
+            } => {
+                store::events::append(conn, Some(&t.case.id), now, &actor.label(), action, detail)
+                    .await?;
+            }
+            Effect::Send {
+                template,
+                to,
+                reason,
+            } => {
+                send_to_consumer(conn, room, &t.case, template, *to, reason.as_deref(), now).await?;
+            }
+            Effect::Notify(notice) => {
+                notify_team(conn, room, &t.case, *notice, now).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Queues a consumer-facing mail, unless a loop guard says no.
+pub async fn send_to_consumer(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    case: &Case,
+    template: &str,
+    to: Audience,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let recipient = match to {
+        Audience::Requester => Some(case.requester.clone()),
+        Audience::Consumer => case.consumer.clone(),
+    };
+    let Some(recipient) = recipient else {
+        return Ok(());
+    };
+    let rate_key = recipient.to_lowercase();
+    if room.is_own_address(&rate_key) {
+        store::events::append(conn, Some(&case.id), now, "daemon", "reply_suppressed",
+            &format!("{template}: the recipient is the mailbox itself")).await?;
+        return Ok(());
+    }
+    let limit = i64::from(room.config.policy.max_auto_replies_per_day);
+    let recent = store::outbox::recent_to(conn, &rate_key, now - chrono::Duration::hours(24)).await?;
+    if recent >= limit {
+        info!(case = %case.id, template, "Automatic reply suppressed: per-sender daily limit reached.");
+        store::events::append(conn, Some(&case.id), now, "daemon", "reply_suppressed",
+            &format!("{template}: {recent} automatic replies to this sender in 24 hours (limit {limit})")).await?;
+        return Ok(());
+    }
+    let rendered = render(room, template, case, reason, None, now)?;
+    let thread = store::cases::thread(conn, &case.id).await?;
+    let last_in = store::messages::last_inbound_id(conn, &case.id).await?;
+    let mut references: Vec<String> = Vec::new();
+    for id in [thread.thread_root.clone(), last_in.clone()].into_iter().flatten() {
+        if !references.contains(&id) {
+            references.push(id);
+        }
+    }
+    let message_id = room.keys.generate(Purpose::Reply, &case.id, &room.config.message_id_domain());
+    let auto_submitted = if template.ends_with("reminder") {
+        AutoSubmitted::Generated
+    } else {
+        AutoSubmitted::Replied
+    };
+    queue(conn, room, Queued {
+        case_id: Some(&case.id),
+        audience: "consumer",
+        template,
+        recipients: vec![recipient],
+        rate_key: &rate_key,
+        rendered,
+        message_id,
+        in_reply_to: last_in.or(thread.thread_root),
+        references,
+        auto_submitted,
+    }, now).await
+}
+
+/// Queues a team notification, threaded per case.
+pub async fn notify_team(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    case: &Case,
+    notice: Notice,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let notify = room.config.team.notify.clone();
+    if notify.is_empty() {
+        debug!(case = %case.id, "No team.notify addresses; notice not sent.");
+        return Ok(());
+    }
+    let rendered = render(room, "team_notice", case, None, Some(notice), now)?;
+    let thread = store::cases::thread(conn, &case.id).await?;
+    let message_id = room.keys.generate(Purpose::Notice, &case.id, &room.config.message_id_domain());
+    if thread.notice_root.is_none() {
+        store::cases::set_notice_root(conn, &case.id, &message_id).await?;
+    }
+    let rate_key = notify.join(",").to_lowercase();
+    queue(conn, room, Queued {
+        case_id: Some(&case.id),
+        audience: "team",
+        template: "team_notice",
+        recipients: notify,
+        rate_key: &rate_key,
+        rendered,
+        in_reply_to: thread.notice_root.clone(),
+        references: thread.notice_root.into_iter().collect(),
+        message_id,
+        auto_submitted: AutoSubmitted::Generated,
+    }, now).await
+}
+
+/// A rendered mail ready for the outbox.
+pub struct Queued<'a> {
+    pub case_id: Option<&'a str>,
+    pub audience: &'static str,
+    pub template: &'a str,
+    pub recipients: Vec<String>,
+    pub rate_key: &'a str,
+    pub rendered: Rendered,
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub auto_submitted: AutoSubmitted,
+}
+
+/// Composes the message and writes the outbox row and the outgoing message row.
+pub async fn queue(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    q: Queued<'_>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let from = room.config.smtp.from.clone();
+    let outgoing = Outgoing {
+        from: from.clone(),
+        reply_to: from,
+        to: q.recipients.clone(),
+        subject: q.rendered.subject.clone(),
+        message_id: q.message_id.clone(),
+        in_reply_to: q.in_reply_to.clone(),
+        references: q.references.clone(),
+        auto_submitted: q.auto_submitted,
+        text: q.rendered.text.clone(),
+        html: q.rendered.html.clone(),
+        date: now,
+    };
+    let raw = compose(&outgoing).map_err(|source| CaseworkError::Compose {
+        template: q.template.to_string(),
+        source,
+    })?;
+    let envelope_from = room.config.mailbox_address();
+    store::outbox::insert(conn, &NewOutbox {
+        case_id: q.case_id,
+        message_id: &q.message_id,
+        audience: q.audience,
+        template: q.template,
+        envelope_from: &envelope_from,
+        recipients: &q.recipients,
+        rate_key: q.rate_key,
+        subject: &q.rendered.subject,
+        raw: &raw,
+        now,
+    }).await?;
+    let sha = crate::hash::sha256_hex(&raw);
+    store::messages::insert(conn, &NewMessage {
+        case_id: q.case_id,
+        direction: "out",
+        message_id: Some(&q.message_id),
+        subject: &q.rendered.subject,
+        from_addr: Some(&envelope_from),
+        at: now,
+        template: Some(q.template),
+        sha256: &sha,
+        size: raw.len() as i64,
+        raw: None,
+        body_text: Some(&q.rendered.text),
+        disposition: q.audience,
+        ..NewMessage::default()
+    }).await?;
+    Ok(())
+}
+
+/// Renders a template for a case.
+pub fn render(
+    room: &Mailroom,
+    template: &str,
+    case: &Case,
+    reason: Option<&str>,
+    notice: Option<Notice>,
+    now: DateTime<Utc>,
+) -> Result<Rendered> {
+    let mut ctx = TemplateContext::from_config(&room.config)
+        .with_case(CaseContext::from_case(case, room.policy.timezone, now));
+    ctx.reason = reason.map(str::to_string);
+    if let Some(notice) = notice {
+        let (title, text) = notice_wording(notice, case);
+        ctx.notice_title = Some(title);
+        ctx.notice_text = Some(text);
+        ctx.commands = commands_for(case);
+    }
+    room.templates()
+        .render(template, &ctx)
+        .map_err(|source| CaseworkError::Template {
+            template: template.to_string(),
+            source,
+        })
+}
+
+/// The title and first paragraph of a team notice.
+fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
+    let kind = case.kind.title();
+    match notice {
+        Notice::NewCase => (
+            format!("New {kind}"),
+            format!("A new {kind} was received and acknowledged; the requester was asked to verify their identity."),
+        ),
+        Notice::VerificationSubmitted => (
+            "Verification submitted".into(),
+            "The requester answered the verification request with the code. Check the data points they sent, then reply #verify or #deny REASON.".into(),
+        ),
+        Notice::DeletionConfirmed => (
+            "Deletion confirmed".into(),
+            "The consumer confirmed the deletion. Carry it out, then reply #complete.".into(),
+        ),
+        Notice::Withdrawn => (
+            "Request withdrawn".into(),
+            "The consumer withdrew the request; the case is closed.".into(),
+        ),
+        Notice::ConsumerWrote => (
+            "New message in the case".into(),
+            "A message arrived in this case that needs a person to read it. It is stored on the case; the original is in the mailbox.".into(),
+        ),
+        Notice::DeadlineApproaching => (
+            "Due within 7 days".into(),
+            "The response to this request is due soon.".into(),
+        ),
+        Notice::Overdue => (
+            "Overdue".into(),
+            "The response to this request is overdue.".into(),
+        ),
+    }
+}

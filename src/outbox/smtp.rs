@@ -1,0 +1,455 @@
+//! Delivering composed messages over SMTP with lettre.
+//!
+//! One connection is kept open and reused for up to
+//! `max_messages_per_connection` messages, then closed with QUIT and a new one
+//! opened: real servers refuse more per connection (OpenSMTPD answers `452 Too
+//! many messages sent` after 100), and lettre's pool has no such cap. The
+//! connection is driven through lettre's `AsyncSmtpConnection`, so that every
+//! problem before MAIL FROM (connect, TLS, STARTTLS, AUTH) counts as transient
+//! — a wrong password must not fail every queued reply for good — and only the
+//! server's 5xx verdict on a message makes it permanent.
+//!
+//! STARTTLS is always required when configured (never "opportunistic", which
+//! would silently fall back to plain text), and plain text is only allowed to
+//! a loopback relay.
+
+use std::time::Duration;
+
+use lettre::address::{Address, Envelope};
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::config::{Security, SmtpConfig};
+use crate::tls::{self, TlsError};
+
+/// Timeout for connect, TLS, EHLO, AUTH, NOOP and QUIT.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout for one whole MAIL/RCPT/DATA transaction.
+const SEND_TIMEOUT: Duration = Duration::from_secs(300);
+/// A connection idle for longer is checked with NOOP before reuse (servers
+/// drop idle clients after a few minutes).
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(30);
+
+/// Problems setting up or reaching the SMTP server. In [`SmtpSender::send_raw`]
+/// all of these become [`SendError::Transient`].
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpError {
+    #[error(
+        "smtp.security = \"none\" sends mail and password in clear and is only allowed for loopback hosts, not {host}; use \"tls\" or \"starttls\""
+    )]
+    PlainRefused { host: String },
+    #[error(transparent)]
+    Ca(#[from] TlsError),
+    #[error("cannot set up TLS for SMTP server {host}: {source}")]
+    TlsSetup {
+        host: String,
+        source: lettre::transport::smtp::Error,
+    },
+    #[error(
+        "smtp.username is set but no password is configured; set smtp.password, password_file or password_env"
+    )]
+    MissingPassword,
+    #[error(
+        "cannot connect to SMTP server {host}:{port} using {security}: {source}; check smtp.host, smtp.port and smtp.security (and smtp.ca_file if the server uses a private CA)"
+    )]
+    Connect {
+        host: String,
+        port: u16,
+        security: &'static str,
+        source: lettre::transport::smtp::Error,
+    },
+    #[error(
+        "SMTP server {host}:{port} does not offer STARTTLS; use smtp.security = \"tls\" (usually port 465) or a server that supports STARTTLS"
+    )]
+    NoStartTls { host: String, port: u16 },
+    #[error(
+        "SMTP login failed for the configured username at {host}:{port}: {source}; check smtp.username and smtp.password (or password_file / password_env)"
+    )]
+    Auth {
+        host: String,
+        port: u16,
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("SMTP server {host}:{port} did not answer {what} within {secs} s")]
+    Timeout {
+        host: String,
+        port: u16,
+        what: &'static str,
+        secs: u64,
+    },
+}
+
+/// The verdict on one message, for the outbox's retry logic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// 4xx, connection trouble, timeouts, configuration problems: retry later.
+    #[error("temporary SMTP failure: {0}")]
+    Transient(String),
+    /// 5xx or an unusable address: retrying cannot help.
+    #[error("permanent SMTP failure: {0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SendError::Permanent(_))
+    }
+}
+
+/// An open connection and how much it has been used.
+struct Open {
+    conn: AsyncSmtpConnection,
+    sent: u32,
+    last_used: Instant,
+}
+
+/// Sends raw messages over one reused SMTP connection (see the module docs).
+/// Shareable: sends are serialised by an internal lock.
+pub struct SmtpSender {
+    host: String,
+    port: u16,
+    security: Security,
+    tls: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    max_per_connection: u32,
+    hello: ClientId,
+    open: Mutex<Option<Open>>,
+}
+
+impl std::fmt::Debug for SmtpSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSender")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("auth", &self.credentials.is_some())
+            .field("max_per_connection", &self.max_per_connection)
+            .finish()
+    }
+}
+
+fn security_label(security: Security) -> &'static str {
+    match security {
+        Security::Tls => "TLS",
+        Security::Starttls => "STARTTLS",
+        Security::None => "plain text",
+    }
+}
+
+impl SmtpSender {
+    /// Validates the settings and prepares TLS; does not connect (see
+    /// [`SmtpSender::test_connection`]). `password` is the resolved secret.
+    pub fn new(cfg: &SmtpConfig, password: Option<&str>) -> Result<Self, SmtpError> {
+        let host = cfg.host.clone();
+        if cfg.security == Security::None && !tls::is_loopback_host(&host) {
+            return Err(SmtpError::PlainRefused { host });
+        }
+        let tls = match cfg.security {
+            Security::None => None,
+            Security::Tls | Security::Starttls => {
+                let mut builder = TlsParameters::builder(host.clone());
+                if let Some(path) = cfg.ca_file.as_deref() {
+                    for der in tls::read_ca(path)? {
+                        let cert = Certificate::from_der(der.to_vec())
+                            .map_err(|source| tls_setup(&host, source))?;
+                        builder = builder.add_root_certificate(cert);
+                    }
+                }
+                Some(
+                    builder
+                        .build_rustls()
+                        .map_err(|source| tls_setup(&host, source))?,
+                )
+            }
+        };
+        let credentials = match (&cfg.username, password) {
+            (Some(user), Some(pass)) => Some(Credentials::new(user.clone(), pass.to_owned())),
+            (Some(_), None) => return Err(SmtpError::MissingPassword),
+            (None, _) => None,
+        };
+        Ok(SmtpSender {
+            host,
+            port: cfg.port,
+            security: cfg.security,
+            tls,
+            credentials,
+            max_per_connection: cfg.max_messages_per_connection.max(1),
+            hello: ClientId::default(),
+            open: Mutex::new(None),
+        })
+    }
+
+    /// Connects, secures, logs in and quits: for `check`.
+    pub async fn test_connection(&self) -> Result<(), SmtpError> {
+        let mut conn = self.connect().await?;
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, conn.quit()).await;
+        Ok(())
+    }
+
+    /// Delivers `raw` (from [`super::compose::compose`]) to `to` with
+    /// `envelope_from` as the return path (addresses, or `Name <address>`).
+    pub async fn send_raw(
+        &self,
+        envelope_from: &str,
+        to: &[&str],
+        raw: &[u8],
+    ) -> Result<(), SendError> {
+        let envelope = envelope(envelope_from, to)?;
+        let mut guard = self.open.lock().await;
+
+        if let Some(open) = guard.as_mut()
+            && (open.sent >= self.max_per_connection || open.conn.has_broken() || {
+                open.last_used.elapsed() > IDLE_CHECK_AFTER
+                    && !tokio::time::timeout(COMMAND_TIMEOUT, open.conn.test_connected())
+                        .await
+                        .unwrap_or(false)
+            })
+        {
+            if let Some(mut old) = guard.take() {
+                let _ = tokio::time::timeout(COMMAND_TIMEOUT, old.conn.quit()).await;
+            }
+        }
+        let open = match guard.as_mut() {
+            Some(open) => open,
+            None => {
+                let conn = self
+                    .connect()
+                    .await
+                    .map_err(|e| SendError::Transient(e.to_string()))?;
+                guard.insert(Open {
+                    conn,
+                    sent: 0,
+                    last_used: Instant::now(),
+                })
+            }
+        };
+
+        let result = tokio::time::timeout(SEND_TIMEOUT, open.conn.send(&envelope, raw)).await;
+        open.last_used = Instant::now();
+        match result {
+            Ok(Ok(_response)) => {
+                open.sent += 1;
+                if open.sent >= self.max_per_connection
+                    && let Some(mut done) = guard.take()
+                {
+                    let _ = tokio::time::timeout(COMMAND_TIMEOUT, done.conn.quit()).await;
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                // lettre has aborted the connection; open a fresh one next time.
+                *guard = None;
+                Err(self.classify(&e))
+            }
+            Err(_) => {
+                *guard = None;
+                Err(SendError::Transient(
+                    SmtpError::Timeout {
+                        host: self.host.clone(),
+                        port: self.port,
+                        what: "the message transfer",
+                        secs: SEND_TIMEOUT.as_secs(),
+                    }
+                    .to_string(),
+                ))
+            }
+        }
+    }
+
+    /// Closes the open connection politely, if any.
+    pub async fn close(&self) {
+        if let Some(mut open) = self.open.lock().await.take() {
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT, open.conn.quit()).await;
+        }
+    }
+
+    fn classify(&self, e: &lettre::transport::smtp::Error) -> SendError {
+        let text = format!("SMTP server {}:{}: {e}", self.host, self.port);
+        if e.is_permanent() || e.is_client() {
+            // 5xx, or lettre refusing the message itself (e.g. a non-ASCII
+            // address without SMTPUTF8): the same message will fail again.
+            SendError::Permanent(text)
+        } else {
+            SendError::Transient(text)
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        let timeout = |what| SmtpError::Timeout {
+            host: self.host.clone(),
+            port: self.port,
+            what,
+            secs: COMMAND_TIMEOUT.as_secs(),
+        };
+        let connect_err = |source| SmtpError::Connect {
+            host: self.host.clone(),
+            port: self.port,
+            security: security_label(self.security),
+            source,
+        };
+        let wrapper = match self.security {
+            Security::Tls => self.tls.clone(),
+            Security::Starttls | Security::None => None,
+        };
+        let bare_host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let mut conn = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            AsyncSmtpConnection::connect_tokio1(
+                (bare_host, self.port),
+                Some(COMMAND_TIMEOUT),
+                &self.hello,
+                wrapper,
+                None,
+            ),
+        )
+        .await
+        .map_err(|_| timeout("the connection"))?
+        .map_err(connect_err)?;
+
+        if self.security == Security::Starttls {
+            let Some(params) = self.tls.clone() else {
+                return Err(SmtpError::NoStartTls {
+                    host: self.host.clone(),
+                    port: self.port,
+                });
+            };
+            if !conn.can_starttls() {
+                conn.abort().await;
+                return Err(SmtpError::NoStartTls {
+                    host: self.host.clone(),
+                    port: self.port,
+                });
+            }
+            tokio::time::timeout(COMMAND_TIMEOUT, conn.starttls(params, &self.hello))
+                .await
+                .map_err(|_| timeout("STARTTLS"))?
+                .map_err(connect_err)?;
+        }
+
+        if let Some(credentials) = &self.credentials {
+            tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials),
+            )
+            .await
+            .map_err(|_| timeout("AUTH"))?
+            .map_err(|source| SmtpError::Auth {
+                host: self.host.clone(),
+                port: self.port,
+                source,
+            })?;
+        }
+        tracing::debug!(host = %self.host, port = self.port, "Connected to SMTP server.");
+        Ok(conn)
+    }
+}
+
+fn tls_setup(host: &str, source: lettre::transport::smtp::Error) -> SmtpError {
+    SmtpError::TlsSetup {
+        host: host.to_owned(),
+        source,
+    }
+}
+
+/// An address given bare or as `Name <address>`.
+fn parse_address(value: &str) -> Option<Address> {
+    let value = value.trim();
+    value
+        .parse::<Address>()
+        .ok()
+        .or_else(|| value.parse::<Mailbox>().ok().map(|m| m.email))
+}
+
+fn envelope(from: &str, to: &[&str]) -> Result<Envelope, SendError> {
+    // Addresses stay out of the message: it may be logged at info level.
+    let from = parse_address(from)
+        .ok_or_else(|| SendError::Permanent("the envelope sender is not a valid address".into()))?;
+    let mut rcpts = Vec::with_capacity(to.len());
+    for (i, value) in to.iter().enumerate() {
+        let addr = parse_address(value).ok_or_else(|| {
+            SendError::Permanent(format!("recipient #{} is not a valid address", i + 1))
+        })?;
+        rcpts.push(addr);
+    }
+    Envelope::new(Some(from), rcpts)
+        .map_err(|e| SendError::Permanent(format!("invalid envelope: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use std::path::PathBuf;
+
+    fn cfg(host: &str, security: Security) -> SmtpConfig {
+        SmtpConfig {
+            host: host.into(),
+            port: 587,
+            security,
+            ca_file: None,
+            username: None,
+            secret: Secret::default(),
+            from: "Privacy <privacy@example.com>".into(),
+            max_messages_per_connection: 0,
+        }
+    }
+
+    #[test]
+    fn plain_text_only_on_loopback() {
+        tls::install_crypto_provider();
+        let err = SmtpSender::new(&cfg("smtp.example.com", Security::None), None).unwrap_err();
+        assert!(matches!(err, SmtpError::PlainRefused { .. }), "{err}");
+        assert!(SmtpSender::new(&cfg("127.0.0.1", Security::None), None).is_ok());
+        assert!(SmtpSender::new(&cfg("smtp.example.com", Security::Starttls), None).is_ok());
+        assert!(SmtpSender::new(&cfg("smtp.example.com", Security::Tls), None).is_ok());
+    }
+
+    #[test]
+    fn username_needs_a_password() {
+        tls::install_crypto_provider();
+        let mut c = cfg("smtp.example.com", Security::Starttls);
+        c.username = Some("privacy".into());
+        assert!(matches!(
+            SmtpSender::new(&c, None),
+            Err(SmtpError::MissingPassword)
+        ));
+        let sender = SmtpSender::new(&c, Some("secret")).unwrap();
+        assert_eq!(sender.max_per_connection, 1, "zero is raised to one");
+        assert!(!format!("{sender:?}").contains("secret"));
+    }
+
+    #[test]
+    fn missing_ca_file_is_named() {
+        tls::install_crypto_provider();
+        let mut c = cfg("smtp.example.com", Security::Tls);
+        c.ca_file = Some(PathBuf::from("/nonexistent/smtp-ca.pem"));
+        let err = SmtpSender::new(&c, None).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/smtp-ca.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn envelopes() {
+        assert!(envelope("privacy@example.com", &["a@example.net"]).is_ok());
+        assert!(envelope("Privacy <privacy@example.com>", &["B <b@example.net>"]).is_ok());
+        let cases: &[(&str, &[&str])] = &[
+            ("not an address", &["a@example.net"]),
+            ("privacy@example.com", &["nope"]),
+            ("privacy@example.com", &[]),
+        ];
+        for (from, to) in cases {
+            let err = envelope(from, to).unwrap_err();
+            assert!(err.is_permanent(), "{from} {to:?}: {err}");
+            assert!(
+                !err.to_string().contains("example"),
+                "no addresses in {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The integration-test harness: a private Dovecot (IMAP, IMAPS, LMTP) and
+//! Postfix (SMTP) per test binary, helpers to send and inspect mail, and
+//! helpers to run the `privacy-mailroom` binary against them.
+//!
+//! Use it from a `tests/*.rs` file with `mod support;` and, in a
+//! `#[tokio::test]`, `let servers = support::MailServers::start();`.
+//! Needs root and Debian 12's `dovecot-imapd dovecot-lmtpd postfix`.
+
+// Not every test binary uses every helper.
+#![allow(dead_code, unused_imports)]
+
+pub mod daemon;
+mod imap;
+mod procs;
+mod servers;
+mod smtp;
+mod tls;
+
+pub use imap::{ImapSession, ImapStream};
+pub use servers::{MailServers, PASSWORD};
+pub use tls::{client_config_without_ca, install_crypto_provider};
+
+/// The unfolded value of the first header called `name` (case-insensitive)
+/// in a raw message, without decoding; `None` when absent.
+pub fn header(raw: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .split("\n\n")
+        .next()
+        .unwrap_or_default();
+    let mut value: Option<String> = None;
+    for line in head.lines() {
+        let line = line.trim_end_matches('\r');
+        match value.as_mut() {
+            Some(v) if line.starts_with([' ', '\t']) => {
+                if !v.is_empty() {
+                    v.push(' ');
+                }
+                v.push_str(line.trim());
+                continue;
+            }
+            Some(_) => break,
+            None => {}
+        }
+        if let Some((field, rest)) = line.split_once(':')
+            && field.trim().eq_ignore_ascii_case(name)
+        {
+            value = Some(rest.trim().to_string());
+        }
+    }
+    value
+}

@@ -1,0 +1,535 @@
+//! One private Dovecot + Postfix pair per test binary.
+//!
+//! Mail flows like in production: SMTP into Postfix, LMTP into Dovecot,
+//! IMAP(S) out of Dovecot. Every address is a valid login (password
+//! `secret`), with its own maildir, so each test uses fresh users.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use super::procs::{self, Watcher};
+use super::tls;
+
+/// The password of every mailbox.
+pub const PASSWORD: &str = "secret";
+
+/// How the installs are named in error messages.
+const INSTALL_HINT: &str = "install them with: apt-get install dovecot-imapd dovecot-lmtpd postfix";
+
+/// The running servers; see [`MailServers::start`].
+pub struct MailServers {
+    dir: PathBuf,
+    imap_port: u16,
+    imaps_port: u16,
+    lmtp_port: u16,
+    smtp_port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    users: AtomicU64,
+    // Held so the children are never reaped out from under the watcher; they
+    // die with this process (see `procs`).
+    _children: Mutex<Vec<Child>>,
+    _watcher: Watcher,
+}
+
+impl std::fmt::Debug for MailServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailServers")
+            .field("dir", &self.dir)
+            .field("imap_port", &self.imap_port)
+            .field("imaps_port", &self.imaps_port)
+            .field("lmtp_port", &self.lmtp_port)
+            .field("smtp_port", &self.smtp_port)
+            .finish()
+    }
+}
+
+impl MailServers {
+    /// Starts the servers on first use and returns them; later calls (from any
+    /// test in the same binary) get the same instance. Panics when Dovecot or
+    /// Postfix is missing or does not come up, with the reason and logs.
+    pub fn start() -> &'static MailServers {
+        static SERVERS: OnceLock<Result<MailServers, String>> = OnceLock::new();
+        tls::install_crypto_provider();
+        let started = SERVERS.get_or_init(|| boot().map_err(|e| format!("{e:#}")));
+        match started {
+            Ok(servers) => servers,
+            Err(e) => panic!("the test mail servers could not start: {e}"),
+        }
+    }
+
+    /// The CA that signed the servers' certificate (for `ca_file`).
+    pub fn ca_pem_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// IMAP without TLS; STARTTLS is offered.
+    pub fn imap_port(&self) -> u16 {
+        self.imap_port
+    }
+
+    /// IMAP over implicit TLS.
+    pub fn imaps_port(&self) -> u16 {
+        self.imaps_port
+    }
+
+    /// Postfix's SMTP port (STARTTLS offered, relays anything from loopback).
+    pub fn smtp_port(&self) -> u16 {
+        self.smtp_port
+    }
+
+    /// Dovecot's LMTP port (what Postfix delivers to).
+    pub fn lmtp_port(&self) -> u16 {
+        self.lmtp_port
+    }
+
+    /// The password of every mailbox.
+    pub fn password(&self) -> &'static str {
+        PASSWORD
+    }
+
+    /// The servers' temporary directory (logs, certificates, maildirs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A TLS client configuration trusting the test CA.
+    pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
+        Arc::clone(&self.tls)
+    }
+
+    /// A fresh address, `prefix-<pid>-<n>@example.test`, so that every test
+    /// has its own, empty mailboxes.
+    pub fn unique_user(&self, prefix: &str) -> String {
+        let n = self.users.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{prefix}-{}-{n}@example.test", std::process::id())
+    }
+
+    /// The last lines of the Postfix and Dovecot logs, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for name in ["postfix.log", "dovecot.log"] {
+            let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            out.push_str(&format!("--- {name} (last {lines} lines) ---\n"));
+            for line in &all[from..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Everything started so far, killed if start-up fails half-way.
+struct StartupGuard {
+    groups: Vec<u32>,
+    armed: bool,
+}
+
+impl Drop for StartupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            for &g in &self.groups {
+                procs::kill_group(g);
+            }
+        }
+    }
+}
+
+fn boot() -> anyhow::Result<MailServers> {
+    // SAFETY: trivial syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the mail-server harness must run as root: Postfix's master refuses to run \
+             otherwise and Dovecot must switch users (CI runs as root; use a root container)"
+        );
+    }
+    let dovecot = find_program("dovecot")?;
+    let postfix = find_program("postfix")?;
+    let postconf = find_program("postconf")?;
+    check_dovecot_version(&dovecot)?;
+
+    let dir = tempfile::Builder::new()
+        .prefix("pmr-mail-")
+        .tempdir()
+        .context("create the servers' temporary directory")?
+        .keep();
+    // Dovecot's and Postfix's unprivileged processes must traverse it.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .context("chmod the temporary directory")?;
+    let watcher = Watcher::start(&dir).context("start the cleanup watcher")?;
+
+    tls::write_certificates(&dir)?;
+    let tls = tls::client_config(&dir.join("ca.pem"))?;
+
+    let [imap_port, imaps_port, lmtp_port, smtp_port] = free_ports()?;
+    let mut guard = StartupGuard {
+        groups: Vec::new(),
+        armed: true,
+    };
+    let mut children = Vec::new();
+
+    let dovecot_child = start_dovecot(&dir, &dovecot, imap_port, imaps_port, lmtp_port)?;
+    watcher.register_group(dovecot_child.id())?;
+    guard.groups.push(dovecot_child.id());
+    children.push(dovecot_child);
+    for port in [imap_port, imaps_port, lmtp_port] {
+        wait_for_port(port, &mut children[0], &dir, "Dovecot")?;
+    }
+
+    let master = start_postfix(&dir, &postfix, &postconf, lmtp_port, smtp_port)?;
+    // `master -s` makes itself a session (and process group) leader.
+    watcher.register_group(master.id())?;
+    guard.groups.push(master.id());
+    children.push(master);
+    wait_for_port(smtp_port, &mut children[1], &dir, "Postfix")?;
+
+    guard.armed = false;
+    Ok(MailServers {
+        dir,
+        imap_port,
+        imaps_port,
+        lmtp_port,
+        smtp_port,
+        tls,
+        users: AtomicU64::new(0),
+        _children: Mutex::new(children),
+        _watcher: watcher,
+    })
+}
+
+fn find_program(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("`{name}` is not installed (looked in PATH and /usr/sbin); {INSTALL_HINT}")
+}
+
+fn check_dovecot_version(dovecot: &Path) -> anyhow::Result<()> {
+    let out = Command::new(dovecot)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("run {} --version", dovecot.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !version.starts_with("2.3.") {
+        bail!(
+            "Dovecot 2.3 is required (Debian 12's); found `{version}`: 2.4 has another \
+             configuration syntax; {INSTALL_HINT}"
+        );
+    }
+    Ok(())
+}
+
+/// Four distinct free loopback ports. The listeners are held until all are
+/// picked (so they differ) and then dropped; the short race with other
+/// programs is accepted.
+fn free_ports() -> anyhow::Result<[u16; 4]> {
+    let listeners = (0..4)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("bind a free loopback port")?;
+    let mut ports = [0u16; 4];
+    for (slot, l) in ports.iter_mut().zip(&listeners) {
+        *slot = l.local_addr().context("read a bound port")?.port();
+    }
+    Ok(ports)
+}
+
+/// Waits until `port` accepts connections, failing early if the server died.
+fn wait_for_port(port: u16, child: &mut Child, dir: &Path, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait().context("poll a server process")? {
+            bail!(
+                "{what} exited ({status}) before listening on port {port}\n{}",
+                logs(dir)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what} did not listen on 127.0.0.1:{port} within 30 s\n{}",
+                logs(dir)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for name in ["dovecot.out", "dovecot.log", "postfix.out", "postfix.log"] {
+        if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
+            out.push_str(&format!("--- {name} ---\n{text}\n"));
+        }
+    }
+    out
+}
+
+/// One file for a child's stdout and stderr.
+fn output_files(dir: &Path, name: &str) -> anyhow::Result<(Stdio, Stdio)> {
+    let file = std::fs::File::create(dir.join(name)).with_context(|| format!("create {name}"))?;
+    let copy = file.try_clone().with_context(|| format!("dup {name}"))?;
+    Ok((Stdio::from(file), Stdio::from(copy)))
+}
+
+/// A user id from the passwd database.
+fn lookup_user(name: &str) -> anyhow::Result<(u32, u32)> {
+    let c_name = std::ffi::CString::new(name).context("user name")?;
+    // SAFETY: getpwnam returns a pointer into static storage or null; we copy
+    // the two integers out at once and this runs before any other thread of
+    // ours calls getpw*.
+    let pw = unsafe { libc::getpwnam(c_name.as_ptr()) };
+    if pw.is_null() {
+        bail!("the system user `{name}` does not exist; {INSTALL_HINT}");
+    }
+    // SAFETY: checked non-null above.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok((uid, gid))
+}
+
+fn start_dovecot(
+    dir: &Path,
+    dovecot: &Path,
+    imap_port: u16,
+    imaps_port: u16,
+    lmtp_port: u16,
+) -> anyhow::Result<Child> {
+    // Users that exist when the dovecot package is installed; mail is stored
+    // as `nobody` (Dovecot refuses to store mail as root).
+    lookup_user("dovecot")?;
+    lookup_user("dovenull")?;
+    let (mail_uid, mail_gid) = lookup_user("nobody")?;
+
+    let conf_dir = dir.join("dovecot");
+    let mail_dir = dir.join("mail");
+    std::fs::create_dir_all(&conf_dir).context("create the Dovecot directory")?;
+    std::fs::create_dir_all(&mail_dir).context("create the maildir root")?;
+    std::os::unix::fs::chown(&mail_dir, Some(mail_uid), Some(mail_gid))
+        .context("chown the maildir root to nobody")?;
+
+    let d = dir.display();
+    let name = format!("pmr-{}", std::process::id());
+    let conf = format!(
+        r#"# Private Dovecot for the privacy-mailroom integration tests.
+protocols = imap lmtp
+listen = 127.0.0.1
+base_dir = {d}/dovecot/run
+state_dir = {d}/dovecot/state
+instance_name = {name}
+log_path = {d}/dovecot.log
+ssl = yes
+ssl_cert = <{d}/cert.pem
+ssl_key = <{d}/key.pem
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_username_format = %Lu
+mail_location = maildir:~/Maildir
+mail_fsync = never
+first_valid_uid = 1
+passdb {{
+  driver = static
+  args = password={PASSWORD}
+}}
+userdb {{
+  driver = static
+  args = uid={mail_uid} gid={mail_gid} home={d}/mail/%u allow_all_users=yes
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+protocol lmtp {{
+  postmaster_address = postmaster@example.test
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+"#
+    );
+    let conf_path = conf_dir.join("dovecot.conf");
+    std::fs::write(&conf_path, conf).context("write dovecot.conf")?;
+
+    let (out, err) = output_files(dir, "dovecot.out")?;
+    let mut cmd = Command::new(dovecot);
+    cmd.arg("-F")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    procs::spawn_tied(cmd).with_context(|| format!("start {}", dovecot.display()))
+}
+
+fn start_postfix(
+    dir: &Path,
+    postfix: &Path,
+    postconf: &Path,
+    lmtp_port: u16,
+    smtp_port: u16,
+) -> anyhow::Result<Child> {
+    let (postfix_uid, _) = lookup_user("postfix")?;
+    let conf_dir = dir.join("postfix/conf");
+    let queue_dir = dir.join("postfix/queue");
+    let data_dir = dir.join("postfix/data");
+    for d in [&conf_dir, &queue_dir, &data_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+    }
+    std::os::unix::fs::chown(&data_dir, Some(postfix_uid), None)
+        .context("chown Postfix's data_directory to postfix")?;
+
+    let d = dir.display();
+    let main_cf = format!(
+        r#"# Private Postfix for the privacy-mailroom integration tests: relays
+# everything it gets from loopback to Dovecot's LMTP.
+compatibility_level = 3.6
+queue_directory = {d}/postfix/queue
+data_directory = {d}/postfix/data
+mail_owner = postfix
+myhostname = mx.privacy-mailroom.test
+mydomain = privacy-mailroom.test
+myorigin = $myhostname
+mydestination =
+local_recipient_maps =
+local_transport = error:local delivery is disabled
+alias_maps =
+alias_database =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains = static:ALL
+transport_maps = static:lmtp:inet:127.0.0.1:{lmtp_port}
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_peername_lookup = no
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {d}/cert.pem
+smtpd_tls_key_file = {d}/key.pem
+# Keep test messages byte-for-byte: no added Message-ID/Date/From, no
+# address rewriting, no 8bit->7bit conversion.
+local_header_rewrite_clients =
+always_add_missing_headers = no
+disable_mime_output_conversion = yes
+message_size_limit = 104857600
+maillog_file = {d}/postfix.log
+maillog_file_prefixes = {d}
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 4s
+in_flow_delay = 0
+smtpd_error_sleep_time = 0
+biff = no
+append_dot_mydomain = no
+readme_directory = no
+"#
+    );
+    std::fs::write(conf_dir.join("main.cf"), main_cf).context("write main.cf")?;
+    let master_cf = std::fs::read_to_string("/etc/postfix/master.cf")
+        .with_context(|| format!("read /etc/postfix/master.cf; {INSTALL_HINT}"))?;
+    std::fs::write(
+        conf_dir.join("master.cf"),
+        master_cf_for(&master_cf, smtp_port),
+    )
+    .context("write master.cf")?;
+
+    // `postfix check` creates the queue directories with the right owners;
+    // `master` itself is started directly (not via `postfix start-fg`, whose
+    // shell would stand between us and master and defeat PDEATHSIG).
+    let check = Command::new(postfix)
+        .arg("-c")
+        .arg(&conf_dir)
+        .arg("check")
+        .output()
+        .with_context(|| format!("run {} check", postfix.display()))?;
+    if !check.status.success() {
+        bail!(
+            "`postfix -c {} check` failed: {}{}\n{}",
+            conf_dir.display(),
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr),
+            logs(dir)
+        );
+    }
+    let daemon_dir = Command::new(postconf)
+        .arg("-c")
+        .arg(&conf_dir)
+        .arg("-h")
+        .arg("daemon_directory")
+        .output()
+        .context("ask postconf for daemon_directory")?;
+    let daemon_dir = PathBuf::from(String::from_utf8_lossy(&daemon_dir.stdout).trim());
+    let master = daemon_dir.join("master");
+    if !master.is_file() {
+        bail!(
+            "Postfix's master is not at {}; {INSTALL_HINT}",
+            master.display()
+        );
+    }
+
+    let (out, err) = output_files(dir, "postfix.out")?;
+    let mut cmd = Command::new(&master);
+    cmd.arg("-c")
+        .arg(&conf_dir)
+        .arg("-s")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    procs::spawn_tied(cmd).with_context(|| format!("start {}", master.display()))
+}
+
+/// Debian's master.cf with the public `smtp` listener moved to
+/// `127.0.0.1:PORT` and every service out of the chroot (a chroot would need
+/// copies of /etc files inside the queue directory).
+fn master_cf_for(original: &str, smtp_port: u16) -> String {
+    let mut out = String::new();
+    for line in original.lines() {
+        let is_service = line
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_whitespace() && c != '#');
+        let mut fields: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        if is_service && fields.len() >= 8 {
+            if fields[0] == "smtp" && fields[1] == "inet" {
+                fields[0] = format!("127.0.0.1:{smtp_port}");
+            }
+            fields[4] = "n".to_string();
+            out.push_str(&fields.join(" "));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}

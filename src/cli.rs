@@ -242,7 +242,7 @@ impl Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Usage(e) | Failure::Runtime(e) => write!(f, "{e:#}"),
+            Failure::Usage(e) | Failure::Runtime(e) => write!(f, "{e}"),
         }
     }
 }

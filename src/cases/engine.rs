@@ -1,7 +1,7 @@
 //! The pure state machine (SPEC §4). `open` starts a case; `apply` advances it.
 //! Neither touches the database, the network or the system clock.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{Case, Kind, Policy, State};
 
@@ -31,15 +31,27 @@ impl Actor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Verify,
-    Deny { reason: String },
-    Extend { reason: String },
+    Deny {
+        reason: String,
+    },
+    Extend {
+        reason: String,
+    },
     /// `sent_by_team`: for know/correct/limit, the team sent the substantive
     /// response itself, so no `know_completed` mail goes out.
-    Complete { sent_by_team: bool },
-    Close { reason: String },
-    Note { text: String },
+    Complete {
+        sent_by_team: bool,
+    },
+    Close {
+        reason: String,
+    },
+    Note {
+        text: String,
+    },
     DeclarationAccept,
-    DeclarationReject { reason: String },
+    DeclarationReject {
+        reason: String,
+    },
     Poa,
 }
 
@@ -73,7 +85,10 @@ pub enum Input {
         /// The message carried declaration-like attachments.
         declarations: usize,
     },
-    Team { actor: Actor, command: Command },
+    Team {
+        actor: Actor,
+        command: Command,
+    },
     /// The scheduler's periodic look at the case (reminders, deadlines).
     Tick,
 }
@@ -165,14 +180,62 @@ pub enum Refusal {
     AlreadyExtended,
     #[error("the response was due {due}; an extension must be sent before the first due date")]
     PastDue { due: DateTime<Utc> },
-    #[error("an agent request needs an accepted declaration or a recorded power of attorney before it can be verified")]
+    #[error(
+        "an agent request needs an accepted declaration or a recorded power of attorney before it can be verified"
+    )]
     NeedsAuthorization,
     #[error("{0} needs a reason")]
     MissingReason(&'static str),
+    #[error("`{command}` applies only to requests made by an authorized agent")]
+    NotAgent { command: &'static str },
+    #[error("a note needs a text: `#note TEXT`")]
+    EmptyNote,
 }
+
+/// Names of the consumer templates the engine sends (`templates/NAME.*.hbs`).
+pub mod template {
+    pub const ACKNOWLEDGEMENT: &str = "acknowledgement";
+    pub const AGENT_DECLARATION_NEEDED: &str = "agent_declaration_needed";
+    pub const AGENT_CONSUMER_CONFIRM: &str = "agent_consumer_confirm";
+    pub const OPT_OUT_REPLY: &str = "opt_out_reply";
+    pub const DELETE_CONFIRMATION_REQUEST: &str = "delete_confirmation_request";
+    pub const WITHDRAWAL_CONFIRMATION: &str = "withdrawal_confirmation";
+    pub const CASE_CLOSED_REPLY: &str = "case_closed_reply";
+    pub const DENIAL: &str = "denial";
+    pub const EXTENSION_NOTICE: &str = "extension_notice";
+    pub const KNOW_COMPLETED: &str = "know_completed";
+    pub const DELETE_COMPLETED: &str = "delete_completed";
+    pub const DECLARATION_REJECTED: &str = "declaration_rejected";
+    pub const VERIFICATION_REMINDER: &str = "verification_reminder";
+    pub const CONFIRMATION_REMINDER: &str = "confirmation_reminder";
+
+    /// Every name above, for `templates check`.
+    pub const ALL: [&str; 14] = [
+        ACKNOWLEDGEMENT,
+        AGENT_DECLARATION_NEEDED,
+        AGENT_CONSUMER_CONFIRM,
+        OPT_OUT_REPLY,
+        DELETE_CONFIRMATION_REQUEST,
+        WITHDRAWAL_CONFIRMATION,
+        CASE_CLOSED_REPLY,
+        DENIAL,
+        EXTENSION_NOTICE,
+        KNOW_COMPLETED,
+        DELETE_COMPLETED,
+        DECLARATION_REJECTED,
+        VERIFICATION_REMINDER,
+        CONFIRMATION_REMINDER,
+    ];
+}
+
+/// The team hears of a deadline this many days ahead (once per due date).
+pub const DUE_SOON_DAYS: i64 = 7;
 
 /// Starts a case. `id` and `verification_code` are made by the caller (they
 /// need the database sequence and randomness).
+///
+/// Every kind but opt-out opens awaiting verification, acknowledged at once.
+/// Opt-out is answered at once ("we do not sell or share") and closed.
 pub fn open(
     id: String,
     verification_code: String,
@@ -180,17 +243,1493 @@ pub fn open(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Transition {
-    let _ = (id, verification_code, req, policy, now);
-    unimplemented!("engine::open")
+    let opt_out = req.kind == Kind::OptOut;
+    let is_agent = req.agent.is_some();
+    let case = Case {
+        id,
+        kind: req.kind,
+        state: if opt_out {
+            State::Closed
+        } else {
+            State::AwaitingVerification
+        },
+        requester: req.requester,
+        agent: req.agent,
+        consumer: req.consumer,
+        consumer_name: req.consumer_name,
+        received_at: req.received_at,
+        acknowledged_at: Some(now),
+        ack_due_at: policy.ack_due(req.received_at),
+        due_at: policy.respond_due(req.received_at),
+        extended: false,
+        verified_at: None,
+        closed_at: opt_out.then_some(now),
+        verification_code,
+        reminder_sent_at: None,
+        authorization_ok: false,
+        resolution: opt_out.then(|| "complied".to_string()),
+        denial_reason: None,
+        closed_reply_sent: false,
+        due_soon_notified: false,
+        overdue_notified: false,
+    };
+
+    let mut fx = Effects::default();
+    fx.event(
+        &Actor::Daemon,
+        "opened",
+        format!(
+            "{} request{}, {}",
+            case.kind,
+            if is_agent {
+                " by an authorized agent"
+            } else {
+                ""
+            },
+            case.state
+        ),
+    );
+    if req.declarations > 0 {
+        fx.event(
+            &Actor::Daemon,
+            "declaration_received",
+            req.declarations.to_string(),
+        );
+    }
+    if opt_out {
+        fx.send(template::OPT_OUT_REPLY, Audience::Requester, None);
+        fx.event(
+            &Actor::Daemon,
+            "opt_out_answered",
+            "replied that the company does not sell or share personal information".into(),
+        );
+    } else {
+        fx.send(template::ACKNOWLEDGEMENT, Audience::Requester, None);
+        if is_agent && req.declarations == 0 {
+            fx.send(
+                template::AGENT_DECLARATION_NEEDED,
+                Audience::Requester,
+                None,
+            );
+        }
+        if is_agent && case.consumer.is_some() {
+            fx.send(template::AGENT_CONSUMER_CONFIRM, Audience::Consumer, None);
+        }
+        fx.notify(Notice::NewCase);
+    }
+    Transition {
+        case,
+        effects: fx.0,
+    }
 }
 
-/// Applies one input to a case.
+/// Applies one input to a case. A refusal leaves the case untouched; the
+/// caller records it and tells a team member why.
 pub fn apply(
     case: &Case,
     input: Input,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<Transition, Refusal> {
-    let _ = (case, input, policy, now);
-    unimplemented!("engine::apply")
+    match input {
+        Input::ConsumerReply {
+            from,
+            new_text,
+            proves_mailbox,
+            declarations,
+        } => Ok(consumer_reply(
+            case,
+            &Actor::Consumer(from),
+            &new_text,
+            proves_mailbox,
+            declarations,
+            now,
+        )),
+        Input::Team { actor, command } => team(case, &actor, command, policy, now),
+        Input::Tick => Ok(tick(case, policy, now)),
+    }
+}
+
+/// Effects being collected for one transition.
+#[derive(Default)]
+struct Effects(Vec<Effect>);
+
+impl Effects {
+    fn event(&mut self, actor: &Actor, action: &str, detail: String) {
+        self.0.push(Effect::Event {
+            actor: actor.clone(),
+            action: action.to_string(),
+            detail,
+        });
+    }
+
+    fn send(&mut self, template: &'static str, to: Audience, reason: Option<String>) {
+        self.0.push(Effect::Send {
+            template,
+            to,
+            reason,
+        });
+    }
+
+    fn notify(&mut self, notice: Notice) {
+        self.0.push(Effect::Notify(notice));
+    }
+
+    /// Moves the case to `to` and records the change as a `state` event
+    /// ("from -> to"). Every state change goes through here.
+    fn change_state(&mut self, case: &mut Case, actor: &Actor, to: State, now: DateTime<Utc>) {
+        let from = case.state;
+        case.state = to;
+        if to.is_final() {
+            case.closed_at = Some(now);
+        }
+        self.event(actor, "state", format!("{from} -> {to}"));
+    }
+}
+
+/// What a consumer's reply says about a pending decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyIntent {
+    Confirm,
+    Cancel,
+    /// Both or neither: a person must read it.
+    Unclear,
+}
+
+/// Reads the new (unquoted) text of a reply: "CONFIRM" as a whole word, not
+/// negated ("do not confirm") within its clause, means confirm;
+/// "cancel"/"withdraw" likewise means cancel; both or neither is unclear.
+pub fn reply_intent(new_text: &str) -> ReplyIntent {
+    let clauses: Vec<Vec<String>> = new_text
+        .split(['.', ',', ';', ':', '!', '?', '\n', '(', ')'])
+        .map(|clause| {
+            clause
+                .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '’'))
+                .map(|w| {
+                    w.to_lowercase()
+                        .replace('’', "'")
+                        .trim_matches('\'')
+                        .to_string()
+                })
+                .filter(|w| !w.is_empty())
+                .collect()
+        })
+        .collect();
+    let said = |targets: &[&str]| {
+        clauses.iter().any(|words| {
+            words.iter().enumerate().any(|(i, w)| {
+                targets.contains(&w.as_str())
+                    && !words[i.saturating_sub(3)..i].iter().any(|p| is_negation(p))
+            })
+        })
+    };
+    let confirm = said(&["confirm", "confirmed", "confirming"]);
+    let cancel = said(&[
+        "cancel",
+        "cancelled",
+        "canceled",
+        "withdraw",
+        "withdrawn",
+        "withdrawing",
+        "withdrew",
+    ]);
+    match (confirm, cancel) {
+        (true, false) => ReplyIntent::Confirm,
+        (false, true) => ReplyIntent::Cancel,
+        _ => ReplyIntent::Unclear,
+    }
+}
+
+fn is_negation(word: &str) -> bool {
+    const NEGATIONS: [&str; 16] = [
+        "not", "no", "never", "cannot", "dont", "cant", "wont", "didnt", "doesnt", "shouldnt",
+        "wouldnt", "nor", "neither", "without", "nicht", "pas",
+    ];
+    NEGATIONS.contains(&word) || word.ends_with("n't")
+}
+
+fn consumer_reply(
+    case: &Case,
+    actor: &Actor,
+    new_text: &str,
+    proves_mailbox: bool,
+    declarations: usize,
+    now: DateTime<Utc>,
+) -> Transition {
+    let mut next = case.clone();
+    let mut fx = Effects::default();
+    if declarations > 0 {
+        fx.event(actor, "declaration_received", declarations.to_string());
+    }
+    if case.state.is_final() {
+        fx.event(
+            actor,
+            "consumer_wrote",
+            format!("the case is {}", case.state),
+        );
+        fx.notify(Notice::ConsumerWrote);
+        if !case.closed_reply_sent {
+            fx.send(template::CASE_CLOSED_REPLY, Audience::Requester, None);
+            next.closed_reply_sent = true;
+        }
+        return Transition {
+            case: next,
+            effects: fx.0,
+        };
+    }
+
+    let intent = reply_intent(new_text);
+    match (case.state, intent) {
+        (
+            State::AwaitingVerification
+            | State::VerificationSubmitted
+            | State::AwaitingConfirmation,
+            ReplyIntent::Cancel,
+        ) => {
+            fx.event(
+                actor,
+                "withdrawn",
+                "the consumer withdrew the request".into(),
+            );
+            fx.change_state(&mut next, actor, State::Withdrawn, now);
+            next.resolution = Some("withdrawn".into());
+            fx.send(template::WITHDRAWAL_CONFIRMATION, Audience::Requester, None);
+            fx.notify(Notice::Withdrawn);
+        }
+        (State::AwaitingVerification, _) if proves_mailbox => {
+            fx.event(
+                actor,
+                "verification_submitted",
+                "the reply proves the mailbox".into(),
+            );
+            fx.change_state(&mut next, actor, State::VerificationSubmitted, now);
+            fx.notify(Notice::VerificationSubmitted);
+        }
+        (State::AwaitingConfirmation, ReplyIntent::Confirm) => {
+            fx.event(
+                actor,
+                "confirmed",
+                "the consumer confirmed the deletion".into(),
+            );
+            fx.change_state(&mut next, actor, State::Confirmed, now);
+            fx.notify(Notice::DeletionConfirmed);
+        }
+        _ => {
+            fx.event(actor, "consumer_wrote", String::new());
+            fx.notify(Notice::ConsumerWrote);
+        }
+    }
+    Transition {
+        case: next,
+        effects: fx.0,
+    }
+}
+
+fn required(reason: &str, command: &'static str) -> Result<String, Refusal> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Refusal::MissingReason(command));
+    }
+    Ok(reason.to_string())
+}
+
+fn team(
+    case: &Case,
+    actor: &Actor,
+    command: Command,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<Transition, Refusal> {
+    let name = command.name();
+    let state = case.state;
+    let not_allowed = Refusal::NotAllowed {
+        command: name,
+        state,
+    };
+    let wrong_kind = Refusal::WrongKind {
+        command: name,
+        kind: case.kind,
+    };
+    // Everything but a note needs an open case.
+    if state.is_final() && !matches!(command, Command::Note { .. }) {
+        return Err(not_allowed);
+    }
+    let mut next = case.clone();
+    let mut fx = Effects::default();
+    match command {
+        Command::Verify => {
+            if !matches!(
+                state,
+                State::AwaitingVerification | State::VerificationSubmitted
+            ) {
+                return Err(not_allowed);
+            }
+            if case.kind == Kind::OptOut {
+                return Err(wrong_kind);
+            }
+            if case.is_agent() && !case.authorization_ok {
+                return Err(Refusal::NeedsAuthorization);
+            }
+            fx.event(actor, name, String::new());
+            next.verified_at = Some(now);
+            if case.kind == Kind::Delete {
+                fx.change_state(&mut next, actor, State::AwaitingConfirmation, now);
+                fx.send(
+                    template::DELETE_CONFIRMATION_REQUEST,
+                    Audience::Requester,
+                    None,
+                );
+            } else {
+                fx.change_state(&mut next, actor, State::Verified, now);
+            }
+        }
+        Command::Deny { reason } => {
+            let reason = required(&reason, name)?;
+            fx.event(actor, name, reason.clone());
+            fx.change_state(&mut next, actor, State::Denied, now);
+            next.resolution = Some("denied".into());
+            next.denial_reason = Some(reason.clone());
+            fx.send(template::DENIAL, Audience::Requester, Some(reason));
+        }
+        Command::Extend { reason } => {
+            let reason = required(&reason, name)?;
+            if case.extended {
+                return Err(Refusal::AlreadyExtended);
+            }
+            if now > case.due_at {
+                return Err(Refusal::PastDue { due: case.due_at });
+            }
+            fx.event(actor, name, reason.clone());
+            next.due_at = policy.extend(case.due_at);
+            next.extended = true;
+            // The new due date gets its own "approaching" notice.
+            next.due_soon_notified = false;
+            fx.event(
+                actor,
+                "due_date",
+                format!(
+                    "{} -> {}",
+                    case.due_at.to_rfc3339(),
+                    next.due_at.to_rfc3339()
+                ),
+            );
+            fx.send(
+                template::EXTENSION_NOTICE,
+                Audience::Requester,
+                Some(reason),
+            );
+        }
+        Command::Complete { sent_by_team } => {
+            let template = match (case.kind, state) {
+                (Kind::OptOut, _) => return Err(wrong_kind),
+                (Kind::Delete, State::Confirmed) => Some(template::DELETE_COMPLETED),
+                (Kind::Know | Kind::Correct | Kind::Limit, State::Verified) => {
+                    (!sent_by_team).then_some(template::KNOW_COMPLETED)
+                }
+                _ => return Err(not_allowed),
+            };
+            let detail = match template {
+                Some(t) => format!("{t} sent"),
+                None => "the team sent the response itself".to_string(),
+            };
+            fx.event(actor, name, detail);
+            fx.change_state(&mut next, actor, State::Completed, now);
+            next.resolution = Some("complied".into());
+            if let Some(t) = template {
+                fx.send(t, Audience::Requester, None);
+            }
+        }
+        Command::Close { reason } => {
+            let reason = required(&reason, name)?;
+            fx.event(actor, name, reason);
+            fx.change_state(&mut next, actor, State::Closed, now);
+            next.resolution = Some("closed".into());
+        }
+        Command::Note { text } => {
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(Refusal::EmptyNote);
+            }
+            fx.event(actor, name, text.to_string());
+        }
+        Command::DeclarationAccept | Command::Poa => {
+            if !case.is_agent() {
+                return Err(Refusal::NotAgent { command: name });
+            }
+            fx.event(actor, name, String::new());
+            next.authorization_ok = true;
+        }
+        Command::DeclarationReject { reason } => {
+            if !case.is_agent() {
+                return Err(Refusal::NotAgent { command: name });
+            }
+            let reason = required(&reason, name)?;
+            fx.event(actor, name, reason.clone());
+            // A rejected declaration withdraws an earlier acceptance: the
+            // case must not be verified on the strength of it.
+            next.authorization_ok = false;
+            fx.send(
+                template::DECLARATION_REJECTED,
+                Audience::Requester,
+                Some(reason),
+            );
+        }
+    }
+    Ok(Transition {
+        case: next,
+        effects: fx.0,
+    })
+}
+
+fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
+    let mut next = case.clone();
+    let mut fx = Effects::default();
+    if case.state.is_final() {
+        return Transition {
+            case: next,
+            effects: fx.0,
+        };
+    }
+    let actor = Actor::Daemon;
+    let wait = TimeDelta::days(i64::from(policy.reminder_after_days));
+    if policy.reminder_after_days > 0 {
+        match case.state {
+            State::AwaitingVerification
+                if case.reminder_sent_at.is_none() && reached(now, case.received_at, wait) =>
+            {
+                fx.send(template::VERIFICATION_REMINDER, Audience::Requester, None);
+                fx.event(&actor, "reminder", template::VERIFICATION_REMINDER.into());
+                next.reminder_sent_at = Some(now);
+            }
+            State::AwaitingConfirmation => {
+                // The confirmation request went out at verification; a
+                // verification reminder sent before that does not count.
+                let asked = case.verified_at.unwrap_or(case.received_at);
+                let reminded = case.reminder_sent_at.is_some_and(|r| r >= asked);
+                if !reminded && reached(now, asked, wait) {
+                    fx.send(template::CONFIRMATION_REMINDER, Audience::Requester, None);
+                    fx.event(&actor, "reminder", template::CONFIRMATION_REMINDER.into());
+                    next.reminder_sent_at = Some(now);
+                }
+            }
+            _ => {}
+        }
+    }
+    if now > case.due_at {
+        if !case.overdue_notified {
+            fx.notify(Notice::Overdue);
+            fx.event(
+                &actor,
+                "overdue",
+                format!("due {}", case.due_at.to_rfc3339()),
+            );
+            next.overdue_notified = true;
+            next.due_soon_notified = true;
+        }
+    } else if case.due_at - now <= TimeDelta::days(DUE_SOON_DAYS) && !case.due_soon_notified {
+        fx.notify(Notice::DeadlineApproaching);
+        fx.event(
+            &actor,
+            "deadline_approaching",
+            format!("due {}", case.due_at.to_rfc3339()),
+        );
+        next.due_soon_notified = true;
+    }
+    Transition {
+        case: next,
+        effects: fx.0,
+    }
+}
+
+/// `now >= since + wait`, false when the sum leaves chrono's range.
+fn reached(now: DateTime<Utc>, since: DateTime<Utc>, wait: TimeDelta) -> bool {
+    since.checked_add_signed(wait).is_some_and(|at| now >= at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    /// Monday 2026-11-02 09:00 PST.
+    fn received() -> DateTime<Utc> {
+        t("2026-11-02T17:00:00Z")
+    }
+
+    fn now() -> DateTime<Utc> {
+        t("2026-11-05T18:00:00Z")
+    }
+
+    fn request(kind: Kind) -> NewRequest {
+        NewRequest {
+            kind,
+            requester: "jane@example.net".into(),
+            agent: None,
+            consumer: Some("jane@example.net".into()),
+            consumer_name: None,
+            received_at: received(),
+            declarations: 0,
+        }
+    }
+
+    fn agent_request(kind: Kind, declarations: usize, consumer: Option<&str>) -> NewRequest {
+        NewRequest {
+            kind,
+            requester: "ops@agent.example".into(),
+            agent: Some("ops@agent.example".into()),
+            consumer: consumer.map(str::to_string),
+            consumer_name: Some("Jane Doe".into()),
+            received_at: received(),
+            declarations,
+        }
+    }
+
+    fn opened(req: NewRequest) -> Case {
+        open(
+            "CCPA-2026-00042".into(),
+            "K7Q2-9XPM".into(),
+            req,
+            &Policy::default(),
+            received(),
+        )
+        .case
+    }
+
+    /// A case of `kind` put straight into `state`.
+    fn case_in(kind: Kind, state: State, agent: bool) -> Case {
+        let req = if agent {
+            agent_request(kind, 1, None)
+        } else {
+            request(kind)
+        };
+        let mut case = opened(req);
+        case.state = state;
+        if state.is_final() {
+            case.closed_at = Some(received());
+            case.resolution = Some("test".into());
+        }
+        case
+    }
+
+    fn team_member() -> Actor {
+        Actor::Team("alice@example.com".into())
+    }
+
+    fn run(case: &Case, command: Command) -> Result<Transition, Refusal> {
+        apply(
+            case,
+            Input::Team {
+                actor: team_member(),
+                command,
+            },
+            &Policy::default(),
+            now(),
+        )
+    }
+
+    fn reply(case: &Case, text: &str, proves_mailbox: bool) -> Transition {
+        apply(
+            case,
+            Input::ConsumerReply {
+                from: case.requester.clone(),
+                new_text: text.into(),
+                proves_mailbox,
+                declarations: 0,
+            },
+            &Policy::default(),
+            now(),
+        )
+        .unwrap()
+    }
+
+    fn tick_at(case: &Case, at: DateTime<Utc>) -> Transition {
+        apply(case, Input::Tick, &Policy::default(), at).unwrap()
+    }
+
+    fn sends(tr: &Transition) -> Vec<(&'static str, Audience)> {
+        tr.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { template, to, .. } => Some((*template, *to)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn notices(tr: &Transition) -> Vec<Notice> {
+        tr.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notify(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(tr: &Transition) -> Vec<(String, String)> {
+        tr.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Event { action, detail, .. } => Some((action.clone(), detail.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn all_commands() -> Vec<Command> {
+        vec![
+            Command::Verify,
+            Command::Deny {
+                reason: "not a California resident".into(),
+            },
+            Command::Extend {
+                reason: "the request is complex".into(),
+            },
+            Command::Complete {
+                sent_by_team: false,
+            },
+            Command::Complete { sent_by_team: true },
+            Command::Close {
+                reason: "duplicate".into(),
+            },
+            Command::Note {
+                text: "called the consumer".into(),
+            },
+            Command::DeclarationAccept,
+            Command::DeclarationReject {
+                reason: "unsigned".into(),
+            },
+            Command::Poa,
+        ]
+    }
+
+    use State::{
+        AwaitingConfirmation as AC, AwaitingVerification as AV, Closed, Completed, Confirmed,
+        Denied, VerificationSubmitted as VS, Verified as V, Withdrawn,
+    };
+
+    const OPEN: [State; 5] = [AV, VS, V, AC, Confirmed];
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Agent {
+        No,
+        Unauthorized,
+        Authorized,
+    }
+
+    /// The allowed transitions, written out: (command, kinds, from, to);
+    /// `to = None` leaves the state as it was. Every pair not listed is refused.
+    fn allowed(command: &str, kind: Kind, agent: Agent, from: State) -> Option<Option<State>> {
+        let know_like = matches!(kind, Kind::Know | Kind::Correct | Kind::Limit);
+        let rows: Vec<(&str, bool, &[State], Option<State>)> = vec![
+            (
+                "verify",
+                know_like && agent != Agent::Unauthorized,
+                &[AV, VS],
+                Some(V),
+            ),
+            (
+                "verify",
+                kind == Kind::Delete && agent != Agent::Unauthorized,
+                &[AV, VS],
+                Some(AC),
+            ),
+            ("deny", true, &OPEN, Some(Denied)),
+            ("extend", true, &OPEN, None),
+            ("complete", know_like, &[V], Some(Completed)),
+            (
+                "complete",
+                kind == Kind::Delete,
+                &[Confirmed],
+                Some(Completed),
+            ),
+            ("close", true, &OPEN, Some(Closed)),
+            ("note", true, &State::ALL, None),
+            ("declaration_accept", agent != Agent::No, &OPEN, None),
+            ("poa", agent != Agent::No, &OPEN, None),
+            ("declaration_reject", agent != Agent::No, &OPEN, None),
+        ];
+        rows.into_iter()
+            .find(|(c, applies, states, _)| *c == command && *applies && states.contains(&from))
+            .map(|(_, _, _, to)| to)
+    }
+
+    fn expected_refusal(command: &'static str, agent: Agent, from: State) -> Refusal {
+        let declaration = matches!(command, "declaration_accept" | "poa" | "declaration_reject");
+        if from.is_final() {
+            Refusal::NotAllowed {
+                command,
+                state: from,
+            }
+        } else if declaration && agent == Agent::No {
+            Refusal::NotAgent { command }
+        } else if command == "verify" && agent == Agent::Unauthorized && matches!(from, AV | VS) {
+            Refusal::NeedsAuthorization
+        } else {
+            Refusal::NotAllowed {
+                command,
+                state: from,
+            }
+        }
+    }
+
+    #[test]
+    fn transition_table_every_state_every_command() {
+        let mut applied = 0;
+        let mut refused = 0;
+        for kind in [Kind::Know, Kind::Delete, Kind::Correct, Kind::Limit] {
+            for agent in [Agent::No, Agent::Unauthorized, Agent::Authorized] {
+                for from in State::ALL {
+                    for command in all_commands() {
+                        let mut case = case_in(kind, from, agent != Agent::No);
+                        case.authorization_ok = agent == Agent::Authorized;
+                        let name = command.name();
+                        let label = format!("{kind} {agent:?} {from} {name}");
+                        match (
+                            allowed(name, kind, agent, from),
+                            run(&case, command.clone()),
+                        ) {
+                            (Some(to), Ok(tr)) => {
+                                applied += 1;
+                                let to = to.unwrap_or(from);
+                                assert_eq!(tr.case.state, to, "{label}");
+                                let evs = events(&tr);
+                                // One event for the command, by the team member.
+                                assert_eq!(
+                                    evs.iter().filter(|(a, _)| a == name).count(),
+                                    1,
+                                    "{label}"
+                                );
+                                assert!(
+                                    tr.effects.iter().all(|e| match e {
+                                        Effect::Event { actor, .. } => *actor == team_member(),
+                                        _ => true,
+                                    }),
+                                    "{label}"
+                                );
+                                // One state event exactly when the state changed.
+                                let state_events: Vec<_> =
+                                    evs.iter().filter(|(a, _)| a == "state").collect();
+                                if to == from {
+                                    assert!(state_events.is_empty(), "{label}");
+                                } else {
+                                    assert_eq!(state_events.len(), 1, "{label}");
+                                    assert_eq!(
+                                        state_events[0].1,
+                                        format!("{from} -> {to}"),
+                                        "{label}"
+                                    );
+                                }
+                                assert_eq!(tr.case.closed_at.is_some(), to.is_final(), "{label}");
+                                assert!(tr.case.resolution.is_some() == to.is_final(), "{label}");
+                                // Nothing but these fields ever changes the due date.
+                                if name != "extend" {
+                                    assert_eq!(tr.case.due_at, case.due_at, "{label}");
+                                }
+                            }
+                            (None, Err(refusal)) => {
+                                refused += 1;
+                                assert_eq!(refusal, expected_refusal(name, agent, from), "{label}");
+                            }
+                            (want, got) => panic!("{label}: wanted {want:?}, got {got:?}"),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            applied > 100 && refused > 100,
+            "{applied} applied, {refused} refused"
+        );
+    }
+
+    #[test]
+    fn opt_out_cases_refuse_verify_and_complete_as_wrong_kind() {
+        // Opt-out cases close at once; if one were reopened by hand it still
+        // could not be verified or completed.
+        let case = case_in(Kind::OptOut, AV, false);
+        for command in [
+            Command::Verify,
+            Command::Complete {
+                sent_by_team: false,
+            },
+        ] {
+            let name = command.name();
+            assert_eq!(
+                run(&case, command),
+                Err(Refusal::WrongKind {
+                    command: name,
+                    kind: Kind::OptOut
+                })
+            );
+        }
+        let closed = opened(request(Kind::OptOut));
+        assert_eq!(
+            run(&closed, Command::Verify),
+            Err(Refusal::NotAllowed {
+                command: "verify",
+                state: Closed
+            })
+        );
+    }
+
+    #[test]
+    fn open_know_acknowledges_at_once() {
+        let policy = Policy::default();
+        let tr = open(
+            "CCPA-2026-00042".into(),
+            "CODE".into(),
+            request(Kind::Know),
+            &policy,
+            now(),
+        );
+        let c = &tr.case;
+        assert_eq!(c.state, AV);
+        assert_eq!(c.acknowledged_at, Some(now()));
+        assert_eq!(c.ack_due_at, policy.ack_due(received()));
+        assert_eq!(c.due_at, policy.respond_due(received()));
+        assert_eq!(c.due_at, t("2026-12-18T07:59:59Z"));
+        assert_eq!(c.verification_code, "CODE");
+        assert!(!c.extended && !c.authorization_ok && !c.closed_reply_sent);
+        assert_eq!(c.closed_at, None);
+        assert_eq!(
+            sends(&tr),
+            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+        );
+        assert_eq!(notices(&tr), [Notice::NewCase]);
+        assert_eq!(events(&tr)[0].0, "opened");
+        assert!(
+            tr.effects
+                .iter()
+                .all(|e| !matches!(e, Effect::Event { actor, .. } if *actor != Actor::Daemon))
+        );
+    }
+
+    #[test]
+    fn open_agent_cases() {
+        let policy = Policy::default();
+        let open_it = |req| open("X".into(), "C".into(), req, &policy, now());
+
+        let tr = open_it(agent_request(Kind::Delete, 0, Some("jane@example.net")));
+        assert_eq!(
+            sends(&tr),
+            [
+                (template::ACKNOWLEDGEMENT, Audience::Requester),
+                (template::AGENT_DECLARATION_NEEDED, Audience::Requester),
+                (template::AGENT_CONSUMER_CONFIRM, Audience::Consumer),
+            ]
+        );
+        assert_eq!(notices(&tr), [Notice::NewCase]);
+
+        let tr = open_it(agent_request(Kind::Know, 2, None));
+        assert_eq!(
+            sends(&tr),
+            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+        );
+        assert!(events(&tr).contains(&("declaration_received".into(), "2".into())));
+        assert!(!tr.case.authorization_ok);
+    }
+
+    #[test]
+    fn open_opt_out_replies_and_closes() {
+        let tr = open(
+            "X".into(),
+            "C".into(),
+            request(Kind::OptOut),
+            &Policy::default(),
+            now(),
+        );
+        assert_eq!(tr.case.state, Closed);
+        assert_eq!(tr.case.closed_at, Some(now()));
+        assert_eq!(tr.case.resolution.as_deref(), Some("complied"));
+        assert_eq!(tr.case.acknowledged_at, Some(now()));
+        assert_eq!(sends(&tr), [(template::OPT_OUT_REPLY, Audience::Requester)]);
+        assert!(notices(&tr).is_empty());
+        let actions: Vec<String> = events(&tr).into_iter().map(|(a, _)| a).collect();
+        assert_eq!(actions, ["opened", "opt_out_answered"]);
+    }
+
+    #[test]
+    fn reply_intent_wording() {
+        use ReplyIntent::*;
+        let cases = [
+            ("CONFIRM", Confirm),
+            ("confirm", Confirm),
+            ("Confirm.", Confirm),
+            ("Yes, I confirm!", Confirm),
+            ("Confirmed", Confirm),
+            ("CONFIRM\n\nJane", Confirm),
+            ("I do not confirm", Unclear),
+            ("don't confirm", Unclear),
+            ("Don’t confirm yet", Unclear),
+            ("dont confirm", Unclear),
+            ("I can't confirm this", Unclear),
+            ("not confirm", Unclear),
+            ("I do not wish to confirm", Unclear),
+            ("confirmation", Unclear),
+            ("unconfirmed", Unclear),
+            ("reconfirm", Unclear),
+            ("cancel", Cancel),
+            ("Please CANCEL my request", Cancel),
+            ("I withdraw my request.", Cancel),
+            ("I want to withdraw", Cancel),
+            ("Cancelled.", Cancel),
+            ("please don't cancel", Unclear),
+            ("cancellation", Unclear),
+            ("confirm, no wait, cancel", Unclear),
+            ("Don't cancel, I confirm", Confirm),
+            ("Not sure yet", Unclear),
+            ("", Unclear),
+            ("No. Confirm.", Confirm), // negation does not cross a clause
+            ("No, I do not confirm.", Unclear),
+            ("I'm not withdrawing, I confirm", Confirm),
+        ];
+        for (text, want) in cases {
+            assert_eq!(reply_intent(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn consumer_replies_in_open_states() {
+        // (state, text, proves_mailbox, new state, notices, sends)
+        type Row = (
+            State,
+            &'static str,
+            bool,
+            State,
+            Vec<Notice>,
+            Vec<&'static str>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                AV,
+                "here is my code",
+                true,
+                VS,
+                vec![Notice::VerificationSubmitted],
+                vec![],
+            ),
+            (
+                AV,
+                "what is this?",
+                false,
+                AV,
+                vec![Notice::ConsumerWrote],
+                vec![],
+            ),
+            (
+                AV,
+                "I confirm",
+                true,
+                VS,
+                vec![Notice::VerificationSubmitted],
+                vec![],
+            ),
+            (
+                AV,
+                "I withdraw my request",
+                true,
+                Withdrawn,
+                vec![Notice::Withdrawn],
+                vec![template::WITHDRAWAL_CONFIRMATION],
+            ),
+            (
+                VS,
+                "cancel",
+                false,
+                Withdrawn,
+                vec![Notice::Withdrawn],
+                vec![template::WITHDRAWAL_CONFIRMATION],
+            ),
+            (
+                VS,
+                "more documents",
+                true,
+                VS,
+                vec![Notice::ConsumerWrote],
+                vec![],
+            ),
+            (V, "cancel", true, V, vec![Notice::ConsumerWrote], vec![]),
+            (V, "CONFIRM", true, V, vec![Notice::ConsumerWrote], vec![]),
+            (
+                AC,
+                "CONFIRM",
+                false,
+                Confirmed,
+                vec![Notice::DeletionConfirmed],
+                vec![],
+            ),
+            (
+                AC,
+                "Confirm",
+                true,
+                Confirmed,
+                vec![Notice::DeletionConfirmed],
+                vec![],
+            ),
+            (
+                AC,
+                "do not confirm",
+                true,
+                AC,
+                vec![Notice::ConsumerWrote],
+                vec![],
+            ),
+            (
+                AC,
+                "confirm or cancel?",
+                true,
+                AC,
+                vec![Notice::ConsumerWrote],
+                vec![],
+            ),
+            (AC, "thanks", true, AC, vec![Notice::ConsumerWrote], vec![]),
+            (
+                AC,
+                "I withdraw",
+                true,
+                Withdrawn,
+                vec![Notice::Withdrawn],
+                vec![template::WITHDRAWAL_CONFIRMATION],
+            ),
+            (
+                Confirmed,
+                "cancel",
+                true,
+                Confirmed,
+                vec![Notice::ConsumerWrote],
+                vec![],
+            ),
+        ];
+        for (from, text, proves, to, want_notices, want_sends) in rows {
+            let case = case_in(Kind::Delete, from, false);
+            let tr = reply(&case, text, proves);
+            let label = format!("{from} {text:?}");
+            assert_eq!(tr.case.state, to, "{label}");
+            assert_eq!(notices(&tr), want_notices, "{label}");
+            let sent: Vec<&str> = sends(&tr).into_iter().map(|(t, _)| t).collect();
+            assert_eq!(sent, want_sends, "{label}");
+            assert_eq!(tr.case.due_at, case.due_at, "{label}");
+            if to == Withdrawn {
+                assert_eq!(tr.case.closed_at, Some(now()), "{label}");
+                assert_eq!(tr.case.resolution.as_deref(), Some("withdrawn"), "{label}");
+            }
+            let consumer = Actor::Consumer(case.requester.clone());
+            assert!(
+                tr.effects.iter().all(|e| match e {
+                    Effect::Event { actor, .. } => *actor == consumer,
+                    _ => true,
+                }),
+                "{label}"
+            );
+            let state_events = events(&tr)
+                .into_iter()
+                .filter(|(a, _)| a == "state")
+                .count();
+            assert_eq!(state_events, usize::from(to != from), "{label}");
+        }
+    }
+
+    #[test]
+    fn final_cases_answer_once_over_their_life() {
+        for state in [Completed, Denied, Closed, Withdrawn] {
+            let case = case_in(Kind::Know, state, false);
+            let first = reply(&case, "hello?", false);
+            assert_eq!(first.case.state, state);
+            assert_eq!(notices(&first), [Notice::ConsumerWrote]);
+            assert_eq!(
+                sends(&first),
+                [(template::CASE_CLOSED_REPLY, Audience::Requester)]
+            );
+            assert!(first.case.closed_reply_sent);
+            let second = reply(&first.case, "CONFIRM", true);
+            assert_eq!(second.case.state, state);
+            assert_eq!(notices(&second), [Notice::ConsumerWrote]);
+            assert!(sends(&second).is_empty(), "{state}");
+        }
+    }
+
+    #[test]
+    fn declarations_in_replies_are_recorded() {
+        let case = case_in(Kind::Know, AV, true);
+        let tr = apply(
+            &case,
+            Input::ConsumerReply {
+                from: "ops@agent.example".into(),
+                new_text: "Attached the signed declaration.".into(),
+                proves_mailbox: false,
+                declarations: 2,
+            },
+            &Policy::default(),
+            now(),
+        )
+        .unwrap();
+        assert!(events(&tr).contains(&("declaration_received".into(), "2".into())));
+        assert_eq!(tr.case.state, AV);
+        assert!(
+            !tr.case.authorization_ok,
+            "only the team accepts a declaration"
+        );
+    }
+
+    #[test]
+    fn agent_authorization_gate() {
+        let case = case_in(Kind::Delete, VS, true);
+        assert_eq!(
+            run(&case, Command::Verify),
+            Err(Refusal::NeedsAuthorization)
+        );
+
+        let accepted = run(&case, Command::DeclarationAccept).unwrap().case;
+        assert!(accepted.authorization_ok);
+        let verified = run(&accepted, Command::Verify).unwrap();
+        assert_eq!(verified.case.state, AC);
+        assert_eq!(verified.case.verified_at, Some(now()));
+        assert_eq!(
+            sends(&verified),
+            [(template::DELETE_CONFIRMATION_REQUEST, Audience::Requester)]
+        );
+
+        let rejected = run(
+            &accepted,
+            Command::DeclarationReject {
+                reason: "not notarized".into(),
+            },
+        )
+        .unwrap();
+        assert!(!rejected.case.authorization_ok);
+        assert!(matches!(
+            &rejected.effects[..],
+            [Effect::Event { .. }, Effect::Send { template: "declaration_rejected", reason: Some(r), .. }]
+                if r == "not notarized"
+        ));
+        assert_eq!(
+            run(&rejected.case, Command::Verify),
+            Err(Refusal::NeedsAuthorization)
+        );
+
+        let poa = run(&rejected.case, Command::Poa).unwrap().case;
+        assert_eq!(run(&poa, Command::Verify).unwrap().case.state, AC);
+    }
+
+    #[test]
+    fn reasons_and_texts_are_required() {
+        let case = case_in(Kind::Know, AV, true);
+        let blank = "  \n ".to_string();
+        let cases = [
+            (
+                Command::Deny {
+                    reason: blank.clone(),
+                },
+                Refusal::MissingReason("deny"),
+            ),
+            (
+                Command::Extend {
+                    reason: blank.clone(),
+                },
+                Refusal::MissingReason("extend"),
+            ),
+            (
+                Command::Close {
+                    reason: blank.clone(),
+                },
+                Refusal::MissingReason("close"),
+            ),
+            (
+                Command::DeclarationReject {
+                    reason: blank.clone(),
+                },
+                Refusal::MissingReason("declaration_reject"),
+            ),
+            (Command::Note { text: blank }, Refusal::EmptyNote),
+        ];
+        for (command, want) in cases {
+            assert_eq!(run(&case, command.clone()), Err(want), "{command:?}");
+        }
+    }
+
+    #[test]
+    fn deny_sends_the_reason() {
+        let case = case_in(Kind::Know, VS, false);
+        let tr = run(
+            &case,
+            Command::Deny {
+                reason: " could not verify ".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(tr.case.denial_reason.as_deref(), Some("could not verify"));
+        assert_eq!(tr.case.resolution.as_deref(), Some("denied"));
+        assert!(tr.effects.contains(&Effect::Send {
+            template: template::DENIAL,
+            to: Audience::Requester,
+            reason: Some("could not verify".into()),
+        }));
+        assert!(events(&tr).contains(&("deny".into(), "could not verify".into())));
+    }
+
+    #[test]
+    fn complete_templates() {
+        let know = case_in(Kind::Know, V, false);
+        let tr = run(
+            &know,
+            Command::Complete {
+                sent_by_team: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            sends(&tr),
+            [(template::KNOW_COMPLETED, Audience::Requester)]
+        );
+        assert_eq!(tr.case.resolution.as_deref(), Some("complied"));
+        let tr = run(&know, Command::Complete { sent_by_team: true }).unwrap();
+        assert!(sends(&tr).is_empty());
+        assert!(events(&tr).contains(&(
+            "complete".into(),
+            "the team sent the response itself".into()
+        )));
+
+        let delete = case_in(Kind::Delete, Confirmed, false);
+        for sent_by_team in [false, true] {
+            let tr = run(&delete, Command::Complete { sent_by_team }).unwrap();
+            assert_eq!(
+                sends(&tr),
+                [(template::DELETE_COMPLETED, Audience::Requester)]
+            );
+        }
+        let close = run(
+            &know,
+            Command::Close {
+                reason: "duplicate".into(),
+            },
+        )
+        .unwrap();
+        assert!(sends(&close).is_empty(), "closing mails no consumer");
+        assert_eq!(close.case.resolution.as_deref(), Some("closed"));
+    }
+
+    #[test]
+    fn notes_work_in_every_state_and_change_nothing_else() {
+        for state in State::ALL {
+            let case = case_in(Kind::Delete, state, false);
+            let tr = run(
+                &case,
+                Command::Note {
+                    text: "called her".into(),
+                },
+            )
+            .unwrap();
+            assert_eq!(tr.case, case);
+            assert_eq!(
+                events(&tr),
+                [("note".to_string(), "called her".to_string())]
+            );
+        }
+    }
+
+    #[test]
+    fn extension_once_and_only_before_the_due_date() {
+        let policy = Policy::default();
+        let case = case_in(Kind::Know, VS, false);
+        let extend = |c: &Case, at| {
+            apply(
+                c,
+                Input::Team {
+                    actor: Actor::Cli("cli:root".into()),
+                    command: Command::Extend {
+                        reason: "complex".into(),
+                    },
+                },
+                &policy,
+                at,
+            )
+        };
+        let tr = extend(&case, now()).unwrap();
+        assert!(tr.case.extended);
+        assert_eq!(tr.case.due_at, policy.extend(case.due_at));
+        assert_eq!(tr.case.due_at, t("2027-02-01T07:59:59Z"));
+        assert!(tr.effects.contains(&Effect::Send {
+            template: template::EXTENSION_NOTICE,
+            to: Audience::Requester,
+            reason: Some("complex".into()),
+        }));
+        assert!(events(&tr).iter().any(|(a, _)| a == "due_date"));
+        assert_eq!(extend(&tr.case, now()), Err(Refusal::AlreadyExtended));
+
+        // Exactly at the due date is still in time; a second later is not.
+        assert!(extend(&case, case.due_at).is_ok());
+        let late = case.due_at + TimeDelta::seconds(1);
+        assert_eq!(
+            extend(&case, late),
+            Err(Refusal::PastDue { due: case.due_at })
+        );
+    }
+
+    #[test]
+    fn due_date_never_pauses() {
+        let policy = Policy::default();
+        let due = t("2026-12-18T07:59:59Z");
+        let mut case = opened(request(Kind::Delete));
+        assert_eq!(case.due_at, due);
+        let steps = [
+            Input::ConsumerReply {
+                from: "jane@example.net".into(),
+                new_text: "K7Q2-9XPM".into(),
+                proves_mailbox: true,
+                declarations: 0,
+            },
+            Input::Tick,
+            Input::Team {
+                actor: team_member(),
+                command: Command::Verify,
+            },
+            Input::Tick,
+            Input::ConsumerReply {
+                from: "jane@example.net".into(),
+                new_text: "CONFIRM".into(),
+                proves_mailbox: true,
+                declarations: 0,
+            },
+            Input::Team {
+                actor: team_member(),
+                command: Command::Complete {
+                    sent_by_team: false,
+                },
+            },
+        ];
+        let mut at = received();
+        for input in steps {
+            at += TimeDelta::days(9);
+            case = apply(&case, input, &policy, at).unwrap().case;
+            assert_eq!(case.due_at, due);
+        }
+        assert_eq!(case.state, Completed);
+        assert_eq!(case.closed_at, Some(at));
+    }
+
+    #[test]
+    fn verification_reminder_once() {
+        let case = case_in(Kind::Know, AV, false);
+        let day = |n: i64| received() + TimeDelta::days(n);
+        assert!(tick_at(&case, day(6)).effects.is_empty());
+        let tr = tick_at(&case, day(7));
+        assert_eq!(
+            sends(&tr),
+            [(template::VERIFICATION_REMINDER, Audience::Requester)]
+        );
+        assert_eq!(tr.case.reminder_sent_at, Some(day(7)));
+        let again = tick_at(&tr.case, day(8));
+        assert!(again.effects.is_empty());
+        assert_eq!(again.case, tr.case);
+        // Not in other open states.
+        let submitted = case_in(Kind::Know, VS, false);
+        assert!(sends(&tick_at(&submitted, day(8))).is_empty());
+        // Zero turns reminders off.
+        let policy = Policy {
+            reminder_after_days: 0,
+            ..Policy::default()
+        };
+        assert!(
+            apply(&case, Input::Tick, &policy, day(8))
+                .unwrap()
+                .effects
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn confirmation_reminder_once_even_after_a_verification_reminder() {
+        let mut case = case_in(Kind::Delete, AC, false);
+        case.reminder_sent_at = Some(received() + TimeDelta::days(7));
+        case.verified_at = Some(received() + TimeDelta::days(10));
+        assert!(
+            tick_at(&case, received() + TimeDelta::days(16))
+                .effects
+                .is_empty()
+        );
+        let tr = tick_at(&case, received() + TimeDelta::days(17));
+        assert_eq!(
+            sends(&tr),
+            [(template::CONFIRMATION_REMINDER, Audience::Requester)]
+        );
+        assert!(
+            tick_at(&tr.case, received() + TimeDelta::days(20))
+                .effects
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn deadline_notices_once_each() {
+        let case = case_in(Kind::Know, V, false);
+        let due = case.due_at;
+        assert!(tick_at(&case, due - TimeDelta::days(8)).effects.is_empty());
+        let soon = tick_at(&case, due - TimeDelta::days(7));
+        assert_eq!(notices(&soon), [Notice::DeadlineApproaching]);
+        assert!(soon.case.due_soon_notified);
+        assert!(
+            tick_at(&soon.case, due - TimeDelta::days(1))
+                .effects
+                .is_empty()
+        );
+        assert!(tick_at(&soon.case, due).effects.is_empty());
+        let over = tick_at(&soon.case, due + TimeDelta::seconds(1));
+        assert_eq!(notices(&over), [Notice::Overdue]);
+        assert!(over.case.overdue_notified);
+        assert!(
+            tick_at(&over.case, due + TimeDelta::days(30))
+                .effects
+                .is_empty()
+        );
+
+        // Jumping straight past the due date gives only the overdue notice.
+        let late = tick_at(&case, due + TimeDelta::days(2));
+        assert_eq!(notices(&late), [Notice::Overdue]);
+        assert!(
+            tick_at(&late.case, due + TimeDelta::days(3))
+                .effects
+                .is_empty()
+        );
+
+        // An extension re-arms the "approaching" notice for the new date.
+        let extended = run(
+            &soon.case,
+            Command::Extend {
+                reason: "complex".into(),
+            },
+        )
+        .unwrap()
+        .case;
+        assert!(!extended.due_soon_notified);
+        let again = tick_at(&extended, extended.due_at - TimeDelta::days(3));
+        assert_eq!(notices(&again), [Notice::DeadlineApproaching]);
+
+        // Final cases: nothing.
+        for state in [Completed, Denied, Closed, Withdrawn] {
+            let done = case_in(Kind::Know, state, false);
+            let tr = tick_at(&done, due + TimeDelta::days(100));
+            assert!(tr.effects.is_empty());
+            assert_eq!(tr.case, done);
+        }
+    }
+
+    #[test]
+    fn tick_with_nothing_to_do_changes_nothing() {
+        let case = case_in(Kind::Know, VS, false);
+        let tr = tick_at(&case, now());
+        assert!(tr.effects.is_empty());
+        assert_eq!(tr.case, case);
+    }
+
+    #[test]
+    fn every_template_name_is_listed() {
+        let mut names = template::ALL.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), template::ALL.len());
+    }
 }

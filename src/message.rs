@@ -2,12 +2,14 @@
 //! later stages need: automatic-mail detection, delivery reports, the new text
 //! of a reply, and attachments with safe names.
 
+pub mod attachment;
 pub mod auto;
 pub mod parse;
 pub mod reply_text;
 
 use chrono::{DateTime, Utc};
 
+pub use attachment::{sanitize_filename, sniff_type};
 pub use auto::AutoKind;
 pub use parse::parse;
 

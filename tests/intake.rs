@@ -10,29 +10,8 @@ use serde_json::Value;
 use support::MailServers;
 use support::daemon::{self, DaemonConfig};
 
-/// A raw RFC 5322 message with CRLF line ends.
 fn mail(from: &str, to: &str, subject: &str, extra_headers: &str, body: &str) -> Vec<u8> {
-    let id = format!(
-        "<{}.{}@test.example>",
-        std::process::id(),
-        rand_suffix()
-    );
-    let mut s = format!(
-        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {id}\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    );
-    for line in extra_headers.lines().filter(|l| !l.is_empty()) {
-        s.push_str(line);
-        s.push_str("\r\n");
-    }
-    s.push_str("\r\n");
-    s.push_str(&body.replace('\n', "\r\n"));
-    s.into_bytes()
-}
-
-fn rand_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", N.fetch_add(1, Ordering::Relaxed), chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0))
+    support::mail::message(from, to, subject, extra_headers, body)
 }
 
 fn message_id_of(raw: &[u8]) -> String {
@@ -40,19 +19,11 @@ fn message_id_of(raw: &[u8]) -> String {
 }
 
 fn cases_json(config: &std::path::Path) -> Vec<Value> {
-    let out = daemon::cli(config, &["cases", "list", "--json"]);
-    assert!(out.status.success(), "cases list failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("cases list --json is a JSON array")
+    support::cases_json(config)
 }
 
 fn assert_ok(out: &std::process::Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} exited {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::assert_ok(out, what)
 }
 
 #[tokio::test(flavor = "multi_thread")]

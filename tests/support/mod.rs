@@ -9,13 +9,16 @@
 // Not every test binary uses every helper.
 #![allow(dead_code, unused_imports)]
 
+mod cases;
 pub mod daemon;
 mod imap;
+pub mod mail;
 mod procs;
 mod servers;
 mod smtp;
 mod tls;
 
+pub use cases::{assert_ok, case_json, cases_json, shift_case_times};
 pub use imap::{ImapSession, ImapStream};
 pub use servers::{MailServers, PASSWORD};
 pub use tls::{client_config_without_ca, install_crypto_provider};

@@ -1,0 +1,67 @@
+//! Reading and nudging the daemon's cases from a test.
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+
+use super::daemon;
+
+/// Panics with everything the command printed unless it exited 0.
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} exited {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `cases list --json`.
+pub fn cases_json(config: &Path) -> Vec<Value> {
+    let out = daemon::cli(config, &["cases", "list", "--json"]);
+    assert_ok(&out, "cases list --json");
+    serde_json::from_slice(&out.stdout).expect("cases list --json prints a JSON array")
+}
+
+/// `cases show ID --json`.
+pub fn case_json(config: &Path, id: &str) -> Value {
+    let out = daemon::cli(config, &["cases", "show", id, "--json"]);
+    assert_ok(&out, "cases show --json");
+    serde_json::from_slice(&out.stdout).expect("cases show --json prints a JSON object")
+}
+
+/// Moves every clock of a case by `by` (negative: into the past), as if
+/// that much time had passed since it was opened.
+pub async fn shift_case_times(database: &Path, id: &str, by: chrono::Duration) {
+    use chrono::{DateTime, Utc};
+    let url = format!("sqlite://{}", database.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    let row: (
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        DateTime<Utc>,
+        DateTime<Utc>,
+    ) = sqlx::query_as(
+        "SELECT received_at, acknowledged_at, ack_due_at, due_at FROM cases WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("read case {id}: {e}"));
+    sqlx::query(
+        "UPDATE cases SET received_at = ?, acknowledged_at = ?, ack_due_at = ?, due_at = ? WHERE id = ?",
+    )
+    .bind(row.0 + by)
+    .bind(row.1.map(|t| t + by))
+    .bind(row.2 + by)
+    .bind(row.3 + by)
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("shift case {id}: {e}"));
+    pool.close().await;
+}

@@ -1,0 +1,113 @@
+//! Test messages: requests and replies written the way real mail clients
+//! write them (Gmail quoting, Outlook's unquoted original).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A fresh Message-ID (with brackets).
+pub fn new_message_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "<t{}.{}.{}@client.example.test>",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    )
+}
+
+/// A raw plain-text message with CRLF line ends. `extra_headers` are raw
+/// header lines separated by `\n`.
+pub fn message(from: &str, to: &str, subject: &str, extra_headers: &str, body: &str) -> Vec<u8> {
+    let mut s = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {}\r\nDate: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n",
+        new_message_id(),
+        chrono::Utc::now().to_rfc2822()
+    );
+    for line in extra_headers.lines().filter(|l| !l.is_empty()) {
+        s.push_str(line);
+        s.push_str("\r\n");
+    }
+    s.push_str("\r\n");
+    s.push_str(&body.replace("\r\n", "\n").replace('\n', "\r\n"));
+    s.into_bytes()
+}
+
+/// A plain request.
+pub fn request(from: &str, to: &str, subject: &str, body: &str) -> Vec<u8> {
+    message(from, to, subject, "", body)
+}
+
+/// How the consumer's mail client writes a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// New text on top, the original quoted with `> ` under "On … wrote:";
+    /// In-Reply-To and References set.
+    Gmail,
+    /// New text on top, the original unquoted under a From:/Sent:/To:/Subject:
+    /// block; In-Reply-To and References set.
+    Outlook,
+    /// Like `Outlook`, but the client dropped In-Reply-To and References: only
+    /// the subject tag threads it.
+    OutlookTagOnly,
+}
+
+/// A reply from `from` to `original` in the given style.
+pub fn reply(from: &str, original: &[u8], style: Reply, new_text: &str) -> Vec<u8> {
+    let orig_from = super::header(original, "From").unwrap_or_default();
+    let orig_subject = super::header(original, "Subject").unwrap_or_default();
+    let orig_id = super::header(original, "Message-ID").unwrap_or_default();
+    let orig_refs = super::header(original, "References").unwrap_or_default();
+    let to = addr_of(&orig_from);
+    let orig_text = text_of(original);
+    let (prefix, quoted) = match style {
+        Reply::Gmail => {
+            let quoted: String = orig_text.lines().map(|l| format!("> {l}\n")).collect();
+            (
+                "Re: ",
+                format!("On Sun, Nov 29, 2026 at 10:00 AM {orig_from} wrote:\n{quoted}"),
+            )
+        }
+        Reply::Outlook | Reply::OutlookTagOnly => (
+            "RE: ",
+            format!(
+                "________________________________\nFrom: {orig_from}\nSent: Sunday, November 29, 2026 10:00 AM\nTo: {from}\nSubject: {orig_subject}\n\n{orig_text}"
+            ),
+        ),
+    };
+    let headers = match style {
+        Reply::OutlookTagOnly => String::new(),
+        _ => format!(
+            "In-Reply-To: {orig_id}\nReferences: {} {orig_id}",
+            orig_refs.trim()
+        ),
+    };
+    message(
+        from,
+        &to,
+        &format!("{prefix}{orig_subject}"),
+        &headers,
+        &format!("{new_text}\n\n{quoted}"),
+    )
+}
+
+/// The bare address in `Name <addr>`.
+pub fn addr_of(s: &str) -> String {
+    match (s.rfind('<'), s.rfind('>')) {
+        (Some(a), Some(b)) if a < b => s[a + 1..b].to_string(),
+        _ => s.trim().to_string(),
+    }
+}
+
+/// The decoded plain-text body.
+pub fn text_of(raw: &[u8]) -> String {
+    mail_parser::MessageParser::default()
+        .parse(raw)
+        .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+        .unwrap_or_default()
+}
+
+/// The verification code in an acknowledgement ("Verification code: XXXXX-XXXXX").
+pub fn verification_code(raw: &[u8]) -> Option<String> {
+    let text = text_of(raw);
+    let after = text.split("Verification code:").nth(1)?;
+    after.split_whitespace().next().map(str::to_string)
+}

@@ -139,19 +139,16 @@ pub fn find_case_tag(subject: &str, prefix: &str) -> Option<String> {
     if prefix.is_empty() {
         return None;
     }
-    let pattern = format!(
-        r"(?i)\[\s*{}-(\d{{4}})-(\d{{5,}})\s*\]",
-        regex::escape(prefix)
-    );
-    let re = Regex::new(&pattern).ok()?;
-    let caps = re.captures(subject)?;
-    Some(format!(
-        "{}-{}-{}",
-        prefix.to_uppercase(),
-        &caps[1],
-        &caps[2]
-    ))
+    CASE_TAG
+        .captures_iter(subject)
+        .find(|c| c[1].trim().to_lowercase() == prefix.to_lowercase())
+        .map(|c| format!("{}-{}-{}", prefix.to_uppercase(), &c[2], &c[3]))
 }
+
+/// `[PREFIX-YYYY-NNNNN]`, the prefix checked by the caller.
+static CASE_TAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\[([^\[\]]*?)-(\d{4})-(\d{5,})\s*\]").expect("case tag pattern is valid")
+});
 
 /// Body patterns that read like a request, in the order they are tried.
 static REQUEST_PATTERNS: LazyLock<Vec<(Kind, Regex)>> = LazyLock::new(|| {
@@ -565,6 +562,12 @@ mod tests {
             ("[XCCPA-2026-00042]", "CCPA", None),
             ("[PRIV.X-2027-00001]", "priv.x", Some("PRIV.X-2027-00001")),
             ("[PRIVAX-2027-00001]", "PRIV.X", None),
+            (
+                "[PRIV-CA-2027-00001]",
+                "priv-ca",
+                Some("PRIV-CA-2027-00001"),
+            ),
+            ("[x] [CCPA-2026-00007]", "CCPA", Some("CCPA-2026-00007")),
             ("[CCPA-2026-00042]", "", None),
         ];
         for (subject, prefix, want) in cases {
@@ -710,5 +713,43 @@ mod tests {
             &domains,
         );
         assert_eq!(info, AgentInfo::default());
+    }
+
+    /// Arbitrary input never panics (a poor man's fuzz run).
+    #[test]
+    fn arbitrary_input_never_panics() {
+        const PIECES: [&str; 16] = [
+            "Re:",
+            "[",
+            "]",
+            " ",
+            "回复：",
+            "é",
+            "-",
+            "opt",
+            "out",
+            "@",
+            "x.example",
+            "on behalf of ",
+            "Consumer name:",
+            "\n",
+            "[CCPA-2026-00001]",
+            "É",
+        ];
+        let rules = default_rules();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3000 {
+            let mut input = String::new();
+            for _ in 0..(seed % 30) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                input.push_str(PIECES[(seed % PIECES.len() as u64) as usize]);
+            }
+            let _ = match_subject(&rules, &input);
+            let _ = find_case_tag(&input, "CCPA");
+            let _ = looks_like_request(&input);
+            let _ = detect_agent(&input, &input, &[input.as_str()], &[input.as_str()]);
+        }
     }
 }

@@ -631,4 +631,48 @@ mod tests {
         // A line of dashes that is not a separator stays.
         assert_eq!(new_text("a\n---\nb"), "a\n---\nb");
     }
+
+    /// Arbitrary input never panics (a poor man's fuzz run).
+    #[test]
+    fn arbitrary_input_never_panics() {
+        const PIECES: [&str; 24] = [
+            "<",
+            ">",
+            "</",
+            "<br>",
+            "<blockquote>",
+            "</blockquote>",
+            "<script>",
+            "&",
+            "&#",
+            "&#x",
+            ";",
+            "amp",
+            "\n",
+            "\r\n",
+            "> ",
+            "On 3 Nov ",
+            "wrote:",
+            "From: a",
+            "Sent: b",
+            "To: c",
+            "-- ",
+            "é",
+            "回复",
+            "\"",
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..3000 {
+            let mut input = String::new();
+            for _ in 0..(seed % 40) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                input.push_str(PIECES[(seed % PIECES.len() as u64) as usize]);
+            }
+            let _ = new_text(&html_to_text(&input));
+            let _ = new_text(&input);
+            let _ = decode_entities(&input);
+        }
+    }
 }

@@ -13,8 +13,8 @@
 //! - `idle`: IDLE with cancellation, and the polling fallback.
 
 mod connect;
-mod idle;
 mod header;
+mod idle;
 mod session;
 mod stream;
 

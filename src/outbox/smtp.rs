@@ -202,16 +202,10 @@ impl SmtpSender {
         let mut guard = self.open.lock().await;
 
         if let Some(open) = guard.as_mut()
-            && (open.sent >= self.max_per_connection || open.conn.has_broken() || {
-                open.last_used.elapsed() > IDLE_CHECK_AFTER
-                    && !tokio::time::timeout(COMMAND_TIMEOUT, open.conn.test_connected())
-                        .await
-                        .unwrap_or(false)
-            })
+            && !self.reusable(open).await
+            && let Some(mut old) = guard.take()
         {
-            if let Some(mut old) = guard.take() {
-                let _ = tokio::time::timeout(COMMAND_TIMEOUT, old.conn.quit()).await;
-            }
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT, old.conn.quit()).await;
         }
         let open = match guard.as_mut() {
             Some(open) => open,
@@ -258,6 +252,18 @@ impl SmtpSender {
                 ))
             }
         }
+    }
+
+    /// Whether the open connection may carry one more message: under the
+    /// cap, not broken, and (after a pause) still answering NOOP.
+    async fn reusable(&self, open: &mut Open) -> bool {
+        if open.sent >= self.max_per_connection || open.conn.has_broken() {
+            return false;
+        }
+        open.last_used.elapsed() <= IDLE_CHECK_AFTER
+            || tokio::time::timeout(COMMAND_TIMEOUT, open.conn.test_connected())
+                .await
+                .unwrap_or(false)
     }
 
     /// Closes the open connection politely, if any.

@@ -105,6 +105,27 @@ async fn a_client_without_the_ca_fails_the_handshake() {
 }
 
 #[tokio::test]
+async fn wrong_passwords_fail_fast_and_do_not_lock_out() {
+    let servers = MailServers::start();
+    let user = servers.unique_user("password");
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let client = servers
+            .try_imaps_client(servers.tls_config())
+            .await
+            .expect("IMAPS");
+        assert!(client.login(&user, "wrong").await.is_err());
+    }
+    let mut session = servers.imap_session(&user).await;
+    session.logout().await.expect("LOGOUT");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "logins took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn append_and_fetch_roundtrip() {
     let servers = MailServers::start();
     let user = servers.unique_user("append");

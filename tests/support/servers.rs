@@ -342,6 +342,9 @@ ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_username_format = %Lu
+# Tests try wrong passwords on purpose: no 2 s failure delay, and (below)
+# no anvil penalty that would slow every later login from 127.0.0.1.
+auth_failure_delay = 0
 mail_location = maildir:~/Maildir
 mail_fsync = never
 first_valid_uid = 1
@@ -369,6 +372,11 @@ service imap-login {{
     address = 127.0.0.1
     port = {imaps_port}
     ssl = yes
+  }}
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
   }}
 }}
 service lmtp {{

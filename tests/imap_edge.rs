@@ -289,7 +289,12 @@ async fn idle_wakes_on_delivery_and_stops_on_cancel() {
     let servers = MailServers::start();
     let user = servers.unique_user("idle");
     let mut imap = connect(servers, &user).await;
-    imap.select("INBOX").await.unwrap();
+    let info = imap.select("INBOX").await.unwrap();
+    assert_eq!(info.exists, 0);
+    // An empty mailbox lists nothing, with and without the backlog window.
+    assert!(imap.list_new(0, None).await.unwrap().is_empty());
+    let today = Utc::now().date_naive();
+    assert!(imap.list_new(0, Some(today)).await.unwrap().is_empty());
     let never = CancellationToken::new();
 
     assert_eq!(

@@ -12,7 +12,10 @@ use crate::config::ConfigError;
 use crate::imap::{IdleOutcome, Imap, ImapError, SelectInfo};
 use crate::intake::{self, Fetched};
 use crate::mailroom::Mailroom;
-use crate::outbox::{self, smtp::{SmtpError, SmtpSender}};
+use crate::outbox::{
+    self,
+    smtp::{SmtpError, SmtpSender},
+};
 use crate::store::{self, StoreError};
 use crate::systemd;
 
@@ -39,8 +42,12 @@ pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleEr
     let cfg = &room.config.imap;
     let password = cfg.secret.resolve("imap")?.unwrap_or_default();
     let mut imap = Imap::connect(cfg, &password).await?;
-    imap.ensure_mailboxes(&[&cfg.processed_mailbox, &cfg.review_mailbox, &cfg.sent_mailbox])
-        .await?;
+    imap.ensure_mailboxes(&[
+        &cfg.processed_mailbox,
+        &cfg.review_mailbox,
+        &cfg.sent_mailbox,
+    ])
+    .await?;
     let info = imap.select(&cfg.mailbox).await?;
     Ok((imap, info))
 }
@@ -71,13 +78,19 @@ pub async fn drain(
     let (mut after, since, first_pass) = match cursor {
         Some(c) if c.uid_validity == uid_validity => (c.last_uid, None, false),
         Some(_) => {
-            warn!(uid_validity, "UIDVALIDITY changed: rescanning the mailbox; Message-ID and content hashes prevent doubles.");
+            warn!(
+                uid_validity,
+                "UIDVALIDITY changed: rescanning the mailbox; Message-ID and content hashes prevent doubles."
+            );
             let mut conn = room.store.conn().await?;
             store::messages::close_stale_unfiled(&mut conn, uid_validity, Utc::now()).await?;
             (0, Some(backlog_start), true)
         }
         None => {
-            info!(days = room.config.imap.initial_backlog_days, "First start: taking in the backlog window only.");
+            info!(
+                days = room.config.imap.initial_backlog_days,
+                "First start: taking in the backlog window only."
+            );
             (0, Some(backlog_start), true)
         }
     };
@@ -109,6 +122,7 @@ pub async fn drain(
                         raw,
                         size: u64::from(l.size.unwrap_or(0)),
                         headers_only: true,
+                        internal_date: l.internal_date,
                     });
                 } else if let Some(raw) = bodies.remove(&l.uid) {
                     let size = raw.len() as u64;
@@ -117,11 +131,13 @@ pub async fn drain(
                         raw,
                         size,
                         headers_only: false,
+                        internal_date: l.internal_date,
                     });
                 }
                 // A UID listed but gone by the fetch was expunged meanwhile.
             }
-            let results = intake::process_batch(room, &mailbox, uid_validity, &batch, Utc::now()).await?;
+            let results =
+                intake::process_batch(room, &mailbox, uid_validity, &batch, Utc::now()).await?;
             taken += results.len();
             for (uid, outcome) in &results {
                 debug!(uid, ?outcome, "Message processed.");
@@ -135,9 +151,21 @@ pub async fn drain(
     }
     if first_pass {
         // Older messages left alone stay below the cursor for good.
-        let last = info.uid_next.map_or(after, |n| n.saturating_sub(1)).max(after);
+        let last = info
+            .uid_next
+            .map_or(after, |n| n.saturating_sub(1))
+            .max(after);
         let mut conn = room.store.conn().await?;
-        store::set_cursor(&mut conn, &mailbox, store::Cursor { uid_validity, last_uid: last }, Utc::now()).await?;
+        store::set_cursor(
+            &mut conn,
+            &mailbox,
+            store::Cursor {
+                uid_validity,
+                last_uid: last,
+            },
+            Utc::now(),
+        )
+        .await?;
     }
     if taken > 0 {
         info!(count = taken, "Took in new mail.");
@@ -148,7 +176,11 @@ pub async fn drain(
 /// Moves originals whose effects are committed to their folder, then marks
 /// them filed. Run before every intake too, so a crash between commit and
 /// move is finished on restart without doing anything twice.
-pub async fn file_pending(room: &Mailroom, imap: &mut Imap, uid_validity: u32) -> Result<(), CycleError> {
+pub async fn file_pending(
+    room: &Mailroom,
+    imap: &mut Imap,
+    uid_validity: u32,
+) -> Result<(), CycleError> {
     let rows = {
         let mut conn = room.store.conn().await?;
         store::messages::unfiled(&mut conn, uid_validity).await?
@@ -181,7 +213,12 @@ pub async fn run_once(room: &Mailroom) -> Result<(), CycleError> {
     let sender = smtp_sender(room)?;
     let delivered = outbox::deliver_due(room, &sender, Utc::now()).await?;
     sender.close().await;
-    info!(sent = delivered.sent, retried = delivered.retried, failed = delivered.failed, "Outbox delivered.");
+    info!(
+        sent = delivered.sent,
+        retried = delivered.retried,
+        failed = delivered.failed,
+        "Outbox delivered."
+    );
     outbox::append_sent(room, &mut imap).await?;
     if let Err(e) = imap.logout().await {
         debug!(error = %e, "Logout failed.");
@@ -235,7 +272,10 @@ async fn mailbox_session(
     let poll = Duration::from_secs(room.config.imap.poll_interval_secs);
     let use_idle = room.config.imap.idle && imap.has_idle();
     if !use_idle {
-        info!(poll_secs = poll.as_secs(), "Polling the mailbox (IDLE is off or not offered).");
+        info!(
+            poll_secs = poll.as_secs(),
+            "Polling the mailbox (IDLE is off or not offered)."
+        );
     }
     let watchdog = systemd::Watchdog::from_env();
     loop {
@@ -245,7 +285,11 @@ async fn mailbox_session(
             systemd::ready();
             *ready = true;
         }
-        systemd::status(&crate::scheduler::status_line(room).await.unwrap_or_default());
+        systemd::status(
+            &crate::scheduler::status_line(room)
+                .await
+                .unwrap_or_default(),
+        );
         watchdog.ping();
         if shutdown.is_cancelled() {
             let _ = imap.logout().await;
@@ -281,7 +325,12 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
     loop {
         match outbox::deliver_due(&room, &sender, Utc::now()).await {
             Ok(d) if d.sent > 0 => {
-                info!(sent = d.sent, retried = d.retried, failed = d.failed, "Outbox delivered.");
+                info!(
+                    sent = d.sent,
+                    retried = d.retried,
+                    failed = d.failed,
+                    "Outbox delivered."
+                );
                 if let Err(e) = copy_to_sent(&room).await {
                     warn!(error = %e, "Cannot copy sent mail to the Sent folder; will retry.");
                 }

@@ -27,6 +27,9 @@ pub struct Fetched {
     pub raw: Vec<u8>,
     pub size: u64,
     pub headers_only: bool,
+    /// When the mailbox received it (IMAP INTERNALDATE): the legal clocks run
+    /// from here, not from when the daemon got round to it.
+    pub internal_date: Option<DateTime<Utc>>,
 }
 
 /// Where the original goes once the transaction committed.
@@ -176,26 +179,50 @@ async fn process_one(
     if let Some((_, earlier_target)) =
         store::messages::seen_inbound(conn, inbound.message_id.as_deref(), &sha).await?
     {
-        let target = if earlier_target.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
+        let target = if earlier_target.as_deref() == Some(room.config.imap.review_mailbox.as_str())
+        {
             Target::Review
         } else {
             Target::Processed
         };
         insert_duplicate(conn, room, &rec, target, now).await?;
-        debug!(uid = fetched.uid, "Duplicate message filed without effects.");
+        debug!(
+            uid = fetched.uid,
+            "Duplicate message filed without effects."
+        );
         return Ok(Outcome::Duplicate);
     }
 
     if fetched.headers_only {
-        let id = rec.write(conn, room, None, "review", Target::Review, now).await?;
-        store::events::append(conn, None, now, "daemon", "oversize",
-            &format!("message row {id}: {} bytes, over imap.max_message_bytes", fetched.size)).await?;
+        let id = rec
+            .write(conn, room, None, "review", Target::Review, now)
+            .await?;
+        store::events::append(
+            conn,
+            None,
+            now,
+            "daemon",
+            "oversize",
+            &format!(
+                "message row {id}: {} bytes, over imap.max_message_bytes",
+                fetched.size
+            ),
+        )
+        .await?;
         return Ok(Outcome::Review { reason: "oversize" });
     }
 
-    let sender = inbound.from.as_ref().map(|a| a.addr.clone()).unwrap_or_default();
+    let sender = inbound
+        .from
+        .as_ref()
+        .map(|a| a.addr.clone())
+        .unwrap_or_default();
     let referenced = room.keys.verify_any(
-        inbound.in_reply_to.iter().chain(inbound.references.iter()).map(String::as_str),
+        inbound
+            .in_reply_to
+            .iter()
+            .chain(inbound.references.iter())
+            .map(String::as_str),
     );
 
     // Delivery reports: matched to the outbox entry they report.
@@ -205,16 +232,36 @@ async fn process_one(
 
     // Our own mail (a Bcc or a loop) gets no answer.
     if room.is_own_address(&sender) {
-        rec.write(conn, room, None, "own", Target::Processed, now).await?;
+        rec.write(conn, room, None, "own", Target::Processed, now)
+            .await?;
         return Ok(Outcome::Automatic);
     }
 
     // Team mail: a reply to a notification. Commands are handled by `team`.
     if referenced.iter().any(|v| v.purpose != Purpose::Reply) {
-        let case_id = referenced.iter().find(|v| v.purpose == Purpose::Notice).map(|v| v.subject_id.clone());
-        rec.write(conn, room, case_id.as_deref(), "team", Target::Processed, now).await?;
+        let case_id = referenced
+            .iter()
+            .find(|v| v.purpose == Purpose::Notice)
+            .map(|v| v.subject_id.clone());
+        rec.write(
+            conn,
+            room,
+            case_id.as_deref(),
+            "team",
+            Target::Processed,
+            now,
+        )
+        .await?;
         if let Some(id) = &case_id {
-            store::events::append(conn, Some(id), now, &sender, "team_mail", "reply to a notification").await?;
+            store::events::append(
+                conn,
+                Some(id),
+                now,
+                &sender,
+                "team_mail",
+                "reply to a notification",
+            )
+            .await?;
         }
         return Ok(Outcome::TeamMail { case_id });
     }
@@ -224,54 +271,84 @@ async fn process_one(
         let case_id = referenced.first().map(|v| v.subject_id.clone());
         match &case_id {
             Some(id) if store::cases::get(conn, id).await?.is_some() => {
-                rec.write(conn, room, Some(id), "auto", Target::Processed, now).await?;
-                store::events::append(conn, Some(id), now, "daemon", "automatic_mail",
-                    &format!("{kind:?} in the case thread; no reply")).await?;
+                rec.write(conn, room, Some(id), "auto", Target::Processed, now)
+                    .await?;
+                store::events::append(
+                    conn,
+                    Some(id),
+                    now,
+                    "daemon",
+                    "automatic_mail",
+                    &format!("{kind:?} in the case thread; no reply"),
+                )
+                .await?;
                 return Ok(Outcome::Automatic);
             }
             _ => {
-                rec.write(conn, room, None, "auto", Target::Review, now).await?;
+                rec.write(conn, room, None, "auto", Target::Review, now)
+                    .await?;
                 return Ok(Outcome::Automatic);
             }
         }
     }
 
     // A reply in a case thread: our Message-ID referenced, or the tag from a party of the case.
-    let by_reference = referenced.iter().find(|v| v.purpose == Purpose::Reply).map(|v| v.subject_id.clone());
+    let by_reference = referenced
+        .iter()
+        .find(|v| v.purpose == Purpose::Reply)
+        .map(|v| v.subject_id.clone());
     let tagged = classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix);
-    if let Some(case_id) = by_reference.or(tagged.clone()) {
-        if let Some(case) = store::cases::get(conn, &case_id).await? {
-            let proven_by_reference = referenced.iter().any(|v| v.subject_id == case.id);
-            let party = [Some(&case.requester), case.agent.as_ref(), case.consumer.as_ref()]
-                .into_iter()
-                .flatten()
-                .any(|a| crate::address::same(a, &sender));
-            if proven_by_reference || party {
-                rec.write(conn, room, Some(&case.id), "case", Target::Processed, now).await?;
-                let haystack = format!("{}\n{}", inbound.subject, inbound.text);
-                let proves = proven_by_reference || crate::ids::find_code(&haystack, &case.verification_code);
-                let new_text = message::reply_text::new_text(&inbound.text);
-                let declarations = inbound
-                    .attachments
-                    .iter()
-                    .filter(|a| classify::is_declaration_name(&a.filename))
-                    .count();
-                let input = Input::ConsumerReply {
-                    from: sender.clone(),
-                    new_text,
-                    proves_mailbox: proves,
-                    declarations,
-                };
-                casework::apply_input(conn, room, &case.id, input, now).await?;
-                return Ok(Outcome::Reply { case_id: case.id });
-            }
-            // The tag alone, from someone else: never applied to the case.
-            rec.write(conn, room, Some(&case.id), "review", Target::Review, now).await?;
-            store::events::append(conn, Some(&case.id), now, "daemon", "foreign_message",
-                "a message with the case tag from a sender who is not a party of the case; moved to review").await?;
-            casework::notify_team(conn, room, &case, crate::cases::engine::Notice::ConsumerWrote, now).await?;
-            return Ok(Outcome::Review { reason: "foreign sender with case tag" });
+    let threaded = match by_reference.or(tagged) {
+        Some(case_id) => store::cases::get(conn, &case_id).await?,
+        None => None,
+    };
+    if let Some(case) = threaded {
+        let proven_by_reference = referenced.iter().any(|v| v.subject_id == case.id);
+        let party = [
+            Some(&case.requester),
+            case.agent.as_ref(),
+            case.consumer.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|a| crate::address::same(a, &sender));
+        if proven_by_reference || party {
+            rec.write(conn, room, Some(&case.id), "case", Target::Processed, now)
+                .await?;
+            let haystack = format!("{}\n{}", inbound.subject, inbound.text);
+            let proves =
+                proven_by_reference || crate::ids::find_code(&haystack, &case.verification_code);
+            let new_text = message::reply_text::new_text(&inbound.text);
+            let declarations = inbound
+                .attachments
+                .iter()
+                .filter(|a| classify::is_declaration_name(&a.filename))
+                .count();
+            let input = Input::ConsumerReply {
+                from: sender.clone(),
+                new_text,
+                proves_mailbox: proves,
+                declarations,
+            };
+            casework::apply_input(conn, room, &case.id, input, now).await?;
+            return Ok(Outcome::Reply { case_id: case.id });
         }
+        // The tag alone, from someone else: never applied to the case.
+        rec.write(conn, room, Some(&case.id), "review", Target::Review, now)
+            .await?;
+        store::events::append(conn, Some(&case.id), now, "daemon", "foreign_message",
+                "a message with the case tag from a sender who is not a party of the case; moved to review").await?;
+        casework::notify_team(
+            conn,
+            room,
+            &case,
+            crate::cases::engine::Notice::ConsumerWrote,
+            now,
+        )
+        .await?;
+        return Ok(Outcome::Review {
+            reason: "foreign sender with case tag",
+        });
     }
 
     // A new request?
@@ -280,12 +357,28 @@ async fn process_one(
     }
 
     // Never dropped: review, and the team is told (CCPA regs §7020(e)).
-    let id = rec.write(conn, room, None, "review", Target::Review, now).await?;
+    let id = rec
+        .write(conn, room, None, "review", Target::Review, now)
+        .await?;
     let suggestion = classify::looks_like_request(&inbound.text);
-    store::events::append(conn, None, now, "daemon", "review",
-        &format!("message row {id}: no rule matched{}", suggestion.map(|k| format!("; reads like a {k} request")).unwrap_or_default())).await?;
+    store::events::append(
+        conn,
+        None,
+        now,
+        "daemon",
+        "review",
+        &format!(
+            "message row {id}: no rule matched{}",
+            suggestion
+                .map(|k| format!("; reads like a {k} request"))
+                .unwrap_or_default()
+        ),
+    )
+    .await?;
     crate::team::notify_review(conn, room, id, &inbound, suggestion, now).await?;
-    Ok(Outcome::Review { reason: "no rule matched" })
+    Ok(Outcome::Review {
+        reason: "no rule matched",
+    })
 }
 
 async fn open_case(
@@ -297,18 +390,35 @@ async fn open_case(
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let inbound = rec.inbound;
-    let names: Vec<&str> = inbound.attachments.iter().map(|a| a.filename.as_str()).collect();
-    let agent = classify::detect_agent(sender, &inbound.text, &names, &room.config.agents.known_domains);
-    let received_at = now;
+    let names: Vec<&str> = inbound
+        .attachments
+        .iter()
+        .map(|a| a.filename.as_str())
+        .collect();
+    let agent = classify::detect_agent(
+        sender,
+        &inbound.text,
+        &names,
+        &room.config.agents.known_domains,
+    );
+    // Receipt is when the mailbox got it; never in the future.
+    let received_at = rec.fetched.internal_date.map_or(now, |d| d.min(now));
     let year = store::cases::id_year(received_at, room.policy.timezone);
     let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
     let id = crate::ids::format_case_id(&room.config.policy.case_prefix, year, seq);
-    let declarations = names.iter().filter(|n| classify::is_declaration_name(n)).count();
+    let declarations = names
+        .iter()
+        .filter(|n| classify::is_declaration_name(n))
+        .count();
     let req = NewRequest {
         kind,
         requester: sender.to_string(),
         agent: agent.is_agent.then(|| sender.to_string()),
-        consumer: if agent.is_agent { agent.consumer_email.clone() } else { Some(sender.to_string()) },
+        consumer: if agent.is_agent {
+            agent.consumer_email.clone()
+        } else {
+            Some(sender.to_string())
+        },
         consumer_name: if agent.is_agent {
             agent.consumer_name.clone()
         } else {
@@ -317,20 +427,36 @@ async fn open_case(
         received_at,
         declarations,
     };
-    let t = crate::cases::open(id.clone(), crate::ids::verification_code(), req, &room.policy, now);
+    let t = crate::cases::open(
+        id.clone(),
+        crate::ids::verification_code(),
+        req,
+        &room.policy,
+        now,
+    );
     // The message row first, so our acknowledgement can answer it.
-    rec.write(conn, room, None, "case", Target::Processed, now).await?;
-    casework::commit_new(conn, room, &t, &NewThread {
-        subject: &inbound.subject,
-        root: inbound.message_id.as_deref(),
-        manner: if agent.is_agent { "agent" } else { "email" },
-    }, now).await?;
-    sqlx::query("UPDATE messages SET case_id = ? WHERE uid_validity = ? AND uid = ? AND case_id IS NULL")
-        .bind(&id)
-        .bind(i64::from(rec.uid_validity))
-        .bind(i64::from(rec.fetched.uid))
-        .execute(&mut *conn)
+    rec.write(conn, room, None, "case", Target::Processed, now)
         .await?;
+    casework::commit_new(
+        conn,
+        room,
+        &t,
+        &NewThread {
+            subject: &inbound.subject,
+            root: inbound.message_id.as_deref(),
+            manner: if agent.is_agent { "agent" } else { "email" },
+        },
+        now,
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE messages SET case_id = ? WHERE uid_validity = ? AND uid = ? AND case_id IS NULL",
+    )
+    .bind(&id)
+    .bind(i64::from(rec.uid_validity))
+    .bind(i64::from(rec.fetched.uid))
+    .execute(&mut *conn)
+    .await?;
     info!(case = %id, kind = %kind, agent = agent.is_agent, "Opened case.");
     Ok(Outcome::Opened { case_id: id, kind })
 }
@@ -348,20 +474,44 @@ async fn delivery_report(
     };
     let Some((row_id, case_id, _)) = matched else {
         // A report about mail we did not send: kept, for a person to look at.
-        rec.write(conn, room, None, "dsn", Target::Review, now).await?;
+        rec.write(conn, room, None, "dsn", Target::Review, now)
+            .await?;
         return Ok(Outcome::Automatic);
     };
-    rec.write(conn, room, case_id.as_deref(), "dsn", Target::Processed, now).await?;
+    rec.write(
+        conn,
+        room,
+        case_id.as_deref(),
+        "dsn",
+        Target::Processed,
+        now,
+    )
+    .await?;
     if dsn.permanent {
-        store::outbox::mark_failed(conn, row_id, "the recipient's server reported the delivery failed").await?;
+        store::outbox::mark_failed(
+            conn,
+            row_id,
+            "the recipient's server reported the delivery failed",
+        )
+        .await?;
         if let Some(id) = &case_id {
-            store::events::append(conn, Some(id), now, "daemon", "delivery_failed",
-                &format!("outbox {row_id}: delivery report says failed")).await?;
+            store::events::append(
+                conn,
+                Some(id),
+                now,
+                "daemon",
+                "delivery_failed",
+                &format!("outbox {row_id}: delivery report says failed"),
+            )
+            .await?;
             if let Some(case) = store::cases::get(conn, id).await? {
                 crate::team::notify_delivery_failure(conn, room, &case, now).await?;
             }
         }
-        info!(outbox = row_id, "Delivery report matched; mail marked failed.");
+        info!(
+            outbox = row_id,
+            "Delivery report matched; mail marked failed."
+        );
     }
     Ok(Outcome::DeliveryReport)
 }
@@ -419,7 +569,14 @@ async fn record_failed(
         },
     )
     .await?;
-    store::events::append(conn, None, now, "daemon", "processing_failed", &format!("message row {id}: {error}"))
-        .await?;
+    store::events::append(
+        conn,
+        None,
+        now,
+        "daemon",
+        "processing_failed",
+        &format!("message row {id}: {error}"),
+    )
+    .await?;
     Ok(())
 }

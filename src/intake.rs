@@ -389,7 +389,30 @@ async fn open_case(
     sender: &str,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
-    let inbound = rec.inbound;
+    // Receipt is when the mailbox got it; never in the future.
+    let received_at = rec.fetched.internal_date.map_or(now, |d| d.min(now));
+    // The message row first, so our acknowledgement can answer it.
+    let row = rec
+        .write(conn, room, None, "case", Target::Processed, now)
+        .await?;
+    let case_id =
+        open_request(conn, room, rec.inbound, kind, sender, received_at, row, now).await?;
+    Ok(Outcome::Opened { case_id, kind })
+}
+
+/// Opens a case for a request whose message row (`message_row`) is already
+/// written, and links the row to it. Intake and the team's `#open` share it.
+#[allow(clippy::too_many_arguments)]
+pub async fn open_request(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    inbound: &Inbound,
+    kind: Kind,
+    sender: &str,
+    received_at: DateTime<Utc>,
+    message_row: i64,
+    now: DateTime<Utc>,
+) -> Result<String, CaseworkError> {
     let names: Vec<&str> = inbound
         .attachments
         .iter()
@@ -401,8 +424,6 @@ async fn open_case(
         &names,
         &room.config.agents.known_domains,
     );
-    // Receipt is when the mailbox got it; never in the future.
-    let received_at = rec.fetched.internal_date.map_or(now, |d| d.min(now));
     let year = store::cases::id_year(received_at, room.policy.timezone);
     let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
     let id = crate::ids::format_case_id(&room.config.policy.case_prefix, year, seq);
@@ -434,9 +455,6 @@ async fn open_case(
         &room.policy,
         now,
     );
-    // The message row first, so our acknowledgement can answer it.
-    rec.write(conn, room, None, "case", Target::Processed, now)
-        .await?;
     casework::commit_new(
         conn,
         room,
@@ -449,16 +467,13 @@ async fn open_case(
         now,
     )
     .await?;
-    sqlx::query(
-        "UPDATE messages SET case_id = ? WHERE uid_validity = ? AND uid = ? AND case_id IS NULL",
-    )
-    .bind(&id)
-    .bind(i64::from(rec.uid_validity))
-    .bind(i64::from(rec.fetched.uid))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("UPDATE messages SET case_id = ? WHERE id = ?")
+        .bind(&id)
+        .bind(message_row)
+        .execute(&mut *conn)
+        .await?;
     info!(case = %id, kind = %kind, agent = agent.is_agent, "Opened case.");
-    Ok(Outcome::Opened { case_id: id, kind })
+    Ok(id)
 }
 
 async fn delivery_report(

@@ -35,6 +35,8 @@ pub enum CaseworkError {
     NoSuchCase(String),
     #[error("refused: {0}")]
     Refused(#[from] Refusal),
+    #[error(transparent)]
+    Attachment(#[from] crate::attachments::AttachmentError),
 }
 
 impl From<sqlx::Error> for CaseworkError {
@@ -110,6 +112,8 @@ pub async fn apply_input(
             if t.case != case || !t.effects.is_empty() {
                 commit_update(conn, room, &t, now).await?;
             }
+            // `#declaration accept|reject` settle the pending documents too.
+            crate::attachments::after_command(conn, case_id, name, &actor, now).await?;
             Ok(t)
         }
         Err(refusal) => {
@@ -138,6 +142,7 @@ pub async fn act(
 ) -> Result<Transition> {
     let mut tx = room.store.begin().await?;
     let result = apply_input(&mut tx, room, case_id, Input::Team { actor, command }, now).await;
+    crate::team::burst::flush(&mut tx, room, now).await?;
     tx.commit().await?;
     room.outbox_wake.notify_one();
     result
@@ -164,7 +169,8 @@ async fn carry_out(
                 to,
                 reason,
             } => {
-                send_to_consumer(conn, room, &t.case, template, *to, reason.as_deref(), now).await?;
+                send_to_consumer(conn, room, &t.case, template, *to, reason.as_deref(), now)
+                    .await?;
             }
             Effect::Notify(notice) => {
                 notify_team(conn, room, &t.case, *notice, now).await?;
@@ -193,49 +199,96 @@ pub async fn send_to_consumer(
     };
     let rate_key = recipient.to_lowercase();
     if room.is_own_address(&rate_key) {
-        store::events::append(conn, Some(&case.id), now, "daemon", "reply_suppressed",
-            &format!("{template}: the recipient is the mailbox itself")).await?;
+        store::events::append(
+            conn,
+            Some(&case.id),
+            now,
+            "daemon",
+            "reply_suppressed",
+            &format!("{template}: the recipient is the mailbox itself"),
+        )
+        .await?;
         return Ok(());
     }
     let limit = i64::from(room.config.policy.max_auto_replies_per_day);
-    let recent = store::outbox::recent_to(conn, &rate_key, now - chrono::Duration::hours(24)).await?;
+    let recent =
+        store::outbox::recent_to(conn, &rate_key, now - chrono::Duration::hours(24)).await?;
     if recent >= limit {
         info!(case = %case.id, template, "Automatic reply suppressed: per-sender daily limit reached.");
-        store::events::append(conn, Some(&case.id), now, "daemon", "reply_suppressed",
-            &format!("{template}: {recent} automatic replies to this sender in 24 hours (limit {limit})")).await?;
+        store::events::append(
+            conn,
+            Some(&case.id),
+            now,
+            "daemon",
+            "reply_suppressed",
+            &format!(
+                "{template}: {recent} automatic replies to this sender in 24 hours (limit {limit})"
+            ),
+        )
+        .await?;
         return Ok(());
     }
     let rendered = render(room, template, case, reason, None, now)?;
     let thread = store::cases::thread(conn, &case.id).await?;
     let last_in = store::messages::last_inbound_id(conn, &case.id).await?;
     let mut references: Vec<String> = Vec::new();
-    for id in [thread.thread_root.clone(), last_in.clone()].into_iter().flatten() {
+    for id in [thread.thread_root.clone(), last_in.clone()]
+        .into_iter()
+        .flatten()
+    {
         if !references.contains(&id) {
             references.push(id);
         }
     }
-    let message_id = room.keys.generate(Purpose::Reply, &case.id, &room.config.message_id_domain());
+    let message_id = room
+        .keys
+        .generate(Purpose::Reply, &case.id, &room.config.message_id_domain());
     let auto_submitted = if template.ends_with("reminder") {
         AutoSubmitted::Generated
     } else {
         AutoSubmitted::Replied
     };
-    queue(conn, room, Queued {
-        case_id: Some(&case.id),
-        audience: "consumer",
-        template,
-        recipients: vec![recipient],
-        rate_key: &rate_key,
-        rendered,
-        message_id,
-        in_reply_to: last_in.or(thread.thread_root),
-        references,
-        auto_submitted,
-    }, now).await
+    queue(
+        conn,
+        room,
+        Queued {
+            case_id: Some(&case.id),
+            audience: "consumer",
+            template,
+            recipients: vec![recipient],
+            rate_key: &rate_key,
+            rendered,
+            message_id,
+            in_reply_to: last_in.or(thread.thread_root),
+            references,
+            auto_submitted,
+        },
+        now,
+    )
+    .await
 }
 
-/// Queues a team notification, threaded per case.
+/// Tells the team. New-case notices wait for the end of the batch, where a
+/// burst collapses them into one summary (see [`crate::team::burst`]).
 pub async fn notify_team(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    case: &Case,
+    notice: Notice,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if room.config.team.notify.is_empty() {
+        debug!(case = %case.id, "No team.notify addresses; notice not sent.");
+        return Ok(());
+    }
+    if notice == Notice::NewCase {
+        return crate::team::burst::queue(conn, &case.id, now).await;
+    }
+    send_notice(conn, room, case, notice, now).await
+}
+
+/// Queues a team notice now, threaded per case.
+pub async fn send_notice(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
@@ -244,28 +297,35 @@ pub async fn notify_team(
 ) -> Result<()> {
     let notify = room.config.team.notify.clone();
     if notify.is_empty() {
-        debug!(case = %case.id, "No team.notify addresses; notice not sent.");
         return Ok(());
     }
     let rendered = render(room, "team_notice", case, None, Some(notice), now)?;
     let thread = store::cases::thread(conn, &case.id).await?;
-    let message_id = room.keys.generate(Purpose::Notice, &case.id, &room.config.message_id_domain());
+    let message_id =
+        room.keys
+            .generate(Purpose::Notice, &case.id, &room.config.message_id_domain());
     if thread.notice_root.is_none() {
         store::cases::set_notice_root(conn, &case.id, &message_id).await?;
     }
     let rate_key = notify.join(",").to_lowercase();
-    queue(conn, room, Queued {
-        case_id: Some(&case.id),
-        audience: "team",
-        template: "team_notice",
-        recipients: notify,
-        rate_key: &rate_key,
-        rendered,
-        in_reply_to: thread.notice_root.clone(),
-        references: thread.notice_root.into_iter().collect(),
-        message_id,
-        auto_submitted: AutoSubmitted::Generated,
-    }, now).await
+    queue(
+        conn,
+        room,
+        Queued {
+            case_id: Some(&case.id),
+            audience: "team",
+            template: "team_notice",
+            recipients: notify,
+            rate_key: &rate_key,
+            rendered,
+            in_reply_to: thread.notice_root.clone(),
+            references: thread.notice_root.into_iter().collect(),
+            message_id,
+            auto_submitted: AutoSubmitted::Generated,
+        },
+        now,
+    )
+    .await
 }
 
 /// A rendered mail ready for the outbox.
@@ -308,34 +368,42 @@ pub async fn queue(
         source,
     })?;
     let envelope_from = room.config.mailbox_address();
-    store::outbox::insert(conn, &NewOutbox {
-        case_id: q.case_id,
-        message_id: &q.message_id,
-        audience: q.audience,
-        template: q.template,
-        envelope_from: &envelope_from,
-        recipients: &q.recipients,
-        rate_key: q.rate_key,
-        subject: &q.rendered.subject,
-        raw: &raw,
-        now,
-    }).await?;
+    store::outbox::insert(
+        conn,
+        &NewOutbox {
+            case_id: q.case_id,
+            message_id: &q.message_id,
+            audience: q.audience,
+            template: q.template,
+            envelope_from: &envelope_from,
+            recipients: &q.recipients,
+            rate_key: q.rate_key,
+            subject: &q.rendered.subject,
+            raw: &raw,
+            now,
+        },
+    )
+    .await?;
     let sha = crate::hash::sha256_hex(&raw);
-    store::messages::insert(conn, &NewMessage {
-        case_id: q.case_id,
-        direction: "out",
-        message_id: Some(&q.message_id),
-        subject: &q.rendered.subject,
-        from_addr: Some(&envelope_from),
-        at: now,
-        template: Some(q.template),
-        sha256: &sha,
-        size: raw.len() as i64,
-        raw: None,
-        body_text: Some(&q.rendered.text),
-        disposition: q.audience,
-        ..NewMessage::default()
-    }).await?;
+    store::messages::insert(
+        conn,
+        &NewMessage {
+            case_id: q.case_id,
+            direction: "out",
+            message_id: Some(&q.message_id),
+            subject: &q.rendered.subject,
+            from_addr: Some(&envelope_from),
+            at: now,
+            template: Some(q.template),
+            sha256: &sha,
+            size: raw.len() as i64,
+            raw: None,
+            body_text: Some(&q.rendered.text),
+            disposition: q.audience,
+            ..NewMessage::default()
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -348,8 +416,11 @@ pub fn render(
     notice: Option<Notice>,
     now: DateTime<Utc>,
 ) -> Result<Rendered> {
-    let mut ctx = TemplateContext::from_config(&room.config)
-        .with_case(CaseContext::from_case(case, room.policy.timezone, now));
+    let mut ctx = TemplateContext::from_config(&room.config).with_case(CaseContext::from_case(
+        case,
+        room.policy.timezone,
+        now,
+    ));
     ctx.reason = reason.map(str::to_string);
     if let Some(notice) = notice {
         let (title, text) = notice_wording(notice, case);

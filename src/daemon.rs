@@ -173,6 +173,103 @@ pub async fn drain(
     Ok(taken)
 }
 
+/// Reads new messages in the Sent folder: a team member's own mail to a
+/// consumer, sent from a mail client on the shared mailbox, is attached to its
+/// case as correspondence. Our own copies (HMAC Message-IDs) are skipped.
+/// Leaves the Sent folder selected: the caller selects the inbox again.
+pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
+    let sent = room.config.imap.sent_mailbox.clone();
+    let key = format!("sent:{sent}");
+    let info = imap.select(&sent).await?;
+    let cursor = {
+        let mut conn = room.store.conn().await?;
+        store::cursor(&mut conn, &key).await?
+    };
+    let after = match cursor {
+        Some(c) if c.uid_validity == info.uid_validity => c.last_uid,
+        _ => {
+            // First look (or a reset folder): history before the daemon is not imported.
+            let last = info.uid_next.map_or(0, |n| n.saturating_sub(1));
+            let mut conn = room.store.conn().await?;
+            store::set_cursor(
+                &mut conn,
+                &key,
+                store::Cursor {
+                    uid_validity: info.uid_validity,
+                    last_uid: last,
+                },
+                Utc::now(),
+            )
+            .await?;
+            return Ok(0);
+        }
+    };
+    let listed = imap.list_new(after, None).await?;
+    if listed.is_empty() {
+        return Ok(0);
+    }
+    let uids: Vec<u32> = listed.iter().map(|l| l.uid).collect();
+    let bodies = imap.fetch_bodies(&uids).await?;
+    let mut recorded = 0;
+    let now = Utc::now();
+    let mut tx = room.store.begin().await?;
+    for (_, raw) in &bodies {
+        let inbound = crate::message::parse(raw);
+        let ids: Vec<&str> = inbound.message_id.iter().map(String::as_str).collect();
+        if !room.keys.verify_any(ids).is_empty() {
+            continue;
+        }
+        let sha = crate::hash::sha256_hex(raw);
+        if crate::team::correspondence::seen(&mut tx, inbound.message_id.as_deref(), &sha).await? {
+            continue;
+        }
+        let referenced = room
+            .keys
+            .verify_any(inbound.in_reply_to.iter().chain(inbound.references.iter()));
+        let case_id = referenced
+            .iter()
+            .find(|v| v.purpose == crate::ids::Purpose::Reply)
+            .map(|v| v.subject_id.clone())
+            .or_else(|| {
+                crate::classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix)
+            });
+        let Some(case_id) = case_id else { continue };
+        if store::cases::get(&mut tx, &case_id).await?.is_none() {
+            continue;
+        }
+        crate::team::correspondence::record(
+            &mut tx,
+            room,
+            &case_id,
+            &inbound,
+            &sha,
+            raw.len() as i64,
+            now,
+        )
+        .await?;
+        recorded += 1;
+    }
+    let last = uids.iter().copied().max().unwrap_or(after);
+    store::set_cursor(
+        &mut tx,
+        &key,
+        store::Cursor {
+            uid_validity: info.uid_validity,
+            last_uid: last,
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    if recorded > 0 {
+        info!(
+            count = recorded,
+            "Team correspondence found in the Sent folder."
+        );
+    }
+    Ok(recorded)
+}
+
 /// Moves originals whose effects are committed to their folder, then marks
 /// them filed. Run before every intake too, so a crash between commit and
 /// move is finished on restart without doing anything twice.
@@ -209,6 +306,7 @@ pub async fn run_once(room: &Mailroom) -> Result<(), CycleError> {
     let shutdown = CancellationToken::new();
     let (mut imap, info) = connect_imap(room).await?;
     drain(room, &mut imap, info, &shutdown).await?;
+    scan_sent(room, &mut imap).await?;
     crate::scheduler::run_due(room, Utc::now()).await?;
     let sender = smtp_sender(room)?;
     let delivered = outbox::deliver_due(room, &sender, Utc::now()).await?;
@@ -280,6 +378,8 @@ async fn mailbox_session(
     let watchdog = systemd::Watchdog::from_env();
     loop {
         drain(room, &mut imap, info, shutdown).await?;
+        scan_sent(room, &mut imap).await?;
+        imap.select(&room.config.imap.mailbox).await?;
         crate::scheduler::run_due(room, Utc::now()).await?;
         if !*ready {
             systemd::ready();

@@ -90,6 +90,7 @@ pub async fn process_batch(
         };
         results.push((fetched.uid, outcome));
     }
+    crate::team::burst::flush(&mut tx, room, now).await?;
     let cursor = store::cursor(&mut tx, mailbox).await?;
     let last = cursor
         .filter(|c| c.uid_validity == uid_validity)
@@ -185,7 +186,7 @@ async fn process_one(
         } else {
             Target::Processed
         };
-        insert_duplicate(conn, room, &rec, target, now).await?;
+        file_only(conn, room, &rec, "duplicate", target, now).await?;
         debug!(
             uid = fetched.uid,
             "Duplicate message filed without effects."
@@ -193,22 +194,32 @@ async fn process_one(
         return Ok(Outcome::Duplicate);
     }
 
-    if fetched.headers_only {
-        let id = rec
-            .write(conn, room, None, "review", Target::Review, now)
-            .await?;
-        store::events::append(
-            conn,
-            None,
-            now,
-            "daemon",
-            "oversize",
-            &format!(
-                "message row {id}: {} bytes, over imap.max_message_bytes",
-                fetched.size
+    // Refused by size (SPEC §7): recorded from the headers, review, team told.
+    let max_attachment = room.config.agents.max_attachment_bytes;
+    let too_big = crate::attachments::over_limit(&inbound.attachments, max_attachment);
+    if fetched.headers_only || too_big.is_some() {
+        let why = match too_big {
+            Some(a) => format!(
+                "the attachment {:?} is {}, over agents.max_attachment_bytes ({})",
+                a.filename,
+                crate::attachments::human_size(a.bytes.len() as u64),
+                crate::attachments::human_size(max_attachment)
             ),
-        )
-        .await?;
+            None => format!(
+                "the message is {}, over imap.max_message_bytes",
+                crate::attachments::human_size(fetched.size)
+            ),
+        };
+        let o = crate::attachments::Oversize {
+            uid_validity,
+            uid: fetched.uid,
+            raw: &fetched.raw,
+            size: fetched.size,
+            sha256: &sha,
+            inbound: &inbound,
+            why,
+        };
+        crate::attachments::refuse_oversize(conn, room, &o, now).await?;
         return Ok(Outcome::Review { reason: "oversize" });
     }
 
@@ -237,33 +248,59 @@ async fn process_one(
         return Ok(Outcome::Automatic);
     }
 
-    // Team mail: a reply to a notification. Commands are handled by `team`.
-    if referenced.iter().any(|v| v.purpose != Purpose::Reply) {
-        let case_id = referenced
+    // Team mail: a reply to a notification, possibly with commands.
+    if let Some(scope) = crate::team::mail::Scope::from_references(&referenced) {
+        let case_id = match &scope {
+            crate::team::mail::Scope::Case(id) => store::cases::get(conn, id).await?.map(|c| c.id),
+            _ => None,
+        };
+        let member = room.config.is_member(&sender);
+        // A non-member's reply to a notice is kept for a person to look at.
+        let target = if member {
+            Target::Processed
+        } else {
+            Target::Review
+        };
+        rec.write(conn, room, case_id.as_deref(), "team", target, now)
+            .await?;
+        crate::team::mail::handle(conn, room, &inbound, &scope, now).await?;
+        return Ok(Outcome::TeamMail { case_id });
+    }
+
+    // A team member's own mail to a consumer, Bcc'd to the mailbox: correspondence.
+    if room.config.is_member(&sender) {
+        let by_reference = referenced
             .iter()
-            .find(|v| v.purpose == Purpose::Notice)
+            .find(|v| v.purpose == Purpose::Reply)
             .map(|v| v.subject_id.clone());
-        rec.write(
-            conn,
-            room,
-            case_id.as_deref(),
-            "team",
-            Target::Processed,
-            now,
-        )
-        .await?;
-        if let Some(id) = &case_id {
-            store::events::append(
+        let tagged = classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix);
+        if let Some(case_id) = by_reference.or(tagged)
+            && store::cases::get(conn, &case_id).await?.is_some()
+        {
+            crate::team::correspondence::record(
                 conn,
-                Some(id),
+                room,
+                &case_id,
+                &inbound,
+                &sha,
+                fetched.size as i64,
                 now,
-                &sender,
-                "team_mail",
-                "reply to a notification",
             )
             .await?;
+            // The row above is the case's record; this one only files the original.
+            file_only(
+                conn,
+                room,
+                &rec,
+                "team_reply_original",
+                Target::Processed,
+                now,
+            )
+            .await?;
+            return Ok(Outcome::TeamMail {
+                case_id: Some(case_id),
+            });
         }
-        return Ok(Outcome::TeamMail { case_id });
     }
 
     // Automatic mail never opens a case and never gets a reply.
@@ -313,17 +350,18 @@ async fn process_one(
         .flatten()
         .any(|a| crate::address::same(a, &sender));
         if proven_by_reference || party {
-            rec.write(conn, room, Some(&case.id), "case", Target::Processed, now)
+            let row = rec
+                .write(conn, room, Some(&case.id), "case", Target::Processed, now)
                 .await?;
             let haystack = format!("{}\n{}", inbound.subject, inbound.text);
             let proves =
                 proven_by_reference || crate::ids::find_code(&haystack, &case.verification_code);
             let new_text = message::reply_text::new_text(&inbound.text);
-            let declarations = inbound
-                .attachments
-                .iter()
-                .filter(|a| classify::is_declaration_name(&a.filename))
-                .count();
+            // Documents sent later in the thread join the register.
+            let declarations =
+                crate::attachments::record(conn, room, &case, row, &inbound.attachments, now)
+                    .await?
+                    .declarations;
             let input = Input::ConsumerReply {
                 from: sender.clone(),
                 new_text,
@@ -427,10 +465,7 @@ pub async fn open_request(
     let year = store::cases::id_year(received_at, room.policy.timezone);
     let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
     let id = crate::ids::format_case_id(&room.config.policy.case_prefix, year, seq);
-    let declarations = names
-        .iter()
-        .filter(|n| classify::is_declaration_name(n))
-        .count();
+    let declarations = crate::attachments::declaration_count(agent.is_agent, &inbound.attachments);
     let req = NewRequest {
         kind,
         requester: sender.to_string(),
@@ -472,6 +507,7 @@ pub async fn open_request(
         .bind(message_row)
         .execute(&mut *conn)
         .await?;
+    crate::attachments::record(conn, room, &t.case, message_row, &inbound.attachments, now).await?;
     info!(case = %id, kind = %kind, agent = agent.is_agent, "Opened case.");
     Ok(id)
 }
@@ -531,10 +567,13 @@ async fn delivery_report(
     Ok(Outcome::DeliveryReport)
 }
 
-async fn insert_duplicate(
+/// A row that only files the original (no body kept): duplicates, and
+/// correspondence recorded elsewhere.
+async fn file_only(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     rec: &Record<'_>,
+    disposition: &str,
     target: Target,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
@@ -547,7 +586,7 @@ async fn insert_duplicate(
             at: now,
             sha256: rec.sha,
             size: rec.fetched.size as i64,
-            disposition: "duplicate",
+            disposition,
             uid_validity: Some(rec.uid_validity),
             uid: Some(rec.fetched.uid),
             target_mailbox: Some(target_name(room, target)),

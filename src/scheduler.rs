@@ -12,6 +12,8 @@ use crate::store::{self, CaseFilter};
 /// Runs every scheduled job that is due at `now`.
 pub async fn run_due(room: &Mailroom, now: DateTime<Utc>) -> Result<(), CaseworkError> {
     tick_cases(room, now).await?;
+    crate::team::digest::run_if_due(room, now).await?;
+    daily_purge(room, now).await;
     Ok(())
 }
 
@@ -20,7 +22,15 @@ pub async fn run_due(room: &Mailroom, now: DateTime<Utc>) -> Result<(), Casework
 pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, CaseworkError> {
     let open = {
         let mut conn = room.store.conn().await?;
-        store::cases::list(&mut conn, &CaseFilter { open_only: true, ..CaseFilter::default() }, now).await?
+        store::cases::list(
+            &mut conn,
+            &CaseFilter {
+                open_only: true,
+                ..CaseFilter::default()
+            },
+            now,
+        )
+        .await?
     };
     let mut changed = 0;
     for case in open {
@@ -62,4 +72,32 @@ pub async fn status_line(room: &Mailroom) -> Result<String, CaseworkError> {
         format!("{pending} mails in the outbox")
     };
     Ok(format!("idle, {open} open cases, {outbox}"))
+}
+
+/// The retention purge ([`crate::purge`]), once a day. A failure is logged
+/// and retried on the next tick; it never stops intake.
+pub async fn daily_purge(room: &Mailroom, now: DateTime<Utc>) {
+    const JOB: &str = "purge";
+    let last = match room.store.conn().await {
+        Ok(mut conn) => store::last_run(&mut conn, JOB).await,
+        Err(e) => Err(e),
+    };
+    match last {
+        Ok(Some(at)) if now - at < chrono::Duration::hours(24) => return,
+        Ok(_) => {}
+        Err(e) => {
+            warn!(error = %e, "Cannot read when the purge last ran.");
+            return;
+        }
+    }
+    match crate::purge::run(&room.store, &room.config, now, false).await {
+        Ok(_) => {
+            if let Ok(mut conn) = room.store.conn().await
+                && let Err(e) = store::set_last_run(&mut conn, JOB, now).await
+            {
+                warn!(error = %e, "Cannot record the purge run.");
+            }
+        }
+        Err(e) => warn!(error = %e, "Retention purge failed; retrying on the next tick."),
+    }
 }

@@ -1,1 +1,138 @@
-//! (in progress)
+//! Bursts (SPEC §6): an agent service can drop thousands of requests at once.
+//! New-case notices wait in a queue until the end of the intake batch; if more
+//! than `team.burst_threshold` cases opened within the last minute, they go out
+//! as one summary, whose HMAC Message-ID authenticates commands for exactly
+//! the cases it lists. Otherwise each case gets its own notice.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::SqliteConnection;
+use tracing::info;
+
+use crate::cases::engine::Notice;
+use crate::casework::{self, CaseworkError, Queued};
+use crate::ids::Purpose;
+use crate::mailroom::Mailroom;
+use crate::outbox::compose::AutoSubmitted;
+use crate::store;
+use crate::templates::{CaseContext, SummaryContext, TemplateContext};
+
+/// Holds a new-case notice back until [`flush`].
+pub async fn queue(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), CaseworkError> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO pending_new_case_notices (case_id, queued_at) VALUES (?, ?)",
+    )
+    .bind(case_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Sends the queued new-case notices: one each, or one summary in a burst.
+pub async fn flush(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    now: DateTime<Utc>,
+) -> Result<(), CaseworkError> {
+    let pending: Vec<String> =
+        sqlx::query_scalar("SELECT case_id FROM pending_new_case_notices ORDER BY case_id")
+            .fetch_all(&mut *conn)
+            .await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM pending_new_case_notices")
+        .execute(&mut *conn)
+        .await?;
+    let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cases WHERE created_at > ?")
+        .bind(now - Duration::minutes(1))
+        .fetch_one(&mut *conn)
+        .await?;
+    let threshold = i64::from(room.config.team.burst_threshold);
+    let mut cases = Vec::with_capacity(pending.len());
+    for id in &pending {
+        if let Some(case) = store::cases::get(conn, id).await? {
+            cases.push(case);
+        }
+    }
+    if recent <= threshold || cases.len() < 2 {
+        for case in &cases {
+            casework::send_notice(conn, room, case, Notice::NewCase, now).await?;
+        }
+        return Ok(());
+    }
+    let summary_id = format!("S{}", now.format("%Y%m%d%H%M%S%3f"));
+    for case in &cases {
+        sqlx::query("INSERT OR IGNORE INTO summary_cases (summary_id, case_id) VALUES (?, ?)")
+            .bind(&summary_id)
+            .bind(&case.id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut ctx = TemplateContext::from_config(&room.config);
+    ctx.summary = Some(SummaryContext {
+        id: summary_id.clone(),
+        count: cases.len(),
+    });
+    ctx.cases = cases
+        .iter()
+        .map(|c| CaseContext::from_case(c, room.policy.timezone, now))
+        .collect();
+    let rendered = room
+        .templates()
+        .render("team_burst_summary", &ctx)
+        .map_err(|source| CaseworkError::Template {
+            template: "team_burst_summary".into(),
+            source,
+        })?;
+    let notify = room.config.team.notify.clone();
+    let rate_key = notify.join(",").to_lowercase();
+    let message_id = room.keys.generate(
+        Purpose::Summary,
+        &summary_id,
+        &room.config.message_id_domain(),
+    );
+    casework::queue(
+        conn,
+        room,
+        Queued {
+            case_id: None,
+            audience: "team",
+            template: "team_burst_summary",
+            recipients: notify,
+            rate_key: &rate_key,
+            rendered,
+            message_id,
+            in_reply_to: None,
+            references: Vec::new(),
+            auto_submitted: AutoSubmitted::Generated,
+        },
+        now,
+    )
+    .await?;
+    info!(
+        cases = cases.len(),
+        "Burst: new-case notices collapsed into one summary."
+    );
+    Ok(())
+}
+
+/// Does the summary list the case?
+pub async fn lists(
+    conn: &mut SqliteConnection,
+    summary_id: &str,
+    case_id: &str,
+) -> Result<bool, CaseworkError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM summary_cases WHERE summary_id = ? AND case_id = ?",
+    )
+    .bind(summary_id)
+    .bind(case_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}

@@ -1,1 +1,102 @@
-//! (in progress)
+//! The team's own mail to consumers (SPEC §6): found in the Sent folder (sent
+//! from a mail client on the shared mailbox) or Bcc'd to the mailbox, it is
+//! attached to its case as correspondence. The first such message after
+//! verification stands as the substantive response of a know request.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+use crate::casework::CaseworkError;
+use crate::mailroom::Mailroom;
+use crate::message::Inbound;
+use crate::store::{self, NewMessage};
+
+/// Records a team member's message to a consumer on its case. Returns whether
+/// it is the first one since the case was verified (the substantive response).
+pub async fn record(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    case_id: &str,
+    inbound: &Inbound,
+    sha: &str,
+    size: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, CaseworkError> {
+    let _ = room;
+    let first = !responded_since_verification(conn, case_id).await?;
+    let from = inbound
+        .from
+        .as_ref()
+        .map(|a| a.addr.clone())
+        .unwrap_or_default();
+    store::messages::insert(
+        conn,
+        &NewMessage {
+            case_id: Some(case_id),
+            direction: "out",
+            message_id: inbound.message_id.as_deref(),
+            subject: &inbound.subject,
+            from_addr: Some(&from),
+            at: inbound.date.unwrap_or(now).min(now),
+            sha256: sha,
+            size,
+            body_text: Some(&inbound.text),
+            disposition: "team_reply",
+            ..NewMessage::default()
+        },
+    )
+    .await?;
+    let case = store::cases::get(conn, case_id).await?;
+    let verified = case.as_ref().and_then(|c| c.verified_at).is_some();
+    let substantive = first && verified;
+    store::events::append(
+        conn,
+        Some(case_id),
+        now,
+        &from,
+        if substantive {
+            "substantive_response"
+        } else {
+            "team_correspondence"
+        },
+        if substantive {
+            "a team member's mail to the requester after verification: the substantive response"
+        } else {
+            "a team member's mail to the requester"
+        },
+    )
+    .await?;
+    Ok(substantive)
+}
+
+/// Has a team member written to the requester since the case was verified?
+pub async fn responded_since_verification(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+) -> Result<bool, CaseworkError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages m JOIN cases c ON c.id = m.case_id
+         WHERE m.case_id = ? AND m.disposition = 'team_reply'
+           AND c.verified_at IS NOT NULL AND m.at >= c.verified_at",
+    )
+    .bind(case_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Has this message been seen already (by Message-ID or content)?
+pub async fn seen(
+    conn: &mut SqliteConnection,
+    message_id: Option<&str>,
+    sha: &str,
+) -> Result<bool, CaseworkError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE (message_id IS NOT NULL AND message_id = ?) OR sha256 = ?",
+    )
+    .bind(message_id)
+    .bind(sha)
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}

@@ -1,1 +1,358 @@
-//! (in progress)
+//! A team member's reply to a notification: authenticate, run its command
+//! lines through the same code path as `cases act`, and answer with a short
+//! result mail (SPEC §6). Anyone else gets nothing back (no backscatter); every
+//! attempt is an event.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+use tracing::info;
+
+use super::auth::{self, Denied};
+use super::commands::{self, CommandLine, TeamCommand};
+use crate::cases::engine::Actor;
+use crate::cases::{Command, Input};
+use crate::casework::{self, CaseworkError, Queued};
+use crate::ids::{Purpose, Verified};
+use crate::mailroom::Mailroom;
+use crate::message::{Inbound, reply_text};
+use crate::outbox::compose::AutoSubmitted;
+use crate::store;
+use crate::templates::{CommandResult, TemplateContext};
+
+/// What a notification's Message-ID lets a reply command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// A case notice: that case.
+    Case(String),
+    /// A burst summary: the cases it lists.
+    Summary(String),
+    /// A review notice: `#open` for that message row.
+    Review(i64),
+}
+
+impl Scope {
+    /// The scope of the first notification the message references.
+    pub fn from_references(referenced: &[Verified]) -> Option<Scope> {
+        referenced.iter().find_map(|v| match v.purpose {
+            Purpose::Notice => Some(Scope::Case(v.subject_id.clone())),
+            Purpose::Summary => Some(Scope::Summary(v.subject_id.clone())),
+            Purpose::Review => v.subject_id.parse().ok().map(Scope::Review),
+            Purpose::Result => Some(if crate::ids::parse_case_id(&v.subject_id).is_some() {
+                Scope::Case(v.subject_id.clone())
+            } else {
+                Scope::Summary(v.subject_id.clone())
+            }),
+            Purpose::Reply | Purpose::Digest => None,
+        })
+    }
+
+    fn case_id(&self) -> Option<&str> {
+        match self {
+            Scope::Case(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn subject_id(&self) -> String {
+        match self {
+            Scope::Case(id) | Scope::Summary(id) => id.clone(),
+            Scope::Review(row) => row.to_string(),
+        }
+    }
+}
+
+/// What became of a team mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Commands ran (or were refused one by one); a result mail went to the member.
+    Commands { executed: usize, refused: usize },
+    /// A member's reply without command lines: recorded on the case.
+    Discussion,
+    /// Not accepted: not executed, recorded.
+    Denied(Denied),
+}
+
+/// Handles a reply to a notification. The caller has written the message row.
+pub async fn handle(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    inbound: &Inbound,
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> Result<Handled, CaseworkError> {
+    let sender = inbound
+        .from
+        .as_ref()
+        .map(|a| a.addr.clone())
+        .unwrap_or_default();
+    let lines = commands::parse(
+        &reply_text::new_text(&inbound.text),
+        &room.config.policy.case_prefix,
+    );
+    if let Err(denied) =
+        auth::authorize(&room.config.team, &sender, &inbound.authentication_results)
+    {
+        let detail = format!("{} command line(s) not executed: {denied}", lines.len());
+        store::events::append(
+            conn,
+            scope.case_id(),
+            now,
+            &sender,
+            "command_refused",
+            &detail,
+        )
+        .await?;
+        info!(reason = %denied, "Team mail not accepted.");
+        // A member whose DKIM failed learns why; a non-member gets nothing.
+        if denied == Denied::NoDkimPass && !lines.is_empty() {
+            let results = lines
+                .iter()
+                .map(|l| CommandResult {
+                    line: l.line.clone(),
+                    case_id: l
+                        .case_id
+                        .clone()
+                        .or_else(|| scope.case_id().map(str::to_string)),
+                    ok: false,
+                    message: denied.to_string(),
+                })
+                .collect();
+            send_result(conn, room, &sender, scope, inbound, results, now).await?;
+        }
+        return Ok(Handled::Denied(denied));
+    }
+    if lines.is_empty() {
+        store::events::append(
+            conn,
+            scope.case_id(),
+            now,
+            &sender,
+            "team_mail",
+            "reply to a notification without commands",
+        )
+        .await?;
+        return Ok(Handled::Discussion);
+    }
+    let mut results = Vec::with_capacity(lines.len());
+    for line in &lines {
+        results.push(run_line(conn, room, &sender, scope, line, now).await?);
+    }
+    let executed = results.iter().filter(|r| r.ok).count();
+    let refused = results.len() - executed;
+    info!(executed, refused, "Team commands handled.");
+    send_result(conn, room, &sender, scope, inbound, results, now).await?;
+    Ok(Handled::Commands { executed, refused })
+}
+
+async fn run_line(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    sender: &str,
+    scope: &Scope,
+    line: &CommandLine,
+    now: DateTime<Utc>,
+) -> Result<CommandResult, CaseworkError> {
+    let refuse = |case_id: Option<String>, message: String| CommandResult {
+        line: line.line.clone(),
+        case_id,
+        ok: false,
+        message,
+    };
+    let command = match &line.command {
+        Ok(c) => c.clone(),
+        Err(why) => return Ok(refuse(line.case_id.clone(), why.clone())),
+    };
+    if let TeamCommand::Open(kind) = command {
+        let Scope::Review(row) = scope else {
+            return Ok(refuse(
+                None,
+                "`#open` works only in a reply to a review notice".into(),
+            ));
+        };
+        return match open_from_review(conn, room, *row, kind, now).await? {
+            Ok(id) => {
+                store::events::append(
+                    conn,
+                    Some(&id),
+                    now,
+                    sender,
+                    "open",
+                    &format!("opened as {kind} from a message in review"),
+                )
+                .await?;
+                Ok(CommandResult {
+                    line: line.line.clone(),
+                    case_id: Some(id),
+                    ok: true,
+                    message: format!("opened a {kind} case and acknowledged it"),
+                })
+            }
+            Err(why) => Ok(refuse(None, why)),
+        };
+    }
+    let TeamCommand::Case(command) = command else {
+        return Ok(refuse(None, "not a case command".into()));
+    };
+    let target = match (scope, &line.case_id) {
+        (Scope::Case(id), None) => id.clone(),
+        (Scope::Case(id), Some(named)) if named == id => id.clone(),
+        (Scope::Case(id), Some(named)) => {
+            store::events::append(
+                conn,
+                Some(id),
+                now,
+                sender,
+                "command_refused",
+                &format!(
+                    "{}: names {named}, but the notification is for {id}",
+                    line.line
+                ),
+            )
+            .await?;
+            return Ok(refuse(
+                Some(named.clone()),
+                format!("this notification authenticates commands for {id} only"),
+            ));
+        }
+        (Scope::Summary(_), None) => {
+            return Ok(refuse(
+                None,
+                "name the case on the line, e.g. `#verify CCPA-2026-00042`".into(),
+            ));
+        }
+        (Scope::Summary(summary), Some(named)) => {
+            if !super::burst::lists(conn, summary, named).await? {
+                return Ok(refuse(
+                    Some(named.clone()),
+                    "this summary does not list that case".into(),
+                ));
+            }
+            named.clone()
+        }
+        (Scope::Review(_), _) => {
+            return Ok(refuse(
+                line.case_id.clone(),
+                "a review notice takes only `#open know|delete`".into(),
+            ));
+        }
+    };
+    let command = match command {
+        Command::Complete {
+            sent_by_team: false,
+        } => Command::Complete {
+            sent_by_team: super::correspondence::responded_since_verification(conn, &target)
+                .await?,
+        },
+        other => other,
+    };
+    let input = Input::Team {
+        actor: Actor::Team(sender.to_string()),
+        command,
+    };
+    Ok(
+        match casework::apply_input(conn, room, &target, input, now).await {
+            Ok(t) => CommandResult {
+                line: line.line.clone(),
+                case_id: Some(target),
+                ok: true,
+                message: format!(
+                    "done: the case is now {}",
+                    t.case.state.as_str().replace('_', " ")
+                ),
+            },
+            Err(CaseworkError::Refused(r)) => refuse(Some(target), r.to_string()),
+            Err(CaseworkError::NoSuchCase(id)) => {
+                refuse(Some(id.clone()), format!("there is no case {id}"))
+            }
+            Err(e) => return Err(e),
+        },
+    )
+}
+
+/// Raw bytes, case and receipt time of a stored inbound message.
+type StoredMessage = (Option<Vec<u8>>, Option<String>, DateTime<Utc>);
+
+/// `#open KIND` on a review notice: opens a case from the stored message.
+async fn open_from_review(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    row: i64,
+    kind: crate::cases::Kind,
+    now: DateTime<Utc>,
+) -> Result<Result<String, String>, CaseworkError> {
+    let stored: Option<StoredMessage> =
+        sqlx::query_as("SELECT raw, case_id, at FROM messages WHERE id = ? AND direction = 'in'")
+            .bind(row)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((raw, case_id, at)) = stored else {
+        return Ok(Err("the message is no longer stored".into()));
+    };
+    if let Some(id) = case_id {
+        return Ok(Err(format!("the message already belongs to {id}")));
+    }
+    let Some(raw) = raw else {
+        return Ok(Err("only the headers of that message were kept".into()));
+    };
+    let inbound = crate::message::parse(&raw);
+    let Some(sender) = inbound.from.as_ref().map(|a| a.addr.clone()) else {
+        return Ok(Err("the message has no sender to answer".into()));
+    };
+    let id = crate::intake::open_request(conn, room, &inbound, kind, &sender, at, row, now).await?;
+    Ok(Ok(id))
+}
+
+async fn send_result(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    member: &str,
+    scope: &Scope,
+    inbound: &Inbound,
+    results: Vec<CommandResult>,
+    now: DateTime<Utc>,
+) -> Result<(), CaseworkError> {
+    let mut ctx = TemplateContext::from_config(&room.config);
+    if let Some(id) = scope.case_id()
+        && let Some(case) = store::cases::get(conn, id).await?
+    {
+        ctx = ctx.with_case(crate::templates::CaseContext::from_case(
+            &case,
+            room.policy.timezone,
+            now,
+        ));
+    }
+    ctx.results = results;
+    let rendered = room
+        .templates()
+        .render("team_command_result", &ctx)
+        .map_err(|source| CaseworkError::Template {
+            template: "team_command_result".into(),
+            source,
+        })?;
+    let message_id = room.keys.generate(
+        Purpose::Result,
+        &scope.subject_id(),
+        &room.config.message_id_domain(),
+    );
+    let mut references = inbound.references.clone();
+    references.extend(inbound.message_id.iter().cloned());
+    let rate_key = member.to_lowercase();
+    casework::queue(
+        conn,
+        room,
+        Queued {
+            case_id: scope.case_id(),
+            audience: "team",
+            template: "team_command_result",
+            recipients: vec![member.to_string()],
+            rate_key: &rate_key,
+            rendered,
+            message_id,
+            in_reply_to: inbound.message_id.clone(),
+            references,
+            auto_submitted: AutoSubmitted::Replied,
+        },
+        now,
+    )
+    .await
+}

@@ -298,7 +298,10 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
             println!("Database {} is up to date.", config.storage.database.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { json } => crate::check::run(&config, json).await,
+        Command::Check { json } => {
+            let path = crate::config::resolve_path(cli.config.as_deref());
+            crate::check::run(&config, &path, json).await
+        }
         Command::Cases(cmd) => {
             let room = open_mailroom(config).await?;
             cases::run(&room, cmd).await
@@ -308,9 +311,11 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
                 .map_err(|e| Failure::Usage(e.into()))?;
             templates_cmd(&config, &templates, cmd).await
         }
-        Command::Report(_) | Command::Attachments(_) | Command::Purge { .. } => Err(Failure::Runtime(
-            anyhow::anyhow!("this command is not available in this build yet"),
-        )),
+        Command::Report(cmd) => crate::report::cli(&config, cmd).await,
+        Command::Purge { dry_run } => crate::purge::cli(&config, dry_run).await,
+        Command::Attachments(_) => Err(Failure::Runtime(anyhow::anyhow!(
+            "this command is not available in this build yet"
+        ))),
     }
 }
 

@@ -24,6 +24,8 @@ pub mod logging;
 pub mod mailroom;
 pub mod message;
 pub mod outbox;
+pub mod purge;
+pub mod report;
 pub mod scheduler;
 pub mod signals;
 pub mod store;

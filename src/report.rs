@@ -1,0 +1,397 @@
+//! Regulatory reports: the §7101 record of each request and the §7102
+//! metrics per calendar year (SPEC §9 `report`).
+//!
+//! Both read only fields a purge keeps (kind, manner, dates, state,
+//! resolution, denial reason), so they work the same on purged cases.
+//! Dates are local dates in `policy.timezone`, the zone the clocks use.
+//!
+//! Definitions (also in docs/operations.md):
+//! - *response date*: when the case reached its final state (`closed_at`):
+//!   the completion notice, the denial, the team's `#complete` after it sent
+//!   the response itself, the withdrawal, or the immediate opt-out answer.
+//! - *complied in whole or in part*: resolution `complied` (opt-out requests
+//!   are complied with on receipt). *Denied*: resolution `denied`.
+//! - *days to a substantive response*: local calendar days from receipt to the
+//!   response date, over complied and denied requests; withdrawn and closed
+//!   cases had no substantive response and open cases none yet.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+use crate::cases::{Kind, State};
+use crate::store::{Result, parse_col};
+
+/// One request as §7101 wants it recorded.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Record {
+    pub case_id: String,
+    /// Local date the request was received.
+    pub request_date: NaiveDate,
+    pub received_at: DateTime<Utc>,
+    pub kind: Kind,
+    /// `email` (from the consumer) or `agent` (through an authorized agent).
+    pub manner: String,
+    pub response_date: Option<NaiveDate>,
+    pub responded_at: Option<DateTime<Utc>>,
+    /// `complied`, `denied`, `withdrawn`, `closed` or `open`.
+    pub response: String,
+    /// The same in words, for people reading the CSV.
+    pub nature_of_response: String,
+    pub basis_for_denial: Option<String>,
+    pub state: State,
+    pub purged: bool,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    id: String,
+    kind: String,
+    state: String,
+    manner: String,
+    received_at: DateTime<Utc>,
+    closed_at: Option<DateTime<Utc>>,
+    resolution: Option<String>,
+    denial_reason: Option<String>,
+    purged_at: Option<DateTime<Utc>>,
+}
+
+/// Every request received between `since` and `until` (local dates,
+/// inclusive), oldest first.
+pub async fn records(
+    conn: &mut SqliteConnection,
+    tz: Tz,
+    since: Option<NaiveDate>,
+    until: Option<NaiveDate>,
+) -> Result<Vec<Record>> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, kind, state, manner, received_at, closed_at, resolution, denial_reason, purged_at
+         FROM cases ORDER BY received_at, id",
+    )
+    .fetch_all(conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let record = to_record(row, tz)?;
+        if since.is_some_and(|d| record.request_date < d)
+            || until.is_some_and(|d| record.request_date > d)
+        {
+            continue;
+        }
+        out.push(record);
+    }
+    Ok(out)
+}
+
+fn to_record(row: Row, tz: Tz) -> Result<Record> {
+    let kind: Kind = parse_col("cases", &row.kind)?;
+    let state: State = parse_col("cases", &row.state)?;
+    let response = response_of(state, row.resolution.as_deref());
+    let responded_at = if state.is_final() {
+        row.closed_at
+    } else {
+        None
+    };
+    Ok(Record {
+        case_id: row.id,
+        request_date: row.received_at.with_timezone(&tz).date_naive(),
+        received_at: row.received_at,
+        kind,
+        manner: row.manner,
+        response_date: responded_at.map(|t| t.with_timezone(&tz).date_naive()),
+        responded_at,
+        nature_of_response: nature_words(response).to_string(),
+        response: response.to_string(),
+        basis_for_denial: if response == "denied" {
+            row.denial_reason
+        } else {
+            None
+        },
+        state,
+        purged: row.purged_at.is_some(),
+    })
+}
+
+/// The nature of the response from the final state and resolution.
+pub fn response_of(state: State, resolution: Option<&str>) -> &'static str {
+    match state {
+        s if !s.is_final() => "open",
+        State::Completed => "complied",
+        State::Denied => "denied",
+        State::Withdrawn => "withdrawn",
+        _ => match resolution {
+            Some("complied") => "complied",
+            Some("denied") => "denied",
+            Some("withdrawn") => "withdrawn",
+            _ => "closed",
+        },
+    }
+}
+
+fn nature_words(response: &str) -> &'static str {
+    match response {
+        "complied" => "complied in whole or in part",
+        "denied" => "denied",
+        "withdrawn" => "withdrawn by the requester",
+        "closed" => "closed without a substantive response",
+        _ => "open",
+    }
+}
+
+/// The records as CSV (RFC 4180, CRLF line ends, a header row).
+pub fn records_csv(records: &[Record]) -> String {
+    let mut out = String::from(
+        "case_id,request_date,kind,manner,response_date,nature_of_response,basis_for_denial,state,purged\r\n",
+    );
+    for r in records {
+        let fields = [
+            r.case_id.clone(),
+            r.request_date.to_string(),
+            r.kind.to_string(),
+            r.manner.clone(),
+            r.response_date.map(|d| d.to_string()).unwrap_or_default(),
+            r.nature_of_response.clone(),
+            r.basis_for_denial.clone().unwrap_or_default(),
+            r.state.to_string(),
+            r.purged.to_string(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// Quotes a CSV field when needed. A leading `=`, `+`, `-` or `@` is
+/// prefixed with `'` so a spreadsheet does not run a denial reason as a formula.
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    if s.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// §7102 figures for one kind of request in one year.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KindMetrics {
+    pub kind: Kind,
+    pub received: u64,
+    pub complied: u64,
+    pub denied: u64,
+    pub withdrawn: u64,
+    pub closed: u64,
+    /// Still open: not counted as complied or denied, nor in the days.
+    pub open: u64,
+    pub median_days: Option<f64>,
+    pub mean_days: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Metrics {
+    pub year: i32,
+    pub timezone: String,
+    pub kinds: Vec<KindMetrics>,
+}
+
+/// Metrics of the requests received in local calendar year `year`. Know,
+/// delete and opt-out are always listed; correct and limit when any arrived.
+pub async fn metrics(conn: &mut SqliteConnection, tz: Tz, year: i32) -> Result<Metrics> {
+    let all = records(conn, tz, None, None).await?;
+    let in_year: Vec<&Record> = all
+        .iter()
+        .filter(|r| r.request_date.year() == year)
+        .collect();
+    let mut kinds = Vec::new();
+    for kind in Kind::ALL {
+        let of_kind: Vec<&&Record> = in_year.iter().filter(|r| r.kind == kind).collect();
+        if of_kind.is_empty() && matches!(kind, Kind::Correct | Kind::Limit) {
+            continue;
+        }
+        let count = |what: &str| of_kind.iter().filter(|r| r.response == what).count() as u64;
+        let mut days: Vec<i64> = of_kind
+            .iter()
+            .filter(|r| r.response == "complied" || r.response == "denied")
+            .filter_map(|r| {
+                r.response_date
+                    .map(|d| (d - r.request_date).num_days().max(0))
+            })
+            .collect();
+        days.sort_unstable();
+        kinds.push(KindMetrics {
+            kind,
+            received: of_kind.len() as u64,
+            complied: count("complied"),
+            denied: count("denied"),
+            withdrawn: count("withdrawn"),
+            closed: count("closed"),
+            open: count("open"),
+            median_days: median(&days),
+            mean_days: mean(&days),
+        });
+    }
+    Ok(Metrics {
+        year,
+        timezone: tz.name().to_string(),
+        kinds,
+    })
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+pub fn median(sorted: &[i64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2] as f64),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0),
+    }
+}
+
+/// The mean, rounded to one decimal.
+pub fn mean(values: &[i64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let m = values.iter().sum::<i64>() as f64 / values.len() as f64;
+    Some((m * 10.0).round() / 10.0)
+}
+
+/// A table for people.
+pub fn metrics_text(m: &Metrics) -> String {
+    let mut out = format!(
+        "CCPA regs §7102 metrics for requests received in {} ({})\n\n",
+        m.year, m.timezone
+    );
+    out.push_str(&format!(
+        "{:<10} {:>8} {:>8} {:>7} {:>9} {:>7} {:>5} {:>11} {:>9}\n",
+        "kind",
+        "received",
+        "complied",
+        "denied",
+        "withdrawn",
+        "closed",
+        "open",
+        "median_days",
+        "mean_days"
+    ));
+    let days = |d: Option<f64>| d.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+    for k in &m.kinds {
+        out.push_str(&format!(
+            "{:<10} {:>8} {:>8} {:>7} {:>9} {:>7} {:>5} {:>11} {:>9}\n",
+            k.kind.as_str(),
+            k.received,
+            k.complied,
+            k.denied,
+            k.withdrawn,
+            k.closed,
+            k.open,
+            days(k.median_days),
+            days(k.mean_days)
+        ));
+    }
+    out.push_str("\ncomplied = complied with in whole or in part; days = local calendar days from receipt\nto the substantive response (complied or denied requests); open requests are counted apart.\n");
+    out
+}
+
+/// `report records|metrics`: prints to stdout.
+pub async fn cli(
+    config: &crate::config::Config,
+    cmd: crate::cli::ReportCommand,
+) -> std::result::Result<std::process::ExitCode, crate::cli::Failure> {
+    use crate::cli::{Failure, RecordFormat, ReportCommand};
+    let tz = config.timezone().map_err(|e| Failure::Usage(e.into()))?;
+    let store = crate::store::Store::open(&config.storage.database).await?;
+    let mut conn = store.conn().await?;
+    let text = match cmd {
+        ReportCommand::Records {
+            since,
+            until,
+            format,
+        } => {
+            if let (Some(s), Some(u)) = (since, until)
+                && s > u
+            {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "--since {s} is after --until {u}; swap them"
+                )));
+            }
+            let rows = records(&mut conn, tz, since, until).await?;
+            match format {
+                RecordFormat::Csv => records_csv(&rows),
+                RecordFormat::Json => format!("{}\n", serde_json::to_string_pretty(&rows)?),
+            }
+        }
+        ReportCommand::Metrics { year, json } => {
+            let m = metrics(&mut conn, tz, year).await?;
+            if json {
+                format!("{}\n", serde_json::to_string_pretty(&m)?)
+            } else {
+                metrics_text(&m)
+            }
+        }
+    };
+    drop(conn);
+    store.close().await;
+    print!("{text}");
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_means() {
+        let cases: [(&[i64], Option<f64>, Option<f64>); 4] = [
+            (&[], None, None),
+            (&[5], Some(5.0), Some(5.0)),
+            (&[10, 20, 31], Some(20.0), Some(20.3)),
+            (&[1, 2, 3, 10], Some(2.5), Some(4.0)),
+        ];
+        for (values, med, avg) in cases {
+            assert_eq!(median(values), med, "{values:?}");
+            assert_eq!(mean(values), avg, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn responses_from_states() {
+        let cases = [
+            (State::AwaitingVerification, None, "open"),
+            (State::Confirmed, None, "open"),
+            (State::Completed, Some("complied"), "complied"),
+            (State::Denied, Some("denied"), "denied"),
+            (State::Withdrawn, Some("withdrawn"), "withdrawn"),
+            (State::Closed, Some("complied"), "complied"),
+            (State::Closed, Some("closed"), "closed"),
+            (State::Closed, None, "closed"),
+        ];
+        for (state, resolution, want) in cases {
+            assert_eq!(
+                response_of(state, resolution),
+                want,
+                "{state} {resolution:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_defused() {
+        let cases = [
+            ("plain", "plain"),
+            ("a,b", "\"a,b\""),
+            ("say \"no\"", "\"say \"\"no\"\"\""),
+            ("=HYPERLINK(1)", "'=HYPERLINK(1)"),
+            ("line\nbreak", "\"line\nbreak\""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(csv_field(input), want, "{input}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The command line (SPEC §9). Parsing lives here; each command group has a
 //! file of its own under `cli/`.
 
+pub mod attachments;
 pub mod cases;
 
 use std::path::PathBuf;
@@ -313,9 +314,7 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
         }
         Command::Report(cmd) => crate::report::cli(&config, cmd).await,
         Command::Purge { dry_run } => crate::purge::cli(&config, dry_run).await,
-        Command::Attachments(_) => Err(Failure::Runtime(anyhow::anyhow!(
-            "this command is not available in this build yet"
-        ))),
+        Command::Attachments(cmd) => attachments::run(&config, cmd).await,
     }
 }
 

@@ -8,6 +8,7 @@
 //! wires the tasks together.
 
 pub mod address;
+pub mod attachments;
 pub mod cases;
 pub mod casework;
 pub mod check;

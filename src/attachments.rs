@@ -1,0 +1,974 @@
+//! Declaration documents of authorized agents (SPEC §7, CCPA regs §7063).
+//!
+//! Two halves:
+//! - [`Blobs`], the file store: content-addressed under
+//!   `storage.attachments_dir` as `sha256/ab/cd/<full hex>`. A sender-chosen
+//!   name never becomes a path, so `../../etc/passwd` is just a label. Files are
+//!   0600 and folders 0700, written to a temporary file in the target folder and
+//!   renamed into place, so a crash leaves either the whole file or none.
+//!   Identical documents are stored once.
+//! - The register, the `attachments` table: one row per document received on
+//!   an agent case, with its sanitised name, declared and sniffed type, size,
+//!   SHA-256, message and status (`pending_review`, `accepted`, `rejected`)
+//!   with reviewer and time.
+//!
+//! Files are written before the transaction that registers them commits: a
+//! row never names a missing file. A rolled-back transaction can leave a file
+//! no row names; it is harmless (the next copy of the same document reuses it).
+//!
+//! Attachments of consumers' own cases are not registered: they stay in the
+//! stored raw message and the processed folder, and are no declarations.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::SqliteConnection;
+use tracing::{debug, info};
+
+use crate::cases::Case;
+use crate::casework::{self, CaseworkError, Queued};
+use crate::classify;
+use crate::ids::Purpose;
+use crate::mailroom::Mailroom;
+use crate::message::attachment::sanitize_filename_nth;
+use crate::message::{Attachment, Inbound, sniff_type};
+use crate::outbox::compose::AutoSubmitted;
+use crate::store::{self, NewMessage, StoreError};
+use crate::templates::{ReviewContext, Suggestion, TemplateContext, format_date};
+
+/// Errors of the attachment store. Messages name the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachmentError {
+    #[error("cannot {action} {path}: {source} (check storage.attachments_dir and its permissions)")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{0:?} is not a SHA-256: give the 64 hex digits `cases show ID` lists, or at least 8 of them"
+    )]
+    InvalidHash(String),
+    #[error(
+        "no stored document has SHA-256 {0}; `cases show ID --json` lists the attachments of a case"
+    )]
+    NotFound(String),
+    #[error("SHA-256 prefix {0} names more than one document; give more digits")]
+    Ambiguous(String),
+    #[error("the stored file {path} does not match its SHA-256 {sha256}; restore it from a backup")]
+    Corrupt { sha256: String, path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for AttachmentError {
+    fn from(e: sqlx::Error) -> Self {
+        AttachmentError::Store(StoreError::Sql(e))
+    }
+}
+
+pub type Result<T, E = AttachmentError> = std::result::Result<T, E>;
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AttachmentError {
+    let path = path.to_owned();
+    move |source| AttachmentError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// A file in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub sha256: String,
+    pub size: u64,
+    pub path: PathBuf,
+    /// False when an identical document was already stored.
+    pub fresh: bool,
+}
+
+/// The content-addressed file store under `storage.attachments_dir`.
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    root: PathBuf,
+}
+
+impl Blobs {
+    pub fn new(root: impl Into<PathBuf>) -> Blobs {
+        Blobs { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `root/sha256/ab/cd/<hex>` for a full lower- or upper-case hex SHA-256.
+    pub fn path_of(&self, sha256: &str) -> Result<PathBuf> {
+        let hex = normalize_hash(sha256)?;
+        if hex.len() != 64 {
+            return Err(AttachmentError::InvalidHash(sha256.to_string()));
+        }
+        Ok(self
+            .root
+            .join("sha256")
+            .join(&hex[..2])
+            .join(&hex[2..4])
+            .join(&hex))
+    }
+
+    /// Stores `bytes` (once per content) and says where.
+    pub fn put(&self, bytes: &[u8]) -> Result<Stored> {
+        let sha256 = crate::hash::sha256_hex(bytes);
+        let path = self.path_of(&sha256)?;
+        let size = bytes.len() as u64;
+        let dir = path.parent().unwrap_or(&self.root).to_owned();
+        create_private_dirs(&self.root, &dir)?;
+        // Same name, same content: a file of the right size is the document
+        // (it was renamed into place whole). Anything else is replaced.
+        if let Ok(meta) = std::fs::symlink_metadata(&path)
+            && meta.is_file()
+            && meta.len() == size
+        {
+            if meta.permissions().mode() & 0o777 != 0o600 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io("set permissions on", &path))?;
+            }
+            return Ok(Stored {
+                sha256,
+                size,
+                path,
+                fresh: false,
+            });
+        }
+        write_atomically(&dir, &path, bytes)?;
+        Ok(Stored {
+            sha256,
+            size,
+            path,
+            fresh: true,
+        })
+    }
+
+    /// The stored bytes, checked against their hash.
+    pub fn get(&self, sha256: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(sha256)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AttachmentError::NotFound(sha256.to_string()));
+            }
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        if crate::hash::sha256_hex(&bytes) != normalize_hash(sha256)? {
+            return Err(AttachmentError::Corrupt {
+                sha256: sha256.to_string(),
+                path,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Writes the stored document to `out` (mode 0600: it is personal data),
+    /// replacing the file atomically. Returns the size.
+    pub fn export(&self, sha256: &str, out: &Path) -> Result<u64> {
+        let bytes = self.get(sha256)?;
+        let dir = match out.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        write_atomically(&dir, out, &bytes)?;
+        Ok(bytes.len() as u64)
+    }
+}
+
+/// Lower-case hex, or an error for anything else.
+fn normalize_hash(s: &str) -> Result<String> {
+    let hex = s.trim().to_ascii_lowercase();
+    if hex.is_empty() || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AttachmentError::InvalidHash(s.to_string()));
+    }
+    Ok(hex)
+}
+
+/// Creates `dir` and the folders between `root` and it with mode 0700.
+fn create_private_dirs(root: &Path, dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("create the folder", dir))?;
+    // The umask can only take bits away; make sure of 0700 on what is ours.
+    let mut at = dir;
+    while at.starts_with(root) {
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("set permissions on", at))?;
+        match at.parent() {
+            Some(p) if at != root => at = p,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// A temporary file in `dir` (0600, created exclusively), synced, renamed to
+/// `path`, then the folder synced so the rename survives a crash.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        file.write_all(bytes).map_err(io("write", &tmp))?;
+        file.sync_all().map_err(io("sync", &tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+        if let Ok(d) = File::open(dir) {
+            // Not every file system can sync a folder; the data is synced.
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Review status of a declaration document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    PendingReview,
+    Accepted,
+    Rejected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::PendingReview => "pending_review",
+            Status::Accepted => "accepted",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+impl FromStr for Status {
+    type Err = crate::cases::ParseEnumError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Status::PendingReview, Status::Accepted, Status::Rejected]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| crate::cases::ParseEnumError(s.to_string()))
+    }
+}
+
+/// One row of the register.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Document {
+    pub id: i64,
+    pub case_id: Option<String>,
+    pub message_row: Option<i64>,
+    pub filename: String,
+    pub declared_type: String,
+    pub sniffed_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub received_at: DateTime<Utc>,
+    pub status: String,
+    pub reviewer: Option<String>,
+    pub reviewed_at: Option<DateTime<Utc>>,
+}
+
+/// What [`record`] did with a message's attachments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recorded {
+    /// Rows added to the register.
+    pub documents: usize,
+    /// Of those, the ones that can be a declaration or power of attorney
+    /// (a declaration-like name, or a PDF, image or word-processor file): the
+    /// count the engine uses to decide whether to ask for one.
+    pub declarations: usize,
+}
+
+/// Whether a document on an agent case can be the written authorisation.
+/// A forwarded message or a text snippet is not; a scan or a PDF may be,
+/// whatever the agent called it.
+pub fn could_be_declaration(a: &Attachment) -> bool {
+    if classify::is_declaration_name(&a.filename) {
+        return true;
+    }
+    let sniffed = sniff_type(&a.bytes);
+    sniffed == "application/pdf"
+        || sniffed.starts_with("image/")
+        || sniffed == "application/msword"
+        || (sniffed == "application/zip" && is_word_processor_type(&a.declared_type))
+}
+
+fn is_word_processor_type(declared: &str) -> bool {
+    matches!(
+        declared,
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+            | "application/vnd.oasis.opendocument.text"
+    )
+}
+
+/// The engine's declaration count for a message that opens a case, before
+/// the case exists (see [`Recorded::declarations`]).
+pub fn declaration_count(is_agent: bool, attachments: &[Attachment]) -> usize {
+    if !is_agent {
+        return 0;
+    }
+    attachments
+        .iter()
+        .filter(|a| could_be_declaration(a))
+        .count()
+}
+
+/// Stores the attachments of a message on an agent case and registers each
+/// as a declaration document (`pending_review`). Non-agent cases: nothing is
+/// stored (the raw message keeps them). Runs in the caller's transaction.
+pub async fn record(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    case: &Case,
+    message_row: i64,
+    attachments: &[Attachment],
+    now: DateTime<Utc>,
+) -> Result<Recorded, CaseworkError> {
+    if !case.is_agent() || attachments.is_empty() {
+        return Ok(Recorded::default());
+    }
+    let blobs = Blobs::new(&room.config.storage.attachments_dir);
+    let mut recorded = Recorded::default();
+    for (n, a) in attachments.iter().enumerate() {
+        let stored = blobs.put(&a.bytes)?;
+        // Sanitised at parse time already; again here, as the register is
+        // what the team's tools read (idempotent on a clean name).
+        let filename = sanitize_filename_nth(Some(&a.filename), &a.declared_type, n + 1);
+        let sniffed = sniff_type(&a.bytes);
+        sqlx::query(
+            "INSERT INTO attachments (case_id, message_row, filename, declared_type, sniffed_type,
+                size, sha256, received_at, status)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending_review')",
+        )
+        .bind(&case.id)
+        .bind(message_row)
+        .bind(&filename)
+        .bind(&a.declared_type)
+        .bind(sniffed)
+        .bind(stored.size as i64)
+        .bind(&stored.sha256)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        let mismatch = if type_family(&a.declared_type) != type_family(sniffed) {
+            format!(
+                ", declared {} but the content is {sniffed}",
+                a.declared_type
+            )
+        } else {
+            String::new()
+        };
+        store::events::append(
+            conn,
+            Some(&case.id),
+            now,
+            "daemon",
+            "document_stored",
+            &format!(
+                "{} ({} bytes, {sniffed}{mismatch}) sha256 {}",
+                filename, stored.size, stored.sha256
+            ),
+        )
+        .await?;
+        debug!(case = %case.id, sha256 = %stored.sha256, size = stored.size, fresh = stored.fresh, "Declaration document stored.");
+        recorded.documents += 1;
+        if could_be_declaration(a) {
+            recorded.declarations += 1;
+        }
+    }
+    info!(case = %case.id, documents = recorded.documents, "Declaration documents registered.");
+    Ok(recorded)
+}
+
+/// `application/pdf` vs `application/x-pdf` are one family; `image/jpg` and
+/// `image/jpeg` too. Only a different top-level type or a different
+/// document format counts as a mismatch worth telling the team.
+fn type_family(t: &str) -> String {
+    let t = t.trim().to_ascii_lowercase();
+    let (top, sub) = t.split_once('/').unwrap_or((t.as_str(), ""));
+    let sub = sub.trim_start_matches("x-");
+    match (top, sub) {
+        ("image", _) => "image".into(),
+        ("text", _) => "text".into(),
+        ("application", "octet-stream") => "binary".into(),
+        _ => format!("{top}/{sub}"),
+    }
+}
+
+/// The case's documents, oldest first.
+pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<Document>> {
+    Ok(sqlx::query_as(
+        "SELECT id, case_id, message_row, filename, declared_type, sniffed_type, size, sha256,
+                received_at, status, reviewer, reviewed_at
+         FROM attachments WHERE case_id = ? ORDER BY id",
+    )
+    .bind(case_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The register row of a document by full SHA-256 or a unique prefix of at
+/// least 8 hex digits (the newest row when it arrived more than once).
+pub async fn find(conn: &mut SqliteConnection, sha256: &str) -> Result<Document> {
+    let hex = normalize_hash(sha256)?;
+    if hex.len() < 8 {
+        return Err(AttachmentError::InvalidHash(sha256.to_string()));
+    }
+    let shas: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT sha256 FROM attachments WHERE substr(sha256, 1, ?) = ? LIMIT 2",
+    )
+    .bind(hex.len() as i64)
+    .bind(&hex)
+    .fetch_all(&mut *conn)
+    .await?;
+    let sha = match shas.as_slice() {
+        [] => return Err(AttachmentError::NotFound(hex)),
+        [one] => one.clone(),
+        _ => return Err(AttachmentError::Ambiguous(hex)),
+    };
+    Ok(sqlx::query_as(
+        "SELECT id, case_id, message_row, filename, declared_type, sniffed_type, size, sha256,
+                received_at, status, reviewer, reviewed_at
+         FROM attachments WHERE sha256 = ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(&sha)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Sets every `pending_review` document of the case to `status`, with the
+/// reviewer and time. Returns how many rows changed.
+pub async fn review_pending(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+    status: Status,
+    reviewer: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE attachments SET status = ?, reviewer = ?, reviewed_at = ?
+         WHERE case_id = ? AND status = 'pending_review'",
+    )
+    .bind(status.as_str())
+    .bind(reviewer)
+    .bind(now)
+    .bind(case_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Called by casework after a team command was applied: `#declaration
+/// accept` / `reject` settle the case's pending documents in the same
+/// transaction. Other commands change nothing here.
+pub async fn after_command(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+    command: &str,
+    reviewer: &str,
+    now: DateTime<Utc>,
+) -> Result<(), CaseworkError> {
+    let status = match command {
+        "declaration_accept" => Status::Accepted,
+        "declaration_reject" => Status::Rejected,
+        _ => return Ok(()),
+    };
+    let n = review_pending(conn, case_id, status, reviewer, now).await?;
+    if n > 0 {
+        store::events::append(
+            conn,
+            Some(case_id),
+            now,
+            reviewer,
+            "documents_reviewed",
+            &format!("{n} document(s) {}", status.as_str()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The first attachment over `limit` bytes.
+pub fn over_limit(attachments: &[Attachment], limit: u64) -> Option<&Attachment> {
+    attachments.iter().find(|a| a.bytes.len() as u64 > limit)
+}
+
+/// The header block of a raw message (through the blank line).
+pub fn header_block(raw: &[u8]) -> &[u8] {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+        .unwrap_or(raw.len());
+    &raw[..end]
+}
+
+/// A message refused by size (SPEC §7): over `imap.max_message_bytes`
+/// (fetched as headers only) or with an attachment over
+/// `agents.max_attachment_bytes`.
+#[derive(Debug)]
+pub struct Oversize<'a> {
+    pub uid_validity: u32,
+    pub uid: u32,
+    /// The fetched bytes; only the header block is kept.
+    pub raw: &'a [u8],
+    /// Size of the whole message.
+    pub size: u64,
+    /// SHA-256 of the fetched bytes (de-duplication).
+    pub sha256: &'a str,
+    pub inbound: &'a Inbound,
+    /// Why, for the team: "an attachment of 30 MB is over …".
+    pub why: String,
+}
+
+/// Records a message refused by size from its headers (no attachment is
+/// stored), to be moved to review; puts an event on the case it threads to
+/// (our Message-ID referenced, or the tag from a party of the case) and tells
+/// the team. Returns the message row.
+pub async fn refuse_oversize(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    o: &Oversize<'_>,
+    now: DateTime<Utc>,
+) -> Result<i64, CaseworkError> {
+    let inbound = o.inbound;
+    let case = threaded_case(conn, room, inbound).await?;
+    let case_id = case.as_ref().map(|c| c.id.as_str());
+    let review = room.config.imap.review_mailbox.as_str();
+    let headers = header_block(o.raw);
+    let row = store::messages::insert(
+        conn,
+        &NewMessage {
+            case_id,
+            direction: "in",
+            message_id: inbound.message_id.as_deref(),
+            subject: &inbound.subject,
+            from_addr: inbound.from.as_ref().map(|a| a.addr.as_str()),
+            at: now,
+            template: None,
+            sha256: o.sha256,
+            size: o.size as i64,
+            raw: Some(headers),
+            body_text: None,
+            disposition: "review",
+            uid_validity: Some(o.uid_validity),
+            uid: Some(o.uid),
+            target_mailbox: Some(review),
+        },
+    )
+    .await?;
+    store::events::append(
+        conn,
+        case_id,
+        now,
+        "daemon",
+        "oversize",
+        &format!(
+            "message row {row}: {}; recorded from its headers and moved to review",
+            o.why
+        ),
+    )
+    .await?;
+    info!(
+        uid = o.uid,
+        size = o.size,
+        case = case_id.unwrap_or("-"),
+        "Message refused by size; sent to review."
+    );
+    // A new request refused by size can still be opened by the team.
+    let suggestion = match case {
+        Some(_) => None,
+        None => classify::match_subject(&room.config.rules, &inbound.subject),
+    };
+    let why = match case_id {
+        Some(id) => format!("{} (it belongs to case {id})", o.why),
+        None => o.why.clone(),
+    };
+    notify_review(conn, room, row, inbound, &why, suggestion, now).await?;
+    Ok(row)
+}
+
+/// The case a message belongs to: a daemon Message-ID of it referenced, or
+/// its tag in the subject from one of its parties.
+async fn threaded_case(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    inbound: &Inbound,
+) -> Result<Option<Case>, CaseworkError> {
+    let referenced = room.keys.verify_any(
+        inbound
+            .in_reply_to
+            .iter()
+            .chain(inbound.references.iter())
+            .map(String::as_str),
+    );
+    for v in referenced
+        .iter()
+        .filter(|v| matches!(v.purpose, Purpose::Reply | Purpose::Notice))
+    {
+        if let Some(case) = store::cases::get(conn, &v.subject_id).await? {
+            return Ok(Some(case));
+        }
+    }
+    let sender = inbound
+        .from
+        .as_ref()
+        .map(|a| a.addr.as_str())
+        .unwrap_or_default();
+    if let Some(id) = classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix)
+        && let Some(case) = store::cases::get(conn, &id).await?
+    {
+        let party = [
+            Some(&case.requester),
+            case.agent.as_ref(),
+            case.consumer.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|a| crate::address::same(a, sender));
+        if party {
+            return Ok(Some(case));
+        }
+    }
+    Ok(None)
+}
+
+/// The review notice (like `team::notify_review`) with our own reason.
+async fn notify_review(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    message_row: i64,
+    inbound: &Inbound,
+    why: &str,
+    suggestion: Option<crate::cases::Kind>,
+    now: DateTime<Utc>,
+) -> Result<(), CaseworkError> {
+    let notify = room.config.team.notify.clone();
+    if notify.is_empty() {
+        return Ok(());
+    }
+    let mut ctx = TemplateContext::from_config(&room.config);
+    ctx.review = Some(ReviewContext {
+        from: inbound
+            .from
+            .as_ref()
+            .map(|a| a.addr.clone())
+            .unwrap_or_else(|| "(no sender)".into()),
+        subject: inbound.subject.clone(),
+        why: why.to_string(),
+        received_date: format_date(now, room.policy.timezone),
+        folder: room.config.imap.review_mailbox.clone(),
+    });
+    ctx.suggestion = suggestion.map(Suggestion::new);
+    let rendered = room
+        .templates()
+        .render("team_review_notice", &ctx)
+        .map_err(|source| CaseworkError::Template {
+            template: "team_review_notice".into(),
+            source,
+        })?;
+    let message_id = room.keys.generate(
+        Purpose::Review,
+        &message_row.to_string(),
+        &room.config.message_id_domain(),
+    );
+    let rate_key = notify.join(",").to_lowercase();
+    casework::queue(
+        conn,
+        room,
+        Queued {
+            case_id: None,
+            audience: "team",
+            template: "team_review_notice",
+            recipients: notify,
+            rate_key: &rate_key,
+            rendered,
+            message_id,
+            in_reply_to: inbound.message_id.clone(),
+            references: inbound.message_id.iter().cloned().collect(),
+            auto_submitted: AutoSubmitted::Generated,
+        },
+        now,
+    )
+    .await
+}
+
+/// A size in words for the team ("30.0 MB").
+pub fn human_size(bytes: u64) -> String {
+    const MB: f64 = 1024.0 * 1024.0;
+    if bytes >= 1024 * 1024 {
+        format!("{:.1} MiB", bytes as f64 / MB)
+    } else if bytes >= 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn stores_content_addressed_private_and_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("attachments");
+        let blobs = Blobs::new(&root);
+        let pdf = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n";
+        let a = blobs.put(pdf).unwrap();
+        let sha = crate::hash::sha256_hex(pdf);
+        assert_eq!(a.sha256, sha);
+        assert!(a.fresh);
+        assert_eq!(
+            a.path,
+            root.join("sha256")
+                .join(&sha[..2])
+                .join(&sha[2..4])
+                .join(&sha)
+        );
+        assert_eq!(std::fs::read(&a.path).unwrap(), pdf);
+        assert_eq!(mode(&a.path), 0o600);
+        for dir in [
+            root.clone(),
+            root.join("sha256"),
+            root.join("sha256").join(&sha[..2]),
+            a.path.parent().unwrap().to_owned(),
+        ] {
+            assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        }
+        let b = blobs.put(pdf).unwrap();
+        assert!(!b.fresh, "identical content is stored once");
+        assert_eq!(b.path, a.path);
+        let entries: Vec<_> = std::fs::read_dir(a.path.parent().unwrap())
+            .unwrap()
+            .collect();
+        assert_eq!(entries.len(), 1, "no temporary files left behind");
+        assert_eq!(blobs.get(&sha.to_uppercase()).unwrap(), pdf);
+    }
+
+    #[test]
+    fn export_writes_identical_bytes_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(tmp.path().join("a"));
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let s = blobs.put(&bytes).unwrap();
+        let out = tmp.path().join("out.bin");
+        std::fs::write(&out, b"old").unwrap();
+        assert_eq!(blobs.export(&s.sha256, &out).unwrap(), 10_000);
+        assert_eq!(std::fs::read(&out).unwrap(), bytes);
+        assert_eq!(mode(&out), 0o600);
+    }
+
+    #[test]
+    fn damaged_files_are_replaced_on_put_and_refused_on_get() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(tmp.path());
+        let s = blobs.put(b"hello declaration").unwrap();
+        std::fs::write(&s.path, b"HELLO declaration").unwrap();
+        assert!(matches!(
+            blobs.get(&s.sha256),
+            Err(AttachmentError::Corrupt { .. })
+        ));
+        std::fs::write(&s.path, b"short").unwrap();
+        assert!(blobs.put(b"hello declaration").unwrap().fresh);
+        assert_eq!(blobs.get(&s.sha256).unwrap(), b"hello declaration");
+    }
+
+    #[test]
+    fn hashes_are_checked() {
+        let blobs = Blobs::new("/nonexistent");
+        for bad in ["", "../../etc/passwd", "zz", &"a".repeat(65), "abc/def"] {
+            assert!(
+                matches!(blobs.path_of(bad), Err(AttachmentError::InvalidHash(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(blobs.path_of(&"a".repeat(63)).is_err());
+        assert!(matches!(
+            blobs.get(&"ab".repeat(32)),
+            Err(AttachmentError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn declaration_candidates() {
+        let att = |name: &str, ty: &str, bytes: &[u8]| Attachment {
+            filename: name.into(),
+            declared_type: ty.into(),
+            bytes: bytes.to_vec(),
+        };
+        let cases = [
+            (att("Declaration.pdf", "application/pdf", b"%PDF-1.4"), true),
+            (att("scan.pdf", "application/pdf", b"%PDF-1.7"), true),
+            (att("scan.jpg", "image/jpeg", b"\xFF\xD8\xFF\xE0"), true),
+            (att("notes.txt", "text/plain", b"hello"), false),
+            (att("authorization.txt", "text/plain", b"I authorize"), true),
+            (
+                att(
+                    "forwarded-message.eml",
+                    "message/rfc822",
+                    b"From: a\r\n\r\nx",
+                ),
+                false,
+            ),
+            (
+                att(
+                    "signed.docx",
+                    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                    b"PK\x03\x04",
+                ),
+                true,
+            ),
+            (att("data.zip", "application/zip", b"PK\x03\x04"), false),
+        ];
+        for (a, want) in &cases {
+            assert_eq!(could_be_declaration(a), *want, "{}", a.filename);
+        }
+        let all: Vec<Attachment> = cases.iter().map(|(a, _)| a.clone()).collect();
+        assert_eq!(declaration_count(false, &all), 0);
+        assert_eq!(declaration_count(true, &all), 5);
+    }
+
+    #[test]
+    fn header_blocks_and_limits() {
+        assert_eq!(
+            header_block(b"A: 1\r\nB: 2\r\n\r\nbody"),
+            b"A: 1\r\nB: 2\r\n\r\n"
+        );
+        assert_eq!(header_block(b"A: 1\n\nbody"), b"A: 1\n\n");
+        assert_eq!(header_block(b"A: 1"), b"A: 1");
+        let small = Attachment {
+            filename: "a".into(),
+            declared_type: "text/plain".into(),
+            bytes: vec![0; 10],
+        };
+        let big = Attachment {
+            bytes: vec![0; 11],
+            ..small.clone()
+        };
+        assert!(over_limit(std::slice::from_ref(&small), 10).is_none());
+        assert_eq!(over_limit(&[small, big.clone()], 10), Some(&big));
+        assert_eq!(human_size(10), "10 bytes");
+        assert_eq!(human_size(30 * 1024 * 1024), "30.0 MiB");
+    }
+
+    #[test]
+    fn type_families() {
+        assert_eq!(
+            type_family("application/x-pdf"),
+            type_family("application/pdf")
+        );
+        assert_eq!(type_family("image/jpg"), type_family("image/png"));
+        assert_ne!(
+            type_family("application/pdf"),
+            type_family("application/octet-stream")
+        );
+    }
+
+    /// Every attachment of the real-world corpus (and the repo's fixtures)
+    /// stores safely: inside the store, 0600 in 0700 folders, byte for byte,
+    /// under a sanitised name that is no path.
+    #[test]
+    fn corpus_attachments_store_safely() {
+        let mut roots = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eml")];
+        if let Some(dir) = std::env::var_os("PRIVACY_MAILROOM_CORPUS") {
+            let dir = PathBuf::from(dir);
+            assert!(
+                dir.is_dir(),
+                "PRIVACY_MAILROOM_CORPUS={} is not a folder",
+                dir.display()
+            );
+            roots.push(dir);
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("attachments");
+        let blobs = Blobs::new(&root);
+        let (mut messages, mut stored) = (0, 0);
+        let mut failures = Vec::new();
+        for file in roots.iter().flat_map(|r| message_files(r)) {
+            let Ok(raw) = std::fs::read(&file) else {
+                continue;
+            };
+            messages += 1;
+            let inbound = crate::message::parse(&raw);
+            for (n, a) in inbound.attachments.iter().enumerate() {
+                let name = sanitize_filename_nth(Some(&a.filename), &a.declared_type, n + 1);
+                let bad_name = name.is_empty()
+                    || name.contains(['/', '\\'])
+                    || name.chars().any(char::is_control)
+                    || name.starts_with('.')
+                    || name != a.filename;
+                if bad_name {
+                    failures.push(format!("{}: unsafe name {:?}", file.display(), a.filename));
+                }
+                let s = match blobs.put(&a.bytes) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failures.push(format!("{}: {e}", file.display()));
+                        continue;
+                    }
+                };
+                stored += 1;
+                if !s.path.starts_with(root.join("sha256"))
+                    || mode(&s.path) != 0o600
+                    || mode(s.path.parent().unwrap()) != 0o700
+                    || std::fs::read(&s.path).unwrap() != a.bytes
+                {
+                    failures.push(format!("{}: {} stored wrongly", file.display(), a.filename));
+                }
+            }
+        }
+        eprintln!("stored {stored} attachments of {messages} messages");
+        assert!(messages > 0);
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    fn message_files(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_owned()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "eml" || e == "box") {
+                    out.push(path);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}

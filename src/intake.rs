@@ -274,6 +274,24 @@ async fn process_one(
             .find(|v| v.purpose == Purpose::Reply)
             .map(|v| v.subject_id.clone());
         let tagged = classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix);
+        let commands = crate::team::commands::parse(
+            &message::reply_text::new_text(&inbound.text),
+            &room.config.policy.case_prefix,
+        );
+        if !commands.is_empty() {
+            // Commands need a reply to a notification (HMAC): these are not run.
+            let case_id = match by_reference.or(tagged) {
+                Some(id) => store::cases::get(conn, &id).await?.map(|c| c.id),
+                None => None,
+            };
+            rec.write(conn, room, case_id.as_deref(), "team", Target::Review, now)
+                .await?;
+            store::events::append(conn, case_id.as_deref(), now, &sender, "command_refused",
+                &format!("{} command line(s) not executed: the message does not reply to a notification of the daemon", commands.len())).await?;
+            return Ok(Outcome::Review {
+                reason: "team commands without a notification reference",
+            });
+        }
         if let Some(case_id) = by_reference.or(tagged)
             && store::cases::get(conn, &case_id).await?.is_some()
         {

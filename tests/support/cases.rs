@@ -65,3 +65,17 @@ pub async fn shift_case_times(database: &Path, id: &str, by: chrono::Duration) {
     .unwrap_or_else(|e| panic!("shift case {id}: {e}"));
     pool.close().await;
 }
+
+/// Forgets when a scheduled job last ran, as if a new day had come.
+pub async fn reset_schedule(database: &Path, job: &str) {
+    let url = format!("sqlite://{}", database.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    sqlx::query("DELETE FROM schedule WHERE job = ?")
+        .bind(job)
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("reset {job}: {e}"));
+    pool.close().await;
+}

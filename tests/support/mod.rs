@@ -18,7 +18,7 @@ mod servers;
 mod smtp;
 mod tls;
 
-pub use cases::{assert_ok, case_json, cases_json, shift_case_times};
+pub use cases::{assert_ok, case_json, cases_json, reset_schedule, shift_case_times};
 pub use imap::{ImapSession, ImapStream};
 pub use servers::{MailServers, PASSWORD};
 pub use tls::{client_config_without_ca, install_crypto_provider};

@@ -1,0 +1,483 @@
+//! The privacy team works every case from its mail client (issue 4), on the
+//! real servers: notices, authenticated reply commands, #open from review,
+//! burst summaries, the digest, correspondence and Sent copies.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::MailServers;
+use support::daemon::{self, DaemonConfig};
+use support::mail::{self, Reply};
+
+struct Team {
+    mailbox: String,
+    alice: String,
+    notify: String,
+    config: DaemonConfig,
+    path: std::path::PathBuf,
+}
+
+fn team(servers: &MailServers, tweak: impl FnOnce(DaemonConfig) -> DaemonConfig) -> Team {
+    let mailbox = servers.unique_user("privacy");
+    let alice = servers.unique_user("alice");
+    let notify = servers.unique_user("team");
+    let config = tweak(
+        DaemonConfig::new(servers, &mailbox)
+            .team_members(&[&alice])
+            .team_notify(&[&notify]),
+    );
+    let path = config.write();
+    Team {
+        mailbox,
+        alice,
+        notify,
+        config,
+        path,
+    }
+}
+
+async fn run(path: &Path) {
+    support::assert_ok(&daemon::run_once(path), "run --once");
+}
+
+/// Delivers through Postfix and waits until it is in the privacy inbox.
+async fn deliver(servers: &MailServers, t: &Team, from: &str, raw: &[u8]) {
+    servers.send_smtp(from, &[&t.mailbox], raw).await;
+    servers
+        .wait_for(&t.mailbox, "INBOX", 1, Duration::from_secs(20))
+        .await;
+}
+
+fn subject(raw: &[u8]) -> String {
+    support::header(raw, "Subject").unwrap_or_default()
+}
+
+/// Waits for the team's newest mail whose subject names `id`.
+async fn notice_for(servers: &MailServers, t: &Team, id: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = servers.fetch_all(&t.notify, "INBOX").await;
+        if let Some(m) = all.into_iter().rev().find(|m| subject(m).contains(id)) {
+            return m;
+        }
+        assert!(std::time::Instant::now() < deadline, "no notice for {id}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn member_reply_verifies_one_case_and_extends_another() {
+    let servers = MailServers::start();
+    let t = team(servers, |c| c);
+    let c1 = servers.unique_user("consumer");
+    let c2 = servers.unique_user("consumer");
+    deliver(
+        servers,
+        &t,
+        &c1,
+        &mail::request(&c1, &t.mailbox, "California Request to Know", "Hi\n"),
+    )
+    .await;
+    deliver(
+        servers,
+        &t,
+        &c2,
+        &mail::request(&c2, &t.mailbox, "California Request to Know", "Hi\n"),
+    )
+    .await;
+    run(&t.path).await;
+    let cases = support::cases_json(&t.path);
+    let id_of = |who: &str| {
+        cases.iter().find(|c| c["requester"] == who).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (id1, id2) = (id_of(&c1), id_of(&c2));
+    let n1 = notice_for(servers, &t, &id1).await;
+    assert!(
+        mail::text_of(&n1).contains("#verify"),
+        "the notice lists the commands"
+    );
+
+    // Verify case 1 by replying to its notice.
+    let reply = mail::reply(
+        &t.alice,
+        &n1,
+        Reply::Gmail,
+        "#verify\n#note ID checked against the order history",
+    );
+    deliver(servers, &t, &t.alice, &reply).await;
+    run(&t.path).await;
+    assert_eq!(support::case_json(&t.path, &id1)["state"], "verified");
+    let result = servers
+        .wait_for(&t.alice, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    assert!(
+        mail::text_of(&result[0]).contains("DONE"),
+        "{}",
+        mail::text_of(&result[0])
+    );
+
+    // Extend case 2 with a reason: the consumer gets the notice.
+    let n2 = notice_for(servers, &t, &id2).await;
+    let reply = mail::reply(
+        &t.alice,
+        &n2,
+        Reply::Outlook,
+        "#extend We must search our archive.",
+    );
+    deliver(servers, &t, &t.alice, &reply).await;
+    run(&t.path).await;
+    let c = support::case_json(&t.path, &id2);
+    assert_eq!(c["extended"], true);
+    let got = servers
+        .wait_for(&c2, "INBOX", 2, Duration::from_secs(30))
+        .await;
+    assert!(mail::text_of(&got[1]).contains("We must search our archive."));
+    let events = c["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "extend" && e["actor"] == t.alice.as_str()),
+        "{events:#?}"
+    );
+
+    // A command naming another case on a case notice is refused.
+    let reply = mail::reply(
+        &t.alice,
+        &n2,
+        Reply::Gmail,
+        &format!("#deny {id1} wrong case"),
+    );
+    deliver(servers, &t, &t.alice, &reply).await;
+    run(&t.path).await;
+    assert_eq!(support::case_json(&t.path, &id1)["state"], "verified");
+
+    // Every message the daemon sent has a copy in Sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = servers.count(&t.mailbox, "Sent").await;
+    let out_rows: usize = [&id1, &id2]
+        .iter()
+        .map(|id| {
+            support::case_json(&t.path, id)["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["direction"] == "out")
+                .count()
+        })
+        .sum();
+    assert!(
+        sent >= out_rows && sent >= 8,
+        "Sent holds {sent}, cases list {out_rows} outgoing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthenticated_commands_are_recorded_not_executed() {
+    let servers = MailServers::start();
+    let t = team(servers, |c| c);
+    let mallory = servers.unique_user("mallory");
+    let consumer = servers.unique_user("consumer");
+    deliver(
+        servers,
+        &t,
+        &consumer,
+        &mail::request(
+            &consumer,
+            &t.mailbox,
+            "California Request to Delete",
+            "Hi\n",
+        ),
+    )
+    .await;
+    run(&t.path).await;
+    let id = support::cases_json(&t.path)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let notice = notice_for(servers, &t, &id).await;
+
+    // 1. A member, but no reference to a notification (a new mail with the tag).
+    let no_ref = mail::request(
+        &t.alice,
+        &t.mailbox,
+        &format!("Re: [{id}]"),
+        "#deny no reference\n",
+    );
+    deliver(servers, &t, &t.alice, &no_ref).await;
+    run(&t.path).await;
+    // 2. A non-member replying to the real notification.
+    let outsider = mail::reply(&mallory, &notice, Reply::Gmail, "#deny by an outsider");
+    deliver(servers, &t, &mallory, &outsider).await;
+    run(&t.path).await;
+    // 3. A member, with the notification's HMAC altered.
+    let notice_id = support::header(&notice, "Message-ID").unwrap();
+    let forged_id = forge(&notice_id);
+    let forged = mail::message(
+        &t.alice,
+        &t.mailbox,
+        &format!("Re: {}", subject(&notice)),
+        &format!("In-Reply-To: {forged_id}\nReferences: {forged_id}"),
+        "#deny forged reference\n",
+    );
+    deliver(servers, &t, &t.alice, &forged).await;
+    run(&t.path).await;
+
+    let c = support::case_json(&t.path, &id);
+    assert_eq!(c["state"], "awaiting_verification", "nothing was executed");
+    let events = c["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "command_refused" && e["actor"] == mallory.as_str()),
+        "{events:#?}"
+    );
+    let refused_member = events
+        .iter()
+        .filter(|e| e["action"] == "command_refused" && e["actor"] == t.alice.as_str())
+        .count();
+    assert_eq!(
+        refused_member, 2,
+        "no reference and a forged reference: {events:#?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        servers.count(&mallory, "INBOX").await,
+        0,
+        "no mail to the non-member"
+    );
+    assert_eq!(
+        servers.count(&t.alice, "INBOX").await,
+        0,
+        "no command result: nothing was accepted"
+    );
+    assert!(servers.count(&t.mailbox, "Review").await >= 3);
+}
+
+/// Flips a hex digit of the HMAC part of one of our Message-IDs.
+fn forge(id: &str) -> String {
+    let bare = id.trim_matches(|c| c == '<' || c == '>');
+    let (local, domain) = bare.rsplit_once('@').unwrap();
+    let mut chars: Vec<char> = local.chars().collect();
+    let last = chars.len() - 1;
+    chars[last] = if chars[last] == '0' { '1' } else { '0' };
+    format!("<{}@{domain}>", chars.into_iter().collect::<String>())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_delete_on_a_review_notice_opens_and_acknowledges() {
+    let servers = MailServers::start();
+    let t = team(servers, |c| c);
+    let consumer = servers.unique_user("consumer");
+    deliver(
+        servers,
+        &t,
+        &consumer,
+        &mail::request(
+            &consumer,
+            &t.mailbox,
+            "My account",
+            "Please delete my data, I do not want to be your customer anymore.\n",
+        ),
+    )
+    .await;
+    run(&t.path).await;
+    assert!(support::cases_json(&t.path).is_empty());
+    let review_notice = &notice_for(servers, &t, "Review: My account").await;
+    let text = mail::text_of(review_notice);
+    assert!(
+        text.contains("#open delete"),
+        "the notice offers #open: {text}"
+    );
+    let reply = mail::reply(&t.alice, review_notice, Reply::Gmail, "#open delete");
+    deliver(servers, &t, &t.alice, &reply).await;
+    run(&t.path).await;
+    let cases = support::cases_json(&t.path);
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0]["kind"], "delete");
+    assert_eq!(cases[0]["requester"], consumer.as_str());
+    let ack = servers
+        .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    assert!(subject(&ack[0]).contains(cases[0]["id"].as_str().unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_lists_an_overdue_case() {
+    let servers = MailServers::start();
+    let t = team(servers, |c| c.set_str("team", "digest_time", "00:00"));
+    let consumer = servers.unique_user("consumer");
+    deliver(
+        servers,
+        &t,
+        &consumer,
+        &mail::request(&consumer, &t.mailbox, "California Request to Know", "Hi\n"),
+    )
+    .await;
+    run(&t.path).await;
+    let id = support::cases_json(&t.path)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The first run sent today's digest already; let time pass: 50 days and a new day.
+    support::shift_case_times(&t.config.database_path(), &id, chrono::Duration::days(-50)).await;
+    support::reset_schedule(&t.config.database_path(), "digest").await;
+    run(&t.path).await;
+    let all = servers
+        .wait_for(&t.notify, "INBOX", 2, Duration::from_secs(30))
+        .await;
+    let digests: Vec<&Vec<u8>> = all
+        .iter()
+        .filter(|m| mail::text_of(m).contains("Overdue:"))
+        .collect();
+    let last = digests.last().expect("a digest");
+    let text = mail::text_of(last);
+    let overdue_section = text
+        .split("Overdue:")
+        .nth(1)
+        .unwrap()
+        .split("Due within")
+        .next()
+        .unwrap();
+    assert!(overdue_section.contains(&id), "{text}");
+    // Once a day: another run sends no second digest.
+    let before = servers.count(&t.notify, "INBOX").await;
+    run(&t.path).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_all = servers.fetch_all(&t.notify, "INBOX").await;
+    let new_digests = after_all[before..]
+        .iter()
+        .filter(|m| mail::text_of(m).contains("Overdue:"))
+        .count();
+    assert_eq!(new_digests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn team_reply_in_sent_folder_appears_on_the_case() {
+    let servers = MailServers::start();
+    let t = team(servers, |c| c);
+    let consumer = servers.unique_user("consumer");
+    deliver(
+        servers,
+        &t,
+        &consumer,
+        &mail::request(&consumer, &t.mailbox, "California Request to Know", "Hi\n"),
+    )
+    .await;
+    run(&t.path).await;
+    let id = support::cases_json(&t.path)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    support::assert_ok(
+        &daemon::cli(&t.path, &["cases", "act", &id, "verify"]),
+        "verify",
+    );
+    let ack = servers
+        .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    // Alice answers the consumer from her mail client on the shared mailbox.
+    let mut answer = mail::reply(
+        &t.alice,
+        &ack[0],
+        Reply::Gmail,
+        "Here is the information we hold about you: ...",
+    );
+    // Her client writes To: the consumer.
+    let text = String::from_utf8_lossy(&answer).replacen(
+        &format!("To: {}", t.mailbox),
+        &format!("To: {consumer}"),
+        1,
+    );
+    answer = text.into_bytes();
+    servers.append(&t.mailbox, "Sent", &answer).await;
+    run(&t.path).await;
+    let c = support::case_json(&t.path, &id);
+    let events = c["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["action"] == "substantive_response"),
+        "{events:#?}"
+    );
+    assert!(
+        c["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["direction"] == "out" && m["template"].is_null())
+    );
+    // #complete then records that the team sent the response itself: no know_completed mail.
+    support::assert_ok(
+        &daemon::cli(
+            &t.path,
+            &["cases", "act", &id, "complete", "--sent-by-team"],
+        ),
+        "complete",
+    );
+    run(&t.path).await;
+    assert_eq!(support::case_json(&t.path, &id)["state"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_requests_collapses_into_one_summary() {
+    let servers = MailServers::start();
+    let t = team(servers, |c| c.set("team", "burst_threshold", "5"));
+    let mut consumers = Vec::new();
+    for _ in 0..8 {
+        let c = servers.unique_user("burst");
+        servers
+            .append(
+                &t.mailbox,
+                "INBOX",
+                &mail::request(&c, &t.mailbox, "California Request to Know", "Hi\n"),
+            )
+            .await;
+        consumers.push(c);
+    }
+    run(&t.path).await;
+    let cases = support::cases_json(&t.path);
+    assert_eq!(cases.len(), 8);
+    servers
+        .wait_for(&t.notify, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The daily digest may go out too, depending on the hour; it is not a notice.
+    let team_mail: Vec<Vec<u8>> = servers
+        .fetch_all(&t.notify, "INBOX")
+        .await
+        .into_iter()
+        .filter(|m| !subject(m).starts_with("Privacy requests digest"))
+        .collect();
+    let subjects: Vec<String> = team_mail.iter().map(|m| subject(m)).collect();
+    assert_eq!(
+        team_mail.len(),
+        1,
+        "one summary, not eight notices: {subjects:?}"
+    );
+    let summary = &team_mail[0];
+    let text = mail::text_of(summary);
+    for c in &cases {
+        assert!(text.contains(c["id"].as_str().unwrap()));
+    }
+    let listed = cases[3]["id"].as_str().unwrap().to_string();
+    let reply = mail::reply(
+        &t.alice,
+        summary,
+        Reply::Gmail,
+        &format!("#verify {listed}\n#verify CCPA-2020-99999"),
+    );
+    deliver(servers, &t, &t.alice, &reply).await;
+    run(&t.path).await;
+    assert_eq!(support::case_json(&t.path, &listed)["state"], "verified");
+    let result = servers
+        .wait_for(&t.alice, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    let text = mail::text_of(&result[0]);
+    assert!(
+        text.contains("NOT DONE") && text.contains("does not list"),
+        "{text}"
+    );
+}

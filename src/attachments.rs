@@ -915,12 +915,16 @@ mod tests {
         let (mut messages, mut stored) = (0, 0);
         let mut failures = Vec::new();
         for file in roots.iter().flat_map(|r| message_files(r)) {
-            let Ok(raw) = std::fs::read(&file) else {
+            let Ok(stored_raw) = std::fs::read(&file) else {
                 continue;
             };
             messages += 1;
-            let inbound = crate::message::parse(&raw);
-            for (n, a) in inbound.attachments.iter().enumerate() {
+            // As stored, and with CRLF line ends (what IMAP delivers).
+            let attachments: Vec<Attachment> = [stored_raw.clone(), to_crlf(&stored_raw)]
+                .iter()
+                .flat_map(|raw| crate::message::parse(raw).attachments)
+                .collect();
+            for (n, a) in attachments.iter().enumerate() {
                 let name = sanitize_filename_nth(Some(&a.filename), &a.declared_type, n + 1);
                 let bad_name = name.is_empty()
                     || name.contains(['/', '\\'])
@@ -950,6 +954,19 @@ mod tests {
         eprintln!("stored {stored} attachments of {messages} messages");
         assert!(messages > 0);
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    fn to_crlf(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(raw.len() + raw.len() / 40);
+        let mut prev = 0u8;
+        for &b in raw {
+            if b == b'\n' && prev != b'\r' {
+                out.push(b'\r');
+            }
+            out.push(b);
+            prev = b;
+        }
+        out
     }
 
     fn message_files(root: &Path) -> Vec<PathBuf> {

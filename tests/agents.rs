@@ -710,3 +710,41 @@ async fn two_hundred_agent_requests_at_once_all_become_cases() {
     assert_eq!(files, N + 1);
     assert_stored(&config.attachments_dir(), &sha256_hex(&licence), &licence);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_over_the_message_limit_is_recorded_from_headers_and_the_team_told() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let agent = servers.unique_user("agent");
+    let team = servers.unique_user("team");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .set("imap", "max_message_bytes", "4000")
+        .team_notify(&[&team]);
+    let path = config.write();
+
+    let mut big = pdf("whole message too big");
+    big.resize(6000, b' ');
+    let request = with_attachments(
+        &agent,
+        &mailbox,
+        "California Request to Know",
+        "",
+        &agent_body("Jane Doe", "jane@consumer.example.test"),
+        &[att("Declaration.pdf", "application/pdf", big)],
+    );
+    deliver(servers, &path, &agent, &mailbox, &request).await;
+    assert!(support::cases_json(&path).is_empty());
+    let review = servers
+        .wait_for(&mailbox, "Review", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        support::header(&review[0], "Message-ID"),
+        support::header(&request, "Message-ID")
+    );
+    let notice = servers
+        .wait_for(&team, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    let text = mail::text_of(&notice[0]);
+    assert!(text.contains("max_message_bytes"), "{text}");
+    assert!(!config.attachments_dir().join("sha256").exists());
+}

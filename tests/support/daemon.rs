@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 use super::MailServers;
 
 /// The daemon binary built by cargo for this test run.
-pub const BIN: &str = env!("CARGO_BIN_EXE_privacy-mailroom");
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_privacy-mailroom") {
+    Some(path) => path,
+    // Outside integration tests (the demo example), the debug build.
+    None => concat!(env!("CARGO_MANIFEST_DIR"), "/target/debug/privacy-mailroom"),
+};
 /// The repository's templates.
 pub const TEMPLATES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
 /// How long a `run --once` or CLI call may take before the test fails.

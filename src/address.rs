@@ -13,7 +13,9 @@ pub fn parse_mailbox(s: &str) -> Option<Address> {
 
 /// The domain part of an address, lower-cased.
 pub fn domain(addr: &str) -> Option<&str> {
-    addr.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
+    addr.rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
 }
 
 /// Same mailbox, ignoring case.

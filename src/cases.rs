@@ -28,7 +28,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Know, Kind::Delete, Kind::OptOut, Kind::Correct, Kind::Limit];
+    pub const ALL: [Kind; 5] = [
+        Kind::Know,
+        Kind::Delete,
+        Kind::OptOut,
+        Kind::Correct,
+        Kind::Limit,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -116,7 +122,10 @@ impl State {
 
     /// A final state: the case takes no more decisions.
     pub fn is_final(self) -> bool {
-        matches!(self, State::Completed | State::Denied | State::Closed | State::Withdrawn)
+        matches!(
+            self,
+            State::Completed | State::Denied | State::Closed | State::Withdrawn
+        )
     }
 }
 

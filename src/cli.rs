@@ -210,13 +210,23 @@ impl Action {
         use crate::cases::Command as C;
         match self {
             Action::Verify => C::Verify,
-            Action::Deny { reason } => C::Deny { reason: reason.clone() },
-            Action::Extend { reason } => C::Extend { reason: reason.clone() },
-            Action::Complete { sent_by_team } => C::Complete { sent_by_team: *sent_by_team },
-            Action::Close { reason } => C::Close { reason: reason.clone() },
+            Action::Deny { reason } => C::Deny {
+                reason: reason.clone(),
+            },
+            Action::Extend { reason } => C::Extend {
+                reason: reason.clone(),
+            },
+            Action::Complete { sent_by_team } => C::Complete {
+                sent_by_team: *sent_by_team,
+            },
+            Action::Close { reason } => C::Close {
+                reason: reason.clone(),
+            },
             Action::Note { text } => C::Note { text: text.clone() },
             Action::DeclarationAccept => C::DeclarationAccept,
-            Action::DeclarationReject { reason } => C::DeclarationReject { reason: reason.clone() },
+            Action::DeclarationReject { reason } => C::DeclarationReject {
+                reason: reason.clone(),
+            },
             Action::Poa => C::Poa,
         }
     }
@@ -261,12 +271,16 @@ pub fn load_config(cli: &Cli) -> Result<crate::config::Config, Failure> {
 }
 
 /// Opens the database and templates; a broken template set is a usage error.
-pub async fn open_mailroom(config: crate::config::Config) -> Result<crate::mailroom::Mailroom, Failure> {
+pub async fn open_mailroom(
+    config: crate::config::Config,
+) -> Result<crate::mailroom::Mailroom, Failure> {
     use crate::mailroom::SetupError;
-    crate::mailroom::Mailroom::open(config).await.map_err(|e| match e {
-        SetupError::Templates(_) | SetupError::KeyFile { .. } => Failure::Usage(e.into()),
-        SetupError::Store(_) => Failure::Runtime(e.into()),
-    })
+    crate::mailroom::Mailroom::open(config)
+        .await
+        .map_err(|e| match e {
+            SetupError::Templates(_) | SetupError::KeyFile { .. } => Failure::Usage(e.into()),
+            SetupError::Store(_) => Failure::Runtime(e.into()),
+        })
 }
 
 /// Runs the parsed command.
@@ -284,11 +298,15 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
         Command::Run { once } => {
             let room = open_mailroom(config).await?;
             if once {
-                crate::daemon::run_once(&room).await.map_err(anyhow::Error::from)?;
+                crate::daemon::run_once(&room)
+                    .await
+                    .map_err(anyhow::Error::from)?;
             } else {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 crate::signals::spawn(room.clone(), shutdown.clone());
-                crate::daemon::run(room.clone(), shutdown).await.map_err(anyhow::Error::from)?;
+                crate::daemon::run(room.clone(), shutdown)
+                    .await
+                    .map_err(anyhow::Error::from)?;
             }
             room.store.close().await;
             Ok(ExitCode::SUCCESS)
@@ -296,7 +314,10 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
         Command::Migrate => {
             let store = crate::store::Store::open(&config.storage.database).await?;
             store.close().await;
-            println!("Database {} is up to date.", config.storage.database.display());
+            println!(
+                "Database {} is up to date.",
+                config.storage.database.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { json } => {
@@ -328,13 +349,20 @@ async fn templates_cmd(
         TemplatesCommand::Check => {
             let problems = templates.check();
             if problems.is_empty() {
-                println!("{} templates OK in {}", templates.names().len(), config.templates.dir.display());
+                println!(
+                    "{} templates OK in {}",
+                    templates.names().len(),
+                    config.templates.dir.display()
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 for p in &problems {
                     eprintln!("error: {p}");
                 }
-                Err(Failure::Usage(anyhow::anyhow!("{} template problems", problems.len())))
+                Err(Failure::Usage(anyhow::anyhow!(
+                    "{} template problems",
+                    problems.len()
+                )))
             }
         }
         TemplatesCommand::Render { name, case } => {
@@ -352,7 +380,9 @@ async fn templates_cmd(
                     )
                 }
             };
-            let r = templates.render(&name, &ctx).map_err(|e| Failure::Usage(e.into()))?;
+            let r = templates
+                .render(&name, &ctx)
+                .map_err(|e| Failure::Usage(e.into()))?;
             println!("Subject: {}\n\n{}", r.subject, r.text);
             if let Some(html) = r.html {
                 println!("--- HTML ---\n{html}");

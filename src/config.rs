@@ -193,33 +193,87 @@ pub struct Config {
     pub rules: Vec<Rule>,
 }
 
-fn d_imap_port() -> u16 { 993 }
-fn d_smtp_port() -> u16 { 587 }
-fn d_tls() -> Security { Security::Tls }
-fn d_starttls() -> Security { Security::Starttls }
-fn d_inbox() -> String { "INBOX".into() }
-fn d_processed() -> String { "Processed".into() }
-fn d_review() -> String { "Review".into() }
-fn d_sent() -> String { "Sent".into() }
-fn d_true() -> bool { true }
-fn d_poll() -> u64 { 60 }
-fn d_backlog() -> u32 { 45 }
-fn d_max_message() -> u64 { 52_428_800 }
-fn d_per_conn() -> u32 { 50 }
-fn d_digest() -> String { "09:00".into() }
-fn d_burst() -> u32 { 20 }
-fn d_max_attachment() -> u64 { 26_214_400 }
-fn d_database() -> PathBuf { "/var/lib/privacy-mailroom/mailroom.db".into() }
-fn d_attachments() -> PathBuf { "/var/lib/privacy-mailroom/attachments".into() }
-fn d_prefix() -> String { "CCPA".into() }
-fn d_tz() -> String { "America/Los_Angeles".into() }
-fn d_ack_days() -> u32 { 10 }
-fn d_45() -> u32 { 45 }
-fn d_reminder() -> u32 { 7 }
-fn d_retention() -> u32 { 24 }
-fn d_auto_replies() -> u32 { 5 }
-fn d_templates() -> PathBuf { "/usr/share/privacy-mailroom/templates".into() }
-fn d_log_format() -> LogFormat { LogFormat::Auto }
+fn d_imap_port() -> u16 {
+    993
+}
+fn d_smtp_port() -> u16 {
+    587
+}
+fn d_tls() -> Security {
+    Security::Tls
+}
+fn d_starttls() -> Security {
+    Security::Starttls
+}
+fn d_inbox() -> String {
+    "INBOX".into()
+}
+fn d_processed() -> String {
+    "Processed".into()
+}
+fn d_review() -> String {
+    "Review".into()
+}
+fn d_sent() -> String {
+    "Sent".into()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_poll() -> u64 {
+    60
+}
+fn d_backlog() -> u32 {
+    45
+}
+fn d_max_message() -> u64 {
+    52_428_800
+}
+fn d_per_conn() -> u32 {
+    50
+}
+fn d_digest() -> String {
+    "09:00".into()
+}
+fn d_burst() -> u32 {
+    20
+}
+fn d_max_attachment() -> u64 {
+    26_214_400
+}
+fn d_database() -> PathBuf {
+    "/var/lib/privacy-mailroom/mailroom.db".into()
+}
+fn d_attachments() -> PathBuf {
+    "/var/lib/privacy-mailroom/attachments".into()
+}
+fn d_prefix() -> String {
+    "CCPA".into()
+}
+fn d_tz() -> String {
+    "America/Los_Angeles".into()
+}
+fn d_ack_days() -> u32 {
+    10
+}
+fn d_45() -> u32 {
+    45
+}
+fn d_reminder() -> u32 {
+    7
+}
+fn d_retention() -> u32 {
+    24
+}
+fn d_auto_replies() -> u32 {
+    5
+}
+fn d_templates() -> PathBuf {
+    "/usr/share/privacy-mailroom/templates".into()
+}
+fn d_log_format() -> LogFormat {
+    LogFormat::Auto
+}
 
 /// A configuration problem: which key, what is wrong, how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -294,10 +348,16 @@ impl Config {
         check_endpoint("imap", &self.imap.host, self.imap.security)?;
         check_endpoint("smtp", &self.smtp.host, self.smtp.security)?;
         if self.imap.username.trim().is_empty() {
-            return Err(invalid("imap.username", "is empty", "set the mailbox login, e.g. \"privacy@example.com\""));
+            return Err(invalid(
+                "imap.username",
+                "is empty",
+                "set the mailbox login, e.g. \"privacy@example.com\"",
+            ));
         }
         self.imap.secret.check("imap", true)?;
-        self.smtp.secret.check("smtp", self.smtp.username.is_some())?;
+        self.smtp
+            .secret
+            .check("smtp", self.smtp.username.is_some())?;
         for (key, name) in [
             ("imap.mailbox", &self.imap.mailbox),
             ("imap.processed_mailbox", &self.imap.processed_mailbox),
@@ -305,10 +365,16 @@ impl Config {
             ("imap.sent_mailbox", &self.imap.sent_mailbox),
         ] {
             if name.trim().is_empty() {
-                return Err(invalid(key, "is empty", "name an IMAP folder, e.g. \"Processed\""));
+                return Err(invalid(
+                    key,
+                    "is empty",
+                    "name an IMAP folder, e.g. \"Processed\"",
+                ));
             }
         }
-        if self.imap.processed_mailbox == self.imap.mailbox || self.imap.review_mailbox == self.imap.mailbox {
+        if self.imap.processed_mailbox == self.imap.mailbox
+            || self.imap.review_mailbox == self.imap.mailbox
+        {
             return Err(invalid(
                 "imap.processed_mailbox",
                 "the processed and review folders must differ from imap.mailbox",
@@ -316,18 +382,37 @@ impl Config {
             ));
         }
         if self.imap.poll_interval_secs == 0 {
-            return Err(invalid("imap.poll_interval_secs", "must be at least 1", "e.g. 60"));
+            return Err(invalid(
+                "imap.poll_interval_secs",
+                "must be at least 1",
+                "e.g. 60",
+            ));
         }
         if self.smtp.max_messages_per_connection == 0 {
-            return Err(invalid("smtp.max_messages_per_connection", "must be at least 1", "e.g. 50"));
+            return Err(invalid(
+                "smtp.max_messages_per_connection",
+                "must be at least 1",
+                "e.g. 50",
+            ));
         }
         crate::address::parse_mailbox(&self.smtp.from).ok_or_else(|| {
-            invalid("smtp.from", format!("{:?} is not an address", self.smtp.from), "write \"Privacy Team <privacy@example.com>\"")
+            invalid(
+                "smtp.from",
+                format!("{:?} is not an address", self.smtp.from),
+                "write \"Privacy Team <privacy@example.com>\"",
+            )
         })?;
-        for (key, list) in [("team.members", &self.team.members), ("team.notify", &self.team.notify)] {
+        for (key, list) in [
+            ("team.members", &self.team.members),
+            ("team.notify", &self.team.notify),
+        ] {
             for a in list {
                 if crate::address::parse_mailbox(a).is_none() {
-                    return Err(invalid(key, format!("{a:?} is not an e-mail address"), "list plain addresses, e.g. [\"alice@example.com\"]"));
+                    return Err(invalid(
+                        key,
+                        format!("{a:?} is not an e-mail address"),
+                        "list plain addresses, e.g. [\"alice@example.com\"]",
+                    ));
                 }
             }
         }
@@ -335,21 +420,46 @@ impl Config {
         self.timezone()?;
         self.holidays()?;
         let prefix = &self.policy.case_prefix;
-        if prefix.is_empty() || prefix.len() > 16 || !prefix.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
-            return Err(invalid("policy.case_prefix", format!("{prefix:?} is not 1-16 capital letters or digits"), "e.g. \"CCPA\""));
+        if prefix.is_empty()
+            || prefix.len() > 16
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        {
+            return Err(invalid(
+                "policy.case_prefix",
+                format!("{prefix:?} is not 1-16 capital letters or digits"),
+                "e.g. \"CCPA\"",
+            ));
         }
         if self.policy.respond_days == 0 || self.policy.acknowledge_business_days == 0 {
-            return Err(invalid("policy.respond_days", "deadlines must be at least one day", "use the defaults 10 and 45"));
+            return Err(invalid(
+                "policy.respond_days",
+                "deadlines must be at least one day",
+                "use the defaults 10 and 45",
+            ));
         }
         if self.policy.retention_months < 24 {
-            return Err(invalid("policy.retention_months", "CCPA regs §7101 require records for at least 24 months", "set 24 or more"));
+            return Err(invalid(
+                "policy.retention_months",
+                "CCPA regs §7101 require records for at least 24 months",
+                "set 24 or more",
+            ));
         }
         if self.company.name.trim().is_empty() {
-            return Err(invalid("company.name", "is empty", "set the company's name as consumers know it"));
+            return Err(invalid(
+                "company.name",
+                "is empty",
+                "set the company's name as consumers know it",
+            ));
         }
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.subjects.iter().all(|s| s.trim().is_empty()) {
-                return Err(invalid(&format!("rules[{i}].subjects"), "has no phrase", "list at least one subject phrase"));
+                return Err(invalid(
+                    &format!("rules[{i}].subjects"),
+                    "has no phrase",
+                    "list at least one subject phrase",
+                ));
             }
         }
         Ok(())
@@ -357,7 +467,11 @@ impl Config {
 
     pub fn timezone(&self) -> Result<chrono_tz::Tz, ConfigError> {
         self.policy.timezone.parse().map_err(|_| {
-            invalid("policy.timezone", format!("{:?} is not an IANA time zone", self.policy.timezone), "e.g. \"America/Los_Angeles\"")
+            invalid(
+                "policy.timezone",
+                format!("{:?} is not an IANA time zone", self.policy.timezone),
+                "e.g. \"America/Los_Angeles\"",
+            )
         })
     }
 
@@ -367,7 +481,11 @@ impl Config {
             .iter()
             .map(|d| {
                 chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-                    invalid("policy.holidays", format!("{d:?} is not a date"), "write dates as \"2026-12-25\"")
+                    invalid(
+                        "policy.holidays",
+                        format!("{d:?} is not a date"),
+                        "write dates as \"2026-12-25\"",
+                    )
                 })
             })
             .collect()
@@ -376,7 +494,11 @@ impl Config {
     /// `team.digest_time` as a local time of day.
     pub fn digest_time(&self) -> Result<chrono::NaiveTime, ConfigError> {
         chrono::NaiveTime::parse_from_str(&self.team.digest_time, "%H:%M").map_err(|_| {
-            invalid("team.digest_time", format!("{:?} is not HH:MM", self.team.digest_time), "e.g. \"09:00\"")
+            invalid(
+                "team.digest_time",
+                format!("{:?} is not HH:MM", self.team.digest_time),
+                "e.g. \"09:00\"",
+            )
         })
     }
 
@@ -409,13 +531,20 @@ impl Config {
     }
 
     pub fn is_member(&self, addr: &str) -> bool {
-        self.team.members.iter().any(|m| m.eq_ignore_ascii_case(addr))
+        self.team
+            .members
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(addr))
     }
 }
 
 fn check_endpoint(section: &str, host: &str, security: Security) -> Result<(), ConfigError> {
     if host.trim().is_empty() {
-        return Err(invalid(&format!("{section}.host"), "is empty", "set the server's host name"));
+        return Err(invalid(
+            &format!("{section}.host"),
+            "is empty",
+            "set the server's host name",
+        ));
     }
     if security == Security::None && !is_loopback(host) {
         return Err(invalid(
@@ -440,10 +569,14 @@ pub fn is_loopback(host: &str) -> bool {
 
 impl Secret {
     fn check(&self, section: &str, required: bool) -> Result<(), ConfigError> {
-        let given = [self.password.is_some(), self.password_file.is_some(), self.password_env.is_some()]
-            .into_iter()
-            .filter(|b| *b)
-            .count();
+        let given = [
+            self.password.is_some(),
+            self.password_file.is_some(),
+            self.password_env.is_some(),
+        ]
+        .into_iter()
+        .filter(|b| *b)
+        .count();
         if given > 1 {
             return Err(invalid(
                 &format!("{section}.password"),
@@ -527,13 +660,37 @@ name = "Example Inc."
     fn errors_name_the_key() {
         let cases = [
             (MINIMAL.replace("[team]", "[team]\nbogus = 1"), "bogus"),
-            (MINIMAL.replace("host = \"127.0.0.1\"\nsecurity = \"none\"\nusername", "host = \"imap.example.com\"\nsecurity = \"none\"\nusername"), "imap.security"),
-            (MINIMAL.replace("[policy]", "[policy]\ntimezone = \"Mars/Base\""), "policy.timezone"),
-            (MINIMAL.replace("[policy]", "[policy]\nholidays = [\"25.12.2026\"]"), "policy.holidays"),
-            (MINIMAL.replace("[team]", "[team]\ndigest_time = \"9am\""), "team.digest_time"),
-            (MINIMAL.replace("password = \"secret\"", ""), "imap.password_file"),
-            (MINIMAL.replace("[team]", "[team]\nmembers = [\"not an address\"]"), "team.members"),
-            (MINIMAL.replace("[imap]", "[imap]\nsecurity = \"ssl\""), "security"),
+            (
+                MINIMAL.replace(
+                    "host = \"127.0.0.1\"\nsecurity = \"none\"\nusername",
+                    "host = \"imap.example.com\"\nsecurity = \"none\"\nusername",
+                ),
+                "imap.security",
+            ),
+            (
+                MINIMAL.replace("[policy]", "[policy]\ntimezone = \"Mars/Base\""),
+                "policy.timezone",
+            ),
+            (
+                MINIMAL.replace("[policy]", "[policy]\nholidays = [\"25.12.2026\"]"),
+                "policy.holidays",
+            ),
+            (
+                MINIMAL.replace("[team]", "[team]\ndigest_time = \"9am\""),
+                "team.digest_time",
+            ),
+            (
+                MINIMAL.replace("password = \"secret\"", ""),
+                "imap.password_file",
+            ),
+            (
+                MINIMAL.replace("[team]", "[team]\nmembers = [\"not an address\"]"),
+                "team.members",
+            ),
+            (
+                MINIMAL.replace("[imap]", "[imap]\nsecurity = \"ssl\""),
+                "security",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::parse(&text).unwrap_err().to_string();

@@ -25,18 +25,28 @@ pub fn init(format: LogFormat, log_personal_data: bool) {
         _ => false,
     };
     if use_journal && let Ok(journald) = tracing_journald::layer() {
-        let _ = registry.with(journald.with_syslog_identifier("privacy-mailroom".into())).try_init();
+        let _ = registry
+            .with(journald.with_syslog_identifier("privacy-mailroom".into()))
+            .try_init();
         return;
     }
     match format {
         LogFormat::Json => {
             let _ = registry
-                .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_writer(std::io::stderr),
+                )
                 .try_init();
         }
         _ => {
             let _ = registry
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(false),
+                )
                 .try_init();
         }
     }

@@ -77,11 +77,20 @@ pub async fn deliver_due(
                     warn!(outbox = row.id, error = %error, "Delivery failed for good.");
                     store::outbox::mark_failed(&mut tx, row.id, &error).await?;
                     if let Some(case_id) = &row.case_id {
-                        store::events::append(&mut tx, Some(case_id), now, "daemon", "delivery_failed",
-                            &format!("{}: {error}", row.template)).await?;
+                        store::events::append(
+                            &mut tx,
+                            Some(case_id),
+                            now,
+                            "daemon",
+                            "delivery_failed",
+                            &format!("{}: {error}", row.template),
+                        )
+                        .await?;
                         if row.audience == "consumer"
                             && let Some(case) = store::cases::get(&mut tx, case_id).await?
-                            && let Err(e) = crate::team::notify_delivery_failure(&mut tx, room, &case, now).await
+                            && let Err(e) =
+                                crate::team::notify_delivery_failure(&mut tx, room, &case, now)
+                                    .await
                         {
                             warn!(error = %e, "Cannot queue the delivery-failure notice.");
                         }
@@ -96,7 +105,10 @@ pub async fn deliver_due(
 
 /// Copies sent mail to the Sent folder, so the shared mailbox shows the whole
 /// conversation. A copy that fails is tried again next time.
-pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, crate::daemon::CycleError> {
+pub async fn append_sent(
+    room: &Mailroom,
+    imap: &mut Imap,
+) -> Result<usize, crate::daemon::CycleError> {
     let mut count = 0;
     loop {
         let rows = {
@@ -107,7 +119,8 @@ pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, crat
             break;
         }
         for (id, raw) in rows {
-            imap.append(&room.config.imap.sent_mailbox, &raw, &["\\Seen"]).await?;
+            imap.append(&room.config.imap.sent_mailbox, &raw, &["\\Seen"])
+                .await?;
             let mut conn = room.store.conn().await?;
             store::outbox::mark_appended(&mut conn, id, Utc::now()).await?;
             count += 1;

@@ -31,7 +31,9 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the database {path}: {source} (check storage.database and that the directory is writable)")]
+    #[error(
+        "cannot open the database {path}: {source} (check storage.database and that the directory is writable)"
+    )]
     Open { path: PathBuf, source: sqlx::Error },
     #[error("cannot apply database migrations to {path}: {source}")]
     Migrate {
@@ -83,7 +85,11 @@ impl Store {
                 path: path.to_owned(),
                 source,
             })?;
-        for file in [path.to_owned(), sidecar(path, "-wal"), sidecar(path, "-shm")] {
+        for file in [
+            path.to_owned(),
+            sidecar(path, "-wal"),
+            sidecar(path, "-shm"),
+        ] {
             if file.exists() {
                 set_mode(&file, 0o600)?;
             }

@@ -69,7 +69,10 @@ pub fn spawn_keepalive(wd: Watchdog) -> Option<tokio::task::JoinHandle<()>> {
         let start = Instant::now();
         loop {
             tokio::time::sleep(interval).await;
-            debug!(uptime_secs = start.elapsed().as_secs(), "Watchdog keepalive.");
+            debug!(
+                uptime_secs = start.elapsed().as_secs(),
+                "Watchdog keepalive."
+            );
             wd.ping();
         }
     }))

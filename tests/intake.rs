@@ -38,15 +38,55 @@ async fn mailbox_of_requests_becomes_cases_and_acknowledgements() {
     let vacation = servers.unique_user("vacation");
     let bounce_from = format!("MAILER-DAEMON@{}", "bounce.example.test");
 
-    let know_raw = mail(&know, &mailbox, "=?UTF-8?B?Q2FsaWZvcm5pYSBSZXF1ZXN0IHRvIEtub3c=?=", "", "Please tell me what you hold about me.\n");
-    let delete_raw = mail(&delete, &mailbox, "Fwd: [web] california request to delete", "", "Delete my data.\n");
-    let shouty_raw = mail(&shouty, &mailbox, "AW: CALIFORNIA\r\n REQUEST TO KNOW", "", "Hello.\n");
-    let opt_raw = mail(&opt, &mailbox, "Do Not Sell my information", "", "Opt me out.\n");
-    let question_raw = mail(&asker, &mailbox, "Question about my order", "", "Where is my parcel?\n");
-    let auto_raw = mail(&vacation, &mailbox, "Re: California Request to Know", "Auto-Submitted: auto-replied", "I am out of office.\n");
-    let bounce_raw = mail(&bounce_from, &mailbox, "Undelivered Mail Returned to Sender",
+    let know_raw = mail(
+        &know,
+        &mailbox,
+        "=?UTF-8?B?Q2FsaWZvcm5pYSBSZXF1ZXN0IHRvIEtub3c=?=",
+        "",
+        "Please tell me what you hold about me.\n",
+    );
+    let delete_raw = mail(
+        &delete,
+        &mailbox,
+        "Fwd: [web] california request to delete",
+        "",
+        "Delete my data.\n",
+    );
+    let shouty_raw = mail(
+        &shouty,
+        &mailbox,
+        "AW: CALIFORNIA\r\n REQUEST TO KNOW",
+        "",
+        "Hello.\n",
+    );
+    let opt_raw = mail(
+        &opt,
+        &mailbox,
+        "Do Not Sell my information",
+        "",
+        "Opt me out.\n",
+    );
+    let question_raw = mail(
+        &asker,
+        &mailbox,
+        "Question about my order",
+        "",
+        "Where is my parcel?\n",
+    );
+    let auto_raw = mail(
+        &vacation,
+        &mailbox,
+        "Re: California Request to Know",
+        "Auto-Submitted: auto-replied",
+        "I am out of office.\n",
+    );
+    let bounce_raw = mail(
+        &bounce_from,
+        &mailbox,
+        "Undelivered Mail Returned to Sender",
         "Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"",
-        "--b1\nContent-Type: text/plain\n\nThe mail could not be delivered.\n--b1\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.test\n\nFinal-Recipient: rfc822; gone@example.test\nAction: failed\nStatus: 5.1.1\n--b1--\n");
+        "--b1\nContent-Type: text/plain\n\nThe mail could not be delivered.\n--b1\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.test\n\nFinal-Recipient: rfc822; gone@example.test\nAction: failed\nStatus: 5.1.1\n--b1--\n",
+    );
 
     // Through Postfix like real mail, and by APPEND.
     servers.send_smtp(&know, &[&mailbox], &know_raw).await;
@@ -56,7 +96,9 @@ async fn mailbox_of_requests_becomes_cases_and_acknowledgements() {
     servers.append(&mailbox, "INBOX", &question_raw).await;
     servers.append(&mailbox, "INBOX", &auto_raw).await;
     servers.append(&mailbox, "INBOX", &bounce_raw).await;
-    servers.wait_for(&mailbox, "INBOX", 7, Duration::from_secs(20)).await;
+    servers
+        .wait_for(&mailbox, "INBOX", 7, Duration::from_secs(20))
+        .await;
 
     let config = DaemonConfig::new(servers, &mailbox);
     let path = config.write();
@@ -65,7 +107,11 @@ async fn mailbox_of_requests_becomes_cases_and_acknowledgements() {
     let cases = cases_json(&path);
     assert_eq!(cases.len(), 4, "one case per request: {cases:#?}");
     let kind_of = |who: &str| -> Vec<String> {
-        cases.iter().filter(|c| c["requester"] == who).map(|c| c["kind"].as_str().unwrap_or("").to_string()).collect()
+        cases
+            .iter()
+            .filter(|c| c["requester"] == who)
+            .map(|c| c["kind"].as_str().unwrap_or("").to_string())
+            .collect()
     };
     assert_eq!(kind_of(&know), ["know"]);
     assert_eq!(kind_of(&delete), ["delete"]);
@@ -73,7 +119,10 @@ async fn mailbox_of_requests_becomes_cases_and_acknowledgements() {
     assert_eq!(kind_of(&opt), ["opt_out"]);
     for c in &cases {
         let id = c["id"].as_str().unwrap();
-        assert!(id.starts_with("CCPA-") && id.len() == "CCPA-2026-00001".len(), "case id {id}");
+        assert!(
+            id.starts_with("CCPA-") && id.len() == "CCPA-2026-00001".len(),
+            "case id {id}"
+        );
         assert!(c["received_at"].is_string() && c["due_at"].is_string());
         if c["kind"] == "opt_out" {
             assert_eq!(c["state"], "closed");
@@ -84,30 +133,62 @@ async fn mailbox_of_requests_becomes_cases_and_acknowledgements() {
     }
 
     // Exactly one acknowledgement per requester, threaded to the request.
-    for (who, request) in [(&know, &know_raw), (&delete, &delete_raw), (&shouty, &shouty_raw), (&opt, &opt_raw)] {
-        let got = servers.wait_for(who, "INBOX", 1, Duration::from_secs(30)).await;
+    for (who, request) in [
+        (&know, &know_raw),
+        (&delete, &delete_raw),
+        (&shouty, &shouty_raw),
+        (&opt, &opt_raw),
+    ] {
+        let got = servers
+            .wait_for(who, "INBOX", 1, Duration::from_secs(30))
+            .await;
         assert_eq!(got.len(), 1, "{who} got {} mails", got.len());
         let reply = &got[0];
-        let case = cases.iter().find(|c| c["requester"] == who.as_str()).unwrap();
+        let case = cases
+            .iter()
+            .find(|c| c["requester"] == who.as_str())
+            .unwrap();
         let tag = format!("[{}]", case["id"].as_str().unwrap());
         let subject = support::header(reply, "Subject").unwrap_or_default();
         assert!(subject.contains(&tag), "subject {subject:?} carries {tag}");
         let request_id = message_id_of(request);
-        assert_eq!(support::header(reply, "In-Reply-To").as_deref(), Some(request_id.as_str()));
-        assert!(support::header(reply, "References").unwrap_or_default().contains(&request_id));
-        assert_eq!(support::header(reply, "Auto-Submitted").as_deref(), Some("auto-replied"));
+        assert_eq!(
+            support::header(reply, "In-Reply-To").as_deref(),
+            Some(request_id.as_str())
+        );
+        assert!(
+            support::header(reply, "References")
+                .unwrap_or_default()
+                .contains(&request_id)
+        );
+        assert_eq!(
+            support::header(reply, "Auto-Submitted").as_deref(),
+            Some("auto-replied")
+        );
         assert!(support::header(reply, "Message-ID").is_some());
     }
     // No reply to the question, the auto-reply or the bounce.
     for who in [&asker, &vacation] {
-        assert_eq!(servers.count(who, "INBOX").await, 0, "{who} must get nothing");
+        assert_eq!(
+            servers.count(who, "INBOX").await,
+            0,
+            "{who} must get nothing"
+        );
     }
 
     // Filed: inbox empty, the question and the automatic mail in review.
     assert_eq!(servers.count(&mailbox, "INBOX").await, 0);
     let review = servers.fetch_all(&mailbox, "Review").await;
-    let review_subjects: Vec<String> = review.iter().map(|m| support::header(m, "Subject").unwrap_or_default()).collect();
-    assert!(review_subjects.iter().any(|s| s == "Question about my order"), "{review_subjects:?}");
+    let review_subjects: Vec<String> = review
+        .iter()
+        .map(|m| support::header(m, "Subject").unwrap_or_default())
+        .collect();
+    assert!(
+        review_subjects
+            .iter()
+            .any(|s| s == "Question about my order"),
+        "{review_subjects:?}"
+    );
     assert_eq!(servers.count(&mailbox, "Processed").await + review.len(), 7);
     // Copies of what was sent are in Sent.
     assert_eq!(servers.count(&mailbox, "Sent").await, 4);
@@ -117,7 +198,11 @@ async fn mailbox_of_requests_becomes_cases_and_acknowledgements() {
     assert_eq!(cases_json(&path).len(), 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for who in [&know, &delete, &shouty, &opt] {
-        assert_eq!(servers.count(who, "INBOX").await, 1, "{who} got a second mail");
+        assert_eq!(
+            servers.count(who, "INBOX").await,
+            1,
+            "{who} got a second mail"
+        );
     }
     assert_eq!(servers.count(&mailbox, "Sent").await, 4);
 }
@@ -132,19 +217,54 @@ async fn request_arriving_while_idle_is_acknowledged_within_seconds() {
     let mut d = daemon::spawn(&path);
     // Wait until the daemon has created its folders (it is logged in and idling).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !servers.list_mailboxes(&mailbox).await.iter().any(|m| m == "Processed") {
-        assert!(std::time::Instant::now() < deadline, "daemon never logged in:\n{}", d.log());
+    while !servers
+        .list_mailboxes(&mailbox)
+        .await
+        .iter()
+        .any(|m| m == "Processed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon never logged in:\n{}",
+            d.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = std::time::Instant::now();
-    servers.send_smtp(&consumer, &[&mailbox], &mail(&consumer, &mailbox, "California Request to Delete", "", "Please delete.\n")).await;
-    let got = servers.wait_for(&consumer, "INBOX", 1, Duration::from_secs(20)).await;
+    servers
+        .send_smtp(
+            &consumer,
+            &[&mailbox],
+            &mail(
+                &consumer,
+                &mailbox,
+                "California Request to Delete",
+                "",
+                "Please delete.\n",
+            ),
+        )
+        .await;
+    let got = servers
+        .wait_for(&consumer, "INBOX", 1, Duration::from_secs(20))
+        .await;
     let elapsed = started.elapsed();
-    assert!(support::header(&got[0], "Subject").unwrap_or_default().contains("[CCPA-"));
-    assert!(elapsed < Duration::from_secs(15), "acknowledged after {elapsed:?}\n{}", d.log());
+    assert!(
+        support::header(&got[0], "Subject")
+            .unwrap_or_default()
+            .contains("[CCPA-")
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "acknowledged after {elapsed:?}\n{}",
+        d.log()
+    );
     let status = d.terminate(Duration::from_secs(10));
-    assert!(status.success(), "SIGTERM must exit 0, got {status:?}\n{}", d.log());
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status:?}\n{}",
+        d.log()
+    );
     assert_eq!(servers.count(&mailbox, "INBOX").await, 0);
 }
 
@@ -153,37 +273,78 @@ async fn tls_and_starttls_work_with_the_ca_and_fail_closed_without_it() {
     let servers = MailServers::start();
     let mailbox = servers.unique_user("privacy");
     let consumer = servers.unique_user("consumer");
-    servers.append(&mailbox, "INBOX", &mail(&consumer, &mailbox, "California Request to Know", "", "Hi\n")).await;
+    servers
+        .append(
+            &mailbox,
+            "INBOX",
+            &mail(
+                &consumer,
+                &mailbox,
+                "California Request to Know",
+                "",
+                "Hi\n",
+            ),
+        )
+        .await;
 
     // STARTTLS on the plain IMAP port, with the CA: works.
     let starttls = DaemonConfig::new(servers, &mailbox)
         .imap_security("starttls")
         .imap_port(servers.imap_port());
     let starttls_path = starttls.write();
-    assert_ok(&daemon::run_once(&starttls_path), "run --once over STARTTLS");
-    assert_eq!(servers.wait_for(&consumer, "INBOX", 1, Duration::from_secs(30)).await.len(), 1);
+    assert_ok(
+        &daemon::run_once(&starttls_path),
+        "run --once over STARTTLS",
+    );
+    assert_eq!(
+        servers
+            .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+            .await
+            .len(),
+        1
+    );
 
     // Without the CA, IMAPS and STARTTLS refuse the server's certificate.
-    for (security, port) in [("tls", servers.imaps_port()), ("starttls", servers.imap_port())] {
+    for (security, port) in [
+        ("tls", servers.imaps_port()),
+        ("starttls", servers.imap_port()),
+    ] {
         let no_ca = DaemonConfig::new(servers, &mailbox)
             .imap_security(security)
             .imap_port(port)
             .unset("imap", "ca_file");
         let no_ca_path = no_ca.write();
         let out = daemon::run_once(&no_ca_path);
-        assert_eq!(out.status.code(), Some(1), "{security} without the CA must fail");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{security} without the CA must fail"
+        );
         let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
-        assert!(err.contains("certificate") || err.contains("tls"), "{security}: {err}");
+        assert!(
+            err.contains("certificate") || err.contains("tls"),
+            "{security}: {err}"
+        );
     }
     // SMTP without the CA: the acknowledgement is not sent in clear; it stays queued.
     let other = servers.unique_user("consumer");
-    servers.append(&mailbox, "INBOX", &mail(&other, &mailbox, "California Request to Know", "", "Hi\n")).await;
+    servers
+        .append(
+            &mailbox,
+            "INBOX",
+            &mail(&other, &mailbox, "California Request to Know", "", "Hi\n"),
+        )
+        .await;
     let smtp_no_ca = DaemonConfig::new(servers, &mailbox).unset("smtp", "ca_file");
     let smtp_no_ca_path = smtp_no_ca.write();
     let out = daemon::run_once(&smtp_no_ca_path);
     assert_ok(&out, "run --once with an untrusted SMTP certificate");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(servers.count(&other, "INBOX").await, 0, "nothing may be sent over an untrusted connection");
+    assert_eq!(
+        servers.count(&other, "INBOX").await,
+        0,
+        "nothing may be sent over an untrusted connection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,25 +352,56 @@ async fn crash_between_commit_and_move_does_nothing_twice() {
     let servers = MailServers::start();
     let mailbox = servers.unique_user("privacy");
     let consumer = servers.unique_user("consumer");
-    servers.append(&mailbox, "INBOX", &mail(&consumer, &mailbox, "California Request to Know", "", "Hi\n")).await;
+    servers
+        .append(
+            &mailbox,
+            "INBOX",
+            &mail(
+                &consumer,
+                &mailbox,
+                "California Request to Know",
+                "",
+                "Hi\n",
+            ),
+        )
+        .await;
     let config = DaemonConfig::new(servers, &mailbox);
     let path = config.write();
 
     let mut cmd = daemon::command(&path, &["run", "--once"]);
     cmd.env("PRIVACY_MAILROOM_FAULT", "before_move");
     let out = daemon::run_with_timeout(cmd, Duration::from_secs(120));
-    assert_eq!(out.status.code(), Some(86), "the fault point must be reached: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "the fault point must be reached: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Committed, not moved.
     assert_eq!(servers.count(&mailbox, "INBOX").await, 1);
     assert_eq!(cases_json(&path).len(), 1);
 
     assert_ok(&daemon::run_once(&path), "restart");
     assert_eq!(cases_json(&path).len(), 1, "no second case");
-    assert_eq!(servers.count(&mailbox, "INBOX").await, 0, "the original was filed on restart");
-    let got = servers.wait_for(&consumer, "INBOX", 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        servers.count(&mailbox, "INBOX").await,
+        0,
+        "the original was filed on restart"
+    );
+    let got = servers
+        .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(servers.count(&consumer, "INBOX").await, 1, "no second acknowledgement");
-    assert!(support::header(&got[0], "Subject").unwrap_or_default().contains("[CCPA-"));
+    assert_eq!(
+        servers.count(&consumer, "INBOX").await,
+        1,
+        "no second acknowledgement"
+    );
+    assert!(
+        support::header(&got[0], "Subject")
+            .unwrap_or_default()
+            .contains("[CCPA-")
+    );
 
     // The same message arriving again (a new UID) is recognised as a duplicate.
     let raw = servers.fetch_all(&mailbox, "Processed").await.remove(0);
@@ -226,15 +418,32 @@ async fn first_start_leaves_mail_older_than_the_backlog_window_alone() {
     let old = servers.unique_user("old");
     let fresh = servers.unique_user("fresh");
     let long_ago = chrono::Utc::now() - chrono::Duration::days(60);
-    servers.append_dated(&mailbox, "INBOX", &mail(&old, &mailbox, "California Request to Know", "", "Old\n"), long_ago).await;
-    servers.append(&mailbox, "INBOX", &mail(&fresh, &mailbox, "California Request to Know", "", "New\n")).await;
+    servers
+        .append_dated(
+            &mailbox,
+            "INBOX",
+            &mail(&old, &mailbox, "California Request to Know", "", "Old\n"),
+            long_ago,
+        )
+        .await;
+    servers
+        .append(
+            &mailbox,
+            "INBOX",
+            &mail(&fresh, &mailbox, "California Request to Know", "", "New\n"),
+        )
+        .await;
     let config = DaemonConfig::new(servers, &mailbox);
     let path = config.write();
     assert_ok(&daemon::run_once(&path), "run --once");
     let cases = cases_json(&path);
     assert_eq!(cases.len(), 1);
     assert_eq!(cases[0]["requester"], fresh.as_str());
-    assert_eq!(servers.count(&mailbox, "INBOX").await, 1, "the old message stays in the inbox");
+    assert_eq!(
+        servers.count(&mailbox, "INBOX").await,
+        1,
+        "the old message stays in the inbox"
+    );
     assert_ok(&daemon::run_once(&path), "second run");
     assert_eq!(cases_json(&path).len(), 1, "and stays alone on later runs");
 }

@@ -125,7 +125,10 @@ pub async fn run(room: &Mailroom, cmd: CasesCommand) -> Result<ExitCode, Failure
         CasesCommand::Show { id, json } => show(room, &id, json).await,
         CasesCommand::Act { id, action, by } => {
             let who = by.unwrap_or_else(|| {
-                format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+                format!(
+                    "cli:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                )
             });
             let command = action.to_command();
             match crate::casework::act(room, &id, Actor::Cli(who), command, Utc::now()).await {
@@ -159,7 +162,10 @@ async fn list(room: &Mailroom, args: ListArgs) -> Result<ExitCode, Failure> {
         let rows: Vec<CaseJson> = cases.iter().map(CaseJson::from).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{:<18} {:<8} {:<24} {:<12} {:<12} requester", "ID", "KIND", "STATE", "RECEIVED", "DUE");
+        println!(
+            "{:<18} {:<8} {:<24} {:<12} {:<12} requester",
+            "ID", "KIND", "STATE", "RECEIVED", "DUE"
+        );
         let tz = room.policy.timezone;
         for c in &cases {
             println!(
@@ -210,20 +216,35 @@ async fn show(room: &Mailroom, id: &str, json: bool) -> Result<ExitCode, Failure
         println!("consumer:  {a}");
     }
     println!("received:  {}", c.received_at);
-    println!("due:       {}{}", c.due_at, if c.extended { " (extended)" } else { "" });
+    println!(
+        "due:       {}{}",
+        c.due_at,
+        if c.extended { " (extended)" } else { "" }
+    );
     println!("\nEvents:");
     for e in &detail.events {
         println!("  {}  {:<24} {:<22} {}", e.at, e.actor, e.action, e.detail);
     }
     println!("\nMessages:");
     for m in &detail.messages {
-        println!("  {}  {:<3} {}{}", m.at, m.direction, m.subject,
-            m.template.as_deref().map(|t| format!("  [{t}]")).unwrap_or_default());
+        println!(
+            "  {}  {:<3} {}{}",
+            m.at,
+            m.direction,
+            m.subject,
+            m.template
+                .as_deref()
+                .map(|t| format!("  [{t}]"))
+                .unwrap_or_default()
+        );
     }
     if !detail.attachments.is_empty() {
         println!("\nAttachments:");
         for a in &detail.attachments {
-            println!("  {}  {}  {} bytes  {}  {}", a.sha256, a.filename, a.size, a.content_type, a.status);
+            println!(
+                "  {}  {}  {} bytes  {}  {}",
+                a.sha256, a.filename, a.size, a.content_type, a.status
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

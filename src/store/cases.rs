@@ -119,7 +119,8 @@ pub async fn insert(
 
 /// Writes every engine-owned field of the case back.
 pub async fn update(conn: &mut SqliteConnection, case: &Case, now: DateTime<Utc>) -> Result<()> {
-    let sql = "UPDATE cases SET id = ?, kind = ?, state = ?, requester = ?, agent = ?, consumer = ?,
+    let sql =
+        "UPDATE cases SET id = ?, kind = ?, state = ?, requester = ?, agent = ?, consumer = ?,
         consumer_name = ?, received_at = ?, acknowledged_at = ?, ack_due_at = ?, due_at = ?,
         extended = ?, verified_at = ?, closed_at = ?, verification_code = ?, reminder_sent_at = ?,
         authorization_ok = ?, resolution = ?, denial_reason = ?, closed_reply_sent = ?,
@@ -171,13 +172,13 @@ pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<Case>> 
 }
 
 pub async fn thread(conn: &mut SqliteConnection, id: &str) -> Result<CaseThread> {
-    Ok(sqlx::query_as(
-        "SELECT subject, thread_root, notice_root, manner FROM cases WHERE id = ?",
+    Ok(
+        sqlx::query_as("SELECT subject, thread_root, notice_root, manner FROM cases WHERE id = ?")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .unwrap_or_default(),
     )
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .unwrap_or_default())
 }
 
 pub async fn set_notice_root(conn: &mut SqliteConnection, id: &str, root: &str) -> Result<()> {
@@ -208,7 +209,9 @@ pub async fn list(
     now: DateTime<Utc>,
 ) -> Result<Vec<Case>> {
     let sql = format!("SELECT {COLUMNS} FROM cases ORDER BY received_at, id");
-    let rows: Vec<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(conn).await?;
+    let rows: Vec<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(conn)
+        .await?;
     let mut out = Vec::new();
     for row in rows {
         let case = row.into_case()?;
@@ -220,7 +223,8 @@ pub async fn list(
             continue;
         }
         if let Some(days) = filter.due_within_days
-            && (case.state.is_final() || case.due_at > now + chrono::Duration::days(i64::from(days)))
+            && (case.state.is_final()
+                || case.due_at > now + chrono::Duration::days(i64::from(days)))
         {
             continue;
         }

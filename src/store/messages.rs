@@ -105,7 +105,11 @@ pub async fn unfiled(
 
 /// Marks originals filed once their MOVE succeeded. Rows of an older
 /// UIDVALIDITY can never be moved by UID again; they are closed too.
-pub async fn mark_filed(conn: &mut SqliteConnection, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
+pub async fn mark_filed(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<()> {
     for id in ids {
         sqlx::query("UPDATE messages SET filed_at = ? WHERE id = ?")
             .bind(now)

@@ -78,7 +78,11 @@ impl OutboxRow {
 }
 
 /// Pending mail whose next attempt is due.
-pub async fn due(conn: &mut SqliteConnection, now: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxRow>> {
+pub async fn due(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<OutboxRow>> {
     Ok(sqlx::query_as(
         "SELECT id, case_id, message_id, audience, template, envelope_from, recipients, raw,
                 attempts, created_at
@@ -92,11 +96,11 @@ pub async fn due(conn: &mut SqliteConnection, now: DateTime<Utc>, limit: i64) ->
 
 /// When the next pending mail is due, if any.
 pub async fn next_due(conn: &mut SqliteConnection) -> Result<Option<DateTime<Utc>>> {
-    Ok(sqlx::query_scalar(
-        "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'",
+    Ok(
+        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(conn)
+            .await?,
     )
-    .fetch_one(conn)
-    .await?)
 }
 
 pub async fn pending_count(conn: &mut SqliteConnection) -> Result<i64> {
@@ -132,11 +136,13 @@ pub async fn mark_retry(
 }
 
 pub async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> Result<()> {
-    sqlx::query("UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?")
-        .bind(error)
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
+    )
+    .bind(error)
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -145,12 +151,12 @@ pub async fn by_message_id(
     conn: &mut SqliteConnection,
     message_id: &str,
 ) -> Result<Option<(i64, Option<String>, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT id, case_id, status FROM outbox WHERE message_id = ?",
+    Ok(
+        sqlx::query_as("SELECT id, case_id, status FROM outbox WHERE message_id = ?")
+            .bind(message_id)
+            .fetch_optional(conn)
+            .await?,
     )
-    .bind(message_id)
-    .fetch_optional(conn)
-    .await?)
 }
 
 /// Sent mail not yet copied to the Sent folder.

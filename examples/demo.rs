@@ -30,31 +30,66 @@ async fn main() {
     println!("Config: {}", path.display());
 
     let mut d = daemon::spawn(&path);
-    while !servers.list_mailboxes(MAILBOX).await.iter().any(|m| m == "Processed") {
+    while !servers
+        .list_mailboxes(MAILBOX)
+        .await
+        .iter()
+        .any(|m| m == "Processed")
+    {
         if let Some(status) = d.try_status() {
             eprintln!("the daemon exited ({status}):\n{}", d.log());
             std::process::exit(1);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("Daemon running (log: {}).\n", path.with_file_name("daemon.log").display());
+    println!(
+        "Daemon running (log: {}).\n",
+        path.with_file_name("daemon.log").display()
+    );
 
     let requests = [
-        ("jane@consumer.example", "California Request to Know", "Please tell me what personal information you hold about me.\nJane Doe, Sacramento, CA"),
-        ("raj@consumer.example", "Re: [web] CALIFORNIA REQUEST TO DELETE", "Please delete my account and all data.\nRaj Patel"),
-        ("li@consumer.example", "Do Not Sell My Personal Information", "Opt me out of any sale or sharing."),
-        ("sam@consumer.example", "Where is my order?", "I ordered last week and nothing arrived."),
+        (
+            "jane@consumer.example",
+            "California Request to Know",
+            "Please tell me what personal information you hold about me.\nJane Doe, Sacramento, CA",
+        ),
+        (
+            "raj@consumer.example",
+            "Re: [web] CALIFORNIA REQUEST TO DELETE",
+            "Please delete my account and all data.\nRaj Patel",
+        ),
+        (
+            "li@consumer.example",
+            "Do Not Sell My Personal Information",
+            "Opt me out of any sale or sharing.",
+        ),
+        (
+            "sam@consumer.example",
+            "Where is my order?",
+            "I ordered last week and nothing arrived.",
+        ),
     ];
     for (from, subject, body) in requests {
         println!("  {from:<24} → {MAILBOX}: {subject}");
-        servers.send_smtp(from, &[MAILBOX], &support::mail::request(from, MAILBOX, subject, body)).await;
+        servers
+            .send_smtp(
+                from,
+                &[MAILBOX],
+                &support::mail::request(from, MAILBOX, subject, body),
+            )
+            .await;
     }
 
     println!("\nWaiting for the daemon's answers...\n");
     for (from, _, _) in &requests[..3] {
-        let got = servers.wait_for(from, "INBOX", 1, Duration::from_secs(60)).await;
+        let got = servers
+            .wait_for(from, "INBOX", 1, Duration::from_secs(60))
+            .await;
         let reply = &got[0];
-        println!("── {from} received: {}", support::header(reply, "Subject").unwrap_or_default());
+        println!(
+            "── {from} received: {}",
+            support::header(reply, "Subject").unwrap_or_default()
+        );
         for line in support::mail::text_of(reply).lines().take(14) {
             println!("   │ {line}");
         }

@@ -668,7 +668,7 @@ async fn notify_review(
     suggestion: Option<crate::cases::Kind>,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
-    let notify = room.config.team.notify.clone();
+    let notify = room.team().notify.clone();
     if notify.is_empty() {
         return Ok(());
     }

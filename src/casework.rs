@@ -277,7 +277,7 @@ pub async fn notify_team(
     notice: Notice,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    if room.config.team.notify.is_empty() {
+    if room.team().notify.is_empty() {
         debug!(case = %case.id, "No team.notify addresses; notice not sent.");
         return Ok(());
     }
@@ -295,7 +295,7 @@ pub async fn send_notice(
     notice: Notice,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let notify = room.config.team.notify.clone();
+    let notify = room.team().notify.clone();
     if notify.is_empty() {
         return Ok(());
     }

@@ -278,7 +278,9 @@ pub async fn open_mailroom(
     crate::mailroom::Mailroom::open(config)
         .await
         .map_err(|e| match e {
-            SetupError::Templates(_) | SetupError::KeyFile { .. } => Failure::Usage(e.into()),
+            SetupError::Templates(_) | SetupError::KeyFile { .. } | SetupError::Config(_) => {
+                Failure::Usage(e.into())
+            }
             SetupError::Store(_) => Failure::Runtime(e.into()),
         })
 }
@@ -296,7 +298,9 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
     crate::logging::init(format, config.logging.log_personal_data);
     match cli.command {
         Command::Run { once } => {
-            let room = open_mailroom(config).await?;
+            let room = open_mailroom(config)
+                .await?
+                .with_config_path(crate::config::resolve_path(cli.config.as_deref()));
             if once {
                 crate::daemon::run_once(&room)
                     .await

@@ -254,7 +254,7 @@ async fn process_one(
             crate::team::mail::Scope::Case(id) => store::cases::get(conn, id).await?.map(|c| c.id),
             _ => None,
         };
-        let member = room.config.is_member(&sender);
+        let member = room.is_member(&sender);
         // A non-member's reply to a notice is kept for a person to look at.
         let target = if member {
             Target::Processed
@@ -268,7 +268,7 @@ async fn process_one(
     }
 
     // A team member's own mail to a consumer, Bcc'd to the mailbox: correspondence.
-    if room.config.is_member(&sender) {
+    if room.is_member(&sender) {
         let by_reference = referenced
             .iter()
             .find(|v| v.purpose == Purpose::Reply)

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Notify;
 
 use crate::cases::Policy;
-use crate::config::Config;
+use crate::config::{Config, TeamConfig};
 use crate::ids::Keys;
 use crate::store::Store;
 use crate::templates::Templates;
@@ -17,6 +17,8 @@ pub enum SetupError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Templates(#[from] crate::templates::TemplateError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot read the Message-ID key file {path}: {source}")]
     KeyFile {
         path: std::path::PathBuf,
@@ -30,6 +32,10 @@ pub struct Mailroom {
     pub config: Arc<Config>,
     pub store: Store,
     templates: Arc<RwLock<Arc<Templates>>>,
+    /// `[team]`, swapped on SIGHUP without dropping the IMAP session.
+    team: Arc<RwLock<Arc<TeamConfig>>>,
+    /// The file the config came from, re-read on SIGHUP.
+    config_path: Option<std::path::PathBuf>,
     pub keys: Arc<Keys>,
     pub policy: Arc<Policy>,
     /// Wakes the outbox sender when new mail was committed.
@@ -50,6 +56,8 @@ impl Mailroom {
         };
         Ok(Mailroom {
             policy: Arc::new(config.policy()),
+            team: Arc::new(RwLock::new(Arc::new(config.team.clone()))),
+            config_path: None,
             config: Arc::new(config),
             store,
             templates: Arc::new(RwLock::new(Arc::new(templates))),
@@ -65,12 +73,46 @@ impl Mailroom {
         }
     }
 
-    /// Swaps in freshly loaded templates (SIGHUP).
-    pub fn reload_templates(&self) -> Result<(), SetupError> {
+    /// Remembers the config file, so SIGHUP can re-read `[team]` from it.
+    pub fn with_config_path(mut self, path: std::path::PathBuf) -> Mailroom {
+        self.config_path = Some(path);
+        self
+    }
+
+    /// The team lists in force now.
+    pub fn team(&self) -> Arc<TeamConfig> {
+        match self.team.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Is `addr` in `[team] members`?
+    pub fn is_member(&self, addr: &str) -> bool {
+        self.team()
+            .members
+            .iter()
+            .any(|m| m.trim().eq_ignore_ascii_case(addr.trim()))
+    }
+
+    /// SIGHUP: reloads the templates and the `[team]` lists. Either both are
+    /// swapped in or neither: a broken file keeps the running set.
+    pub fn reload(&self) -> Result<(), SetupError> {
+        let fresh_team = match &self.config_path {
+            Some(path) => Some(Config::load(path)?.team),
+            None => None,
+        };
         let fresh = Arc::new(Templates::load(&self.config.templates.dir)?);
         match self.templates.write() {
             Ok(mut t) => *t = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        if let Some(team) = fresh_team {
+            let team = Arc::new(team);
+            match self.team.write() {
+                Ok(mut t) => *t = team,
+                Err(poisoned) => *poisoned.into_inner() = team,
+            }
         }
         Ok(())
     }

@@ -24,9 +24,9 @@ pub fn spawn(room: Mailroom, shutdown: CancellationToken) {
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     crate::systemd::reloading();
-                    match room.reload_templates() {
-                        Ok(()) => info!("Templates reloaded."),
-                        Err(e) => warn!(error = %e, "Template reload failed; keeping the old templates."),
+                    match room.reload() {
+                        Ok(()) => info!("Templates and team lists reloaded."),
+                        Err(e) => warn!(error = %e, "Reload failed; keeping the running templates and team lists."),
                     }
                     crate::systemd::ready();
                 }

@@ -481,3 +481,86 @@ async fn a_burst_of_requests_collapses_into_one_summary() {
         "{text}"
     );
 }
+
+/// Polls `check` every 200 ms until it holds; panics with `what` after 30 s.
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_team_lists_without_a_restart() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let alice = servers.unique_user("alice");
+    let bob = servers.unique_user("bob");
+    let notify = servers.unique_user("team");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .team_members(&[&alice])
+        .team_notify(&[&notify]);
+    let path = config.write();
+    let d = daemon::spawn(&path);
+    servers
+        .send_smtp(
+            &consumer,
+            &[&mailbox],
+            &mail::request(&consumer, &mailbox, "California Request to Know", "Hi\n"),
+        )
+        .await;
+    wait_until("the case opens", || !support::cases_json(&path).is_empty()).await;
+    let id = support::cases_json(&path)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = Team {
+        mailbox: mailbox.clone(),
+        alice: alice.clone(),
+        notify: notify.clone(),
+        config,
+        path: path.clone(),
+    };
+    let notice = notice_for(servers, &t, &id).await;
+    let has_event = |action: &str, actor: &str| {
+        support::case_json(&path, &id)["events"]
+            .as_array()
+            .is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["action"] == action && e["actor"] == actor)
+            })
+    };
+
+    // Bob is not a member yet.
+    servers
+        .send_smtp(
+            &bob,
+            &[&mailbox],
+            &mail::reply(&bob, &notice, Reply::Gmail, "#note before"),
+        )
+        .await;
+    wait_until("bob's command is refused", || {
+        has_event("command_refused", &bob)
+    })
+    .await;
+
+    // Add Bob to the file and send SIGHUP: the running daemon picks him up.
+    let config = t.config.team_members(&[&alice, &bob]);
+    config.write();
+    d.signal(libc::SIGHUP);
+    wait_until("the reload is logged", || d.log().contains("reloaded")).await;
+    servers
+        .send_smtp(
+            &bob,
+            &[&mailbox],
+            &mail::reply(&bob, &notice, Reply::Gmail, "#note after"),
+        )
+        .await;
+    wait_until("bob's note is applied", || has_event("note", &bob)).await;
+    assert!(d.log().contains("Templates and team lists reloaded."));
+}

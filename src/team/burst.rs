@@ -52,7 +52,7 @@ pub async fn flush(
         .bind(now - Duration::minutes(1))
         .fetch_one(&mut *conn)
         .await?;
-    let threshold = i64::from(room.config.team.burst_threshold);
+    let threshold = i64::from(room.team().burst_threshold);
     let mut cases = Vec::with_capacity(pending.len());
     for id in &pending {
         if let Some(case) = store::cases::get(conn, id).await? {
@@ -89,7 +89,7 @@ pub async fn flush(
             template: "team_burst_summary".into(),
             source,
         })?;
-    let notify = room.config.team.notify.clone();
+    let notify = room.team().notify.clone();
     let rate_key = notify.join(",").to_lowercase();
     let message_id = room.keys.generate(
         Purpose::Summary,

@@ -20,7 +20,7 @@ const JOB: &str = "digest";
 
 /// Sends today's digest if it is due and not yet sent. Returns whether it went out.
 pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, CaseworkError> {
-    let notify = room.config.team.notify.clone();
+    let notify = room.team().notify.clone();
     if notify.is_empty() {
         return Ok(false);
     }

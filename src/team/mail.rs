@@ -89,9 +89,7 @@ pub async fn handle(
         &reply_text::new_text(&inbound.text),
         &room.config.policy.case_prefix,
     );
-    if let Err(denied) =
-        auth::authorize(&room.config.team, &sender, &inbound.authentication_results)
-    {
+    if let Err(denied) = auth::authorize(&room.team(), &sender, &inbound.authentication_results) {
         let detail = format!("{} command line(s) not executed: {denied}", lines.len());
         store::events::append(
             conn,

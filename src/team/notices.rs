@@ -23,7 +23,7 @@ pub async fn notify_review(
     suggestion: Option<Kind>,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
-    let notify = room.config.team.notify.clone();
+    let notify = room.team().notify.clone();
     if notify.is_empty() {
         return Ok(());
     }
@@ -80,7 +80,7 @@ pub async fn notify_delivery_failure(
     case: &Case,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
-    let notify = room.config.team.notify.clone();
+    let notify = room.team().notify.clone();
     if notify.is_empty() {
         return Ok(());
     }

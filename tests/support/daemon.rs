@@ -371,6 +371,13 @@ impl Daemon {
     }
 
     /// Sends `signal` (e.g. `libc::SIGINT`) and waits up to `timeout`.
+    /// Sends `signal` (e.g. `libc::SIGHUP`) and returns at once.
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            super::procs::signal(child.id(), signal);
+        }
+    }
+
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("the daemon was already stopped");
         super::procs::signal(child.id(), signal);

@@ -26,7 +26,7 @@ pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, Cas
     }
     let tz = room.policy.timezone;
     let local = now.with_timezone(&tz);
-    let Ok(at) = room.config.digest_time() else {
+    let Ok(at) = chrono::NaiveTime::parse_from_str(&room.team().digest_time, "%H:%M") else {
         return Ok(false);
     };
     if local.time() < at {

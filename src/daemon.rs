@@ -19,6 +19,10 @@ use crate::outbox::{
 use crate::store::{self, StoreError};
 use crate::systemd;
 
+/// How often the sender looks for mail queued by another process (`cases act`
+/// writes to the outbox while the daemon runs).
+const OUTBOX_POLL: Duration = Duration::from_secs(5);
+
 /// How many messages one intake transaction takes.
 pub const BATCH: usize = 50;
 
@@ -336,7 +340,7 @@ pub async fn run(room: Mailroom, shutdown: CancellationToken) -> Result<(), Cycl
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let wait = reconnect_delay(failures);
-                warn!(error = %e, retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
+                warn!(error = %crate::logging::redact(&e.to_string()), retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
                 systemd::status(&format!("reconnecting: {e}"));
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -432,11 +436,13 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
                     "Outbox delivered."
                 );
                 if let Err(e) = copy_to_sent(&room).await {
-                    warn!(error = %e, "Cannot copy sent mail to the Sent folder; will retry.");
+                    warn!(error = %crate::logging::redact(&e.to_string()), "Cannot copy sent mail to the Sent folder; will retry.");
                 }
             }
             Ok(_) => {}
-            Err(e) => warn!(error = %e, "Outbox delivery round failed."),
+            Err(e) => {
+                warn!(error = %crate::logging::redact(&e.to_string()), "Outbox delivery round failed.")
+            }
         }
         if shutdown.is_cancelled() {
             sender.close().await;
@@ -450,8 +456,8 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
         };
         let wait = next
             .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-            .unwrap_or(Duration::from_secs(60))
-            .clamp(Duration::from_millis(50), Duration::from_secs(60));
+            .unwrap_or(OUTBOX_POLL)
+            .clamp(Duration::from_millis(50), OUTBOX_POLL);
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = room.outbox_wake.notified() => {}

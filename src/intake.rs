@@ -83,7 +83,7 @@ pub async fn process_batch(
             }
             Err(e) => {
                 sp.rollback().await?;
-                warn!(uid = fetched.uid, error = %e, "Message could not be processed; stored raw and sent to review.");
+                warn!(uid = fetched.uid, error = %crate::logging::redact(&e.to_string()), "Message could not be processed; stored raw and sent to review.");
                 record_failed(&mut tx, room, uid_validity, fetched, &e.to_string(), now).await?;
                 Outcome::Failed
             }

@@ -3,9 +3,13 @@
 //! level (default `info`).
 //!
 //! Personal data (addresses, names, bodies) is only ever logged at `debug` and
-//! below, unless `logging.log_personal_data` is set; see [`personal`].
+//! below, unless `logging.log_personal_data` is set; see [`redact`].
 
+use std::borrow::Cow;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use regex::Regex;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -52,11 +56,35 @@ pub fn init(format: LogFormat, log_personal_data: bool) {
     }
 }
 
-/// Shows an address (or name) in a log line only when the admin allowed it.
-pub fn personal(value: &str) -> &str {
+/// Text from outside (a server's reply, an error) with e-mail addresses
+/// replaced by `[address]`, unless the admin allowed personal data in logs.
+/// SMTP servers echo recipients ("<jane@example.com>: Recipient address
+/// rejected"), so their answers pass through here before reaching a log line.
+pub fn redact(text: &str) -> Cow<'_, str> {
     if PERSONAL.load(Ordering::Relaxed) {
-        value
-    } else {
-        "[redacted]"
+        return Cow::Borrowed(text);
+    }
+    static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"[A-Za-z0-9._%+=\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*").unwrap_or_else(
+            |_| {
+                // The pattern is a constant; this arm is never taken.
+                Regex::new("$^").unwrap_or_else(|_| unreachable!())
+            },
+        )
+    });
+    ADDRESS.replace_all(text, "[address]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_redacted() {
+        assert_eq!(
+            redact("550 5.1.1 <jane.doe+x@mail.example.com>: Recipient address rejected"),
+            "550 5.1.1 <[address]>: Recipient address rejected"
+        );
+        assert_eq!(redact("connection refused"), "connection refused");
     }
 }

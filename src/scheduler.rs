@@ -47,7 +47,9 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
                 tx.commit().await?;
                 changed += 1;
             }
-            Err(e) => warn!(case = %case.id, error = %e, "Scheduled work on a case failed."),
+            Err(e) => {
+                warn!(case = %case.id, error = %crate::logging::redact(&e.to_string()), "Scheduled work on a case failed.")
+            }
         }
     }
     if changed > 0 {

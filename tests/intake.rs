@@ -447,3 +447,156 @@ async fn first_start_leaves_mail_older_than_the_backlog_window_alone() {
     assert_ok(&daemon::run_once(&path), "second run");
     assert_eq!(cases_json(&path).len(), 1, "and stays alone on later runs");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_uidvalidity_rescans_without_doing_anything_twice() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let early = servers.unique_user("early");
+    let late = servers.unique_user("late");
+    let first = mail(&early, &mailbox, "California Request to Know", "", "Hi\n");
+    servers.append(&mailbox, "Requests", &first).await;
+    let config = DaemonConfig::new(servers, &mailbox).set_str("imap", "mailbox", "Requests");
+    let path = config.write();
+    // Committed, then the daemon dies before moving the original.
+    let mut cmd = daemon::command(&path, &["run", "--once"]);
+    cmd.env("PRIVACY_MAILROOM_FAULT", "before_move");
+    assert_eq!(
+        daemon::run_with_timeout(cmd, Duration::from_secs(120))
+            .status
+            .code(),
+        Some(86)
+    );
+
+    // The folder is rebuilt (a server migration): new UIDVALIDITY, the same
+    // message again, and a new one.
+    let mut session = servers.imap_session(&mailbox).await;
+    session.delete("Requests").await.expect("delete the folder");
+    session.create("Requests").await.expect("create the folder");
+    let _ = session.logout().await;
+    servers.append(&mailbox, "Requests", &first).await;
+    servers
+        .append(
+            &mailbox,
+            "Requests",
+            &mail(&late, &mailbox, "California Request to Delete", "", "Hi\n"),
+        )
+        .await;
+
+    assert_ok(&daemon::run_once(&path), "run after the UIDVALIDITY change");
+    let cases = cases_json(&path);
+    assert_eq!(
+        cases.len(),
+        2,
+        "the re-appended request is not a second case: {cases:#?}"
+    );
+    assert_eq!(servers.count(&mailbox, "Requests").await, 0, "both filed");
+    assert_eq!(
+        servers
+            .wait_for(&early, "INBOX", 1, Duration::from_secs(30))
+            .await
+            .len(),
+        1
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        servers.count(&early, "INBOX").await,
+        1,
+        "no second acknowledgement"
+    );
+    assert_eq!(
+        servers
+            .wait_for(&late, "INBOX", 1, Duration::from_secs(30))
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_messages_go_to_review_and_do_not_block_the_rest() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let garbage: &[u8] = b"\x00\x01\xff\xfe not a message\r\n\r\n\xc3\x28\r\n";
+    let broken_mime = b"From: x@broken.example\r\nSubject: =?utf-8?B?!!!?=\r\nContent-Type: multipart/mixed; boundary=\"never\"\r\n\r\n--never\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\nunterminated";
+    servers.append(&mailbox, "INBOX", garbage).await;
+    servers.append(&mailbox, "INBOX", broken_mime).await;
+    servers
+        .append(
+            &mailbox,
+            "INBOX",
+            &mail(
+                &consumer,
+                &mailbox,
+                "California Request to Know",
+                "",
+                "Hi\n",
+            ),
+        )
+        .await;
+    let config = DaemonConfig::new(servers, &mailbox);
+    let path = config.write();
+    assert_ok(&daemon::run_once(&path), "run --once");
+    assert_eq!(cases_json(&path).len(), 1);
+    assert_eq!(servers.count(&mailbox, "INBOX").await, 0);
+    assert_eq!(
+        servers.count(&mailbox, "Review").await,
+        2,
+        "both broken messages kept in review"
+    );
+    assert_eq!(
+        servers
+            .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn automatic_replies_per_sender_are_limited() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("eager");
+    for subject in [
+        "California Request to Know",
+        "California Request to Delete",
+        "California Request to Know (again)",
+    ] {
+        servers
+            .append(
+                &mailbox,
+                "INBOX",
+                &mail(&consumer, &mailbox, subject, "", "Hi\n"),
+            )
+            .await;
+    }
+    let config =
+        DaemonConfig::new(servers, &mailbox).set("policy", "max_auto_replies_per_day", "2");
+    let path = config.write();
+    assert_ok(&daemon::run_once(&path), "run --once");
+    let cases = cases_json(&path);
+    assert_eq!(cases.len(), 3, "every request is a case");
+    servers
+        .wait_for(&consumer, "INBOX", 2, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        servers.count(&consumer, "INBOX").await,
+        2,
+        "at most two automatic replies a day"
+    );
+    let suppressed = cases
+        .iter()
+        .map(|c| support::case_json(&path, c["id"].as_str().unwrap()))
+        .filter(|c| {
+            c["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == "reply_suppressed")
+        })
+        .count();
+    assert_eq!(suppressed, 1, "the suppressed reply is on record");
+}

@@ -564,3 +564,62 @@ async fn sighup_reloads_the_team_lists_without_a_restart() {
     wait_until("bob's note is applied", || has_event("note", &bob)).await;
     assert!(d.log().contains("Templates and team lists reloaded."));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_require_dkim_only_a_trusted_dkim_pass_lets_commands_run() {
+    let servers = MailServers::start();
+    let t = team(servers, |c| {
+        c.set("team", "require_dkim", "true").set(
+            "team",
+            "trusted_authserv_ids",
+            "[\"mx.example.test\"]",
+        )
+    });
+    let consumer = servers.unique_user("consumer");
+    deliver(
+        servers,
+        &t,
+        &consumer,
+        &mail::request(&consumer, &t.mailbox, "California Request to Know", "Hi\n"),
+    )
+    .await;
+    run(&t.path).await;
+    let id = support::cases_json(&t.path)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let notice = notice_for(servers, &t, &id).await;
+    let with_header = |header: &str, text: &str| {
+        let raw = mail::reply(&t.alice, &notice, Reply::Gmail, text);
+        let mut out = format!("Authentication-Results: {header}\r\n").into_bytes();
+        out.extend_from_slice(&raw);
+        out
+    };
+    // No trusted dkim=pass: refused (the member learns why).
+    let untrusted = with_header(
+        "mx.elsewhere.test; dkim=pass header.d=example.test",
+        "#note untrusted",
+    );
+    deliver(servers, &t, &t.alice, &untrusted).await;
+    run(&t.path).await;
+    let c = support::case_json(&t.path, &id);
+    let events = c["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["action"] == "command_refused"),
+        "{events:#?}"
+    );
+    assert!(!events.iter().any(|e| e["action"] == "note"));
+    // dkim=pass for the sender's domain from the trusted server: executed.
+    let trusted = with_header(
+        "mx.example.test; dkim=pass header.d=example.test header.s=s1",
+        "#note trusted",
+    );
+    deliver(servers, &t, &t.alice, &trusted).await;
+    run(&t.path).await;
+    let c = support::case_json(&t.path, &id);
+    assert!(
+        c["events"].as_array().unwrap().iter().any(
+            |e| e["action"] == "note" && e["detail"].as_str().unwrap_or("").contains("trusted")
+        )
+    );
+}

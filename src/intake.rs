@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{Connection, SqliteConnection};
 use tracing::{debug, info, warn};
 
-use crate::cases::engine::NewRequest;
+use crate::cases::engine::{NewRequest, Notice};
 use crate::cases::{Input, Kind};
 use crate::casework::{self, CaseworkError, NewThread};
 use crate::classify;
-use crate::ids::Purpose;
+use crate::ids::{Purpose, Verified};
 use crate::mailroom::Mailroom;
 use crate::message::{self, Inbound};
 use crate::store::{self, NewMessage};
@@ -117,15 +117,21 @@ fn target_name(room: &Mailroom, target: Target) -> &str {
     }
 }
 
-/// Context for recording the inbound message row.
+/// One message on its way through intake: what was fetched, what it says,
+/// and the facts every branch needs.
 struct Record<'a> {
     uid_validity: u32,
     fetched: &'a Fetched,
     inbound: &'a Inbound,
     sha: &'a str,
+    /// The From address, lower-cased ("" when missing).
+    sender: String,
+    /// Our Message-IDs (HMAC verified) in In-Reply-To and References.
+    referenced: Vec<Verified>,
 }
 
 impl Record<'_> {
+    /// Writes the inbound message row, to be filed to `target` after commit.
     async fn write(
         &self,
         conn: &mut SqliteConnection,
@@ -158,8 +164,21 @@ impl Record<'_> {
         )
         .await?)
     }
+
+    /// The case our Reply Message-ID names, else the case of the subject tag.
+    fn thread_case_id(&self, case_prefix: &str) -> Option<String> {
+        self.referenced
+            .iter()
+            .find(|v| v.purpose == Purpose::Reply)
+            .map(|v| v.subject_id.clone())
+            .or_else(|| classify::find_case_tag(&self.inbound.subject, case_prefix))
+    }
 }
 
+/// Decides what one message is, in order: a duplicate, too big, a delivery
+/// report, our own, a reply to a team notice, a team member's own mail,
+/// automatic mail, a reply in a case thread, a new request — or, failing all,
+/// a message for review. Never drops anything.
 async fn process_one(
     conn: &mut SqliteConnection,
     room: &Mailroom,
@@ -174,264 +193,313 @@ async fn process_one(
         fetched,
         inbound: &inbound,
         sha: &sha,
+        sender: inbound
+            .from
+            .as_ref()
+            .map(|a| a.addr.clone())
+            .unwrap_or_default(),
+        referenced: room.keys.verify_any(
+            inbound
+                .in_reply_to
+                .iter()
+                .chain(inbound.references.iter())
+                .map(String::as_str),
+        ),
     };
-
-    // Second line of de-duplication: the same message seen under another UID.
-    if let Some((_, earlier_target)) =
-        store::messages::seen_inbound(conn, inbound.message_id.as_deref(), &sha).await?
-    {
-        let target = if earlier_target.as_deref() == Some(room.config.imap.review_mailbox.as_str())
-        {
-            Target::Review
-        } else {
-            Target::Processed
-        };
-        file_only(conn, room, &rec, "duplicate", target, now).await?;
-        debug!(
-            uid = fetched.uid,
-            "Duplicate message filed without effects."
-        );
-        return Ok(Outcome::Duplicate);
+    if let Some(outcome) = duplicate(conn, room, &rec, now).await? {
+        return Ok(outcome);
     }
-
-    // Refused by size (SPEC §7): recorded from the headers, review, team told.
-    let max_attachment = room.config.agents.max_attachment_bytes;
-    let too_big = crate::attachments::over_limit(&inbound.attachments, max_attachment);
-    if fetched.headers_only || too_big.is_some() {
-        let why = match too_big {
-            Some(a) => format!(
-                "the attachment {:?} is {}, over agents.max_attachment_bytes ({})",
-                a.filename,
-                crate::attachments::human_size(a.bytes.len() as u64),
-                crate::attachments::human_size(max_attachment)
-            ),
-            None => format!(
-                "the message is {}, over imap.max_message_bytes",
-                crate::attachments::human_size(fetched.size)
-            ),
-        };
-        let o = crate::attachments::Oversize {
-            uid_validity,
-            uid: fetched.uid,
-            raw: &fetched.raw,
-            size: fetched.size,
-            sha256: &sha,
-            inbound: &inbound,
-            why,
-        };
-        crate::attachments::refuse_oversize(conn, room, &o, now).await?;
-        return Ok(Outcome::Review { reason: "oversize" });
+    if let Some(outcome) = oversize(conn, room, &rec, now).await? {
+        return Ok(outcome);
     }
-
-    let sender = inbound
-        .from
-        .as_ref()
-        .map(|a| a.addr.clone())
-        .unwrap_or_default();
-    let referenced = room.keys.verify_any(
-        inbound
-            .in_reply_to
-            .iter()
-            .chain(inbound.references.iter())
-            .map(String::as_str),
-    );
-
-    // Delivery reports: matched to the outbox entry they report.
     if let Some(dsn) = &inbound.dsn {
         return delivery_report(conn, room, &rec, dsn, now).await;
     }
-
-    // Our own mail (a Bcc or a loop) gets no answer.
-    if room.is_own_address(&sender) {
+    if room.is_own_address(&rec.sender) {
+        // Our own mail (a Bcc or a loop) gets no answer.
         rec.write(conn, room, None, "own", Target::Processed, now)
             .await?;
         return Ok(Outcome::Automatic);
     }
-
-    // Team mail: a reply to a notification, possibly with commands.
-    if let Some(scope) = crate::team::mail::Scope::from_references(&referenced) {
-        let case_id = match &scope {
-            crate::team::mail::Scope::Case(id) => store::cases::get(conn, id).await?.map(|c| c.id),
-            _ => None,
-        };
-        let member = room.is_member(&sender);
-        // A non-member's reply to a notice is kept for a person to look at.
-        let target = if member {
-            Target::Processed
-        } else {
-            Target::Review
-        };
-        rec.write(conn, room, case_id.as_deref(), "team", target, now)
-            .await?;
-        crate::team::mail::handle(conn, room, &inbound, &scope, now).await?;
-        return Ok(Outcome::TeamMail { case_id });
+    if let Some(scope) = crate::team::mail::Scope::from_references(&rec.referenced) {
+        return team_reply(conn, room, &rec, &scope, now).await;
     }
-
-    // A team member's own mail to a consumer, Bcc'd to the mailbox: correspondence.
-    if room.is_member(&sender) {
-        let by_reference = referenced
-            .iter()
-            .find(|v| v.purpose == Purpose::Reply)
-            .map(|v| v.subject_id.clone());
-        let tagged = classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix);
-        let commands = crate::team::commands::parse(
-            &message::reply_text::new_text(&inbound.text),
-            &room.config.policy.case_prefix,
-        );
-        if !commands.is_empty() {
-            // Commands need a reply to a notification (HMAC): these are not run.
-            let case_id = match by_reference.or(tagged) {
-                Some(id) => store::cases::get(conn, &id).await?.map(|c| c.id),
-                None => None,
-            };
-            rec.write(conn, room, case_id.as_deref(), "team", Target::Review, now)
-                .await?;
-            store::events::append(conn, case_id.as_deref(), now, &sender, "command_refused",
-                &format!("{} command line(s) not executed: the message does not reply to a notification of the daemon", commands.len())).await?;
-            return Ok(Outcome::Review {
-                reason: "team commands without a notification reference",
-            });
-        }
-        if let Some(case_id) = by_reference.or(tagged)
-            && store::cases::get(conn, &case_id).await?.is_some()
-        {
-            crate::team::correspondence::record(
-                conn,
-                room,
-                &case_id,
-                &inbound,
-                &sha,
-                fetched.size as i64,
-                now,
-            )
-            .await?;
-            // The row above is the case's record; this one only files the original.
-            file_only(
-                conn,
-                room,
-                &rec,
-                "team_reply_original",
-                Target::Processed,
-                now,
-            )
-            .await?;
-            return Ok(Outcome::TeamMail {
-                case_id: Some(case_id),
-            });
-        }
+    if room.is_member(&rec.sender)
+        && let Some(outcome) = member_mail(conn, room, &rec, now).await?
+    {
+        return Ok(outcome);
     }
-
-    // Automatic mail never opens a case and never gets a reply.
     if let Some(kind) = inbound.auto {
-        let case_id = referenced.first().map(|v| v.subject_id.clone());
-        match &case_id {
-            Some(id) if store::cases::get(conn, id).await?.is_some() => {
-                rec.write(conn, room, Some(id), "auto", Target::Processed, now)
-                    .await?;
-                store::events::append(
-                    conn,
-                    Some(id),
-                    now,
-                    "daemon",
-                    "automatic_mail",
-                    &format!("{kind:?} in the case thread; no reply"),
-                )
-                .await?;
-                return Ok(Outcome::Automatic);
-            }
-            _ => {
-                rec.write(conn, room, None, "auto", Target::Review, now)
-                    .await?;
-                return Ok(Outcome::Automatic);
-            }
-        }
+        return automatic(conn, room, &rec, kind, now).await;
     }
-
-    // A reply in a case thread: our Message-ID referenced, or the tag from a party of the case.
-    let by_reference = referenced
-        .iter()
-        .find(|v| v.purpose == Purpose::Reply)
-        .map(|v| v.subject_id.clone());
-    let tagged = classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix);
-    let threaded = match by_reference.or(tagged) {
+    let threaded = match rec.thread_case_id(&room.config.policy.case_prefix) {
         Some(case_id) => store::cases::get(conn, &case_id).await?,
         None => None,
     };
     if let Some(case) = threaded {
-        let proven_by_reference = referenced.iter().any(|v| v.subject_id == case.id);
-        let party = [
-            Some(&case.requester),
-            case.agent.as_ref(),
-            case.consumer.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|a| crate::address::same(a, &sender));
-        if proven_by_reference || party {
-            let row = rec
-                .write(conn, room, Some(&case.id), "case", Target::Processed, now)
-                .await?;
-            let haystack = format!("{}\n{}", inbound.subject, inbound.text);
-            let proves =
-                proven_by_reference || crate::ids::find_code(&haystack, &case.verification_code);
-            let new_text = message::reply_text::new_text(&inbound.text);
-            // Documents sent later in the thread join the register.
-            let declarations =
-                crate::attachments::record(conn, room, &case, row, &inbound.attachments, now)
-                    .await?
-                    .declarations;
-            let input = Input::ConsumerReply {
-                from: sender.clone(),
-                new_text,
-                proves_mailbox: proves,
-                declarations,
-            };
-            casework::apply_input(conn, room, &case.id, input, now).await?;
-            return Ok(Outcome::Reply { case_id: case.id });
-        }
-        // The tag alone, from someone else: never applied to the case.
-        rec.write(conn, room, Some(&case.id), "review", Target::Review, now)
+        return case_reply(conn, room, &rec, case, now).await;
+    }
+    if let Some(kind) = classify::match_subject(&room.config.rules, &inbound.subject) {
+        return open_case(conn, room, &rec, kind, now).await;
+    }
+    unmatched(conn, room, &rec, now).await
+}
+
+/// The second line of de-duplication after the UID cursor: the same message
+/// (Message-ID or bytes) seen under another UID is filed where the first went.
+async fn duplicate(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<Outcome>, CaseworkError> {
+    let Some((_, earlier_target)) =
+        store::messages::seen_inbound(conn, rec.inbound.message_id.as_deref(), rec.sha).await?
+    else {
+        return Ok(None);
+    };
+    let target = if earlier_target.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
+        Target::Review
+    } else {
+        Target::Processed
+    };
+    file_only(conn, room, rec, "duplicate", target, now).await?;
+    debug!(
+        uid = rec.fetched.uid,
+        "Duplicate message filed without effects."
+    );
+    Ok(Some(Outcome::Duplicate))
+}
+
+/// Refused by size (SPEC §7): recorded from the headers, review, team told.
+async fn oversize(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<Outcome>, CaseworkError> {
+    let max_attachment = room.config.agents.max_attachment_bytes;
+    let too_big = crate::attachments::over_limit(&rec.inbound.attachments, max_attachment);
+    if !rec.fetched.headers_only && too_big.is_none() {
+        return Ok(None);
+    }
+    let why = match too_big {
+        Some(a) => format!(
+            "the attachment {:?} is {}, over agents.max_attachment_bytes ({})",
+            a.filename,
+            crate::attachments::human_size(a.bytes.len() as u64),
+            crate::attachments::human_size(max_attachment)
+        ),
+        None => format!(
+            "the message is {}, over imap.max_message_bytes",
+            crate::attachments::human_size(rec.fetched.size)
+        ),
+    };
+    let o = crate::attachments::Oversize {
+        uid_validity: rec.uid_validity,
+        uid: rec.fetched.uid,
+        raw: &rec.fetched.raw,
+        size: rec.fetched.size,
+        sha256: rec.sha,
+        inbound: rec.inbound,
+        why,
+    };
+    crate::attachments::refuse_oversize(conn, room, &o, now).await?;
+    Ok(Some(Outcome::Review { reason: "oversize" }))
+}
+
+/// A reply to a team notice: commands, if the sender may give them.
+async fn team_reply(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    scope: &crate::team::mail::Scope,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
+    let case_id = match scope {
+        crate::team::mail::Scope::Case(id) => store::cases::get(conn, id).await?.map(|c| c.id),
+        _ => None,
+    };
+    // A non-member's reply to a notice is kept for a person to look at.
+    let target = if room.is_member(&rec.sender) {
+        Target::Processed
+    } else {
+        Target::Review
+    };
+    rec.write(conn, room, case_id.as_deref(), "team", target, now)
+        .await?;
+    crate::team::mail::handle(conn, room, rec.inbound, scope, now).await?;
+    Ok(Outcome::TeamMail { case_id })
+}
+
+/// A team member's mail that is not a reply to a notice: commands in it are
+/// not run (they need the notice's HMAC reference); mail to a consumer in a
+/// case thread (Bcc'd to the mailbox) is correspondence. Anything else goes on
+/// through the ordinary branches.
+async fn member_mail(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<Outcome>, CaseworkError> {
+    let case_id = match rec.thread_case_id(&room.config.policy.case_prefix) {
+        Some(id) => store::cases::get(conn, &id).await?.map(|c| c.id),
+        None => None,
+    };
+    let commands = crate::team::commands::parse(
+        &message::reply_text::new_text(&rec.inbound.text),
+        &room.config.policy.case_prefix,
+    );
+    if !commands.is_empty() {
+        rec.write(conn, room, case_id.as_deref(), "team", Target::Review, now)
             .await?;
-        store::events::append(conn, Some(&case.id), now, "daemon", "foreign_message",
-                "a message with the case tag from a sender who is not a party of the case; moved to review").await?;
-        casework::notify_team(
+        let detail = format!(
+            "{} command line(s) not executed: the message does not reply to a notification of the daemon",
+            commands.len()
+        );
+        store::events::append(
             conn,
-            room,
-            &case,
-            crate::cases::engine::Notice::ConsumerWrote,
+            case_id.as_deref(),
             now,
+            &rec.sender,
+            "command_refused",
+            &detail,
         )
         .await?;
+        return Ok(Some(Outcome::Review {
+            reason: "team commands without a notification reference",
+        }));
+    }
+    let Some(case_id) = case_id else {
+        return Ok(None);
+    };
+    crate::team::correspondence::record(
+        conn,
+        room,
+        &case_id,
+        rec.inbound,
+        rec.sha,
+        rec.fetched.size as i64,
+        now,
+    )
+    .await?;
+    // The correspondence row is the case's record; this one only files the original.
+    file_only(
+        conn,
+        room,
+        rec,
+        "team_reply_original",
+        Target::Processed,
+        now,
+    )
+    .await?;
+    Ok(Some(Outcome::TeamMail {
+        case_id: Some(case_id),
+    }))
+}
+
+/// Automatic mail never opens a case and never gets a reply: recorded on its
+/// case when it answers one of our messages, else kept in review.
+async fn automatic(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    kind: message::AutoKind,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
+    let case_id = match rec.referenced.first() {
+        Some(v) => store::cases::get(conn, &v.subject_id).await?.map(|c| c.id),
+        None => None,
+    };
+    let Some(id) = case_id else {
+        rec.write(conn, room, None, "auto", Target::Review, now)
+            .await?;
+        return Ok(Outcome::Automatic);
+    };
+    rec.write(conn, room, Some(&id), "auto", Target::Processed, now)
+        .await?;
+    let detail = format!("{kind:?} in the case thread; no reply");
+    store::events::append(conn, Some(&id), now, "daemon", "automatic_mail", &detail).await?;
+    Ok(Outcome::Automatic)
+}
+
+/// A message in a case thread. From a party of the case (or answering our
+/// Message-ID) it is stored on the case and advances it; the tag alone from
+/// anyone else never touches the case: review, and the team is told.
+async fn case_reply(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    case: crate::cases::Case,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
+    let proven_by_reference = rec.referenced.iter().any(|v| v.subject_id == case.id);
+    let party = [
+        Some(&case.requester),
+        case.agent.as_ref(),
+        case.consumer.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|a| crate::address::same(a, &rec.sender));
+    if !proven_by_reference && !party {
+        rec.write(conn, room, Some(&case.id), "review", Target::Review, now)
+            .await?;
+        store::events::append(
+            conn,
+            Some(&case.id),
+            now,
+            "daemon",
+            "foreign_message",
+            "a message with the case tag from a sender who is not a party of the case; moved to review",
+        )
+        .await?;
+        casework::notify_team(conn, room, &case, Notice::ConsumerWrote, now).await?;
         return Ok(Outcome::Review {
             reason: "foreign sender with case tag",
         });
     }
+    let row = rec
+        .write(conn, room, Some(&case.id), "case", Target::Processed, now)
+        .await?;
+    // The code anywhere (people rarely retype it; clients quote our mail), or our Message-ID.
+    let haystack = format!("{}\n{}", rec.inbound.subject, rec.inbound.text);
+    let proves = proven_by_reference || crate::ids::find_code(&haystack, &case.verification_code);
+    // Documents sent later in the thread join the register.
+    let declarations =
+        crate::attachments::record(conn, room, &case, row, &rec.inbound.attachments, now)
+            .await?
+            .declarations;
+    let input = Input::ConsumerReply {
+        from: rec.sender.clone(),
+        new_text: message::reply_text::new_text(&rec.inbound.text),
+        proves_mailbox: proves,
+        declarations,
+    };
+    casework::apply_input(conn, room, &case.id, input, now).await?;
+    Ok(Outcome::Reply { case_id: case.id })
+}
 
-    // A new request?
-    if let Some(kind) = classify::match_subject(&room.config.rules, &inbound.subject) {
-        return open_case(conn, room, &rec, kind, &sender, now).await;
-    }
-
-    // Never dropped: review, and the team is told (CCPA regs §7020(e)).
+/// Matches nothing: never dropped (CCPA regs §7020(e)). Review, and the team
+/// is told, with `#open` offered when the body reads like a request.
+async fn unmatched(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
     let id = rec
         .write(conn, room, None, "review", Target::Review, now)
         .await?;
-    let suggestion = classify::looks_like_request(&inbound.text);
-    store::events::append(
-        conn,
-        None,
-        now,
-        "daemon",
-        "review",
-        &format!(
-            "message row {id}: no rule matched{}",
-            suggestion
-                .map(|k| format!("; reads like a {k} request"))
-                .unwrap_or_default()
-        ),
-    )
-    .await?;
-    crate::team::notify_review(conn, room, id, &inbound, suggestion, now).await?;
+    let suggestion = classify::looks_like_request(&rec.inbound.text);
+    let detail = format!(
+        "message row {id}: no rule matched{}",
+        suggestion
+            .map(|k| format!("; reads like a {k} request"))
+            .unwrap_or_default()
+    );
+    store::events::append(conn, None, now, "daemon", "review", &detail).await?;
+    crate::team::notify_review(conn, room, id, rec.inbound, suggestion, now).await?;
     Ok(Outcome::Review {
         reason: "no rule matched",
     })
@@ -442,7 +510,6 @@ async fn open_case(
     room: &Mailroom,
     rec: &Record<'_>,
     kind: Kind,
-    sender: &str,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     // Receipt is when the mailbox got it; never in the future.
@@ -451,8 +518,17 @@ async fn open_case(
     let row = rec
         .write(conn, room, None, "case", Target::Processed, now)
         .await?;
-    let case_id =
-        open_request(conn, room, rec.inbound, kind, sender, received_at, row, now).await?;
+    let case_id = open_request(
+        conn,
+        room,
+        rec.inbound,
+        kind,
+        &rec.sender,
+        received_at,
+        row,
+        now,
+    )
+    .await?;
     Ok(Outcome::Opened { case_id, kind })
 }
 

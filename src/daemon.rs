@@ -147,6 +147,8 @@ pub async fn drain(
                 debug!(uid, ?outcome, "Message processed.");
             }
             file_pending(room, imap, uid_validity).await?;
+            // A long burst must not look like a hang to systemd.
+            crate::systemd::Watchdog::from_env().ping();
             after = after.max(chunk.iter().map(|l| l.uid).max().unwrap_or(after));
             if shutdown.is_cancelled() {
                 return Ok(taken);
@@ -313,7 +315,7 @@ pub async fn run_once(room: &Mailroom) -> Result<(), CycleError> {
     scan_sent(room, &mut imap).await?;
     crate::scheduler::run_due(room, Utc::now()).await?;
     let sender = smtp_sender(room)?;
-    let delivered = outbox::deliver_due(room, &sender, Utc::now()).await?;
+    let delivered = outbox::deliver_due(room, &sender, Utc::now(), &shutdown).await?;
     sender.close().await;
     info!(
         sent = delivered.sent,
@@ -427,7 +429,7 @@ async fn mailbox_session(
 /// schedule; copies sent mail to the Sent folder over its own IMAP connection.
 async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationToken) {
     loop {
-        match outbox::deliver_due(&room, &sender, Utc::now()).await {
+        match outbox::deliver_due(&room, &sender, Utc::now(), &shutdown).await {
             Ok(d) if d.sent > 0 => {
                 info!(
                     sent = d.sent,

@@ -40,14 +40,21 @@ pub fn backoff(attempts: i64) -> Duration {
 /// Sends every pending mail that is due. A transient failure (4xx, network)
 /// schedules a retry; a permanent one (5xx), or retries past three days, marks
 /// the mail failed and tells the team.
+///
+/// Stops between messages once `stop` is cancelled (SIGTERM): what is left
+/// stays pending and goes out after the restart.
 pub async fn deliver_due(
     room: &Mailroom,
     sender: &SmtpSender,
     now: DateTime<Utc>,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> Result<Delivered, StoreError> {
     let mut done = Delivered::default();
     let mut seen = std::collections::HashSet::new();
     loop {
+        if stop.is_cancelled() {
+            return Ok(done);
+        }
         let rows = {
             let mut conn = room.store.conn().await?;
             store::outbox::due(&mut conn, now, BATCH).await?
@@ -57,6 +64,9 @@ pub async fn deliver_due(
             return Ok(done);
         }
         for row in rows {
+            if stop.is_cancelled() {
+                return Ok(done);
+            }
             let recipients = row.recipient_list();
             let to: Vec<&str> = recipients.iter().map(String::as_str).collect();
             let result = sender.send_raw(&row.envelope_from, &to, &row.raw).await;

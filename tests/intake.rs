@@ -600,3 +600,68 @@ async fn automatic_replies_per_sender_are_limited() {
         .count();
     assert_eq!(suppressed, 1, "the suppressed reply is on record");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bounce_marks_the_reported_mail_failed_and_tells_the_team() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let notify = servers.unique_user("team");
+    servers
+        .append(
+            &mailbox,
+            "INBOX",
+            &mail(
+                &consumer,
+                &mailbox,
+                "California Request to Know",
+                "",
+                "Hi\n",
+            ),
+        )
+        .await;
+    let config = DaemonConfig::new(servers, &mailbox).team_notify(&[&notify]);
+    let path = config.write();
+    assert_ok(&daemon::run_once(&path), "run --once");
+    let ack = servers
+        .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    let ack_id = message_id_of(&ack);
+    let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
+
+    let dsn = format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.test>\r\nTo: {mailbox}\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{n}@mx.example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\nFinal-Recipient: rfc822; {consumer}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Privacy Team <{mailbox}>\r\nTo: {consumer}\r\nMessage-ID: {ack_id}\r\nSubject: {subject}\r\n\r\n--B--\r\n",
+        n = std::process::id(),
+        subject = support::header(&ack, "Subject").unwrap_or_default(),
+    );
+    servers.append(&mailbox, "INBOX", dsn.as_bytes()).await;
+    assert_ok(&daemon::run_once(&path), "run --once with the bounce");
+    let case = support::case_json(&path, &id);
+    let events = case["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["action"] == "delivery_failed"),
+        "{events:#?}"
+    );
+    let notices = servers
+        .wait_for(&notify, "INBOX", 2, Duration::from_secs(30))
+        .await;
+    assert!(
+        notices.iter().any(|m| support::header(m, "Subject")
+            .unwrap_or_default()
+            .starts_with("Delivery failure")),
+        "the team is told"
+    );
+    assert_eq!(servers.count(&mailbox, "INBOX").await, 0);
+    assert_eq!(
+        servers.count(&mailbox, "Review").await,
+        0,
+        "a matched bounce is filed with its case"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        servers.count(&consumer, "INBOX").await,
+        1,
+        "no reply to a bounce"
+    );
+}

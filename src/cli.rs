@@ -278,9 +278,10 @@ pub async fn open_mailroom(
     crate::mailroom::Mailroom::open(config)
         .await
         .map_err(|e| match e {
-            SetupError::Templates(_) | SetupError::KeyFile { .. } | SetupError::Config(_) => {
-                Failure::Usage(e.into())
-            }
+            SetupError::Templates(_)
+            | SetupError::TemplateCheck { .. }
+            | SetupError::KeyFile { .. }
+            | SetupError::Config(_) => Failure::Usage(e.into()),
             SetupError::Store(_) => Failure::Runtime(e.into()),
         })
 }
@@ -301,6 +302,8 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
             let room = open_mailroom(config)
                 .await?
                 .with_config_path(crate::config::resolve_path(cli.config.as_deref()));
+            room.require_sound_templates()
+                .map_err(|e| Failure::Usage(e.into()))?;
             if once {
                 crate::daemon::run_once(&room)
                     .await

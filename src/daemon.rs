@@ -313,7 +313,9 @@ pub async fn run_once(room: &Mailroom) -> Result<(), CycleError> {
     let (mut imap, info) = connect_imap(room).await?;
     drain(room, &mut imap, info, &shutdown).await?;
     scan_sent(room, &mut imap).await?;
-    crate::scheduler::run_due(room, Utc::now()).await?;
+    if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
+        warn!(error = %crate::logging::redact(&e.to_string()), "Scheduled work failed.");
+    }
     let sender = smtp_sender(room)?;
     let delivered = outbox::deliver_due(room, &sender, Utc::now(), &shutdown).await?;
     sender.close().await;
@@ -386,7 +388,10 @@ async fn mailbox_session(
         drain(room, &mut imap, info, shutdown).await?;
         scan_sent(room, &mut imap).await?;
         imap.select(&room.config.imap.mailbox).await?;
-        crate::scheduler::run_due(room, Utc::now()).await?;
+        // The clocks must never stop intake: a failure is logged and retried next turn.
+        if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
+            warn!(error = %crate::logging::redact(&e.to_string()), "Scheduled work failed; retrying next turn.");
+        }
         if !*ready {
             systemd::ready();
             *ready = true;

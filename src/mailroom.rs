@@ -19,6 +19,13 @@ pub enum SetupError {
     Templates(#[from] crate::templates::TemplateError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(
+        "the templates in {dir} fail `privacy-mailroom templates check`: {problems}; fix them before the daemon sends mail with them"
+    )]
+    TemplateCheck {
+        dir: std::path::PathBuf,
+        problems: String,
+    },
     #[error("cannot read the Message-ID key file {path}: {source}")]
     KeyFile {
         path: std::path::PathBuf,
@@ -73,6 +80,12 @@ impl Mailroom {
         }
     }
 
+    /// Refuses templates that would fail at the first mail (strict mode: an
+    /// unknown variable is an error here, not a blank in a consumer's mail).
+    pub fn require_sound_templates(&self) -> Result<(), SetupError> {
+        check_templates(&self.templates(), &self.config.templates.dir)
+    }
+
     /// Remembers the config file, so SIGHUP can re-read `[team]` from it.
     pub fn with_config_path(mut self, path: std::path::PathBuf) -> Mailroom {
         self.config_path = Some(path);
@@ -103,6 +116,7 @@ impl Mailroom {
             None => None,
         };
         let fresh = Arc::new(Templates::load(&self.config.templates.dir)?);
+        check_templates(&fresh, &self.config.templates.dir)?;
         match self.templates.write() {
             Ok(mut t) => *t = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -122,4 +136,19 @@ impl Mailroom {
         crate::address::same(addr, &self.config.mailbox_address())
             || crate::address::same(addr, &self.config.imap.username)
     }
+}
+
+fn check_templates(templates: &Templates, dir: &std::path::Path) -> Result<(), SetupError> {
+    let problems = templates.check();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(SetupError::TemplateCheck {
+        dir: dir.to_owned(),
+        problems: problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
 }

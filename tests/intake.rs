@@ -665,3 +665,54 @@ async fn a_bounce_marks_the_reported_mail_failed_and_tells_the_team() {
         "no reply to a bounce"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_refuses_to_start_with_a_template_that_would_fail() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    servers
+        .append(
+            &mailbox,
+            "INBOX",
+            &mail(
+                &consumer,
+                &mailbox,
+                "California Request to Know",
+                "",
+                "Hi\n",
+            ),
+        )
+        .await;
+    let templates = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(daemon::TEMPLATES_DIR).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), templates.path().join(entry.file_name())).unwrap();
+    }
+    let denial = templates.path().join("denial.text.hbs");
+    let text = std::fs::read_to_string(&denial).unwrap();
+    std::fs::write(&denial, format!("{text}\n{{{{case.no_such_field}}}}\n")).unwrap();
+    let config = DaemonConfig::new(servers, &mailbox).set_str(
+        "templates",
+        "dir",
+        &templates.path().display().to_string(),
+    );
+    let path = config.write();
+    let out = daemon::run_once(&path);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a broken template is a configuration error"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("denial") && err.contains("templates check"),
+        "{err}"
+    );
+    assert_eq!(
+        servers.count(&mailbox, "INBOX").await,
+        1,
+        "nothing was taken in"
+    );
+    assert_eq!(servers.count(&consumer, "INBOX").await, 0);
+}

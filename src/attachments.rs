@@ -31,15 +31,13 @@ use sqlx::SqliteConnection;
 use tracing::{debug, info};
 
 use crate::cases::Case;
-use crate::casework::{self, CaseworkError, Queued};
+use crate::casework::CaseworkError;
 use crate::classify;
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::message::attachment::sanitize_filename_nth;
 use crate::message::{Attachment, Inbound, sniff_type};
-use crate::outbox::compose::AutoSubmitted;
 use crate::store::{self, NewMessage, StoreError};
-use crate::templates::{ReviewContext, Suggestion, TemplateContext, format_date};
 
 /// Errors of the attachment store. Messages name the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -609,7 +607,7 @@ pub async fn refuse_oversize(
         Some(id) => format!("{} (it belongs to case {id})", o.why),
         None => o.why.clone(),
     };
-    notify_review(conn, room, row, inbound, &why, suggestion, now).await?;
+    crate::team::notify_review(conn, room, row, inbound, &why, suggestion, now).await?;
     Ok(row)
 }
 
@@ -656,66 +654,6 @@ async fn threaded_case(
         }
     }
     Ok(None)
-}
-
-/// The review notice (like `team::notify_review`) with our own reason.
-async fn notify_review(
-    conn: &mut SqliteConnection,
-    room: &Mailroom,
-    message_row: i64,
-    inbound: &Inbound,
-    why: &str,
-    suggestion: Option<crate::cases::Kind>,
-    now: DateTime<Utc>,
-) -> Result<(), CaseworkError> {
-    let notify = room.team().notify.clone();
-    if notify.is_empty() {
-        return Ok(());
-    }
-    let mut ctx = TemplateContext::from_config(&room.config);
-    ctx.review = Some(ReviewContext {
-        from: inbound
-            .from
-            .as_ref()
-            .map(|a| a.addr.clone())
-            .unwrap_or_else(|| "(no sender)".into()),
-        subject: inbound.subject.clone(),
-        why: why.to_string(),
-        received_date: format_date(now, room.policy.timezone),
-        folder: room.config.imap.review_mailbox.clone(),
-    });
-    ctx.suggestion = suggestion.map(Suggestion::new);
-    let rendered = room
-        .templates()
-        .render("team_review_notice", &ctx)
-        .map_err(|source| CaseworkError::Template {
-            template: "team_review_notice".into(),
-            source,
-        })?;
-    let message_id = room.keys.generate(
-        Purpose::Review,
-        &message_row.to_string(),
-        &room.config.message_id_domain(),
-    );
-    let rate_key = notify.join(",").to_lowercase();
-    casework::queue(
-        conn,
-        room,
-        Queued {
-            case_id: None,
-            audience: "team",
-            template: "team_review_notice",
-            recipients: notify,
-            rate_key: &rate_key,
-            rendered,
-            message_id,
-            in_reply_to: inbound.message_id.clone(),
-            references: inbound.message_id.iter().cloned().collect(),
-            auto_submitted: AutoSubmitted::Generated,
-        },
-        now,
-    )
-    .await
 }
 
 /// A size in words for the team ("30.0 MB").

@@ -239,7 +239,9 @@ async fn process_one(
     if let Some(case) = threaded {
         return case_reply(conn, room, &rec, case, now).await;
     }
-    if let Some(kind) = classify::match_subject(&room.config.rules, &inbound.subject) {
+    if let Some(kind) = classify::match_subject(&room.config.rules, &inbound.subject)
+        && !rec.sender.is_empty()
+    {
         return open_case(conn, room, &rec, kind, now).await;
     }
     unmatched(conn, room, &rec, now).await
@@ -412,8 +414,15 @@ async fn automatic(
         None => None,
     };
     let Some(id) = case_id else {
-        rec.write(conn, room, None, "auto", Target::Review, now)
+        let row = rec
+            .write(conn, room, None, "auto", Target::Review, now)
             .await?;
+        // A request sent through a no-reply web form still reaches a person:
+        // the team is told, with `#open` offered.
+        if let Some(kind) = classify::match_subject(&room.config.rules, &rec.inbound.subject) {
+            let why = "automatic mail (no-reply sender or auto-reply headers) with a request's subject line";
+            crate::team::notify_review(conn, room, row, rec.inbound, why, Some(kind), now).await?;
+        }
         return Ok(Outcome::Automatic);
     };
     rec.write(conn, room, Some(&id), "auto", Target::Processed, now)
@@ -499,7 +508,8 @@ async fn unmatched(
             .unwrap_or_default()
     );
     store::events::append(conn, None, now, "daemon", "review", &detail).await?;
-    crate::team::notify_review(conn, room, id, rec.inbound, suggestion, now).await?;
+    let why = "no subject rule matched and it is not a reply in a case thread";
+    crate::team::notify_review(conn, room, id, rec.inbound, why, suggestion, now).await?;
     Ok(Outcome::Review {
         reason: "no rule matched",
     })

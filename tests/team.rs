@@ -623,3 +623,43 @@ async fn with_require_dkim_only_a_trusted_dkim_pass_lets_commands_run() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_from_a_no_reply_web_form_reaches_the_team_and_opens_with_reply_to() {
+    let servers = MailServers::start();
+    let t = team(servers, |c| c);
+    let consumer = servers.unique_user("consumer");
+    let form = "no-reply@forms.example.test";
+    let raw = mail::message(
+        form,
+        &t.mailbox,
+        "California Request to Delete",
+        &format!("Reply-To: {consumer}"),
+        "Name: Jane Doe\n",
+    );
+    deliver(servers, &t, form, &raw).await;
+    run(&t.path).await;
+    assert!(
+        support::cases_json(&t.path).is_empty(),
+        "automatic mail never opens a case by itself"
+    );
+    let notice = notice_for(servers, &t, "Review: California Request to Delete").await;
+    assert!(mail::text_of(&notice).contains("#open delete"));
+    let reply = mail::reply(&t.alice, &notice, Reply::Gmail, "#open delete");
+    deliver(servers, &t, &t.alice, &reply).await;
+    run(&t.path).await;
+    let cases = support::cases_json(&t.path);
+    assert_eq!(cases.len(), 1);
+    assert_eq!(
+        cases[0]["requester"],
+        consumer.as_str(),
+        "the web form's Reply-To is the requester"
+    );
+    assert_eq!(
+        servers
+            .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+            .await
+            .len(),
+        1
+    );
+}

@@ -293,7 +293,13 @@ async fn open_from_review(
         return Ok(Err("only the headers of that message were kept".into()));
     };
     let inbound = crate::message::parse(&raw);
-    let Some(sender) = inbound.from.as_ref().map(|a| a.addr.clone()) else {
+    // A web form's no-reply sender names the consumer in Reply-To.
+    let Some(sender) = inbound
+        .reply_to
+        .as_ref()
+        .or(inbound.from.as_ref())
+        .map(|a| a.addr.clone())
+    else {
         return Ok(Err("the message has no sender to answer".into()));
     };
     let id = crate::intake::open_request(conn, room, &inbound, kind, &sender, at, row, now).await?;

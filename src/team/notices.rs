@@ -20,6 +20,7 @@ pub async fn notify_review(
     room: &Mailroom,
     message_row: i64,
     inbound: &Inbound,
+    why: &str,
     suggestion: Option<Kind>,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
@@ -35,7 +36,7 @@ pub async fn notify_review(
             .map(|a| a.addr.clone())
             .unwrap_or_else(|| "(no sender)".into()),
         subject: inbound.subject.clone(),
-        why: "no subject rule matched and it is not a reply in a case thread".into(),
+        why: why.to_string(),
         received_date: format_date(now, room.policy.timezone),
         folder: room.config.imap.review_mailbox.clone(),
     });

@@ -295,32 +295,85 @@ pub async fn send_notice(
     notice: Notice,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let ctx = case_context(room, case, None, Some(notice), now);
+    queue_for_team(
+        conn,
+        room,
+        TeamMail::case_notice("team_notice", &ctx, &case.id),
+        now,
+    )
+    .await
+}
+
+/// A mail to `[team] notify`: a notice, a summary, the digest.
+pub struct TeamMail<'a> {
+    pub template: &'a str,
+    pub ctx: &'a TemplateContext,
+    /// What the Message-ID authenticates, and for which case, summary or row.
+    pub purpose: Purpose,
+    pub subject_id: &'a str,
+    pub case_id: Option<&'a str>,
+    /// Ignored for case notices, which thread under the case's first notice.
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+}
+
+impl<'a> TeamMail<'a> {
+    /// A notice about one case, threaded with the case's other notices.
+    pub fn case_notice(template: &'a str, ctx: &'a TemplateContext, case_id: &'a str) -> Self {
+        TeamMail {
+            template,
+            ctx,
+            purpose: Purpose::Notice,
+            subject_id: case_id,
+            case_id: Some(case_id),
+            in_reply_to: None,
+            references: Vec::new(),
+        }
+    }
+}
+
+/// Renders and queues a team mail; nothing when `[team] notify` is empty.
+pub async fn queue_for_team(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    mail: TeamMail<'_>,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let notify = room.team().notify.clone();
     if notify.is_empty() {
         return Ok(());
     }
-    let rendered = render(room, "team_notice", case, None, Some(notice), now)?;
-    let thread = store::cases::thread(conn, &case.id).await?;
-    let message_id =
-        room.keys
-            .generate(Purpose::Notice, &case.id, &room.config.message_id_domain());
-    if thread.notice_root.is_none() {
-        store::cases::set_notice_root(conn, &case.id, &message_id).await?;
-    }
+    let rendered = render_context(room, mail.template, mail.ctx)?;
+    let message_id = room.keys.generate(
+        mail.purpose,
+        mail.subject_id,
+        &room.config.message_id_domain(),
+    );
+    let (in_reply_to, references) = match mail.case_id {
+        Some(case_id) if mail.purpose == Purpose::Notice => {
+            let root = store::cases::thread(conn, case_id).await?.notice_root;
+            if root.is_none() {
+                store::cases::set_notice_root(conn, case_id, &message_id).await?;
+            }
+            (root.clone(), root.into_iter().collect())
+        }
+        _ => (mail.in_reply_to, mail.references),
+    };
     let rate_key = notify.join(",").to_lowercase();
     queue(
         conn,
         room,
         Queued {
-            case_id: Some(&case.id),
+            case_id: mail.case_id,
             audience: "team",
-            template: "team_notice",
+            template: mail.template,
             recipients: notify,
             rate_key: &rate_key,
             rendered,
-            in_reply_to: thread.notice_root.clone(),
-            references: thread.notice_root.into_iter().collect(),
             message_id,
+            in_reply_to,
+            references,
             auto_submitted: AutoSubmitted::Generated,
         },
         now,
@@ -416,6 +469,21 @@ pub fn render(
     notice: Option<Notice>,
     now: DateTime<Utc>,
 ) -> Result<Rendered> {
+    render_context(
+        room,
+        template,
+        &case_context(room, case, reason, notice, now),
+    )
+}
+
+/// What templates see of a case (and, for a notice, its wording and commands).
+pub fn case_context(
+    room: &Mailroom,
+    case: &Case,
+    reason: Option<&str>,
+    notice: Option<Notice>,
+    now: DateTime<Utc>,
+) -> TemplateContext {
     let mut ctx = TemplateContext::from_config(&room.config).with_case(CaseContext::from_case(
         case,
         room.policy.timezone,
@@ -428,8 +496,13 @@ pub fn render(
         ctx.notice_text = Some(text);
         ctx.commands = commands_for(case);
     }
+    ctx
+}
+
+/// Renders any template with the running template set.
+pub fn render_context(room: &Mailroom, template: &str, ctx: &TemplateContext) -> Result<Rendered> {
     room.templates()
-        .render(template, &ctx)
+        .render(template, ctx)
         .map_err(|source| CaseworkError::Template {
             template: template.to_string(),
             source,
@@ -467,6 +540,10 @@ fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
         Notice::Overdue => (
             "Overdue".into(),
             "The response to this request is overdue.".into(),
+        ),
+        Notice::DeliveryFailed => (
+            "Delivery failure".into(),
+            "A message to the requester could not be delivered. Check the address on the case and contact the requester another way if needed.".into(),
         ),
     }
 }

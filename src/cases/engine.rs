@@ -125,6 +125,9 @@ pub enum Notice {
     ConsumerWrote,
     DeadlineApproaching,
     Overdue,
+    /// Mail to the requester bounced or was refused (not an engine decision:
+    /// the outbox and delivery reports raise it).
+    DeliveryFailed,
 }
 
 impl Notice {
@@ -137,6 +140,7 @@ impl Notice {
             Notice::ConsumerWrote => "consumer_wrote",
             Notice::DeadlineApproaching => "deadline_approaching",
             Notice::Overdue => "overdue",
+            Notice::DeliveryFailed => "delivery_failed",
         }
     }
 }

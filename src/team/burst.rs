@@ -9,10 +9,9 @@ use sqlx::SqliteConnection;
 use tracing::info;
 
 use crate::cases::engine::Notice;
-use crate::casework::{self, CaseworkError, Queued};
+use crate::casework::{self, CaseworkError, TeamMail};
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
-use crate::outbox::compose::AutoSubmitted;
 use crate::store;
 use crate::templates::{CaseContext, SummaryContext, TemplateContext};
 
@@ -82,34 +81,17 @@ pub async fn flush(
         .iter()
         .map(|c| CaseContext::from_case(c, room.policy.timezone, now))
         .collect();
-    let rendered = room
-        .templates()
-        .render("team_burst_summary", &ctx)
-        .map_err(|source| CaseworkError::Template {
-            template: "team_burst_summary".into(),
-            source,
-        })?;
-    let notify = room.team().notify.clone();
-    let rate_key = notify.join(",").to_lowercase();
-    let message_id = room.keys.generate(
-        Purpose::Summary,
-        &summary_id,
-        &room.config.message_id_domain(),
-    );
-    casework::queue(
+    casework::queue_for_team(
         conn,
         room,
-        Queued {
-            case_id: None,
-            audience: "team",
+        TeamMail {
             template: "team_burst_summary",
-            recipients: notify,
-            rate_key: &rate_key,
-            rendered,
-            message_id,
+            ctx: &ctx,
+            purpose: Purpose::Summary,
+            subject_id: &summary_id,
+            case_id: None,
             in_reply_to: None,
             references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
         },
         now,
     )

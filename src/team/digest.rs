@@ -7,10 +7,9 @@ use chrono::{DateTime, Utc};
 use tracing::info;
 
 use crate::cases::State;
-use crate::casework::{self, CaseworkError, Queued};
+use crate::casework::{self, CaseworkError, TeamMail};
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
-use crate::outbox::compose::AutoSubmitted;
 use crate::store::{self, CaseFilter};
 use crate::templates::{
     CaseContext, DigestContext, StateCount, TemplateContext, format_date, state_title,
@@ -20,13 +19,13 @@ const JOB: &str = "digest";
 
 /// Sends today's digest if it is due and not yet sent. Returns whether it went out.
 pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, CaseworkError> {
-    let notify = room.team().notify.clone();
-    if notify.is_empty() {
+    let team = room.team();
+    if team.notify.is_empty() {
         return Ok(false);
     }
     let tz = room.policy.timezone;
     let local = now.with_timezone(&tz);
-    let Ok(at) = chrono::NaiveTime::parse_from_str(&room.team().digest_time, "%H:%M") else {
+    let Ok(at) = chrono::NaiveTime::parse_from_str(&team.digest_time, "%H:%M") else {
         return Ok(false);
     };
     if local.time() < at {
@@ -86,32 +85,18 @@ pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, Cas
             .map(ctx_of)
             .collect(),
     });
-    let rendered = room
-        .templates()
-        .render("team_digest", &ctx)
-        .map_err(|source| CaseworkError::Template {
-            template: "team_digest".into(),
-            source,
-        })?;
     let day = local.format("%Y-%m-%d").to_string();
-    let message_id = room
-        .keys
-        .generate(Purpose::Digest, &day, &room.config.message_id_domain());
-    let rate_key = notify.join(",").to_lowercase();
-    casework::queue(
+    casework::queue_for_team(
         &mut tx,
         room,
-        Queued {
-            case_id: None,
-            audience: "team",
+        TeamMail {
             template: "team_digest",
-            recipients: notify,
-            rate_key: &rate_key,
-            rendered,
-            message_id,
+            ctx: &ctx,
+            purpose: Purpose::Digest,
+            subject_id: &day,
+            case_id: None,
             in_reply_to: None,
             references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
         },
         now,
     )

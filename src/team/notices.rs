@@ -4,13 +4,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
+use crate::cases::engine::Notice;
 use crate::cases::{Case, Kind};
-use crate::casework::{self, CaseworkError, Queued};
+use crate::casework::{self, CaseworkError, TeamMail};
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::message::Inbound;
-use crate::outbox::compose::AutoSubmitted;
-use crate::templates::{CaseContext, ReviewContext, Suggestion, TemplateContext, format_date};
+use crate::templates::{ReviewContext, Suggestion, TemplateContext, format_date};
 
 /// Tells the team a message was moved to review (never dropped: CCPA regs §7020(e)).
 /// The notice's Message-ID names the message row, so `#open know|delete` in a
@@ -24,10 +24,6 @@ pub async fn notify_review(
     suggestion: Option<Kind>,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
-    let notify = room.team().notify.clone();
-    if notify.is_empty() {
-        return Ok(());
-    }
     let mut ctx = TemplateContext::from_config(&room.config);
     ctx.review = Some(ReviewContext {
         from: inbound
@@ -41,33 +37,18 @@ pub async fn notify_review(
         folder: room.config.imap.review_mailbox.clone(),
     });
     ctx.suggestion = suggestion.map(Suggestion::new);
-    let rendered = room
-        .templates()
-        .render("team_review_notice", &ctx)
-        .map_err(|source| CaseworkError::Template {
-            template: "team_review_notice".into(),
-            source,
-        })?;
-    let message_id = room.keys.generate(
-        Purpose::Review,
-        &message_row.to_string(),
-        &room.config.message_id_domain(),
-    );
-    let rate_key = notify.join(",").to_lowercase();
-    casework::queue(
+    let row = message_row.to_string();
+    casework::queue_for_team(
         conn,
         room,
-        Queued {
-            case_id: None,
-            audience: "team",
+        TeamMail {
             template: "team_review_notice",
-            recipients: notify,
-            rate_key: &rate_key,
-            rendered,
-            message_id,
+            ctx: &ctx,
+            purpose: Purpose::Review,
+            subject_id: &row,
+            case_id: None,
             in_reply_to: inbound.message_id.clone(),
             references: inbound.message_id.iter().cloned().collect(),
-            auto_submitted: AutoSubmitted::Generated,
         },
         now,
     )
@@ -81,48 +62,5 @@ pub async fn notify_delivery_failure(
     case: &Case,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
-    let notify = room.team().notify.clone();
-    if notify.is_empty() {
-        return Ok(());
-    }
-    let mut ctx = TemplateContext::from_config(&room.config).with_case(CaseContext::from_case(
-        case,
-        room.policy.timezone,
-        now,
-    ));
-    ctx.notice_title = Some("Delivery failure".into());
-    ctx.notice_text = Some(
-        "A message to the requester could not be delivered. Check the address on the case and contact the requester another way if needed.".into(),
-    );
-    ctx.commands = crate::templates::commands_for(case);
-    let rendered = room
-        .templates()
-        .render("team_notice", &ctx)
-        .map_err(|source| CaseworkError::Template {
-            template: "team_notice".into(),
-            source,
-        })?;
-    let thread = crate::store::cases::thread(conn, &case.id).await?;
-    let message_id =
-        room.keys
-            .generate(Purpose::Notice, &case.id, &room.config.message_id_domain());
-    let rate_key = notify.join(",").to_lowercase();
-    casework::queue(
-        conn,
-        room,
-        Queued {
-            case_id: Some(&case.id),
-            audience: "team",
-            template: "team_notice",
-            recipients: notify,
-            rate_key: &rate_key,
-            rendered,
-            message_id,
-            in_reply_to: thread.notice_root.clone(),
-            references: thread.notice_root.into_iter().collect(),
-            auto_submitted: AutoSubmitted::Generated,
-        },
-        now,
-    )
-    .await
+    casework::send_notice(conn, room, case, Notice::DeliveryFailed, now).await
 }

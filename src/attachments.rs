@@ -641,15 +641,7 @@ async fn threaded_case(
     if let Some(id) = classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix)
         && let Some(case) = store::cases::get(conn, &id).await?
     {
-        let party = [
-            Some(&case.requester),
-            case.agent.as_ref(),
-            case.consumer.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|a| crate::address::same(a, sender));
-        if party {
+        if case.is_party(sender) {
             return Ok(Some(case));
         }
     }

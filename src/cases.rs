@@ -187,4 +187,17 @@ impl Case {
     pub fn is_agent(&self) -> bool {
         self.agent.is_some()
     }
+
+    /// The requester, the agent or the consumer: whoever may write in the
+    /// case's thread by its subject tag alone.
+    pub fn is_party(&self, addr: &str) -> bool {
+        [
+            Some(&self.requester),
+            self.agent.as_ref(),
+            self.consumer.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|a| crate::address::same(a, addr))
+    }
 }

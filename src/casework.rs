@@ -198,32 +198,27 @@ pub async fn send_to_consumer(
         return Ok(());
     };
     let rate_key = recipient.to_lowercase();
-    if room.is_own_address(&rate_key) {
-        store::events::append(
-            conn,
-            Some(&case.id),
-            now,
-            "daemon",
-            "reply_suppressed",
-            &format!("{template}: the recipient is the mailbox itself"),
-        )
-        .await?;
-        return Ok(());
-    }
     let limit = i64::from(room.config.policy.max_auto_replies_per_day);
-    let recent =
-        store::outbox::recent_to(conn, &rate_key, now - chrono::Duration::hours(24)).await?;
-    if recent >= limit {
-        info!(case = %case.id, template, "Automatic reply suppressed: per-sender daily limit reached.");
+    let suppressed = if room.is_own_address(&rate_key) {
+        Some(format!("{template}: the recipient is the mailbox itself"))
+    } else {
+        let since = now - chrono::Duration::hours(24);
+        let recent = store::outbox::recent_to(conn, &rate_key, since).await?;
+        (recent >= limit).then(|| {
+            format!(
+                "{template}: {recent} automatic replies to this sender in 24 hours (limit {limit})"
+            )
+        })
+    };
+    if let Some(why) = suppressed {
+        info!(case = %case.id, template, "Automatic reply suppressed by a loop guard.");
         store::events::append(
             conn,
             Some(&case.id),
             now,
             "daemon",
             "reply_suppressed",
-            &format!(
-                "{template}: {recent} automatic replies to this sender in 24 hours (limit {limit})"
-            ),
+            &why,
         )
         .await?;
         return Ok(());

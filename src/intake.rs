@@ -443,15 +443,7 @@ async fn case_reply(
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let proven_by_reference = rec.referenced.iter().any(|v| v.subject_id == case.id);
-    let party = [
-        Some(&case.requester),
-        case.agent.as_ref(),
-        case.consumer.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .any(|a| crate::address::same(a, &rec.sender));
-    if !proven_by_reference && !party {
+    if !proven_by_reference && !case.is_party(&rec.sender) {
         rec.write(conn, room, Some(&case.id), "review", Target::Review, now)
             .await?;
         store::events::append(

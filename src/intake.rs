@@ -239,12 +239,16 @@ async fn process_one(
     if let Some(case) = threaded {
         return case_reply(conn, room, &rec, case, now).await;
     }
-    if let Some(kind) = classify::match_subject(&room.config.rules, &inbound.subject)
-        && !rec.sender.is_empty()
-    {
+    if let Some(kind) = classify::match_subject(&room.config.rules, &inbound.subject) {
+        if crate::address::parse_mailbox(&rec.sender).is_none() {
+            let why = "a request whose sender address cannot be answered";
+            return review(conn, room, &rec, why, Some(kind), now).await;
+        }
         return open_case(conn, room, &rec, kind, now).await;
     }
-    unmatched(conn, room, &rec, now).await
+    let why = "no subject rule matched and it is not a reply in a case thread";
+    let suggestion = classify::looks_like_request(&inbound.text);
+    review(conn, room, &rec, why, suggestion, now).await
 }
 
 /// The second line of de-duplication after the UID cursor: the same message
@@ -481,30 +485,28 @@ async fn case_reply(
     Ok(Outcome::Reply { case_id: case.id })
 }
 
-/// Matches nothing: never dropped (CCPA regs §7020(e)). Review, and the team
-/// is told, with `#open` offered when the body reads like a request.
-async fn unmatched(
+/// For a person: never dropped (CCPA regs §7020(e)). Review, and the team
+/// is told why, with `#open` offered when it reads like a request.
+async fn review(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     rec: &Record<'_>,
+    why: &'static str,
+    suggestion: Option<Kind>,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let id = rec
         .write(conn, room, None, "review", Target::Review, now)
         .await?;
-    let suggestion = classify::looks_like_request(&rec.inbound.text);
     let detail = format!(
-        "message row {id}: no rule matched{}",
+        "message row {id}: {why}{}",
         suggestion
             .map(|k| format!("; reads like a {k} request"))
             .unwrap_or_default()
     );
     store::events::append(conn, None, now, "daemon", "review", &detail).await?;
-    let why = "no subject rule matched and it is not a reply in a case thread";
     crate::team::notify_review(conn, room, id, rec.inbound, why, suggestion, now).await?;
-    Ok(Outcome::Review {
-        reason: "no rule matched",
-    })
+    Ok(Outcome::Review { reason: why })
 }
 
 async fn open_case(
@@ -728,5 +730,17 @@ async fn record_failed(
         &format!("message row {id}: {error}"),
     )
     .await?;
+    // Tell the team, unless telling fails the same way: the message is safe
+    // in review either way, and the batch must go on.
+    let inbound = message::parse(&fetched.raw);
+    let mut sp = conn.begin().await?;
+    let why = "the daemon could not process it (see `processing_failed` in the log of events)";
+    match crate::team::notify_review(&mut sp, room, id, &inbound, why, None, now).await {
+        Ok(()) => sp.commit().await?,
+        Err(e) => {
+            sp.rollback().await?;
+            warn!(error = %crate::logging::redact(&e.to_string()), "Cannot tell the team about a failed message.");
+        }
+    }
     Ok(())
 }

@@ -13,12 +13,13 @@
 //! attachment name must be safe.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use privacy_mailroom::message::{self, AutoKind, Inbound};
+use support::corpus::{message_files, to_crlf};
 
-const CORPUS_VAR: &str = "PRIVACY_MAILROOM_CORPUS";
+mod support;
 
 /// Panics seen anywhere in this test binary, including ones `parse` catches.
 static PANICS: AtomicUsize = AtomicUsize::new(0);
@@ -39,16 +40,7 @@ fn corpus_messages_parse_safely_and_automatic_mail_is_detected() {
         default_hook(info);
     }));
 
-    let mut roots = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eml")];
-    if let Some(dir) = std::env::var_os(CORPUS_VAR) {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.is_dir(),
-            "{CORPUS_VAR}={} is not a folder: point it at the real-world corpus or unset it",
-            dir.display()
-        );
-        roots.push(dir);
-    }
+    let roots = support::corpus::roots();
 
     let mut report = Report::default();
     for root in &roots {
@@ -294,39 +286,4 @@ fn read_index(root: &Path) -> Vec<HashMap<String, String>> {
                 .collect()
         })
         .collect()
-}
-
-/// Every `.eml` and `.box` file under `root`, sorted.
-fn message_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "eml" || e == "box") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// LF (or mixed) line ends → CRLF, as an IMAP server hands messages out.
-fn to_crlf(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-    let mut prev = 0u8;
-    for &b in raw {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    out
 }

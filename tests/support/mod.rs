@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod cases;
+pub mod corpus;
 pub mod daemon;
 mod imap;
 pub mod mail;

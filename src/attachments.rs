@@ -640,10 +640,9 @@ async fn threaded_case(
         .unwrap_or_default();
     if let Some(id) = classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix)
         && let Some(case) = store::cases::get(conn, &id).await?
+        && case.is_party(sender)
     {
-        if case.is_party(sender) {
-            return Ok(Some(case));
-        }
+        return Ok(Some(case));
     }
     Ok(None)
 }

@@ -401,35 +401,20 @@ async fn purge_case(
     })
 }
 
-/// Where a stored attachment lives: `attachments_dir/sha256/ab/cd/<hex>`
-/// (the layout of `attachments::Blobs`). Only a well-formed hash yields a path.
-pub fn attachment_paths(dir: &Path, sha: &str) -> Vec<PathBuf> {
-    let sha = sha.to_ascii_lowercase();
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Vec::new();
-    }
-    vec![
-        dir.join("sha256")
-            .join(&sha[0..2])
-            .join(&sha[2..4])
-            .join(&sha),
-    ]
-}
-
-/// Removes the stored file of `sha` (whichever layout holds it).
+/// Removes the stored file of `sha` (the store's own layout; a malformed
+/// hash names no file and removes nothing).
 fn remove_attachment_files(dir: &Path, sha: &str) -> Result<u64, PurgeError> {
-    let mut removed = 0;
-    for path in attachment_paths(dir, sha) {
-        match std::fs::remove_file(&path) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                warn!(path = %path.display(), error = %source, "Cannot remove an attachment file.");
-                return Err(PurgeError::RemoveFile { path, source });
-            }
+    let Ok(path) = crate::attachments::Blobs::new(dir).path_of(sha) else {
+        return Ok(0);
+    };
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(1),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(source) => {
+            warn!(path = %path.display(), error = %source, "Cannot remove an attachment file.");
+            Err(PurgeError::RemoveFile { path, source })
         }
     }
-    Ok(removed)
 }
 
 #[cfg(test)]
@@ -451,13 +436,13 @@ mod tests {
     }
 
     #[test]
-    fn attachment_paths_only_for_hex() {
-        let dir = Path::new("/var/lib/x");
-        assert!(attachment_paths(dir, "../../etc/passwd").is_empty());
-        assert!(attachment_paths(dir, "abc").is_empty());
-        let sha = "AB".to_string() + &"cd".repeat(31);
-        let want = format!("/var/lib/x/sha256/ab/cd/ab{}", "cd".repeat(31));
-        assert_eq!(attachment_paths(dir, &sha), vec![PathBuf::from(want)]);
+    fn removing_a_malformed_hash_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("passwd");
+        std::fs::write(&victim, "x").unwrap();
+        assert_eq!(remove_attachment_files(dir.path(), "../passwd").unwrap(), 0);
+        assert_eq!(remove_attachment_files(dir.path(), "abc").unwrap(), 0);
+        assert!(victim.exists());
     }
 
     #[test]

@@ -419,6 +419,42 @@ async fn smtp_delivers_over_starttls_reconnecting_per_batch() {
 }
 
 #[tokio::test]
+async fn smtp_delivers_over_implicit_tls_and_refuses_an_unknown_ca() {
+    let servers = MailServers::start();
+    let user = servers.unique_user("smtps");
+    let mut cfg = smtp_cfg(servers, 10);
+    cfg.security = Security::Tls;
+    cfg.port = servers.smtps_port();
+    let sender = SmtpSender::new(&cfg, None).unwrap();
+    sender.test_connection().await.unwrap();
+    let raw = compose(&outgoing(&user, 1)).unwrap();
+    sender
+        .send_raw("privacy@example.test", &[user.as_str()], &raw)
+        .await
+        .unwrap_or_else(|e| panic!("send over SMTPS: {e}"));
+    sender.close().await;
+    assert_eq!(
+        servers
+            .wait_for(&user, "INBOX", 1, Duration::from_secs(30))
+            .await
+            .len(),
+        1
+    );
+
+    cfg.ca_file = None;
+    let untrusting = SmtpSender::new(&cfg, None).unwrap();
+    assert!(untrusting.test_connection().await.is_err());
+    let err = untrusting
+        .send_raw("privacy@example.test", &[user.as_str()], &raw)
+        .await
+        .unwrap_err();
+    assert!(
+        !err.is_permanent(),
+        "a TLS failure is retried, not final: {err}"
+    );
+}
+
+#[tokio::test]
 async fn smtp_errors_are_classified() {
     let servers = MailServers::start();
     let user = servers.unique_user("smtp5xx");

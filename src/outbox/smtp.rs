@@ -18,7 +18,9 @@ use std::time::Duration;
 use lettre::address::{Address, Envelope};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::extension::ClientId;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -61,6 +63,15 @@ pub enum SmtpError {
         port: u16,
         security: &'static str,
         source: lettre::transport::smtp::Error,
+    },
+    #[error(
+        "cannot connect to SMTP server {host}:{port} using {security}: {source}; check smtp.host, smtp.port and smtp.security (and smtp.ca_file if the server uses a private CA)"
+    )]
+    Socket {
+        host: String,
+        port: u16,
+        security: &'static str,
+        source: std::io::Error,
     },
     #[error(
         "SMTP server {host}:{port} does not offer STARTTLS; use smtp.security = \"tls\" (usually port 465) or a server that supports STARTTLS"
@@ -114,6 +125,8 @@ pub struct SmtpSender {
     port: u16,
     security: Security,
     tls: Option<TlsParameters>,
+    /// Implicit TLS (port 465) is set up here, on our own socket.
+    implicit_tls: Option<tokio_rustls::TlsConnector>,
     credentials: Option<Credentials>,
     max_per_connection: u32,
     hello: ClientId,
@@ -166,6 +179,12 @@ impl SmtpSender {
                 )
             }
         };
+        let implicit_tls = match cfg.security {
+            Security::Tls => Some(tokio_rustls::TlsConnector::from(tls::client_config(
+                cfg.ca_file.as_deref(),
+            )?)),
+            Security::Starttls | Security::None => None,
+        };
         let credentials = match (&cfg.username, password) {
             (Some(user), Some(pass)) => Some(Credentials::new(user.clone(), pass.to_owned())),
             (Some(_), None) => return Err(SmtpError::MissingPassword),
@@ -176,6 +195,7 @@ impl SmtpSender {
             port: cfg.port,
             security: cfg.security,
             tls,
+            implicit_tls,
             credentials,
             max_per_connection: cfg.max_messages_per_connection.max(1),
             hello: ClientId::default(),
@@ -284,6 +304,23 @@ impl SmtpSender {
         }
     }
 
+    /// The TCP connection, with Nagle's algorithm off, and TLS on it for
+    /// implicit TLS. lettre writes the final `.` of a message as a small packet
+    /// of its own; with Nagle on it waits for the server's delayed ACK (about
+    /// 40 ms) before the reply can come, for every message (docs/benchmark.md).
+    async fn socket(&self) -> std::io::Result<Box<dyn AsyncTokioStream>> {
+        let bare_host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = tokio::net::TcpStream::connect((bare_host, self.port)).await?;
+        tcp.set_nodelay(true)?;
+        let Some(connector) = &self.implicit_tls else {
+            return Ok(Box::new(tcp));
+        };
+        let name = tls::server_name(bare_host)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let tls = connector.connect(name, tcp).await?;
+        Ok(Box::new(ImplicitTls(tls)))
+    }
+
     async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
         let timeout = |what| SmtpError::Timeout {
             host: self.host.clone(),
@@ -297,23 +334,22 @@ impl SmtpSender {
             security: security_label(self.security),
             source,
         };
-        let wrapper = match self.security {
-            Security::Tls => self.tls.clone(),
-            Security::Starttls | Security::None => None,
+        let socket_err = |source| SmtpError::Socket {
+            host: self.host.clone(),
+            port: self.port,
+            security: security_label(self.security),
+            source,
         };
-        let bare_host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let stream = tokio::time::timeout(COMMAND_TIMEOUT, self.socket())
+            .await
+            .map_err(|_| timeout("the connection"))?
+            .map_err(socket_err)?;
         let mut conn = tokio::time::timeout(
             COMMAND_TIMEOUT,
-            AsyncSmtpConnection::connect_tokio1(
-                (bare_host, self.port),
-                Some(COMMAND_TIMEOUT),
-                &self.hello,
-                wrapper,
-                None,
-            ),
+            AsyncSmtpConnection::connect_with_transport(stream, &self.hello),
         )
         .await
-        .map_err(|_| timeout("the connection"))?
+        .map_err(|_| timeout("the greeting and EHLO"))?
         .map_err(connect_err)?;
 
         if self.security == Security::Starttls {
@@ -457,5 +493,49 @@ mod tests {
                 "no addresses in {err}"
             );
         }
+    }
+}
+
+/// A TLS stream over TCP that lettre can drive (implicit TLS, port 465).
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

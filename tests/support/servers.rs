@@ -30,6 +30,7 @@ pub struct MailServers {
     imaps_port: u16,
     lmtp_port: u16,
     smtp_port: u16,
+    smtps_port: u16,
     tls: Arc<rustls::ClientConfig>,
     users: AtomicU64,
     // Held so the children are never reaped out from under the watcher; they
@@ -46,6 +47,7 @@ impl std::fmt::Debug for MailServers {
             .field("imaps_port", &self.imaps_port)
             .field("lmtp_port", &self.lmtp_port)
             .field("smtp_port", &self.smtp_port)
+            .field("smtps_port", &self.smtps_port)
             .finish()
     }
 }
@@ -82,6 +84,11 @@ impl MailServers {
     /// Postfix's SMTP port (STARTTLS offered, relays anything from loopback).
     pub fn smtp_port(&self) -> u16 {
         self.smtp_port
+    }
+
+    /// Postfix with implicit TLS (SMTPS, like port 465).
+    pub fn smtps_port(&self) -> u16 {
+        self.smtps_port
     }
 
     /// Dovecot's LMTP port (what Postfix delivers to).
@@ -170,7 +177,7 @@ fn boot() -> anyhow::Result<MailServers> {
     tls::write_certificates(&dir)?;
     let tls = tls::client_config(&dir.join("ca.pem"))?;
 
-    let [imap_port, imaps_port, lmtp_port, smtp_port] = free_ports()?;
+    let [imap_port, imaps_port, lmtp_port, smtp_port, smtps_port] = free_ports()?;
     let mut guard = StartupGuard {
         groups: Vec::new(),
         armed: true,
@@ -185,12 +192,13 @@ fn boot() -> anyhow::Result<MailServers> {
         wait_for_port(port, &mut children[0], &dir, "Dovecot")?;
     }
 
-    let master = start_postfix(&dir, &postfix, &postconf, lmtp_port, smtp_port)?;
+    let master = start_postfix(&dir, &postfix, &postconf, lmtp_port, smtp_port, smtps_port)?;
     // `master -s` makes itself a session (and process group) leader.
     watcher.register_group(master.id())?;
     guard.groups.push(master.id());
     children.push(master);
     wait_for_port(smtp_port, &mut children[1], &dir, "Postfix")?;
+    wait_for_port(smtps_port, &mut children[1], &dir, "Postfix (SMTPS)")?;
 
     guard.armed = false;
     Ok(MailServers {
@@ -199,6 +207,7 @@ fn boot() -> anyhow::Result<MailServers> {
         imaps_port,
         lmtp_port,
         smtp_port,
+        smtps_port,
         tls,
         users: AtomicU64::new(0),
         _children: Mutex::new(children),
@@ -237,12 +246,12 @@ fn check_dovecot_version(dovecot: &Path) -> anyhow::Result<()> {
 /// Four distinct free loopback ports. The listeners are held until all are
 /// picked (so they differ) and then dropped; the short race with other
 /// programs is accepted.
-fn free_ports() -> anyhow::Result<[u16; 4]> {
-    let listeners = (0..4)
+fn free_ports() -> anyhow::Result<[u16; 5]> {
+    let listeners = (0..5)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()
         .context("bind a free loopback port")?;
-    let mut ports = [0u16; 4];
+    let mut ports = [0u16; 5];
     for (slot, l) in ports.iter_mut().zip(&listeners) {
         *slot = l.local_addr().context("read a bound port")?.port();
     }
@@ -408,6 +417,7 @@ fn start_postfix(
     postconf: &Path,
     lmtp_port: u16,
     smtp_port: u16,
+    smtps_port: u16,
 ) -> anyhow::Result<Child> {
     let (postfix_uid, _) = lookup_user("postfix")?;
     let conf_dir = dir.join("postfix/conf");
@@ -468,7 +478,7 @@ readme_directory = no
         .with_context(|| format!("read /etc/postfix/master.cf; {INSTALL_HINT}"))?;
     std::fs::write(
         conf_dir.join("master.cf"),
-        master_cf_for(&master_cf, smtp_port),
+        master_cf_for(&master_cf, smtp_port, smtps_port),
     )
     .context("write master.cf")?;
 
@@ -518,9 +528,10 @@ readme_directory = no
 }
 
 /// Debian's master.cf with the public `smtp` listener moved to
-/// `127.0.0.1:PORT` and every service out of the chroot (a chroot would need
-/// copies of /etc files inside the queue directory).
-fn master_cf_for(original: &str, smtp_port: u16) -> String {
+/// `127.0.0.1:PORT`, an implicit-TLS listener added, and every service out of
+/// the chroot (a chroot would need copies of /etc files inside the queue
+/// directory).
+fn master_cf_for(original: &str, smtp_port: u16, smtps_port: u16) -> String {
     let mut out = String::new();
     for line in original.lines() {
         let is_service = line
@@ -539,5 +550,8 @@ fn master_cf_for(original: &str, smtp_port: u16) -> String {
         }
         out.push('\n');
     }
+    out.push_str(&format!(
+        "127.0.0.1:{smtps_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt\n"
+    ));
     out
 }

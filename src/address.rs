@@ -18,6 +18,23 @@ pub fn domain(addr: &str) -> Option<&str> {
         .filter(|d| !d.is_empty())
 }
 
+/// Is the address at one of `domains`, or a subdomain of one? (`@` before a
+/// listed domain is allowed; case is ignored.)
+pub fn in_domains<D: AsRef<str>>(addr: &str, domains: &[D]) -> bool {
+    let Some(domain) = domain(addr.trim()) else {
+        return false;
+    };
+    let domain = domain.to_lowercase();
+    domains.iter().any(|k| {
+        let k = k.as_ref().trim().trim_start_matches('@').to_lowercase();
+        !k.is_empty()
+            && (domain == k
+                || domain
+                    .strip_suffix(&k)
+                    .is_some_and(|rest| rest.ends_with('.')))
+    })
+}
+
 /// Same mailbox, ignoring case.
 pub fn same(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
@@ -35,5 +52,11 @@ mod tests {
         assert_eq!(parse_mailbox("a@b.example").unwrap().addr, "a@b.example");
         assert!(parse_mailbox("not an address").is_none());
         assert_eq!(domain("x@Y.example"), Some("Y.example"));
+        let agents = ["rights-agent.example", "@other.example"];
+        assert!(in_domains("a@Rights-Agent.example", &agents));
+        assert!(in_domains("a@eu.rights-agent.example", &agents));
+        assert!(in_domains("a@other.example", &agents));
+        assert!(!in_domains("a@evilrights-agent.example", &agents));
+        assert!(!in_domains("no-domain", &agents));
     }
 }

@@ -288,16 +288,7 @@ where
     let from = from_addr.trim().to_lowercase();
     let sender_domain = from.rsplit_once('@').map(|(_, d)| d.to_string());
 
-    let known = sender_domain.as_deref().is_some_and(|domain| {
-        known_domains.iter().any(|k| {
-            let k = k.as_ref().trim().trim_start_matches('@').to_lowercase();
-            !k.is_empty()
-                && (domain == k
-                    || domain
-                        .strip_suffix(&k)
-                        .is_some_and(|rest| rest.ends_with('.')))
-        })
-    });
+    let known = crate::address::in_domains(&from, known_domains);
     let wording = AGENT_WORDING
         .find_iter(text)
         .any(|m| !starts_self(&text[m.start()..]));

@@ -41,6 +41,32 @@ pub enum CycleError {
     Smtp(#[from] SmtpError),
 }
 
+/// At most this many bytes of messages in memory per intake batch.
+pub const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Splits listed messages into intake batches of at most [`BATCH`] messages
+/// and [`BATCH_BYTES`] bytes (a message over `max_bytes` is fetched as headers
+/// only and counts nothing), so a burst of large mail keeps memory bounded.
+fn batches(listed: &[crate::imap::Listed], max_bytes: u64) -> Vec<&[crate::imap::Listed]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, l) in listed.iter().enumerate() {
+        let size = u64::from(l.size.unwrap_or(0));
+        let size = if size > max_bytes { 0 } else { size };
+        if i > start && (i - start >= BATCH || bytes + size > BATCH_BYTES) {
+            out.push(&listed[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < listed.len() {
+        out.push(&listed[start..]);
+    }
+    out
+}
+
 /// Logs in, creates the folders the daemon files into, selects the mailbox.
 pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleError> {
     let cfg = &room.config.imap;
@@ -107,7 +133,7 @@ pub async fn drain(
         if listed.is_empty() {
             break;
         }
-        for chunk in listed.chunks(BATCH) {
+        for chunk in batches(&listed, max_bytes) {
             let (small, large): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = chunk
                 .iter()
                 .partition(|l| u64::from(l.size.unwrap_or(0)) <= max_bytes);
@@ -481,4 +507,44 @@ async fn copy_to_sent(room: &Mailroom) -> Result<(), CycleError> {
     outbox::append_sent(room, &mut imap).await?;
     let _ = imap.logout().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imap::Listed;
+
+    fn listed(sizes: &[u32]) -> Vec<Listed> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Listed {
+                uid: i as u32 + 1,
+                size: Some(*s),
+                internal_date: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        let many = listed(&[1000; 120]);
+        let sizes: Vec<usize> = batches(&many, u64::MAX).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [BATCH, BATCH, 20]);
+        let mib = 1024 * 1024;
+        let big = listed(&[20 * mib, 20 * mib, 10 * mib, 30 * mib]);
+        let sizes: Vec<usize> = batches(&big, u64::MAX).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [1, 2, 1]);
+        // Over the message limit: only headers are fetched, so it costs nothing.
+        let huge = listed(&[60 * mib, 60 * mib]);
+        assert_eq!(batches(&huge, 50 * u64::from(mib)).len(), 1);
+        assert!(batches(&[], 10).is_empty());
+    }
+
+    #[test]
+    fn reconnect_delay_grows_and_is_capped() {
+        assert!(reconnect_delay(1) <= Duration::from_secs(3));
+        assert!(reconnect_delay(30) <= Duration::from_secs(450));
+        assert!(reconnect_delay(30) >= Duration::from_secs(150));
+    }
 }

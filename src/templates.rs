@@ -851,7 +851,16 @@ pub struct DigestContext {
     pub overdue: Vec<CaseContext>,
     /// Waiting for the consumer: verification or confirmation outstanding.
     pub waiting_on_consumer: Vec<CaseContext>,
+    /// Cases left out of each list (each lists at most
+    /// [`DIGEST_LIST_LIMIT`]; `cases list` shows them all).
+    pub due_soon_more: usize,
+    pub overdue_more: usize,
+    pub waiting_more: usize,
 }
+
+/// The most cases one digest list shows: after a burst of thousands, the
+/// digest stays a readable mail.
+pub const DIGEST_LIST_LIMIT: usize = 50;
 
 /// One entry of `{{digest.by_state}}`.
 #[derive(Debug, Clone, Serialize)]
@@ -1027,6 +1036,9 @@ fn sample(kind: Kind, full: bool, notarized: bool) -> TemplateContext {
             due_soon: vec![other.clone()],
             overdue: vec![overdue],
             waiting_on_consumer: vec![case, other],
+            due_soon_more: 3,
+            overdue_more: 1,
+            waiting_more: 2,
         }
     } else {
         DigestContext {
@@ -1036,6 +1048,9 @@ fn sample(kind: Kind, full: bool, notarized: bool) -> TemplateContext {
             due_soon: Vec::new(),
             overdue: Vec::new(),
             waiting_on_consumer: Vec::new(),
+            due_soon_more: 0,
+            overdue_more: 0,
+            waiting_more: 0,
         }
     });
     ctx

@@ -110,13 +110,13 @@ pub async fn mark_filed(
     ids: &[i64],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    for id in ids {
-        sqlx::query("UPDATE messages SET filed_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    }
+    // One statement for the whole batch (the ids travel as a JSON array).
+    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    sqlx::query("UPDATE messages SET filed_at = ? WHERE id IN (SELECT value FROM json_each(?))")
+        .bind(now)
+        .bind(ids)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -12,7 +12,8 @@ use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::store::{self, CaseFilter};
 use crate::templates::{
-    CaseContext, DigestContext, StateCount, TemplateContext, format_date, state_title,
+    CaseContext, DIGEST_LIST_LIMIT, DigestContext, StateCount, TemplateContext, format_date,
+    state_title,
 };
 
 const JOB: &str = "digest";
@@ -63,27 +64,37 @@ pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, Cas
         })
         .collect();
     let soon = now + chrono::Duration::days(crate::cases::engine::DUE_SOON_DAYS);
+    // Each list shows at most DIGEST_LIST_LIMIT cases; contexts are built
+    // only for those, so the digest after a burst stays small.
+    let list = |keep: &dyn Fn(&crate::cases::Case) -> bool| {
+        let matching: Vec<&crate::cases::Case> = open.iter().filter(|c| keep(c)).collect();
+        let more = matching.len().saturating_sub(DIGEST_LIST_LIMIT);
+        let shown = matching
+            .into_iter()
+            .take(DIGEST_LIST_LIMIT)
+            .map(ctx_of)
+            .collect();
+        (shown, more)
+    };
+    let (due_soon, due_soon_more) = list(&|c| c.due_at >= now && c.due_at <= soon);
+    let (overdue, overdue_more) = list(&|c| c.due_at < now);
+    let (waiting_on_consumer, waiting_more) = list(&|c| {
+        matches!(
+            c.state,
+            State::AwaitingVerification | State::AwaitingConfirmation
+        )
+    });
     let mut ctx = TemplateContext::from_config(&room.config);
     ctx.digest = Some(DigestContext {
         date: format_date(now, tz),
         open_total: open.len(),
         by_state,
-        due_soon: open
-            .iter()
-            .filter(|c| c.due_at >= now && c.due_at <= soon)
-            .map(ctx_of)
-            .collect(),
-        overdue: open.iter().filter(|c| c.due_at < now).map(ctx_of).collect(),
-        waiting_on_consumer: open
-            .iter()
-            .filter(|c| {
-                matches!(
-                    c.state,
-                    State::AwaitingVerification | State::AwaitingConfirmation
-                )
-            })
-            .map(ctx_of)
-            .collect(),
+        due_soon,
+        overdue,
+        waiting_on_consumer,
+        due_soon_more,
+        overdue_more,
+        waiting_more,
     });
     let day = local.format("%Y-%m-%d").to_string();
     casework::queue_for_team(

@@ -96,6 +96,16 @@ pub struct TeamConfig {
     pub burst_threshold: u32,
 }
 
+impl TeamConfig {
+    /// When the daily digest goes out (local time), or `None` when it is `"off"`.
+    pub fn digest_at(&self) -> Result<Option<chrono::NaiveTime>, chrono::ParseError> {
+        if self.digest_time.trim().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        chrono::NaiveTime::parse_from_str(self.digest_time.trim(), "%H:%M").map(Some)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
@@ -491,12 +501,12 @@ impl Config {
             .collect()
     }
 
-    /// `team.digest_time` as a local time of day.
-    pub fn digest_time(&self) -> Result<chrono::NaiveTime, ConfigError> {
-        chrono::NaiveTime::parse_from_str(&self.team.digest_time, "%H:%M").map_err(|_| {
+    /// `team.digest_time` as a local time of day; `None` for `"off"`.
+    pub fn digest_time(&self) -> Result<Option<chrono::NaiveTime>, ConfigError> {
+        self.team.digest_at().map_err(|_| {
             invalid(
                 "team.digest_time",
-                format!("{:?} is not HH:MM", self.team.digest_time),
+                format!("{:?} is not HH:MM or \"off\"", self.team.digest_time),
                 "e.g. \"09:00\"",
             )
         })

@@ -26,7 +26,7 @@ pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, Cas
     }
     let tz = room.policy.timezone;
     let local = now.with_timezone(&tz);
-    let Ok(at) = chrono::NaiveTime::parse_from_str(&team.digest_time, "%H:%M") else {
+    let Ok(Some(at)) = team.digest_at() else {
         return Ok(false);
     };
     if local.time() < at {

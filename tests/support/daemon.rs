@@ -102,6 +102,8 @@ impl DaemonConfig {
             .set_str("smtp", "from", &format!("Privacy Team <{mailbox_user}>"))
             .set("team", "members", "[]")
             .set("team", "notify", "[]")
+            // The digest depends on the hour; tests that want it set a time.
+            .set_str("team", "digest_time", "off")
             .set_str(
                 "storage",
                 "database",

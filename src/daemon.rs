@@ -24,7 +24,7 @@ use crate::systemd;
 const OUTBOX_POLL: Duration = Duration::from_secs(5);
 
 /// How many messages one intake transaction takes.
-pub const BATCH: usize = 50;
+pub const BATCH: usize = 200;
 
 /// Errors of one mailbox cycle; the daemon logs them and reconnects.
 #[derive(Debug, thiserror::Error)]
@@ -528,7 +528,7 @@ mod tests {
 
     #[test]
     fn batches_are_bounded_by_count_and_bytes() {
-        let many = listed(&[1000; 120]);
+        let many = listed(&vec![1000; 2 * BATCH + 20]);
         let sizes: Vec<usize> = batches(&many, u64::MAX).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, [BATCH, BATCH, 20]);
         let mib = 1024 * 1024;

@@ -342,3 +342,37 @@ async fn extension_moves_due_date_once_and_reminder_goes_out_once() {
         "the reminder goes out once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cli_decision_is_mailed_by_the_running_daemon() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::new(servers, &mailbox);
+    let path = config.write();
+    let mut d = daemon::spawn(&path);
+    servers
+        .send_smtp(
+            &consumer,
+            &[&mailbox],
+            &mail::request(&consumer, &mailbox, "California Request to Delete", "Hi\n"),
+        )
+        .await;
+    servers
+        .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    let id = support::cases_json(&path)[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // Another process (the CLI) writes to the outbox; the daemon sends it.
+    support::assert_ok(
+        &daemon::cli(&path, &["cases", "act", &id, "verify"]),
+        "verify",
+    );
+    let got = servers
+        .wait_for(&consumer, "INBOX", 2, Duration::from_secs(20))
+        .await;
+    assert!(mail::text_of(&got[1]).contains("CONFIRM"), "{}", d.log());
+    assert!(d.terminate(Duration::from_secs(10)).success());
+}

@@ -335,9 +335,13 @@ fn consumer_email(from: &str, sender_domain: Option<&str>, text: &str) -> Option
     // looser mention of the consumer is more likely the agent's own desk.
     for (cues, same_domain_ok) in CONSUMER_CUES.iter().zip([true, false]) {
         for cue in cues.find_iter(text) {
-            if let Some((_, addr)) = candidates.iter().find(|(pos, a)| {
-                *pos >= cue.end() && *pos - cue.end() <= 120 && (same_domain_ok || foreign(a))
-            }) {
+            // Candidates are in text order: start at the first after the cue.
+            let first = candidates.partition_point(|(pos, _)| *pos < cue.end());
+            if let Some((_, addr)) = candidates[first..]
+                .iter()
+                .take_while(|(pos, _)| *pos - cue.end() <= 120)
+                .find(|(_, a)| same_domain_ok || foreign(a))
+            {
                 return Some(addr.clone());
             }
         }

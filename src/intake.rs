@@ -247,7 +247,7 @@ async fn process_one(
         return open_case(conn, room, &rec, kind, now).await;
     }
     let why = "no subject rule matched and it is not a reply in a case thread";
-    let suggestion = classify::looks_like_request(&inbound.text);
+    let suggestion = classify::looks_like_request(inbound.head());
     review(conn, room, &rec, why, suggestion, now).await
 }
 
@@ -353,7 +353,7 @@ async fn member_mail(
         None => None,
     };
     let commands = crate::team::commands::parse(
-        &message::reply_text::new_text(&rec.inbound.text),
+        &message::reply_text::new_text(rec.inbound.head()),
         &room.config.policy.case_prefix,
     );
     if !commands.is_empty() {
@@ -468,7 +468,7 @@ async fn case_reply(
         .write(conn, room, Some(&case.id), "case", Target::Processed, now)
         .await?;
     // The code anywhere (people rarely retype it; clients quote our mail), or our Message-ID.
-    let haystack = format!("{}\n{}", rec.inbound.subject, rec.inbound.text);
+    let haystack = format!("{}\n{}", rec.inbound.subject, rec.inbound.head());
     let proves = proven_by_reference || crate::ids::find_code(&haystack, &case.verification_code);
     // Documents sent later in the thread join the register.
     let declarations =
@@ -477,7 +477,7 @@ async fn case_reply(
             .declarations;
     let input = Input::ConsumerReply {
         from: rec.sender.clone(),
-        new_text: message::reply_text::new_text(&rec.inbound.text),
+        new_text: message::reply_text::new_text(rec.inbound.head()),
         proves_mailbox: proves,
         declarations,
     };
@@ -556,7 +556,7 @@ pub async fn open_request(
         .collect();
     let agent = classify::detect_agent(
         sender,
-        &inbound.text,
+        inbound.head(),
         &names,
         &room.config.agents.known_domains,
     );

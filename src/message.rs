@@ -69,3 +69,22 @@ pub struct Inbound {
     /// Size of the raw message in bytes.
     pub size: usize,
 }
+
+/// How much of a body the classifier, the reply-text extraction and the
+/// command parser read. A request, a reply or a command is in the first
+/// lines; a 50 MiB body must not hold the intake transaction for minutes.
+pub const ANALYSIS_LIMIT: usize = 256 * 1024;
+
+impl Inbound {
+    /// The first [`ANALYSIS_LIMIT`] bytes of the text, cut at a character boundary.
+    pub fn head(&self) -> &str {
+        if self.text.len() <= ANALYSIS_LIMIT {
+            return &self.text;
+        }
+        let mut end = ANALYSIS_LIMIT;
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        &self.text[..end]
+    }
+}

@@ -295,16 +295,23 @@ fn parse_tag(s: &str) -> Option<Tag> {
 }
 
 /// The rest of the input after `</name>` (case-insensitive), or "" if absent.
+/// Scans forward without copying, so a message full of `<style>` tags costs
+/// linear time, not quadratic.
 fn skip_until_close<'a>(s: &'a str, name: &str) -> &'a str {
-    let needle = format!("</{name}");
-    let lower = s.to_ascii_lowercase();
-    match lower.find(&needle) {
-        Some(pos) => {
-            let after = &s[pos..];
-            after.find('>').map_or("", |end| &after[end + 1..])
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    while let Some(rel) = s[from..].find("</") {
+        let start = from + rel;
+        let tag = start + 2;
+        let end = tag + name.len();
+        if end <= bytes.len() && bytes[tag..end].eq_ignore_ascii_case(name.as_bytes()) {
+            let after = &s[start..];
+            return after.find('>').map_or("", |e| &after[e + 1..]);
         }
-        None => "",
+        // "</" is ASCII: start + 2 is a character boundary.
+        from = tag;
     }
+    ""
 }
 
 /// Builds text line by line, remembering each line's quote depth.

@@ -86,7 +86,7 @@ pub async fn handle(
         .map(|a| a.addr.clone())
         .unwrap_or_default();
     let lines = commands::parse(
-        &reply_text::new_text(&inbound.text),
+        &reply_text::new_text(inbound.head()),
         &room.config.policy.case_prefix,
     );
     if let Err(denied) = auth::authorize(&room.team(), &sender, &inbound.authentication_results) {

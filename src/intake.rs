@@ -621,39 +621,31 @@ async fn delivery_report(
         Some(mid) => store::outbox::by_message_id(conn, mid).await?,
         None => None,
     };
-    let Some((row_id, case_id, _)) = matched else {
+    let Some(reported) = matched else {
         // A report about mail we did not send: kept, for a person to look at.
         rec.write(conn, room, None, "dsn", Target::Review, now)
             .await?;
         return Ok(Outcome::Automatic);
     };
-    rec.write(
-        conn,
-        room,
-        case_id.as_deref(),
-        "dsn",
-        Target::Processed,
-        now,
-    )
-    .await?;
-    if dsn.permanent {
-        store::outbox::mark_failed(
-            conn,
-            row_id,
-            "the recipient's server reported the delivery failed",
-        )
+    let case_id = reported.case_id.as_deref();
+    rec.write(conn, room, case_id, "dsn", Target::Processed, now)
         .await?;
-        if let Some(id) = &case_id {
-            store::events::append(
-                conn,
-                Some(id),
-                now,
-                "daemon",
-                "delivery_failed",
-                &format!("outbox {row_id}: delivery report says failed"),
-            )
-            .await?;
-            if let Some(case) = store::cases::get(conn, id).await? {
+    if dsn.permanent {
+        let row_id = reported.id;
+        let why = "the recipient's server reported the delivery failed";
+        store::outbox::mark_failed(conn, row_id, why).await?;
+        if let Some(id) = case_id {
+            let detail = format!(
+                "outbox {row_id} ({}): delivery report says failed",
+                reported.audience
+            );
+            store::events::append(conn, Some(id), now, "daemon", "delivery_failed", &detail)
+                .await?;
+            // Only a consumer's mail is worth a notice: a notice about a
+            // bounced notice would bounce too, for ever.
+            if reported.audience == "consumer"
+                && let Some(case) = store::cases::get(conn, id).await?
+            {
                 crate::team::notify_delivery_failure(conn, room, &case, now).await?;
             }
         }

@@ -630,11 +630,7 @@ async fn a_bounce_marks_the_reported_mail_failed_and_tells_the_team() {
     let ack_id = message_id_of(&ack);
     let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
 
-    let dsn = format!(
-        "From: Mail Delivery System <MAILER-DAEMON@mx.example.test>\r\nTo: {mailbox}\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{n}@mx.example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\nFinal-Recipient: rfc822; {consumer}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Privacy Team <{mailbox}>\r\nTo: {consumer}\r\nMessage-ID: {ack_id}\r\nSubject: {subject}\r\n\r\n--B--\r\n",
-        n = std::process::id(),
-        subject = support::header(&ack, "Subject").unwrap_or_default(),
-    );
+    let dsn = bounce_of(&mailbox, &consumer, &ack, 1);
     servers.append(&mailbox, "INBOX", dsn.as_bytes()).await;
     assert_ok(&daemon::run_once(&path), "run --once with the bounce");
     let case = support::case_json(&path, &id);
@@ -664,6 +660,42 @@ async fn a_bounce_marks_the_reported_mail_failed_and_tells_the_team() {
         1,
         "no reply to a bounce"
     );
+
+    // The failure notice itself bounces (a dead team address): recorded, and
+    // no notice about the notice, which would bounce for ever.
+    let failure_notice = notices
+        .iter()
+        .find(|m| {
+            support::header(m, "Subject")
+                .unwrap_or_default()
+                .starts_with("Delivery failure")
+        })
+        .unwrap()
+        .clone();
+    let before = servers.count(&notify, "INBOX").await;
+    let dsn = bounce_of(&mailbox, &notify, &failure_notice, 2);
+    servers.append(&mailbox, "INBOX", dsn.as_bytes()).await;
+    assert_ok(
+        &daemon::run_once(&path),
+        "run --once with the notice's bounce",
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        servers.count(&notify, "INBOX").await,
+        before,
+        "no mail loop"
+    );
+    assert_eq!(servers.count(&mailbox, "INBOX").await, 0);
+}
+
+/// A delivery status notification reporting that `original` to `rcpt` failed.
+fn bounce_of(mailbox: &str, rcpt: &str, original: &[u8], n: u32) -> String {
+    format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.test>\r\nTo: {mailbox}\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{pid}-{n}@mx.example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\nFinal-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Privacy Team <{mailbox}>\r\nTo: {rcpt}\r\nMessage-ID: {id}\r\nSubject: {subject}\r\n\r\n--B--\r\n",
+        pid = std::process::id(),
+        id = message_id_of(original),
+        subject = support::header(original, "Subject").unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

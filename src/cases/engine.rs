@@ -489,7 +489,7 @@ fn consumer_reply(
             | State::VerificationSubmitted
             | State::AwaitingConfirmation,
             ReplyIntent::Cancel,
-        ) => {
+        ) if proves_mailbox => {
             fx.event(
                 actor,
                 "withdrawn",
@@ -509,7 +509,10 @@ fn consumer_reply(
             fx.change_state(&mut next, actor, State::VerificationSubmitted, now);
             fx.notify(Notice::VerificationSubmitted);
         }
-        (State::AwaitingConfirmation, ReplyIntent::Confirm) => {
+        // Confirming or cancelling changes the case for good: the reply must
+        // answer our mail (our Message-ID or the code), not just carry the
+        // guessable tag from a forgeable From.
+        (State::AwaitingConfirmation, ReplyIntent::Confirm) if proves_mailbox => {
             fx.event(
                 actor,
                 "confirmed",
@@ -699,7 +702,10 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
     if policy.reminder_after_days > 0 {
         match case.state {
             State::AwaitingVerification
-                if case.reminder_sent_at.is_none() && reached(now, case.received_at, wait) =>
+                // From when the verification request went out: mail taken in
+                // from a backlog is not reminded the minute it is acknowledged.
+                if case.reminder_sent_at.is_none()
+                    && reached(now, case.acknowledged_at.unwrap_or(case.received_at), wait) =>
             {
                 fx.send(template::VERIFICATION_REMINDER, Audience::Requester, None);
                 fx.event(&actor, "reminder", template::VERIFICATION_REMINDER.into());
@@ -1240,10 +1246,12 @@ mod tests {
                 vec![Notice::Withdrawn],
                 vec![template::WITHDRAWAL_CONFIRMATION],
             ),
+            // Withdrawing or confirming needs proof the reply answers our mail.
+            (VS, "cancel", false, VS, vec![Notice::ConsumerWrote], vec![]),
             (
                 VS,
                 "cancel",
-                false,
+                true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
                 vec![template::WITHDRAWAL_CONFIRMATION],
@@ -1262,6 +1270,14 @@ mod tests {
                 AC,
                 "CONFIRM",
                 false,
+                AC,
+                vec![Notice::ConsumerWrote],
+                vec![],
+            ),
+            (
+                AC,
+                "CONFIRM",
+                true,
                 Confirmed,
                 vec![Notice::DeletionConfirmed],
                 vec![],
@@ -1735,5 +1751,19 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), template::ALL.len());
+    }
+
+    #[test]
+    fn the_reminder_counts_from_the_acknowledgement_not_from_receipt() {
+        // Taken in from a backlog: received ten days ago, acknowledged now.
+        let mut case = case_in(Kind::Know, State::AwaitingVerification, false);
+        case.received_at = now() - TimeDelta::days(10);
+        case.acknowledged_at = Some(now());
+        assert!(sends(&tick_at(&case, now() + TimeDelta::days(1))).is_empty());
+        let later = tick_at(&case, now() + TimeDelta::days(7));
+        assert_eq!(
+            sends(&later),
+            vec![(template::VERIFICATION_REMINDER, Audience::Requester)]
+        );
     }
 }

@@ -147,12 +147,21 @@ pub async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> R
 }
 
 /// Finds an outbox row by the Message-ID a delivery report quotes.
+/// An outbox row as a delivery report finds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Reported {
+    pub id: i64,
+    pub case_id: Option<String>,
+    /// 'consumer' or 'team'.
+    pub audience: String,
+}
+
 pub async fn by_message_id(
     conn: &mut SqliteConnection,
     message_id: &str,
-) -> Result<Option<(i64, Option<String>, String)>> {
+) -> Result<Option<Reported>> {
     Ok(
-        sqlx::query_as("SELECT id, case_id, status FROM outbox WHERE message_id = ?")
+        sqlx::query_as("SELECT id, case_id, audience FROM outbox WHERE message_id = ?")
             .bind(message_id)
             .fetch_optional(conn)
             .await?,

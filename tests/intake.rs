@@ -627,7 +627,6 @@ async fn a_bounce_marks_the_reported_mail_failed_and_tells_the_team() {
         .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
         .await
         .remove(0);
-    let ack_id = message_id_of(&ack);
     let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
 
     let dsn = bounce_of(&mailbox, &consumer, &ack, 1);

@@ -71,7 +71,17 @@ pub async fn commit_new(
         manner: thread.manner.to_string(),
     };
     store::cases::insert(conn, &t.case, &row, now).await?;
-    carry_out(conn, room, t, now).await
+    carry_out(conn, room, t, Trigger::Automatic, now).await
+}
+
+/// What caused a transition: the per-sender reply limit (SPEC §8) is a guard
+/// against mail loops, so it applies to what inbound mail and the clocks
+/// trigger, never to a team decision the law requires the consumer to hear
+/// of (a denial, an extension, a completion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Automatic,
+    Team,
 }
 
 /// Writes an updated case and carries out its effects.
@@ -79,10 +89,11 @@ pub async fn commit_update(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     t: &Transition,
+    trigger: Trigger,
     now: DateTime<Utc>,
 ) -> Result<()> {
     store::cases::update(conn, &t.case, now).await?;
-    carry_out(conn, room, t, now).await
+    carry_out(conn, room, t, trigger, now).await
 }
 
 /// Applies one input to a stored case; a refusal is recorded as an event and
@@ -107,10 +118,14 @@ pub async fn apply_input(
         Input::ConsumerReply { .. } => "consumer_reply",
         Input::Tick => "tick",
     };
+    let trigger = match &input {
+        Input::Team { .. } => Trigger::Team,
+        Input::ConsumerReply { .. } | Input::Tick => Trigger::Automatic,
+    };
     match crate::cases::apply(&case, input, &room.policy, now) {
         Ok(t) => {
             if t.case != case || !t.effects.is_empty() {
-                commit_update(conn, room, &t, now).await?;
+                commit_update(conn, room, &t, trigger, now).await?;
             }
             // `#declaration accept|reject` settle the pending documents too.
             crate::attachments::after_command(conn, case_id, name, &actor, now).await?;
@@ -152,6 +167,7 @@ async fn carry_out(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     t: &Transition,
+    trigger: Trigger,
     now: DateTime<Utc>,
 ) -> Result<()> {
     for effect in &t.effects {
@@ -169,8 +185,13 @@ async fn carry_out(
                 to,
                 reason,
             } => {
-                send_to_consumer(conn, room, &t.case, template, *to, reason.as_deref(), now)
-                    .await?;
+                let mail = ConsumerMail {
+                    template,
+                    to: *to,
+                    reason: reason.as_deref(),
+                    trigger,
+                };
+                send_to_consumer(conn, room, &t.case, &mail, now).await?;
             }
             Effect::Notify(notice) => {
                 notify_team(conn, room, &t.case, *notice, now).await?;
@@ -180,16 +201,30 @@ async fn carry_out(
     Ok(())
 }
 
-/// Queues a consumer-facing mail, unless a loop guard says no.
+/// A consumer-facing mail the engine asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerMail<'a> {
+    pub template: &'a str,
+    pub to: Audience,
+    pub reason: Option<&'a str>,
+    pub trigger: Trigger,
+}
+
+/// Queues a consumer-facing mail, unless a guard says no; a mail held back is
+/// an event on the case.
 pub async fn send_to_consumer(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
-    template: &str,
-    to: Audience,
-    reason: Option<&str>,
+    mail: &ConsumerMail<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let ConsumerMail {
+        template,
+        to,
+        reason,
+        trigger,
+    } = *mail;
     let recipient = match to {
         Audience::Requester => Some(case.requester.clone()),
         Audience::Consumer => case.consumer.clone(),
@@ -198,24 +233,8 @@ pub async fn send_to_consumer(
         return Ok(());
     };
     let rate_key = recipient.to_lowercase();
-    let limit = i64::from(room.config.policy.max_auto_replies_per_day);
-    let suppressed = if room.is_own_address(&rate_key) {
-        Some(format!("{template}: the recipient is the mailbox itself"))
-    } else if crate::address::in_domains(&rate_key, &room.config.agents.known_domains) {
-        // An agent service files many requests at once, each of which the law
-        // wants acknowledged; its domain is vetted in the config.
-        None
-    } else {
-        let since = now - chrono::Duration::hours(24);
-        let recent = store::outbox::recent_to(conn, &rate_key, since).await?;
-        (recent >= limit).then(|| {
-            format!(
-                "{template}: {recent} automatic replies to this sender in 24 hours (limit {limit})"
-            )
-        })
-    };
-    if let Some(why) = suppressed {
-        info!(case = %case.id, template, "Automatic reply suppressed by a loop guard.");
+    if let Some(why) = held_back(conn, room, case, template, &rate_key, trigger, now).await? {
+        info!(case = %case.id, template, "Reply held back by a guard.");
         store::events::append(
             conn,
             Some(&case.id),
@@ -225,6 +244,13 @@ pub async fn send_to_consumer(
             &why,
         )
         .await?;
+        if template == crate::cases::engine::template::ACKNOWLEDGEMENT {
+            // The record must not claim an acknowledgement that never went out.
+            sqlx::query("UPDATE cases SET acknowledged_at = NULL WHERE id = ?")
+                .bind(&case.id)
+                .execute(&mut *conn)
+                .await?;
+        }
         return Ok(());
     }
     let rendered = render(room, template, case, reason, None, now)?;
@@ -265,6 +291,45 @@ pub async fn send_to_consumer(
         now,
     )
     .await
+}
+
+/// Why a consumer-facing mail must not go out, if it must not.
+async fn held_back(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    case: &Case,
+    template: &str,
+    recipient: &str,
+    trigger: Trigger,
+    now: DateTime<Utc>,
+) -> Result<Option<String>> {
+    if room.is_own_address(recipient) {
+        return Ok(Some(format!(
+            "{template}: the recipient is the mailbox itself"
+        )));
+    }
+    let known_agent =
+        |addr: &str| crate::address::in_domains(addr, &room.config.agents.known_domains);
+    // Anyone can claim to be an agent and name a "consumer": the daemon
+    // writes to that third party only for agents the company knows.
+    if template == crate::cases::engine::template::AGENT_CONSUMER_CONFIRM
+        && !case.agent.as_deref().is_some_and(known_agent)
+    {
+        return Ok(Some(format!(
+            "{template}: the agent's domain is not in agents.known_domains; the team decides whether to contact the consumer"
+        )));
+    }
+    // The per-sender limit is a loop guard for automatic mail. Known agent
+    // services file many requests at once, each to be acknowledged.
+    if trigger == Trigger::Team || known_agent(recipient) {
+        return Ok(None);
+    }
+    let limit = i64::from(room.config.policy.max_auto_replies_per_day);
+    let since = now - chrono::Duration::hours(24);
+    let recent = store::outbox::recent_to(conn, recipient, since).await?;
+    Ok((recent >= limit).then(|| {
+        format!("{template}: {recent} automatic replies to this sender in 24 hours (limit {limit})")
+    }))
 }
 
 /// Tells the team. New-case notices wait for the end of the batch, where a

@@ -34,16 +34,20 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
     };
     let mut changed = 0;
     for case in open {
-        let t = match crate::cases::apply(&case, Input::Tick, &room.policy, now) {
-            Ok(t) => t,
-            Err(_) => continue,
+        // A cheap look at the snapshot first; most cases have nothing due.
+        let due = match crate::cases::apply(&case, Input::Tick, &room.policy, now) {
+            Ok(t) => t.case != case || !t.effects.is_empty(),
+            Err(_) => false,
         };
-        if t.case == case && t.effects.is_empty() {
+        if !due {
             continue;
         }
+        // Then for real, on the case as it is now inside the write
+        // transaction: a team decision committed meanwhile (e.g. `cases act
+        // deny` from the CLI) must not be overwritten by a stale copy.
         let mut tx = room.store.begin().await?;
-        match casework::commit_update(&mut tx, room, &t, now).await {
-            Ok(()) => {
+        match casework::apply_input(&mut tx, room, &case.id, Input::Tick, now).await {
+            Ok(_) => {
                 tx.commit().await?;
                 changed += 1;
             }

@@ -216,9 +216,17 @@ fn cli(path: &Path, args: &[&str]) -> std::process::Output {
 async fn agent_delete_with_pdf_declaration_is_registered_and_gates_verification() {
     let servers = MailServers::start();
     let mailbox = servers.unique_user("privacy");
-    let agent = servers.unique_user("agent");
+    // A known agent service: only for those does the daemon write to the
+    // consumer the agent names.
+    let agent = servers
+        .unique_user("agent")
+        .replace("@example.test", "@rights-agent.example.test");
     let consumer = servers.unique_user("consumer");
-    let config = DaemonConfig::new(servers, &mailbox);
+    let config = DaemonConfig::new(servers, &mailbox).set(
+        "agents",
+        "known_domains",
+        "[\"rights-agent.example.test\"]",
+    );
     let path = config.write();
 
     // RFC 2231 continuation with a percent-encoded UTF-8 name.
@@ -747,4 +755,39 @@ async fn message_over_the_message_limit_is_recorded_from_headers_and_the_team_to
     let text = mail::text_of(&notice[0]);
     assert!(text.contains("max_message_bytes"), "{text}");
     assert!(!config.attachments_dir().join("sha256").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_agent_cannot_make_the_daemon_write_to_a_third_party() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let agent = servers.unique_user("self-styled-agent");
+    let victim = servers.unique_user("victim");
+    let config = DaemonConfig::new(servers, &mailbox);
+    let path = config.write();
+    let request = support::mail::request(
+        &agent,
+        &mailbox,
+        "California Request to Know",
+        &agent_body("Victim Person", &victim),
+    );
+    deliver(servers, &path, &agent, &mailbox, &request).await;
+    let c = case_by(&path, &agent);
+    assert_eq!(c["consumer"], victim.as_str());
+    let events = c["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["action"] == "reply_suppressed"
+            && e["detail"].as_str().unwrap_or("").contains("known_domains")),
+        "{events:#?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        servers.count(&victim, "INBOX").await,
+        0,
+        "nothing to the named consumer"
+    );
+    assert!(
+        servers.count(&agent, "INBOX").await >= 1,
+        "the agent is acknowledged"
+    );
 }

@@ -587,7 +587,7 @@ async fn automatic_replies_per_sender_are_limited() {
         2,
         "at most two automatic replies a day"
     );
-    let suppressed = cases
+    let suppressed: Vec<Value> = cases
         .iter()
         .map(|c| support::case_json(&path, c["id"].as_str().unwrap()))
         .filter(|c| {
@@ -597,8 +597,34 @@ async fn automatic_replies_per_sender_are_limited() {
                 .iter()
                 .any(|e| e["action"] == "reply_suppressed")
         })
-        .count();
-    assert_eq!(suppressed, 1, "the suppressed reply is on record");
+        .collect();
+    assert_eq!(suppressed.len(), 1, "the suppressed reply is on record");
+    let held = &suppressed[0];
+    assert!(
+        held["acknowledged_at"].is_null(),
+        "no acknowledgement is claimed that never went out: {held:#}"
+    );
+    // A team decision is not an automatic reply: the limit does not hold it back.
+    let id = held["id"].as_str().unwrap();
+    assert_ok(
+        &daemon::cli(
+            &path,
+            &[
+                "cases",
+                "act",
+                id,
+                "deny",
+                "--reason",
+                "Duplicate of the first request.",
+            ],
+        ),
+        "deny",
+    );
+    assert_ok(&daemon::run_once(&path), "deliver the denial");
+    let got = servers
+        .wait_for(&consumer, "INBOX", 3, Duration::from_secs(30))
+        .await;
+    assert!(support::mail::text_of(&got[2]).contains("Duplicate of the first request."));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -271,11 +271,11 @@ pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleE
         }
         crate::team::correspondence::record(
             &mut tx,
-            room,
             &case_id,
             &inbound,
             &sha,
             raw.len() as i64,
+            crate::team::correspondence::Origin::SentFolder,
             now,
         )
         .await?;

@@ -193,11 +193,7 @@ async fn process_one(
         fetched,
         inbound: &inbound,
         sha: &sha,
-        sender: inbound
-            .from
-            .as_ref()
-            .map(|a| a.addr.clone())
-            .unwrap_or_default(),
+        sender: sender_of(room, &inbound),
         referenced: room.keys.verify_any(
             inbound
                 .in_reply_to
@@ -216,10 +212,17 @@ async fn process_one(
         return delivery_report(conn, room, &rec, dsn, now).await;
     }
     if room.is_own_address(&rec.sender) {
-        // Our own mail (a Bcc or a loop) gets no answer.
-        rec.write(conn, room, None, "own", Target::Processed, now)
-            .await?;
-        return Ok(Outcome::Automatic);
+        if is_ours(room, &inbound) {
+            // Our own mail come back (a Bcc or a loop) gets no answer.
+            rec.write(conn, room, None, "own", Target::Processed, now)
+                .await?;
+            return Ok(Outcome::Automatic);
+        }
+        // From our address but not written by us (a web form that sends as
+        // the mailbox, without Reply-To): a person must look at it.
+        let why = "it is sent from the mailbox's own address but not by the daemon";
+        let suggestion = classify::match_subject(&room.config.rules, &inbound.subject);
+        return review(conn, room, &rec, why, suggestion, now).await;
     }
     if let Some(scope) = crate::team::mail::Scope::from_references(&rec.referenced) {
         return team_reply(conn, room, &rec, &scope, now).await;
@@ -251,6 +254,33 @@ async fn process_one(
     review(conn, room, &rec, why, suggestion, now).await
 }
 
+/// Who wrote the message: the From address, except that mail sent *as* the
+/// mailbox by someone else (a contact form passing SPF/DMARC that way) is
+/// answered at its Reply-To.
+fn sender_of(room: &Mailroom, inbound: &Inbound) -> String {
+    let from = inbound
+        .from
+        .as_ref()
+        .map(|a| a.addr.clone())
+        .unwrap_or_default();
+    if room.is_own_address(&from)
+        && !is_ours(room, inbound)
+        && let Some(reply_to) = inbound.reply_to.as_ref()
+        && !room.is_own_address(&reply_to.addr)
+    {
+        return reply_to.addr.clone();
+    }
+    from
+}
+
+/// Was the message written by the daemon (its Message-ID verifies)?
+fn is_ours(room: &Mailroom, inbound: &Inbound) -> bool {
+    inbound
+        .message_id
+        .as_deref()
+        .is_some_and(|id| room.keys.verify(id).is_some())
+}
+
 /// The second line of de-duplication after the UID cursor: the same message
 /// (Message-ID or bytes) seen under another UID is filed where the first went.
 async fn duplicate(
@@ -259,8 +289,14 @@ async fn duplicate(
     rec: &Record<'_>,
     now: DateTime<Utc>,
 ) -> Result<Option<Outcome>, CaseworkError> {
-    let Some((_, earlier_target)) =
-        store::messages::seen_inbound(conn, rec.inbound.message_id.as_deref(), rec.sha).await?
+    let Some((_, earlier_target)) = store::messages::seen_inbound(
+        conn,
+        rec.inbound.message_id.as_deref(),
+        rec.inbound.from.as_ref().map(|a| a.addr.as_str()),
+        &rec.inbound.subject,
+        rec.sha,
+    )
+    .await?
     else {
         return Ok(None);
     };
@@ -348,44 +384,51 @@ async fn member_mail(
     rec: &Record<'_>,
     now: DateTime<Utc>,
 ) -> Result<Option<Outcome>, CaseworkError> {
-    let case_id = match rec.thread_case_id(&room.config.policy.case_prefix) {
-        Some(id) => store::cases::get(conn, &id).await?.map(|c| c.id),
+    let case = match rec.thread_case_id(&room.config.policy.case_prefix) {
+        Some(id) => store::cases::get(conn, &id).await?,
         None => None,
     };
+    let case_id = case.as_ref().map(|c| c.id.as_str());
     let commands = crate::team::commands::parse(
         &message::reply_text::new_text(rec.inbound.head()),
         &room.config.policy.case_prefix,
     );
     if !commands.is_empty() {
-        rec.write(conn, room, case_id.as_deref(), "team", Target::Review, now)
+        rec.write(conn, room, case_id, "team", Target::Review, now)
             .await?;
         let detail = format!(
             "{} command line(s) not executed: the message does not reply to a notification of the daemon",
             commands.len()
         );
-        store::events::append(
-            conn,
-            case_id.as_deref(),
-            now,
-            &rec.sender,
-            "command_refused",
-            &detail,
-        )
-        .await?;
+        store::events::append(conn, case_id, now, &rec.sender, "command_refused", &detail).await?;
         return Ok(Some(Outcome::Review {
             reason: "team commands without a notification reference",
         }));
     }
-    let Some(case_id) = case_id else {
+    // Correspondence: the member's own mail to a party of the case, and only
+    // when the sender passes the same checks as a command (DKIM if required).
+    let Some(case) = case else {
         return Ok(None);
     };
+    let team = room.team();
+    let authorized =
+        crate::team::auth::authorize(&team, &rec.sender, &rec.inbound.authentication_results);
+    let to_party = rec
+        .inbound
+        .to
+        .iter()
+        .chain(rec.inbound.cc.iter())
+        .any(|a| case.is_party(&a.addr));
+    if authorized.is_err() || !to_party {
+        return Ok(None);
+    }
     crate::team::correspondence::record(
         conn,
-        room,
-        &case_id,
+        &case.id,
         rec.inbound,
         rec.sha,
         rec.fetched.size as i64,
+        crate::team::correspondence::Origin::Bcc,
         now,
     )
     .await?;
@@ -400,7 +443,7 @@ async fn member_mail(
     )
     .await?;
     Ok(Some(Outcome::TeamMail {
-        case_id: Some(case_id),
+        case_id: Some(case.id),
     }))
 }
 

@@ -773,3 +773,80 @@ async fn the_daemon_refuses_to_start_with_a_template_that_would_fail() {
     );
     assert_eq!(servers.count(&consumer, "INBOX").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_sent_as_the_mailbox_by_a_web_form_is_answered_at_reply_to_or_reviewed() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    // A contact form that sends as the mailbox (for SPF/DMARC) with the consumer in Reply-To.
+    let form = mail(
+        &mailbox,
+        &mailbox,
+        "California Request to Delete",
+        &format!("Reply-To: {consumer}"),
+        "Name: Jane\n",
+    );
+    // The same without Reply-To: nobody to answer, a person must look.
+    let bare = mail(
+        &mailbox,
+        &mailbox,
+        "California Request to Know",
+        "",
+        "Name: Joe\n",
+    );
+    servers.append(&mailbox, "INBOX", &form).await;
+    servers.append(&mailbox, "INBOX", &bare).await;
+    let config = DaemonConfig::new(servers, &mailbox);
+    let path = config.write();
+    assert_ok(&daemon::run_once(&path), "run --once");
+    let cases = cases_json(&path);
+    assert_eq!(cases.len(), 1, "{cases:#?}");
+    assert_eq!(cases[0]["requester"], consumer.as_str());
+    assert_eq!(
+        servers
+            .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(servers.count(&mailbox, "Review").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reused_message_id_on_a_different_request_is_not_a_duplicate() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let a = servers.unique_user("first");
+    let b = servers.unique_user("second");
+    let id = "<same-id@form.example.test>";
+    let first = mail(
+        &a,
+        &mailbox,
+        "California Request to Know",
+        &format!("Message-ID: {id}"),
+        "A\n",
+    );
+    let second = mail(
+        &b,
+        &mailbox,
+        "California Request to Delete",
+        &format!("Message-ID: {id}"),
+        "B\n",
+    );
+    for raw in [&first, &second] {
+        // The helper writes its own Message-ID first; drop it so only ours counts.
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let mut lines: Vec<&str> = text.split("\r\n").collect();
+        if let Some(pos) = lines.iter().position(|l| l.starts_with("Message-ID: <t")) {
+            lines.remove(pos);
+        }
+        servers
+            .append(&mailbox, "INBOX", lines.join("\r\n").as_bytes())
+            .await;
+    }
+    let config = DaemonConfig::new(servers, &mailbox);
+    let path = config.write();
+    assert_ok(&daemon::run_once(&path), "run --once");
+    assert_eq!(cases_json(&path).len(), 2, "two requests, two cases");
+}

@@ -53,35 +53,30 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage<'_>) -> Result<i
     Ok(id)
 }
 
-/// An inbound message seen before (same Message-ID, or same bytes): the
-/// second line of de-duplication after the UID cursor.
+/// An inbound message seen before: the same bytes, or the same Message-ID
+/// from the same sender with the same subject (a copy delivered twice with
+/// other Received lines). The second line of de-duplication after the UID
+/// cursor. A reused Message-ID on a different message is not a duplicate.
 pub async fn seen_inbound(
     conn: &mut SqliteConnection,
     message_id: Option<&str>,
+    from_addr: Option<&str>,
+    subject: &str,
     sha256: &str,
 ) -> Result<Option<(i64, Option<String>)>> {
-    let row: Option<(i64, Option<String>)> = match message_id {
-        Some(mid) => {
-            sqlx::query_as(
-                "SELECT id, target_mailbox FROM messages WHERE direction = 'in'
-                 AND (message_id = ? OR sha256 = ?) ORDER BY id LIMIT 1",
-            )
-            .bind(mid)
-            .bind(sha256)
-            .fetch_optional(conn)
-            .await?
-        }
-        None => {
-            sqlx::query_as(
-                "SELECT id, target_mailbox FROM messages WHERE direction = 'in' AND sha256 = ?
-                 ORDER BY id LIMIT 1",
-            )
-            .bind(sha256)
-            .fetch_optional(conn)
-            .await?
-        }
-    };
-    Ok(row)
+    Ok(sqlx::query_as(
+        "SELECT id, target_mailbox FROM messages WHERE direction = 'in'
+           AND (sha256 = ?
+                OR (? IS NOT NULL AND message_id = ? AND from_addr IS ? AND subject = ?))
+         ORDER BY id LIMIT 1",
+    )
+    .bind(sha256)
+    .bind(message_id)
+    .bind(message_id)
+    .bind(from_addr)
+    .bind(subject)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// Originals committed but not yet moved, in this UIDVALIDITY.

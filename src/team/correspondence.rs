@@ -7,23 +7,34 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use crate::casework::CaseworkError;
-use crate::mailroom::Mailroom;
 use crate::message::Inbound;
 use crate::store::{self, NewMessage};
 
+/// Where a team member's mail to a consumer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The shared mailbox's Sent folder: written from our own mailbox, so it
+    /// can stand as the substantive response.
+    SentFolder,
+    /// Bcc'd to the mailbox: recorded as correspondence only, since its From
+    /// line is the sender's word.
+    Bcc,
+}
+
 /// Records a team member's message to a consumer on its case. Returns whether
-/// it is the first one since the case was verified (the substantive response).
+/// it is the first one from the Sent folder since the case was verified (the
+/// substantive response).
 pub async fn record(
     conn: &mut SqliteConnection,
-    room: &Mailroom,
     case_id: &str,
     inbound: &Inbound,
     sha: &str,
     size: i64,
+    origin: Origin,
     now: DateTime<Utc>,
 ) -> Result<bool, CaseworkError> {
-    let _ = room;
-    let first = !responded_since_verification(conn, case_id).await?;
+    let first =
+        origin == Origin::SentFolder && !responded_since_verification(conn, case_id).await?;
     let from = inbound
         .from
         .as_ref()
@@ -41,7 +52,10 @@ pub async fn record(
             sha256: sha,
             size,
             body_text: Some(&inbound.text),
-            disposition: "team_reply",
+            disposition: match origin {
+                Origin::SentFolder => "team_reply",
+                Origin::Bcc => "team_bcc",
+            },
             ..NewMessage::default()
         },
     )

@@ -304,14 +304,22 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
                 .with_config_path(crate::config::resolve_path(cli.config.as_deref()));
             room.require_sound_templates()
                 .map_err(|e| Failure::Usage(e.into()))?;
+            // Secrets, CA files and TLS settings are configuration: a problem
+            // there is exit 2 at start, not a retry loop.
+            room.config
+                .imap
+                .secret
+                .resolve("imap")
+                .map_err(|e| Failure::Usage(e.into()))?;
+            let sender = crate::daemon::smtp_sender(&room).map_err(|e| Failure::Usage(e.into()))?;
             if once {
-                crate::daemon::run_once(&room)
+                crate::daemon::run_once(&room, sender)
                     .await
                     .map_err(anyhow::Error::from)?;
             } else {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 crate::signals::spawn(room.clone(), shutdown.clone());
-                crate::daemon::run(room.clone(), shutdown)
+                crate::daemon::run(room.clone(), sender, shutdown)
                     .await
                     .map_err(anyhow::Error::from)?;
             }

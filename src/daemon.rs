@@ -334,7 +334,7 @@ pub async fn file_pending(
 
 /// `run --once`: drain the mailbox, run due scheduled work, deliver the outbox,
 /// copy it to Sent, exit.
-pub async fn run_once(room: &Mailroom) -> Result<(), CycleError> {
+pub async fn run_once(room: &Mailroom, sender: SmtpSender) -> Result<(), CycleError> {
     let shutdown = CancellationToken::new();
     let (mut imap, info) = connect_imap(room).await?;
     drain(room, &mut imap, info, &shutdown).await?;
@@ -342,7 +342,6 @@ pub async fn run_once(room: &Mailroom) -> Result<(), CycleError> {
     if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
         warn!(error = %crate::logging::redact(&e.to_string()), "Scheduled work failed.");
     }
-    let sender = smtp_sender(room)?;
     let delivered = outbox::deliver_due(room, &sender, Utc::now(), &shutdown).await?;
     sender.close().await;
     info!(
@@ -352,16 +351,28 @@ pub async fn run_once(room: &Mailroom) -> Result<(), CycleError> {
         "Outbox delivered."
     );
     outbox::append_sent(room, &mut imap).await?;
-    if let Err(e) = imap.logout().await {
-        debug!(error = %e, "Logout failed.");
-    }
+    logout(imap).await;
     Ok(())
 }
 
+/// LOGOUT, but never for long: a server that stops answering must not hold
+/// up shutdown (SPEC §10: exit within 10 s).
+async fn logout(imap: Imap) {
+    match tokio::time::timeout(Duration::from_secs(3), imap.logout()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "Logout failed."),
+        Err(_) => debug!("Logout timed out."),
+    }
+}
+
 /// The daemon: runs until `shutdown` fires, then finishes the message in hand and returns.
-pub async fn run(room: Mailroom, shutdown: CancellationToken) -> Result<(), CycleError> {
-    let sender = smtp_sender(&room)?;
+pub async fn run(
+    room: Mailroom,
+    sender: SmtpSender,
+    shutdown: CancellationToken,
+) -> Result<(), CycleError> {
     let sender_task = tokio::spawn(sender_loop(room.clone(), sender, shutdown.clone()));
+    let watchdog = systemd::Watchdog::from_env();
     let mut failures: u32 = 0;
     let mut ready = false;
     while !shutdown.is_cancelled() {
@@ -370,18 +381,36 @@ pub async fn run(room: Mailroom, shutdown: CancellationToken) -> Result<(), Cycl
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let wait = reconnect_delay(failures);
-                warn!(error = %crate::logging::redact(&e.to_string()), retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
-                systemd::status(&format!("reconnecting: {e}"));
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
+                let error = crate::logging::redact(&e.to_string()).into_owned();
+                warn!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
+                systemd::status(&format!("reconnecting: {error}"));
+                // Waiting out an outage is not a hang: keep the watchdog fed.
+                let until = tokio::time::Instant::now() + wait;
+                loop {
+                    watchdog.ping();
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(left.min(watchdog.interval())) => {}
+                    }
                 }
             }
         }
     }
     systemd::stopping();
-    if let Err(e) = sender_task.await {
-        warn!(error = %e, "Outbox task ended abnormally.");
+    // The sender stops between messages; one stuck in a slow SMTP exchange
+    // is abandoned (it stays pending and goes out after the restart).
+    let abort = sender_task.abort_handle();
+    match tokio::time::timeout(Duration::from_secs(5), sender_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "Outbox task ended abnormally."),
+        Err(_) => {
+            warn!("Outbox task did not stop within 5 s; abandoning the message in flight.");
+            abort.abort();
+        }
     }
     Ok(())
 }
@@ -429,7 +458,7 @@ async fn mailbox_session(
         );
         watchdog.ping();
         if shutdown.is_cancelled() {
-            let _ = imap.logout().await;
+            logout(imap).await;
             return Ok(());
         }
         // Wake at least once a minute for the scheduler and the watchdog.
@@ -437,7 +466,7 @@ async fn mailbox_session(
         if use_idle {
             match imap.idle_wait(wait, shutdown).await? {
                 IdleOutcome::Cancelled => {
-                    let _ = imap.logout().await;
+                    logout(imap).await;
                     return Ok(());
                 }
                 IdleOutcome::NewData | IdleOutcome::Timeout => {}
@@ -445,7 +474,7 @@ async fn mailbox_session(
         } else {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    let _ = imap.logout().await;
+                    logout(imap).await;
                     return Ok(());
                 }
                 _ = tokio::time::sleep(wait.min(poll)) => {}
@@ -505,7 +534,7 @@ async fn copy_to_sent(room: &Mailroom) -> Result<(), CycleError> {
     let mut imap = Imap::connect(cfg, &password).await?;
     imap.ensure_mailboxes(&[&cfg.sent_mailbox]).await?;
     outbox::append_sent(room, &mut imap).await?;
-    let _ = imap.logout().await;
+    logout(imap).await;
     Ok(())
 }
 

@@ -23,6 +23,13 @@ static PERSONAL: AtomicBool = AtomicBool::new(false);
 pub fn init(format: LogFormat, log_personal_data: bool) {
     PERSONAL.store(log_personal_data, Ordering::Relaxed);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // lettre and async-imap log every protocol line at debug and trace,
+    // AUTH (the password) and whole messages included: never below info,
+    // whatever RUST_LOG says (SPEC §10: secrets never logged).
+    let filter = ["lettre=info", "async_imap=info", "imap_proto=info"]
+        .into_iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |f, d| f.add_directive(d));
     let registry = tracing_subscriber::registry().with(filter);
     let use_journal = match format {
         LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),

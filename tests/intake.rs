@@ -850,3 +850,29 @@ async fn a_reused_message_id_on_a_different_request_is_not_a_duplicate() {
     assert_ok(&daemon::run_once(&path), "run --once");
     assert_eq!(cases_json(&path).len(), 2, "two requests, two cases");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_secret_is_a_configuration_error_at_start() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    for section in ["imap", "smtp"] {
+        let config = DaemonConfig::new(servers, &mailbox)
+            .unset(section, "password")
+            .set_str(section, "password_file", "/nonexistent/secret");
+        let config = if section == "smtp" {
+            config.set_str("smtp", "username", &mailbox)
+        } else {
+            config
+        };
+        let path = config.write();
+        let out = daemon::run_once(&path);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{section}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{section}.password_file")), "{err}");
+    }
+}

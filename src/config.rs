@@ -351,6 +351,14 @@ impl Config {
             config.rules = crate::classify::default_rules();
         }
         config.validate()?;
+        // Members are compared as bare, lower-cased addresses: "Alice
+        // <Alice@Example.com>" in the file must still let Alice act.
+        config.team.members = config
+            .team
+            .members
+            .iter()
+            .filter_map(|m| crate::address::parse_mailbox(m).map(|a| a.addr))
+            .collect();
         Ok(config)
     }
 
@@ -664,6 +672,8 @@ name = "Example Inc."
         assert_eq!(c.mailbox_address(), "privacy@example.com");
         assert_eq!(c.message_id_domain(), "example.com");
         assert!(!c.rules.is_empty());
+        let named = MINIMAL.replace("[team]", "[team]\nmembers = [\"Alice <Alice@Example.com>\"]");
+        assert_eq!(Config::parse(&named).unwrap().team.members, ["alice@example.com"]);
     }
 
     #[test]

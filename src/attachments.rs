@@ -127,11 +127,12 @@ impl Blobs {
         let size = bytes.len() as u64;
         let dir = path.parent().unwrap_or(&self.root).to_owned();
         create_private_dirs(&self.root, &dir)?;
-        // Same name, same content: a file of the right size is the document
-        // (it was renamed into place whole). Anything else is replaced.
+        // Same name, same content: a file whose bytes hash to its name is the
+        // document. Anything else (damaged on disk) is replaced.
         if let Ok(meta) = std::fs::symlink_metadata(&path)
             && meta.is_file()
             && meta.len() == size
+            && std::fs::read(&path).is_ok_and(|on_disk| crate::hash::sha256_hex(&on_disk) == sha256)
         {
             if meta.permissions().mode() & 0o777 != 0o600 {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))

@@ -672,8 +672,14 @@ name = "Example Inc."
         assert_eq!(c.mailbox_address(), "privacy@example.com");
         assert_eq!(c.message_id_domain(), "example.com");
         assert!(!c.rules.is_empty());
-        let named = MINIMAL.replace("[team]", "[team]\nmembers = [\"Alice <Alice@Example.com>\"]");
-        assert_eq!(Config::parse(&named).unwrap().team.members, ["alice@example.com"]);
+        let named = MINIMAL.replace(
+            "[team]",
+            "[team]\nmembers = [\"Alice <Alice@Example.com>\"]",
+        );
+        assert_eq!(
+            Config::parse(&named).unwrap().team.members,
+            ["alice@example.com"]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod smtp;
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
-use crate::imap::Imap;
+use crate::imap::{Imap, ImapError};
 use crate::mailroom::Mailroom;
 use crate::store::{self, StoreError};
 use smtp::{SendError, SmtpSender};
@@ -120,20 +120,41 @@ pub async fn append_sent(
     imap: &mut Imap,
 ) -> Result<usize, crate::daemon::CycleError> {
     let mut count = 0;
+    let mut tried = std::collections::HashSet::new();
     loop {
         let rows = {
             let mut conn = room.store.conn().await?;
             store::outbox::unappended(&mut conn, BATCH).await?
         };
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|(id, _)| tried.insert(*id))
+            .collect();
         if rows.is_empty() {
             break;
         }
         for (id, raw) in rows {
-            imap.append(&room.config.imap.sent_mailbox, &raw, &["\\Seen"])
-                .await?;
+            let result = imap
+                .append(&room.config.imap.sent_mailbox, &raw, &["\\Seen"])
+                .await;
             let mut conn = room.store.conn().await?;
-            store::outbox::mark_appended(&mut conn, id, Utc::now()).await?;
-            count += 1;
+            match result {
+                Ok(()) => {
+                    store::outbox::mark_appended(&mut conn, id, Utc::now()).await?;
+                    count += 1;
+                }
+                // The server refused this one (quota, size): note it, go on.
+                Err(ImapError::Command {
+                    source: async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_),
+                    ..
+                }) => {
+                    let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+                    warn!(outbox = id, error = %crate::logging::redact(&error), "Sent-folder copy refused.");
+                    store::outbox::append_failed(&mut conn, id, &error).await?;
+                }
+                // The connection is gone: the rest waits for the next session.
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     if count > 0 {

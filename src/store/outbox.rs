@@ -169,10 +169,15 @@ pub async fn by_message_id(
 }
 
 /// Sent mail not yet copied to the Sent folder.
+/// Copies to the Sent folder are given up after this many refusals.
+pub const MAX_APPEND_ATTEMPTS: i64 = 5;
+
 pub async fn unappended(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
     Ok(sqlx::query_as(
-        "SELECT id, raw FROM outbox WHERE status = 'sent' AND appended_at IS NULL ORDER BY id LIMIT ?",
+        "SELECT id, raw FROM outbox WHERE status = 'sent' AND appended_at IS NULL
+           AND append_attempts < ? ORDER BY id LIMIT ?",
     )
+    .bind(MAX_APPEND_ATTEMPTS)
     .bind(limit)
     .fetch_all(conn)
     .await?)
@@ -184,5 +189,17 @@ pub async fn mark_appended(conn: &mut SqliteConnection, id: i64, now: DateTime<U
         .bind(id)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Records a refused Sent-folder copy.
+pub async fn append_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET append_attempts = append_attempts + 1, append_error = ? WHERE id = ?",
+    )
+    .bind(error)
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -111,6 +111,12 @@ pub async fn cli(
     for id in &report.verification_deleted {
         println!("  {id}");
     }
+    if !dry_run {
+        println!(
+            "{} rows of mail that belonged to no case were cleared of personal data.",
+            report.caseless_rows
+        );
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -125,6 +131,9 @@ pub struct PurgeReport {
     pub messages: u64,
     pub attachments: u64,
     pub files_removed: u64,
+    /// Messages, outbox rows and events that belonged to no case (review
+    /// mail, notices about it) cleared after `retention_months`.
+    pub caseless_rows: u64,
 }
 
 /// Cases closed before `now - retention_months` and not purged yet.
@@ -205,7 +214,18 @@ pub async fn run(
         }
         report.purged_cases.push(id);
     }
-    if !dry_run && (!report.purged_cases.is_empty() || !report.verification_deleted.is_empty()) {
+    if !dry_run {
+        let mut tx = store.begin().await?;
+        report.caseless_rows = purge_caseless(&mut tx, cutoff).await?;
+        tx.commit().await?;
+        report.files_removed +=
+            sweep_orphan_files(store, &config.storage.attachments_dir, now).await?;
+    }
+    if !dry_run
+        && (!report.purged_cases.is_empty()
+            || !report.verification_deleted.is_empty()
+            || report.caseless_rows > 0)
+    {
         info!(
             purged = report.purged_cases.len(),
             verification_deleted = report.verification_deleted.len(),
@@ -215,6 +235,92 @@ pub async fn run(
         );
     }
     Ok(report)
+}
+
+/// Mail that never belonged to a case, older than `cutoff`: review messages,
+/// automatic mail, notices and summaries about them. Their personal data goes
+/// like a purged case's; the rows stay (they are how the originals were filed).
+async fn purge_caseless(
+    conn: &mut SqliteConnection,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, PurgeError> {
+    let messages = sqlx::query(
+        "UPDATE messages SET raw = NULL, body_text = NULL, subject = ?1, from_addr = ?1,
+                message_id = NULL
+         WHERE case_id IS NULL AND at < ?2 AND from_addr IS NOT ?1",
+    )
+    .bind(MARKER)
+    .bind(cutoff)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let outbox = sqlx::query(
+        "UPDATE outbox SET raw = X'', recipients = '[]', rate_key = ?1, subject = ?1,
+                last_error = NULL, append_error = NULL
+         WHERE case_id IS NULL AND created_at < ?2 AND status != 'pending' AND rate_key != ?1",
+    )
+    .bind(MARKER)
+    .bind(cutoff)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let events = sqlx::query(
+        "UPDATE events SET actor = CASE WHEN actor = 'daemon' THEN actor ELSE ?1 END, detail = ?1
+         WHERE case_id IS NULL AND at < ?2 AND detail != ?1",
+    )
+    .bind(MARKER)
+    .bind(cutoff)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(messages + outbox + events)
+}
+
+/// Removes stored files no unpurged attachment row refers to: left behind by
+/// a purge interrupted between its commit and the file removal, or by a
+/// message whose transaction rolled back. Files younger than an hour are left
+/// alone (intake writes a file just before its transaction commits).
+async fn sweep_orphan_files(
+    store: &Store,
+    attachments_dir: &Path,
+    now: DateTime<Utc>,
+) -> Result<u64, PurgeError> {
+    let root = attachments_dir.join("sha256");
+    let Ok(level1) = std::fs::read_dir(&root) else {
+        return Ok(0);
+    };
+    let young = |path: &Path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map(|t| DateTime::<Utc>::from(t) > now - chrono::Duration::hours(1))
+            .unwrap_or(true)
+    };
+    let mut removed = 0;
+    let mut conn = store.conn().await?;
+    for a in level1.flatten() {
+        for b in std::fs::read_dir(a.path()).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(b.path()).into_iter().flatten().flatten() {
+                let path = file.path();
+                let Some(sha) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if sha.len() != 64 || young(&path) {
+                    continue;
+                }
+                let used: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM attachments a LEFT JOIN cases c ON c.id = a.case_id
+                     WHERE a.sha256 = ? AND (a.case_id IS NULL OR c.purged_at IS NULL)",
+                )
+                .bind(sha)
+                .fetch_one(&mut *conn)
+                .await?;
+                if used == 0 {
+                    removed += remove_attachment_files(attachments_dir, sha)?;
+                }
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// §7060(d): the code and the bodies of the messages received before the

@@ -816,3 +816,93 @@ async fn purge_removes_personal_data_of_old_closed_cases_and_keeps_the_record() 
         stdout(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_clears_mail_that_belonged_to_no_case_and_orphaned_files() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let notify = servers.unique_user("team");
+    let stranger = servers.unique_user("stranger");
+    let config = DaemonConfig::new(servers, &mailbox).team_notify(&[&notify]);
+    let path = config.write();
+    servers
+        .append(
+            &mailbox,
+            "INBOX",
+            &support::mail::request(
+                &stranger,
+                &mailbox,
+                "A question",
+                "Please delete my data.\n",
+            ),
+        )
+        .await;
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // Twenty-five months pass.
+    let db = config.database_path();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let long_ago = Utc::now() - chrono::Duration::days(25 * 31);
+    for sql in [
+        "UPDATE messages SET at = ? WHERE case_id IS NULL",
+        "UPDATE outbox SET created_at = ? WHERE case_id IS NULL",
+    ] {
+        sqlx::query(sql)
+            .bind(long_ago)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    // Events are append-only: this one is written old from the start.
+    sqlx::query("INSERT INTO events (case_id, at, actor, action, detail) VALUES (NULL, ?, ?, 'command_refused', 'x')")
+        .bind(long_ago)
+        .bind(&stranger)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // A stored file nobody refers to (a purge interrupted before removing it).
+    let orphan_sha = "ab".repeat(32);
+    let orphan = config
+        .attachments_dir()
+        .join("sha256/ab/ab")
+        .join(&orphan_sha);
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"old declaration").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&orphan)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+
+    let out = daemon::cli(&path, &["purge"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let left: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE case_id IS NULL
+           AND (raw IS NOT NULL OR body_text IS NOT NULL OR from_addr != '[purged]')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "review mail keeps no personal data");
+    let notices: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox WHERE case_id IS NULL AND (length(raw) > 0 OR recipients != '[]')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(notices, 0, "the review notice keeps no personal data");
+    let actors: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE case_id IS NULL AND actor = ?")
+            .bind(&stranger)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(actors, 0);
+    assert!(!orphan.exists(), "the orphaned file is removed");
+    pool.close().await;
+}

@@ -433,13 +433,7 @@ async fn smtp_delivers_over_implicit_tls_and_refuses_an_unknown_ca() {
         .await
         .unwrap_or_else(|e| panic!("send over SMTPS: {e}"));
     sender.close().await;
-    assert_eq!(
-        servers
-            .wait_for(&user, "INBOX", 1, Duration::from_secs(30))
-            .await
-            .len(),
-        1
-    );
+    servers.inbox_exactly(&user, 1).await;
 
     cfg.ca_file = None;
     let untrusting = SmtpSender::new(&cfg, None).unwrap();

@@ -274,17 +274,7 @@ async fn tls_and_starttls_work_with_the_ca_and_fail_closed_without_it() {
     let mailbox = servers.unique_user("privacy");
     let consumer = servers.unique_user("consumer");
     servers
-        .append(
-            &mailbox,
-            "INBOX",
-            &mail(
-                &consumer,
-                &mailbox,
-                "California Request to Know",
-                "",
-                "Hi\n",
-            ),
-        )
+        .append_request(&mailbox, &consumer, "California Request to Know")
         .await;
 
     // STARTTLS on the plain IMAP port, with the CA: works.
@@ -296,13 +286,7 @@ async fn tls_and_starttls_work_with_the_ca_and_fail_closed_without_it() {
         &daemon::run_once(&starttls_path),
         "run --once over STARTTLS",
     );
-    assert_eq!(
-        servers
-            .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
-            .await
-            .len(),
-        1
-    );
+    servers.inbox_exactly(&consumer, 1).await;
 
     // Without the CA, IMAPS and STARTTLS refuse the server's certificate.
     for (security, port) in [
@@ -329,11 +313,7 @@ async fn tls_and_starttls_work_with_the_ca_and_fail_closed_without_it() {
     // SMTP without the CA: the acknowledgement is not sent in clear; it stays queued.
     let other = servers.unique_user("consumer");
     servers
-        .append(
-            &mailbox,
-            "INBOX",
-            &mail(&other, &mailbox, "California Request to Know", "", "Hi\n"),
-        )
+        .append_request(&mailbox, &other, "California Request to Know")
         .await;
     let smtp_no_ca = DaemonConfig::new(servers, &mailbox).unset("smtp", "ca_file");
     let smtp_no_ca_path = smtp_no_ca.write();
@@ -353,17 +333,7 @@ async fn crash_between_commit_and_move_does_nothing_twice() {
     let mailbox = servers.unique_user("privacy");
     let consumer = servers.unique_user("consumer");
     servers
-        .append(
-            &mailbox,
-            "INBOX",
-            &mail(
-                &consumer,
-                &mailbox,
-                "California Request to Know",
-                "",
-                "Hi\n",
-            ),
-        )
+        .append_request(&mailbox, &consumer, "California Request to Know")
         .await;
     let config = DaemonConfig::new(servers, &mailbox);
     let path = config.write();
@@ -491,26 +461,14 @@ async fn a_new_uidvalidity_rescans_without_doing_anything_twice() {
         "the re-appended request is not a second case: {cases:#?}"
     );
     assert_eq!(servers.count(&mailbox, "Requests").await, 0, "both filed");
-    assert_eq!(
-        servers
-            .wait_for(&early, "INBOX", 1, Duration::from_secs(30))
-            .await
-            .len(),
-        1
-    );
+    servers.inbox_exactly(&early, 1).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         servers.count(&early, "INBOX").await,
         1,
         "no second acknowledgement"
     );
-    assert_eq!(
-        servers
-            .wait_for(&late, "INBOX", 1, Duration::from_secs(30))
-            .await
-            .len(),
-        1
-    );
+    servers.inbox_exactly(&late, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -523,17 +481,7 @@ async fn broken_messages_go_to_review_and_do_not_block_the_rest() {
     servers.append(&mailbox, "INBOX", garbage).await;
     servers.append(&mailbox, "INBOX", broken_mime).await;
     servers
-        .append(
-            &mailbox,
-            "INBOX",
-            &mail(
-                &consumer,
-                &mailbox,
-                "California Request to Know",
-                "",
-                "Hi\n",
-            ),
-        )
+        .append_request(&mailbox, &consumer, "California Request to Know")
         .await;
     let config = DaemonConfig::new(servers, &mailbox);
     let path = config.write();
@@ -545,13 +493,7 @@ async fn broken_messages_go_to_review_and_do_not_block_the_rest() {
         2,
         "both broken messages kept in review"
     );
-    assert_eq!(
-        servers
-            .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
-            .await
-            .len(),
-        1
-    );
+    servers.inbox_exactly(&consumer, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -634,17 +576,7 @@ async fn a_bounce_marks_the_reported_mail_failed_and_tells_the_team() {
     let consumer = servers.unique_user("consumer");
     let notify = servers.unique_user("team");
     servers
-        .append(
-            &mailbox,
-            "INBOX",
-            &mail(
-                &consumer,
-                &mailbox,
-                "California Request to Know",
-                "",
-                "Hi\n",
-            ),
-        )
+        .append_request(&mailbox, &consumer, "California Request to Know")
         .await;
     let config = DaemonConfig::new(servers, &mailbox).team_notify(&[&notify]);
     let path = config.write();
@@ -729,17 +661,7 @@ async fn the_daemon_refuses_to_start_with_a_template_that_would_fail() {
     let mailbox = servers.unique_user("privacy");
     let consumer = servers.unique_user("consumer");
     servers
-        .append(
-            &mailbox,
-            "INBOX",
-            &mail(
-                &consumer,
-                &mailbox,
-                "California Request to Know",
-                "",
-                "Hi\n",
-            ),
-        )
+        .append_request(&mailbox, &consumer, "California Request to Know")
         .await;
     let templates = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(daemon::TEMPLATES_DIR).unwrap() {
@@ -803,13 +725,7 @@ async fn mail_sent_as_the_mailbox_by_a_web_form_is_answered_at_reply_to_or_revie
     let cases = cases_json(&path);
     assert_eq!(cases.len(), 1, "{cases:#?}");
     assert_eq!(cases[0]["requester"], consumer.as_str());
-    assert_eq!(
-        servers
-            .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
-            .await
-            .len(),
-        1
-    );
+    servers.inbox_exactly(&consumer, 1).await;
     assert_eq!(servers.count(&mailbox, "Review").await, 1);
 }
 

@@ -659,11 +659,5 @@ async fn a_request_from_a_no_reply_web_form_reaches_the_team_and_opens_with_repl
         consumer.as_str(),
         "the web form's Reply-To is the requester"
     );
-    assert_eq!(
-        servers
-            .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
-            .await
-            .len(),
-        1
-    );
+    servers.inbox_exactly(&consumer, 1).await;
 }

@@ -111,3 +111,29 @@ pub fn verification_code(raw: &[u8]) -> Option<String> {
     let after = text.split("Verification code:").nth(1)?;
     after.split_whitespace().next().map(str::to_string)
 }
+
+impl super::MailServers {
+    /// Puts a plain request from `from` into `mailbox`'s INBOX (IMAP APPEND).
+    pub async fn append_request(&self, mailbox: &str, from: &str, subject: &str) {
+        self.append(mailbox, "INBOX", &request(from, mailbox, subject, "Hi\n"))
+            .await;
+    }
+}
+
+impl super::MailServers {
+    /// Waits until `user`'s INBOX holds `n` messages and checks, after a
+    /// moment for stragglers, that it holds no more; returns them.
+    pub async fn inbox_exactly(&self, user: &str, n: usize) -> Vec<Vec<u8>> {
+        self.wait_for(user, "INBOX", n, std::time::Duration::from_secs(30))
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let all = self.fetch_all(user, "INBOX").await;
+        assert_eq!(
+            all.len(),
+            n,
+            "{user} has {} messages, expected {n}",
+            all.len()
+        );
+        all
+    }
+}

@@ -50,6 +50,17 @@ async fn deliver(servers: &MailServers, t: &Team, from: &str, raw: &[u8]) {
         .await;
 }
 
+/// A consumer's request, delivered through Postfix.
+async fn request(servers: &MailServers, t: &Team, from: &str, subject: &str) {
+    deliver(
+        servers,
+        t,
+        from,
+        &mail::request(from, &t.mailbox, subject, "Hi\n"),
+    )
+    .await;
+}
+
 fn subject(raw: &[u8]) -> String {
     support::header(raw, "Subject").unwrap_or_default()
 }
@@ -73,20 +84,8 @@ async fn member_reply_verifies_one_case_and_extends_another() {
     let t = team(servers, |c| c);
     let c1 = servers.unique_user("consumer");
     let c2 = servers.unique_user("consumer");
-    deliver(
-        servers,
-        &t,
-        &c1,
-        &mail::request(&c1, &t.mailbox, "California Request to Know", "Hi\n"),
-    )
-    .await;
-    deliver(
-        servers,
-        &t,
-        &c2,
-        &mail::request(&c2, &t.mailbox, "California Request to Know", "Hi\n"),
-    )
-    .await;
+    request(servers, &t, &c1, "California Request to Know").await;
+    request(servers, &t, &c2, "California Request to Know").await;
     run(&t.path).await;
     let cases = support::cases_json(&t.path);
     let id_of = |who: &str| {
@@ -311,13 +310,7 @@ async fn digest_lists_an_overdue_case() {
     let servers = MailServers::start();
     let t = team(servers, |c| c.set_str("team", "digest_time", "00:00"));
     let consumer = servers.unique_user("consumer");
-    deliver(
-        servers,
-        &t,
-        &consumer,
-        &mail::request(&consumer, &t.mailbox, "California Request to Know", "Hi\n"),
-    )
-    .await;
+    request(servers, &t, &consumer, "California Request to Know").await;
     run(&t.path).await;
     let id = support::cases_json(&t.path)[0]["id"]
         .as_str()
@@ -365,13 +358,7 @@ async fn team_reply_in_sent_folder_appears_on_the_case() {
     let servers = MailServers::start();
     let t = team(servers, |c| c);
     let consumer = servers.unique_user("consumer");
-    deliver(
-        servers,
-        &t,
-        &consumer,
-        &mail::request(&consumer, &t.mailbox, "California Request to Know", "Hi\n"),
-    )
-    .await;
+    request(servers, &t, &consumer, "California Request to Know").await;
     run(&t.path).await;
     let id = support::cases_json(&t.path)[0]["id"]
         .as_str()
@@ -580,13 +567,7 @@ async fn with_require_dkim_only_a_trusted_dkim_pass_lets_commands_run() {
         )
     });
     let consumer = servers.unique_user("consumer");
-    deliver(
-        servers,
-        &t,
-        &consumer,
-        &mail::request(&consumer, &t.mailbox, "California Request to Know", "Hi\n"),
-    )
-    .await;
+    request(servers, &t, &consumer, "California Request to Know").await;
     run(&t.path).await;
     let id = support::cases_json(&t.path)[0]["id"]
         .as_str()

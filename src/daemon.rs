@@ -428,8 +428,7 @@ async fn mailbox_session(
     shutdown: &CancellationToken,
     ready: &mut bool,
 ) -> Result<(), CycleError> {
-    let (mut imap, info) = connect_imap(room).await?;
-    let mut info = info;
+    let (mut imap, _) = connect_imap(room).await?;
     let poll = Duration::from_secs(room.config.imap.poll_interval_secs);
     let use_idle = room.config.imap.idle && imap.has_idle();
     if !use_idle {
@@ -440,9 +439,14 @@ async fn mailbox_session(
     }
     let watchdog = systemd::Watchdog::from_env();
     loop {
-        drain(room, &mut imap, info, shutdown).await?;
+        // The Sent folder first, the inbox last: whatever the inbox's SELECT
+        // reports is taken in by the drain right after it, and anything
+        // arriving later is announced (EXISTS) before or during IDLE. The
+        // other order left mail that arrived during the Sent scan waiting for
+        // the next wake-up.
         scan_sent(room, &mut imap).await?;
-        imap.select(&room.config.imap.mailbox).await?;
+        let info = imap.select(&room.config.imap.mailbox).await?;
+        drain(room, &mut imap, info, shutdown).await?;
         // The clocks must never stop intake: a failure is logged and retried next turn.
         if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
             warn!(error = %crate::logging::redact(&e.to_string()), "Scheduled work failed; retrying next turn.");
@@ -481,7 +485,6 @@ async fn mailbox_session(
             }
             imap.noop().await?;
         }
-        info = imap.select(&room.config.imap.mailbox).await?;
     }
 }
 

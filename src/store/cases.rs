@@ -208,7 +208,23 @@ pub async fn list(
     filter: &CaseFilter,
     now: DateTime<Utc>,
 ) -> Result<Vec<Case>> {
-    let sql = format!("SELECT {COLUMNS} FROM cases ORDER BY received_at, id");
+    // The open-only lists (the scheduler every minute, the digest, overdue
+    // and due-soon views) must not read years of closed cases: SQL narrows
+    // them, the exact rules below stay in Rust.
+    let open_only = filter.open_only || filter.overdue || filter.due_within_days.is_some();
+    let finals = State::ALL
+        .iter()
+        .filter(|s| s.is_final())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = if open_only {
+        format!(
+            "SELECT {COLUMNS} FROM cases WHERE state NOT IN ({finals}) ORDER BY received_at, id"
+        )
+    } else {
+        format!("SELECT {COLUMNS} FROM cases ORDER BY received_at, id")
+    };
     let rows: Vec<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_all(conn)
         .await?;

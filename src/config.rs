@@ -97,6 +97,13 @@ pub struct TeamConfig {
 }
 
 impl TeamConfig {
+    /// Is `addr` in `members` (stored as bare, lower-cased addresses)?
+    pub fn is_member(&self, addr: &str) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.trim().eq_ignore_ascii_case(addr.trim()))
+    }
+
     /// When the daily digest goes out (local time), or `None` when it is `"off"`.
     pub fn digest_at(&self) -> Result<Option<chrono::NaiveTime>, chrono::ParseError> {
         if self.digest_time.trim().eq_ignore_ascii_case("off") {
@@ -549,10 +556,7 @@ impl Config {
     }
 
     pub fn is_member(&self, addr: &str) -> bool {
-        self.team
-            .members
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(addr))
+        self.team.is_member(addr)
     }
 }
 
@@ -564,7 +568,7 @@ fn check_endpoint(section: &str, host: &str, security: Security) -> Result<(), C
             "set the server's host name",
         ));
     }
-    if security == Security::None && !is_loopback(host) {
+    if security == Security::None && !crate::tls::is_loopback_host(host) {
         return Err(invalid(
             &format!("{section}.security"),
             format!("\"none\" (plain text) is only allowed for a loopback host, not {host:?}"),
@@ -572,17 +576,6 @@ fn check_endpoint(section: &str, host: &str, security: Security) -> Result<(), C
         ));
     }
     Ok(())
-}
-
-/// `localhost`, 127.0.0.0/8 or ::1.
-pub fn is_loopback(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Secret {
@@ -722,14 +715,5 @@ name = "Example Inc."
             let err = Config::parse(&text).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
-    }
-
-    #[test]
-    fn loopback_hosts() {
-        assert!(is_loopback("localhost"));
-        assert!(is_loopback("127.0.0.5"));
-        assert!(is_loopback("::1"));
-        assert!(!is_loopback("10.0.0.1"));
-        assert!(!is_loopback("mail.example.com"));
     }
 }

@@ -52,16 +52,6 @@ pub enum Outcome {
     Failed,
 }
 
-impl Outcome {
-    pub fn target(&self) -> Target {
-        match self {
-            Outcome::Review { .. } | Outcome::Failed => Target::Review,
-            Outcome::Automatic => Target::Review,
-            _ => Target::Processed,
-        }
-    }
-}
-
 /// Processes a batch; returns each UID with its outcome. Commits.
 pub async fn process_batch(
     room: &Mailroom,

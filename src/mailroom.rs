@@ -102,10 +102,7 @@ impl Mailroom {
 
     /// Is `addr` in `[team] members`?
     pub fn is_member(&self, addr: &str) -> bool {
-        self.team()
-            .members
-            .iter()
-            .any(|m| m.trim().eq_ignore_ascii_case(addr.trim()))
+        self.team().is_member(addr)
     }
 
     /// SIGHUP: reloads the templates and the `[team]` lists. Either both are
@@ -133,8 +130,11 @@ impl Mailroom {
 
     /// Our own addresses: the mailbox and the IMAP login. Mail from them is never answered.
     pub fn is_own_address(&self, addr: &str) -> bool {
-        crate::address::same(addr, &self.config.mailbox_address())
-            || crate::address::same(addr, &self.config.imap.username)
+        let own = [
+            self.config.mailbox_address(),
+            self.config.imap.username.clone(),
+        ];
+        crate::message::auto::is_own_address(addr, &own)
     }
 }
 

@@ -1,7 +1,7 @@
 //! systemd `Type=notify` support: READY, STATUS, WATCHDOG, STOPPING. Without
 //! `NOTIFY_SOCKET` (not run by systemd) every call is a no-op.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tracing::debug;
@@ -60,20 +60,4 @@ impl Watchdog {
             send(&[NotifyState::Watchdog]);
         }
     }
-}
-
-/// Pings the watchdog on a timer, for long stretches of work without a loop turn.
-pub fn spawn_keepalive(wd: Watchdog) -> Option<tokio::task::JoinHandle<()>> {
-    let interval = wd.interval?;
-    Some(tokio::spawn(async move {
-        let start = Instant::now();
-        loop {
-            tokio::time::sleep(interval).await;
-            debug!(
-                uptime_secs = start.elapsed().as_secs(),
-                "Watchdog keepalive."
-            );
-            wd.ping();
-        }
-    }))
 }

@@ -580,12 +580,11 @@ impl TemplateContext {
     }
 }
 
-/// The bare address of `Name <addr>` (or the whole string when there are no brackets).
+/// The bare address of `Name <addr>` (config validation makes sure it parses).
 fn address_of(from: &str) -> String {
-    match (from.rfind('<'), from.rfind('>')) {
-        (Some(open), Some(close)) if open < close => from[open + 1..close].trim().to_string(),
-        _ => from.trim().to_string(),
-    }
+    crate::address::parse_mailbox(from)
+        .map(|a| a.addr)
+        .unwrap_or_else(|| from.trim().to_string())
 }
 
 /// `{{company.*}}`.

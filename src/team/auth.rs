@@ -29,11 +29,7 @@ pub fn authorize(
     sender: &str,
     authentication_results: &[String],
 ) -> Result<(), Denied> {
-    if !team
-        .members
-        .iter()
-        .any(|m| m.trim().eq_ignore_ascii_case(sender))
-    {
+    if !team.is_member(sender) {
         return Err(Denied::NotMember);
     }
     if team.require_dkim && !dkim_pass(team, sender, authentication_results) {

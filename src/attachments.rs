@@ -33,7 +33,6 @@ use tracing::{debug, info};
 use crate::cases::Case;
 use crate::casework::CaseworkError;
 use crate::classify;
-use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::message::attachment::sanitize_filename_nth;
 use crate::message::{Attachment, Inbound, sniff_type};
@@ -541,6 +540,8 @@ pub struct Oversize<'a> {
     /// SHA-256 of the fetched bytes (de-duplication).
     pub sha256: &'a str,
     pub inbound: &'a Inbound,
+    /// The case it belongs to (intake decides, as for any reply).
+    pub case: Option<Case>,
     /// Why, for the team: "an attachment of 30 MB is over …".
     pub why: String,
 }
@@ -556,8 +557,8 @@ pub async fn refuse_oversize(
     now: DateTime<Utc>,
 ) -> Result<i64, CaseworkError> {
     let inbound = o.inbound;
-    let case = threaded_case(conn, room, inbound).await?;
-    let case_id = case.as_ref().map(|c| c.id.as_str());
+    let case = o.case.as_ref();
+    let case_id = case.map(|c| c.id.as_str());
     let review = room.config.imap.review_mailbox.as_str();
     let headers = header_block(o.raw);
     let row = store::messages::insert(
@@ -610,42 +611,6 @@ pub async fn refuse_oversize(
     };
     crate::team::notify_review(conn, room, row, inbound, &why, suggestion, now).await?;
     Ok(row)
-}
-
-/// The case a message belongs to: a daemon Message-ID of it referenced, or
-/// its tag in the subject from one of its parties.
-async fn threaded_case(
-    conn: &mut SqliteConnection,
-    room: &Mailroom,
-    inbound: &Inbound,
-) -> Result<Option<Case>, CaseworkError> {
-    let referenced = room.keys.verify_any(
-        inbound
-            .in_reply_to
-            .iter()
-            .chain(inbound.references.iter())
-            .map(String::as_str),
-    );
-    for v in referenced
-        .iter()
-        .filter(|v| matches!(v.purpose, Purpose::Reply | Purpose::Notice))
-    {
-        if let Some(case) = store::cases::get(conn, &v.subject_id).await? {
-            return Ok(Some(case));
-        }
-    }
-    let sender = inbound
-        .from
-        .as_ref()
-        .map(|a| a.addr.as_str())
-        .unwrap_or_default();
-    if let Some(id) = classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix)
-        && let Some(case) = store::cases::get(conn, &id).await?
-        && case.is_party(sender)
-    {
-        return Ok(Some(case));
-    }
-    Ok(None)
 }
 
 /// A size in words for the team ("30.0 MB").

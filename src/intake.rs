@@ -155,6 +155,23 @@ impl Record<'_> {
         .await?)
     }
 
+    /// The case the message belongs to: one whose Message-ID it answers, or
+    /// whose tag it carries from a party of the case.
+    async fn own_case(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &Mailroom,
+    ) -> Result<Option<crate::cases::Case>, CaseworkError> {
+        let Some(id) = self.thread_case_id(&room.config.policy.case_prefix) else {
+            return Ok(None);
+        };
+        let Some(case) = store::cases::get(conn, &id).await? else {
+            return Ok(None);
+        };
+        let answers_ours = self.referenced.iter().any(|v| v.subject_id == case.id);
+        Ok((answers_ours || case.is_party(&self.sender)).then_some(case))
+    }
+
     /// The case our Reply Message-ID names, else the case of the subject tag.
     fn thread_case_id(&self, case_prefix: &str) -> Option<String> {
         self.referenced
@@ -334,6 +351,7 @@ async fn oversize(
         size: rec.fetched.size,
         sha256: rec.sha,
         inbound: rec.inbound,
+        case: rec.own_case(conn, room).await?,
         why,
     };
     crate::attachments::refuse_oversize(conn, room, &o, now).await?;

@@ -326,13 +326,7 @@ async fn send_result(
         ));
     }
     ctx.results = results;
-    let rendered = room
-        .templates()
-        .render("team_command_result", &ctx)
-        .map_err(|source| CaseworkError::Template {
-            template: "team_command_result".into(),
-            source,
-        })?;
+    let rendered = casework::render_context(room, "team_command_result", &ctx)?;
     let message_id = room.keys.generate(
         Purpose::Result,
         &scope.subject_id(),

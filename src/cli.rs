@@ -73,12 +73,14 @@ pub enum CasesCommand {
     List(ListArgs),
     /// Show one case with its events, messages and attachments.
     Show {
+        /// Case ID, e.g. CCPA-2026-00042.
         id: String,
         #[arg(long)]
         json: bool,
     },
     /// Take a team decision on a case (the same code path as commands by mail).
     Act {
+        /// Case ID, e.g. CCPA-2026-00042.
         id: String,
         #[command(subcommand)]
         action: Action,
@@ -113,7 +115,7 @@ pub enum Action {
         #[arg(long)]
         reason: String,
     },
-    /// Extend the due date by 45 days, once, before the first due date.
+    /// Extend the due date by `policy.extension_days` (45), once, before the first due date.
     Extend {
         #[arg(long)]
         reason: String,

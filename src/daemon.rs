@@ -246,40 +246,9 @@ pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleE
     let now = Utc::now();
     let mut tx = room.store.begin().await?;
     for (_, raw) in &bodies {
-        let inbound = crate::message::parse(raw);
-        let ids: Vec<&str> = inbound.message_id.iter().map(String::as_str).collect();
-        if !room.keys.verify_any(ids).is_empty() {
-            continue;
+        if crate::team::correspondence::from_sent_folder(&mut tx, room, raw, now).await? {
+            recorded += 1;
         }
-        let sha = crate::hash::sha256_hex(raw);
-        if crate::team::correspondence::seen(&mut tx, inbound.message_id.as_deref(), &sha).await? {
-            continue;
-        }
-        let referenced = room
-            .keys
-            .verify_any(inbound.in_reply_to.iter().chain(inbound.references.iter()));
-        let case_id = referenced
-            .iter()
-            .find(|v| v.purpose == crate::ids::Purpose::Reply)
-            .map(|v| v.subject_id.clone())
-            .or_else(|| {
-                crate::classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix)
-            });
-        let Some(case_id) = case_id else { continue };
-        if store::cases::get(&mut tx, &case_id).await?.is_none() {
-            continue;
-        }
-        crate::team::correspondence::record(
-            &mut tx,
-            &case_id,
-            &inbound,
-            &sha,
-            raw.len() as i64,
-            crate::team::correspondence::Origin::SentFolder,
-            now,
-        )
-        .await?;
-        recorded += 1;
     }
     let last = uids.iter().copied().max().unwrap_or(after);
     store::set_cursor(

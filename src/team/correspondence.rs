@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use crate::casework::CaseworkError;
+use crate::classify::find_case_tag;
+use crate::ids::Purpose;
+use crate::mailroom::Mailroom;
 use crate::message::Inbound;
 use crate::store::{self, NewMessage};
 
@@ -81,6 +84,52 @@ pub async fn record(
     )
     .await?;
     Ok(substantive)
+}
+
+/// A message found in the Sent folder: attached to its case when a team
+/// member wrote it in a case's thread (our Reply Message-ID answered, or the
+/// case tag). Our own copies and messages seen before are skipped. Returns
+/// whether it was recorded.
+pub async fn from_sent_folder(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    raw: &[u8],
+    now: DateTime<Utc>,
+) -> Result<bool, CaseworkError> {
+    let inbound = crate::message::parse(raw);
+    if !room.keys.verify_any(inbound.message_id.iter()).is_empty() {
+        return Ok(false);
+    }
+    let sha = crate::hash::sha256_hex(raw);
+    if seen(conn, inbound.message_id.as_deref(), &sha).await? {
+        return Ok(false);
+    }
+    let referenced = room
+        .keys
+        .verify_any(inbound.in_reply_to.iter().chain(inbound.references.iter()));
+    let case_id = referenced
+        .iter()
+        .find(|v| v.purpose == Purpose::Reply)
+        .map(|v| v.subject_id.clone())
+        .or_else(|| find_case_tag(&inbound.subject, &room.config.policy.case_prefix));
+    let Some(case_id) = case_id else {
+        return Ok(false);
+    };
+    if store::cases::get(conn, &case_id).await?.is_none() {
+        return Ok(false);
+    }
+    let size = raw.len() as i64;
+    record(
+        conn,
+        &case_id,
+        &inbound,
+        &sha,
+        size,
+        Origin::SentFolder,
+        now,
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Has a team member written to the requester since the case was verified?

@@ -578,7 +578,7 @@ fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
     let kind = case.kind.title();
     match notice {
         Notice::NewCase => (
-            format!("New {kind}"),
+            "New request".into(),
             format!("A new {kind} was received and acknowledged; the requester was asked to verify their identity."),
         ),
         Notice::VerificationSubmitted => (

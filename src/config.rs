@@ -846,7 +846,15 @@ name = "Example Inc."
         assert!(e.contains("`policy.timezon`"), "{e}");
         assert!(e.contains("did you mean `timezone`?"), "{e}");
         let e = syntax(&MINIMAL.replace("[agents]", "[agent]"));
-        assert!(e.contains("did you mean `agents`?"), "{e}");
+        assert!(e.starts_with("config key `agent` (line 12)"), "{e}");
+        assert!(
+            e.contains("there is no section [agent]; fix: did you mean [agents]?"),
+            "{e}"
+        );
+        // A mistyped required key: serde calls it missing; the typo is named.
+        let e = syntax(&MINIMAL.replacen("host = ", "hots = ", 1));
+        assert!(e.starts_with("config key `imap.hots` (line 3)"), "{e}");
+        assert!(e.contains("did you mean `host`?"), "{e}");
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub fn explain(text: &str, err: &toml::de::Error) -> Explained {
         return unknown_field(text, field, &message, at.as_ref());
     }
     if let Some(field) = between(&message, "missing field `", "`") {
-        return missing_field(field, at.as_ref());
+        return missing_field(text, field, at.as_ref());
     }
     let Some(at) = at else {
         return Explained {
@@ -100,20 +100,26 @@ pub fn explain(text: &str, err: &toml::de::Error) -> Explained {
             },
         };
     }
-    // A TOML syntax error: show the line unless it may hold a secret.
-    let excerpt = if secret {
-        format!("{} = [redacted]", at.key.as_deref().unwrap_or("?"))
+    // A TOML syntax error: show the line unless it may hold a secret (and
+    // then not the parser's words either: they may quote the value).
+    let problem = if secret {
+        format!(
+            "column {}: not valid TOML (the line reads: {} = [redacted])",
+            at.column,
+            at.key.as_deref().unwrap_or("?")
+        )
     } else {
-        at.text.trim().to_string()
+        format!(
+            "column {}: {} (the line reads: {})",
+            at.column,
+            message,
+            at.text.trim()
+        )
     };
     Explained {
         key,
         line: Some(at.line),
-        problem: format!(
-            "column {}: {} (the line reads: {excerpt})",
-            at.column,
-            redacted_message(&message, secret)
-        ),
+        problem,
         fix: SYNTAX_FIX.into(),
     }
 }
@@ -180,6 +186,21 @@ fn describe(expected: &str) -> String {
 }
 
 fn unknown_field(text: &str, field: &str, message: &str, at: Option<&Place>) -> Explained {
+    // An unknown section: serde points at its `[header]`.
+    if let Some(a) =
+        at.filter(|a| a.key.is_none() && header_name(&a.text).as_deref() == Some(field))
+    {
+        let known = known_keys(None);
+        return Explained {
+            key: field.to_string(),
+            line: Some(a.line),
+            problem: format!("there is no section [{field}]"),
+            fix: match closest(field, &known) {
+                Some(best) => format!("did you mean [{best}]?"),
+                None => format!("remove it; the sections are {}", bracketed(&known)),
+            },
+        };
+    }
     let span_section = at.and_then(|a| a.section.clone());
     let found = Place::find_key(text, field, span_section.as_deref());
     let section = found
@@ -205,14 +226,9 @@ fn unknown_field(text: &str, field: &str, message: &str, at: Option<&Place>) -> 
     };
     let fix = match closest(field, &known) {
         Some(best) => format!("did you mean `{best}`?"),
-        None if section.is_none() && !known.is_empty() => format!(
-            "remove it; the sections are {}",
-            known
-                .iter()
-                .map(|k| format!("[{k}]"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        None if section.is_none() && !known.is_empty() => {
+            format!("remove it; the sections are {}", bracketed(&known))
+        }
         None if !known.is_empty() => format!(
             "remove it; the keys of this section are {}",
             known.join(", ")
@@ -227,10 +243,28 @@ fn unknown_field(text: &str, field: &str, message: &str, at: Option<&Place>) -> 
     }
 }
 
-fn missing_field(field: &str, at: Option<&Place>) -> Explained {
+fn missing_field(text: &str, field: &str, at: Option<&Place>) -> Explained {
     let section = at.and_then(|a| a.section.clone());
     match section {
         Some(s) => {
+            // A required key that is "missing" is often there, mistyped.
+            let known = known_keys(Some(&s));
+            let typo = keys_in_section(text, &s).into_iter().find(|p| {
+                p.key.as_ref().is_some_and(|k| {
+                    !known.contains(k) && closest(k, &[field.to_string()]).is_some()
+                })
+            });
+            if let Some(p) = typo {
+                let typed = p.key.clone().unwrap_or_default();
+                return Explained {
+                    key: format!("{s}.{typed}"),
+                    line: Some(p.line),
+                    problem: format!(
+                        "[{s}] has no key `{typed}`, and the required `{field}` is missing"
+                    ),
+                    fix: format!("did you mean `{field}`?"),
+                };
+            }
             let fix = match example_value(Some(&s), Some(field)) {
                 Some(ex) => format!("add `{field} = {ex}` to [{s}]"),
                 None => format!("add {field} to [{s}] (see config/example.toml)"),
@@ -249,6 +283,25 @@ fn missing_field(field: &str, at: Option<&Place>) -> Explained {
             fix: format!("add [{field}] with its required keys (see config/example.toml)"),
         },
     }
+}
+
+/// `[a], [b]`.
+fn bracketed(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|k| format!("[{k}]"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The lines that set a key in `[section]`.
+fn keys_in_section(text: &str, section: &str) -> Vec<Place> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| key_of_line(l).is_some())
+        .map(|(i, _)| Place::at_line(text, i, 1))
+        .filter(|p| p.section.as_deref() == Some(section))
+        .collect()
 }
 
 /// Where in the file an error points.

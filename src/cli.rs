@@ -364,11 +364,12 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
             let path = crate::config::resolve_path(cli.config.as_deref());
             crate::check::run(&config, &path, json).await
         }
-        Command::Cases(cmd @ CasesCommand::Act { .. }) => {
+        Command::Cases(CasesCommand::Act { id, action, by }) => {
             let room = open_mailroom(config).await?;
-            cases::act(&room, cmd).await
+            cases::act(&room, &id, &action, by).await
         }
-        Command::Cases(cmd) => cases::read(&config, cmd).await,
+        Command::Cases(CasesCommand::List(args)) => cases::list(&config, args).await,
+        Command::Cases(CasesCommand::Show { id, json }) => cases::show(&config, &id, json).await,
         Command::Templates(cmd) => {
             let templates = crate::templates::Templates::from_config(&config.templates)
                 .map_err(|e| Failure::Usage(e.into()))?;

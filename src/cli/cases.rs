@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use super::{CasesCommand, Failure, ListArgs, StateFilter};
+use super::{Action, Failure, ListArgs, StateFilter};
 use crate::cases::Case;
 use crate::cases::engine::Actor;
 use crate::config::Config;
@@ -123,12 +123,12 @@ impl From<MessageRow> for MessageJson {
 
 /// `cases act`: takes a decision through the case engine (needs the templates
 /// for the mail it sends).
-pub async fn act(room: &Mailroom, cmd: CasesCommand) -> Result<ExitCode, Failure> {
-    let CasesCommand::Act { id, action, by } = cmd else {
-        return Err(Failure::Usage(anyhow::anyhow!(
-            "internal: cases act called with another command"
-        )));
-    };
+pub async fn act(
+    room: &Mailroom,
+    id: &str,
+    action: &Action,
+    by: Option<String>,
+) -> Result<ExitCode, Failure> {
     let who = match by {
         Some(by) => by,
         None => match invoking_person() {
@@ -143,7 +143,7 @@ pub async fn act(room: &Mailroom, cmd: CasesCommand) -> Result<ExitCode, Failure
         },
     };
     let command = action.to_command();
-    match crate::casework::act(room, &id, Actor::Cli(who), command, Utc::now()).await {
+    match crate::casework::act(room, id, Actor::Cli(who), command, Utc::now()).await {
         Ok(t) => {
             println!("{}: {}", t.case.id, t.case.state);
             Ok(ExitCode::SUCCESS)
@@ -218,26 +218,29 @@ pub fn no_case(config: &Config, id: &str) -> Failure {
     ))
 }
 
-/// `cases list` and `cases show` read the database only: no templates, no keys.
-pub async fn read(config: &Config, cmd: CasesCommand) -> Result<ExitCode, Failure> {
-    let store = Store::open(&config.storage.database).await?;
-    let result = match cmd {
-        CasesCommand::List(args) => list(config, &store, args).await,
-        CasesCommand::Show { id, json } => show(config, &store, &id, json).await,
-        CasesCommand::Act { .. } => Err(Failure::Usage(anyhow::anyhow!(
-            "internal: cases act needs the mailroom"
-        ))),
-    };
-    store.close().await;
-    result
-}
-
 /// A time as people on the team read it: local to `policy.timezone`.
 fn local(t: DateTime<Utc>, tz: Tz) -> String {
     t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
 }
 
-async fn list(config: &Config, store: &Store, args: ListArgs) -> Result<ExitCode, Failure> {
+/// `cases list`. It and `cases show` open the database only (no templates,
+/// no keys), so they work while a template folder is broken or missing.
+pub async fn list(config: &Config, args: ListArgs) -> Result<ExitCode, Failure> {
+    let store = Store::open(&config.storage.database).await?;
+    let result = list_in(config, &store, args).await;
+    store.close().await;
+    result
+}
+
+/// `cases show`.
+pub async fn show(config: &Config, id: &str, json: bool) -> Result<ExitCode, Failure> {
+    let store = Store::open(&config.storage.database).await?;
+    let result = show_in(config, &store, id, json).await;
+    store.close().await;
+    result
+}
+
+async fn list_in(config: &Config, store: &Store, args: ListArgs) -> Result<ExitCode, Failure> {
     let (state, open_only) = match args.state {
         Some(StateFilter::Open) => (None, true),
         Some(StateFilter::Is(s)) => (Some(s), false),
@@ -282,7 +285,12 @@ async fn list(config: &Config, store: &Store, args: ListArgs) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn show(config: &Config, store: &Store, id: &str, json: bool) -> Result<ExitCode, Failure> {
+async fn show_in(
+    config: &Config,
+    store: &Store,
+    id: &str,
+    json: bool,
+) -> Result<ExitCode, Failure> {
     let mut conn = store.conn().await?;
     let Some(case) = store::cases::get(&mut conn, id).await? else {
         return Err(no_case(config, id));

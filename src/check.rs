@@ -169,6 +169,11 @@ fn check_files(r: &mut Report, config: &Config, config_path: &Path) {
                     r.fail(&name, format!(
                         "{} cannot be read by this user; run check as the service user, or while the service runs for /run/credentials paths",
                         path.display()));
+                } else if key == "storage.key_file"
+                    && let Ok(bytes) = std::fs::read(path)
+                    && let Err(e) = crate::config::check_key_file(path, &bytes)
+                {
+                    r.fail(&name, e.to_string());
                 } else {
                     r.ok(&name, format!("{} mode {mode:04o}", path.display()));
                 }

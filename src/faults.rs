@@ -9,3 +9,11 @@ pub fn hit(name: &str) {
         std::process::exit(86);
     }
 }
+
+/// Panics if the fault point `name` is armed: for the tests that prove a
+/// task dying in the middle of the daemon brings the whole daemon down.
+pub fn panic_at(name: &str) {
+    if std::env::var("PRIVACY_MAILROOM_FAULT").is_ok_and(|v| v == name) {
+        panic!("fault point {name} reached: panicking");
+    }
+}

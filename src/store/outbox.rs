@@ -203,3 +203,155 @@ pub async fn append_failed(conn: &mut SqliteConnection, id: i64, error: &str) ->
     .await?;
     Ok(())
 }
+
+/// The recipients of a mail whose delivery is settled, lower-cased:
+/// delivered or refused for good. The others are still to be tried.
+pub async fn settled_recipients(
+    conn: &mut SqliteConnection,
+    outbox_id: i64,
+) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT recipient, status FROM outbox_recipients WHERE outbox_id = ? ORDER BY recipient",
+    )
+    .bind(outbox_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Records what became of one recipient of a mail (`sent` or `failed`).
+/// Recording it twice keeps the first verdict.
+pub async fn settle_recipient(
+    conn: &mut SqliteConnection,
+    outbox_id: i64,
+    recipient: &str,
+    sent: bool,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox_recipients (outbox_id, recipient, status, error, at)
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (outbox_id, recipient) DO NOTHING",
+    )
+    .bind(outbox_id)
+    .bind(recipient.to_lowercase())
+    .bind(if sent { "sent" } else { "failed" })
+    .bind(error)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One team recipient the server refused for good.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FailedTeamMail {
+    pub outbox_id: i64,
+    pub case_id: Option<String>,
+    pub template: String,
+    pub recipient: String,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Team mail refused for good since `since`, newest first: per recipient,
+/// so one colleague's dead address is named while the others got the mail.
+pub async fn failed_team_mail(
+    conn: &mut SqliteConnection,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<FailedTeamMail>> {
+    Ok(sqlx::query_as(
+        "SELECT r.outbox_id, o.case_id, o.template, r.recipient, r.error, r.at
+         FROM outbox_recipients r JOIN outbox o ON o.id = r.outbox_id
+         WHERE r.status = 'failed' AND o.audience = 'team' AND r.at > ?
+         ORDER BY r.at DESC, r.outbox_id DESC LIMIT ?",
+    )
+    .bind(since)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// How many team recipients were refused for good since `since`.
+pub async fn failed_team_count(conn: &mut SqliteConnection, since: DateTime<Utc>) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox_recipients r JOIN outbox o ON o.id = r.outbox_id
+         WHERE r.status = 'failed' AND o.audience = 'team' AND r.at > ?",
+    )
+    .bind(since)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Pending mail whose last attempt failed: what waits for the SMTP server,
+/// and since when the oldest of it waits.
+pub async fn waiting(conn: &mut SqliteConnection) -> Result<(i64, Option<DateTime<Utc>>)> {
+    Ok(sqlx::query_as(
+        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL",
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// How long recording a delivery waits for another writer. A mail that went
+/// out but is not recorded would be sent again, so this waits much longer
+/// than the pool's usual 5 s (a long intake transaction can hold the lock).
+pub const RECORD_BUSY_TIMEOUT_MS: u32 = 60_000;
+
+/// The pool's usual busy timeout, restored after a patient write.
+const USUAL_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Runs `write` in its own short (autocommit) transaction on `conn`, waiting
+/// up to [`RECORD_BUSY_TIMEOUT_MS`] for the write lock instead of the usual 5 s.
+async fn patiently<F>(conn: &mut SqliteConnection, write: F) -> Result<()>
+where
+    F: AsyncFnOnce(&mut SqliteConnection) -> Result<()>,
+{
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA busy_timeout = {RECORD_BUSY_TIMEOUT_MS}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let result = write(&mut *conn).await;
+    let reset = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA busy_timeout = {USUAL_BUSY_TIMEOUT_MS}"
+    )))
+    .execute(&mut *conn)
+    .await;
+    result?;
+    reset?;
+    Ok(())
+}
+
+/// [`mark_sent`] in its own transaction, waiting long for the lock.
+pub async fn record_sent(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
+    patiently(conn, async |c: &mut SqliteConnection| {
+        mark_sent(c, id, now).await
+    })
+    .await
+}
+
+/// [`settle_recipient`] (delivered) in its own transaction, waiting long for the lock.
+pub async fn record_recipient_sent(
+    conn: &mut SqliteConnection,
+    outbox_id: i64,
+    recipient: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    patiently(conn, async |c: &mut SqliteConnection| {
+        settle_recipient(c, outbox_id, recipient, true, None, now).await
+    })
+    .await
+}
+
+/// The SMTP server is unreachable: every due mail waits, with the reason.
+/// Attempts are not counted (nothing was tried for them); the sender's
+/// outage pause decides when to try again.
+pub async fn mark_waiting(conn: &mut SqliteConnection, now: DateTime<Utc>, error: &str) -> Result<()> {
+    sqlx::query("UPDATE outbox SET last_error = ? WHERE status = 'pending' AND next_attempt_at <= ?")
+        .bind(error)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -718,7 +718,10 @@ name = "Example Inc."
         let path = Path::new("/etc/privacy-mailroom/key");
         let err = check_key_file(path, b"short").unwrap_err().to_string();
         assert!(err.starts_with("config key `storage.key_file`"), "{err}");
-        assert!(err.contains("5 bytes") && err.contains("head -c 32"), "{err}");
+        assert!(
+            err.contains("5 bytes") && err.contains("head -c 32"),
+            "{err}"
+        );
         assert!(check_key_file(path, b"").is_err());
         assert!(check_key_file(path, &[7u8; 32]).is_ok());
     }

@@ -190,7 +190,11 @@ pub async fn deliver_due(
 }
 
 /// One SMTP transaction for all recipients (a consumer's mail).
-async fn deliver_whole(sender: &SmtpSender, row: &store::OutboxRow, state: &SenderState) -> Verdict {
+async fn deliver_whole(
+    sender: &SmtpSender,
+    row: &store::OutboxRow,
+    state: &SenderState,
+) -> Verdict {
     if state.unrecorded.contains(&(row.id, None)) {
         // Delivered in an earlier round; only the record is missing.
         return Verdict::Sent;
@@ -243,8 +247,15 @@ async fn deliver_each(
             Err(SendError::Permanent(e)) => {
                 warn!(outbox = row.id, recipient = i + 1, error = %crate::logging::redact(&e), "Recipient refused for good; the others still get the mail.");
                 let mut conn = room.store.conn().await?;
-                store::outbox::settle_recipient(&mut conn, row.id, &key, false, Some(&e), Utc::now())
-                    .await?;
+                store::outbox::settle_recipient(
+                    &mut conn,
+                    row.id,
+                    &key,
+                    false,
+                    Some(&e),
+                    Utc::now(),
+                )
+                .await?;
                 refused = Some(e);
             }
             Err(SendError::Transient(e)) => deferred = Some(e),

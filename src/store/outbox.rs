@@ -347,11 +347,17 @@ pub async fn record_recipient_sent(
 /// The SMTP server is unreachable: every due mail waits, with the reason.
 /// Attempts are not counted (nothing was tried for them); the sender's
 /// outage pause decides when to try again.
-pub async fn mark_waiting(conn: &mut SqliteConnection, now: DateTime<Utc>, error: &str) -> Result<()> {
-    sqlx::query("UPDATE outbox SET last_error = ? WHERE status = 'pending' AND next_attempt_at <= ?")
-        .bind(error)
-        .bind(now)
-        .execute(conn)
-        .await?;
+pub async fn mark_waiting(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    error: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET last_error = ? WHERE status = 'pending' AND next_attempt_at <= ?",
+    )
+    .bind(error)
+    .bind(now)
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -63,7 +63,11 @@ pub fn authenticated(team: &TeamConfig, sender: &str, headers: &[String]) -> boo
     };
     results(header).any(|r| match r.method.as_str() {
         "dkim" => r.result == "pass" && r.signing_domain().is_some_and(|d| aligned(&d, domain)),
-        "auth" => r.result == "pass" && r.prop("smtp.auth").is_some_and(|a| same_submitter(a, sender)),
+        "auth" => {
+            r.result == "pass"
+                && r.prop("smtp.auth")
+                    .is_some_and(|a| same_submitter(a, sender))
+        }
         _ => false,
     })
 }
@@ -163,8 +167,7 @@ fn strip_comments(header: &str) -> String {
 fn aligned(signing: &str, sender_domain: &str) -> bool {
     let signing = signing.trim_end_matches('.');
     let sender = sender_domain.to_ascii_lowercase();
-    signing == sender
-        || (signing.contains('.') && sender.ends_with(&format!(".{signing}")))
+    signing == sender || (signing.contains('.') && sender.ends_with(&format!(".{signing}")))
 }
 
 /// `smtp.auth` names the sender: the whole address, or its local part.
@@ -224,7 +227,10 @@ mod tests {
             ("mx.evil.example; dkim=pass header.d=example.com", false),
             ("mx.example.com; spf=pass smtp.mailfrom=example.com", false),
             // The result hides in a comment: not a result.
-            ("mx.example.com; spf=none (dkim=pass header.d=example.com)", false),
+            (
+                "mx.example.com; spf=none (dkim=pass header.d=example.com)",
+                false,
+            ),
             ("mx.example.com; none", false),
             ("", false),
         ];
@@ -246,7 +252,11 @@ mod tests {
         let t = team(true);
         let h = |d: &str| vec![format!("mx.example.com; dkim=pass header.d={d}")];
         assert!(authenticated(&t, "alice@eu.example.com", &h("example.com")));
-        assert!(!authenticated(&t, "alice@example.com", &h("eu.example.com")));
+        assert!(!authenticated(
+            &t,
+            "alice@example.com",
+            &h("eu.example.com")
+        ));
         assert!(!authenticated(&t, "alice@example.com", &h("xexample.com")));
     }
 
@@ -254,11 +264,23 @@ mod tests {
     fn smtp_auth_must_name_the_member() {
         let t = team(true);
         let h = |login: &str| vec![format!("mx.example.com; auth=pass smtp.auth={login}")];
-        assert!(authenticated(&t, "alice@example.com", &h("alice@example.com")));
-        assert!(authenticated(&t, "Alice@Example.com", &h("ALICE@example.com")));
+        assert!(authenticated(
+            &t,
+            "alice@example.com",
+            &h("alice@example.com")
+        ));
+        assert!(authenticated(
+            &t,
+            "Alice@Example.com",
+            &h("ALICE@example.com")
+        ));
         assert!(authenticated(&t, "alice@example.com", &h("alice")));
         // Another account of the company's domain cannot speak for Alice.
-        assert!(!authenticated(&t, "alice@example.com", &h("bob@example.com")));
+        assert!(!authenticated(
+            &t,
+            "alice@example.com",
+            &h("bob@example.com")
+        ));
         assert!(!authenticated(&t, "alice@example.com", &h("bob")));
         let failed = vec!["mx.example.com; auth=fail smtp.auth=alice".to_string()];
         assert!(!authenticated(&t, "alice@example.com", &failed));
@@ -272,11 +294,27 @@ mod tests {
         let forged = "mx.example.com; dkim=pass header.d=example.com".to_string();
         let other = "relay.elsewhere.example; dkim=pass header.d=example.com".to_string();
         // A forged "pass" below our MX's own verdict is ignored.
-        assert!(!authenticated(&t, "alice@example.com", &[ours_fail.clone(), forged]));
+        assert!(!authenticated(
+            &t,
+            "alice@example.com",
+            &[ours_fail.clone(), forged]
+        ));
         // Headers from servers we do not trust, above ours, are ignored.
-        assert!(!authenticated(&t, "alice@example.com", &[other.clone(), ours_fail.clone()]));
-        assert!(authenticated(&t, "alice@example.com", &[other, ours_pass.clone()]));
+        assert!(!authenticated(
+            &t,
+            "alice@example.com",
+            &[other.clone(), ours_fail.clone()]
+        ));
+        assert!(authenticated(
+            &t,
+            "alice@example.com",
+            &[other, ours_pass.clone()]
+        ));
         // Our verdict on top, anything below it does not take it away.
-        assert!(authenticated(&t, "alice@example.com", &[ours_pass, ours_fail]));
+        assert!(authenticated(
+            &t,
+            "alice@example.com",
+            &[ours_pass, ours_fail]
+        ));
     }
 }

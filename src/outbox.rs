@@ -101,6 +101,14 @@ enum Verdict {
     Unreachable(String),
 }
 
+/// How a recipient's verdict is keyed: the bare address, lower-cased
+/// (`team.notify` may list `"Alice <Alice@Example.com>"`).
+fn recipient_key(recipient: &str) -> String {
+    crate::address::parse_mailbox(recipient)
+        .map_or_else(|| recipient.trim().to_string(), |a| a.addr)
+        .to_lowercase()
+}
+
 /// Team mail (notices, digests, command results) and any mail to several
 /// recipients is delivered one recipient at a time: one refused address (a
 /// colleague who left) must not fail the mail for the others.
@@ -226,7 +234,7 @@ async fn deliver_each(
     let mut refused: Option<String> = None;
     let mut deferred: Option<String> = None;
     for (i, recipient) in row.recipient_list().iter().enumerate() {
-        let key = recipient.to_lowercase();
+        let key = recipient_key(recipient);
         if settled.iter().any(|(r, _)| *r == key) {
             continue;
         }
@@ -306,8 +314,8 @@ async fn settle_rest(
 ) -> Result<(), StoreError> {
     let mut tx = room.store.begin().await?;
     for recipient in row.recipient_list() {
-        store::outbox::settle_recipient(&mut tx, row.id, &recipient, false, Some(error), now)
-            .await?;
+        let key = recipient_key(&recipient);
+        store::outbox::settle_recipient(&mut tx, row.id, &key, false, Some(error), now).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -399,4 +407,34 @@ pub async fn append_sent(
         info!(count, "Copied sent mail to the Sent folder.");
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_keyed_by_bare_address() {
+        assert_eq!(
+            recipient_key("Alice <Alice@Example.com>"),
+            "alice@example.com"
+        );
+        assert_eq!(recipient_key(" bob@example.com "), "bob@example.com");
+    }
+
+    #[test]
+    fn outage_rounds_are_paced_up_to_a_minute() {
+        let mut state = SenderState::default();
+        assert!(!state.in_outage());
+        state.outage_starts("connection refused", Utc::now());
+        assert!(state.in_outage());
+        assert_eq!(state.outage_pause(), std::time::Duration::from_secs(2));
+        for _ in 0..20 {
+            state.outage_starts("connection refused", Utc::now());
+        }
+        assert_eq!(state.outage_pause(), std::time::Duration::from_secs(60));
+        state.outage_ends(Utc::now());
+        assert!(!state.in_outage());
+        assert_eq!(state.outage_pause(), std::time::Duration::from_secs(1));
+    }
 }

@@ -484,3 +484,73 @@ async fn a_short_key_file_and_dkim_without_trusted_servers_are_refused_at_start(
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("team.trusted_authserv_ids"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_is_recorded_after_a_long_database_lock_and_not_sent_twice() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::new(servers, &mailbox);
+    let path = config.write();
+    let mut d = daemon::spawn(&path);
+    servers
+        .send_smtp(
+            &consumer,
+            &[&mailbox],
+            &mail::request(&consumer, &mailbox, "California Request to Know", "Hi\n"),
+        )
+        .await;
+    servers
+        .wait_for(&consumer, "INBOX", 1, Duration::from_secs(60))
+        .await;
+    let id = support::cases_json(&path)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A decision from the CLI queues mail; then another process holds the
+    // database's write lock well past the pool's 5 s busy timeout while the
+    // daemon sends it (the fault under test is the lock's duration).
+    support::assert_ok(
+        &daemon::cli(&path, &["cases", "act", &id, "deny", "--reason", "test"]),
+        "cases act deny",
+    );
+    let url = format!("sqlite://{}", config.database_path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut lock = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    servers
+        .wait_for(&consumer, "INBOX", 2, Duration::from_secs(60))
+        .await;
+    let sent_at = Instant::now();
+    while sent_at.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sqlx::query("COMMIT").execute(&mut *lock).await.unwrap();
+    drop(lock);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delivery was never recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pool.close().await;
+    servers.inbox_exactly(&consumer, 2).await;
+    assert!(
+        d.terminate(Duration::from_secs(10)).success(),
+        "{}",
+        d.log()
+    );
+    assert!(!d.log().contains("not yet recorded"), "{}", d.log());
+}

@@ -330,7 +330,7 @@ async fn check_team_mail(r: &mut Report, config: &Config) {
         return;
     }
     let since =
-        chrono::Utc::now() - chrono::Duration::days(crate::scheduler::FAILED_TEAM_MAIL_DAYS);
+        chrono::Utc::now() - chrono::Duration::days(crate::store::outbox::FAILED_TEAM_MAIL_DAYS);
     let failed = async {
         let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(path)
@@ -351,7 +351,7 @@ async fn check_team_mail(r: &mut Report, config: &Config) {
             "team mail",
             format!(
                 "no team mail refused in the last {} days",
-                crate::scheduler::FAILED_TEAM_MAIL_DAYS
+                crate::store::outbox::FAILED_TEAM_MAIL_DAYS
             ),
         );
         return;

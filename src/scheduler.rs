@@ -73,14 +73,10 @@ pub async fn status_line(room: &Mailroom) -> Result<String, CaseworkError> {
     .await?;
     let pending = store::outbox::pending_count(&mut conn).await?;
     let (waiting, _) = store::outbox::waiting(&mut conn).await?;
-    let since = Utc::now() - chrono::Duration::days(FAILED_TEAM_MAIL_DAYS);
+    let since = Utc::now() - chrono::Duration::days(store::outbox::FAILED_TEAM_MAIL_DAYS);
     let refused = store::outbox::failed_team_count(&mut conn, since).await?;
     Ok(status_text(open, pending, waiting, refused))
 }
-
-/// How far back the status line, `check` and the digest look for team mail
-/// a server refused.
-pub const FAILED_TEAM_MAIL_DAYS: i64 = 7;
 
 /// The status line: open cases, the outbox, mail waiting for the SMTP
 /// server, and team mail refused for good (a colleague's dead address must
@@ -97,7 +93,8 @@ fn status_text(open: i64, pending: i64, waiting: i64, refused_team: i64) -> Stri
     }
     if refused_team > 0 {
         line.push_str(&format!(
-            ", {refused_team} team mail recipients refused in {FAILED_TEAM_MAIL_DAYS} days (see `check`)"
+            ", {refused_team} team mail recipients refused in {} days (see `check`)",
+            store::outbox::FAILED_TEAM_MAIL_DAYS
         ));
     }
     line

@@ -242,6 +242,10 @@ pub async fn settle_recipient(
     Ok(())
 }
 
+/// How far back the status line, `check` and the digest look for team mail
+/// a server refused.
+pub const FAILED_TEAM_MAIL_DAYS: i64 = 7;
+
 /// One team recipient the server refused for good.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct FailedTeamMail {

@@ -48,7 +48,7 @@ pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, Cas
     )
     .await?;
     // Refused team mail since the last digest (at most a week back).
-    let week = now - chrono::Duration::days(crate::scheduler::FAILED_TEAM_MAIL_DAYS);
+    let week = now - chrono::Duration::days(crate::store::outbox::FAILED_TEAM_MAIL_DAYS);
     let since = last.map_or(week, |l| l.max(week));
     let refused = store::outbox::failed_team_mail(&mut tx, since, DIGEST_LIST_LIMIT as i64).await?;
     if open.is_empty() && refused.is_empty() {

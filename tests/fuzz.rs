@@ -229,37 +229,52 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz")
 }
 
+/// A starting input; `shared` when it comes from the shared corpus, whose
+/// copyleft messages must not be copied into the repository.
+struct Seed {
+    raw: Vec<u8>,
+    shared: bool,
+}
+
 /// The seeds: our own, then every corpus message (as stored and as CRLF).
-fn seeds() -> Vec<Vec<u8>> {
+fn seeds() -> Vec<Seed> {
     let mut out = Vec::new();
+    let repo_eml = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eml");
     let mut dirs = vec![fuzz_dir().join("seeds")];
     dirs.extend(roots());
     for dir in dirs {
+        let shared = !dir.starts_with(fuzz_dir()) && dir != repo_eml;
         for path in message_files(&dir) {
             let Ok(raw) = std::fs::read(&path) else {
                 continue;
             };
             let mut raw = raw;
             raw.truncate(MAX_INPUT);
-            out.push(to_crlf(&raw));
-            out.push(raw);
+            out.push(Seed {
+                raw: to_crlf(&raw),
+                shared,
+            });
+            out.push(Seed { raw, shared });
         }
     }
     out
 }
 
 /// Runs `raw` through the pipeline; a panic (caught or not) is saved and
-/// reported.
-fn check(pipeline: &Pipeline, raw: &[u8], what: &str) -> Result<(), String> {
+/// reported. An input made from the shared corpus is saved with a
+/// `shared-corpus-` prefix: reproduce it from a repo-local seed before
+/// committing (the shared corpus holds copyleft mail).
+fn check(pipeline: &Pipeline, raw: &[u8], shared: bool, what: &str) -> Result<(), String> {
     let before = PANICS.load(Ordering::SeqCst);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.run(raw)));
     if result.is_ok() && PANICS.load(Ordering::SeqCst) == before {
         return Ok(());
     }
     let digest = privacy_mailroom::hash::sha256_hex(raw);
+    let prefix = if shared { "shared-corpus-" } else { "" };
     let path = fuzz_dir()
         .join("crashes")
-        .join(format!("{}.eml", &digest[..16]));
+        .join(format!("{prefix}{}.eml", &digest[..16]));
     let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")));
     let _ = std::fs::write(&path, raw);
     Err(format!(
@@ -287,7 +302,7 @@ fn hostile_bytes_never_panic_from_parse_to_commands() {
                 && let Ok(raw) = std::fs::read(&path)
             {
                 replayed += 1;
-                if let Err(e) = check(&pipeline, &raw, &path.display().to_string()) {
+                if let Err(e) = check(&pipeline, &raw, false, &path.display().to_string()) {
                     panic!("{e}");
                 }
             }
@@ -300,7 +315,7 @@ fn hostile_bytes_never_panic_from_parse_to_commands() {
         "the seeds in tests/data/fuzz/seeds and tests/data/eml are missing"
     );
     for (i, seed) in seeds.iter().enumerate() {
-        if let Err(e) = check(&pipeline, seed, &format!("seed #{i}")) {
+        if let Err(e) = check(&pipeline, &seed.raw, seed.shared, &format!("seed #{i}")) {
             panic!("{e}");
         }
     }
@@ -311,15 +326,13 @@ fn hostile_bytes_never_panic_from_parse_to_commands() {
     while runs < MAX_RUNS && started.elapsed() < BUDGET {
         let base = &seeds[rng.below(seeds.len())];
         let other = &seeds[rng.below(seeds.len())];
-        let mut input = base.clone();
+        let mut input = base.raw.clone();
         for _ in 0..1 + rng.below(8) {
-            mutate(&mut rng, &mut input, other);
+            mutate(&mut rng, &mut input, &other.raw);
         }
-        if let Err(e) = check(
-            &pipeline,
-            &input,
-            &format!("mutation #{runs} (seed {SEED:#x})"),
-        ) {
+        let shared = base.shared || other.shared;
+        let what = format!("mutation #{runs} (seed {SEED:#x})");
+        if let Err(e) = check(&pipeline, &input, shared, &what) {
             panic!("{e}");
         }
         runs += 1;

@@ -2,7 +2,8 @@
 -- address the server refuses must not stop the mail to the others. One row
 -- per recipient whose delivery is settled ('sent' or 'failed'); a recipient
 -- without a row is still to be tried. Self-contained, so it can be
--- renumbered if another migration takes the number.
+-- renumbered if another migration takes the number (0007 is the
+-- architecture work's vocabulary checks).
 CREATE TABLE outbox_recipients (
     outbox_id INTEGER NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
     recipient TEXT NOT NULL,

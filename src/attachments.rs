@@ -31,12 +31,11 @@ use sqlx::SqliteConnection;
 use tracing::{debug, info};
 
 use crate::cases::Case;
-use crate::casework::CaseworkError;
 use crate::classify;
 use crate::mailroom::Mailroom;
 use crate::message::attachment::sanitize_filename_nth;
-use crate::message::{Attachment, Inbound, sniff_type};
-use crate::store::{self, NewMessage, StoreError};
+use crate::message::{Attachment, sniff_type};
+use crate::store::{self, StoreError};
 
 /// Errors of the attachment store. Messages name the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -345,7 +344,7 @@ pub async fn record(
     message_row: i64,
     attachments: &[Attachment],
     now: DateTime<Utc>,
-) -> Result<Recorded, CaseworkError> {
+) -> Result<Recorded> {
     if !case.is_agent() || attachments.is_empty() {
         return Ok(Recorded::default());
     }
@@ -489,7 +488,7 @@ pub async fn after_command(
     command: &str,
     reviewer: &str,
     now: DateTime<Utc>,
-) -> Result<(), CaseworkError> {
+) -> Result<()> {
     let status = match command {
         "declaration_accept" => Status::Accepted,
         "declaration_reject" => Status::Rejected,
@@ -524,93 +523,6 @@ pub fn header_block(raw: &[u8]) -> &[u8] {
         .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
         .unwrap_or(raw.len());
     &raw[..end]
-}
-
-/// A message refused by size (SPEC §7): over `imap.max_message_bytes`
-/// (fetched as headers only) or with an attachment over
-/// `agents.max_attachment_bytes`.
-#[derive(Debug)]
-pub struct Oversize<'a> {
-    pub uid_validity: u32,
-    pub uid: u32,
-    /// The fetched bytes; only the header block is kept.
-    pub raw: &'a [u8],
-    /// Size of the whole message.
-    pub size: u64,
-    /// SHA-256 of the fetched bytes (de-duplication).
-    pub sha256: &'a str,
-    pub inbound: &'a Inbound,
-    /// The case it belongs to (intake decides, as for any reply).
-    pub case: Option<Case>,
-    /// Why, for the team: "an attachment of 30 MB is over …".
-    pub why: String,
-}
-
-/// Records a message refused by size from its headers (no attachment is
-/// stored), to be moved to review; puts an event on the case it threads to
-/// (our Message-ID referenced, or the tag from a party of the case) and tells
-/// the team. Returns the message row.
-pub async fn refuse_oversize(
-    conn: &mut SqliteConnection,
-    room: &Mailroom,
-    o: &Oversize<'_>,
-    now: DateTime<Utc>,
-) -> Result<i64, CaseworkError> {
-    let inbound = o.inbound;
-    let case = o.case.as_ref();
-    let case_id = case.map(|c| c.id.as_str());
-    let review = room.config.imap.review_mailbox.as_str();
-    let headers = header_block(o.raw);
-    let row = store::messages::insert(
-        conn,
-        &NewMessage {
-            case_id,
-            direction: "in",
-            message_id: inbound.message_id.as_deref(),
-            subject: &inbound.subject,
-            from_addr: inbound.from.as_ref().map(|a| a.addr.as_str()),
-            at: now,
-            template: None,
-            sha256: o.sha256,
-            size: o.size as i64,
-            raw: Some(headers),
-            body_text: None,
-            disposition: "review",
-            uid_validity: Some(o.uid_validity),
-            uid: Some(o.uid),
-            target_mailbox: Some(review),
-        },
-    )
-    .await?;
-    store::events::append(
-        conn,
-        case_id,
-        now,
-        "daemon",
-        "oversize",
-        &format!(
-            "message row {row}: {}; recorded from its headers and moved to review",
-            o.why
-        ),
-    )
-    .await?;
-    info!(
-        uid = o.uid,
-        size = o.size,
-        case = case_id.unwrap_or("-"),
-        "Message refused by size; sent to review."
-    );
-    // A new request refused by size can still be opened by the team.
-    let suggestion = match case {
-        Some(_) => None,
-        None => classify::match_subject(&room.config.rules, &inbound.subject),
-    };
-    let why = match case_id {
-        Some(id) => format!("{} (it belongs to case {id})", o.why),
-        None => o.why.clone(),
-    };
-    crate::team::notify_review(conn, room, row, inbound, &why, suggestion, now).await?;
-    Ok(row)
 }
 
 /// A size in words for the team ("30.0 MB").

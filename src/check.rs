@@ -22,8 +22,8 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::cli::Failure;
 use crate::config::{Config, Security};
+use crate::errors::Failure;
 
 /// A certificate expiring within this many days fails the check.
 pub const EXPIRY_WARNING_DAYS: u64 = 14;

@@ -86,7 +86,7 @@ impl From<sqlx::Error> for PurgeError {
 pub async fn cli(
     config: &Config,
     dry_run: bool,
-) -> Result<std::process::ExitCode, crate::cli::Failure> {
+) -> Result<std::process::ExitCode, crate::errors::Failure> {
     let store = Store::open(&config.storage.database).await?;
     let report = run(&store, config, Utc::now(), dry_run).await;
     store.close().await;

@@ -299,49 +299,6 @@ pub fn metrics_text(m: &Metrics) -> String {
     out
 }
 
-/// `report records|metrics`: prints to stdout.
-pub async fn cli(
-    config: &crate::config::Config,
-    cmd: crate::cli::ReportCommand,
-) -> std::result::Result<std::process::ExitCode, crate::cli::Failure> {
-    use crate::cli::{Failure, RecordFormat, ReportCommand};
-    let tz = config.timezone().map_err(|e| Failure::Usage(e.into()))?;
-    let store = crate::store::Store::open(&config.storage.database).await?;
-    let mut conn = store.conn().await?;
-    let text = match cmd {
-        ReportCommand::Records {
-            since,
-            until,
-            format,
-        } => {
-            if let (Some(s), Some(u)) = (since, until)
-                && s > u
-            {
-                return Err(Failure::Usage(anyhow::anyhow!(
-                    "--since {s} is after --until {u}; swap them"
-                )));
-            }
-            let rows = records(&mut conn, tz, since, until).await?;
-            match format {
-                RecordFormat::Csv => records_csv(&rows),
-                RecordFormat::Json => format!("{}\n", serde_json::to_string_pretty(&rows)?),
-            }
-        }
-        ReportCommand::Metrics { year, json } => {
-            let m = metrics(&mut conn, tz, year).await?;
-            if json {
-                format!("{}\n", serde_json::to_string_pretty(&m)?)
-            } else {
-                metrics_text(&m)
-            }
-        }
-    };
-    drop(conn);
-    store.close().await;
-    print!("{text}");
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

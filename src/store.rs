@@ -47,11 +47,29 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    /// A query failed; `op` names the store function (`cases.list_open`), so
+    /// a log line says which rule's statement broke.
+    #[error("database error in {op}: {source}")]
+    Query {
+        op: &'static str,
+        source: sqlx::Error,
+    },
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Names the store operation a failed query belongs to.
+pub(crate) trait Op<T> {
+    fn op(self, op: &'static str) -> Result<T>;
+}
+
+impl<T> Op<T> for std::result::Result<T, sqlx::Error> {
+    fn op(self, op: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Query { op, source })
+    }
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::Result;
+use super::{Op, Result};
 
 /// A message to record.
 #[derive(Debug, Clone, Default)]
@@ -128,6 +128,18 @@ pub async fn close_stale_unfiled(
     .bind(i64::from(current_uid_validity))
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Links a message row to the case it opened (the row is written first, so
+/// the acknowledgement can answer it).
+pub async fn set_case(conn: &mut SqliteConnection, message_row: i64, case_id: &str) -> Result<()> {
+    sqlx::query("UPDATE messages SET case_id = ? WHERE id = ?")
+        .bind(case_id)
+        .bind(message_row)
+        .execute(conn)
+        .await
+        .op("messages.set_case")?;
     Ok(())
 }
 

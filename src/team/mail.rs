@@ -219,7 +219,7 @@ async fn run_line(
             ));
         }
         (Scope::Summary(summary), Some(named)) => {
-            if !super::burst::lists(conn, summary, named).await? {
+            if !crate::casework::burst::lists(conn, summary, named).await? {
                 return Ok(refuse(
                     Some(named.clone()),
                     "this summary does not list that case".into(),
@@ -302,7 +302,7 @@ async fn open_from_review(
     else {
         return Ok(Err("the message has no sender to answer".into()));
     };
-    let id = crate::intake::open_request(conn, room, &inbound, kind, &sender, at, row, now).await?;
+    let id = casework::open_request(conn, room, &inbound, kind, &sender, at, row, now).await?;
     Ok(Ok(id))
 }
 

@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::SqliteConnection;
 use tracing::info;
 
+use super::{self as casework, CaseworkError, TeamMail};
 use crate::cases::engine::Notice;
-use crate::casework::{self, CaseworkError, TeamMail};
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::store;

@@ -272,22 +272,7 @@ impl FromStr for Status {
     }
 }
 
-/// One row of the register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct Document {
-    pub id: i64,
-    pub case_id: Option<String>,
-    pub message_row: Option<i64>,
-    pub filename: String,
-    pub declared_type: String,
-    pub sniffed_type: String,
-    pub size: i64,
-    pub sha256: String,
-    pub received_at: DateTime<Utc>,
-    pub status: String,
-    pub reviewer: Option<String>,
-    pub reviewed_at: Option<DateTime<Utc>>,
-}
+pub use crate::store::attachments::Document;
 
 /// What [`record`] did with a message's attachments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -356,20 +341,19 @@ pub async fn record(
         // what the team's tools read (idempotent on a clean name).
         let filename = sanitize_filename_nth(Some(&a.filename), &a.declared_type, n + 1);
         let sniffed = sniff_type(&a.bytes);
-        sqlx::query(
-            "INSERT INTO attachments (case_id, message_row, filename, declared_type, sniffed_type,
-                size, sha256, received_at, status)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending_review')",
+        store::attachments::insert(
+            conn,
+            &store::attachments::NewDocument {
+                case_id: &case.id,
+                message_row,
+                filename: &filename,
+                declared_type: &a.declared_type,
+                sniffed_type: sniffed,
+                size: stored.size as i64,
+                sha256: &stored.sha256,
+                received_at: now,
+            },
         )
-        .bind(&case.id)
-        .bind(message_row)
-        .bind(&filename)
-        .bind(&a.declared_type)
-        .bind(sniffed)
-        .bind(stored.size as i64)
-        .bind(&stored.sha256)
-        .bind(now)
-        .execute(&mut *conn)
         .await?;
         let mismatch = if type_family(&a.declared_type) != type_family(sniffed) {
             format!(
@@ -418,14 +402,7 @@ fn type_family(t: &str) -> String {
 
 /// The case's documents, oldest first.
 pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<Document>> {
-    Ok(sqlx::query_as(
-        "SELECT id, case_id, message_row, filename, declared_type, sniffed_type, size, sha256,
-                received_at, status, reviewer, reviewed_at
-         FROM attachments WHERE case_id = ? ORDER BY id",
-    )
-    .bind(case_id)
-    .fetch_all(conn)
-    .await?)
+    Ok(store::attachments::for_case(conn, case_id).await?)
 }
 
 /// The register row of a document by full SHA-256 or a unique prefix of at
@@ -435,26 +412,13 @@ pub async fn find(conn: &mut SqliteConnection, sha256: &str) -> Result<Document>
     if hex.len() < 8 {
         return Err(AttachmentError::InvalidHash(sha256.to_string()));
     }
-    let shas: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT sha256 FROM attachments WHERE substr(sha256, 1, ?) = ? LIMIT 2",
-    )
-    .bind(hex.len() as i64)
-    .bind(&hex)
-    .fetch_all(&mut *conn)
-    .await?;
+    let shas = store::attachments::hashes_with_prefix(conn, &hex).await?;
     let sha = match shas.as_slice() {
         [] => return Err(AttachmentError::NotFound(hex)),
         [one] => one.clone(),
         _ => return Err(AttachmentError::Ambiguous(hex)),
     };
-    Ok(sqlx::query_as(
-        "SELECT id, case_id, message_row, filename, declared_type, sniffed_type, size, sha256,
-                received_at, status, reviewer, reviewed_at
-         FROM attachments WHERE sha256 = ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(&sha)
-    .fetch_one(conn)
-    .await?)
+    Ok(store::attachments::newest(conn, &sha).await?)
 }
 
 /// Sets every `pending_review` document of the case to `status`, with the
@@ -466,17 +430,7 @@ pub async fn review_pending(
     reviewer: &str,
     now: DateTime<Utc>,
 ) -> Result<u64> {
-    let done = sqlx::query(
-        "UPDATE attachments SET status = ?, reviewer = ?, reviewed_at = ?
-         WHERE case_id = ? AND status = 'pending_review'",
-    )
-    .bind(status.as_str())
-    .bind(reviewer)
-    .bind(now)
-    .bind(case_id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    Ok(store::attachments::review_pending(conn, case_id, status.as_str(), reviewer, now).await?)
 }
 
 /// Called by casework after a team command was applied: `#declaration

@@ -250,10 +250,7 @@ pub async fn send_to_consumer(
         .await?;
         if template == crate::cases::engine::template::ACKNOWLEDGEMENT {
             // The record must not claim an acknowledgement that never went out.
-            sqlx::query("UPDATE cases SET acknowledged_at = NULL WHERE id = ?")
-                .bind(&case.id)
-                .execute(&mut *conn)
-                .await?;
+            store::cases::clear_acknowledged(conn, &case.id).await?;
         }
         return Ok(());
     }

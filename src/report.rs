@@ -21,6 +21,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use crate::cases::{Kind, State};
+use crate::store::reports::CaseRecordRow;
 use crate::store::{Result, parse_col};
 
 /// One request as §7101 wants it recorded.
@@ -44,19 +45,6 @@ pub struct Record {
     pub purged: bool,
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct Row {
-    id: String,
-    kind: String,
-    state: String,
-    manner: String,
-    received_at: DateTime<Utc>,
-    closed_at: Option<DateTime<Utc>>,
-    resolution: Option<String>,
-    denial_reason: Option<String>,
-    purged_at: Option<DateTime<Utc>>,
-}
-
 /// Every request received between `since` and `until` (local dates,
 /// inclusive), oldest first.
 pub async fn records(
@@ -65,12 +53,7 @@ pub async fn records(
     since: Option<NaiveDate>,
     until: Option<NaiveDate>,
 ) -> Result<Vec<Record>> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, kind, state, manner, received_at, closed_at, resolution, denial_reason, purged_at
-         FROM cases ORDER BY received_at, id",
-    )
-    .fetch_all(conn)
-    .await?;
+    let rows = crate::store::reports::case_records(conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let record = to_record(row, tz)?;
@@ -84,7 +67,7 @@ pub async fn records(
     Ok(out)
 }
 
-fn to_record(row: Row, tz: Tz) -> Result<Record> {
+fn to_record(row: CaseRecordRow, tz: Tz) -> Result<Record> {
     let kind: Kind = parse_col("cases", &row.kind)?;
     let state: State = parse_col("cases", &row.state)?;
     let response = response_of(state, row.resolution.as_deref());

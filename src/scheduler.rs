@@ -66,11 +66,7 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
 /// `idle, 3 open cases, outbox empty`.
 pub async fn status_line(room: &Mailroom) -> Result<String, CaseworkError> {
     let mut conn = room.store.conn().await?;
-    let open: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM cases WHERE state NOT IN ('completed', 'denied', 'closed', 'withdrawn')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let open = store::cases::count_open(&mut conn).await?;
     let pending = store::outbox::pending_count(&mut conn).await?;
     let outbox = if pending == 0 {
         "outbox empty".to_string()

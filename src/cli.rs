@@ -1,5 +1,8 @@
-//! The command line (SPEC §9). Parsing lives here; each command group has a
-//! file of its own under `cli/`.
+//! The command line (SPEC §9): parsing (clap) and dispatch. `run`, `check`,
+//! `migrate`, `purge` and `templates` call their modules directly; the
+//! command groups with output of their own have a file under `cli/`
+//! (`cases`, `attachments`, `report`). Every command ends in a
+//! [`Failure`] (shared from `errors`), which `main` maps to the exit code.
 
 pub mod attachments;
 pub mod cases;

@@ -1,5 +1,6 @@
 //! SIGTERM/SIGINT stop the daemon (after the message in hand); SIGHUP reloads
-//! the templates without dropping the IMAP session.
+//! the templates and the `[team]` lists from the config file without dropping
+//! the IMAP session (`Mailroom::reload`; other config changes need a restart).
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;

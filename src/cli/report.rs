@@ -1,5 +1,5 @@
 //! `report records|metrics` (SPEC §9): the figures come from [`crate::report`];
-//! this file only parses the arguments' meaning and prints.
+//! this file checks the arguments, picks the format and prints.
 
 use super::{Failure, RecordFormat, ReportCommand};
 use crate::report;

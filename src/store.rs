@@ -183,12 +183,16 @@ impl Store {
     /// a read-then-write transaction waits for the lock instead of failing with
     /// SQLITE_BUSY half way.
     pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .op("store.begin")?)
     }
 
     /// A pooled connection for reads.
     pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
-        Ok(self.pool.acquire().await?)
+        Ok(self.pool.acquire().await.op("store.conn")?)
     }
 
     pub async fn close(&self) {
@@ -201,7 +205,8 @@ impl Store {
         let key: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT value FROM meta WHERE key = 'hmac_key'")
                 .fetch_optional(&mut *tx)
-                .await?;
+                .await
+                .op("store.hmac_key")?;
         let key = match key {
             Some(k) => k,
             None => {
@@ -209,11 +214,12 @@ impl Store {
                 sqlx::query("INSERT INTO meta (key, value) VALUES ('hmac_key', ?)")
                     .bind(&k)
                     .execute(&mut *tx)
-                    .await?;
+                    .await
+                    .op("store.hmac_key")?;
                 k
             }
         };
-        tx.commit().await?;
+        tx.commit().await.op("store.hmac_key")?;
         Ok(key)
     }
 }
@@ -230,7 +236,8 @@ pub async fn cursor(conn: &mut SqliteConnection, mailbox: &str) -> Result<Option
         sqlx::query_as("SELECT uid_validity, last_uid FROM mailbox_cursor WHERE mailbox = ?")
             .bind(mailbox)
             .fetch_optional(conn)
-            .await?;
+            .await
+            .op("store.cursor")?;
     Ok(row.map(|(v, u)| Cursor {
         uid_validity: v as u32,
         last_uid: u as u32,
@@ -253,7 +260,8 @@ pub async fn set_cursor(
     .bind(i64::from(cursor.last_uid))
     .bind(now)
     .execute(conn)
-    .await?;
+    .await
+        .op("store.set_cursor")?;
     Ok(())
 }
 
@@ -263,7 +271,8 @@ pub async fn last_run(conn: &mut SqliteConnection, job: &str) -> Result<Option<D
         sqlx::query_scalar("SELECT last_run FROM schedule WHERE job = ?")
             .bind(job)
             .fetch_optional(conn)
-            .await?,
+            .await
+            .op("store.last_run")?,
     )
 }
 
@@ -275,7 +284,8 @@ pub async fn set_last_run(conn: &mut SqliteConnection, job: &str, at: DateTime<U
     .bind(job)
     .bind(at)
     .execute(conn)
-    .await?;
+    .await
+    .op("store.set_last_run")?;
     Ok(())
 }
 

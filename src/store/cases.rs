@@ -86,7 +86,8 @@ pub async fn next_seq(conn: &mut SqliteConnection, prefix: &str, year: i32) -> R
     .bind(prefix)
     .bind(year)
     .fetch_one(conn)
-    .await?;
+    .await
+    .op("cases.next_seq")?;
     Ok(seq as u64)
 }
 
@@ -113,7 +114,8 @@ pub async fn insert(
         .bind(now)
         .bind(now)
         .execute(conn)
-        .await?;
+        .await
+        .op("cases.insert")?;
     Ok(())
 }
 
@@ -130,7 +132,8 @@ pub async fn update(conn: &mut SqliteConnection, case: &Case, now: DateTime<Utc>
         .bind(now)
         .bind(&case.id)
         .execute(conn)
-        .await?;
+        .await
+        .op("cases.update")?;
     Ok(())
 }
 
@@ -167,7 +170,8 @@ pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<Case>> 
     let row: Option<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(conn)
-        .await?;
+        .await
+        .op("cases.get")?;
     row.map(CaseRow::into_case).transpose()
 }
 
@@ -176,7 +180,8 @@ pub async fn thread(conn: &mut SqliteConnection, id: &str) -> Result<CaseThread>
         sqlx::query_as("SELECT subject, thread_root, notice_root, manner FROM cases WHERE id = ?")
             .bind(id)
             .fetch_optional(conn)
-            .await?
+            .await
+            .op("cases.thread")?
             .unwrap_or_default(),
     )
 }
@@ -186,7 +191,8 @@ pub async fn set_notice_root(conn: &mut SqliteConnection, id: &str, root: &str) 
         .bind(root)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("cases.set_notice_root")?;
     Ok(())
 }
 
@@ -266,7 +272,8 @@ pub async fn list(
     };
     let rows: Vec<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_all(conn)
-        .await?;
+        .await
+        .op("cases.list")?;
     let mut out = Vec::new();
     for row in rows {
         let case = row.into_case()?;

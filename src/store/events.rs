@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::Result;
+use super::{Op, Result};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EventRow {
@@ -29,7 +29,8 @@ pub async fn append(
         .bind(action)
         .bind(detail)
         .execute(conn)
-        .await?;
+        .await
+        .op("events.append")?;
     Ok(())
 }
 
@@ -40,6 +41,7 @@ pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<
         )
         .bind(case_id)
         .fetch_all(conn)
-        .await?,
+        .await
+        .op("events.for_case")?,
     )
 }

@@ -49,7 +49,8 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage<'_>) -> Result<i
     .bind(m.uid.map(i64::from))
     .bind(m.target_mailbox)
     .fetch_one(conn)
-    .await?;
+    .await
+    .op("messages.insert")?;
     Ok(id)
 }
 
@@ -76,7 +77,8 @@ pub async fn seen_inbound(
     .bind(from_addr)
     .bind(subject)
     .fetch_optional(conn)
-    .await?)
+    .await
+    .op("messages.seen_inbound")?)
 }
 
 /// Originals committed but not yet moved, in this UIDVALIDITY.
@@ -91,7 +93,8 @@ pub async fn unfiled(
     )
     .bind(i64::from(uid_validity))
     .fetch_all(conn)
-    .await?;
+    .await
+    .op("messages.unfiled")?;
     Ok(rows
         .into_iter()
         .map(|(id, uid, target)| (id, uid as u32, target))
@@ -111,7 +114,8 @@ pub async fn mark_filed(
         .bind(now)
         .bind(ids)
         .execute(conn)
-        .await?;
+        .await
+        .op("messages.mark_filed")?;
     Ok(())
 }
 
@@ -127,7 +131,8 @@ pub async fn close_stale_unfiled(
     .bind(now)
     .bind(i64::from(current_uid_validity))
     .execute(conn)
-    .await?;
+    .await
+    .op("messages.close_stale_unfiled")?;
     Ok(())
 }
 
@@ -213,7 +218,8 @@ pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<
     )
     .bind(case_id)
     .fetch_all(conn)
-    .await?)
+    .await
+    .op("messages.for_case")?)
 }
 
 /// The newest inbound Message-ID of a case (what our next reply answers).
@@ -224,7 +230,8 @@ pub async fn last_inbound_id(conn: &mut SqliteConnection, case_id: &str) -> Resu
     )
     .bind(case_id)
     .fetch_optional(conn)
-    .await?
+    .await
+    .op("messages.last_inbound_id")?
     .flatten())
 }
 

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
-use super::Result;
+use super::{Op, Result};
 
 #[derive(Debug, Clone)]
 pub struct NewOutbox<'a> {
@@ -39,7 +39,8 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewOutbox<'_>) -> Result<i6
     .bind(m.now)
     .bind(m.now)
     .fetch_one(conn)
-    .await?)
+    .await
+    .op("outbox.insert")?)
 }
 
 /// Automatic consumer-facing mails to `rate_key` since `since`.
@@ -54,7 +55,8 @@ pub async fn recent_to(
     .bind(rate_key)
     .bind(since)
     .fetch_one(conn)
-    .await?)
+    .await
+        .op("outbox.recent_to")?)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -91,7 +93,8 @@ pub async fn due(
     .bind(now)
     .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await
+    .op("outbox.due")?)
 }
 
 /// When the next pending mail is due, if any.
@@ -99,7 +102,8 @@ pub async fn next_due(conn: &mut SqliteConnection) -> Result<Option<DateTime<Utc
     Ok(
         sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
             .fetch_one(conn)
-            .await?,
+            .await
+            .op("outbox.next_due")?,
     )
 }
 
@@ -107,7 +111,8 @@ pub async fn pending_count(conn: &mut SqliteConnection) -> Result<i64> {
     Ok(
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
             .fetch_one(conn)
-            .await?,
+            .await
+            .op("outbox.pending_count")?,
     )
 }
 
@@ -116,7 +121,8 @@ pub async fn mark_sent(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>)
         .bind(now)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("outbox.mark_sent")?;
     Ok(())
 }
 
@@ -131,7 +137,8 @@ pub async fn mark_retry(
         .bind(error)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("outbox.mark_retry")?;
     Ok(())
 }
 
@@ -142,7 +149,8 @@ pub async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> R
     .bind(error)
     .bind(id)
     .execute(conn)
-    .await?;
+    .await
+    .op("outbox.mark_failed")?;
     Ok(())
 }
 
@@ -164,7 +172,8 @@ pub async fn by_message_id(
         sqlx::query_as("SELECT id, case_id, audience FROM outbox WHERE message_id = ?")
             .bind(message_id)
             .fetch_optional(conn)
-            .await?,
+            .await
+            .op("outbox.by_message_id")?,
     )
 }
 
@@ -180,7 +189,8 @@ pub async fn unappended(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<(
     .bind(MAX_APPEND_ATTEMPTS)
     .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await
+    .op("outbox.unappended")?)
 }
 
 pub async fn mark_appended(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
@@ -188,7 +198,8 @@ pub async fn mark_appended(conn: &mut SqliteConnection, id: i64, now: DateTime<U
         .bind(now)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("outbox.mark_appended")?;
     Ok(())
 }
 
@@ -200,6 +211,7 @@ pub async fn append_failed(conn: &mut SqliteConnection, id: i64, error: &str) ->
     .bind(error)
     .bind(id)
     .execute(conn)
-    .await?;
+    .await
+    .op("outbox.append_failed")?;
     Ok(())
 }

@@ -183,16 +183,15 @@ impl Store {
     /// a read-then-write transaction waits for the lock instead of failing with
     /// SQLITE_BUSY half way.
     pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self
-            .pool
+        self.pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .op("store.begin")?)
+            .op("store.begin")
     }
 
     /// A pooled connection for reads.
     pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
-        Ok(self.pool.acquire().await.op("store.conn")?)
+        self.pool.acquire().await.op("store.conn")
     }
 
     pub async fn close(&self) {
@@ -267,13 +266,11 @@ pub async fn set_cursor(
 
 /// When a scheduled job last ran.
 pub async fn last_run(conn: &mut SqliteConnection, job: &str) -> Result<Option<DateTime<Utc>>> {
-    Ok(
-        sqlx::query_scalar("SELECT last_run FROM schedule WHERE job = ?")
-            .bind(job)
-            .fetch_optional(conn)
-            .await
-            .op("store.last_run")?,
-    )
+    sqlx::query_scalar("SELECT last_run FROM schedule WHERE job = ?")
+        .bind(job)
+        .fetch_optional(conn)
+        .await
+        .op("store.last_run")
 }
 
 pub async fn set_last_run(conn: &mut SqliteConnection, job: &str, at: DateTime<Utc>) -> Result<()> {

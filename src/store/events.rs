@@ -35,13 +35,9 @@ pub async fn append(
 }
 
 pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<EventRow>> {
-    Ok(
-        sqlx::query_as(
-            "SELECT at, actor, action, detail FROM events WHERE case_id = ? ORDER BY id",
-        )
+    sqlx::query_as("SELECT at, actor, action, detail FROM events WHERE case_id = ? ORDER BY id")
         .bind(case_id)
         .fetch_all(conn)
         .await
-        .op("events.for_case")?,
-    )
+        .op("events.for_case")
 }

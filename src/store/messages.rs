@@ -65,7 +65,7 @@ pub async fn seen_inbound(
     subject: &str,
     sha256: &str,
 ) -> Result<Option<(i64, Option<String>)>> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "SELECT id, target_mailbox FROM messages WHERE direction = 'in'
            AND (sha256 = ?
                 OR (? IS NOT NULL AND message_id = ? AND from_addr IS ? AND subject = ?))
@@ -78,7 +78,7 @@ pub async fn seen_inbound(
     .bind(subject)
     .fetch_optional(conn)
     .await
-    .op("messages.seen_inbound")?)
+    .op("messages.seen_inbound")
 }
 
 /// Originals committed but not yet moved, in this UIDVALIDITY.
@@ -212,14 +212,14 @@ pub struct MessageRow {
 }
 
 pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<MessageRow>> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "SELECT direction, message_id, subject, at, template, from_addr, body_text
          FROM messages WHERE case_id = ? ORDER BY at, id",
     )
     .bind(case_id)
     .fetch_all(conn)
     .await
-    .op("messages.for_case")?)
+    .op("messages.for_case")
 }
 
 /// The newest inbound Message-ID of a case (what our next reply answers).

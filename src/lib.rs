@@ -21,6 +21,12 @@
 //!   `intake`, `delivery`, `purge`, `sync`, `scheduler`;
 //! - the top: `daemon`, `check`, `cli`.
 
+// Lints for the shipped code (library and binary, not the integration tests,
+// whose harness needs libc): no unsafe, no unwrap outside `#[cfg(test)]`
+// (clippy.toml allows it in tests).
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+
 pub mod address;
 pub mod attachments;
 pub mod cases;

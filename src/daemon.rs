@@ -35,7 +35,7 @@ pub async fn run_once(room: &Mailroom, sender: SmtpSender) -> Result<(), CycleEr
     drain(room, &mut imap, info, &shutdown).await?;
     scan_sent(room, &mut imap).await?;
     if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
-        warn!(error = %crate::logging::redact(&e.to_string()), "Scheduled work failed.");
+        warn!(error = %crate::logging::Personal(&e), "Scheduled work failed.");
     }
     let delivered = delivery::deliver_due(room, &sender, Utc::now(), &shutdown).await?;
     sender.close().await;
@@ -66,7 +66,7 @@ pub async fn run(
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let wait = reconnect_delay(failures);
-                let error = crate::logging::redact(&e.to_string()).into_owned();
+                let error = crate::logging::Personal(&e).to_string();
                 warn!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
                 systemd::status(&format!("reconnecting: {error}"));
                 // Waiting out an outage is not a hang: keep the watchdog fed.
@@ -134,7 +134,7 @@ async fn mailbox_session(
         drain(room, &mut imap, info, shutdown).await?;
         // The clocks must never stop intake: a failure is logged and retried next turn.
         if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
-            warn!(error = %crate::logging::redact(&e.to_string()), "Scheduled work failed; retrying next turn.");
+            warn!(error = %crate::logging::Personal(&e), "Scheduled work failed; retrying next turn.");
         }
         if !*ready {
             systemd::ready();
@@ -186,12 +186,12 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
                     "Outbox delivered."
                 );
                 if let Err(e) = copy_to_sent(&room).await {
-                    warn!(error = %crate::logging::redact(&e.to_string()), "Cannot copy sent mail to the Sent folder; will retry.");
+                    warn!(error = %crate::logging::Personal(&e), "Cannot copy sent mail to the Sent folder; will retry.");
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                warn!(error = %crate::logging::redact(&e.to_string()), "Outbox delivery round failed.")
+                warn!(error = %crate::logging::Personal(&e), "Outbox delivery round failed.")
             }
         }
         if shutdown.is_cancelled() {

@@ -79,13 +79,13 @@ pub async fn deliver_due(
                 }
                 Err(SendError::Transient(e)) if now - row.created_at < RETRY_FOR => {
                     let next = now + backoff(row.attempts);
-                    warn!(outbox = row.id, attempts = row.attempts + 1, error = %crate::logging::redact(&e.to_string()), "Delivery deferred; will retry.");
+                    warn!(outbox = row.id, attempts = row.attempts + 1, error = %crate::logging::Personal(&e), "Delivery deferred; will retry.");
                     store::outbox::mark_retry(&mut tx, row.id, next, &e).await?;
                     done.retried += 1;
                 }
                 Err(e) => {
                     let error = e.to_string();
-                    warn!(outbox = row.id, error = %crate::logging::redact(&error), "Delivery failed for good.");
+                    warn!(outbox = row.id, error = %crate::logging::Personal(&error), "Delivery failed for good.");
                     store::outbox::mark_failed(&mut tx, row.id, &error).await?;
                     if let Some(case_id) = &row.case_id {
                         store::events::append(
@@ -103,7 +103,7 @@ pub async fn deliver_due(
                                 crate::team::notify_delivery_failure(&mut tx, room, &case, now)
                                     .await
                         {
-                            warn!(error = %crate::logging::redact(&e.to_string()), "Cannot queue the delivery-failure notice.");
+                            warn!(error = %crate::logging::Personal(&e), "Cannot queue the delivery-failure notice.");
                         }
                     }
                     done.failed += 1;

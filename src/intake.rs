@@ -74,7 +74,7 @@ pub async fn process_batch(
             }
             Err(e) => {
                 sp.rollback().await?;
-                warn!(uid = fetched.uid, error = %crate::logging::redact(&e.to_string()), "Message could not be processed; stored raw and sent to review.");
+                warn!(uid = fetched.uid, error = %crate::logging::Personal(&e), "Message could not be processed; stored raw and sent to review.");
                 record_failed(&mut tx, room, uid_validity, fetched, &e.to_string(), now).await?;
                 Outcome::Failed
             }
@@ -796,7 +796,7 @@ async fn record_failed(
         Ok(()) => sp.commit().await?,
         Err(e) => {
             sp.rollback().await?;
-            warn!(error = %crate::logging::redact(&e.to_string()), "Cannot tell the team about a failed message.");
+            warn!(error = %crate::logging::Personal(&e), "Cannot tell the team about a failed message.");
         }
     }
     Ok(())

@@ -52,7 +52,7 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
                 changed += 1;
             }
             Err(e) => {
-                warn!(case = %case.id, error = %crate::logging::redact(&e.to_string()), "Scheduled work on a case failed.")
+                warn!(case = %case.id, error = %crate::logging::Personal(&e), "Scheduled work on a case failed.")
             }
         }
     }
@@ -88,7 +88,7 @@ pub async fn daily_purge(room: &Mailroom, now: DateTime<Utc>) {
         Ok(Some(at)) if now - at < chrono::Duration::hours(24) => return,
         Ok(_) => {}
         Err(e) => {
-            warn!(error = %e, "Cannot read when the purge last ran.");
+            warn!(error = %crate::logging::Personal(&e), "Cannot read when the purge last ran.");
             return;
         }
     }
@@ -97,9 +97,11 @@ pub async fn daily_purge(room: &Mailroom, now: DateTime<Utc>) {
             if let Ok(mut conn) = room.store.conn().await
                 && let Err(e) = store::set_last_run(&mut conn, JOB, now).await
             {
-                warn!(error = %e, "Cannot record the purge run.");
+                warn!(error = %crate::logging::Personal(&e), "Cannot record the purge run.");
             }
         }
-        Err(e) => warn!(error = %e, "Retention purge failed; retrying on the next tick."),
+        Err(e) => {
+            warn!(error = %crate::logging::Personal(&e), "Retention purge failed; retrying on the next tick.")
+        }
     }
 }

@@ -27,7 +27,7 @@ pub fn spawn(room: Mailroom, shutdown: CancellationToken) {
                     crate::systemd::reloading();
                     match room.reload() {
                         Ok(()) => info!("Templates and team lists reloaded."),
-                        Err(e) => warn!(error = %e, "Reload failed; keeping the running templates and team lists."),
+                        Err(e) => warn!(error = %crate::logging::Personal(&e), "Reload failed; keeping the running templates and team lists."),
                     }
                     crate::systemd::ready();
                 }

@@ -334,7 +334,7 @@ pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, Cycl
                     ..
                 }) => {
                     let error = result.err().map(|e| e.to_string()).unwrap_or_default();
-                    warn!(outbox = id, error = %crate::logging::redact(&error), "Sent-folder copy refused.");
+                    warn!(outbox = id, error = %crate::logging::Personal(&error), "Sent-folder copy refused.");
                     store::outbox::append_failed(&mut conn, id, &error).await?;
                 }
                 // The connection is gone: the rest waits for the next session.

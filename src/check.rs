@@ -22,8 +22,8 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::cli::Failure;
 use crate::config::{Config, Security};
+use crate::errors::Failure;
 
 /// A certificate expiring within this many days fails the check.
 pub const EXPIRY_WARNING_DAYS: u64 = 14;
@@ -257,7 +257,7 @@ async fn check_database(r: &mut Report, config: &Config) {
             );
         }
     }
-    match migration_status(path).await {
+    match crate::store::migration_status(path).await {
         Ok((_, _, unknown)) if unknown > 0 => r.fail("database", format!(
             "{}: {unknown} migrations applied that this binary does not know (a newer version ran here); install that version or newer", path.display())),
         Ok((applied, 0, _)) => r.ok("database", format!("{}: schema up to date ({applied} migrations)", path.display())),
@@ -266,39 +266,6 @@ async fn check_database(r: &mut Report, config: &Config) {
         Err(e) => r.fail("database", format!("cannot read {}: {e}; check storage.database and that this user may read it", path.display())),
     }
 }
-
-/// (applied and known, pending, applied but unknown to this binary).
-async fn migration_status(path: &Path) -> Result<(usize, usize, usize), sqlx::Error> {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .connect()
-        .await?;
-    let has_table: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-    )
-    .fetch_one(&mut conn)
-    .await?;
-    let applied: Vec<i64> = if has_table > 0 {
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
-            .fetch_all(&mut conn)
-            .await?
-    } else {
-        Vec::new()
-    };
-    let known: Vec<i64> = MIGRATOR
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-        .map(|m| m.version)
-        .collect();
-    let applied_known = applied.iter().filter(|v| known.contains(v)).count();
-    let unknown = applied.len() - applied_known;
-    let pending = known.iter().filter(|v| !applied.contains(v)).count();
-    Ok((applied_known, pending, unknown))
-}
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// What protects mailed commands in this configuration (docs/privacy-team.md).
 fn check_commands(r: &mut Report, config: &Config) {
@@ -324,7 +291,6 @@ fn check_commands(r: &mut Report, config: &Config) {
 /// Team mail a server refused for good in the last days: failing while the
 /// address is still configured, a warning once it is gone from the lists.
 async fn check_team_mail(r: &mut Report, config: &Config) {
-    use sqlx::ConnectOptions;
     let path = &config.storage.database;
     if !path.exists() {
         return;
@@ -332,12 +298,7 @@ async fn check_team_mail(r: &mut Report, config: &Config) {
     let since =
         chrono::Utc::now() - chrono::Duration::days(crate::store::outbox::FAILED_TEAM_MAIL_DAYS);
     let failed = async {
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true)
-            .connect()
-            .await
-            .map_err(crate::store::StoreError::from)?;
+        let mut conn = crate::store::read_only(path).await?;
         crate::store::outbox::failed_team_mail(&mut conn, since, 100).await
     }
     .await;

@@ -446,6 +446,7 @@ async fn the_daemon_exits_non_zero_when_the_sender_task_dies() {
     let config = DaemonConfig::new(servers, &mailbox);
     let path = config.write();
     let mut cmd = daemon::command(&path, &["run"]);
+    support::daemon::require_fault_points();
     cmd.env("PRIVACY_MAILROOM_FAULT", "sender_panic");
     let mut d = daemon::spawn_with(cmd, &path);
     let deadline = Instant::now() + Duration::from_secs(60);

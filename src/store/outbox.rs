@@ -379,3 +379,106 @@ pub async fn mark_waiting(
     .op("outbox.mark_waiting")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use chrono::TimeZone;
+
+    async fn row(conn: &mut SqliteConnection, message_id: &str, audience: &'static str) -> i64 {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let recipients = vec!["a@example.com".to_string(), "b@example.com".to_string()];
+        insert(
+            conn,
+            &NewOutbox {
+                case_id: None,
+                message_id,
+                audience,
+                template: "team_notice",
+                envelope_from: "privacy@example.com",
+                recipients: &recipients,
+                rate_key: "a@example.com",
+                subject: "s",
+                raw: b"raw",
+                now,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn recipient_verdicts_are_kept_once_and_refusals_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("mailroom.db")).await.unwrap();
+        let mut conn = store.conn().await.unwrap();
+        let team = row(&mut conn, "<t@x>", "team").await;
+        let consumer = row(&mut conn, "<c@x>", "consumer").await;
+        let at = Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap();
+        settle_recipient(&mut conn, team, "A@Example.com", true, None, at)
+            .await
+            .unwrap();
+        settle_recipient(&mut conn, team, "b@example.com", false, Some("550"), at)
+            .await
+            .unwrap();
+        // A second verdict for the same recipient keeps the first.
+        settle_recipient(&mut conn, team, "b@example.com", true, None, at)
+            .await
+            .unwrap();
+        settle_recipient(&mut conn, consumer, "b@example.com", false, Some("550"), at)
+            .await
+            .unwrap();
+        let settled = settled_recipients(&mut conn, team).await.unwrap();
+        assert_eq!(
+            settled,
+            [
+                ("a@example.com".to_string(), "sent".to_string()),
+                ("b@example.com".to_string(), "failed".to_string())
+            ]
+        );
+        let since = at - chrono::Duration::days(1);
+        let failed = failed_team_mail(&mut conn, since, 10).await.unwrap();
+        assert_eq!(failed.len(), 1, "consumer mail is not team mail");
+        assert_eq!(failed[0].recipient, "b@example.com");
+        assert_eq!(failed[0].error.as_deref(), Some("550"));
+        assert_eq!(failed_team_count(&mut conn, since).await.unwrap(), 1);
+        assert_eq!(failed_team_count(&mut conn, at).await.unwrap(), 0);
+
+        // The purge blanks recipients: their verdicts go too.
+        sqlx::query("UPDATE outbox SET recipients = '[]' WHERE id = ?")
+            .bind(team)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert!(
+            settled_recipients(&mut conn, team)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn waiting_mail_is_counted_and_recorded_patiently() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("mailroom.db")).await.unwrap();
+        let mut conn = store.conn().await.unwrap();
+        let id = row(&mut conn, "<w@x>", "consumer").await;
+        assert_eq!(waiting(&mut conn).await.unwrap().0, 0);
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        mark_waiting(&mut conn, now, "connection refused")
+            .await
+            .unwrap();
+        let (count, since) = waiting(&mut conn).await.unwrap();
+        assert_eq!((count, since), (1, Some(now)));
+        record_sent(&mut conn, id, now).await.unwrap();
+        assert_eq!(waiting(&mut conn).await.unwrap().0, 0);
+        assert_eq!(pending_count(&mut conn).await.unwrap(), 0);
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(timeout, 5000, "the usual busy timeout is back");
+    }
+}

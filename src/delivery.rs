@@ -7,7 +7,7 @@
 //! Sent-folder copy is `sync::append_sent`, on the IMAP side.
 
 use chrono::{DateTime, Duration, Utc};
-use tracing::warn;
+use tracing::{Instrument, info_span, warn};
 
 use crate::mailroom::Mailroom;
 use crate::outbox::smtp::{SendError, SmtpSender};
@@ -68,48 +68,63 @@ pub async fn deliver_due(
             if stop.is_cancelled() {
                 return Ok(done);
             }
-            let recipients = row.recipient_list();
-            let to: Vec<&str> = recipients.iter().map(String::as_str).collect();
-            let result = sender.send_raw(&row.envelope_from, &to, &row.raw).await;
-            let mut tx = room.store.begin().await?;
-            match result {
-                Ok(()) => {
-                    store::outbox::mark_sent(&mut tx, row.id, Utc::now()).await?;
-                    done.sent += 1;
-                }
-                Err(SendError::Transient(e)) if now - row.created_at < RETRY_FOR => {
-                    let next = now + backoff(row.attempts);
-                    warn!(outbox = row.id, attempts = row.attempts + 1, error = %crate::logging::Personal(&e), "Delivery deferred; will retry.");
-                    store::outbox::mark_retry(&mut tx, row.id, next, &e).await?;
-                    done.retried += 1;
-                }
-                Err(e) => {
-                    let error = e.to_string();
-                    warn!(outbox = row.id, error = %crate::logging::Personal(&error), "Delivery failed for good.");
-                    store::outbox::mark_failed(&mut tx, row.id, &error).await?;
-                    if let Some(case_id) = &row.case_id {
-                        store::events::append(
-                            &mut tx,
-                            Some(case_id),
-                            now,
-                            "daemon",
-                            "delivery_failed",
-                            &format!("{}: {error}", row.template),
-                        )
-                        .await?;
-                        if row.audience == "consumer"
-                            && let Some(case) = store::cases::get(&mut tx, case_id).await?
-                            && let Err(e) =
-                                crate::team::notify_delivery_failure(&mut tx, room, &case, now)
-                                    .await
-                        {
-                            warn!(error = %crate::logging::Personal(&e), "Cannot queue the delivery-failure notice.");
-                        }
-                    }
-                    done.failed += 1;
-                }
-            }
-            tx.commit().await?;
+            // One span per delivery: every line about it names the row.
+            let span = info_span!("delivery", outbox = row.id, template = %row.template);
+            deliver_one(room, sender, &row, now, &mut done)
+                .instrument(span)
+                .await?;
         }
     }
+}
+
+/// Sends one due row and records the result in its own transaction.
+async fn deliver_one(
+    room: &Mailroom,
+    sender: &SmtpSender,
+    row: &store::OutboxRow,
+    now: DateTime<Utc>,
+    done: &mut Delivered,
+) -> Result<(), StoreError> {
+    let recipients = row.recipient_list();
+    let to: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    let result = sender.send_raw(&row.envelope_from, &to, &row.raw).await;
+    let mut tx = room.store.begin().await?;
+    match result {
+        Ok(()) => {
+            store::outbox::mark_sent(&mut tx, row.id, Utc::now()).await?;
+            done.sent += 1;
+        }
+        Err(SendError::Transient(e)) if now - row.created_at < RETRY_FOR => {
+            let next = now + backoff(row.attempts);
+            warn!(outbox = row.id, attempts = row.attempts + 1, error = %crate::logging::Personal(&e), "Delivery deferred; will retry.");
+            store::outbox::mark_retry(&mut tx, row.id, next, &e).await?;
+            done.retried += 1;
+        }
+        Err(e) => {
+            let error = e.to_string();
+            warn!(outbox = row.id, error = %crate::logging::Personal(&error), "Delivery failed for good.");
+            store::outbox::mark_failed(&mut tx, row.id, &error).await?;
+            if let Some(case_id) = &row.case_id {
+                store::events::append(
+                    &mut tx,
+                    Some(case_id),
+                    now,
+                    "daemon",
+                    "delivery_failed",
+                    &format!("{}: {error}", row.template),
+                )
+                .await?;
+                if row.audience == "consumer"
+                    && let Some(case) = store::cases::get(&mut tx, case_id).await?
+                    && let Err(e) =
+                        crate::team::notify_delivery_failure(&mut tx, room, &case, now).await
+                {
+                    warn!(error = %crate::logging::Personal(&e), "Cannot queue the delivery-failure notice.");
+                }
+            }
+            done.failed += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::mailroom::Mailroom;
 use crate::outbox::smtp::{SendError, SmtpSender};
@@ -154,50 +154,71 @@ pub async fn deliver_due(
             if stop.is_cancelled() {
                 return Ok(done);
             }
-            let verdict = if per_recipient(&row) {
-                deliver_each(room, sender, &row, state).await?
-            } else {
-                deliver_whole(sender, &row, state).await
-            };
-            let expired = now - row.created_at >= RETRY_FOR;
-            match verdict {
-                Verdict::Sent => {
-                    state.outage_ends(Utc::now());
-                    record_sent(room, row.id, None, state).await;
-                    done.sent += 1;
-                }
-                Verdict::Unreachable(e) if !expired => {
-                    state.outage_starts(&e, Utc::now());
-                    let mut conn = room.store.conn().await?;
-                    store::outbox::mark_waiting(&mut conn, now, &e).await?;
-                    done.unreachable = true;
-                    return Ok(done);
-                }
-                Verdict::Retry(e) if !expired => {
-                    state.outage_ends(Utc::now());
-                    let next = now + backoff(row.attempts);
-                    warn!(outbox = row.id, attempts = row.attempts + 1, error = %crate::logging::Personal(&e), "Delivery deferred; will retry.");
-                    let mut tx = room.store.begin().await?;
-                    store::outbox::mark_retry(&mut tx, row.id, next, &e).await?;
-                    tx.commit().await?;
-                    done.retried += 1;
-                }
-                Verdict::Retry(e) | Verdict::Unreachable(e) | Verdict::Failed(e) => {
-                    if per_recipient(&row) {
-                        settle_rest(room, &row, &e, now).await?;
-                        if refused_some_but_not_all(room, row.id).await? {
-                            // Retries ran out for some, others got it.
-                            record_sent(room, row.id, None, state).await;
-                            done.sent += 1;
-                            continue;
-                        }
-                    }
-                    fail(room, &row, &e, now).await?;
-                    done.failed += 1;
-                }
+            // One span per delivery: every line about it names the row.
+            let span = info_span!("delivery", outbox = row.id, template = %row.template);
+            let go_on = deliver_one(room, sender, &row, now, &mut done, state)
+                .instrument(span)
+                .await?;
+            if !go_on {
+                return Ok(done);
             }
         }
     }
+}
+
+/// Sends one due row and records the verdict. Returns `false` when the SMTP
+/// server is unreachable: the round stops there.
+async fn deliver_one(
+    room: &Mailroom,
+    sender: &SmtpSender,
+    row: &store::OutboxRow,
+    now: DateTime<Utc>,
+    done: &mut Delivered,
+    state: &mut SenderState,
+) -> Result<bool, StoreError> {
+    let verdict = if per_recipient(row) {
+        deliver_each(room, sender, row, state).await?
+    } else {
+        deliver_whole(sender, row, state).await
+    };
+    let expired = now - row.created_at >= RETRY_FOR;
+    match verdict {
+        Verdict::Sent => {
+            state.outage_ends(Utc::now());
+            record_sent(room, row.id, None, state).await;
+            done.sent += 1;
+        }
+        Verdict::Unreachable(e) if !expired => {
+            state.outage_starts(&e, Utc::now());
+            let mut conn = room.store.conn().await?;
+            store::outbox::mark_waiting(&mut conn, now, &e).await?;
+            done.unreachable = true;
+            return Ok(false);
+        }
+        Verdict::Retry(e) if !expired => {
+            state.outage_ends(Utc::now());
+            let next = now + backoff(row.attempts);
+            warn!(outbox = row.id, attempts = row.attempts + 1, error = %crate::logging::Personal(&e), "Delivery deferred; will retry.");
+            let mut tx = room.store.begin().await?;
+            store::outbox::mark_retry(&mut tx, row.id, next, &e).await?;
+            tx.commit().await?;
+            done.retried += 1;
+        }
+        Verdict::Retry(e) | Verdict::Unreachable(e) | Verdict::Failed(e) => {
+            if per_recipient(row) {
+                settle_rest(room, row, &e, now).await?;
+                if refused_some_but_not_all(room, row.id).await? {
+                    // Retries ran out for some, others got it.
+                    record_sent(room, row.id, None, state).await;
+                    done.sent += 1;
+                    return Ok(true);
+                }
+            }
+            fail(room, row, &e, now).await?;
+            done.failed += 1;
+        }
+    }
+    Ok(true)
 }
 
 /// One SMTP transaction for all recipients (a consumer's mail).

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, SqliteConnection};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::cases::Case;
 use crate::cases::engine::Notice;
@@ -66,19 +66,25 @@ pub async fn process_batch(
     let mut max_uid = 0;
     for fetched in batch {
         max_uid = max_uid.max(fetched.uid);
-        let mut sp = tx.begin().await?;
-        let outcome = match process_one(&mut sp, room, uid_validity, fetched, now).await {
-            Ok(outcome) => {
-                sp.commit().await?;
-                outcome
+        // One span per message: every line about it names mailbox and UID.
+        let span = info_span!("message", mailbox, uid = fetched.uid);
+        let outcome = async {
+            let mut sp = tx.begin().await?;
+            match process_one(&mut sp, room, uid_validity, fetched, now).await {
+                Ok(outcome) => {
+                    sp.commit().await?;
+                    Ok::<_, CaseworkError>(outcome)
+                }
+                Err(e) => {
+                    sp.rollback().await?;
+                    warn!(uid = fetched.uid, error = %crate::logging::Personal(&e), "Message could not be processed; stored raw and sent to review.");
+                    record_failed(&mut tx, room, uid_validity, fetched, &e.to_string(), now).await?;
+                    Ok(Outcome::Failed)
+                }
             }
-            Err(e) => {
-                sp.rollback().await?;
-                warn!(uid = fetched.uid, error = %crate::logging::Personal(&e), "Message could not be processed; stored raw and sent to review.");
-                record_failed(&mut tx, room, uid_validity, fetched, &e.to_string(), now).await?;
-                Outcome::Failed
-            }
-        };
+        }
+        .instrument(span)
+        .await?;
         results.push((fetched.uid, outcome));
     }
     casework::burst::flush(&mut tx, room, now).await?;

@@ -28,7 +28,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, TeamConfig};
 use crate::store::{Store, StoreError, events, retention};
 
 /// What replaces a removed name, address or free text.
@@ -88,7 +88,7 @@ pub async fn cli(
     dry_run: bool,
 ) -> Result<std::process::ExitCode, crate::errors::Failure> {
     let store = Store::open(&config.storage.database).await?;
-    let report = run(&store, config, Utc::now(), dry_run).await;
+    let report = run(&store, config, &config.team, Utc::now(), dry_run).await;
     store.close().await;
     let report = report?;
     let verb = if dry_run { "would be" } else { "were" };
@@ -143,9 +143,12 @@ pub fn retention_cutoff(now: DateTime<Utc>, retention_months: u32) -> DateTime<U
 }
 
 /// Runs both passes. With `dry_run`, only reports what would be done.
+/// `team` is the current `[team]` (the daemon's, reloaded on SIGHUP): its
+/// members' addresses are not personal data of a consumer and stay in events.
 pub async fn run(
     store: &Store,
     config: &Config,
+    team: &TeamConfig,
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<PurgeReport, PurgeError> {
@@ -181,7 +184,7 @@ pub async fn run(
             report.attachments += a;
         } else {
             let mut tx = store.begin().await?;
-            let done = purge_case(&mut tx, config, &id, now).await?;
+            let done = purge_case(&mut tx, config, team, &id, now).await?;
             tx.commit().await?;
             // Files go after the commit: a crash in between leaves an orphan
             // file (removed by the next run), never a row without its file.
@@ -297,6 +300,7 @@ struct CasePurge {
 async fn purge_case(
     conn: &mut SqliteConnection,
     config: &Config,
+    team: &TeamConfig,
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<CasePurge, PurgeError> {
@@ -311,7 +315,7 @@ async fn purge_case(
     let mut personal: Vec<String> = addresses
         .into_iter()
         .map(|a| a.to_lowercase())
-        .filter(|a| !a.is_empty() && !config.is_member(a))
+        .filter(|a| !a.is_empty() && !team.is_member(a))
         .collect();
     personal.sort();
     personal.dedup();

@@ -112,7 +112,7 @@ pub async fn daily_purge(room: &Mailroom, now: DateTime<Utc>) {
             return;
         }
     }
-    match crate::purge::run(&room.store, &room.config, now, false).await {
+    match crate::purge::run(&room.store, &room.config, &room.team(), now, false).await {
         Ok(_) => {
             if let Ok(mut conn) = room.store.conn().await
                 && let Err(e) = store::set_last_run(&mut conn, JOB, now).await

@@ -329,11 +329,8 @@ pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, Cycl
                     count += 1;
                 }
                 // The server refused this one (quota, size): note it, go on.
-                Err(ImapError::Command {
-                    source: async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_),
-                    ..
-                }) => {
-                    let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+                Err(e) if e.is_refusal() => {
+                    let error = e.to_string();
                     warn!(outbox = id, error = %crate::logging::Personal(&error), "Sent-folder copy refused.");
                     store::outbox::append_failed(&mut conn, id, &error).await?;
                 }

@@ -228,6 +228,10 @@ pub struct Config {
     /// Ordered subject rules; the SPEC §3 defaults when absent.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// `[policy]` as typed values (time zone, holiday dates), parsed once by
+    /// [`Config::parse`]; see [`Config::policy`].
+    #[serde(skip)]
+    deadlines: Option<crate::cases::Policy>,
 }
 
 fn d_imap_port() -> u16 {
@@ -379,6 +383,31 @@ fn location(path: &Path, line: Option<usize>) -> String {
     }
 }
 
+/// The shortest Message-ID key accepted: 256 bits, the HMAC-SHA256 output.
+/// A shorter key makes the notices' Message-IDs, and so mailed commands,
+/// guessable.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Refuses a `storage.key_file` whose content is too short to be a key.
+pub fn check_key_file(path: &Path, key: &[u8]) -> Result<(), ConfigError> {
+    if key.len() >= MIN_KEY_BYTES {
+        return Ok(());
+    }
+    Err(invalid(
+        "storage.key_file",
+        format!(
+            "{} holds {} bytes, fewer than the {MIN_KEY_BYTES} a Message-ID key needs",
+            path.display(),
+            key.len()
+        ),
+        format!(
+            "write a random key: head -c {MIN_KEY_BYTES} /dev/urandom > {} && chmod 600 {} (or remove storage.key_file to keep the key in the database)",
+            path.display(),
+            path.display()
+        ),
+    ))
+}
+
 fn invalid(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -439,6 +468,7 @@ impl Config {
             config.rules = crate::classify::default_rules();
         }
         config.validate()?;
+        config.deadlines = Some(config.build_policy()?);
         // Members are compared as bare, lower-cased addresses: "Alice
         // <Alice@Example.com>" in the file must still let Alice act.
         config.team.members = config
@@ -521,6 +551,19 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.team.require_dkim
+            && self
+                .team
+                .trusted_authserv_ids
+                .iter()
+                .all(|id| id.trim().is_empty())
+        {
+            return Err(invalid(
+                "team.trusted_authserv_ids",
+                "is empty while team.require_dkim = true, so every mailed command would be refused",
+                "list the authserv-id your MX writes in Authentication-Results, e.g. [\"mx.example.com\"], or set team.require_dkim = false",
+            ));
         }
         self.digest_time()?;
         self.timezone()?;
@@ -608,17 +651,25 @@ impl Config {
         })
     }
 
-    /// The deadline rules of `[policy]` (validated at load).
-    pub fn policy(&self) -> crate::cases::Policy {
-        crate::cases::Policy {
-            timezone: self.timezone().unwrap_or(chrono_tz::America::Los_Angeles),
-            holidays: self.holidays().unwrap_or_default(),
+    /// The deadline rules of `[policy]`, parsed at load. A bad time zone or
+    /// holiday is the config-key error, never a silent default zone.
+    pub fn policy(&self) -> Result<crate::cases::Policy, ConfigError> {
+        match &self.deadlines {
+            Some(policy) => Ok(policy.clone()),
+            None => self.build_policy(),
+        }
+    }
+
+    fn build_policy(&self) -> Result<crate::cases::Policy, ConfigError> {
+        Ok(crate::cases::Policy {
+            timezone: self.timezone()?,
+            holidays: self.holidays()?,
             acknowledge_business_days: self.policy.acknowledge_business_days,
             respond_days: self.policy.respond_days,
             extension_days: self.policy.extension_days,
             reminder_after_days: self.policy.reminder_after_days,
             retention_months: self.policy.retention_months,
-        }
+        })
     }
 
     /// The mailbox's own address (from `smtp.from`), lower-cased.
@@ -737,6 +788,58 @@ from = "Privacy Team <privacy@example.com>"
 name = "Example Inc."
 [logging]
 "#;
+
+    #[test]
+    fn require_dkim_needs_trusted_authserv_ids() {
+        let on = MINIMAL.replace("[team]", "[team]\nrequire_dkim = true");
+        let err = Config::parse(&on).unwrap_err().to_string();
+        assert!(err.contains("team.trusted_authserv_ids"), "{err}");
+        assert!(err.contains("fix:"), "{err}");
+        let blank = MINIMAL.replace(
+            "[team]",
+            "[team]\nrequire_dkim = true\ntrusted_authserv_ids = [\" \"]",
+        );
+        assert!(Config::parse(&blank).is_err());
+        let named = MINIMAL.replace(
+            "[team]",
+            "[team]\nrequire_dkim = true\ntrusted_authserv_ids = [\"mx.example.com\"]",
+        );
+        assert!(Config::parse(&named).is_ok());
+    }
+
+    #[test]
+    fn key_file_needs_32_bytes() {
+        let path = Path::new("/etc/privacy-mailroom/key");
+        let err = check_key_file(path, b"short").unwrap_err().to_string();
+        assert!(err.starts_with("config key `storage.key_file`"), "{err}");
+        assert!(
+            err.contains("5 bytes") && err.contains("head -c 32"),
+            "{err}"
+        );
+        assert!(check_key_file(path, b"").is_err());
+        assert!(check_key_file(path, &[7u8; 32]).is_ok());
+    }
+
+    #[test]
+    fn the_policy_is_parsed_once_into_typed_values() {
+        let text = MINIMAL.replace(
+            "[policy]",
+            "[policy]\ntimezone = \"America/New_York\"\nholidays = [\"2026-12-25\"]",
+        );
+        let c = Config::parse(&text).unwrap();
+        let p = c.policy().unwrap();
+        assert_eq!(p.timezone, chrono_tz::America::New_York);
+        assert_eq!(
+            p.holidays,
+            [chrono::NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()]
+        );
+        // A value broken after load is the key's error, not Los Angeles.
+        let mut broken = c.clone();
+        broken.deadlines = None;
+        broken.policy.timezone = "Mars/Base".into();
+        let e = broken.policy().unwrap_err().to_string();
+        assert!(e.contains("policy.timezone"), "{e}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -89,13 +89,25 @@ pub struct MessageJson {
     pub template: Option<String>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize)]
 pub struct AttachmentJson {
     pub filename: String,
     pub sha256: String,
     pub size: i64,
     pub content_type: String,
     pub status: String,
+}
+
+impl From<store::attachments::Document> for AttachmentJson {
+    fn from(d: store::attachments::Document) -> Self {
+        AttachmentJson {
+            filename: d.filename,
+            sha256: d.sha256,
+            size: d.size,
+            content_type: d.sniffed_type,
+            status: d.status,
+        }
+    }
 }
 
 impl From<EventRow> for EventJson {
@@ -175,30 +187,24 @@ fn login_uid() -> Option<u32> {
         .filter(|uid| *uid != u32::MAX)
 }
 
-/// The user name of `uid` through the system's user database (NSS).
+/// The user name of `uid` through the system's user database (NSS, so LDAP
+/// and sssd users too), via `getent passwd UID`.
 fn user_name(uid: u32) -> Option<String> {
-    let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes only into `pwd` and `buf` (whose length we
-    // pass) and sets `result` to `pwd` on success or null otherwise; we read
-    // `pw_name` only then, while `buf`, which it points into, is alive.
-    let name = unsafe {
-        let rc = libc::getpwuid_r(
-            uid,
-            pwd.as_mut_ptr(),
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        );
-        if rc != 0 || result.is_null() || (*result).pw_name.is_null() {
-            return None;
-        }
-        std::ffi::CStr::from_ptr((*result).pw_name)
-            .to_string_lossy()
-            .into_owned()
-    };
-    Some(name)
+    let out = std::process::Command::new("getent")
+        .args(["passwd", &uid.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    line.split(':')
+        .next()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
 }
 
 /// A case ID that names no case: say what one looks like.
@@ -263,7 +269,7 @@ async fn list_in(config: &Config, store: &Store, args: ListArgs) -> Result<ExitC
             "{:<18} {:<8} {:<24} {:<12} {:<12} requester",
             "ID", "KIND", "STATE", "RECEIVED", "DUE"
         );
-        let tz = config.policy().timezone;
+        let tz = config.timezone().map_err(|e| Failure::Usage(e.into()))?;
         for c in &cases {
             // A closed case has no deadline left to show.
             let due = if c.state.is_final() {
@@ -299,13 +305,11 @@ async fn show_in(
     let messages = store::messages::for_case(&mut conn, id).await?;
     let event_times: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
     let message_times: Vec<DateTime<Utc>> = messages.iter().map(|m| m.at).collect();
-    let attachments: Vec<AttachmentJson> = sqlx::query_as(
-        "SELECT filename, sha256, size, sniffed_type AS content_type, status FROM attachments
-         WHERE case_id = ? ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let attachments: Vec<AttachmentJson> = store::attachments::for_case(&mut conn, id)
+        .await?
+        .into_iter()
+        .map(AttachmentJson::from)
+        .collect();
     let detail = CaseDetailJson {
         case: CaseJson::from(&case),
         events: events.into_iter().map(EventJson::from).collect(),
@@ -316,7 +320,7 @@ async fn show_in(
         println!("{}", serde_json::to_string_pretty(&detail)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let tz = config.policy().timezone;
+    let tz = config.timezone().map_err(|e| Failure::Usage(e.into()))?;
     let c = &detail.case;
     println!("{}  {}  {}", c.id, c.kind, c.state);
     println!("requester: {}", c.requester);

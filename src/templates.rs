@@ -1496,6 +1496,13 @@ mod tests {
         let missing = local.path().join("nope");
         let t = Templates::load_with_overrides(shipped.path(), Some(&missing)).unwrap();
         assert_eq!(t.render("ack", &ctx).unwrap().text, "shipped text\n");
+        // `override_dir = ""` turns overrides off.
+        let config = crate::config::TemplatesConfig {
+            dir: shipped.path().to_path_buf(),
+            override_dir: Some(PathBuf::new()),
+        };
+        let t = Templates::from_config(&config).unwrap();
+        assert_eq!(t.describe_dirs(), shipped.path().display().to_string());
         // An unknown name lists the real ones.
         let e = t.render("foo", &ctx).unwrap_err().to_string();
         assert_eq!(

@@ -1,0 +1,71 @@
+//! The middle test tier: intake, casework, team mail and the scheduler on a
+//! temporary SQLite, with no mail server and no root (issue 9 item 5).
+//!
+//! Every file under `tests/data/middle/` is one case: raw messages in order,
+//! and after each step what the mailroom recorded, queued and logged (see
+//! `script.rs` for the format). The cases characterise what the daemon does
+//! today; a change in behaviour shows up as a diff of these files.
+//! `MIDDLE_BLESS=1 cargo test --test middle` rewrites them from the code.
+
+mod room;
+mod script;
+
+use std::path::PathBuf;
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/middle");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_case_file_matches() {
+    let bless = std::env::var_os("MIDDLE_BLESS").is_some_and(|v| v == "1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(DATA)
+        .expect("tests/data/middle exists")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "case"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 60,
+        "expected the full table, found {} case files",
+        files.len()
+    );
+    // Each case has its own database and clock, so they run side by side.
+    let runs = files.iter().cloned().map(|file| {
+        tokio::spawn(async move {
+            let text = std::fs::read_to_string(&file).expect("read the case file");
+            let script = script::Script::parse(&text);
+            assert!(!script.steps.is_empty(), "{}: no steps", file.display());
+            let actual = script::run(&script, &file).await;
+            (file, script, actual)
+        })
+    });
+    let mut results = Vec::new();
+    for run in futures::future::join_all(runs).await {
+        results.push(run.expect("a case file ran to the end"));
+    }
+    let mut failures = Vec::new();
+    for (file, script, actual) in results {
+        let file = &file;
+        if bless {
+            std::fs::write(file, script.render(&actual)).expect("rewrite the case file");
+            continue;
+        }
+        for (i, (step, got)) in script.steps.iter().zip(&actual).enumerate() {
+            if &step.expected != got {
+                failures.push(format!(
+                    "{} step {} (`>>> {}`)\n--- expected\n{}\n--- actual\n{}\n",
+                    file.display(),
+                    i + 1,
+                    step.header,
+                    step.expected.join("\n"),
+                    got.join("\n")
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} step(s) differ (MIDDLE_BLESS=1 rewrites the files from the code; review the diff):\n\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

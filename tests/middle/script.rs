@@ -263,26 +263,39 @@ async fn observe(t: &TestRoom, marks: &mut Marks) -> Vec<String> {
             m.case_id.map(|c| format!(" [{c}]")).unwrap_or_default()
         ));
     }
-    let cases = snapshot(t).await;
-    for (id, line) in &cases {
+    let cases = t.cases().await;
+    let lines: Vec<(String, String)> = cases
+        .iter()
+        .map(|c| (c.id.clone(), describe(t, c)))
+        .collect();
+    for (id, line) in &lines {
         if !marks.cases.iter().any(|(i, l)| i == id && l == line) {
             facts.push(format!("case {id}: {line}"));
         }
     }
-    marks.cases = cases;
+    marks.cases = lines;
     for o in t.outbox_since(marks.outbox).await {
         marks.outbox = o.id;
         let to: Vec<String> = serde_json::from_str(&o.recipients).unwrap_or_default();
         let auto = header(&o.raw, "Auto-Submitted").unwrap_or_else(|| "-".into());
+        let reply_to = header(&o.raw, "In-Reply-To").unwrap_or_else(|| "-".into());
+        // Does the rendered mail carry a verification code (its own case's or another's)?
+        let text = String::from_utf8_lossy(&o.raw);
+        let codes: Vec<String> = cases
+            .iter()
+            .filter(|c| text.contains(&c.verification_code))
+            .map(|c| format!(" code:{}", c.id))
+            .collect();
         facts.push(format!(
-            "out {}: {} {} -> {}{} ({auto}, {}) {:?}",
+            "out {}: {} {} -> {}{} ({auto}, {}) {:?} re {reply_to}{}",
             o.id,
             o.audience,
             o.template,
             to.join(", "),
             o.case_id.map(|c| format!(" [{c}]")).unwrap_or_default(),
             o.status,
-            o.subject
+            o.subject,
+            codes.concat()
         ));
     }
     for e in t.events_since(marks.event).await {

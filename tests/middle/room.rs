@@ -144,6 +144,13 @@ impl TestRoom {
             .expect("the scheduler runs")
     }
 
+    /// Everything the scheduler runs each minute: ticks, the digest, the purge.
+    pub async fn run_due(&self) {
+        privacy_mailroom::scheduler::run_due(&self.room, self.now)
+            .await
+            .expect("the scheduler runs");
+    }
+
     /// `cases act CASE ...` from the command line, written as a mail command
     /// line (`#deny REASON`); returns the refusal, if any.
     pub async fn act(&self, case_id: &str, line: &str) -> Result<String, String> {

@@ -16,8 +16,9 @@
 //!
 //! Steps: `>>> mail [oversize]` (one message), `>>> batch` (messages split by
 //! `~~~` lines, one IMAP batch), `>>> again` (the previous message's bytes
-//! once more under a new UID), `>>> tick +8d` (move the clock and run the
-//! scheduler), `>>> clock +2h` (move the clock), `>>> act CASE #command ...`
+//! once more under a new UID), `>>> tick +8d` (move the clock and give open
+//! cases their tick), `>>> due +1d` (move the clock and run everything the
+//! scheduler runs: ticks, digest, purge), `>>> clock +2h` (move the clock), `>>> act CASE #command ...`
 //! (`cases act` from the command line). Every step also moves the clock one
 //! minute, so separate steps are never one burst.
 //!
@@ -182,6 +183,10 @@ pub async fn run(script: &Script, file: &Path) -> Vec<Vec<String>> {
             "tick" => {
                 t.advance(parse_duration(args, &at));
                 facts.push(format!("tick: {} case(s) changed", t.tick().await));
+            }
+            "due" => {
+                t.advance(parse_duration(args, &at));
+                t.run_due().await;
             }
             "clock" => t.advance(parse_duration(args, &at)),
             "act" => {
@@ -456,9 +461,11 @@ fn scrub(line: &str, cases: &[Case]) -> String {
     for c in cases {
         s = s.replace(&c.verification_code, &format!("{{{{code {}}}}}", c.id));
     }
-    let ids = regex::Regex::new(r"pm\.([A-Za-z])\.[A-Za-z0-9._-]+@[A-Za-z0-9.-]+")
-        .expect("a valid pattern");
-    ids.replace_all(&s, "pm.$1.…").into_owned()
+    static IDS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"pm\.([A-Za-z])\.[A-Za-z0-9._-]+@[A-Za-z0-9.-]+")
+            .expect("a valid pattern")
+    });
+    IDS.replace_all(&s, "pm.$1.…").into_owned()
 }
 
 /// The unfolded value of the first header `name` in a raw message.

@@ -144,6 +144,19 @@ impl TestRoom {
             .expect("the scheduler runs")
     }
 
+    /// A message the Sent-folder scan found (a team member's own mail);
+    /// returns whether it was recorded on a case.
+    pub async fn sent_folder(&self, raw: &[u8]) -> bool {
+        let mut tx = self.room.store.begin().await.expect("a transaction");
+        let recorded = privacy_mailroom::team::correspondence::from_sent_folder(
+            &mut tx, &self.room, raw, self.now,
+        )
+        .await
+        .expect("the Sent-folder scan records the message");
+        tx.commit().await.expect("commit");
+        recorded
+    }
+
     /// Everything the scheduler runs each minute: ticks, the digest, the purge.
     pub async fn run_due(&self) {
         privacy_mailroom::scheduler::run_due(&self.room, self.now)

@@ -18,7 +18,8 @@
 //! `~~~` lines, one IMAP batch), `>>> again` (the previous message's bytes
 //! once more under a new UID), `>>> tick +8d` (move the clock and give open
 //! cases their tick), `>>> due +1d` (move the clock and run everything the
-//! scheduler runs: ticks, digest, purge), `>>> clock +2h` (move the clock), `>>> act CASE #command ...`
+//! scheduler runs: ticks, digest, purge), `>>> sent` (a message the Sent-folder
+//! scan finds: a team member's own mail), `>>> clock +2h` (move the clock), `>>> act CASE #command ...`
 //! (`cases act` from the command line). Every step also moves the clock one
 //! minute, so separate steps are never one burst.
 //!
@@ -170,6 +171,16 @@ pub async fn run(script: &Script, file: &Path) -> Vec<Vec<String>> {
                 last_mail = mails.last().cloned();
                 for (uid, outcome) in t.deliver(&mails).await {
                     facts.push(format!("outcome {uid}: {outcome:?}"));
+                }
+            }
+            "sent" => {
+                for text in split_batch(&step.input) {
+                    let raw = crlf(&substitute(&t, &text, &at).await);
+                    let recorded = t.sent_folder(&raw).await;
+                    facts.push(format!(
+                        "sent folder: {}",
+                        if recorded { "recorded" } else { "skipped" }
+                    ));
                 }
             }
             "again" => {

@@ -96,13 +96,13 @@ fn assert_covers_the_middle(results: &[(PathBuf, script::Script, Vec<Vec<String>
         .map(String::as_str)
         .collect();
     let outcomes = [
-        "Opened",
-        "Reply",
-        "TeamMail",
-        "DeliveryReport",
-        "Automatic",
-        "Duplicate",
-        "Review",
+        "opened",
+        "reply in",
+        "team mail",
+        "delivery report",
+        "automatic",
+        "duplicate",
+        "review:",
     ];
     for outcome in outcomes {
         let prefix = format!(": {outcome}");

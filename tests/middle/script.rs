@@ -10,7 +10,7 @@
 //!
 //! Please tell me what you hold.
 //! <<<                                    # what the step did, one line per fact
-//! outcome 1: Opened { case_id: "CCPA-2026-00001", kind: Know }
+//! outcome 1: opened CCPA-2026-00001 (know)
 //! ...
 //! ```
 //!
@@ -40,6 +40,7 @@ use std::path::Path;
 
 use chrono::Duration;
 use privacy_mailroom::cases::Case;
+use privacy_mailroom::intake::Outcome;
 
 use crate::room::{Mail, TestRoom};
 
@@ -170,7 +171,7 @@ pub async fn run(script: &Script, file: &Path) -> Vec<Vec<String>> {
                 );
                 last_mail = mails.last().cloned();
                 for (uid, outcome) in t.deliver(&mails).await {
-                    facts.push(format!("outcome {uid}: {outcome:?}"));
+                    facts.push(format!("outcome {uid}: {}", outcome_line(&outcome)));
                 }
             }
             "sent" => {
@@ -188,7 +189,7 @@ pub async fn run(script: &Script, file: &Path) -> Vec<Vec<String>> {
                     .clone()
                     .unwrap_or_else(|| panic!("{at}: no earlier message"));
                 for (uid, outcome) in t.deliver(&[mail]).await {
-                    facts.push(format!("outcome {uid}: {outcome:?}"));
+                    facts.push(format!("outcome {uid}: {}", outcome_line(&outcome)));
                 }
             }
             "tick" => {
@@ -221,6 +222,22 @@ pub async fn run(script: &Script, file: &Path) -> Vec<Vec<String>> {
         );
     }
     all
+}
+
+/// Intake's decision in words that do not depend on how the types print
+/// themselves (the vocabulary work may turn strings into newtypes).
+fn outcome_line(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Opened { case_id, kind } => format!("opened {case_id} ({kind})"),
+        Outcome::Reply { case_id } => format!("reply in {case_id}"),
+        Outcome::TeamMail { case_id: Some(id) } => format!("team mail on {id}"),
+        Outcome::TeamMail { case_id: None } => "team mail".into(),
+        Outcome::DeliveryReport => "delivery report".into(),
+        Outcome::Automatic => "automatic".into(),
+        Outcome::Duplicate => "duplicate".into(),
+        Outcome::Review { reason } => format!("review: {reason}"),
+        Outcome::Failed => "failed".into(),
+    }
 }
 
 /// What has been reported already.

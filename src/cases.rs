@@ -46,6 +46,20 @@ impl Kind {
         }
     }
 
+    /// Whether the business must verify the requester's identity before
+    /// acting. Opt-out (§7026(d)) and limit (§7027(e)) requests are not
+    /// verifiable consumer requests: the case opens ready for the team.
+    pub fn needs_verification(self) -> bool {
+        matches!(self, Kind::Know | Kind::Delete | Kind::Correct)
+    }
+
+    /// Whether the 45-day response clock (§7021(b)) with its one extension
+    /// applies. Opt-out and limit requests are due within 15 business days
+    /// (§7026(f), §7027(g)) and cannot be extended.
+    pub fn has_45_day_clock(self) -> bool {
+        self.needs_verification()
+    }
+
     /// Human wording used in mail ("Request to Know").
     pub fn title(self) -> &'static str {
         match self {
@@ -173,8 +187,11 @@ pub struct Case {
     pub reminder_sent_at: Option<DateTime<Utc>>,
     /// For agent cases: a declaration was accepted or a power of attorney recorded.
     pub authorization_ok: bool,
-    /// How the final state was reached, for records (`complied`, `denied`, ...).
+    /// How the final state was reached, for records: `complied`,
+    /// `partially_complied`, `denied`, `withdrawn`, `closed`.
     pub resolution: Option<String>,
+    /// Why the request was denied, or (resolution `partially_complied`) what
+    /// was not done and why: the §7101 "basis for denial".
     pub denial_reason: Option<String>,
     /// The one automatic answer to mail in a closed case went out.
     pub closed_reply_sent: bool,

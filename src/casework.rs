@@ -10,7 +10,7 @@ use sqlx::SqliteConnection;
 use tracing::{debug, info};
 
 use crate::cases::engine::{Actor, Audience, Notice};
-use crate::cases::{Case, Command, Effect, Input, Refusal, Transition};
+use crate::cases::{Case, Command, Effect, Input, Kind, Refusal, Transition};
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::outbox::compose::{AutoSubmitted, Outgoing, compose};
@@ -80,8 +80,23 @@ pub async fn commit_new(
 /// of (a denial, an extension, a completion).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// Inbound mail (a request, a reply).
     Automatic,
+    /// The scheduler's clock (reminders).
+    Clock,
     Team,
+}
+
+impl Trigger {
+    /// RFC 3834: answers to mail are `auto-replied`, the clock's mail
+    /// `auto-generated`, and a team decision is a person's mail (`no`).
+    fn auto_submitted(self) -> AutoSubmitted {
+        match self {
+            Trigger::Automatic => AutoSubmitted::Replied,
+            Trigger::Clock => AutoSubmitted::Generated,
+            Trigger::Team => AutoSubmitted::No,
+        }
+    }
 }
 
 /// Writes an updated case and carries out its effects.
@@ -120,7 +135,8 @@ pub async fn apply_input(
     };
     let trigger = match &input {
         Input::Team { .. } => Trigger::Team,
-        Input::ConsumerReply { .. } | Input::Tick => Trigger::Automatic,
+        Input::ConsumerReply { .. } => Trigger::Automatic,
+        Input::Tick => Trigger::Clock,
     };
     match crate::cases::apply(&case, input, &room.policy, now) {
         Ok(t) => {
@@ -268,11 +284,7 @@ pub async fn send_to_consumer(
     let message_id = room
         .keys
         .generate(Purpose::Reply, &case.id, &room.config.message_id_domain());
-    let auto_submitted = if template.ends_with("reminder") {
-        AutoSubmitted::Generated
-    } else {
-        AutoSubmitted::Replied
-    };
+    let auto_submitted = trigger.auto_submitted();
     queue(
         conn,
         room,
@@ -579,7 +591,12 @@ fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
     match notice {
         Notice::NewCase => (
             format!("New {kind}"),
-            format!("A new {kind} was received and acknowledged; the requester was asked to verify their identity."),
+            match case.kind {
+                Kind::OptOut => "A new Request to Opt-Out of Sale/Sharing. No identity verification applies (CCPA regs §7026(d)); the requester was answered at once with what the company's configuration says about selling and sharing. Carry it out (stop any sale or sharing, tell third parties) within 15 business days, then reply #complete.".to_string(),
+                Kind::Limit => "A new Request to Limit the use of sensitive personal information. No identity verification applies (CCPA regs §7027); the requester was acknowledged. Carry it out within 15 business days, then reply #complete.".to_string(),
+                Kind::Correct => format!("A new {kind} was received and acknowledged; the requester was asked to verify their identity and to send documentation supporting the correction."),
+                Kind::Know | Kind::Delete => format!("A new {kind} was received and acknowledged; the requester was asked to verify their identity."),
+            },
         ),
         Notice::VerificationSubmitted => (
             "Verification submitted".into(),
@@ -592,6 +609,10 @@ fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
         Notice::Withdrawn => (
             "Request withdrawn".into(),
             "The consumer withdrew the request; the case is closed.".into(),
+        ),
+        Notice::WithdrawalUnclear => (
+            "Reply seems to withdraw".into(),
+            "The requester's reply seems to cancel or withdraw, without the explicit WITHDRAW. The request stays open; the requester was asked to reply WITHDRAW if they want to withdraw it. Read the reply and carry on with the request unless they do.".into(),
         ),
         Notice::ConsumerWrote => (
             "New message in the case".into(),

@@ -140,7 +140,9 @@ impl Record<'_> {
                 message_id: self.inbound.message_id.as_deref(),
                 subject: &self.inbound.subject,
                 from_addr: from,
-                at: now,
+                // Mailbox receipt, so a case `#open`ed from review later
+                // keeps the clock the law starts at receipt (§7021(b)).
+                at: self.received_at(now),
                 template: None,
                 sha256: self.sha,
                 size: self.fetched.size as i64,
@@ -153,6 +155,12 @@ impl Record<'_> {
             },
         )
         .await?)
+    }
+
+    /// When the mailbox received the message (IMAP INTERNALDATE); never in
+    /// the future.
+    fn received_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.fetched.internal_date.map_or(now, |d| d.min(now))
     }
 
     /// The case the message belongs to: one whose Message-ID it answers, or
@@ -567,8 +575,7 @@ async fn open_case(
     kind: Kind,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
-    // Receipt is when the mailbox got it; never in the future.
-    let received_at = rec.fetched.internal_date.map_or(now, |d| d.min(now));
+    let received_at = rec.received_at(now);
     // The message row first, so our acknowledgement can answer it.
     let row = rec
         .write(conn, room, None, "case", Target::Processed, now)
@@ -584,6 +591,34 @@ async fn open_case(
         now,
     )
     .await?;
+    // An opt-out (or limit) that also asks to know, delete or correct opens
+    // those cases too, acknowledged and verified as usual (decisions.md).
+    if !kind.needs_verification() {
+        for also in classify::also_requested(rec.inbound.head(), kind) {
+            let sibling = open_case_for(
+                conn,
+                room,
+                rec.inbound,
+                also,
+                &rec.sender,
+                received_at,
+                None,
+                now,
+            )
+            .await?;
+            for (on, other) in [(&case_id, &sibling), (&sibling, &case_id)] {
+                store::events::append(
+                    conn,
+                    Some(on),
+                    now,
+                    "daemon",
+                    "opened_together",
+                    &format!("{other} was opened from the same message"),
+                )
+                .await?;
+            }
+        }
+    }
     Ok(Outcome::Opened { case_id, kind })
 }
 
@@ -598,6 +633,33 @@ pub async fn open_request(
     sender: &str,
     received_at: DateTime<Utc>,
     message_row: i64,
+    now: DateTime<Utc>,
+) -> Result<String, CaseworkError> {
+    open_case_for(
+        conn,
+        room,
+        inbound,
+        kind,
+        sender,
+        received_at,
+        Some(message_row),
+        now,
+    )
+    .await
+}
+
+/// Opens a case for `inbound`; with `message_row`, the row (and its
+/// attachments) becomes the case's. A second case opened from the same
+/// message leaves the row with the first.
+#[allow(clippy::too_many_arguments)]
+async fn open_case_for(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    inbound: &Inbound,
+    kind: Kind,
+    sender: &str,
+    received_at: DateTime<Utc>,
+    message_row: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<String, CaseworkError> {
     let names: Vec<&str> = inbound
@@ -651,12 +713,15 @@ pub async fn open_request(
         now,
     )
     .await?;
-    sqlx::query("UPDATE messages SET case_id = ? WHERE id = ?")
-        .bind(&id)
-        .bind(message_row)
-        .execute(&mut *conn)
-        .await?;
-    crate::attachments::record(conn, room, &t.case, message_row, &inbound.attachments, now).await?;
+    if let Some(message_row) = message_row {
+        sqlx::query("UPDATE messages SET case_id = ? WHERE id = ?")
+            .bind(&id)
+            .bind(message_row)
+            .execute(&mut *conn)
+            .await?;
+        crate::attachments::record(conn, room, &t.case, message_row, &inbound.attachments, now)
+            .await?;
+    }
     info!(case = %id, kind = %kind, agent = agent.is_agent, "Opened case.");
     Ok(id)
 }

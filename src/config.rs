@@ -766,15 +766,15 @@ name = "Example Inc."
             ),
             (
                 MINIMAL.replace("[policy]", "[policy]\nrespond_days = 46"),
-                "config key policy.respond_days: 46 is above the legal maximum of 45",
+                "config key `policy.respond_days`: 46 is above the legal maximum of 45",
             ),
             (
                 MINIMAL.replace("[policy]", "[policy]\nextension_days = 60"),
-                "config key policy.extension_days: 60 is above the legal maximum of 45",
+                "config key `policy.extension_days`: 60 is above the legal maximum of 45",
             ),
             (
                 MINIMAL.replace("[policy]", "[policy]\nacknowledge_business_days = 11"),
-                "config key policy.acknowledge_business_days: 11 is above the legal maximum of 10",
+                "config key `policy.acknowledge_business_days`: 11 is above the legal maximum of 10",
             ),
             (
                 MINIMAL.replace("[policy]", "[policy]\nrespond_days = 0"),

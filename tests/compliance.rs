@@ -425,6 +425,14 @@ async fn the_due_date_counts_the_day_of_receipt_in_mail_and_in_cases() {
         text.contains(&format!("We will respond by {}.", la_date(due))),
         "{text}"
     );
+    // ... and in `cases show`.
+    let shown = daemon::cli(&t.path, &["cases", "show", &id]);
+    support::assert_ok(&shown, "cases show");
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(
+        shown.contains(&format!("due:       end of {}", la_date(due))),
+        "{shown}"
+    );
 
     // The one extension: receipt + 89, in the notice and in `cases`.
     act(&t.path, &id, &["extend", "--reason", "Archive search."]);

@@ -174,7 +174,12 @@ pub struct Case {
     pub consumer: Option<String>,
     pub consumer_name: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// When the first reply (acknowledgement, or the opt-out reply) went
+    /// out; `None` while it is held.
     pub acknowledged_at: Option<DateTime<Utc>>,
+    /// The first reply was held back by the per-sender loop guard; the
+    /// scheduler sends it at this time, before the acknowledgement deadline.
+    pub ack_held_until: Option<DateTime<Utc>>,
     /// Acknowledgement deadline (10 business days).
     pub ack_due_at: DateTime<Utc>,
     /// Response deadline (45 days, +45 once extended).

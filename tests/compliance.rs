@@ -520,3 +520,122 @@ async fn closing_for_want_of_verification_tells_the_consumer_and_counts_as_denie
         "identity could not be verified: no answer to our verification request"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_acknowledgement_is_sent_when_the_window_allows() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let alice = servers.unique_user("alice");
+    let notify = servers.unique_user("team");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .team_members(&[&alice])
+        .team_notify(&[&notify])
+        .set("policy", "max_auto_replies_per_day", "1");
+    let path = config.write();
+    let t = Team {
+        mailbox,
+        alice,
+        notify,
+        config,
+        path,
+    };
+    let consumer = servers.unique_user("consumer");
+    for subject in ["California Request to Know", "California Request to Delete"] {
+        let request = mail::request(&consumer, &t.mailbox, subject, "Hi\n");
+        servers.send_smtp(&consumer, &[&t.mailbox], &request).await;
+    }
+    servers
+        .wait_for(&t.mailbox, "INBOX", 2, Duration::from_secs(20))
+        .await;
+    run(&t.path);
+    let cases = support::cases_json(&t.path);
+    assert_eq!(cases.len(), 2);
+    let held: Vec<&Value> = cases
+        .iter()
+        .filter(|c| c["acknowledged_at"].is_null())
+        .collect();
+    assert_eq!(held.len(), 1, "{cases:#?}");
+    let id = held[0]["id"].as_str().unwrap().to_string();
+    let c = support::case_json(&t.path, &id);
+    assert!(
+        c["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "acknowledgement_held"),
+        "{c:#}"
+    );
+    // The team is told plainly, with the time it goes out.
+    let notice = notice_for(servers, &t, &id).await;
+    let text = flat(&notice);
+    assert!(text.contains("has NOT been sent yet"), "{text}");
+    assert!(!text.contains("was received and acknowledged"), "{text}");
+
+    // A day later the window allows it: the scheduler sends it.
+    let db = t.config.database_path();
+    let url = format!("sqlite://{}", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let day_ago = Utc::now() - chrono::Duration::hours(25);
+    sqlx::query("UPDATE outbox SET created_at = ?")
+        .bind(day_ago)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE cases SET ack_held_until = ? WHERE id = ?")
+        .bind(Utc::now() - chrono::Duration::minutes(1))
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    run(&t.path);
+    let acks = servers
+        .wait_for(&consumer, "INBOX", 2, Duration::from_secs(30))
+        .await;
+    assert!(
+        acks.iter().any(|m| subject(m).contains(&id)),
+        "the held acknowledgement went out"
+    );
+    let c = support::case_json(&t.path, &id);
+    assert!(c["acknowledged_at"].is_string(), "{c:#}");
+    let ack = acks.iter().find(|m| subject(m).contains(&id)).unwrap();
+    assert!(mail::verification_code(ack).is_some());
+    assert_eq!(
+        support::header(ack, "Auto-Submitted").as_deref(),
+        Some("auto-generated")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_loop_guard_never_costs_the_consumer_the_acknowledgement() {
+    // A limit of zero would hold every acknowledgement for ever: the law
+    // wins, the acknowledgement goes out, and the record says why.
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let config =
+        DaemonConfig::new(servers, &mailbox).set("policy", "max_auto_replies_per_day", "0");
+    let path = config.write();
+    let consumer = servers.unique_user("consumer");
+    let request = mail::request(&consumer, &mailbox, "California Request to Know", "Hi\n");
+    servers.send_smtp(&consumer, &[&mailbox], &request).await;
+    servers
+        .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
+        .await;
+    run(&path);
+    let ack = nth_mail(servers, &consumer, 1).await;
+    assert!(mail::verification_code(&ack).is_some());
+    let id = support::cases_json(&path)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = support::case_json(&path, &id);
+    assert!(c["acknowledged_at"].is_string(), "{c:#}");
+    assert!(
+        c["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "reply_limit_overridden"),
+        "{c:#}"
+    );
+}

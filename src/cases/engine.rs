@@ -99,8 +99,17 @@ pub enum Input {
         actor: Actor,
         command: Command,
     },
-    /// The scheduler's periodic look at the case (reminders, deadlines).
+    /// The scheduler's periodic look at the case (reminders, deadlines,
+    /// a held acknowledgement whose time has come).
     Tick,
+    /// The first reply (acknowledgement or opt-out reply) was held back by
+    /// the per-sender loop guard. `until`: when the guard's window allows it
+    /// (the scheduler then sends it); `None` when it can never go out (the
+    /// recipient is the mailbox itself) and the team must act.
+    AcknowledgementHeld {
+        until: Option<DateTime<Utc>>,
+        why: String,
+    },
 }
 
 /// Details of a new request, from classification.
@@ -305,6 +314,7 @@ pub fn open(
         consumer_name: req.consumer_name,
         received_at: req.received_at,
         acknowledged_at: Some(now),
+        ack_held_until: None,
         ack_due_at: policy.ack_due(req.received_at),
         due_at: policy.due_for(kind, req.received_at),
         extended: false,
@@ -395,6 +405,35 @@ pub fn apply(
         )),
         Input::Team { actor, command } => team(case, &actor, command, policy, now),
         Input::Tick => Ok(tick(case, policy, now)),
+        Input::AcknowledgementHeld { until, why } => {
+            let mut next = case.clone();
+            let mut fx = Effects::default();
+            next.acknowledged_at = None;
+            next.ack_held_until = until;
+            let when = match until {
+                Some(at) => format!("; to be sent at {}", at.to_rfc3339()),
+                None => "; it cannot be sent, the team must answer".to_string(),
+            };
+            fx.event(
+                &Actor::Daemon,
+                "acknowledgement_held",
+                format!("{why}{when}"),
+            );
+            Ok(Transition {
+                case: next,
+                effects: fx.0,
+            })
+        }
+    }
+}
+
+/// The first reply a new case of `kind` gets: the opt-out reply, or the
+/// acknowledgement (§7021(a)).
+pub fn first_reply(kind: Kind) -> &'static str {
+    if kind == Kind::OptOut {
+        template::OPT_OUT_REPLY
+    } else {
+        template::ACKNOWLEDGEMENT
     }
 }
 
@@ -848,14 +887,28 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
         };
     }
     let actor = Actor::Daemon;
+    // A held acknowledgement goes out once the loop guard's window allows
+    // (casework holds it only while that is before the deadline, §7021(a)).
+    if case.acknowledged_at.is_none() && case.ack_held_until.is_some_and(|at| now >= at) {
+        let first = first_reply(case.kind);
+        fx.send(first, Audience::Requester, None);
+        fx.event(
+            &actor,
+            "acknowledgement_sent",
+            format!("{first}, held until now"),
+        );
+        next.acknowledged_at = Some(now);
+        next.ack_held_until = None;
+    }
     let wait = TimeDelta::days(i64::from(policy.reminder_after_days));
     if policy.reminder_after_days > 0 {
         match case.state {
             State::AwaitingVerification
                 // From when the verification request went out: mail taken in
-                // from a backlog is not reminded the minute it is acknowledged.
+                // from a backlog is not reminded the minute it is acknowledged,
+                // and a held acknowledgement is no request to be reminded of.
                 if case.reminder_sent_at.is_none()
-                    && reached(now, case.acknowledged_at.unwrap_or(case.received_at), wait) =>
+                    && case.acknowledged_at.is_some_and(|at| reached(now, at, wait)) =>
             {
                 fx.send(template::VERIFICATION_REMINDER, Audience::Requester, None);
                 fx.event(&actor, "reminder", template::VERIFICATION_REMINDER.into());
@@ -2145,6 +2198,68 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), template::ALL.len());
+    }
+
+    #[test]
+    fn a_held_acknowledgement_goes_out_when_its_time_comes() {
+        let case = case_in(Kind::Know, AV, false);
+        let until = now() + TimeDelta::hours(20);
+        let held = apply(
+            &case,
+            Input::AcknowledgementHeld {
+                until: Some(until),
+                why: "5 automatic replies in 24 hours".into(),
+            },
+            &Policy::default(),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(held.case.acknowledged_at, None);
+        assert_eq!(held.case.ack_held_until, Some(until));
+        assert_eq!(events(&held)[0].0, "acknowledgement_held");
+        assert!(sends(&held).is_empty() && notices(&held).is_empty());
+        // Not before its time; no verification reminder for an unsent request.
+        let early = tick_at(&held.case, until - TimeDelta::seconds(1));
+        assert!(early.effects.is_empty(), "{:?}", early.effects);
+        let late_reminder = tick_at(&held.case, now() + TimeDelta::days(8));
+        assert_eq!(
+            sends(&late_reminder),
+            [(template::ACKNOWLEDGEMENT, Audience::Requester)],
+            "the acknowledgement, not a reminder"
+        );
+        let sent = tick_at(&held.case, until);
+        assert_eq!(
+            sends(&sent),
+            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+        );
+        assert_eq!(sent.case.acknowledged_at, Some(until));
+        assert_eq!(sent.case.ack_held_until, None);
+        assert!(
+            tick_at(&sent.case, until + TimeDelta::hours(1))
+                .effects
+                .is_empty()
+        );
+        // An opt-out's first reply is the opt-out reply.
+        let mut opt = case_in(Kind::OptOut, V, false);
+        opt.acknowledged_at = None;
+        opt.ack_held_until = Some(until);
+        assert_eq!(
+            sends(&tick_at(&opt, until)),
+            [(template::OPT_OUT_REPLY, Audience::Requester)]
+        );
+        // Held for good (our own address): the scheduler never sends it.
+        let stuck = apply(
+            &case,
+            Input::AcknowledgementHeld {
+                until: None,
+                why: "the recipient is the mailbox itself".into(),
+            },
+            &Policy::default(),
+            now(),
+        )
+        .unwrap()
+        .case;
+        assert!(sends(&tick_at(&stuck, now() + TimeDelta::days(3))).is_empty());
     }
 
     #[test]

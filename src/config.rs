@@ -730,6 +730,12 @@ name = "Example Inc."
     }
 
     #[test]
+    fn the_example_lists_the_default_rules() {
+        let example = Config::parse(include_str!("../config/example.toml")).unwrap();
+        assert_eq!(example.rules, crate::classify::default_rules());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (MINIMAL.replace("[team]", "[team]\nbogus = 1"), "bogus"),

@@ -22,8 +22,8 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::cli::Failure;
 use crate::config::{Config, Security};
+use crate::errors::Failure;
 
 /// A certificate expiring within this many days fails the check.
 pub const EXPIRY_WARNING_DAYS: u64 = 14;
@@ -235,7 +235,7 @@ async fn check_database(r: &mut Report, config: &Config) {
             );
         }
     }
-    match migration_status(path).await {
+    match crate::store::migration_status(path).await {
         Ok((_, _, unknown)) if unknown > 0 => r.fail("database", format!(
             "{}: {unknown} migrations applied that this binary does not know (a newer version ran here); install that version or newer", path.display())),
         Ok((applied, 0, _)) => r.ok("database", format!("{}: schema up to date ({applied} migrations)", path.display())),
@@ -244,39 +244,6 @@ async fn check_database(r: &mut Report, config: &Config) {
         Err(e) => r.fail("database", format!("cannot read {}: {e}; check storage.database and that this user may read it", path.display())),
     }
 }
-
-/// (applied and known, pending, applied but unknown to this binary).
-async fn migration_status(path: &Path) -> Result<(usize, usize, usize), sqlx::Error> {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .connect()
-        .await?;
-    let has_table: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-    )
-    .fetch_one(&mut conn)
-    .await?;
-    let applied: Vec<i64> = if has_table > 0 {
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
-            .fetch_all(&mut conn)
-            .await?
-    } else {
-        Vec::new()
-    };
-    let known: Vec<i64> = MIGRATOR
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-        .map(|m| m.version)
-        .collect();
-    let applied_known = applied.iter().filter(|v| known.contains(v)).count();
-    let unknown = applied.len() - applied_known;
-    let pending = known.iter().filter(|v| !applied.contains(v)).count();
-    Ok((applied_known, pending, unknown))
-}
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 fn check_templates(r: &mut Report, config: &Config) {
     match crate::templates::Templates::load(&config.templates.dir) {

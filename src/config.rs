@@ -226,6 +226,10 @@ pub struct Config {
     /// Ordered subject rules; the SPEC §3 defaults when absent.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// `[policy]` as typed values (time zone, holiday dates), parsed once by
+    /// [`Config::parse`]; see [`Config::policy`].
+    #[serde(skip)]
+    deadlines: Option<crate::cases::Policy>,
 }
 
 fn d_imap_port() -> u16 {
@@ -376,6 +380,7 @@ impl Config {
             config.rules = crate::classify::default_rules();
         }
         config.validate()?;
+        config.deadlines = Some(config.build_policy()?);
         // Members are compared as bare, lower-cased addresses: "Alice
         // <Alice@Example.com>" in the file must still let Alice act.
         config.team.members = config
@@ -581,17 +586,25 @@ impl Config {
         })
     }
 
-    /// The deadline rules of `[policy]` (validated at load).
-    pub fn policy(&self) -> crate::cases::Policy {
-        crate::cases::Policy {
-            timezone: self.timezone().unwrap_or(chrono_tz::America::Los_Angeles),
-            holidays: self.holidays().unwrap_or_default(),
+    /// The deadline rules of `[policy]`, parsed at load. A bad time zone or
+    /// holiday is the config-key error, never a silent default zone.
+    pub fn policy(&self) -> Result<crate::cases::Policy, ConfigError> {
+        match &self.deadlines {
+            Some(policy) => Ok(policy.clone()),
+            None => self.build_policy(),
+        }
+    }
+
+    fn build_policy(&self) -> Result<crate::cases::Policy, ConfigError> {
+        Ok(crate::cases::Policy {
+            timezone: self.timezone()?,
+            holidays: self.holidays()?,
             acknowledge_business_days: self.policy.acknowledge_business_days,
             respond_days: self.policy.respond_days,
             extension_days: self.policy.extension_days,
             reminder_after_days: self.policy.reminder_after_days,
             retention_months: self.policy.retention_months,
-        }
+        })
     }
 
     /// The mailbox's own address (from `smtp.from`), lower-cased.
@@ -710,6 +723,27 @@ from = "Privacy Team <privacy@example.com>"
 name = "Example Inc."
 [logging]
 "#;
+
+    #[test]
+    fn the_policy_is_parsed_once_into_typed_values() {
+        let text = MINIMAL.replace(
+            "[policy]",
+            "[policy]\ntimezone = \"America/New_York\"\nholidays = [\"2026-12-25\"]",
+        );
+        let c = Config::parse(&text).unwrap();
+        let p = c.policy().unwrap();
+        assert_eq!(p.timezone, chrono_tz::America::New_York);
+        assert_eq!(
+            p.holidays,
+            [chrono::NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()]
+        );
+        // A value broken after load is the key's error, not Los Angeles.
+        let mut broken = c.clone();
+        broken.deadlines = None;
+        broken.policy.timezone = "Mars/Base".into();
+        let e = broken.policy().unwrap_err().to_string();
+        assert!(e.contains("policy.timezone"), "{e}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

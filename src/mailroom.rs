@@ -62,7 +62,7 @@ impl Mailroom {
             None => store.hmac_key().await?,
         };
         Ok(Mailroom {
-            policy: Arc::new(config.policy()),
+            policy: Arc::new(config.policy()?),
             team: Arc::new(RwLock::new(Arc::new(config.team.clone()))),
             config_path: None,
             config: Arc::new(config),

@@ -52,7 +52,7 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
                 changed += 1;
             }
             Err(e) => {
-                warn!(case = %case.id, error = %crate::logging::redact(&e.to_string()), "Scheduled work on a case failed.")
+                warn!(case = %case.id, error = %crate::logging::Personal(&e), "Scheduled work on a case failed.")
             }
         }
     }
@@ -66,11 +66,7 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
 /// `idle, 3 open cases, outbox empty`.
 pub async fn status_line(room: &Mailroom) -> Result<String, CaseworkError> {
     let mut conn = room.store.conn().await?;
-    let open: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM cases WHERE state NOT IN ('completed', 'denied', 'closed', 'withdrawn')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let open = store::cases::count_open(&mut conn).await?;
     let pending = store::outbox::pending_count(&mut conn).await?;
     let outbox = if pending == 0 {
         "outbox empty".to_string()
@@ -92,18 +88,20 @@ pub async fn daily_purge(room: &Mailroom, now: DateTime<Utc>) {
         Ok(Some(at)) if now - at < chrono::Duration::hours(24) => return,
         Ok(_) => {}
         Err(e) => {
-            warn!(error = %e, "Cannot read when the purge last ran.");
+            warn!(error = %crate::logging::Personal(&e), "Cannot read when the purge last ran.");
             return;
         }
     }
-    match crate::purge::run(&room.store, &room.config, now, false).await {
+    match crate::purge::run(&room.store, &room.config, &room.team(), now, false).await {
         Ok(_) => {
             if let Ok(mut conn) = room.store.conn().await
                 && let Err(e) = store::set_last_run(&mut conn, JOB, now).await
             {
-                warn!(error = %e, "Cannot record the purge run.");
+                warn!(error = %crate::logging::Personal(&e), "Cannot record the purge run.");
             }
         }
-        Err(e) => warn!(error = %e, "Retention purge failed; retrying on the next tick."),
+        Err(e) => {
+            warn!(error = %crate::logging::Personal(&e), "Retention purge failed; retrying on the next tick.")
+        }
     }
 }

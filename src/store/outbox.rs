@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
-use super::Result;
+use super::{Op, Result};
 
 #[derive(Debug, Clone)]
 pub struct NewOutbox<'a> {
@@ -22,7 +22,7 @@ pub struct NewOutbox<'a> {
 
 pub async fn insert(conn: &mut SqliteConnection, m: &NewOutbox<'_>) -> Result<i64> {
     let recipients = serde_json::to_string(m.recipients).unwrap_or_else(|_| "[]".into());
-    Ok(sqlx::query_scalar(
+    sqlx::query_scalar(
         "INSERT INTO outbox (case_id, message_id, audience, template, envelope_from, recipients,
             rate_key, subject, raw, next_attempt_at, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -39,7 +39,8 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewOutbox<'_>) -> Result<i6
     .bind(m.now)
     .bind(m.now)
     .fetch_one(conn)
-    .await?)
+    .await
+    .op("outbox.insert")
 }
 
 /// Automatic consumer-facing mails to `rate_key` since `since`.
@@ -48,13 +49,14 @@ pub async fn recent_to(
     rate_key: &str,
     since: DateTime<Utc>,
 ) -> Result<i64> {
-    Ok(sqlx::query_scalar(
+    sqlx::query_scalar(
         "SELECT COUNT(*) FROM outbox WHERE rate_key = ? AND audience = 'consumer' AND created_at > ?",
     )
     .bind(rate_key)
     .bind(since)
     .fetch_one(conn)
-    .await?)
+    .await
+        .op("outbox.recent_to")
 }
 
 /// When fewer than `limit` consumer mails to `rate_key` will have been
@@ -75,7 +77,8 @@ pub async fn window_opens(
     .bind(since)
     .bind(offset)
     .fetch_optional(conn)
-    .await?;
+    .await
+    .op("outbox.window_opens")?;
     Ok(at.map(|t| t + chrono::Duration::hours(24) + chrono::Duration::minutes(1)))
 }
 
@@ -105,7 +108,7 @@ pub async fn due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<OutboxRow>> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "SELECT id, case_id, message_id, audience, template, envelope_from, recipients, raw,
                 attempts, created_at
          FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
@@ -113,24 +116,23 @@ pub async fn due(
     .bind(now)
     .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await
+    .op("outbox.due")
 }
 
 /// When the next pending mail is due, if any.
 pub async fn next_due(conn: &mut SqliteConnection) -> Result<Option<DateTime<Utc>>> {
-    Ok(
-        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
-            .fetch_one(conn)
-            .await?,
-    )
+    sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+        .fetch_one(conn)
+        .await
+        .op("outbox.next_due")
 }
 
 pub async fn pending_count(conn: &mut SqliteConnection) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
-            .fetch_one(conn)
-            .await?,
-    )
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
+        .fetch_one(conn)
+        .await
+        .op("outbox.pending_count")
 }
 
 pub async fn mark_sent(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
@@ -138,7 +140,8 @@ pub async fn mark_sent(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>)
         .bind(now)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("outbox.mark_sent")?;
     Ok(())
 }
 
@@ -153,7 +156,8 @@ pub async fn mark_retry(
         .bind(error)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("outbox.mark_retry")?;
     Ok(())
 }
 
@@ -164,7 +168,8 @@ pub async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> R
     .bind(error)
     .bind(id)
     .execute(conn)
-    .await?;
+    .await
+    .op("outbox.mark_failed")?;
     Ok(())
 }
 
@@ -182,12 +187,11 @@ pub async fn by_message_id(
     conn: &mut SqliteConnection,
     message_id: &str,
 ) -> Result<Option<Reported>> {
-    Ok(
-        sqlx::query_as("SELECT id, case_id, audience FROM outbox WHERE message_id = ?")
-            .bind(message_id)
-            .fetch_optional(conn)
-            .await?,
-    )
+    sqlx::query_as("SELECT id, case_id, audience FROM outbox WHERE message_id = ?")
+        .bind(message_id)
+        .fetch_optional(conn)
+        .await
+        .op("outbox.by_message_id")
 }
 
 /// Sent mail not yet copied to the Sent folder.
@@ -195,14 +199,15 @@ pub async fn by_message_id(
 pub const MAX_APPEND_ATTEMPTS: i64 = 5;
 
 pub async fn unappended(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "SELECT id, raw FROM outbox WHERE status = 'sent' AND appended_at IS NULL
            AND append_attempts < ? ORDER BY id LIMIT ?",
     )
     .bind(MAX_APPEND_ATTEMPTS)
     .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await
+    .op("outbox.unappended")
 }
 
 pub async fn mark_appended(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
@@ -210,7 +215,8 @@ pub async fn mark_appended(conn: &mut SqliteConnection, id: i64, now: DateTime<U
         .bind(now)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("outbox.mark_appended")?;
     Ok(())
 }
 
@@ -222,6 +228,7 @@ pub async fn append_failed(conn: &mut SqliteConnection, id: i64, error: &str) ->
     .bind(error)
     .bind(id)
     .execute(conn)
-    .await?;
+    .await
+    .op("outbox.append_failed")?;
     Ok(())
 }

@@ -125,12 +125,5 @@ pub async fn seen(
     message_id: Option<&str>,
     sha: &str,
 ) -> Result<bool, CaseworkError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM messages WHERE (message_id IS NOT NULL AND message_id = ?) OR sha256 = ?",
-    )
-    .bind(message_id)
-    .bind(sha)
-    .fetch_one(conn)
-    .await?;
-    Ok(n > 0)
+    Ok(store::messages::seen_any(conn, message_id, sha).await?)
 }

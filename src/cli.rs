@@ -289,6 +289,18 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
     crate::logging::init(format, config.logging.log_personal_data);
     match cli.command {
         Command::Run { once } => {
+            // One daemon per database: a second `run` (or `run --once` next
+            // to the service) would send every pending mail twice.
+            if let Some(dir) = config
+                .storage
+                .database
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                crate::store::create_private_dir(dir)?;
+            }
+            let _lease = crate::lease::Lease::acquire(&config.storage.database)
+                .map_err(|e| Failure::Usage(e.into()))?;
             let room = open_mailroom(config)
                 .await?
                 .with_config_path(crate::config::resolve_path(cli.config.as_deref()));

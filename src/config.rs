@@ -332,6 +332,31 @@ pub enum ConfigError {
     },
 }
 
+/// The shortest Message-ID key accepted: 256 bits, the HMAC-SHA256 output.
+/// A shorter key makes the notices' Message-IDs, and so mailed commands,
+/// guessable.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Refuses a `storage.key_file` whose content is too short to be a key.
+pub fn check_key_file(path: &Path, key: &[u8]) -> Result<(), ConfigError> {
+    if key.len() >= MIN_KEY_BYTES {
+        return Ok(());
+    }
+    Err(invalid(
+        "storage.key_file",
+        format!(
+            "{} holds {} bytes, fewer than the {MIN_KEY_BYTES} a Message-ID key needs",
+            path.display(),
+            key.len()
+        ),
+        format!(
+            "write a random key: head -c {MIN_KEY_BYTES} /dev/urandom > {} && chmod 600 {} (or remove storage.key_file to keep the key in the database)",
+            path.display(),
+            path.display()
+        ),
+    ))
+}
+
 fn invalid(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -463,6 +488,19 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.team.require_dkim
+            && self
+                .team
+                .trusted_authserv_ids
+                .iter()
+                .all(|id| id.trim().is_empty())
+        {
+            return Err(invalid(
+                "team.trusted_authserv_ids",
+                "is empty while team.require_dkim = true, so every mailed command would be refused",
+                "list the authserv-id your MX writes in Authentication-Results, e.g. [\"mx.example.com\"], or set team.require_dkim = false",
+            ));
         }
         self.digest_time()?;
         self.timezone()?;
@@ -723,6 +761,37 @@ from = "Privacy Team <privacy@example.com>"
 name = "Example Inc."
 [logging]
 "#;
+
+    #[test]
+    fn require_dkim_needs_trusted_authserv_ids() {
+        let on = MINIMAL.replace("[team]", "[team]\nrequire_dkim = true");
+        let err = Config::parse(&on).unwrap_err().to_string();
+        assert!(err.contains("team.trusted_authserv_ids"), "{err}");
+        assert!(err.contains("fix:"), "{err}");
+        let blank = MINIMAL.replace(
+            "[team]",
+            "[team]\nrequire_dkim = true\ntrusted_authserv_ids = [\" \"]",
+        );
+        assert!(Config::parse(&blank).is_err());
+        let named = MINIMAL.replace(
+            "[team]",
+            "[team]\nrequire_dkim = true\ntrusted_authserv_ids = [\"mx.example.com\"]",
+        );
+        assert!(Config::parse(&named).is_ok());
+    }
+
+    #[test]
+    fn key_file_needs_32_bytes() {
+        let path = Path::new("/etc/privacy-mailroom/key");
+        let err = check_key_file(path, b"short").unwrap_err().to_string();
+        assert!(err.starts_with("config key `storage.key_file`"), "{err}");
+        assert!(
+            err.contains("5 bytes") && err.contains("head -c 32"),
+            "{err}"
+        );
+        assert!(check_key_file(path, b"").is_err());
+        assert!(check_key_file(path, &[7u8; 32]).is_ok());
+    }
 
     #[test]
     fn the_policy_is_parsed_once_into_typed_values() {

@@ -21,6 +21,17 @@ use crate::systemd;
 /// writes to the outbox while the daemon runs).
 const OUTBOX_POLL: Duration = Duration::from_secs(5);
 
+/// Why `run` ended other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Cycle(#[from] CycleError),
+    #[error(
+        "the outbox sender stopped while the daemon was running ({0}); exiting so that the service manager restarts the daemon"
+    )]
+    SenderStopped(String),
+}
+
 /// The SMTP sender the outbox task uses, with its password resolved.
 pub fn smtp_sender(room: &Mailroom) -> Result<SmtpSender, CycleError> {
     let password = room.config.smtp.secret.resolve("smtp")?;
@@ -37,7 +48,8 @@ pub async fn run_once(room: &Mailroom, sender: SmtpSender) -> Result<(), CycleEr
     if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
         warn!(error = %crate::logging::Personal(&e), "Scheduled work failed.");
     }
-    let delivered = delivery::deliver_due(room, &sender, Utc::now(), &shutdown).await?;
+    let mut state = delivery::SenderState::default();
+    let delivered = delivery::deliver_due(room, &sender, Utc::now(), &shutdown, &mut state).await?;
     sender.close().await;
     info!(
         sent = delivered.sent,
@@ -51,17 +63,62 @@ pub async fn run_once(room: &Mailroom, sender: SmtpSender) -> Result<(), CycleEr
 }
 
 /// The daemon: runs until `shutdown` fires, then finishes the message in hand and returns.
+///
+/// The outbox sender is supervised: if it ends while the daemon runs (a
+/// panic), the mailbox loop is stopped after the message in hand and `run`
+/// returns an error, so the process exits non-zero and systemd restarts it
+/// rather than taking in requests nobody answers.
 pub async fn run(
     room: Mailroom,
     sender: SmtpSender,
     shutdown: CancellationToken,
-) -> Result<(), CycleError> {
-    let sender_task = tokio::spawn(sender_loop(room.clone(), sender, shutdown.clone()));
+) -> Result<(), RunError> {
+    let mut sender_task = tokio::spawn(sender_loop(room.clone(), sender, shutdown.clone()));
+    let mailbox = mailbox_loop(&room, &shutdown);
+    tokio::pin!(mailbox);
+    let sender_ended = tokio::select! {
+        () = &mut mailbox => None,
+        joined = &mut sender_task => Some(joined),
+    };
+    if let Some(joined) = sender_ended {
+        if shutdown.is_cancelled() {
+            mailbox.await;
+            systemd::stopping();
+            return Ok(());
+        }
+        let why = match joined {
+            Ok(()) => "it returned".to_string(),
+            Err(e) if e.is_panic() => "it panicked".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(reason = %why, "Outbox sender stopped; shutting the daemon down.");
+        shutdown.cancel();
+        mailbox.await;
+        systemd::stopping();
+        return Err(RunError::SenderStopped(why));
+    }
+    systemd::stopping();
+    // The sender stops between messages; one stuck in a slow SMTP exchange
+    // is abandoned (it stays pending and goes out after the restart).
+    let abort = sender_task.abort_handle();
+    match tokio::time::timeout(Duration::from_secs(5), sender_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "Outbox task ended abnormally."),
+        Err(_) => {
+            warn!("Outbox task did not stop within 5 s; abandoning the message in flight.");
+            abort.abort();
+        }
+    }
+    Ok(())
+}
+
+/// Mailbox sessions until `shutdown`, reconnecting with backoff after failures.
+async fn mailbox_loop(room: &Mailroom, shutdown: &CancellationToken) {
     let watchdog = systemd::Watchdog::from_env();
     let mut failures: u32 = 0;
     let mut ready = false;
     while !shutdown.is_cancelled() {
-        match mailbox_session(&room, &shutdown, &mut ready).await {
+        match mailbox_session(room, shutdown, &mut ready).await {
             Ok(()) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -85,19 +142,6 @@ pub async fn run(
             }
         }
     }
-    systemd::stopping();
-    // The sender stops between messages; one stuck in a slow SMTP exchange
-    // is abandoned (it stays pending and goes out after the restart).
-    let abort = sender_task.abort_handle();
-    match tokio::time::timeout(Duration::from_secs(5), sender_task).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "Outbox task ended abnormally."),
-        Err(_) => {
-            warn!("Outbox task did not stop within 5 s; abandoning the message in flight.");
-            abort.abort();
-        }
-    }
-    Ok(())
 }
 
 /// Exponential backoff with jitter, 1 s up to 5 minutes.
@@ -175,9 +219,13 @@ async fn mailbox_session(
 
 /// Delivers the outbox whenever intake or a command queued mail, and retries on
 /// schedule; copies sent mail to the Sent folder over its own IMAP connection.
+/// While the SMTP server is unreachable it pauses between rounds (see
+/// [`delivery::SenderState::outage_pause`]) instead of trying every mail.
 async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationToken) {
+    let mut state = delivery::SenderState::default();
     loop {
-        match delivery::deliver_due(&room, &sender, Utc::now(), &shutdown).await {
+        crate::faults::panic_at("sender_panic");
+        match delivery::deliver_due(&room, &sender, Utc::now(), &shutdown, &mut state).await {
             Ok(d) if d.sent > 0 => {
                 info!(
                     sent = d.sent,
@@ -197,6 +245,14 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
         if shutdown.is_cancelled() {
             sender.close().await;
             return;
+        }
+        if state.in_outage() {
+            // New mail would fail the same way: wait out the pause.
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(state.outage_pause()) => {}
+            }
+            continue;
         }
         let next = {
             match room.store.conn().await {

@@ -19,3 +19,17 @@ pub fn hit(name: &str) {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+/// Panics if the fault point `name` is armed: for the test that proves the
+/// daemon exits when its sender task dies.
+#[cfg(feature = "fault-injection")]
+pub fn panic_at(name: &str) {
+    if std::env::var("PRIVACY_MAILROOM_FAULT").is_ok_and(|v| v == name) {
+        panic!("fault point {name} reached: panicking");
+    }
+}
+
+/// Without the `fault-injection` feature there are no fault points.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn panic_at(_name: &str) {}

@@ -43,6 +43,7 @@ pub mod hash;
 pub mod ids;
 pub mod imap;
 pub mod intake;
+pub mod lease;
 pub mod logging;
 pub mod mailroom;
 pub mod message;

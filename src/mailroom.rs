@@ -55,10 +55,14 @@ impl Mailroom {
         let store = Store::open(&config.storage.database).await?;
         let templates = Templates::load(&config.templates.dir)?;
         let key = match &config.storage.key_file {
-            Some(path) => std::fs::read(path).map_err(|source| SetupError::KeyFile {
-                path: path.clone(),
-                source,
-            })?,
+            Some(path) => {
+                let key = std::fs::read(path).map_err(|source| SetupError::KeyFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                crate::config::check_key_file(path, &key)?;
+                key
+            }
             None => store.hmac_key().await?,
         };
         Ok(Mailroom {

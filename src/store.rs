@@ -113,6 +113,18 @@ pub async fn migration_status(path: &Path) -> Result<(usize, usize, usize)> {
     Ok((applied_known, pending, unknown))
 }
 
+/// A read-only connection to the database file, for `check`: changes
+/// nothing, not even the journal mode.
+pub async fn read_only(path: &Path) -> Result<SqliteConnection> {
+    use sqlx::ConnectOptions;
+    SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .op("store.read_only.open")
+}
+
 /// The database handle: a small pool; SQLite serialises the writers.
 #[derive(Clone, Debug)]
 pub struct Store {

@@ -37,7 +37,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(300);
 const IDLE_CHECK_AFTER: Duration = Duration::from_secs(30);
 
 /// Problems setting up or reaching the SMTP server. In [`SmtpSender::send_raw`]
-/// all of these become [`SendError::Transient`].
+/// all of these become [`SendError::Unreachable`].
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
     #[error(
@@ -97,9 +97,15 @@ pub enum SmtpError {
 /// The verdict on one message, for the outbox's retry logic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// 4xx, connection trouble, timeouts, configuration problems: retry later.
+    /// 4xx, a connection lost during the transfer, timeouts: retry later.
     #[error("temporary SMTP failure: {0}")]
     Transient(String),
+    /// No session could be set up (connect, TLS, EHLO, AUTH): the server is
+    /// down or misconfigured, so every other mail would fail the same way.
+    /// Retried later, like [`SendError::Transient`], but the outbox treats it
+    /// as one outage rather than one failure per mail.
+    #[error("SMTP server unreachable: {0}")]
+    Unreachable(String),
     /// 5xx or an unusable address: retrying cannot help.
     #[error("permanent SMTP failure: {0}")]
     Permanent(String),
@@ -233,7 +239,7 @@ impl SmtpSender {
                 let conn = self
                     .connect()
                     .await
-                    .map_err(|e| SendError::Transient(e.to_string()))?;
+                    .map_err(|e| SendError::Unreachable(e.to_string()))?;
                 guard.insert(Open {
                     conn,
                     sent: 0,

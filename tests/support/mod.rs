@@ -21,7 +21,7 @@ mod tls;
 
 pub use cases::{assert_ok, case_json, cases_json, reset_schedule, shift_case_times};
 pub use imap::{ImapSession, ImapStream};
-pub use servers::{MailServers, PASSWORD};
+pub use servers::{MX_AUTHSERV_ID, MailServers, PASSWORD};
 pub use tls::{client_config_without_ca, install_crypto_provider};
 
 /// The unfolded value of the first header called `name` (case-insensitive)

@@ -125,7 +125,9 @@ async fn mailbox_of_requests_becomes_cases_and_acknowledgements() {
         );
         assert!(c["received_at"].is_string() && c["due_at"].is_string());
         if c["kind"] == "opt_out" {
-            assert_eq!(c["state"], "closed");
+            // No verification (CCPA regs §7026(d)): open for the team to carry out.
+            assert_eq!(c["state"], "verified");
+            assert!(c["closed_at"].is_null());
         } else {
             assert_eq!(c["state"], "awaiting_verification");
             assert!(c["acknowledged_at"].is_string());

@@ -399,10 +399,16 @@ async fn team_reply_in_sent_folder_appears_on_the_case() {
     run(&t.path).await;
     let c = support::case_json(&t.path, &id);
     let events = c["events"].as_array().unwrap();
+    // Correspondence only: the mail does not complete the case on its own.
     assert!(
-        events.iter().any(|e| e["action"] == "substantive_response"),
+        events.iter().any(|e| e["action"] == "team_correspondence"),
         "{events:#?}"
     );
+    assert!(
+        !events.iter().any(|e| e["action"] == "substantive_response"),
+        "{events:#?}"
+    );
+    assert_eq!(c["state"], "verified");
     assert!(
         c["messages"]
             .as_array()

@@ -254,20 +254,51 @@ async fn cases_show_dates_in_the_policy_zone_and_closed_cases_have_no_due_date()
         json["due_at"].as_str().unwrap().ends_with('Z'),
         "JSON keeps RFC 3339"
     );
-    let local = due
-        .with_timezone(&chrono_tz::America::Los_Angeles)
-        .format("%Y-%m-%d %H:%M %Z")
-        .to_string();
+    let la = due.with_timezone(&chrono_tz::America::Los_Angeles);
+    let local = format!(
+        "due:       end of {} ({})",
+        la.format("%B %-d, %Y"),
+        la.format("%Y-%m-%d %H:%M %Z")
+    );
     let out = daemon::cli(&path, &["cases", "show", &know]);
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);
-    assert!(
-        text.contains(&format!("due:       {local}")),
-        "{local} not in\n{text}"
-    );
+    assert!(text.contains(&local), "{local} not in\n{text}");
     assert!(!text.contains(json["due_at"].as_str().unwrap()), "{text}");
 
-    // The opt-out is closed on arrival: no due date anywhere a person reads.
+    // --state open selects every open state: both requests are open (an
+    // opt-out must still be carried out).
+    let open_ids = || -> Vec<String> {
+        let out = daemon::cli(&path, &["cases", "list", "--state", "open", "--json"]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let open: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let mut ids: Vec<String> = open
+            .iter()
+            .filter_map(|c| c["id"].as_str().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![know.clone(), opt.clone()];
+    both.sort();
+    assert_eq!(open_ids(), both);
+
+    // Once closed, a case shows no due date anywhere a person reads, and
+    // leaves the open list.
+    let out = daemon::cli(
+        &path,
+        &[
+            "cases",
+            "act",
+            &opt,
+            "close",
+            "--reason",
+            "Duplicate of an earlier request.",
+            "--by",
+            "alice",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
     let out = daemon::cli(&path, &["cases", "show", &opt]);
     let text = stdout(&out);
     assert!(text.contains("closed:    "), "{text}");
@@ -277,13 +308,7 @@ async fn cases_show_dates_in_the_policy_zone_and_closed_cases_have_no_due_date()
     let row = list.lines().find(|l| l.starts_with(&opt)).unwrap();
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[4], "-", "{row}");
-
-    // --state open selects every open state, and only those.
-    let out = daemon::cli(&path, &["cases", "list", "--state", "open", "--json"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let open: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<&str> = open.iter().filter_map(|c| c["id"].as_str()).collect();
-    assert_eq!(ids, [know.as_str()]);
+    assert_eq!(open_ids(), std::slice::from_ref(&know));
 
     // The team notice names the request once.
     let notices = servers.fetch_all(&team, "INBOX").await;
@@ -318,7 +343,7 @@ async fn cases_show_dates_in_the_policy_zone_and_closed_cases_have_no_due_date()
         describe(&out)
     );
 
-    // Retention: once the opt-out is old, the dry run says what goes.
+    // Retention: once the closed case is old, the dry run says what goes.
     let db = config.database_path();
     support::shift_case_times(&db, &opt, -chrono::Duration::days(800)).await;
     set_closed_at(&db, &opt, Utc::now() - chrono::Duration::days(800)).await;

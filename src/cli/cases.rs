@@ -330,16 +330,32 @@ async fn show_in(
     if let Some(a) = &c.consumer {
         println!("consumer:  {a}");
     }
-    println!("received:  {}", local(case.received_at, tz));
+    // Dates as the mail states them (the local day in policy.timezone), with
+    // the local time; JSON keeps the RFC 3339 instants.
+    let day = |at| crate::templates::format_date(at, tz);
+    println!(
+        "received:  {} ({})",
+        day(case.received_at),
+        local(case.received_at, tz)
+    );
     match case.closed_at {
-        // A closed case (an opt-out is closed on arrival) has no due date.
-        Some(closed) if case.state.is_final() => println!("closed:    {}", local(closed, tz)),
+        // A closed case (an opt-out is answered on arrival) has no due date.
+        Some(closed) if case.state.is_final() => {
+            println!("closed:    {} ({})", day(closed), local(closed, tz))
+        }
         _ if case.state.is_final() => println!("closed:    yes"),
         _ => println!(
-            "due:       {}{}",
+            "due:       end of {} ({}){}",
+            day(case.due_at),
             local(case.due_at, tz),
-            if c.extended { " (extended)" } else { "" }
+            if c.extended { ", extended" } else { "" }
         ),
+    }
+    if let Some(resolution) = &case.resolution {
+        println!("resolution: {resolution}");
+    }
+    if let Some(basis) = &case.denial_reason {
+        println!("basis:     {basis}");
     }
     println!("\nEvents:");
     for (e, row) in detail.events.iter().zip(&event_times) {

@@ -357,7 +357,7 @@ pub fn open(
         fx.event(
             &Actor::Daemon,
             "opt_out_answered",
-            "replied at once with the company's sale and sharing practice".into(),
+            "opt_out_reply: the company's sale and sharing practice".into(),
         );
     } else {
         fx.send(template::ACKNOWLEDGEMENT, Audience::Requester, None);

@@ -130,18 +130,21 @@ pub async fn apply_input(
     let actor = match &input {
         Input::Team { actor, .. } => actor.label(),
         Input::ConsumerReply { from, .. } => from.clone(),
-        Input::Tick | Input::AcknowledgementHeld { .. } => "daemon".into(),
+        Input::Tick | Input::AcknowledgementHeld { .. } | Input::ReminderHeld { .. } => {
+            "daemon".into()
+        }
     };
     let name = match &input {
         Input::Team { command, .. } => command.name(),
         Input::ConsumerReply { .. } => "consumer_reply",
         Input::Tick => "tick",
         Input::AcknowledgementHeld { .. } => "acknowledgement_held",
+        Input::ReminderHeld { .. } => "reminder_held",
     };
     let trigger = match &input {
         Input::Team { .. } => Trigger::Team,
         Input::ConsumerReply { .. } | Input::AcknowledgementHeld { .. } => Trigger::Automatic,
-        Input::Tick => Trigger::Clock,
+        Input::Tick | Input::ReminderHeld { .. } => Trigger::Clock,
     };
     match crate::cases::apply(&case, input, &room.policy, now) {
         Ok(t) => {
@@ -191,6 +194,9 @@ async fn carry_out(
     trigger: Trigger,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    // Reminders a guard held back: their `reminder` event would claim a
+    // mail that never went out (the engine records them as held instead).
+    let mut held_reminders: Vec<&str> = Vec::new();
     for effect in &t.effects {
         match effect {
             Effect::Event {
@@ -198,6 +204,9 @@ async fn carry_out(
                 action,
                 detail,
             } => {
+                if action == "reminder" && held_reminders.contains(&detail.as_str()) {
+                    continue;
+                }
                 store::events::append(conn, Some(&t.case.id), now, &actor.label(), action, detail)
                     .await?;
             }
@@ -212,7 +221,11 @@ async fn carry_out(
                     reason: reason.as_deref(),
                     trigger,
                 };
-                send_to_consumer(conn, room, &t.case, &mail, now).await?;
+                if !send_to_consumer(conn, room, &t.case, &mail, now).await?
+                    && is_reminder(template)
+                {
+                    held_reminders.push(template);
+                }
             }
             Effect::Notify(notice) => {
                 notify_team(conn, room, &t.case, *notice, now).await?;
@@ -231,15 +244,20 @@ pub struct ConsumerMail<'a> {
     pub trigger: Trigger,
 }
 
+fn is_reminder(template: &str) -> bool {
+    use crate::cases::engine::template::{CONFIRMATION_REMINDER, VERIFICATION_REMINDER};
+    template == VERIFICATION_REMINDER || template == CONFIRMATION_REMINDER
+}
+
 /// Queues a consumer-facing mail, unless a guard says no; a mail held back is
-/// an event on the case.
+/// an event on the case. Returns whether the mail was queued.
 pub async fn send_to_consumer(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
     mail: &ConsumerMail<'_>,
     now: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<bool> {
     let ConsumerMail {
         template,
         to,
@@ -251,7 +269,7 @@ pub async fn send_to_consumer(
         Audience::Consumer => case.consumer.clone(),
     };
     let Some(recipient) = recipient else {
-        return Ok(());
+        return Ok(false);
     };
     let rate_key = recipient.to_lowercase();
     if let Some(hold) = held_back(conn, room, case, template, &rate_key, trigger, now).await? {
@@ -265,18 +283,24 @@ pub async fn send_to_consumer(
             &hold.why,
         )
         .await?;
-        if template == crate::cases::engine::first_reply(case.kind) {
-            // The record must not claim an acknowledgement that never went
-            // out; the engine keeps it for the scheduler to send.
-            let held = crate::cases::apply(
-                case,
-                Input::AcknowledgementHeld {
-                    until: hold.until,
-                    why: hold.why,
-                },
-                &room.policy,
-                now,
-            )?;
+        // The record must not claim a mail that never went out; the engine
+        // keeps an acknowledgement or a reminder for the scheduler to send.
+        let input = if template == crate::cases::engine::first_reply(case.kind) {
+            Some(Input::AcknowledgementHeld {
+                until: hold.until,
+                why: hold.why,
+            })
+        } else if is_reminder(template) {
+            Some(Input::ReminderHeld {
+                template: template.to_string(),
+                until: hold.until,
+                why: hold.why,
+            })
+        } else {
+            None
+        };
+        if let Some(input) = input {
+            let held = crate::cases::apply(case, input, &room.policy, now)?;
             store::cases::update(conn, &held.case, now).await?;
             for effect in &held.effects {
                 if let Effect::Event {
@@ -297,11 +321,19 @@ pub async fn send_to_consumer(
                 }
             }
         }
-        return Ok(());
+        return Ok(false);
     }
     let rendered = render(room, template, case, reason, None, now)?;
     let thread = store::cases::thread(conn, &case.id).await?;
-    let last_in = store::messages::last_inbound_id(conn, &case.id).await?;
+    // The consumer's thread: their last message applied to the case, else
+    // the request, else our own last mail to them (never team mail).
+    let last_in = match store::messages::last_applied_inbound_id(conn, &case.id).await? {
+        Some(id) => Some(id),
+        None => match thread.thread_root.clone() {
+            Some(root) => Some(root),
+            None => store::messages::last_consumer_mail_id(conn, &case.id).await?,
+        },
+    };
     let mut references: Vec<String> = Vec::new();
     for id in [thread.thread_root.clone(), last_in.clone()]
         .into_iter()
@@ -326,13 +358,14 @@ pub async fn send_to_consumer(
             rate_key: &rate_key,
             rendered,
             message_id,
-            in_reply_to: last_in.or(thread.thread_root),
+            in_reply_to: last_in,
             references,
             auto_submitted,
         },
         now,
     )
-    .await
+    .await?;
+    Ok(true)
 }
 
 /// Why a consumer-facing mail is held back, and until when it may go.

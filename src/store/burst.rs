@@ -40,6 +40,19 @@ pub async fn take_queued(conn: &mut SqliteConnection) -> Result<Vec<String>> {
     Ok(pending)
 }
 
+/// How many summaries already carry the ID `base` (alone or with a `-N`
+/// suffix): two summaries flushed in the same millisecond get distinct IDs.
+pub async fn summaries_with_base(conn: &mut SqliteConnection, base: &str) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT summary_id) FROM summary_cases
+         WHERE summary_id = ?1 OR substr(summary_id, 1, length(?1) + 1) = ?1 || '-'",
+    )
+    .bind(base)
+    .fetch_one(conn)
+    .await
+    .op("burst.summaries_with_base")
+}
+
 /// Records that summary `summary_id` lists `case_id`.
 pub async fn add_to_summary(
     conn: &mut SqliteConnection,

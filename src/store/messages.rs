@@ -204,16 +204,42 @@ pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<
     .op("messages.for_case")
 }
 
-/// The newest inbound Message-ID of a case (what our next reply answers).
-pub async fn last_inbound_id(conn: &mut SqliteConnection, case_id: &str) -> Result<Option<String>> {
+/// The newest inbound message of a party of the case that was applied to
+/// the case (disposition `case`, or the request that opened it): what our
+/// next consumer-facing mail answers (In-Reply-To). Never team mail, a
+/// bounce, automatic mail or a stranger's message kept for review — those
+/// would break the consumer's thread or leak an internal Message-ID.
+pub async fn last_applied_inbound_id(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT message_id FROM messages WHERE case_id = ? AND direction = 'in'
-         AND message_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+        "SELECT m.message_id FROM messages m JOIN cases c ON c.id = m.case_id
+         WHERE m.case_id = ? AND m.direction = 'in' AND m.message_id IS NOT NULL
+           AND (m.disposition = 'case' OR m.message_id = c.thread_root)
+         ORDER BY m.id DESC LIMIT 1",
     )
     .bind(case_id)
     .fetch_optional(conn)
     .await
-    .op("messages.last_inbound_id")?
+    .op("messages.last_applied_inbound_id")?
+    .flatten())
+}
+
+/// Our own newest consumer-facing Message-ID on a case: what a reply
+/// answers when the consumer's side has no message to answer.
+pub async fn last_consumer_mail_id(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT message_id FROM messages WHERE case_id = ? AND direction = 'out'
+         AND disposition = 'consumer' AND message_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )
+    .bind(case_id)
+    .fetch_optional(conn)
+    .await
+    .op("messages.last_consumer_mail_id")?
     .flatten())
 }
 

@@ -2104,6 +2104,47 @@ mod tests {
     }
 
     #[test]
+    fn a_held_reminder_is_not_sent_and_waits_for_the_guard() {
+        let case = case_in(Kind::Know, AV, false);
+        let day = |n: i64| received() + TimeDelta::days(n);
+        let tr = tick_at(&case, day(7));
+        let held = apply(
+            &tr.case,
+            Input::ReminderHeld {
+                template: template::VERIFICATION_REMINDER.into(),
+                until: Some(day(8)),
+                why: "verification_reminder: limit".into(),
+            },
+            &Policy::default(),
+            day(7),
+        )
+        .unwrap();
+        assert_eq!(held.case.reminder_sent_at, None);
+        assert_eq!(events(&held)[0].0, "reminder_held");
+        // Not before the guard's window, then sent.
+        assert!(sends(&tick_at(&held.case, day(7) + TimeDelta::hours(12))).is_empty());
+        let sent = tick_at(&held.case, day(8));
+        assert_eq!(
+            sends(&sent),
+            [(template::VERIFICATION_REMINDER, Audience::Requester)]
+        );
+        assert_eq!(sent.case.reminder_held_until, None);
+        // Never sendable: recorded as held, not tried again.
+        let never = apply(
+            &tr.case,
+            Input::ReminderHeld {
+                template: template::VERIFICATION_REMINDER.into(),
+                until: None,
+                why: "verification_reminder: the recipient is the mailbox itself".into(),
+            },
+            &Policy::default(),
+            day(7),
+        )
+        .unwrap();
+        assert!(sends(&tick_at(&never.case, day(9))).is_empty());
+    }
+
+    #[test]
     fn verification_reminder_once() {
         let case = case_in(Kind::Know, AV, false);
         let day = |n: i64| received() + TimeDelta::days(n);

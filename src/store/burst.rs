@@ -115,4 +115,19 @@ mod tests {
         assert!(!summary_lists(&mut conn, "S1", "C-2").await.unwrap());
         assert!(!summary_lists(&mut conn, "S2", "C-1").await.unwrap());
     }
+
+    #[tokio::test]
+    async fn summaries_of_one_millisecond_are_counted_apart() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        open_case(&mut conn, "C-1", at(1)).await;
+        open_case(&mut conn, "C-2", at(1)).await;
+        assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 0);
+        add_to_summary(&mut conn, "S100", "C-1").await.unwrap();
+        add_to_summary(&mut conn, "S100", "C-2").await.unwrap();
+        add_to_summary(&mut conn, "S1000", "C-1").await.unwrap();
+        assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 1);
+        add_to_summary(&mut conn, "S100-2", "C-2").await.unwrap();
+        assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 2);
+    }
 }

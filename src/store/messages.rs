@@ -283,4 +283,64 @@ mod tests {
                 .unwrap()
         );
     }
+
+    /// Records a message of `case` with this direction, disposition and ID.
+    async fn message(
+        conn: &mut SqliteConnection,
+        direction: &'static str,
+        disposition: &str,
+        message_id: &str,
+    ) {
+        insert(
+            conn,
+            &NewMessage {
+                case_id: Some("C-1"),
+                direction,
+                message_id: Some(message_id),
+                subject: "Re: Request to know",
+                at: at(2),
+                sha256: message_id,
+                disposition,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reply_answers_the_consumer_side_never_team_or_automatic_mail() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        open_case(&mut conn, "C-1", at(1)).await;
+        assert_eq!(
+            last_applied_inbound_id(&mut conn, "C-1").await.unwrap(),
+            None
+        );
+        message(&mut conn, "out", "consumer", "<ours-1@x>").await;
+        message(&mut conn, "out", "team", "<notice-1@x>").await;
+        assert_eq!(
+            last_consumer_mail_id(&mut conn, "C-1")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("<ours-1@x>")
+        );
+        message(&mut conn, "in", "case", "<reply-1@x>").await;
+        for (disposition, id) in [
+            ("team", "<team-1@x>"),
+            ("auto", "<auto-1@x>"),
+            ("review", "<stranger-1@x>"),
+            ("dsn", "<dsn-1@x>"),
+        ] {
+            message(&mut conn, "in", disposition, id).await;
+        }
+        assert_eq!(
+            last_applied_inbound_id(&mut conn, "C-1")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("<reply-1@x>")
+        );
+    }
 }

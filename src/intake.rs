@@ -4,6 +4,12 @@
 //! message inside its own savepoint: a message that fails is rolled back to
 //! its savepoint, stored raw and sent to review, and the batch goes on. The
 //! caller moves the originals only after the commit (`sync::file_pending`).
+//!
+//! Everything slow happens before the write transaction opens: parsing (with
+//! the caps of `imap.max_mime_parts`, `imap.max_mime_depth` and
+//! `agents.max_attachments`) and writing attachment files to disk, so the
+//! SQLite write lock is held only for the rows. The watchdog is fed per
+//! message.
 
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, SqliteConnection};
@@ -61,16 +67,26 @@ pub async fn process_batch(
     batch: &[Fetched],
     now: DateTime<Utc>,
 ) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
+    let watchdog = crate::systemd::Watchdog::from_env();
+    let limits = room.config.mime_limits();
+    let mut parsed = Vec::with_capacity(batch.len());
+    for fetched in batch {
+        let inbound = message::parse_with(&fetched.raw, &limits);
+        prestore_files(room, fetched.uid, &inbound);
+        parsed.push(inbound);
+        watchdog.ping();
+    }
     let mut tx = room.store.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
     let mut max_uid = 0;
-    for fetched in batch {
+    for (fetched, inbound) in batch.iter().zip(&parsed) {
         max_uid = max_uid.max(fetched.uid);
+        watchdog.ping();
         // One span per message: every line about it names mailbox and UID.
         let span = info_span!("message", mailbox, uid = fetched.uid);
         let outcome = async {
             let mut sp = tx.begin().await?;
-            match process_one(&mut sp, room, uid_validity, fetched, now).await {
+            match process_one(&mut sp, room, uid_validity, fetched, inbound, now).await {
                 Ok(outcome) => {
                     sp.commit().await?;
                     Ok::<_, CaseworkError>(outcome)
@@ -102,9 +118,26 @@ pub async fn process_batch(
         now,
     )
     .await?;
+    // The originals are moved right after this commit; the store runs with
+    // `synchronous = FULL`, so it survives a power loss (no request sits in
+    // Processed without its row).
     tx.commit().await?;
     room.outbox_wake.notify_one();
     Ok(results)
+}
+
+/// Writes the attachment files a message may register before the write
+/// transaction opens (see [`crate::attachments::store_before_commit`]). A
+/// failure is only logged: `record` tries again inside the transaction, and
+/// a message that fails there goes to review.
+fn prestore_files(room: &Mailroom, uid: u32, inbound: &Inbound) {
+    let sender = sender_of(room, inbound);
+    let threaded = !inbound.in_reply_to.is_empty()
+        || !inbound.references.is_empty()
+        || classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix).is_some();
+    if let Err(e) = crate::attachments::store_before_commit(room, inbound, &sender, threaded) {
+        warn!(uid, error = %crate::logging::Personal(&e), "Cannot store attachment files before the commit; trying inside it.");
+    }
 }
 
 fn target_name(room: &Mailroom, target: Target) -> &str {
@@ -198,14 +231,14 @@ async fn process_one(
     room: &Mailroom,
     uid_validity: u32,
     fetched: &Fetched,
+    inbound: &Inbound,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let sha = crate::hash::sha256_hex(&fetched.raw);
-    let inbound = message::parse(&fetched.raw);
     let rec = Record {
         uid_validity,
         fetched,
-        inbound: &inbound,
+        inbound,
         sha: &sha,
         sender: sender_of(room, &inbound),
         referenced: room.keys.verify_any(
@@ -221,6 +254,9 @@ async fn process_one(
     }
     if let Some(outcome) = oversize(conn, room, &rec, now).await? {
         return Ok(outcome);
+    }
+    if let Some(excess) = inbound.over_limit {
+        return over_mime_limits(conn, room, &rec, excess, now).await;
     }
     if let Some(dsn) = &inbound.dsn {
         return delivery_report(conn, room, &rec, dsn, now).await;
@@ -363,6 +399,46 @@ async fn oversize(
     };
     refuse_oversize(conn, room, &o, now).await?;
     Ok(Some(Outcome::Review { reason: "oversize" }))
+}
+
+/// Over a cap on the MIME structure (`imap.max_mime_parts`,
+/// `imap.max_mime_depth`, `agents.max_attachments`): the message is kept
+/// whole (it is under the size limit) but nothing in it is acted on or
+/// stored as a document; review, an event on the case it threads to, and the
+/// team is told why, with `#open` offered when it reads like a request.
+async fn over_mime_limits(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    excess: message::MimeExcess,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
+    let case = rec.own_case(conn, room).await?;
+    let case_id = case.as_ref().map(|c| c.id.as_str());
+    let row = rec
+        .write(conn, room, case_id, "review", Target::Review, now)
+        .await?;
+    let detail = format!("message row {row}: {excess}; moved to review, nothing stored from it");
+    store::events::append(conn, case_id, now, "daemon", "mime_limit", &detail).await?;
+    info!(
+        uid = rec.fetched.uid,
+        parts = rec.inbound.shape.parts,
+        depth = rec.inbound.shape.depth,
+        attachments = rec.inbound.shape.attachments,
+        "Message over a MIME cap; sent to review."
+    );
+    let suggestion = match case_id {
+        Some(_) => None,
+        None => classify::match_subject(&room.config.rules, &rec.inbound.subject),
+    };
+    let why = match case_id {
+        Some(id) => format!("{excess} (it belongs to case {id})"),
+        None => excess.to_string(),
+    };
+    crate::team::notify_review(conn, room, row, rec.inbound, &why, suggestion, now).await?;
+    Ok(Outcome::Review {
+        reason: "over a MIME cap",
+    })
 }
 
 /// A reply to a team notice: commands, if the sender may give them.

@@ -44,7 +44,8 @@ pub async fn run_once(room: &Mailroom, sender: SmtpSender) -> Result<(), CycleEr
     let shutdown = CancellationToken::new();
     let (mut imap, info) = connect_imap(room).await?;
     drain(room, &mut imap, info, &shutdown).await?;
-    scan_sent(room, &mut imap).await?;
+    let mut sent_scan = SentScan::default();
+    sent_scan.run(room, &mut imap).await;
     if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
         warn!(error = %crate::logging::Personal(&e), "Scheduled work failed.");
     }
@@ -117,8 +118,9 @@ async fn mailbox_loop(room: &Mailroom, shutdown: &CancellationToken) {
     let watchdog = systemd::Watchdog::from_env();
     let mut failures: u32 = 0;
     let mut ready = false;
+    let mut sent_scan = SentScan::default();
     while !shutdown.is_cancelled() {
-        match mailbox_session(room, shutdown, &mut ready).await {
+        match mailbox_session(room, shutdown, &mut ready, &mut sent_scan).await {
             Ok(()) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -144,6 +146,33 @@ async fn mailbox_loop(room: &Mailroom, shutdown: &CancellationToken) {
     }
 }
 
+/// The Sent-folder scan as the mailbox loop runs it: its failures never end
+/// the session or hold up intake. The first failure is logged as a warning,
+/// repeats only at debug level, and the recovery once.
+#[derive(Debug, Default)]
+struct SentScan {
+    failing: bool,
+}
+
+impl SentScan {
+    async fn run(&mut self, room: &Mailroom, imap: &mut crate::imap::Imap) {
+        match scan_sent(room, imap).await {
+            Ok(_) => {
+                if std::mem::take(&mut self.failing) {
+                    info!("Sent-folder scan works again.");
+                }
+            }
+            Err(e) if self.failing => {
+                tracing::debug!(error = %crate::logging::Personal(&e), "Sent-folder scan still failing.");
+            }
+            Err(e) => {
+                self.failing = true;
+                warn!(error = %crate::logging::Personal(&e), "Sent-folder scan failed; intake goes on, the scan is retried every turn.");
+            }
+        }
+    }
+}
+
 /// Exponential backoff with jitter, 1 s up to 5 minutes.
 fn reconnect_delay(failures: u32) -> Duration {
     let base = 2u64.saturating_pow(failures.min(9)).min(300);
@@ -156,6 +185,7 @@ async fn mailbox_session(
     room: &Mailroom,
     shutdown: &CancellationToken,
     ready: &mut bool,
+    sent_scan: &mut SentScan,
 ) -> Result<(), CycleError> {
     let (mut imap, _) = connect_imap(room).await?;
     let poll = Duration::from_secs(room.config.imap.poll_interval_secs);
@@ -173,7 +203,7 @@ async fn mailbox_session(
         // arriving later is announced (EXISTS) before or during IDLE. The
         // other order left mail that arrived during the Sent scan waiting for
         // the next wake-up.
-        scan_sent(room, &mut imap).await?;
+        sent_scan.run(room, &mut imap).await;
         let info = imap.select(&room.config.imap.mailbox).await?;
         drain(room, &mut imap, info, shutdown).await?;
         // The clocks must never stop intake: a failure is logged and retried next turn.

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
+use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -205,10 +206,24 @@ pub async fn drain(
     Ok(taken)
 }
 
+/// How many Sent-folder messages one scan round handles (headers fetched,
+/// judged, bodies fetched, recorded, cursor advanced).
+const SENT_BATCH: usize = 50;
+
+/// The largest Sent-folder message whose body the scan reads. Correspondence
+/// recording needs the headers and the text a member typed; a 40 MB data
+/// export sent from the shared mailbox is recorded from its headers alone.
+pub const SENT_BODY_LIMIT: u64 = 1024 * 1024;
+
 /// Reads new messages in the Sent folder: a team member's own mail to a
 /// consumer, sent from a mail client on the shared mailbox, is attached to its
 /// case as correspondence. Our own copies (HMAC Message-IDs) are skipped.
 /// Leaves the Sent folder selected: the caller selects the inbox again.
+///
+/// Bounded: headers first, in rounds of [`SENT_BATCH`]; a body is fetched
+/// only for a message that belongs to a case and is at most
+/// [`SENT_BODY_LIMIT`]; each round commits and advances the cursor. A message
+/// that fails to record is logged and passed over, never retried for ever.
 pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
     let sent = room.config.imap.sent_mailbox.clone();
     let key = format!("sent:{sent}");
@@ -237,37 +252,88 @@ pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleE
         }
     };
     let listed = imap.list_new(after, None).await?;
-    if listed.is_empty() {
-        return Ok(0);
-    }
-    let uids: Vec<u32> = listed.iter().map(|l| l.uid).collect();
-    let bodies = imap.fetch_bodies(&uids).await?;
     let mut recorded = 0;
-    let now = Utc::now();
-    let mut tx = room.store.begin().await?;
-    for (_, raw) in &bodies {
-        if crate::team::correspondence::from_sent_folder(&mut tx, room, raw, now).await? {
-            recorded += 1;
-        }
+    for round in listed.chunks(SENT_BATCH) {
+        recorded += scan_sent_round(room, imap, &key, info.uid_validity, round).await?;
+        crate::systemd::Watchdog::from_env().ping();
     }
-    let last = uids.iter().copied().max().unwrap_or(after);
-    store::set_cursor(
-        &mut tx,
-        &key,
-        store::Cursor {
-            uid_validity: info.uid_validity,
-            last_uid: last,
-        },
-        now,
-    )
-    .await?;
-    tx.commit().await.map_err(StoreError::from)?;
     if recorded > 0 {
         info!(
             count = recorded,
             "Team correspondence found in the Sent folder."
         );
     }
+    Ok(recorded)
+}
+
+/// One round of [`scan_sent`]: headers, then the bodies worth reading, then
+/// one short transaction that records them and moves the cursor.
+async fn scan_sent_round(
+    room: &Mailroom,
+    imap: &mut Imap,
+    key: &str,
+    uid_validity: u32,
+    round: &[crate::imap::Listed],
+) -> Result<usize, CycleError> {
+    let uids: Vec<u32> = round.iter().map(|l| l.uid).collect();
+    let headers = imap.fetch_headers(&uids).await?;
+    let mut wanted = Vec::new();
+    {
+        let mut conn = room.store.conn().await?;
+        for (uid, header) in headers {
+            if crate::team::correspondence::wanted_from_sent(&mut conn, room, &header).await? {
+                let size = round
+                    .iter()
+                    .find(|l| l.uid == uid)
+                    .and_then(|l| l.size)
+                    .map_or(header.len() as u64, u64::from);
+                wanted.push((uid, size, header));
+            }
+        }
+    }
+    let small: Vec<u32> = wanted
+        .iter()
+        .filter(|(_, size, _)| *size <= SENT_BODY_LIMIT)
+        .map(|(uid, _, _)| *uid)
+        .collect();
+    let mut bodies: BTreeMap<u32, Vec<u8>> = if small.is_empty() {
+        BTreeMap::new()
+    } else {
+        imap.fetch_bodies(&small).await?.into_iter().collect()
+    };
+    let now = Utc::now();
+    let mut recorded = 0;
+    let mut tx = room.store.begin().await?;
+    for (uid, size, header) in &wanted {
+        // Over the cap (or the body not returned): the headers stand for it.
+        let raw = bodies.remove(uid).unwrap_or_else(|| header.clone());
+        let mut sp = tx.begin().await.map_err(StoreError::from)?;
+        match crate::team::correspondence::from_sent_folder(&mut sp, room, &raw, *size, now).await
+        {
+            Ok(true) => {
+                sp.commit().await.map_err(StoreError::from)?;
+                recorded += 1;
+            }
+            Ok(false) => sp.commit().await.map_err(StoreError::from)?,
+            Err(e) => {
+                sp.rollback().await.map_err(StoreError::from)?;
+                warn!(uid, error = %crate::logging::Personal(&e), "Sent-folder message could not be recorded; passed over.");
+            }
+        }
+    }
+    let last = uids.iter().copied().max().unwrap_or(0);
+    let current = store::cursor(&mut tx, key).await?.map_or(0, |c| c.last_uid);
+    store::set_cursor(
+        &mut tx,
+        key,
+        store::Cursor {
+            uid_validity,
+            last_uid: last.max(current),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
     Ok(recorded)
 }
 

@@ -135,3 +135,88 @@ fn walk_files(dir: &Path) -> usize {
         })
         .sum()
 }
+
+/// The daemon's peak resident memory (VmHWM), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A message of about `bytes` sent from the shared mailbox in a case's
+/// thread: a data export, as a member might send it from a mail client.
+fn large_sent_mail(from: &str, to: &str, case_id: &str, bytes: usize) -> Vec<u8> {
+    let mut s = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: Your data [{case_id}]\r\nMessage-ID: {}\r\nDate: {}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\nHere is the export.\r\n--x\r\nContent-Type: application/octet-stream; name=\"export.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        mail::new_message_id(),
+        chrono::Utc::now().to_rfc2822()
+    );
+    let line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
+    while s.len() < bytes {
+        s.push_str(line);
+    }
+    s.push_str("--x--\r\n");
+    s.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_messages_in_the_sent_folder_do_not_block_intake_or_memory() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::new(servers, &mailbox);
+    let path = config.write();
+    servers
+        .append_request(&mailbox, &consumer, "California Request to Know")
+        .await;
+    // The first run opens a case and sets the Sent-folder cursor.
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
+
+    const EXPORTS: usize = 10;
+    const SIZE: usize = 40 * 1024 * 1024;
+    for _ in 0..EXPORTS {
+        let export = large_sent_mail(&mailbox, &consumer, &id, SIZE);
+        servers.append(&mailbox, "Sent", &export).await;
+    }
+    let other = servers.unique_user("next");
+    servers
+        .append_request(&mailbox, &other, "California Request to Delete")
+        .await;
+
+    let started = Instant::now();
+    let mut d = daemon::spawn(&path);
+    wait_until_for("the new request is a case", 60, async || {
+        cases_json(&path).len() == 2
+    })
+    .await;
+    let took = started.elapsed();
+    // The exports are recorded on the case from their headers.
+    wait_until_for("the exports are recorded as correspondence", 60, async || {
+        events(&path, &id)
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e["action"].as_str(),
+                    Some("team_correspondence" | "substantive_response")
+                )
+            })
+            .count()
+            == EXPORTS
+    })
+    .await;
+    let peak = peak_memory(d.pid());
+    assert!(peak > 0, "VmHWM readable");
+    assert!(
+        peak < 200 * 1024 * 1024,
+        "peak memory {} MiB with {EXPORTS} messages of {} MiB in Sent",
+        peak / 1024 / 1024,
+        SIZE / 1024 / 1024
+    );
+    assert!(took < Duration::from_secs(60), "intake took {took:?}");
+    assert!(d.try_status().is_none(), "{}", d.log());
+    d.terminate(Duration::from_secs(15));
+}

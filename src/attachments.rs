@@ -163,7 +163,7 @@ impl Blobs {
         let sha256 = crate::hash::sha256_hex(bytes);
         let path = self.path_of(&sha256).ok()?;
         let meta = std::fs::symlink_metadata(&path).ok()?;
-        (meta.is_file() && meta.len() == bytes.len() as u64).then(|| Stored {
+        (meta.is_file() && meta.len() == bytes.len() as u64).then_some(Stored {
             sha256,
             size: meta.len(),
             path,
@@ -422,7 +422,11 @@ pub fn store_before_commit(
 ) -> Result<usize> {
     if inbound.attachments.is_empty()
         || inbound.over_limit.is_some()
-        || over_limit(&inbound.attachments, room.config.agents.max_attachment_bytes).is_some()
+        || over_limit(
+            &inbound.attachments,
+            room.config.agents.max_attachment_bytes,
+        )
+        .is_some()
     {
         return Ok(0);
     }

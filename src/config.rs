@@ -460,7 +460,11 @@ impl Config {
             ("agents.max_attachments", self.agents.max_attachments, "20"),
         ] {
             if value == 0 {
-                return Err(invalid(key, "must be at least 1", format!("e.g. {example}")));
+                return Err(invalid(
+                    key,
+                    "must be at least 1",
+                    format!("e.g. {example}"),
+                ));
             }
         }
         if self.imap.poll_interval_secs == 0 {

@@ -240,7 +240,7 @@ async fn process_one(
         fetched,
         inbound,
         sha: &sha,
-        sender: sender_of(room, &inbound),
+        sender: sender_of(room, inbound),
         referenced: room.keys.verify_any(
             inbound
                 .in_reply_to
@@ -262,7 +262,7 @@ async fn process_one(
         return delivery_report(conn, room, &rec, dsn, now).await;
     }
     if room.is_own_address(&rec.sender) {
-        if is_ours(room, &inbound) {
+        if is_ours(room, inbound) {
             // Our own mail come back (a Bcc or a loop) gets no answer.
             rec.write(conn, room, None, "own", Target::Processed, now)
                 .await?;

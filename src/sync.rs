@@ -308,8 +308,7 @@ async fn scan_sent_round(
         // Over the cap (or the body not returned): the headers stand for it.
         let raw = bodies.remove(uid).unwrap_or_else(|| header.clone());
         let mut sp = tx.begin().await.map_err(StoreError::from)?;
-        match crate::team::correspondence::from_sent_folder(&mut sp, room, &raw, *size, now).await
-        {
+        match crate::team::correspondence::from_sent_folder(&mut sp, room, &raw, *size, now).await {
             Ok(true) => {
                 sp.commit().await.map_err(StoreError::from)?;
                 recorded += 1;

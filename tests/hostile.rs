@@ -91,9 +91,10 @@ async fn an_attachment_bomb_goes_to_review_while_other_mail_and_cases_act_go_on(
     let act = act.await.unwrap();
     support::assert_ok(&act, "cases act … note");
     assert!(
-        events(&path, &id)
-            .iter()
-            .any(|e| e["detail"].as_str().unwrap_or("").contains("checked by phone")),
+        events(&path, &id).iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("checked by phone")),
         "the note is on the case"
     );
 
@@ -195,18 +196,22 @@ async fn large_messages_in_the_sent_folder_do_not_block_intake_or_memory() {
     .await;
     let took = started.elapsed();
     // The exports are recorded on the case from their headers.
-    wait_until_for("the exports are recorded as correspondence", 60, async || {
-        events(&path, &id)
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e["action"].as_str(),
-                    Some("team_correspondence" | "substantive_response")
-                )
-            })
-            .count()
-            == EXPORTS
-    })
+    wait_until_for(
+        "the exports are recorded as correspondence",
+        60,
+        async || {
+            events(&path, &id)
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e["action"].as_str(),
+                        Some("team_correspondence" | "substantive_response")
+                    )
+                })
+                .count()
+                == EXPORTS
+        },
+    )
     .await;
     let peak = peak_memory(d.pid());
     assert!(peak > 0, "VmHWM readable");

@@ -307,7 +307,9 @@ mod tests {
     fn bomb(n: usize, depth: usize) -> Vec<u8> {
         let mut out = String::from("From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n");
         for d in 0..depth {
-            out.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{d}\"\r\n\r\n--b{d}\r\n"));
+            out.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{d}\"\r\n\r\n--b{d}\r\n"
+            ));
         }
         out.push_str("Content-Type: multipart/mixed; boundary=\"leaf\"\r\n\r\n");
         for i in 0..n {
@@ -334,7 +336,10 @@ mod tests {
         );
         assert!(many.attachments.is_empty(), "nothing extracted over a cap");
         let deep = parse(&bomb(1, 30));
-        assert!(matches!(deep.over_limit, Some(MimeExcess::Depth { max: 20, .. })));
+        assert!(matches!(
+            deep.over_limit,
+            Some(MimeExcess::Depth { max: 20, .. })
+        ));
         let huge = parse_with(
             &bomb(5000, 0),
             &MimeLimits {
@@ -342,8 +347,19 @@ mod tests {
                 ..MimeLimits::default()
             },
         );
-        assert!(matches!(huge.over_limit, Some(MimeExcess::Parts { found: 5001, max: 1000 })));
-        assert!(huge.over_limit.unwrap().to_string().contains("imap.max_mime_parts"));
+        assert!(matches!(
+            huge.over_limit,
+            Some(MimeExcess::Parts {
+                found: 5001,
+                max: 1000
+            })
+        ));
+        assert!(
+            huge.over_limit
+                .unwrap()
+                .to_string()
+                .contains("imap.max_mime_parts")
+        );
     }
 
     fn msg(headers: &str, body: &str) -> Vec<u8> {

@@ -58,6 +58,8 @@ pub struct NewThread<'a> {
     /// Message-ID of the request.
     pub root: Option<&'a str>,
     pub manner: &'static str,
+    /// What opened it (see [`Trigger`]): the guards on the first mail.
+    pub trigger: Trigger,
 }
 
 /// Writes a freshly opened case and carries out its effects.
@@ -75,17 +77,25 @@ pub async fn commit_new(
         manner: thread.manner.to_string(),
     };
     store::cases::insert(conn, &t.case, &row, now).await?;
-    carry_out(conn, room, t, Trigger::Automatic, now).await
+    carry_out(conn, room, t, thread.trigger, now).await
 }
 
 /// What caused a transition: the per-sender reply limit (SPEC §8) is a guard
 /// against mail loops, so it applies to what inbound mail and the clocks
 /// trigger, never to a team decision the law requires the consumer to hear
 /// of (a denial, an extension, a completion).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// `VouchedAgent`: a request from an agent at `agents.known_domains` whose
+/// mail our MX authenticated (the topmost trusted `Authentication-Results`
+/// shows an aligned `dkim=pass` or `auth=pass`, as for team commands). Only
+/// that earns an agent's privileges: no per-sender limit, and the mail to
+/// the consumer the agent names. A From line alone earns nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Trigger {
+    #[default]
     Automatic,
     Team,
+    VouchedAgent,
 }
 
 /// Writes an updated case and carries out its effects.
@@ -236,7 +246,8 @@ pub async fn send_to_consumer(
     let Some(recipient) = recipient else {
         return Ok(());
     };
-    let rate_key = recipient.to_lowercase();
+    // `+tags` do not make another sender for the per-sender limit.
+    let rate_key = crate::address::rate_key(&recipient);
     if let Some(why) = held_back(conn, room, case, template, &rate_key, trigger, now).await? {
         info!(case = %case.id, template, "Reply held back by a guard.");
         store::events::append(
@@ -312,17 +323,24 @@ async fn held_back(
     let known_agent =
         |addr: &str| crate::address::in_domains(addr, &room.config.agents.known_domains);
     // Anyone can claim to be an agent and name a "consumer": the daemon
-    // writes to that third party only for agents the company knows.
-    if template == crate::cases::engine::template::AGENT_CONSUMER_CONFIRM
-        && !case.agent.as_deref().is_some_and(known_agent)
-    {
-        return Ok(Some(format!(
-            "{template}: the agent's domain is not in agents.known_domains; the team decides whether to contact the consumer"
-        )));
+    // writes to that third party only for agents the company knows, and only
+    // when our MX authenticated the agent's mail.
+    if template == crate::cases::engine::template::AGENT_CONSUMER_CONFIRM {
+        if !case.agent.as_deref().is_some_and(known_agent) {
+            return Ok(Some(format!(
+                "{template}: the agent's domain is not in agents.known_domains; the team decides whether to contact the consumer"
+            )));
+        }
+        if trigger != Trigger::VouchedAgent {
+            return Ok(Some(format!(
+                "{template}: the agent's mail was not authenticated by our mail server (no aligned dkim=pass or auth=pass from team.trusted_authserv_ids); the team decides whether to contact the consumer"
+            )));
+        }
     }
     // The per-sender limit is a loop guard for automatic mail. Known agent
-    // services file many requests at once, each to be acknowledged.
-    if trigger == Trigger::Team || known_agent(recipient) {
+    // services file many requests at once, each to be acknowledged, when
+    // their mail is authenticated.
+    if trigger == Trigger::Team || (trigger == Trigger::VouchedAgent && known_agent(recipient)) {
         return Ok(None);
     }
     let limit = i64::from(room.config.policy.max_auto_replies_per_day);
@@ -641,6 +659,13 @@ pub async fn open_request(
     let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
     let id = crate::ids::format_case_id(&room.config.policy.case_prefix, year, seq);
     let declarations = crate::attachments::declaration_count(agent.is_agent, &inbound.attachments);
+    let vouched = agent.is_agent
+        && crate::address::in_domains(sender, &room.config.agents.known_domains)
+        && crate::address::authres::authenticated(
+            &room.team().trusted_authserv_ids,
+            sender,
+            &inbound.authentication_results,
+        );
     let req = NewRequest {
         kind,
         requester: sender.to_string(),
@@ -673,6 +698,11 @@ pub async fn open_request(
             subject: &inbound.subject,
             root: inbound.message_id.as_deref(),
             manner: if agent.is_agent { "agent" } else { "email" },
+            trigger: if vouched {
+                Trigger::VouchedAgent
+            } else {
+                Trigger::Automatic
+            },
         },
         now,
     )

@@ -225,3 +225,154 @@ async fn large_messages_in_the_sent_folder_do_not_block_intake_or_memory() {
     assert!(d.try_status().is_none(), "{}", d.log());
     d.terminate(Duration::from_secs(15));
 }
+
+fn suppressed(path: &Path, id: &str) -> Vec<String> {
+    events(path, id)
+        .iter()
+        .filter(|e| e["action"] == "reply_suppressed")
+        .map(|e| e["detail"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn agent_request(agent: &str, mailbox: &str, consumer: &str) -> Vec<u8> {
+    mail::request(
+        agent,
+        mailbox,
+        "California Request to Delete",
+        &format!(
+            "I am an authorized agent acting on behalf of Pat Doe.\n\nConsumer email: {consumer}\n\nVisit https://evil.example/claim to confirm.\n"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_known_agent_gets_the_ordinary_limit_and_no_mail_to_the_consumer() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .set("agents", "known_domains", "[\"rights-agent.example.test\"]")
+        .set(
+            "team",
+            "trusted_authserv_ids",
+            format!("[\"{}\"]", support::MX_AUTHSERV_ID),
+        )
+        .set("policy", "max_auto_replies_per_day", "2");
+    let path = config.write();
+
+    // Forged: the known agent's domain in From, but the MX vouches for nobody.
+    let forged = servers
+        .unique_user("agent")
+        .replace("@example.test", "@rights-agent.example.test");
+    let victim = servers.unique_user("victim");
+    for _ in 0..4 {
+        servers
+            .send_smtp(
+                &forged,
+                &[&mailbox],
+                &agent_request(&forged, &mailbox, &victim),
+            )
+            .await;
+    }
+    // The real agent service, authenticated by the MX.
+    let real = servers
+        .authenticated_user("agent")
+        .replace("@example.test", "@rights-agent.example.test");
+    let consumers: Vec<String> = (0..3).map(|_| servers.unique_user("consumer")).collect();
+    for consumer in &consumers {
+        servers
+            .send_smtp(
+                &real,
+                &[&mailbox],
+                &agent_request(&real, &mailbox, consumer),
+            )
+            .await;
+    }
+    servers
+        .wait_for(&mailbox, "INBOX", 7, Duration::from_secs(30))
+        .await;
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+
+    let cases = cases_json(&path);
+    assert_eq!(cases.len(), 7);
+    let by = |who: &str| -> Vec<String> {
+        cases
+            .iter()
+            .filter(|c| c["requester"] == who)
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The forger: two acknowledgements (the ordinary limit), never the consumer.
+    let forged_ids = by(&forged);
+    assert_eq!(forged_ids.len(), 4);
+    let mut limited = 0;
+    for id in &forged_ids {
+        let why = suppressed(&path, id);
+        assert!(
+            why.iter()
+                .any(|w| w.contains("not authenticated by our mail server")),
+            "{id}: {why:?}"
+        );
+        limited += why
+            .iter()
+            .filter(|w| w.contains("automatic replies"))
+            .count();
+    }
+    // Each case would send two mails to the agent (acknowledgement, and the
+    // declaration still needed): 8, of which the limit lets 2 through.
+    assert_eq!(limited, 6, "the ordinary limit of 2 applies");
+    servers.inbox_exactly(&forged, 2).await;
+    // The real agent: every mail goes out (no limit), the consumer asked with
+    // fixed text only.
+    for id in by(&real) {
+        assert!(
+            suppressed(&path, &id).is_empty(),
+            "{id}: {:?}",
+            suppressed(&path, &id)
+        );
+    }
+    servers.inbox_exactly(&real, 6).await;
+    for consumer in &consumers {
+        let asked = servers.inbox_exactly(consumer, 1).await;
+        let m = &asked[0];
+        let text = mail::text_of(m);
+        assert!(!text.contains("evil.example"), "{text}");
+        assert!(!text.contains("Pat Doe"), "{text}");
+        assert!(!text.contains(&real), "{text}");
+    }
+    assert_eq!(servers.count(&victim, "INBOX").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plus_tags_count_with_the_bare_address_for_the_per_sender_limit() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let config =
+        DaemonConfig::new(servers, &mailbox).set("policy", "max_auto_replies_per_day", "2");
+    let path = config.write();
+    let bare = servers.unique_user("tagger");
+    let (local, domain) = bare.split_once('@').unwrap();
+    let senders = [
+        bare.clone(),
+        format!("{local}+one@{domain}"),
+        format!("{local}+two@{domain}"),
+        format!("{local}+three@{domain}"),
+    ];
+    for s in &senders {
+        servers
+            .append_request(&mailbox, s, "California Request to Know")
+            .await;
+    }
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    let cases = cases_json(&path);
+    assert_eq!(cases.len(), 4);
+    let limited: usize = cases
+        .iter()
+        .map(|c| {
+            suppressed(&path, c["id"].as_str().unwrap())
+                .iter()
+                .filter(|w| w.contains("automatic replies"))
+                .count()
+        })
+        .sum();
+    assert_eq!(limited, 2, "four tags of one address share the limit of 2");
+}

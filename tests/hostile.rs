@@ -376,3 +376,67 @@ async fn plus_tags_count_with_the_bare_address_for_the_per_sender_limit() {
         .sum();
     assert_eq!(limited, 2, "four tags of one address share the limit of 2");
 }
+
+/// Waits for the newest mail in `user`'s inbox whose subject contains `needle`.
+async fn mail_with_subject(servers: &MailServers, user: &str, needle: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = servers.fetch_all(user, "INBOX").await;
+        if let Some(m) = all.into_iter().rev().find(|m| {
+            support::header(m, "Subject")
+                .unwrap_or_default()
+                .contains(needle)
+        }) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mail with {needle:?} for {user}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_from_review_shows_from_and_reply_to_and_takes_from_by_default() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let alice = servers.unique_user("alice");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .team_members(&[&alice])
+        .team_notify(&[&alice]);
+    let path = config.write();
+    let consumer = servers.unique_user("consumer");
+    let elsewhere = servers.unique_user("elsewhere");
+    let raw = mail::message(
+        &consumer,
+        &mailbox,
+        "My account",
+        &format!("Reply-To: {elsewhere}"),
+        "Please delete my data.\n",
+    );
+    servers.send_smtp(&consumer, &[&mailbox], &raw).await;
+    servers
+        .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
+        .await;
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    let notice = mail_with_subject(servers, &alice, "Review: My account").await;
+    let text = mail::text_of(&notice);
+    assert!(text.contains(&format!("From:      {consumer}")), "{text}");
+    assert!(text.contains(&format!("Reply-To:  {elsewhere}")), "{text}");
+    let reply = mail::reply(&alice, &notice, mail::Reply::Gmail, "#open delete");
+    servers.send_smtp(&alice, &[&mailbox], &reply).await;
+    servers
+        .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
+        .await;
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    let cases = cases_json(&path);
+    assert_eq!(cases.len(), 1);
+    assert_eq!(
+        cases[0]["requester"],
+        consumer.as_str(),
+        "From, not Reply-To"
+    );
+    servers.inbox_exactly(&consumer, 1).await;
+    assert_eq!(servers.count(&elsewhere, "INBOX").await, 0);
+}

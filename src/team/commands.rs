@@ -3,7 +3,7 @@
 //! Command lines stand at the top of the new text of a reply, one per line:
 //! `#verify`, `#deny REASON`, `#extend REASON`, `#complete`, `#close REASON`,
 //! `#note TEXT`, `#declaration accept`, `#declaration reject REASON`, `#poa`,
-//! `#open know|delete`. A case ID right after the command word
+//! `#open know|delete [from|reply-to]`. A case ID right after the command word
 //! (`#verify CCPA-2026-00042`) names the case, as replies to burst summaries
 //! must. Parsing stops at the first line that is not a command.
 
@@ -14,8 +14,19 @@ use crate::cases::{Command, Kind};
 pub enum TeamCommand {
     /// A decision on a case.
     Case(Command),
-    /// Open a case of this kind from a message in review.
-    Open(Kind),
+    /// Open a case of this kind from a message in review, with the
+    /// requester taken from the address the team chose.
+    Open(Kind, OpenAs),
+}
+
+/// Whose request a case opened from review is: the message's From address
+/// unless the team names the Reply-To (`#open know reply-to`), as for a web
+/// form that sends from a no-reply address. The review notice shows both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenAs {
+    #[default]
+    From,
+    ReplyTo,
 }
 
 /// One parsed command line.
@@ -76,14 +87,7 @@ fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
             reason: arg,
         })),
         "poa" => Ok(TeamCommand::Case(Command::Poa)),
-        "open" => match arg.to_ascii_lowercase().as_str() {
-            "know" => Ok(TeamCommand::Open(Kind::Know)),
-            "delete" => Ok(TeamCommand::Open(Kind::Delete)),
-            "correct" => Ok(TeamCommand::Open(Kind::Correct)),
-            "limit" => Ok(TeamCommand::Open(Kind::Limit)),
-            "opt_out" | "opt-out" => Ok(TeamCommand::Open(Kind::OptOut)),
-            other => Err(format!("`#open` takes know or delete, not {other:?}")),
-        },
+        "open" => parse_open(&arg),
         "" => Err("an empty command".to_string()),
         other => Err(format!(
             "unknown command `#{other}`; known: #verify, #deny REASON, #extend REASON, #complete, #close REASON, #note TEXT, #declaration accept, #declaration reject REASON, #poa, #open know|delete"
@@ -94,6 +98,30 @@ fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
         case_id,
         command,
     }
+}
+
+/// `#open KIND [from|reply-to]`.
+fn parse_open(arg: &str) -> Result<TeamCommand, String> {
+    let lower = arg.to_ascii_lowercase();
+    let (kind, rest) = split_word(&lower);
+    let kind = match kind {
+        "know" => Kind::Know,
+        "delete" => Kind::Delete,
+        "correct" => Kind::Correct,
+        "limit" => Kind::Limit,
+        "opt_out" | "opt-out" => Kind::OptOut,
+        other => return Err(format!("`#open` takes know or delete, not {other:?}")),
+    };
+    let open_as = match rest.trim() {
+        "" | "from" => OpenAs::From,
+        "reply-to" | "replyto" | "reply_to" => OpenAs::ReplyTo,
+        other => {
+            return Err(format!(
+                "`#open {kind}` takes `from` (the default) or `reply-to` after the kind, not {other:?}"
+            ));
+        }
+    };
+    Ok(TeamCommand::Open(kind, open_as))
 }
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -185,8 +213,19 @@ mod tests {
                 }),
             ),
             ("#poa", TeamCommand::Case(Command::Poa)),
-            ("#open delete", TeamCommand::Open(Kind::Delete)),
-            ("#open know", TeamCommand::Open(Kind::Know)),
+            (
+                "#open delete",
+                TeamCommand::Open(Kind::Delete, OpenAs::From),
+            ),
+            ("#open know", TeamCommand::Open(Kind::Know, OpenAs::From)),
+            (
+                "#open know from",
+                TeamCommand::Open(Kind::Know, OpenAs::From),
+            ),
+            (
+                "#open know Reply-To",
+                TeamCommand::Open(Kind::Know, OpenAs::ReplyTo),
+            ),
         ];
         for (text, want) in table {
             let got = one(text);

@@ -31,6 +31,11 @@ pub async fn notify_review(
             .as_ref()
             .map(|a| a.addr.clone())
             .unwrap_or_else(|| "(no sender)".into()),
+        reply_to: inbound
+            .reply_to
+            .as_ref()
+            .map(|a| a.addr.clone())
+            .filter(|r| inbound.from.as_ref().is_none_or(|f| f.addr != *r)),
         subject: inbound.subject.clone(),
         why: why.to_string(),
         received_date: format_date(now, room.policy.timezone),

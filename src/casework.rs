@@ -370,7 +370,14 @@ pub async fn notify_team(
     send_notice(conn, room, case, notice, now).await
 }
 
-/// Queues a team notice now, threaded per case.
+/// At most this many team mails about one case within an hour; the rest
+/// are recorded (`notice_throttled`) and counted in the next notice.
+pub const NOTICES_PER_CASE_PER_HOUR: i64 = 5;
+
+/// Queues a team notice now, threaded per case, unless the case had
+/// [`NOTICES_PER_CASE_PER_HOUR`] team mails in the last hour (a loop, or a
+/// stranger writing with the tag again and again): then the notice is held
+/// back as an event, and the next notice says how many were.
 pub async fn send_notice(
     conn: &mut SqliteConnection,
     room: &Mailroom,
@@ -378,7 +385,38 @@ pub async fn send_notice(
     notice: Notice,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let ctx = case_context(room, case, None, Some(notice), now);
+    let hour_ago = now - chrono::Duration::hours(1);
+    let (recent, _) = store::outbox::team_mail_for_case_since(conn, &case.id, hour_ago).await?;
+    if recent >= NOTICES_PER_CASE_PER_HOUR {
+        info!(case = %case.id, ?notice, "Team notice held back: too many about this case in the last hour.");
+        let detail = format!(
+            "{notice:?} notice held back: {recent} team mails about this case in the last hour (limit {NOTICES_PER_CASE_PER_HOUR}); the next notice counts it"
+        );
+        store::events::append(
+            conn,
+            Some(&case.id),
+            now,
+            "daemon",
+            "notice_throttled",
+            &detail,
+        )
+        .await?;
+        return Ok(());
+    }
+    let mut ctx = case_context(room, case, None, Some(notice), now);
+    let (_, last) =
+        store::outbox::team_mail_for_case_since(conn, &case.id, DateTime::<Utc>::MIN_UTC).await?;
+    if let Some(last) = last {
+        let held =
+            store::events::count_since(conn, Some(&case.id), "notice_throttled", last).await?;
+        if held > 0 {
+            let text = ctx.notice_text.take().unwrap_or_default();
+            ctx.notice_text = Some(format!(
+                "{text}\n\n{held} more notice(s) about this case were held back since the last one (too many within an hour); `cases show {}` lists them.",
+                case.id
+            ));
+        }
+    }
     queue_for_team(
         conn,
         room,
@@ -427,12 +465,18 @@ pub async fn queue_for_team(
     if notify.is_empty() {
         return Ok(());
     }
-    let rendered = render_context(room, mail.template, mail.ctx)?;
+    let mut rendered = render_context(room, mail.template, mail.ctx)?;
     let message_id = room.keys.generate(
         mail.purpose,
         mail.subject_id,
         &room.config.message_id_domain(),
     );
+    // The reference in the body too: a notice forwarded back to the mailbox
+    // as new mail (a member's forwarding rule) loses its headers but keeps
+    // this line, and intake records it instead of noticing it again.
+    rendered
+        .text
+        .push_str(&format!("\n--\nMailroom reference: <{message_id}>\n"));
     let (in_reply_to, references) = match mail.case_id {
         Some(case_id) if mail.purpose == Purpose::Notice => {
             let root = store::cases::thread(conn, case_id).await?.notice_root;

@@ -282,6 +282,9 @@ async fn process_one(
     {
         return Ok(outcome);
     }
+    if let Some(outcome) = returned_notice(conn, room, &rec, now).await? {
+        return Ok(outcome);
+    }
     if let Some(kind) = inbound.auto {
         return automatic(conn, room, &rec, kind, now).await;
     }
@@ -463,6 +466,54 @@ async fn team_reply(
         .await?;
     crate::team::mail::handle(conn, room, rec.inbound, scope, now).await?;
     Ok(Outcome::TeamMail { case_id })
+}
+
+/// One of our team mails come back as new mail: a member's (or a list's)
+/// forwarding rule sends a notice to the mailbox without its headers, or as
+/// an attached message. Its body carries our reference (HMAC-verified
+/// `Mailroom reference:` line, or the attached copy's Message-ID). Recorded
+/// on its case, no new notice: otherwise every notice would cause the next,
+/// for ever. From a member (or our own address) it is filed as processed;
+/// from anyone else it goes to review, still without a notice.
+async fn returned_notice(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<Outcome>, CaseworkError> {
+    let ours = room.keys.find_in_text(&rec.fetched.raw);
+    let Some(first) = ours.iter().find(|v| v.purpose != Purpose::Reply) else {
+        return Ok(None);
+    };
+    let case_id = match first.purpose {
+        Purpose::Notice | Purpose::Result => store::cases::get(conn, &first.subject_id)
+            .await?
+            .map(|c| c.id),
+        _ => None,
+    };
+    let trusted = room.is_member(&rec.sender) || room.is_own_address(&rec.sender);
+    let target = if trusted {
+        Target::Processed
+    } else {
+        Target::Review
+    };
+    rec.write(conn, room, case_id.as_deref(), "team_loop", target, now)
+        .await?;
+    store::events::append(
+        conn,
+        case_id.as_deref(),
+        now,
+        "daemon",
+        "notice_returned",
+        "a copy of a team notice came back to the mailbox as new mail (a forwarding rule?); recorded, no new notice",
+    )
+    .await?;
+    info!(
+        uid = rec.fetched.uid,
+        case = case_id.as_deref().unwrap_or("-"),
+        "A team notice came back as new mail; recorded without a notice."
+    );
+    Ok(Some(Outcome::TeamMail { case_id }))
 }
 
 /// A team member's mail that is not a reply to a notice: commands in it are

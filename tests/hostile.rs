@@ -440,3 +440,118 @@ async fn open_from_review_shows_from_and_reply_to_and_takes_from_by_default() {
     servers.inbox_exactly(&consumer, 1).await;
     assert_eq!(servers.count(&elsewhere, "INBOX").await, 0);
 }
+
+/// Team mails in `user`'s inbox whose subject names `id`.
+async fn team_mail_about(servers: &MailServers, user: &str, id: &str) -> Vec<Vec<u8>> {
+    servers
+        .fetch_all(user, "INBOX")
+        .await
+        .into_iter()
+        .filter(|m| {
+            support::header(m, "Subject")
+                .unwrap_or_default()
+                .contains(id)
+        })
+        .collect()
+}
+
+/// An inline forward as mail clients write it: a new message, no
+/// References, the original's text below a "Forwarded message" line.
+fn forward(from: &str, to: &str, original: &[u8]) -> Vec<u8> {
+    let subject = support::header(original, "Subject").unwrap_or_default();
+    let body = format!(
+        "---------- Forwarded message ---------\nFrom: {}\nSubject: {subject}\n\n{}",
+        support::header(original, "From").unwrap_or_default(),
+        mail::text_of(original)
+    );
+    mail::message(from, to, &format!("Fwd: {subject}"), "", &body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_members_forwarding_loop_stops_after_the_first_notice() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let alice = servers.unique_user("alice");
+    let consumer = servers.unique_user("consumer");
+    let stranger = servers.unique_user("stranger");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .team_members(&[&alice])
+        .team_notify(&[&alice]);
+    let path = config.write();
+    servers
+        .append_request(&mailbox, &consumer, "California Request to Know")
+        .await;
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
+    wait_until_for("the new-case notice", 30, async || {
+        !team_mail_about(servers, &alice, &id).await.is_empty()
+    })
+    .await;
+    // A stranger writes with the tag: one notice to the team.
+    let tagged = mail::request(&stranger, &mailbox, &format!("About [{id}]"), "Hello\n");
+    servers.send_smtp(&stranger, &[&mailbox], &tagged).await;
+    servers
+        .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
+        .await;
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    wait_until_for("the notice about the stranger", 30, async || {
+        team_mail_about(servers, &alice, &id).await.len() == 2
+    })
+    .await;
+
+    // Alice's rule forwards every notice back to the mailbox as new mail.
+    for round in 0..3 {
+        let newest = team_mail_about(servers, &alice, &id).await.pop().unwrap();
+        let fwd = forward(&alice, &mailbox, &newest);
+        servers.send_smtp(&alice, &[&mailbox], &fwd).await;
+        servers
+            .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
+            .await;
+        support::assert_ok(&daemon::run_once(&path), "run --once");
+        assert_eq!(servers.count(&mailbox, "INBOX").await, 0, "round {round}");
+    }
+    // Give a wrongly queued notice time to arrive, then count: nothing new.
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    servers.inbox_exactly(&alice, 2).await;
+    let returned = events(&path, &id)
+        .iter()
+        .filter(|e| e["action"] == "notice_returned")
+        .count();
+    assert_eq!(returned, 3, "each forwarded copy is recorded on the case");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tagged_mail_from_a_stranger_is_throttled_per_case() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let alice = servers.unique_user("alice");
+    let consumer = servers.unique_user("consumer");
+    let stranger = servers.unique_user("stranger");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .team_members(&[&alice])
+        .team_notify(&[&alice]);
+    let path = config.write();
+    servers
+        .append_request(&mailbox, &consumer, "California Request to Know")
+        .await;
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
+    for n in 0..8 {
+        let tagged = mail::request(
+            &stranger,
+            &mailbox,
+            &format!("About [{id}] #{n}"),
+            "Hello again\n",
+        );
+        servers.append(&mailbox, "INBOX", &tagged).await;
+    }
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    // The new-case notice and four about the stranger: five in the hour.
+    servers.inbox_exactly(&alice, 5).await;
+    let held = events(&path, &id)
+        .iter()
+        .filter(|e| e["action"] == "notice_throttled")
+        .count();
+    assert_eq!(held, 4, "the other four are recorded");
+    assert_eq!(servers.count(&mailbox, "Review").await, 8);
+}

@@ -75,6 +75,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let mut sender_task = tokio::spawn(sender_loop(room.clone(), sender, shutdown.clone()));
+    // The clocks run on their own: reminders and deadline notices go on
+    // while the mailbox is unreachable.
+    let scheduler_task = tokio::spawn(scheduler_loop(room.clone(), shutdown.clone()));
     let mailbox = mailbox_loop(&room, &shutdown);
     tokio::pin!(mailbox);
     let sender_ended = tokio::select! {
@@ -99,6 +102,12 @@ pub async fn run(
         return Err(RunError::SenderStopped(why));
     }
     systemd::stopping();
+    if tokio::time::timeout(Duration::from_secs(3), scheduler_task)
+        .await
+        .is_err()
+    {
+        warn!("Scheduler did not stop within 3 s.");
+    }
     // The sender stops between messages; one stuck in a slow SMTP exchange
     // is abandoned (it stays pending and goes out after the restart).
     let abort = sender_task.abort_handle();
@@ -206,10 +215,6 @@ async fn mailbox_session(
         sent_scan.run(room, &mut imap).await;
         let info = imap.select(&room.config.imap.mailbox).await?;
         drain(room, &mut imap, info, shutdown).await?;
-        // The clocks must never stop intake: a failure is logged and retried next turn.
-        if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
-            warn!(error = %crate::logging::Personal(&e), "Scheduled work failed; retrying next turn.");
-        }
         if !*ready {
             systemd::ready();
             *ready = true;
@@ -243,6 +248,25 @@ async fn mailbox_session(
                 _ = tokio::time::sleep(wait.min(poll)) => {}
             }
             imap.noop().await?;
+        }
+    }
+}
+
+/// How often the scheduler looks at the clocks.
+const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The clocks, the digest and the daily purge, once a minute, on a task of
+/// their own: neither an IMAP outage nor a long intake holds them up. A
+/// failure is logged and tried again next minute; the clocks never stop intake.
+async fn scheduler_loop(room: Mailroom, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = crate::scheduler::run_due(&room, Utc::now()).await {
+            warn!(error = %crate::logging::Personal(&e), "Scheduled work failed; retrying in a minute.");
+        }
+        room.outbox_wake.notify_one();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SCHEDULER_INTERVAL) => {}
         }
     }
 }

@@ -555,3 +555,41 @@ async fn tagged_mail_from_a_stranger_is_throttled_per_case() {
     assert_eq!(held, 4, "the other four are recorded");
     assert_eq!(servers.count(&mailbox, "Review").await, 8);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deadline_notices_go_out_while_the_mailbox_is_unreachable() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let alice = servers.unique_user("alice");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .team_members(&[&alice])
+        .team_notify(&[&alice]);
+    let path = config.write();
+    servers
+        .append_request(&mailbox, &consumer, "California Request to Know")
+        .await;
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
+    support::shift_case_times(&config.database_path(), &id, chrono::Duration::days(-50)).await;
+
+    // The IMAP server is gone: nothing listens on the configured port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = config.imap_port(dead);
+    config.write();
+    let mut d = daemon::spawn(&path);
+    let overdue =
+        mail_with_subject(servers, &alice, &format!("Overdue: Request to Know [{id}]")).await;
+    assert!(mail::text_of(&overdue).contains("overdue"));
+    assert!(
+        d.log().contains("Mailbox session failed"),
+        "the mailbox really was down:\n{}",
+        d.log()
+    );
+    assert!(d.try_status().is_none(), "{}", d.log());
+    d.terminate(Duration::from_secs(15));
+}

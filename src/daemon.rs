@@ -43,7 +43,16 @@ pub fn smtp_sender(room: &Mailroom) -> Result<SmtpSender, CycleError> {
 pub async fn run_once(room: &Mailroom, sender: SmtpSender) -> Result<(), CycleError> {
     let shutdown = CancellationToken::new();
     let (mut imap, info) = connect_imap(room).await?;
-    drain(room, &mut imap, info, &shutdown).await?;
+    // `run --once` retries a withheld body on each run and never gives up:
+    // the cursor stays below it, so it is never passed over.
+    drain(
+        room,
+        &mut imap,
+        info,
+        &shutdown,
+        &mut sync::MissingBodies::default(),
+    )
+    .await?;
     let mut sent_scan = SentScan::default();
     sent_scan.run(room, &mut imap).await;
     if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
@@ -128,8 +137,9 @@ async fn mailbox_loop(room: &Mailroom, shutdown: &CancellationToken) {
     let mut failures: u32 = 0;
     let mut ready = false;
     let mut sent_scan = SentScan::default();
+    let mut missing = sync::MissingBodies::default();
     while !shutdown.is_cancelled() {
-        match mailbox_session(room, shutdown, &mut ready, &mut sent_scan).await {
+        match mailbox_session(room, shutdown, &mut ready, &mut sent_scan, &mut missing).await {
             Ok(()) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -195,6 +205,7 @@ async fn mailbox_session(
     shutdown: &CancellationToken,
     ready: &mut bool,
     sent_scan: &mut SentScan,
+    missing: &mut sync::MissingBodies,
 ) -> Result<(), CycleError> {
     let (mut imap, _) = connect_imap(room).await?;
     let poll = Duration::from_secs(room.config.imap.poll_interval_secs);
@@ -214,7 +225,7 @@ async fn mailbox_session(
         // the next wake-up.
         sent_scan.run(room, &mut imap).await;
         let info = imap.select(&room.config.imap.mailbox).await?;
-        drain(room, &mut imap, info, shutdown).await?;
+        drain(room, &mut imap, info, shutdown, missing).await?;
         if !*ready {
             systemd::ready();
             *ready = true;

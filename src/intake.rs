@@ -34,6 +34,10 @@ pub struct Fetched {
     pub raw: Vec<u8>,
     pub size: u64,
     pub headers_only: bool,
+    /// The server listed the message but did not return its body, on
+    /// several cycles (`sync::BODY_ATTEMPTS`): `raw` is its header block, and
+    /// it goes to review with a notice instead of being skipped.
+    pub body_missing: bool,
     /// When the mailbox received it (IMAP INTERNALDATE): the legal clocks run
     /// from here, not from when the daemon got round to it.
     pub internal_date: Option<DateTime<Utc>>,
@@ -379,6 +383,10 @@ async fn oversize(
         return Ok(None);
     }
     let why = match too_big {
+        _ if rec.fetched.body_missing => format!(
+            "the mail server listed the message ({}) but did not return its body on several mailbox cycles; recorded from its headers",
+            crate::attachments::human_size(rec.fetched.size)
+        ),
         Some(a) => format!(
             "the attachment {:?} is {}, over agents.max_attachment_bytes ({})",
             a.filename,

@@ -73,6 +73,57 @@ fn batches(listed: &[crate::imap::Listed], max_bytes: u64) -> Vec<&[crate::imap:
     out
 }
 
+/// A listed message whose body the server does not return (a damaged
+/// mail file, a server bug) is tried again on this many mailbox cycles, then
+/// recorded from its headers and sent to review with a notice.
+pub const BODY_ATTEMPTS: u32 = 3;
+
+/// Messages whose body the server withheld, with the cycles tried so far.
+/// While one is being retried the intake cursor stays below it, so neither a
+/// later batch nor a restart passes over it silently (a restart only starts
+/// its count again).
+#[derive(Debug, Default)]
+pub struct MissingBodies {
+    uid_validity: u32,
+    attempts: BTreeMap<u32, u32>,
+}
+
+impl MissingBodies {
+    /// Counts one more miss for each of `uids`; returns those that have had
+    /// [`BODY_ATTEMPTS`] misses (to give up on; they are forgotten).
+    fn missed(&mut self, uid_validity: u32, uids: &[u32]) -> Vec<u32> {
+        if self.uid_validity != uid_validity {
+            self.attempts.clear();
+            self.uid_validity = uid_validity;
+        }
+        let mut give_up = Vec::new();
+        for &uid in uids {
+            let n = self.attempts.entry(uid).or_insert(0);
+            *n += 1;
+            if *n >= BODY_ATTEMPTS {
+                give_up.push(uid);
+            }
+        }
+        for uid in &give_up {
+            self.attempts.remove(uid);
+        }
+        give_up
+    }
+
+    /// The body came after all.
+    fn got(&mut self, uid: u32) {
+        self.attempts.remove(&uid);
+    }
+
+    /// The highest UID the cursor may reach: just below the lowest message
+    /// still being retried.
+    fn cursor_cap(&self, uid_validity: u32) -> Option<u32> {
+        (self.uid_validity == uid_validity)
+            .then(|| self.attempts.keys().next().map(|u| u.saturating_sub(1)))
+            .flatten()
+    }
+}
+
 /// Logs in, creates the folders the daemon files into, selects the mailbox.
 pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleError> {
     let cfg = &room.config.imap;
@@ -96,6 +147,7 @@ pub async fn drain(
     imap: &mut Imap,
     info: SelectInfo,
     shutdown: &CancellationToken,
+    missing: &mut MissingBodies,
 ) -> Result<usize, CycleError> {
     let mailbox = room.config.imap.mailbox.clone();
     let uid_validity = info.uid_validity;
@@ -145,6 +197,7 @@ pub async fn drain(
                 imap.fetch_bodies(&small_uids).await?.into_iter().collect()
             };
             let mut batch = Vec::with_capacity(chunk.len());
+            let mut withheld = Vec::new();
             for l in chunk {
                 if large.iter().any(|x| x.uid == l.uid) {
                     let raw = imap.fetch_header(l.uid).await?.unwrap_or_default();
@@ -153,22 +206,57 @@ pub async fn drain(
                         raw,
                         size: u64::from(l.size.unwrap_or(0)),
                         headers_only: true,
+                        body_missing: false,
                         internal_date: l.internal_date,
                     });
                 } else if let Some(raw) = bodies.remove(&l.uid) {
+                    missing.got(l.uid);
                     let size = raw.len() as u64;
                     batch.push(Fetched {
                         uid: l.uid,
                         raw,
                         size,
                         headers_only: false,
+                        body_missing: false,
                         internal_date: l.internal_date,
                     });
+                } else {
+                    withheld.push(l);
                 }
-                // A UID listed but gone by the fetch was expunged meanwhile.
+            }
+            // Listed, but no body came: tried again next cycle, and after
+            // BODY_ATTEMPTS recorded from its headers and sent to review.
+            let uids: Vec<u32> = withheld.iter().map(|l| l.uid).collect();
+            for uid in missing.missed(uid_validity, &uids) {
+                let Some(l) = withheld.iter().find(|l| l.uid == uid) else {
+                    continue;
+                };
+                // No header either: expunged meanwhile, nothing to keep.
+                let Some(raw) = imap.fetch_header(uid).await? else {
+                    continue;
+                };
+                warn!(
+                    uid,
+                    "The server did not return this message's body; recording it from its headers."
+                );
+                batch.push(Fetched {
+                    uid,
+                    raw,
+                    size: u64::from(l.size.unwrap_or(0)),
+                    headers_only: true,
+                    body_missing: true,
+                    internal_date: l.internal_date,
+                });
+            }
+            if !withheld.is_empty() {
+                info!(
+                    count = withheld.len(),
+                    "Message bodies not returned by the server; retrying next cycle."
+                );
             }
             let results =
                 intake::process_batch(room, &mailbox, uid_validity, &batch, Utc::now()).await?;
+            hold_cursor(room, &mailbox, uid_validity, missing).await?;
             taken += results.len();
             for (uid, outcome) in &results {
                 debug!(uid, ?outcome, "Message processed.");
@@ -188,6 +276,9 @@ pub async fn drain(
             .uid_next
             .map_or(after, |n| n.saturating_sub(1))
             .max(after);
+        let last = missing
+            .cursor_cap(uid_validity)
+            .map_or(last, |cap| last.min(cap));
         let mut conn = room.store.conn().await?;
         store::set_cursor(
             &mut conn,
@@ -214,6 +305,34 @@ const SENT_BATCH: usize = 50;
 /// recording needs the headers and the text a member typed; a 40 MB data
 /// export sent from the shared mailbox is recorded from its headers alone.
 pub const SENT_BODY_LIMIT: u64 = 1024 * 1024;
+
+/// Keeps the intake cursor below the lowest message whose body is still
+/// being retried, so the next cycle lists it again.
+async fn hold_cursor(
+    room: &Mailroom,
+    mailbox: &str,
+    uid_validity: u32,
+    missing: &MissingBodies,
+) -> Result<(), CycleError> {
+    let Some(cap) = missing.cursor_cap(uid_validity) else {
+        return Ok(());
+    };
+    let mut conn = room.store.conn().await?;
+    let current = store::cursor(&mut conn, mailbox).await?;
+    if current.is_some_and(|c| c.uid_validity == uid_validity && c.last_uid > cap) {
+        store::set_cursor(
+            &mut conn,
+            mailbox,
+            store::Cursor {
+                uid_validity,
+                last_uid: cap,
+            },
+            Utc::now(),
+        )
+        .await?;
+    }
+    Ok(())
+}
 
 /// Reads new messages in the Sent folder: a team member's own mail to a
 /// consumer, sent from a mail client on the shared mailbox, is attached to its
@@ -447,6 +566,24 @@ mod tests {
                 internal_date: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn withheld_bodies_are_retried_then_given_up() {
+        let mut m = MissingBodies::default();
+        assert_eq!(m.cursor_cap(7), None);
+        assert!(m.missed(7, &[10, 12]).is_empty());
+        assert_eq!(m.cursor_cap(7), Some(9), "the cursor stays below 10");
+        m.got(10);
+        assert_eq!(m.cursor_cap(7), Some(11));
+        assert!(m.missed(7, &[12]).is_empty());
+        assert_eq!(m.missed(7, &[12]), [12], "third miss: given up");
+        assert_eq!(m.cursor_cap(7), None, "nothing holds the cursor now");
+        // A new UIDVALIDITY starts the count again.
+        assert!(m.missed(7, &[5]).is_empty());
+        assert!(m.missed(8, &[5]).is_empty());
+        assert_eq!(m.cursor_cap(7), None);
+        assert_eq!(m.cursor_cap(8), Some(4));
     }
 
     #[test]

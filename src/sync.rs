@@ -299,7 +299,7 @@ pub async fn drain(
 
 /// How many Sent-folder messages one scan round handles (headers fetched,
 /// judged, bodies fetched, recorded, cursor advanced).
-const SENT_BATCH: usize = 50;
+pub const SENT_BATCH: usize = 50;
 
 /// The largest Sent-folder message whose body the scan reads. Correspondence
 /// recording needs the headers and the text a member typed; a 40 MB data

@@ -73,45 +73,70 @@ fn batches(listed: &[crate::imap::Listed], max_bytes: u64) -> Vec<&[crate::imap:
     out
 }
 
-/// A listed message whose body the server does not return (a damaged
-/// mail file, a server bug) is tried again on this many mailbox cycles, then
-/// recorded from its headers and sent to review with a notice.
+/// A listed message whose body the server does not return (a damaged or
+/// unreadable mail file, a server bug) is tried alone on this many mailbox
+/// cycles; then its header is asked for once, and failing that it is recorded
+/// without one. Either way it goes to review with a notice.
 pub const BODY_ATTEMPTS: u32 = 3;
 
-/// Messages whose body the server withheld, with the cycles tried so far.
-/// While one is being retried the intake cursor stays below it, so neither a
-/// later batch nor a restart passes over it silently (a restart only starts
-/// its count again).
+/// Messages whose body the server withheld, with the attempts so far.
+///
+/// Dovecot answers a FETCH that hits an unreadable file by closing the
+/// connection, so a suspect message is never fetched together with others:
+/// the others go through intake first, then each suspect alone, its attempt
+/// counted before the fetch that may end the session. While one is being
+/// retried the intake cursor stays below it, so neither a later batch nor a
+/// restart passes over it silently (a restart only starts its count again).
 #[derive(Debug, Default)]
 pub struct MissingBodies {
     uid_validity: u32,
     attempts: BTreeMap<u32, u32>,
 }
 
+/// What to do next with a suspect message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suspect {
+    /// Fetch its body alone.
+    TryBody,
+    /// Give up on the body: ask for its header once.
+    TryHeader,
+    /// Record it without a header.
+    RecordBare,
+}
+
 impl MissingBodies {
-    /// Counts one more miss for each of `uids`; returns those that have had
-    /// [`BODY_ATTEMPTS`] misses (to give up on; they are forgotten).
-    fn missed(&mut self, uid_validity: u32, uids: &[u32]) -> Vec<u32> {
+    fn reset_if(&mut self, uid_validity: u32) {
         if self.uid_validity != uid_validity {
             self.attempts.clear();
             self.uid_validity = uid_validity;
         }
-        let mut give_up = Vec::new();
-        for &uid in uids {
-            let n = self.attempts.entry(uid).or_insert(0);
-            *n += 1;
-            if *n >= BODY_ATTEMPTS {
-                give_up.push(uid);
-            }
-        }
-        for uid in &give_up {
-            self.attempts.remove(uid);
-        }
-        give_up
     }
 
-    /// The body came after all.
-    fn got(&mut self, uid: u32) {
+    fn is_suspect(&self, uid_validity: u32, uid: u32) -> bool {
+        self.uid_validity == uid_validity && self.attempts.contains_key(&uid)
+    }
+
+    /// Counts one more attempt at `uid` (before the fetch that may end the
+    /// session) and says what the attempt is.
+    fn attempt(&mut self, uid_validity: u32, uid: u32) -> Suspect {
+        self.reset_if(uid_validity);
+        let n = self.attempts.entry(uid).or_insert(0);
+        *n += 1;
+        match *n {
+            n if n <= BODY_ATTEMPTS => Suspect::TryBody,
+            n if n == BODY_ATTEMPTS + 1 => Suspect::TryHeader,
+            _ => Suspect::RecordBare,
+        }
+    }
+
+    /// Marks `uid` as a message whose body did not come with its batch.
+    fn missed(&mut self, uid_validity: u32, uid: u32) {
+        self.reset_if(uid_validity);
+        self.attempts.entry(uid).or_insert(1);
+    }
+
+    /// The message was taken in (or is gone): nothing more to do.
+    fn forget(&mut self, uid: u32) {
         self.attempts.remove(&uid);
     }
 
@@ -190,17 +215,20 @@ pub async fn drain(
             let (small, large): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = chunk
                 .iter()
                 .partition(|l| u64::from(l.size.unwrap_or(0)) <= max_bytes);
-            let small_uids: Vec<u32> = small.iter().map(|l| l.uid).collect();
-            let mut bodies: BTreeMap<u32, Vec<u8>> = if small_uids.is_empty() {
-                BTreeMap::new()
-            } else {
-                imap.fetch_bodies(&small_uids).await?.into_iter().collect()
-            };
+            // Suspects (a body withheld before) are not fetched with the
+            // others: one unreadable message must not take the batch down.
+            let (suspects, fresh): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = small
+                .into_iter()
+                .partition(|l| missing.is_suspect(uid_validity, l.uid));
+            let fresh_uids: Vec<u32> = fresh.iter().map(|l| l.uid).collect();
+            let mut bodies = fetch_bodies_tolerant(imap, &fresh_uids).await?;
             let mut batch = Vec::with_capacity(chunk.len());
-            let mut withheld = Vec::new();
+            let mut withheld = 0;
             for l in chunk {
                 if large.iter().any(|x| x.uid == l.uid) {
-                    let raw = imap.fetch_header(l.uid).await?.unwrap_or_default();
+                    let raw = fetch_header_tolerant(imap, l.uid)
+                        .await?
+                        .unwrap_or_default();
                     batch.push(Fetched {
                         uid: l.uid,
                         raw,
@@ -210,7 +238,6 @@ pub async fn drain(
                         internal_date: l.internal_date,
                     });
                 } else if let Some(raw) = bodies.remove(&l.uid) {
-                    missing.got(l.uid);
                     let size = raw.len() as u64;
                     batch.push(Fetched {
                         uid: l.uid,
@@ -220,38 +247,16 @@ pub async fn drain(
                         body_missing: false,
                         internal_date: l.internal_date,
                     });
-                } else {
-                    withheld.push(l);
+                } else if fresh_uids.contains(&l.uid) {
+                    // Listed, but no body came: tried alone next cycle.
+                    missing.missed(uid_validity, l.uid);
+                    withheld += 1;
                 }
             }
-            // Listed, but no body came: tried again next cycle, and after
-            // BODY_ATTEMPTS recorded from its headers and sent to review.
-            let uids: Vec<u32> = withheld.iter().map(|l| l.uid).collect();
-            for uid in missing.missed(uid_validity, &uids) {
-                let Some(l) = withheld.iter().find(|l| l.uid == uid) else {
-                    continue;
-                };
-                // No header either: expunged meanwhile, nothing to keep.
-                let Some(raw) = imap.fetch_header(uid).await? else {
-                    continue;
-                };
-                warn!(
-                    uid,
-                    "The server did not return this message's body; recording it from its headers."
-                );
-                batch.push(Fetched {
-                    uid,
-                    raw,
-                    size: u64::from(l.size.unwrap_or(0)),
-                    headers_only: true,
-                    body_missing: true,
-                    internal_date: l.internal_date,
-                });
-            }
-            if !withheld.is_empty() {
+            if withheld > 0 {
                 info!(
-                    count = withheld.len(),
-                    "Message bodies not returned by the server; retrying next cycle."
+                    count = withheld,
+                    "Message bodies not returned by the server; retrying them one by one."
                 );
             }
             let results =
@@ -262,6 +267,16 @@ pub async fn drain(
                 debug!(uid, ?outcome, "Message processed.");
             }
             file_pending(room, imap, uid_validity).await?;
+            for l in suspects {
+                if let Some(fetched) = fetch_suspect(imap, missing, uid_validity, l).await? {
+                    intake::process_batch(room, &mailbox, uid_validity, &[fetched], Utc::now())
+                        .await?;
+                    missing.forget(l.uid);
+                    taken += 1;
+                }
+                hold_cursor(room, &mailbox, uid_validity, missing).await?;
+                file_pending(room, imap, uid_validity).await?;
+            }
             // A long burst must not look like a hang to systemd.
             crate::systemd::Watchdog::from_env().ping();
             after = after.max(chunk.iter().map(|l| l.uid).max().unwrap_or(after));
@@ -305,6 +320,101 @@ pub const SENT_BATCH: usize = 50;
 /// recording needs the headers and the text a member typed; a 40 MB data
 /// export sent from the shared mailbox is recorded from its headers alone.
 pub const SENT_BODY_LIMIT: u64 = 1024 * 1024;
+
+/// One attempt at a suspect message, counted before the fetch (which may end
+/// the session). Returns what to take in, or `None` to try again next cycle
+/// (or when it is gone).
+async fn fetch_suspect(
+    imap: &mut Imap,
+    missing: &mut MissingBodies,
+    uid_validity: u32,
+    l: &crate::imap::Listed,
+) -> Result<Option<Fetched>, CycleError> {
+    let withheld = |raw: Vec<u8>| Fetched {
+        uid: l.uid,
+        raw,
+        size: u64::from(l.size.unwrap_or(0)),
+        headers_only: true,
+        body_missing: true,
+        internal_date: l.internal_date,
+    };
+    match missing.attempt(uid_validity, l.uid) {
+        Suspect::TryBody => {
+            let mut bodies = fetch_bodies_tolerant(imap, &[l.uid]).await?;
+            Ok(bodies.remove(&l.uid).map(|raw| Fetched {
+                uid: l.uid,
+                size: raw.len() as u64,
+                raw,
+                headers_only: false,
+                body_missing: false,
+                internal_date: l.internal_date,
+            }))
+        }
+        Suspect::TryHeader => {
+            warn!(
+                uid = l.uid,
+                "The server did not return this message's body; recording it from its headers."
+            );
+            // No header either (Dovecot answers nothing, then closes the
+            // connection): recorded bare. A message expunged meanwhile gives
+            // a bare row too, and its MOVE then moves nothing.
+            let header = fetch_header_tolerant(imap, l.uid).await?;
+            Ok(Some(withheld(header.unwrap_or_default())))
+        }
+        Suspect::RecordBare => {
+            warn!(
+                uid = l.uid,
+                "The server returns neither body nor header of this message; recording it bare."
+            );
+            Ok(Some(withheld(Vec::new())))
+        }
+    }
+}
+
+/// The bodies of `uids`. When the server refuses the batch (NO or BAD: one
+/// damaged or unreadable message makes Dovecot answer `NO [SERVERBUG]` for
+/// the whole FETCH), each message is fetched alone, and those refused are
+/// left out: the caller retries them and finally sends them to review, so
+/// one message can never block intake for good.
+async fn fetch_bodies_tolerant(
+    imap: &mut Imap,
+    uids: &[u32],
+) -> Result<BTreeMap<u32, Vec<u8>>, CycleError> {
+    if uids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    match imap.fetch_bodies(uids).await {
+        Ok(bodies) => return Ok(bodies.into_iter().collect()),
+        Err(e) if e.is_refusal() => {
+            warn!(error = %crate::logging::Personal(&e), count = uids.len(), "The server refused a batch fetch; fetching the messages one by one.");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut out = BTreeMap::new();
+    for &uid in uids {
+        match imap.fetch_bodies(&[uid]).await {
+            Ok(bodies) => out.extend(bodies),
+            Err(e) if e.is_refusal() => {
+                warn!(uid, error = %crate::logging::Personal(&e), "The server refused this message's body.");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// The header block of `uid`; an empty one when the server refuses even
+/// that (the message is still recorded and filed), `None` when it is gone.
+async fn fetch_header_tolerant(imap: &mut Imap, uid: u32) -> Result<Option<Vec<u8>>, CycleError> {
+    match imap.fetch_header(uid).await {
+        Ok(header) => Ok(header),
+        Err(e) if e.is_refusal() => {
+            warn!(uid, error = %crate::logging::Personal(&e), "The server refused this message's header too.");
+            Ok(Some(Vec::new()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Keeps the intake cursor below the lowest message whose body is still
 /// being retried, so the next cycle lists it again.
@@ -572,17 +682,28 @@ mod tests {
     fn withheld_bodies_are_retried_then_given_up() {
         let mut m = MissingBodies::default();
         assert_eq!(m.cursor_cap(7), None);
-        assert!(m.missed(7, &[10, 12]).is_empty());
+        assert!(!m.is_suspect(7, 10));
+        m.missed(7, 10);
+        m.missed(7, 12);
+        assert!(m.is_suspect(7, 10) && m.is_suspect(7, 12));
         assert_eq!(m.cursor_cap(7), Some(9), "the cursor stays below 10");
-        m.got(10);
+        m.forget(10);
         assert_eq!(m.cursor_cap(7), Some(11));
-        assert!(m.missed(7, &[12]).is_empty());
-        assert_eq!(m.missed(7, &[12]), [12], "third miss: given up");
+        // 12 missed with its batch (attempt 1), then tried alone.
+        assert_eq!(m.attempt(7, 12), Suspect::TryBody);
+        assert_eq!(m.attempt(7, 12), Suspect::TryBody);
+        assert_eq!(m.attempt(7, 12), Suspect::TryHeader);
+        assert_eq!(
+            m.attempt(7, 12),
+            Suspect::RecordBare,
+            "the header failed too"
+        );
+        m.forget(12);
         assert_eq!(m.cursor_cap(7), None, "nothing holds the cursor now");
         // A new UIDVALIDITY starts the count again.
-        assert!(m.missed(7, &[5]).is_empty());
-        assert!(m.missed(8, &[5]).is_empty());
-        assert_eq!(m.cursor_cap(7), None);
+        m.missed(7, 5);
+        assert_eq!(m.attempt(8, 5), Suspect::TryBody);
+        assert!(!m.is_suspect(7, 5));
         assert_eq!(m.cursor_cap(8), Some(4));
     }
 

@@ -593,3 +593,94 @@ async fn deadline_notices_go_out_while_the_mailbox_is_unreachable() {
     assert!(d.try_status().is_none(), "{}", d.log());
     d.terminate(Duration::from_secs(15));
 }
+
+/// The maildir files of `user`'s INBOX whose bytes contain `needle`.
+fn maildir_files_with(servers: &MailServers, user: &str, needle: &str) -> Vec<std::path::PathBuf> {
+    let root = servers.dir().join("mail").join(user).join("Maildir");
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        let Ok(entries) = std::fs::read_dir(root.join(sub)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if std::fs::read(&p).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle)) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_the_server_will_not_return_is_retried_then_sent_to_review() {
+    use std::os::unix::fs::PermissionsExt;
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let alice = servers.unique_user("alice");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .team_members(&[&alice])
+        .team_notify(&[&alice]);
+    let path = config.write();
+    // A message Dovecot lists but cannot read (its file unreadable to the
+    // mail user): FETCH BODY[] answers NO [SERVERBUG].
+    let sender = servers.unique_user("unreadable");
+    servers
+        .append_request(&mailbox, &sender, "California Request to Know")
+        .await;
+    let files = maildir_files_with(servers, &mailbox, &sender);
+    assert_eq!(files.len(), 1, "the message's maildir file");
+    std::fs::set_permissions(&files[0], std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    let mut d = daemon::spawn(&path);
+    // The database exists once the daemon talks to IMAP (the CLI below must
+    // not race its first migrations).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.log().contains("Created IMAP mailbox") {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never connected:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each new request wakes the daemon for one more mailbox cycle; intake
+    // goes on around the unreadable message.
+    for n in 1..=3 {
+        let other = servers.unique_user("next");
+        servers
+            .append_request(&mailbox, &other, "California Request to Delete")
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while cases_json(&path).len() != n {
+            assert!(
+                Instant::now() < deadline,
+                "request {n} was not taken in:\n{}\n{}",
+                d.log(),
+                servers.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while servers.count(&mailbox, "Review").await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the unreadable message is not in Review:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_until_for("the team is told", 60, async || {
+        servers
+            .fetch_all(&alice, "INBOX")
+            .await
+            .iter()
+            .any(|m| mail::text_of(m).contains("did not return its body"))
+    })
+    .await;
+    let log = d.log();
+    assert!(log.contains("recording it from its headers"), "{log}");
+    assert!(d.try_status().is_none(), "{log}");
+    d.terminate(Duration::from_secs(15));
+}

@@ -836,7 +836,7 @@ async fn refuse_oversize(
         uid = o.uid,
         size = o.size,
         case = case_id.unwrap_or("-"),
-        "Message refused by size; sent to review."
+        "Message recorded from its headers (too large, or its body not returned); sent to review."
     );
     // A new request refused by size can still be opened by the team.
     let suggestion = match case {

@@ -1,8 +1,10 @@
 //! Hostile and faulty mail, second round (issue 12: items 3, 4, 6, 7, 10 and
 //! the low ones), against the real Dovecot and Postfix: an attachment bomb
 //! while mail is pending and `cases act` runs, large messages in the Sent
-//! folder at start-up, forged known-agent senders and `+tag` senders, a
-//! team member's forwarding loop.
+//! folder at start-up, forged known-agent senders and `+tag` senders, `#open`
+//! from review with a Reply-To, a team member's forwarding loop and a
+//! stranger's tagged mail, deadline notices while IMAP is down, and a message
+//! Dovecot cannot read.
 
 mod support;
 

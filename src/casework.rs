@@ -446,8 +446,9 @@ pub async fn notify_team(
     send_notice(conn, room, case, notice, now).await
 }
 
-/// At most this many team mails about one case within an hour; the rest
-/// are recorded (`notice_throttled`) and counted in the next notice.
+/// At most this many team notices about one case within an hour (command
+/// results do not count); the rest are recorded (`notice_throttled`) and
+/// counted in the next notice.
 pub const NOTICES_PER_CASE_PER_HOUR: i64 = 5;
 
 /// Queues a team notice now, threaded per case, unless the case had
@@ -466,7 +467,7 @@ pub async fn send_notice(
     if recent >= NOTICES_PER_CASE_PER_HOUR {
         info!(case = %case.id, ?notice, "Team notice held back: too many about this case in the last hour.");
         let detail = format!(
-            "{notice:?} notice held back: {recent} team mails about this case in the last hour (limit {NOTICES_PER_CASE_PER_HOUR}); the next notice counts it"
+            "{notice:?} notice held back: {recent} team notices about this case in the last hour (limit {NOTICES_PER_CASE_PER_HOUR}); the next notice counts it"
         );
         store::events::append(
             conn,

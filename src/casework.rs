@@ -134,6 +134,20 @@ pub async fn apply_input(
     input: Input,
     now: DateTime<Utc>,
 ) -> Result<Transition> {
+    apply_input_as(conn, room, case_id, input, false, now).await
+}
+
+/// [`apply_input`], with the trigger of a consumer reply raised to
+/// [`Trigger::VouchedAgent`] when intake found the reply to come from the
+/// case's known agent, authenticated by our MX.
+pub async fn apply_input_as(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    case_id: &str,
+    input: Input,
+    vouched_agent: bool,
+    now: DateTime<Utc>,
+) -> Result<Transition> {
     let case = store::cases::get(conn, case_id)
         .await?
         .ok_or_else(|| CaseworkError::NoSuchCase(case_id.to_string()))?;
@@ -152,6 +166,10 @@ pub async fn apply_input(
         Input::Team { .. } => Trigger::Team,
         Input::ConsumerReply { .. } | Input::AcknowledgementHeld { .. } => Trigger::Automatic,
         Input::Tick => Trigger::Clock,
+    };
+    let trigger = match trigger {
+        Trigger::Automatic if vouched_agent => Trigger::VouchedAgent,
+        t => t,
     };
     match crate::cases::apply(&case, input, &room.policy, now) {
         Ok(t) => {

@@ -682,7 +682,18 @@ async fn case_reply(
         proves_mailbox: proves,
         declarations,
     };
-    casework::apply_input(conn, room, &case.id, input, now).await?;
+    // The case's known agent, authenticated by our MX, keeps an agent's
+    // exemption from the per-sender limit in the thread too.
+    let vouched = case.agent.as_deref().is_some_and(|a| {
+        a == rec.sender
+            && crate::address::in_domains(a, &room.config.agents.known_domains)
+            && crate::address::authres::authenticated(
+                &room.team().trusted_authserv_ids,
+                a,
+                &rec.inbound.authentication_results,
+            )
+    });
+    casework::apply_input_as(conn, room, &case.id, input, vouched, now).await?;
     Ok(Outcome::Reply { case_id: case.id })
 }
 

@@ -4,7 +4,7 @@
 //! `#verify`, `#deny REASON`, `#extend REASON`, `#complete`, `#close REASON`,
 //! `#note TEXT`, `#declaration accept`, `#declaration reject REASON`, `#poa`,
 //! `#complete sent`, `#complete partial REASON`,
-//! `#open know|delete|correct|limit|opt_out`. A case ID right after the
+//! `#open know|delete|correct|limit|opt_out [from|reply-to]`. A case ID right after the
 //! command word (`#verify CCPA-2026-00042`) names the case, as replies to
 //! burst summaries must. The reason of `#deny`, `#complete partial` and
 //! `#close` may go on over the following lines, up to a blank line, the next
@@ -18,8 +18,19 @@ use crate::cases::{Command, Kind};
 pub enum TeamCommand {
     /// A decision on a case.
     Case(Command),
-    /// Open a case of this kind from a message in review.
-    Open(Kind),
+    /// Open a case of this kind from a message in review, with the
+    /// requester taken from the address the team chose.
+    Open(Kind, OpenAs),
+}
+
+/// Whose request a case opened from review is: the message's From address
+/// unless the team names the Reply-To (`#open know reply-to`), as for a web
+/// form that sends from a no-reply address. The review notice shows both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenAs {
+    #[default]
+    From,
+    ReplyTo,
 }
 
 /// One parsed command line.
@@ -121,16 +132,7 @@ fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
             reason: arg,
         })),
         "poa" => Ok(TeamCommand::Case(Command::Poa)),
-        "open" => match arg.to_ascii_lowercase().as_str() {
-            "know" => Ok(TeamCommand::Open(Kind::Know)),
-            "delete" => Ok(TeamCommand::Open(Kind::Delete)),
-            "correct" => Ok(TeamCommand::Open(Kind::Correct)),
-            "limit" => Ok(TeamCommand::Open(Kind::Limit)),
-            "opt_out" | "opt-out" => Ok(TeamCommand::Open(Kind::OptOut)),
-            other => Err(format!(
-                "`#open` takes know, delete, correct, limit or opt_out, not {other:?}"
-            )),
-        },
+        "open" => parse_open(&arg),
         "" => Err("an empty command".to_string()),
         other => Err(format!(
             "unknown command `#{other}`; known: #verify, #deny REASON, #extend REASON, #complete, #complete sent, #complete partial REASON, #close REASON, #close unverified, #note TEXT, #declaration accept, #declaration reject REASON, #poa, #open know|delete|correct|limit|opt_out"
@@ -141,6 +143,34 @@ fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
         case_id,
         command,
     }
+}
+
+/// `#open KIND [from|reply-to]`.
+fn parse_open(arg: &str) -> Result<TeamCommand, String> {
+    let lower = arg.to_ascii_lowercase();
+    let (kind, rest) = split_word(&lower);
+    let kind = match kind {
+        "know" => Kind::Know,
+        "delete" => Kind::Delete,
+        "correct" => Kind::Correct,
+        "limit" => Kind::Limit,
+        "opt_out" | "opt-out" => Kind::OptOut,
+        other => {
+            return Err(format!(
+                "`#open` takes know, delete, correct, limit or opt_out, not {other:?}"
+            ));
+        }
+    };
+    let open_as = match rest.trim() {
+        "" | "from" => OpenAs::From,
+        "reply-to" | "replyto" | "reply_to" => OpenAs::ReplyTo,
+        other => {
+            return Err(format!(
+                "`#open {kind}` takes `from` (the default) or `reply-to` after the kind, not {other:?}"
+            ));
+        }
+    };
+    Ok(TeamCommand::Open(kind, open_as))
 }
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -220,10 +250,19 @@ mod tests {
                     partial: Some("order history kept: tax law".into()),
                 }),
             ),
-            ("#open correct", TeamCommand::Open(Kind::Correct)),
-            ("#open limit", TeamCommand::Open(Kind::Limit)),
-            ("#open opt_out", TeamCommand::Open(Kind::OptOut)),
-            ("#open Opt-Out", TeamCommand::Open(Kind::OptOut)),
+            (
+                "#open correct",
+                TeamCommand::Open(Kind::Correct, OpenAs::From),
+            ),
+            ("#open limit", TeamCommand::Open(Kind::Limit, OpenAs::From)),
+            (
+                "#open opt_out",
+                TeamCommand::Open(Kind::OptOut, OpenAs::From),
+            ),
+            (
+                "#open Opt-Out",
+                TeamCommand::Open(Kind::OptOut, OpenAs::From),
+            ),
             (
                 "#close duplicate of CCPA-2026-00001",
                 TeamCommand::Case(Command::Close {
@@ -247,8 +286,19 @@ mod tests {
                 }),
             ),
             ("#poa", TeamCommand::Case(Command::Poa)),
-            ("#open delete", TeamCommand::Open(Kind::Delete)),
-            ("#open know", TeamCommand::Open(Kind::Know)),
+            (
+                "#open delete",
+                TeamCommand::Open(Kind::Delete, OpenAs::From),
+            ),
+            ("#open know", TeamCommand::Open(Kind::Know, OpenAs::From)),
+            (
+                "#open know from",
+                TeamCommand::Open(Kind::Know, OpenAs::From),
+            ),
+            (
+                "#open know Reply-To",
+                TeamCommand::Open(Kind::Know, OpenAs::ReplyTo),
+            ),
         ];
         for (text, want) in table {
             let got = one(text);

@@ -37,6 +37,16 @@ pub const MARKER: &str = "[purged]";
 /// Days after closing before verification data is deleted.
 pub const VERIFICATION_GRACE_DAYS: i64 = 30;
 
+/// The templates whose mail carries the verification code (they render
+/// `case.verification_code`): their stored bodies go with the code.
+pub const CODE_TEMPLATES: [&str; 5] = [
+    "acknowledgement",
+    "verification_reminder",
+    "agent_consumer_confirm",
+    "agent_declaration_needed",
+    "declaration_rejected",
+];
+
 /// Event actions whose detail never holds personal data; the detail of any
 /// other action is redacted at purge (an allow-list, so a new action is
 /// redacted until someone decides otherwise). `deny` is kept: its detail is
@@ -117,8 +127,11 @@ pub async fn cli(
     );
     for id in &report.verification_deleted {
         println!(
-            "  {id}: {removed} the verification code and the text and raw bytes of what the \
-             requester sent before verification"
+            "  {id}: {removed} the verification code, the text and raw bytes of what the \
+             requester sent before verification, and the stored text and raw bytes of our mail \
+             that carried the code (acknowledgement, verification reminder, agent mail); keeps \
+             the §7101 record (dates, kind, manner, response, basis for denial) and the rows of \
+             that mail (date, template, status)"
         );
     }
     if !dry_run {
@@ -287,17 +300,21 @@ async fn delete_verification_data(
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<u64, PurgeError> {
-    let cleared = retention::clear_verification_data(conn, id, now).await?;
+    let (cleared, outgoing) =
+        retention::clear_verification_data(conn, id, &CODE_TEMPLATES, now).await?;
     events::append(
         conn,
         Some(id),
         now,
         "daemon",
         "verification_data_deleted",
-        &format!("verification code and {cleared} verification message bodies deleted (CCPA regs §7060(d))"),
+        &format!(
+            "verification code, {cleared} verification message bodies and {outgoing} stored \
+             copies of outgoing mail that carried the code deleted (CCPA regs §7060(d))"
+        ),
     )
     .await?;
-    Ok(cleared)
+    Ok(cleared + outgoing)
 }
 
 struct CasePurge {

@@ -114,14 +114,52 @@ pub async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bo
     Ok(used > 0)
 }
 
-/// §7060(d): clears the verification code and the bodies of the inbound
-/// messages received before the case was verified (or closed), and marks the
-/// case. Returns how many messages were cleared.
+/// §7060(d): clears the verification code, the bodies of the inbound
+/// messages received before the case was verified (or closed), and the
+/// bodies of the outgoing mail that carried the code (rendered from one of
+/// `code_templates`, or whose stored text contains the code: a team reply
+/// quoting it), and marks the case. The rows themselves stay (dates,
+/// template, status), as does the case's §7101 record. Outbox rows still
+/// pending are left alone so they can be sent. Returns how many inbound
+/// messages and how many outgoing rows (messages and outbox) were cleared.
 pub async fn clear_verification_data(
     conn: &mut SqliteConnection,
     case_id: &str,
+    code_templates: &[&str],
     now: DateTime<Utc>,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
+    let templates = serde_json::to_string(code_templates).unwrap_or_else(|_| "[]".into());
+    // The outbox first: it finds mail quoting the code through the stored
+    // text of the outgoing message, which the next statement clears.
+    let outbox = sqlx::query(
+        "UPDATE outbox SET raw = X''
+         WHERE case_id = ?1 AND status != 'pending' AND length(raw) > 0
+           AND (template IN (SELECT value FROM json_each(?2))
+                OR message_id IN (
+                    SELECT m.message_id FROM messages m JOIN cases c ON c.id = m.case_id
+                    WHERE m.case_id = ?1 AND m.direction = 'out' AND m.message_id IS NOT NULL
+                      AND c.verification_code != ''
+                      AND instr(m.body_text, c.verification_code) > 0))",
+    )
+    .bind(case_id)
+    .bind(&templates)
+    .execute(&mut *conn)
+    .await
+    .op("retention.clear_verification_data.outbox")?
+    .rows_affected();
+    let outgoing = sqlx::query(
+        "UPDATE messages SET raw = NULL, body_text = NULL
+         WHERE case_id = ?1 AND direction = 'out'
+           AND (raw IS NOT NULL OR body_text IS NOT NULL)
+           AND (template IN (SELECT value FROM json_each(?2))
+                OR instr(body_text, (SELECT NULLIF(verification_code, '') FROM cases WHERE id = ?1)) > 0)",
+    )
+    .bind(case_id)
+    .bind(&templates)
+    .execute(&mut *conn)
+    .await
+    .op("retention.clear_verification_data.outgoing")?
+    .rows_affected();
     let cleared = sqlx::query(
         "UPDATE messages SET raw = NULL, body_text = NULL
          WHERE case_id = ?1 AND direction = 'in'
@@ -139,7 +177,7 @@ pub async fn clear_verification_data(
         .execute(conn)
         .await
         .op("retention.clear_verification_data.case")?;
-    Ok(cleared)
+    Ok((cleared, outbox + outgoing))
 }
 
 /// The addresses a case's personal data may appear under: requester, agent,
@@ -306,7 +344,7 @@ mod tests {
         assert_eq!(verification_due(&mut conn, at(2)).await.unwrap(), ["C-1"]);
         assert_eq!(purge_due(&mut conn, at(25)).await.unwrap(), ["C-1", "C-2"]);
 
-        clear_verification_data(&mut conn, "C-1", at(10))
+        clear_verification_data(&mut conn, "C-1", &[], at(10))
             .await
             .unwrap();
         assert!(
@@ -326,23 +364,101 @@ mod tests {
         close_case(&mut conn, &mut case, at(3)).await;
         inbound(&mut conn, Some("C-1"), "b", at(5)).await;
         assert_eq!(
-            clear_verification_data(&mut conn, "C-1", at(9))
+            clear_verification_data(&mut conn, "C-1", &[], at(9))
                 .await
                 .unwrap(),
-            1
+            (1, 0)
         );
         // Cleared rows are not counted twice.
         assert_eq!(
-            clear_verification_data(&mut conn, "C-1", at(9))
+            clear_verification_data(&mut conn, "C-1", &[], at(9))
                 .await
                 .unwrap(),
-            0
+            (0, 0)
         );
         let stored = crate::store::cases::get(&mut conn, "C-1")
             .await
             .unwrap()
             .unwrap();
         assert_eq!(stored.verification_code, "");
+    }
+
+    #[tokio::test]
+    async fn outgoing_mail_that_carried_the_code_loses_its_body_and_keeps_its_row() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        let mut case = open_case(&mut conn, "C-1", at(1)).await;
+        // Saved with the case when it closes below.
+        case.verification_code = "K7Q2".into();
+        // (template, stored text, outbox status)
+        let mail = [
+            ("acknowledgement", "Verification code: K7Q2", "sent"),
+            ("team_reply", "quoting K7Q2 back", "sent"),
+            ("know_completed", "here is your data", "sent"),
+            ("verification_reminder", "Verification code: K7Q2", "pending"),
+        ];
+        for (i, (template, text, status)) in mail.iter().enumerate() {
+            let mid = format!("<m{i}@x>");
+            sqlx::query(
+                "INSERT INTO messages (case_id, direction, message_id, at, template, sha256, body_text)
+                 VALUES ('C-1', 'out', ?, ?, ?, 'h', ?)",
+            )
+            .bind(&mid)
+            .bind(at(1))
+            .bind(template)
+            .bind(text)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO outbox (case_id, message_id, audience, template, envelope_from,
+                    recipients, rate_key, raw, status, next_attempt_at, created_at)
+                 VALUES ('C-1', ?, 'consumer', ?, 'p@x', '[]', 'r', ?, ?, ?, ?)",
+            )
+            .bind(&mid)
+            .bind(template)
+            .bind(text.as_bytes())
+            .bind(status)
+            .bind(at(1))
+            .bind(at(1))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        }
+        close_case(&mut conn, &mut case, at(3)).await;
+        let code_templates = ["acknowledgement", "verification_reminder"];
+        let (_, outgoing) = clear_verification_data(&mut conn, "C-1", &code_templates, at(9))
+            .await
+            .unwrap();
+        // Three messages (acknowledgement, team reply, reminder) and two sent
+        // outbox rows; the pending reminder keeps its raw bytes to be sent.
+        assert_eq!(outgoing, 5);
+        let bodies: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT template, body_text FROM messages WHERE case_id = 'C-1' ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            bodies,
+            [
+                ("acknowledgement".to_string(), None),
+                ("team_reply".to_string(), None),
+                ("know_completed".to_string(), Some("here is your data".to_string())),
+                ("verification_reminder".to_string(), None),
+            ]
+        );
+        let raws: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT template, raw FROM outbox WHERE case_id = 'C-1' ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let empty: Vec<&str> = raws
+            .iter()
+            .filter(|(_, r)| r.is_empty())
+            .map(|(t, _)| t.as_str())
+            .collect();
+        assert_eq!(empty, ["acknowledgement", "team_reply"]);
     }
 
     #[tokio::test]

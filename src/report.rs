@@ -26,10 +26,15 @@ use crate::cases::{Kind, State};
 use crate::store::reports::CaseRecordRow;
 use crate::store::{Result, parse_col};
 
-/// One request as §7101 wants it recorded.
+/// One request as §7101 wants it recorded: a case, or a message that read
+/// like a request and was left in review (no case opened from it).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Record {
+    /// Empty for a message no case was opened from.
     pub case_id: String,
+    /// The stored message of a request no case was opened from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_row: Option<i64>,
     /// Local date the request was received.
     pub request_date: NaiveDate,
     pub received_at: DateTime<Utc>,
@@ -38,35 +43,71 @@ pub struct Record {
     pub manner: String,
     pub response_date: Option<NaiveDate>,
     pub responded_at: Option<DateTime<Utc>>,
-    /// `complied`, `partially_complied`, `denied`, `withdrawn`, `closed` or `open`.
+    /// `complied`, `partially_complied`, `denied`, `withdrawn`, `closed`,
+    /// `open`, or `not_opened` (a message in review that read like a request).
     pub response: String,
     /// The same in words, for people reading the CSV.
     pub nature_of_response: String,
     pub basis_for_denial: Option<String>,
-    pub state: State,
+    /// The case's state; none for a message no case was opened from.
+    pub state: Option<State>,
     pub purged: bool,
 }
 
 /// Every request received between `since` and `until` (local dates,
-/// inclusive), oldest first.
+/// inclusive), oldest first: each case, and each message that read like a
+/// request (the review notice offered `#open`) and opened no case. Once
+/// `#open` opens a case from such a message, the case's row is its record.
 pub async fn records(
     conn: &mut SqliteConnection,
     tz: Tz,
     since: Option<NaiveDate>,
     until: Option<NaiveDate>,
 ) -> Result<Vec<Record>> {
-    let rows = crate::store::reports::case_records(conn).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let record = to_record(row, tz)?;
-        if since.is_some_and(|d| record.request_date < d)
-            || until.is_some_and(|d| record.request_date > d)
-        {
-            continue;
-        }
-        out.push(record);
+    let mut out = case_records(conn, tz).await?;
+    for (row, received_at, kind, purged) in crate::store::reports::unopened_requests(conn).await? {
+        out.push(unopened_record(row, received_at, parse_col("messages", &kind)?, purged, tz));
     }
+    out.sort_by(|a, b| (a.received_at, &a.case_id).cmp(&(b.received_at, &b.case_id)));
+    out.retain(|r| {
+        !(since.is_some_and(|d| r.request_date < d) || until.is_some_and(|d| r.request_date > d))
+    });
     Ok(out)
+}
+
+/// The record of every case, oldest first (what the §7102 metrics count: a
+/// message the team never opened as a case is not counted as received).
+async fn case_records(conn: &mut SqliteConnection, tz: Tz) -> Result<Vec<Record>> {
+    let rows = crate::store::reports::case_records(conn).await?;
+    rows.into_iter().map(|row| to_record(row, tz)).collect()
+}
+
+/// What `nature_of_response` says of a message that read like a request and
+/// is still in review, no case opened from it (docs/decisions.md).
+pub const NOT_OPENED: &str = "not opened: in review";
+
+fn unopened_record(
+    row: i64,
+    received_at: DateTime<Utc>,
+    kind: Kind,
+    purged: bool,
+    tz: Tz,
+) -> Record {
+    Record {
+        case_id: String::new(),
+        message_row: Some(row),
+        request_date: received_at.with_timezone(&tz).date_naive(),
+        received_at,
+        kind,
+        manner: "email".into(),
+        response_date: None,
+        responded_at: None,
+        response: "not_opened".into(),
+        nature_of_response: NOT_OPENED.into(),
+        basis_for_denial: None,
+        state: None,
+        purged,
+    }
 }
 
 fn to_record(row: CaseRecordRow, tz: Tz) -> Result<Record> {
@@ -80,6 +121,7 @@ fn to_record(row: CaseRecordRow, tz: Tz) -> Result<Record> {
     };
     Ok(Record {
         case_id: row.id,
+        message_row: None,
         request_date: row.received_at.with_timezone(&tz).date_naive(),
         received_at: row.received_at,
         kind,
@@ -93,7 +135,7 @@ fn to_record(row: CaseRecordRow, tz: Tz) -> Result<Record> {
         } else {
             None
         },
-        state,
+        state: Some(state),
         purged: row.purged_at.is_some(),
     })
 }
@@ -129,7 +171,7 @@ fn nature_words(response: &str) -> &'static str {
 /// The records as CSV (RFC 4180, CRLF line ends, a header row).
 pub fn records_csv(records: &[Record]) -> String {
     let mut out = String::from(
-        "case_id,request_date,kind,manner,response_date,nature_of_response,basis_for_denial,state,purged\r\n",
+        "case_id,request_date,kind,manner,response_date,nature_of_response,basis_for_denial,state,purged,message_row\r\n",
     );
     for r in records {
         let fields = [
@@ -140,8 +182,9 @@ pub fn records_csv(records: &[Record]) -> String {
             r.response_date.map(|d| d.to_string()).unwrap_or_default(),
             r.nature_of_response.clone(),
             r.basis_for_denial.clone().unwrap_or_default(),
-            r.state.to_string(),
+            r.state.map(|s| s.to_string()).unwrap_or_default(),
             r.purged.to_string(),
+            r.message_row.map(|n| n.to_string()).unwrap_or_default(),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
@@ -193,7 +236,7 @@ pub struct Metrics {
 /// Metrics of the requests received in local calendar year `year`. Know,
 /// delete and opt-out are always listed; correct and limit when any arrived.
 pub async fn metrics(conn: &mut SqliteConnection, tz: Tz, year: i32) -> Result<Metrics> {
-    let all = records(conn, tz, None, None).await?;
+    let all = case_records(conn, tz).await?;
     let in_year: Vec<&Record> = all
         .iter()
         .filter(|r| r.request_date.year() == year)

@@ -612,7 +612,7 @@ async fn records_and_metrics_match_cases_built_through_the_real_flow() {
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(
         rows[0],
-        "case_id,request_date,kind,manner,response_date,nature_of_response,basis_for_denial,state,purged"
+        "case_id,request_date,kind,manner,response_date,nature_of_response,basis_for_denial,state,purged,message_row"
     );
     assert_eq!(rows.len(), 3, "{csv}");
     assert!(rows.contains(&format!("{},2025-03-05,delete,email,2025-03-10,denied,Not a California resident,denied,false", ids[3]).as_str()), "{csv}");

@@ -165,6 +165,22 @@ pub async fn set_case(conn: &mut SqliteConnection, message_row: i64, case_id: &s
     Ok(())
 }
 
+/// Notes the kind a message in review reads like (the review notice offered
+/// `#open`): a §7101 record row until a case is opened from it.
+pub async fn set_reads_like(
+    conn: &mut SqliteConnection,
+    message_row: i64,
+    kind: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE messages SET reads_like = ? WHERE id = ? AND direction = 'in'")
+        .bind(kind)
+        .bind(message_row)
+        .execute(conn)
+        .await
+        .op("messages.set_reads_like")?;
+    Ok(())
+}
+
 /// Is any message, in or out, stored with this Message-ID or these bytes?
 /// The team-correspondence rule; inbound mail uses [`seen_inbound`].
 pub async fn seen_any(

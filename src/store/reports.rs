@@ -31,6 +31,25 @@ pub async fn case_records(conn: &mut SqliteConnection) -> Result<Vec<CaseRecordR
     .op("reports.case_records")
 }
 
+/// A message that read like a request but opened no case: (message row,
+/// received at, the kind it read like, whether the caseless purge cleared it).
+pub type UnopenedRow = (i64, DateTime<Utc>, String, bool);
+
+/// Inbound messages in review that read like a request and belong to no case
+/// (one opened from it by `#open` is covered by the case's record), oldest
+/// first.
+pub async fn unopened_requests(conn: &mut SqliteConnection) -> Result<Vec<UnopenedRow>> {
+    sqlx::query_as(
+        "SELECT id, at, reads_like, from_addr IS '[purged]'
+         FROM messages
+         WHERE direction = 'in' AND reads_like IS NOT NULL AND case_id IS NULL
+         ORDER BY at, id",
+    )
+    .fetch_all(conn)
+    .await
+    .op("reports.unopened_requests")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,11 @@ pub async fn notify_review(
     suggestion: Option<Kind>,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
+    // Read like a request: a §7101 record row until a case is opened from it
+    // (noted even when the notice itself is held back below).
+    if let Some(kind) = suggestion {
+        store::messages::set_reads_like(conn, message_row, kind.as_str()).await?;
+    }
     // One sender writing again and again (a loop, or a stranger's tagged
     // mail) gets the team a few notices an hour, not one per message.
     if let Some(from) = inbound.from.as_ref() {

@@ -189,6 +189,14 @@ impl TestRoom {
         .map_err(|e| e.to_string())
     }
 
+    /// `report records`: the §7101 rows as the CLI prints them.
+    pub async fn records(&self) -> Vec<privacy_mailroom::report::Record> {
+        let mut conn = self.room.store.conn().await.expect("a connection");
+        privacy_mailroom::report::records(&mut conn, self.room.policy.timezone, None, None)
+            .await
+            .expect("the records")
+    }
+
     pub async fn cases(&self) -> Vec<Case> {
         let mut conn = self.room.store.conn().await.expect("a connection");
         store::cases::list(&mut conn, &CaseFilter::default(), self.now)

@@ -20,7 +20,8 @@
 //! cases their tick), `>>> due +1d` (move the clock and run everything the
 //! scheduler runs: ticks, digest, purge), `>>> sent` (a message the Sent-folder
 //! scan finds: a team member's own mail), `>>> clock +2h` (move the clock), `>>> act CASE #command ...`
-//! (`cases act` from the command line). Every step also moves the clock one
+//! (`cases act` from the command line), `>>> records` (the `report records`
+//! rows, one `record …` fact each). Every step also moves the clock one
 //! minute, so separate steps are never one burst.
 //!
 //! In a message, `{{code CASE}}` is the case's verification code,
@@ -209,6 +210,23 @@ pub async fn run(script: &Script, file: &Path) -> Vec<Vec<String>> {
                     Ok(state) => format!("act: ok, now {state}"),
                     Err(why) => format!("act: {why}"),
                 });
+            }
+            "records" => {
+                for r in t.records().await {
+                    let who = match r.message_row {
+                        Some(row) => format!("message row {row}"),
+                        None => r.case_id.clone(),
+                    };
+                    facts.push(format!(
+                        "record {who}: received {}, {}, {}, response {} \"{}\"{}",
+                        r.request_date,
+                        r.kind,
+                        r.manner,
+                        r.response_date.map(|d| d.to_string()).unwrap_or("-".into()),
+                        r.nature_of_response,
+                        if r.purged { ", purged" } else { "" }
+                    ));
+                }
             }
             other => panic!("{at}: unknown step `{other}`"),
         }

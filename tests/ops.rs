@@ -615,11 +615,11 @@ async fn records_and_metrics_match_cases_built_through_the_real_flow() {
         "case_id,request_date,kind,manner,response_date,nature_of_response,basis_for_denial,state,purged,message_row"
     );
     assert_eq!(rows.len(), 3, "{csv}");
-    assert!(rows.contains(&format!("{},2025-03-05,delete,email,2025-03-10,denied,Not a California resident,denied,false", ids[3]).as_str()), "{csv}");
+    assert!(rows.contains(&format!("{},2025-03-05,delete,email,2025-03-10,denied,Not a California resident,denied,false,", ids[3]).as_str()), "{csv}");
     assert!(
         rows.contains(
             &format!(
-                "{},2025-03-05,delete,email,,open,,awaiting_verification,false",
+                "{},2025-03-05,delete,email,,open,,awaiting_verification,false,",
                 ids[4]
             )
             .as_str()
@@ -793,6 +793,31 @@ async fn purge_removes_personal_data_of_old_closed_cases_and_keeps_the_record() 
 
     // Closed 31 days ago: verification data gone, the rest kept.
     let c = support::case_json(&path, &ids[1]);
+    assert!(
+        text.contains("our mail that carried the code"),
+        "the dry run says outgoing mail loses the code: {text}"
+    );
+    let sent_code: i64 = query_one(
+        &db,
+        "SELECT COUNT(*) FROM outbox WHERE case_id = ? AND template = 'acknowledgement' AND length(raw) > 0",
+        &ids[1],
+    )
+    .await;
+    assert_eq!(sent_code, 0, "the sent acknowledgement no longer holds the code");
+    let stored_code: i64 = query_one(
+        &db,
+        "SELECT COUNT(*) FROM messages WHERE case_id = ? AND direction = 'out' AND template = 'acknowledgement' AND body_text IS NOT NULL",
+        &ids[1],
+    )
+    .await;
+    assert_eq!(stored_code, 0);
+    let denial: i64 = query_one(
+        &db,
+        "SELECT COUNT(*) FROM outbox WHERE case_id = ? AND template = 'denial' AND length(raw) > 0",
+        &ids[1],
+    )
+    .await;
+    assert_eq!(denial, 1, "mail without the code is kept until the full purge");
     assert_eq!(c["requester"], recent.as_str());
     let bodies: i64 = query_one(&db, "SELECT COUNT(*) FROM messages WHERE case_id = ? AND direction = 'in' AND (raw IS NOT NULL OR body_text IS NOT NULL)", &ids[1]).await;
     assert_eq!(bodies, 0);
@@ -907,4 +932,26 @@ async fn purge_clears_mail_that_belonged_to_no_case_and_orphaned_files() {
     assert_eq!(actors, 0);
     assert!(!orphan.exists(), "the orphaned file is removed");
     pool.close().await;
+
+    // It read like a deletion request and no case was opened: it stays a
+    // §7101 record row after the purge (regs §7101; docs/compliance.md).
+    let out = daemon::cli(&path, &["report", "records", "--format", "json"]);
+    support::assert_ok(&out, "report records");
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!(r["case_id"], "");
+    assert!(r["message_row"].is_i64(), "{r:#}");
+    assert_eq!(r["kind"], "delete");
+    assert_eq!(r["manner"], "email");
+    assert_eq!(r["nature_of_response"], "not opened: in review");
+    assert_eq!(r["purged"], true);
+    // Its receipt date (the date the message arrived, now long ago).
+    assert!(r["request_date"].is_string(), "{r:#}");
+    assert!(
+        r["received_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&long_ago.date_naive().to_string())),
+        "{r:#}"
+    );
 }

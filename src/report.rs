@@ -66,7 +66,13 @@ pub async fn records(
 ) -> Result<Vec<Record>> {
     let mut out = case_records(conn, tz).await?;
     for (row, received_at, kind, purged) in crate::store::reports::unopened_requests(conn).await? {
-        out.push(unopened_record(row, received_at, parse_col("messages", &kind)?, purged, tz));
+        out.push(unopened_record(
+            row,
+            received_at,
+            parse_col("messages", &kind)?,
+            purged,
+            tz,
+        ));
     }
     out.sort_by(|a, b| (a.received_at, &a.case_id).cmp(&(b.received_at, &b.case_id)));
     out.retain(|r| {

@@ -803,7 +803,10 @@ async fn purge_removes_personal_data_of_old_closed_cases_and_keeps_the_record() 
         &ids[1],
     )
     .await;
-    assert_eq!(sent_code, 0, "the sent acknowledgement no longer holds the code");
+    assert_eq!(
+        sent_code, 0,
+        "the sent acknowledgement no longer holds the code"
+    );
     let stored_code: i64 = query_one(
         &db,
         "SELECT COUNT(*) FROM messages WHERE case_id = ? AND direction = 'out' AND template = 'acknowledgement' AND body_text IS NOT NULL",
@@ -817,7 +820,10 @@ async fn purge_removes_personal_data_of_old_closed_cases_and_keeps_the_record() 
         &ids[1],
     )
     .await;
-    assert_eq!(denial, 1, "mail without the code is kept until the full purge");
+    assert_eq!(
+        denial, 1,
+        "mail without the code is kept until the full purge"
+    );
     assert_eq!(c["requester"], recent.as_str());
     let bodies: i64 = query_one(&db, "SELECT COUNT(*) FROM messages WHERE case_id = ? AND direction = 'in' AND (raw IS NOT NULL OR body_text IS NOT NULL)", &ids[1]).await;
     assert_eq!(bodies, 0);

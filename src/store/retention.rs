@@ -395,7 +395,11 @@ mod tests {
             ("acknowledgement", "Verification code: K7Q2", "sent"),
             ("team_reply", "quoting K7Q2 back", "sent"),
             ("know_completed", "here is your data", "sent"),
-            ("verification_reminder", "Verification code: K7Q2", "pending"),
+            (
+                "verification_reminder",
+                "Verification code: K7Q2",
+                "pending",
+            ),
         ];
         for (i, (template, text, status)) in mail.iter().enumerate() {
             let mid = format!("<m{i}@x>");
@@ -444,7 +448,10 @@ mod tests {
             [
                 ("acknowledgement".to_string(), None),
                 ("team_reply".to_string(), None),
-                ("know_completed".to_string(), Some("here is your data".to_string())),
+                (
+                    "know_completed".to_string(),
+                    Some("here is your data".to_string())
+                ),
                 ("verification_reminder".to_string(), None),
             ]
         );

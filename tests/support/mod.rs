@@ -9,20 +9,42 @@
 // Not every test binary uses every helper.
 #![allow(dead_code, unused_imports)]
 
+mod b64;
 mod cases;
 pub mod corpus;
 pub mod daemon;
+pub mod idp;
 mod imap;
 pub mod mail;
 mod procs;
+pub mod sasl;
 mod servers;
 mod smtp;
 mod tls;
 
 pub use cases::{assert_ok, case_json, cases_json, reset_schedule, shift_case_times};
+pub use idp::{IdentityProvider, Rotation};
 pub use imap::{ImapSession, ImapStream};
-pub use servers::{MailServers, PASSWORD};
+pub use servers::{MailServers, OAUTH_ISSUER, PASSWORD};
 pub use tls::{client_config_without_ca, install_crypto_provider};
+
+/// Polls `condition` every 100 ms until it holds; panics with `what` (and
+/// the `context` it returns then) after `timeout`. The way tests wait: on a
+/// condition with a deadline, never a fixed sleep.
+pub async fn wait_until(
+    what: &str,
+    timeout: std::time::Duration,
+    mut condition: impl FnMut() -> bool,
+    context: impl FnOnce() -> String,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !condition() {
+        if std::time::Instant::now() >= deadline {
+            panic!("waited {timeout:?} for {what}\n{}", context());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
 
 /// The unfolded value of the first header called `name` (case-insensitive)
 /// in a raw message, without decoding; `None` when absent.

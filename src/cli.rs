@@ -283,7 +283,8 @@ pub async fn open_mailroom(
             SetupError::Templates(_)
             | SetupError::TemplateCheck { .. }
             | SetupError::KeyFile { .. }
-            | SetupError::Config(_) => Failure::Usage(e.into()),
+            | SetupError::Config(_)
+            | SetupError::OAuth(_) => Failure::Usage(e.into()),
             SetupError::Store(_) => Failure::Runtime(e.into()),
         })
 }

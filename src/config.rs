@@ -7,6 +7,8 @@ use serde::Deserialize;
 
 use crate::classify::Rule;
 
+mod oauth;
+
 /// Where the config is looked for when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/privacy-mailroom/config.toml";
 pub const ENV_PATH: &str = "PRIVACY_MAILROOM_CONFIG";
@@ -19,6 +21,32 @@ pub enum Security {
     Starttls,
     /// Plain text; refused unless the host is a loopback address.
     None,
+}
+
+/// How the daemon logs in to a server (`imap.auth`, `smtp.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// The password keys (`password_file`, `password_env`, `password`).
+    #[default]
+    Password,
+    /// An OAuth 2.0 access token from `[oauth2]`, over SASL XOAUTH2 or OAUTHBEARER.
+    Oauth2,
+}
+
+/// Whether the daemon stores its own copy of each reply in the Sent folder
+/// (`smtp.sent_copy`). Gmail and Exchange Online save mail sent through their
+/// SMTP themselves; a second copy would show every reply twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SentCopy {
+    /// Always APPEND a copy (self-hosted servers).
+    Append,
+    /// Never: the server keeps one.
+    Server,
+    /// Look for the Message-ID in the Sent folder first, APPEND only when absent.
+    #[default]
+    Auto,
 }
 
 /// A secret given inline, in a file, or in an environment variable.
@@ -58,6 +86,9 @@ pub struct ImapConfig {
     pub initial_backlog_days: u32,
     #[serde(default = "d_max_message")]
     pub max_message_bytes: u64,
+    /// `"password"` (default) or `"oauth2"` (token from `[oauth2]`).
+    #[serde(default)]
+    pub auth: AuthMethod,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +108,82 @@ pub struct SmtpConfig {
     pub from: String,
     #[serde(default = "d_per_conn")]
     pub max_messages_per_connection: u32,
+    /// `"password"` (default) or `"oauth2"`; the SASL user is `smtp.username`,
+    /// else `imap.username`.
+    #[serde(default)]
+    pub auth: AuthMethod,
+    #[serde(default)]
+    pub sent_copy: SentCopy,
+}
+
+impl SmtpConfig {
+    /// Whether the daemon logs in at all (a loopback relay may need no AUTH).
+    pub fn authenticates(&self) -> bool {
+        self.username.is_some() || self.auth == AuthMethod::Oauth2
+    }
+}
+
+/// The identity provider (`oauth2.provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuthProvider {
+    Microsoft,
+    Google,
+    Generic,
+}
+
+/// How the daemon obtains tokens (`oauth2.flow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthFlow {
+    /// App-only: a client secret or certificate (Microsoft, generic).
+    ClientCredentials,
+    /// Google: a service account with domain-wide delegation.
+    ServiceAccount,
+    /// A user's consent, obtained once with `auth login` (device code).
+    RefreshToken,
+}
+
+/// The SASL mechanism that carries the token (`oauth2.mechanism`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaslMechanism {
+    /// Google's and Microsoft's mechanism; what every provider accepts.
+    #[default]
+    Xoauth2,
+    /// RFC 7628.
+    Oauthbearer,
+}
+
+/// `[oauth2]`: where tokens for `auth = "oauth2"` come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    pub provider: OAuthProvider,
+    pub flow: OAuthFlow,
+    /// Microsoft: the tenant's domain or ID; the token URL is derived from it.
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_secret_env: Option<String>,
+    /// Microsoft app-only with a certificate instead of a secret (PEM files).
+    pub client_certificate_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Google: the service account's JSON key.
+    pub service_account_file: Option<PathBuf>,
+    /// `flow = "refresh_token"`: where the refresh token is kept (default:
+    /// `oauth2-refresh-token` beside the database).
+    pub refresh_token_file: Option<PathBuf>,
+    /// Generic providers only.
+    pub token_url: Option<String>,
+    /// Generic providers only, for `auth login` (RFC 8628). An addition to SPEC §9.
+    pub device_authorization_url: Option<String>,
+    /// Defaults per provider.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub mechanism: SaslMechanism,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,16 +305,78 @@ pub struct LoggingConfig {
 pub struct Config {
     pub imap: ImapConfig,
     pub smtp: SmtpConfig,
+    /// Only with `auth = "oauth2"` in `[imap]` or `[smtp]`.
+    pub oauth2: Option<OAuthConfig>,
+    // A section left out means all its defaults (SPEC §9).
+    #[serde(default)]
     pub team: TeamConfig,
+    #[serde(default)]
     pub agents: AgentsConfig,
     pub storage: StorageConfig,
+    #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
     pub templates: TemplatesConfig,
     pub company: CompanyConfig,
+    #[serde(default)]
     pub logging: LoggingConfig,
     /// Ordered subject rules; the SPEC §3 defaults when absent.
     #[serde(default)]
     pub rules: Vec<Rule>,
+}
+
+impl Default for TeamConfig {
+    fn default() -> Self {
+        TeamConfig {
+            members: Vec::new(),
+            notify: Vec::new(),
+            digest_time: d_digest(),
+            require_dkim: false,
+            trusted_authserv_ids: Vec::new(),
+            burst_threshold: d_burst(),
+        }
+    }
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            known_domains: Vec::new(),
+            max_attachment_bytes: d_max_attachment(),
+            require_notarized: true,
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            case_prefix: d_prefix(),
+            timezone: d_tz(),
+            holidays: Vec::new(),
+            acknowledge_business_days: d_ack_days(),
+            respond_days: d_45(),
+            extension_days: d_45(),
+            reminder_after_days: d_reminder(),
+            retention_months: d_retention(),
+            max_auto_replies_per_day: d_auto_replies(),
+        }
+    }
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        TemplatesConfig { dir: d_templates() }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: d_log_format(),
+            log_personal_data: false,
+        }
+    }
 }
 
 fn d_imap_port() -> u16 {
@@ -379,10 +548,14 @@ impl Config {
                 "set the mailbox login, e.g. \"privacy@example.com\"",
             ));
         }
-        self.imap.secret.check("imap", true)?;
-        self.smtp
+        self.imap
             .secret
-            .check("smtp", self.smtp.username.is_some())?;
+            .check("imap", self.imap.auth == AuthMethod::Password)?;
+        self.smtp.secret.check(
+            "smtp",
+            self.smtp.username.is_some() && self.smtp.auth == AuthMethod::Password,
+        )?;
+        self.validate_oauth()?;
         for (key, name) in [
             ("imap.mailbox", &self.imap.mailbox),
             ("imap.processed_mailbox", &self.imap.processed_mailbox),

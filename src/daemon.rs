@@ -67,11 +67,22 @@ fn batches(listed: &[crate::imap::Listed], max_bytes: u64) -> Vec<&[crate::imap:
     out
 }
 
+/// Logs in with a password or an OAuth token (`imap.auth`).
+pub async fn login_imap(room: &Mailroom) -> Result<Imap, CycleError> {
+    let cfg = &room.config.imap;
+    if cfg.auth == crate::config::AuthMethod::Oauth2
+        && let Some(provider) = &room.oauth
+    {
+        return Ok(Imap::connect_as(cfg, crate::imap::Login::OAuth(provider)).await?);
+    }
+    let password = cfg.secret.resolve("imap")?.unwrap_or_default();
+    Ok(Imap::connect(cfg, &password).await?)
+}
+
 /// Logs in, creates the folders the daemon files into, selects the mailbox.
 pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleError> {
     let cfg = &room.config.imap;
-    let password = cfg.secret.resolve("imap")?.unwrap_or_default();
-    let mut imap = Imap::connect(cfg, &password).await?;
+    let mut imap = login_imap(room).await?;
     imap.ensure_mailboxes(&[
         &cfg.processed_mailbox,
         &cfg.review_mailbox,
@@ -83,6 +94,15 @@ pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleEr
 }
 
 pub fn smtp_sender(room: &Mailroom) -> Result<SmtpSender, CycleError> {
+    if room.config.smtp.auth == crate::config::AuthMethod::Oauth2
+        && let Some(provider) = &room.oauth
+    {
+        return Ok(SmtpSender::with_oauth(
+            &room.config.smtp,
+            provider.clone(),
+            room.config.smtp_login(),
+        )?);
+    }
     let password = room.config.smtp.secret.resolve("smtp")?;
     Ok(SmtpSender::new(&room.config.smtp, password.as_deref())?)
 }
@@ -344,15 +364,37 @@ pub async fn run(
     let watchdog = systemd::Watchdog::from_env();
     let mut failures: u32 = 0;
     let mut ready = false;
+    // The error last logged at warn: the same one again is an outage going
+    // on, logged at debug (one line per outage, not one per attempt).
+    let mut last_logged: Option<String> = None;
     while !shutdown.is_cancelled() {
         match mailbox_session(&room, &shutdown, &mut ready).await {
-            Ok(()) => failures = 0,
+            Ok(()) => {
+                failures = 0;
+                if last_logged.take().is_some() {
+                    info!("Mailbox session re-established.");
+                }
+                room.health.set_receiving(None);
+            }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let wait = reconnect_delay(failures);
                 let error = crate::logging::redact(&e.to_string()).into_owned();
-                warn!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
-                systemd::status(&format!("reconnecting: {error}"));
+                if last_logged.as_deref() == Some(error.as_str()) {
+                    debug!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed again; reconnecting.");
+                } else {
+                    warn!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
+                    last_logged = Some(error.clone());
+                }
+                room.health.set_receiving(Some(error.clone()));
+                systemd::status(&format!(
+                    "reconnecting: {error}; sending {}",
+                    if room.health.sending().is_some() {
+                        "FAILING"
+                    } else {
+                        "ok"
+                    }
+                ));
                 // Waiting out an outage is not a hang: keep the watchdog fed.
                 let until = tokio::time::Instant::now() + wait;
                 loop {
@@ -424,18 +466,34 @@ async fn mailbox_session(
             systemd::ready();
             *ready = true;
         }
-        systemd::status(
-            &crate::scheduler::status_line(room)
+        room.health.set_receiving(None);
+        systemd::status(&format!(
+            "{}; {}",
+            crate::scheduler::status_line(room)
                 .await
                 .unwrap_or_default(),
-        );
+            room.health.summary()
+        ));
         watchdog.ping();
         if shutdown.is_cancelled() {
             logout(imap).await;
             return Ok(());
         }
-        // Wake at least once a minute for the scheduler and the watchdog.
-        let wait = watchdog.interval().min(Duration::from_secs(60));
+        // An OAuth session is renewed before its token expires: servers end
+        // it then (Exchange: `BYE … AccessTokenExpired`), possibly in the
+        // middle of a MOVE. Logging out here and in again through the normal
+        // path keeps the cursor and the commit-before-move order.
+        if imap.renew_at().is_some_and(|at| Utc::now() >= at) {
+            info!("OAuth token near expiry: renewing the mailbox session.");
+            logout(imap).await;
+            return Ok(());
+        }
+        // Wake at least once a minute for the scheduler and the watchdog, and
+        // in time to renew the session's token.
+        let mut wait = watchdog.interval().min(Duration::from_secs(60));
+        if let Some(at) = imap.renew_at() {
+            wait = wait.min((at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        }
         if use_idle {
             match imap.idle_wait(wait, shutdown).await? {
                 IdleOutcome::Cancelled => {
@@ -461,7 +519,18 @@ async fn mailbox_session(
 /// schedule; copies sent mail to the Sent folder over its own IMAP connection.
 async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationToken) {
     loop {
-        match outbox::deliver_due(&room, &sender, Utc::now(), &shutdown).await {
+        let round = outbox::deliver_due(&room, &sender, Utc::now(), &shutdown).await;
+        let problem = sender.last_problem();
+        if problem.is_some() != room.health.sending().is_some() {
+            match &problem {
+                Some(p) => {
+                    warn!(error = %crate::logging::redact(p), "Sending is failing; replies stay queued and intake goes on.")
+                }
+                None => info!("Sending works again."),
+            }
+        }
+        room.health.set_sending(problem);
+        match round {
             Ok(d) if d.sent > 0 => {
                 info!(
                     sent = d.sent,
@@ -502,8 +571,7 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
 
 async fn copy_to_sent(room: &Mailroom) -> Result<(), CycleError> {
     let cfg = &room.config.imap;
-    let password = cfg.secret.resolve("imap")?.unwrap_or_default();
-    let mut imap = Imap::connect(cfg, &password).await?;
+    let mut imap = login_imap(room).await?;
     imap.ensure_mailboxes(&[&cfg.sent_mailbox]).await?;
     outbox::append_sent(room, &mut imap).await?;
     logout(imap).await;

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 
 use crate::tls::TlsError;
 
+pub use connect::Login;
 pub use idle::IdleOutcome;
 
 /// IDLE is re-issued at least this often (RFC 2177 says servers may drop an
@@ -51,6 +52,9 @@ pub struct Imap {
     /// An EXISTS arrived while doing something else: the next
     /// [`Imap::idle_wait`] returns at once.
     new_data_pending: bool,
+    /// Logged in with an OAuth token: when the session must be renewed
+    /// (servers end it when the token expires).
+    renew_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for Imap {
@@ -141,6 +145,21 @@ pub enum ImapError {
         port: u16,
         source: async_imap::error::Error,
     },
+    /// No token could be had (endpoint down, client refused, re-authorization needed).
+    #[error("IMAP login with OAuth: {0}")]
+    Token(#[from] crate::oauth::OAuthError),
+    #[error(
+        "IMAP server {host}:{port} refused AUTHENTICATE {mechanism} for the configured username ({server}){advice}"
+    )]
+    TokenRefused {
+        host: String,
+        port: u16,
+        mechanism: &'static str,
+        /// The tagged answer and the decoded JSON challenge; never the token.
+        server: String,
+        /// `; fix: …`, from the provider and the token's claims.
+        advice: String,
+    },
     #[error("IMAP server {host}:{port}: {what} failed: {source}")]
     Command {
         host: String,
@@ -200,6 +219,12 @@ impl Imap {
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// When this session's OAuth token nears its expiry: the daemon logs out
+    /// and in again with a fresh token before then. `None` for passwords.
+    pub fn renew_at(&self) -> Option<DateTime<Utc>> {
+        self.renew_at
     }
 
     pub fn port(&self) -> u16 {

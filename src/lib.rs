@@ -24,6 +24,7 @@ pub mod intake;
 pub mod logging;
 pub mod mailroom;
 pub mod message;
+pub mod oauth;
 pub mod outbox;
 pub mod purge;
 pub mod report;

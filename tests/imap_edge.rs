@@ -35,6 +35,7 @@ fn imap_cfg(servers: &MailServers, user: &str, security: Security) -> ImapConfig
         poll_interval_secs: 60,
         initial_backlog_days: 45,
         max_message_bytes: 52_428_800,
+        auth: Default::default(),
     }
 }
 
@@ -48,6 +49,8 @@ fn smtp_cfg(servers: &MailServers, per_connection: u32) -> SmtpConfig {
         secret: Secret::default(),
         from: "Privacy Team <privacy@example.test>".into(),
         max_messages_per_connection: per_connection,
+        auth: Default::default(),
+        sent_copy: Default::default(),
     }
 }
 

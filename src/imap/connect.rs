@@ -10,7 +10,18 @@ use tokio_rustls::TlsConnector;
 use super::stream::{TimeoutStream, Transport};
 use super::{CONNECT_TIMEOUT, Caps, IO_TIMEOUT, Imap, ImapError};
 use crate::config::{ImapConfig, Security};
+use crate::oauth::sasl::{self, Refusal, ServerError};
+use crate::oauth::{AccessToken, TokenProvider};
 use crate::tls;
+
+/// How the session logs in.
+#[derive(Debug, Clone, Copy)]
+pub enum Login<'a> {
+    /// LOGIN with `imap.username` and this password.
+    Password(&'a str),
+    /// AUTHENTICATE XOAUTH2 / OAUTHBEARER with a token from the provider.
+    OAuth(&'a TokenProvider),
+}
 
 pub(crate) type Stream = TimeoutStream<Transport>;
 pub(crate) type Session = async_imap::Session<Stream>;
@@ -30,6 +41,11 @@ impl Imap {
     /// capabilities. `security = "none"` is refused unless the host is a
     /// loopback address, so the password never crosses a network in clear.
     pub async fn connect(cfg: &ImapConfig, password: &str) -> Result<Imap, ImapError> {
+        Imap::connect_as(cfg, Login::Password(password)).await
+    }
+
+    /// [`Imap::connect`] with a password or an OAuth token (`imap.auth`).
+    pub async fn connect_as(cfg: &ImapConfig, login: Login<'_>) -> Result<Imap, ImapError> {
         let host = cfg.host.clone();
         let port = cfg.port;
         if cfg.security == Security::None && !tls::is_loopback_host(&host) {
@@ -101,20 +117,27 @@ impl Imap {
             }
         };
 
-        let mut session = match client.login(&cfg.username, password).await {
-            Ok(session) => session,
-            Err((source, _)) => {
-                return Err(match source {
-                    async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_) => {
-                        ImapError::Login { host, port, source }
-                    }
-                    other => ImapError::Command {
-                        host,
-                        port,
-                        what: "LOGIN".into(),
-                        source: other,
-                    },
-                });
+        let (mut session, renew_at) = match login {
+            Login::Password(password) => match client.login(&cfg.username, password).await {
+                Ok(session) => (session, None),
+                Err((source, _)) => {
+                    return Err(match source {
+                        async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_) => {
+                            ImapError::Login { host, port, source }
+                        }
+                        other => ImapError::Command {
+                            host,
+                            port,
+                            what: "LOGIN".into(),
+                            source: other,
+                        },
+                    });
+                }
+            },
+            Login::OAuth(provider) => {
+                let (session, token) =
+                    authenticate(client, provider, &cfg.username, &host, port).await?;
+                (session, Some(token.renew_at()))
             }
         };
         let caps = match session.capabilities().await {
@@ -144,6 +167,7 @@ impl Imap {
             caps,
             use_move: true,
             new_data_pending: false,
+            renew_at,
         })
     }
 }
@@ -189,5 +213,93 @@ async fn read_greeting(client: &mut Client, host: &str, port: u16) -> Result<(),
             ..
         } => Ok(()),
         other => Err(greeting_err(format!("unexpected greeting {other:?}"))),
+    }
+}
+
+/// Answers the server's challenges: the initial response first, then an
+/// empty one to the JSON error challenge (remembered for the error message).
+struct SaslExchange {
+    mechanism: crate::config::SaslMechanism,
+    initial: Option<Vec<u8>>,
+    error: Option<ServerError>,
+}
+
+impl async_imap::Authenticator for &mut SaslExchange {
+    type Response = Vec<u8>;
+
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+        match self.initial.take() {
+            Some(initial) => initial,
+            None => {
+                self.error = ServerError::parse(challenge).or(Some(ServerError::default()));
+                sasl::error_ack(self.mechanism).to_vec()
+            }
+        }
+    }
+}
+
+/// AUTHENTICATE with a token; after a refusal, once more with a fresh token
+/// (the first may have been revoked or expired early), unless the server
+/// said a setting is wrong.
+async fn authenticate(
+    mut client: Client,
+    provider: &TokenProvider,
+    user: &str,
+    host: &str,
+    port: u16,
+) -> Result<(Session, AccessToken), ImapError> {
+    let mechanism = provider.mechanism();
+    let name = sasl::mechanism_name(mechanism);
+    let mut retried = false;
+    loop {
+        let token = provider.token().await?;
+        let mut exchange = SaslExchange {
+            mechanism,
+            initial: Some(sasl::initial_response(mechanism, user, token.secret())),
+            error: None,
+        };
+        match client.authenticate(name, &mut exchange).await {
+            Ok(session) => return Ok((session, token)),
+            Err((source, back)) => {
+                client = back;
+                let refused = matches!(
+                    source,
+                    async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)
+                );
+                if !refused {
+                    return Err(ImapError::Command {
+                        host: host.to_owned(),
+                        port,
+                        what: format!("AUTHENTICATE {name}"),
+                        source,
+                    });
+                }
+                provider.invalidate(&token).await;
+                let setting = exchange
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.refusal() == Refusal::Setting);
+                if !retried && !setting {
+                    retried = true;
+                    tracing::debug!(
+                        mechanism = name,
+                        "AUTHENTICATE refused; retrying once with a fresh token."
+                    );
+                    continue;
+                }
+                let mut server = crate::logging::redact(&source.to_string()).into_owned();
+                if let Some(e) = &exchange.error {
+                    server.push_str("; ");
+                    server.push_str(&e.describe());
+                }
+                return Err(ImapError::TokenRefused {
+                    host: host.to_owned(),
+                    port,
+                    mechanism: name,
+                    server,
+                    advice: provider.refusal_advice(&token, user, "IMAP"),
+                });
+            }
+        }
     }
 }

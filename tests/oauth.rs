@@ -1125,12 +1125,15 @@ async fn smtp_refusing_the_token_keeps_intake_going_and_replies_waiting() {
     )
     .await;
     support::wait_until(
-        "a STATUS line naming the sending problem",
+        "a STATUS line naming the sending problem (sending and receiving health apart)",
         Duration::from_secs(60),
         || {
             notify.statuses().iter().any(|s| {
                 let s = s.to_lowercase();
-                (s.contains("smtp") || s.contains("send")) && !s.starts_with("idle, ")
+                (s.contains("smtp") || s.contains("send"))
+                    && ["fail", "refus", "error", "denied", "cannot"]
+                        .iter()
+                        .any(|w| s.contains(w))
             })
         },
         || format!("{:?}\n{}", notify.statuses(), d.log()),

@@ -250,3 +250,87 @@ async fn make_outbox_due(database: &std::path::Path) {
     .unwrap();
     pool.close().await;
 }
+
+/// The running daemon with 20-second tokens: it renews its IMAP session
+/// before each token expires, survives a kick (BYE) and a token endpoint
+/// outage, and takes every request in exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn running_daemon_outlives_short_tokens_kicks_and_an_endpoint_outage() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    idp.set_token_lifetime(Duration::from_secs(20));
+    let mailbox = servers.unique_user("privacy");
+    let consumers: Vec<String> = (0..3).map(|_| servers.unique_user("consumer")).collect();
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials);
+    let path = config.write();
+    let mut d = daemon::spawn(&path);
+
+    let answered = |n: usize| {
+        let consumer = consumers[n].clone();
+        async move {
+            servers
+                .wait_for(&consumer, "INBOX", 1, Duration::from_secs(40))
+                .await
+                .len()
+        }
+    };
+    let send = |n: usize| {
+        let consumer = consumers[n].clone();
+        let mailbox = mailbox.clone();
+        async move {
+            let request =
+                mail::request(&consumer, &mailbox, "California Request to Delete", "Hi\n");
+            servers.send_smtp(&consumer, &[&mailbox], &request).await;
+        }
+    };
+
+    // Idle through more than two token lifetimes, then new mail.
+    support::wait_until(
+        "three IMAP logins (sessions renewed before their tokens expired)",
+        Duration::from_secs(70),
+        || servers.imap_login_methods(&mailbox).len() >= 3,
+        || d.log(),
+    )
+    .await;
+    send(0).await;
+    assert_eq!(answered(0).await, 1, "{}", d.log());
+
+    // The server ends the session (as Exchange does at token expiry).
+    assert!(servers.kick(&mailbox) >= 1);
+    send(1).await;
+    assert_eq!(answered(1).await, 1, "{}", d.log());
+
+    // The token endpoint goes down: once the cached token is due for
+    // renewal the daemon cannot log in; mail waits, one warning, then recovery.
+    idp.go_down();
+    let logins = servers.imap_login_methods(&mailbox).len();
+    support::wait_until(
+        "the daemon to notice the outage",
+        Duration::from_secs(40),
+        || d.log().contains("Cannot obtain an OAuth token"),
+        || d.log(),
+    )
+    .await;
+    send(2).await;
+    servers
+        .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(servers.count(&consumers[2], "INBOX").await, 0);
+    idp.come_back();
+    assert_eq!(answered(2).await, 1, "{}", d.log());
+    assert!(servers.imap_login_methods(&mailbox).len() > logins);
+
+    let log = d.log();
+    assert_eq!(
+        log.matches("Cannot obtain an OAuth token").count(),
+        1,
+        "one line per outage:\n{log}"
+    );
+    assert!(log.contains("works again"), "{log}");
+    let cases = support::cases_json(&path);
+    assert_eq!(cases.len(), 3, "each request once: {cases:#?}");
+    for issued in idp.issued() {
+        assert!(!log.contains(&issued.access_token), "token in the log");
+    }
+    assert!(d.terminate(Duration::from_secs(10)).success(), "{log}");
+}

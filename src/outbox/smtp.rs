@@ -38,6 +38,11 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(300);
 /// drop idle clients after a few minutes).
 const IDLE_CHECK_AFTER: Duration = Duration::from_secs(30);
 
+/// After a failed connection or login, the next attempt waits this long;
+/// messages due meanwhile are deferred with the same error (the outbox
+/// retries them a minute later at the earliest).
+const RECONNECT_PAUSE: Duration = Duration::from_secs(20);
+
 /// Problems setting up or reaching the SMTP server. In [`SmtpSender::send_raw`]
 /// all of these become [`SendError::Transient`].
 #[derive(Debug, thiserror::Error)]
@@ -160,8 +165,9 @@ pub struct SmtpSender {
     implicit_tls: Option<tokio_rustls::TlsConnector>,
     credentials: Option<Credentials>,
     oauth: Option<OAuthLogin>,
-    /// Why the last connection attempt failed; cleared by the next success.
-    problem: std::sync::Mutex<Option<String>>,
+    /// Why the last connection attempt failed (and when); cleared by the
+    /// next success.
+    problem: std::sync::Mutex<Option<(String, Instant)>>,
     max_per_connection: u32,
     hello: ClientId,
     open: Mutex<Option<Open>>,
@@ -285,6 +291,13 @@ impl SmtpSender {
         let open = match guard.as_mut() {
             Some(open) => open,
             None => {
+                // A server that just refused us (AUTH switched off, token
+                // refused) is not asked again for every queued message.
+                if let Some((problem, at)) = self.problem_at()
+                    && at.elapsed() < RECONNECT_PAUSE
+                {
+                    return Err(SendError::Transient(problem));
+                }
                 let connected = self.connect().await;
                 self.set_problem(connected.as_ref().err().map(ToString::to_string));
                 let conn = connected.map_err(|e| SendError::Transient(e.to_string()))?;
@@ -343,6 +356,10 @@ impl SmtpSender {
     /// Why the last attempt to connect and log in failed, or `None` when it
     /// worked: sending health, reported apart from receiving.
     pub fn last_problem(&self) -> Option<String> {
+        self.problem_at().map(|(p, _)| p)
+    }
+
+    fn problem_at(&self) -> Option<(String, Instant)> {
         match self.problem.lock() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -350,6 +367,7 @@ impl SmtpSender {
     }
 
     fn set_problem(&self, problem: Option<String>) {
+        let problem = problem.map(|p| (p, Instant::now()));
         match self.problem.lock() {
             Ok(mut g) => *g = problem,
             Err(poisoned) => *poisoned.into_inner() = problem,

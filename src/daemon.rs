@@ -83,12 +83,9 @@ pub async fn login_imap(room: &Mailroom) -> Result<Imap, CycleError> {
 pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleError> {
     let cfg = &room.config.imap;
     let mut imap = login_imap(room).await?;
-    imap.ensure_mailboxes(&[
-        &cfg.processed_mailbox,
-        &cfg.review_mailbox,
-        &cfg.sent_mailbox,
-    ])
-    .await?;
+    let sent = imap.resolve_sent(&cfg.sent_mailbox).await?;
+    imap.ensure_mailboxes(&[&cfg.processed_mailbox, &cfg.review_mailbox, &sent])
+        .await?;
     let info = imap.select(&cfg.mailbox).await?;
     Ok((imap, info))
 }
@@ -230,7 +227,7 @@ pub async fn drain(
 /// case as correspondence. Our own copies (HMAC Message-IDs) are skipped.
 /// Leaves the Sent folder selected: the caller selects the inbox again.
 pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
-    let sent = room.config.imap.sent_mailbox.clone();
+    let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
     let key = format!("sent:{sent}");
     let info = imap.select(&sent).await?;
     let cursor = {
@@ -572,7 +569,8 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
 async fn copy_to_sent(room: &Mailroom) -> Result<(), CycleError> {
     let cfg = &room.config.imap;
     let mut imap = login_imap(room).await?;
-    imap.ensure_mailboxes(&[&cfg.sent_mailbox]).await?;
+    let sent = imap.resolve_sent(&cfg.sent_mailbox).await?;
+    imap.ensure_mailboxes(&[&sent]).await?;
     outbox::append_sent(room, &mut imap).await?;
     logout(imap).await;
     Ok(())

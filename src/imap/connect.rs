@@ -168,6 +168,7 @@ impl Imap {
             use_move: true,
             new_data_pending: false,
             renew_at,
+            sent_folder: None,
         })
     }
 }

@@ -109,7 +109,13 @@ pub fn exchange_refusal(
             c.aud.join(" ")
         );
     }
-    if c.scp.is_none() && !c.roles.iter().any(|r| r == role) {
+    if let Some(scp) = &c.scp {
+        // Delegated (a user's consent): no service principal involved.
+        return format!(
+            "the user's token (scopes: {scp}) was refused; fix: the consenting user needs FullAccess to the mailbox (Add-MailboxPermission -Identity \"{mailbox}\" -User <user> -AccessRights FullAccess), and {protocol} must be enabled for it (Set-CASMailbox -Identity \"{mailbox}\" -ImapEnabled $true / -SmtpClientAuthenticationDisabled $false)"
+        );
+    }
+    if !c.roles.iter().any(|r| r == role) {
         return format!(
             "the token has no {role} role (roles: {}); fix: App registrations → API permissions → Add → APIs my organization uses → Office 365 Exchange Online → Application permissions → {role}, then grant admin consent",
             if c.roles.is_empty() {

@@ -36,11 +36,10 @@ pub fn init(format: LogFormat, log_personal_data: bool) {
         "reqwest=info",
         "hyper=info",
         "hyper_util=info",
-        "rustls=info",
     ]
-        .into_iter()
-        .filter_map(|d| d.parse().ok())
-        .fold(filter, |f, d| f.add_directive(d));
+    .into_iter()
+    .filter_map(|d| d.parse().ok())
+    .fold(filter, |f, d| f.add_directive(d));
     let registry = tracing_subscriber::registry().with(filter);
     let use_journal = match format {
         LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),

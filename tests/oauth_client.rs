@@ -77,11 +77,23 @@ async fn client_credentials_check_then_request_answered_over_xoauth2() {
         2,
         "check + run"
     );
-    // No token in the logs, even in the refusal-free path.
-    for issued in idp.issued() {
+    // No token or secret in the logs, even at trace level.
+    let mut traced = daemon::command(&path, &["run", "--once"]);
+    traced.env("RUST_LOG", "trace");
+    let traced = daemon::run_with_timeout(traced, daemon::COMMAND_TIMEOUT);
+    support::assert_ok(&traced, "run --once at trace level");
+    assert!(stderr(&traced).contains("TRACE"), "trace logging is on");
+    let secret = std::fs::read_to_string(config.dir().join("oauth2-client-secret")).unwrap();
+    for text in [stderr(&run), stderr(&traced), stdout(&traced)] {
+        for issued in idp.issued() {
+            assert!(
+                !text.contains(&issued.access_token),
+                "token leaked into the log"
+            );
+        }
         assert!(
-            !stderr(&run).contains(&issued.access_token),
-            "token leaked into the log"
+            !text.contains(secret.trim()),
+            "client secret leaked into the log"
         );
     }
 }

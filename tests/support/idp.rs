@@ -118,6 +118,7 @@ struct State {
     rotation: Rotation,
     token_size: Option<usize>,
     down: bool,
+    failing: bool,
     clients: HashMap<String, Client>,
     refresh_tokens: HashMap<String, RefreshToken>,
     devices: Vec<DeviceAuthorization>,
@@ -163,6 +164,7 @@ impl IdentityProvider {
             rotation: Rotation::Never,
             token_size: None,
             down: false,
+            failing: false,
             clients: HashMap::new(),
             refresh_tokens: HashMap::new(),
             devices: Vec::new(),
@@ -320,6 +322,22 @@ impl IdentityProvider {
     pub fn come_back(&self) {
         self.lock().down = false;
         let _ = self.up.send(true);
+    }
+
+    /// While `true`, the port accepts requests but every one is answered
+    /// `503 temporarily_unavailable` (an overloaded or broken endpoint), and
+    /// still counted, so a test can see how often the client retries.
+    pub fn fail_requests(&self, failing: bool) {
+        self.lock().failing = failing;
+    }
+
+    /// The requests answered with a server error so far.
+    pub fn failed_requests(&self) -> usize {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.status >= 500)
+            .count()
     }
 
     /// The `expires_in` and `exp` of tokens issued from now on.
@@ -559,6 +577,7 @@ async fn connection(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             400 => "Bad Request",
             401 => "Unauthorized",
             404 => "Not Found",
+            503 => "Service Unavailable",
             _ => "Error",
         };
         let body = body.to_string();
@@ -719,6 +738,10 @@ fn handle(state: &mut State, request: &HttpRequest) -> (u16, Value) {
     };
     let grant_type = form.get("grant_type").cloned().unwrap_or_default();
     let (status, body) = match (request.method.as_str(), request.path.as_str()) {
+        _ if state.failing => (
+            503,
+            json!({"error": "temporarily_unavailable", "error_description": "The service is temporarily unavailable."}),
+        ),
         ("POST", "/token") => token(state, &form, &grant_type, &client_id, client_secret),
         ("POST", "/device") => device(state, &form, &client_id),
         _ => (404, json!({"error": "not_found"})),

@@ -177,6 +177,21 @@ impl MailServers {
             .collect()
     }
 
+    /// Dovecot's reasons for every bearer token of `user` it refused so far
+    /// (IMAP and SMTP alike), e.g. `Local validation failed: Token has
+    /// expired`.
+    pub fn token_refusals(&self, user: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default();
+        let needle = format!("oauth2({},", user.to_lowercase());
+        text.lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| {
+                l.split_once("oauth2 failed: ")
+                    .map(|(_, why)| why.to_string())
+            })
+            .collect()
+    }
+
     /// The SASL mechanisms of every successful SMTP AUTH of `user` so far,
     /// from Postfix's log (`sasl_method=XOAUTH2, sasl_username=USER`).
     pub fn smtp_login_methods(&self, user: &str) -> Vec<String> {
@@ -835,6 +850,8 @@ fn oauth_auth_config(dir: &Path) -> String {
     let d = dir.display();
     format!(
         r#"auth_mechanisms = plain login xoauth2 oauthbearer
+# Every refused token is logged (`oauth2 failed: ...`), for assertions.
+auth_verbose = yes
 passdb {{
   driver = static
   args = password={PASSWORD}

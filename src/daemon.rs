@@ -377,7 +377,9 @@ pub async fn run(
                 failures = failures.saturating_add(1);
                 let wait = reconnect_delay(failures);
                 let error = crate::logging::redact(&e.to_string()).into_owned();
-                if last_logged.as_deref() == Some(error.as_str()) {
+                // No token: the token provider has logged the outage (once).
+                let token_outage = matches!(&e, CycleError::Imap(ImapError::Token(_)));
+                if token_outage || last_logged.as_deref() == Some(error.as_str()) {
                     debug!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed again; reconnecting.");
                 } else {
                     warn!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
@@ -520,6 +522,10 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
         let problem = sender.last_problem();
         if problem.is_some() != room.health.sending().is_some() {
             match &problem {
+                // A token outage is logged once by the token provider.
+                Some(p) if sender.last_problem_is_token() => {
+                    debug!(error = %crate::logging::redact(p), "Sending waits for an OAuth token.")
+                }
                 Some(p) => {
                     warn!(error = %crate::logging::redact(p), "Sending is failing; replies stay queued and intake goes on.")
                 }

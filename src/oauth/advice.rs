@@ -34,6 +34,7 @@ pub fn token_error(
             _ => "this client may not use this flow; fix: allow the grant type for the app at the identity provider (Microsoft: \"Allow public client flows\" for auth login)".into(),
         },
         "invalid_scope" => "the scope is not valid for this client; fix: check oauth2.scopes (Microsoft: \"https://outlook.office365.com/.default\"; Google: \"https://mail.google.com/\")".into(),
+        "temporarily_unavailable" | "server_error" => "the identity provider has a problem of its own; the daemon retries with backoff, nothing to change here".into(),
         "access_denied" => "the request was denied; fix: grant admin consent for the app's permissions".into(),
         "" => "the token endpoint gave no reason".into(),
         other => format!("the identity provider refused with {other:?}; see its documentation"),

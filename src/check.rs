@@ -822,10 +822,16 @@ async fn check_imap(r: &mut Report, config: &Config, oauth: Option<&crate::oauth
             ),
         ),
     }
+    // "auto", or a configured Sent folder that is missing: the server's
+    // special-use \Sent folder, as the daemon will choose it.
+    let sent = imap
+        .resolve_sent(&cfg.sent_mailbox)
+        .await
+        .unwrap_or_else(|_| cfg.sent_mailbox.clone());
     for (key, folder) in [
         ("imap.processed_mailbox", &cfg.processed_mailbox),
         ("imap.review_mailbox", &cfg.review_mailbox),
-        ("imap.sent_mailbox", &cfg.sent_mailbox),
+        ("imap.sent_mailbox", &sent),
     ] {
         let name = format!(
             "imap folder {}",

@@ -83,12 +83,9 @@ pub async fn login_imap(room: &Mailroom) -> Result<Imap, CycleError> {
 pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleError> {
     let cfg = &room.config.imap;
     let mut imap = login_imap(room).await?;
-    imap.ensure_mailboxes(&[
-        &cfg.processed_mailbox,
-        &cfg.review_mailbox,
-        &cfg.sent_mailbox,
-    ])
-    .await?;
+    let sent = imap.resolve_sent(&cfg.sent_mailbox).await?;
+    imap.ensure_mailboxes(&[&cfg.processed_mailbox, &cfg.review_mailbox, &sent])
+        .await?;
     let info = imap.select(&cfg.mailbox).await?;
     Ok((imap, info))
 }
@@ -230,7 +227,7 @@ pub async fn drain(
 /// case as correspondence. Our own copies (HMAC Message-IDs) are skipped.
 /// Leaves the Sent folder selected: the caller selects the inbox again.
 pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
-    let sent = room.config.imap.sent_mailbox.clone();
+    let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
     let key = format!("sent:{sent}");
     let info = imap.select(&sent).await?;
     let cursor = {
@@ -380,7 +377,9 @@ pub async fn run(
                 failures = failures.saturating_add(1);
                 let wait = reconnect_delay(failures);
                 let error = crate::logging::redact(&e.to_string()).into_owned();
-                if last_logged.as_deref() == Some(error.as_str()) {
+                // No token: the token provider has logged the outage (once).
+                let token_outage = matches!(&e, CycleError::Imap(ImapError::Token(_)));
+                if token_outage || last_logged.as_deref() == Some(error.as_str()) {
                     debug!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed again; reconnecting.");
                 } else {
                     warn!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
@@ -523,6 +522,10 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
         let problem = sender.last_problem();
         if problem.is_some() != room.health.sending().is_some() {
             match &problem {
+                // A token outage is logged once by the token provider.
+                Some(p) if sender.last_problem_is_token() => {
+                    debug!(error = %crate::logging::redact(p), "Sending waits for an OAuth token.")
+                }
                 Some(p) => {
                     warn!(error = %crate::logging::redact(p), "Sending is failing; replies stay queued and intake goes on.")
                 }
@@ -572,7 +575,8 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
 async fn copy_to_sent(room: &Mailroom) -> Result<(), CycleError> {
     let cfg = &room.config.imap;
     let mut imap = login_imap(room).await?;
-    imap.ensure_mailboxes(&[&cfg.sent_mailbox]).await?;
+    let sent = imap.resolve_sent(&cfg.sent_mailbox).await?;
+    imap.ensure_mailboxes(&[&sent]).await?;
     outbox::append_sent(room, &mut imap).await?;
     logout(imap).await;
     Ok(())

@@ -55,6 +55,8 @@ pub struct Imap {
     /// Logged in with an OAuth token: when the session must be renewed
     /// (servers end it when the token expires).
     renew_at: Option<DateTime<Utc>>,
+    /// The Sent folder found by [`Imap::resolve_sent`].
+    sent_folder: Option<String>,
 }
 
 impl std::fmt::Debug for Imap {
@@ -331,9 +333,77 @@ pub fn encode_mailbox_name(name: &str) -> String {
     out
 }
 
+/// Decodes a mailbox name as the server lists it (modified UTF-7), the
+/// inverse of [`encode_mailbox_name`]. A malformed run is kept as it is.
+pub fn decode_mailbox_name(name: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(start) = rest.find('&') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('-') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let run = &after[..end];
+        if run.is_empty() {
+            out.push('&');
+        } else {
+            let mut bits = 0u32;
+            let mut nbits = 0;
+            let mut bytes = Vec::new();
+            let mut ok = true;
+            for b in run.bytes() {
+                let Some(v) = ALPHABET.iter().position(|&a| a == b) else {
+                    ok = false;
+                    break;
+                };
+                bits = (bits << 6) | v as u32;
+                nbits += 6;
+                if nbits >= 8 {
+                    nbits -= 8;
+                    bytes.push((bits >> nbits) as u8);
+                    bits &= (1 << nbits) - 1;
+                }
+            }
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            match String::from_utf16(&units) {
+                Ok(text) if ok => out.push_str(&text),
+                _ => {
+                    out.push('&');
+                    out.push_str(run);
+                    out.push('-');
+                }
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mailbox_names_decode() {
+        for name in [
+            "INBOX",
+            "Tom & Jerry",
+            "Geprüft",
+            "~peter/mail/台北/日本語",
+            "[Gmail]/Sent Mail",
+            "Gesendete Elemente",
+        ] {
+            assert_eq!(decode_mailbox_name(&encode_mailbox_name(name)), name);
+        }
+        assert_eq!(decode_mailbox_name("broken&"), "broken&");
+    }
 
     #[test]
     fn uid_sets() {

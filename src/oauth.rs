@@ -119,20 +119,6 @@ impl OAuthError {
             } | OAuthError::NoRefreshToken { .. }
         )
     }
-
-    /// A wrong setting (client, scope, key): retrying soon cannot help.
-    pub fn is_configuration(&self) -> bool {
-        matches!(self, OAuthError::Config(_) | OAuthError::Refused { .. })
-    }
-}
-
-/// What `auth status` and the status line show. Never the token.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub expires: Option<DateTime<Utc>>,
-    pub scopes: Vec<String>,
-    pub needs_reauthorization: bool,
-    pub last_error: Option<String>,
 }
 
 /// Shares one token cache between every connection (see the module docs).
@@ -299,24 +285,6 @@ impl TokenProvider {
             .is_some_and(|t| t.secret == used.secret)
         {
             state.token = None;
-        }
-    }
-
-    /// What is known now, for status lines.
-    pub async fn snapshot(&self) -> Snapshot {
-        let state = self.inner.state.lock().await;
-        Snapshot {
-            expires: state.token.as_ref().and_then(|t| t.expires),
-            scopes: state
-                .token
-                .as_ref()
-                .map(|t| t.scopes.clone())
-                .unwrap_or_default(),
-            needs_reauthorization: state
-                .last_error
-                .as_ref()
-                .is_some_and(OAuthError::needs_reauthorization),
-            last_error: state.last_error.as_ref().map(ToString::to_string),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod smtp;
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
+use crate::config::SentCopy;
 use crate::imap::{Imap, ImapError};
 use crate::mailroom::Mailroom;
 use crate::store::{self, StoreError};
@@ -113,6 +114,31 @@ pub async fn deliver_due(
     }
 }
 
+/// `smtp.sent_copy`: whether the server already keeps a copy of this message
+/// in the Sent folder (Gmail and Exchange Online save mail sent through their
+/// SMTP), so that the team does not see every reply twice. `"server"`: always;
+/// `"append"`: never; `"auto"`: when its Message-ID is found there.
+async fn server_kept_copy(
+    room: &Mailroom,
+    imap: &mut Imap,
+    raw: &[u8],
+) -> Result<bool, crate::daemon::CycleError> {
+    match room.config.smtp.sent_copy {
+        SentCopy::Server => Ok(true),
+        SentCopy::Append => Ok(false),
+        SentCopy::Auto => {
+            let Some(id) = mail_parser::MessageParser::default()
+                .parse_headers(raw)
+                .and_then(|m| m.message_id().map(str::to_string))
+            else {
+                return Ok(false);
+            };
+            let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
+            Ok(imap.has_message_id(&sent, &id).await?)
+        }
+    }
+}
+
 /// Copies sent mail to the Sent folder, so the shared mailbox shows the whole
 /// conversation. A copy that fails is tried again next time.
 pub async fn append_sent(
@@ -134,9 +160,13 @@ pub async fn append_sent(
             break;
         }
         for (id, raw) in rows {
-            let result = imap
-                .append(&room.config.imap.sent_mailbox, &raw, &["\\Seen"])
-                .await;
+            if server_kept_copy(room, imap, &raw).await? {
+                let mut conn = room.store.conn().await?;
+                store::outbox::mark_appended(&mut conn, id, Utc::now()).await?;
+                continue;
+            }
+            let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
+            let result = imap.append(&sent, &raw, &["\\Seen"]).await;
             let mut conn = room.store.conn().await?;
             match result {
                 Ok(()) => {

@@ -68,17 +68,32 @@ async fn client_credentials_check_then_request_answered_over_xoauth2() {
         .await;
     assert_eq!(ack.len(), 1);
     assert_eq!(support::cases_json(&path).len(), 1);
+    // sent_copy = "auto" (the default): this server keeps no copy of its
+    // own, so the daemon appends exactly one.
+    assert_eq!(servers.count(&mailbox, "Sent").await, 1);
     // One process, one token: IMAP, SMTP and the Sent copy share it.
     assert_eq!(
         idp.token_requests_for("client_credentials"),
         2,
         "check + run"
     );
-    // No token in the logs, even in the refusal-free path.
-    for issued in idp.issued() {
+    // No token or secret in the logs, even at trace level.
+    let mut traced = daemon::command(&path, &["run", "--once"]);
+    traced.env("RUST_LOG", "trace");
+    let traced = daemon::run_with_timeout(traced, daemon::COMMAND_TIMEOUT);
+    support::assert_ok(&traced, "run --once at trace level");
+    assert!(stderr(&traced).contains("TRACE"), "trace logging is on");
+    let secret = std::fs::read_to_string(config.dir().join("oauth2-client-secret")).unwrap();
+    for text in [stderr(&run), stderr(&traced), stdout(&traced)] {
+        for issued in idp.issued() {
+            assert!(
+                !text.contains(&issued.access_token),
+                "token leaked into the log"
+            );
+        }
         assert!(
-            !stderr(&run).contains(&issued.access_token),
-            "token leaked into the log"
+            !text.contains(secret.trim()),
+            "client secret leaked into the log"
         );
     }
 }
@@ -333,4 +348,71 @@ async fn running_daemon_outlives_short_tokens_kicks_and_an_endpoint_outage() {
         assert!(!log.contains(&issued.access_token), "token in the log");
     }
     assert!(d.terminate(Duration::from_secs(10)).success(), "{log}");
+}
+
+/// Tokens of 6 KB (the most Dovecot 2.3 takes): IMAP AUTHENTICATE carries
+/// them, and SMTP sends them in two steps (`AUTH XOAUTH2`, `334`, response),
+/// since Postfix cuts an inline command at 2,048 octets.
+#[tokio::test(flavor = "multi_thread")]
+async fn six_kilobyte_tokens_log_in_to_imap_and_smtp_in_two_steps() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    idp.set_token_size(Some(6000));
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials);
+    let path = config.write();
+
+    request_to(servers, &mailbox, &consumer).await;
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    servers
+        .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    assert!(idp.issued().iter().all(|t| t.access_token.len() >= 5900));
+    // (The test's own IMAP sessions log in with the password.)
+    assert!(
+        servers
+            .imap_login_methods(&mailbox)
+            .iter()
+            .any(|m| m == "XOAUTH2")
+    );
+    assert_eq!(servers.smtp_login_methods(&mailbox), ["XOAUTH2"]);
+}
+
+/// Only SMTP uses OAuth (IMAP keeps its password): a mixed setup is valid.
+#[tokio::test(flavor = "multi_thread")]
+async fn smtp_alone_can_use_oauth() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials);
+    let password_file = config.dir().join("imap.password");
+    std::fs::write(&password_file, servers.password()).unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = config.set_str("imap", "auth", "password").set_str(
+        "imap",
+        "password_file",
+        &password_file.display().to_string(),
+    );
+    let path = config.write();
+    let out = daemon::cli(&path, &["check"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+
+    request_to(servers, &mailbox, &consumer).await;
+    support::assert_ok(&daemon::run_once(&path), "run --once");
+    servers
+        .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    assert!(
+        !servers
+            .imap_login_methods(&mailbox)
+            .iter()
+            .any(|m| m == "XOAUTH2")
+    );
+    let smtp = servers.smtp_login_methods(&mailbox);
+    assert!(
+        !smtp.is_empty() && smtp.iter().all(|m| m == "XOAUTH2"),
+        "{smtp:?}"
+    );
 }

@@ -117,9 +117,9 @@ impl Imap {
             }
         };
 
-        let (mut session, renew_at) = match login {
+        let (mut session, token) = match login {
             Login::Password(password) => match client.login(&cfg.username, password).await {
-                Ok(session) => (session, None),
+                Ok(session) => (session, None::<(AccessToken, &TokenProvider)>),
                 Err((source, _)) => {
                     return Err(match source {
                         async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_) => {
@@ -137,7 +137,7 @@ impl Imap {
             Login::OAuth(provider) => {
                 let (session, token) =
                     authenticate(client, provider, &cfg.username, &host, port).await?;
-                (session, Some(token.renew_at()))
+                (session, Some((token, provider)))
             }
         };
         let caps = match session.capabilities().await {
@@ -146,6 +146,23 @@ impl Imap {
                 idle: caps.has_str("IDLE"),
                 uidplus: caps.has_str("UIDPLUS"),
             },
+            // Exchange accepts a token it cannot use and says so at the
+            // first command: `BAD User is authenticated but not connected.`
+            Err(source @ (async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)))
+                if token.is_some() =>
+            {
+                let advice = token
+                    .as_ref()
+                    .map(|(t, p)| p.refusal_advice(t, &cfg.username, "IMAP"))
+                    .unwrap_or_default();
+                return Err(ImapError::TokenRefused {
+                    host,
+                    port,
+                    mechanism: "(accepted, then CAPABILITY)",
+                    server: crate::logging::redact(&source.to_string()).into_owned(),
+                    advice,
+                });
+            }
             Err(source) => {
                 return Err(ImapError::Command {
                     host,
@@ -155,6 +172,7 @@ impl Imap {
                 });
             }
         };
+        let renew_at = token.as_ref().map(|(t, _)| t.renew_at());
         tracing::debug!(
             %host, port, security = security_label(cfg.security),
             r#move = caps.mv, idle = caps.idle, uidplus = caps.uidplus,
@@ -168,6 +186,7 @@ impl Imap {
             use_move: true,
             new_data_pending: false,
             renew_at,
+            sent_folder: None,
         })
     }
 }

@@ -34,6 +34,7 @@ pub fn token_error(
             _ => "this client may not use this flow; fix: allow the grant type for the app at the identity provider (Microsoft: \"Allow public client flows\" for auth login)".into(),
         },
         "invalid_scope" => "the scope is not valid for this client; fix: check oauth2.scopes (Microsoft: \"https://outlook.office365.com/.default\"; Google: \"https://mail.google.com/\")".into(),
+        "temporarily_unavailable" | "server_error" => "the identity provider has a problem of its own; the daemon retries with backoff, nothing to change here".into(),
         "access_denied" => "the request was denied; fix: grant admin consent for the app's permissions".into(),
         "" => "the token endpoint gave no reason".into(),
         other => format!("the identity provider refused with {other:?}; see its documentation"),
@@ -109,7 +110,13 @@ pub fn exchange_refusal(
             c.aud.join(" ")
         );
     }
-    if c.scp.is_none() && !c.roles.iter().any(|r| r == role) {
+    if let Some(scp) = &c.scp {
+        // Delegated (a user's consent): no service principal involved.
+        return format!(
+            "the user's token (scopes: {scp}) was refused; fix: the consenting user needs FullAccess to the mailbox (Add-MailboxPermission -Identity \"{mailbox}\" -User <user> -AccessRights FullAccess), and {protocol} must be enabled for it (Set-CASMailbox -Identity \"{mailbox}\" -ImapEnabled $true / -SmtpClientAuthenticationDisabled $false)"
+        );
+    }
+    if !c.roles.iter().any(|r| r == role) {
         return format!(
             "the token has no {role} role (roles: {}); fix: App registrations → API permissions → Add → APIs my organization uses → Office 365 Exchange Online → Application permissions → {role}, then grant admin consent",
             if c.roles.is_empty() {

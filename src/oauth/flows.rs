@@ -115,6 +115,7 @@ async fn refresh(inner: &Inner) -> Result<AccessToken, OAuthError> {
         .map_err(|e| map_error(s, &url, e))?;
     // A rotated refresh token is saved before the access token is used: the
     // old one may already be dead at the provider.
+    crate::faults::hit("oauth_after_refresh");
     if let Some(new) = response.refresh_token()
         && new.secret() != stored.secret()
     {

@@ -168,6 +168,9 @@ pub struct SmtpSender {
     /// Why the last connection attempt failed (and when); cleared by the
     /// next success.
     problem: std::sync::Mutex<Option<(String, Instant)>>,
+    /// Whether that failure was the lack of an OAuth token (logged by the
+    /// token provider already).
+    problem_is_token: std::sync::atomic::AtomicBool,
     max_per_connection: u32,
     hello: ClientId,
     open: Mutex<Option<Open>>,
@@ -240,6 +243,7 @@ impl SmtpSender {
             credentials,
             oauth: None,
             problem: std::sync::Mutex::new(None),
+            problem_is_token: std::sync::atomic::AtomicBool::new(false),
             max_per_connection: cfg.max_messages_per_connection.max(1),
             hello: ClientId::default(),
             open: Mutex::new(None),
@@ -299,6 +303,10 @@ impl SmtpSender {
                     return Err(SendError::Transient(problem));
                 }
                 let connected = self.connect().await;
+                self.problem_is_token.store(
+                    matches!(connected, Err(SmtpError::Token(_))),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 self.set_problem(connected.as_ref().err().map(ToString::to_string));
                 let conn = connected.map_err(|e| SendError::Transient(e.to_string()))?;
                 guard.insert(Open {
@@ -357,6 +365,12 @@ impl SmtpSender {
     /// worked: sending health, reported apart from receiving.
     pub fn last_problem(&self) -> Option<String> {
         self.problem_at().map(|(p, _)| p)
+    }
+
+    /// Whether [`SmtpSender::last_problem`] is the lack of an OAuth token.
+    pub fn last_problem_is_token(&self) -> bool {
+        self.problem_is_token
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn problem_at(&self) -> Option<(String, Instant)> {

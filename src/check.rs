@@ -169,6 +169,16 @@ async fn check_oauth(r: &mut Report, config: &Config) -> Option<OAuthCheck> {
             return Some(OAuthCheck::NoToken);
         }
     }
+    if let Some((at, soon)) = provider.certificate_expiry() {
+        let date = at.format("%Y-%m-%d");
+        if soon {
+            r.fail("oauth2 certificate", format!(
+                "oauth2.client_certificate_file expires on {date}, within {} days; fix: create a new certificate, upload it to the app registration (Certificates & secrets) and point client_certificate_file and client_key_file at it",
+                crate::oauth::CREDENTIAL_WARNING_DAYS));
+        } else {
+            r.ok("oauth2 certificate", format!("valid until {date}"));
+        }
+    }
     match provider.token().await {
         Ok(token) => {
             let expiry = match token.expires {

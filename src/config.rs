@@ -116,13 +116,6 @@ pub struct SmtpConfig {
     pub sent_copy: SentCopy,
 }
 
-impl SmtpConfig {
-    /// Whether the daemon logs in at all (a loopback relay may need no AUTH).
-    pub fn authenticates(&self) -> bool {
-        self.username.is_some() || self.auth == AuthMethod::Oauth2
-    }
-}
-
 /// The identity provider (`oauth2.provider`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

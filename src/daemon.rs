@@ -357,6 +357,9 @@ pub async fn run(
     sender: SmtpSender,
     shutdown: CancellationToken,
 ) -> Result<(), CycleError> {
+    if let Some((at, true)) = room.oauth.as_ref().and_then(|p| p.certificate_expiry()) {
+        warn!(expires = %at.format("%Y-%m-%d"), "The OAuth client certificate expires within 30 days; upload a new one to the app registration (see `privacy-mailroom check`).");
+    }
     let sender_task = tokio::spawn(sender_loop(room.clone(), sender, shutdown.clone()));
     let watchdog = systemd::Watchdog::from_env();
     let mut failures: u32 = 0;
@@ -466,13 +469,7 @@ async fn mailbox_session(
             *ready = true;
         }
         room.health.set_receiving(None);
-        systemd::status(&format!(
-            "{}; {}",
-            crate::scheduler::status_line(room)
-                .await
-                .unwrap_or_default(),
-            room.health.summary()
-        ));
+        publish_status(room).await;
         watchdog.ping();
         if shutdown.is_cancelled() {
             logout(imap).await;
@@ -514,6 +511,18 @@ async fn mailbox_session(
     }
 }
 
+/// The systemd STATUS line: the case counts, then receiving and sending
+/// health apart.
+async fn publish_status(room: &Mailroom) {
+    systemd::status(&format!(
+        "{}; {}",
+        crate::scheduler::status_line(room)
+            .await
+            .unwrap_or_default(),
+        room.health.summary()
+    ));
+}
+
 /// Delivers the outbox whenever intake or a command queued mail, and retries on
 /// schedule; copies sent mail to the Sent folder over its own IMAP connection.
 async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationToken) {
@@ -532,7 +541,12 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
                 None => info!("Sending works again."),
             }
         }
+        let changed = problem.is_some() != room.health.sending().is_some();
         room.health.set_sending(problem);
+        if changed {
+            // At once, not at the mailbox loop's next turn (up to a minute).
+            publish_status(&room).await;
+        }
         match round {
             Ok(d) if d.sent > 0 => {
                 info!(

@@ -158,6 +158,10 @@ struct State {
     reauth_stamp: Option<Option<SystemTime>>,
 }
 
+/// `check` and the daemon warn this many days before the client certificate
+/// expires.
+pub const CREDENTIAL_WARNING_DAYS: i64 = 30;
+
 /// Requests to the token endpoint may not take longer.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -298,6 +302,18 @@ impl TokenProvider {
             ..State::default()
         };
         Ok(token)
+    }
+
+    /// The client certificate's expiry, when one is configured and readable:
+    /// `(expiry, within the 30-day warning window)`.
+    pub fn certificate_expiry(&self) -> Option<(DateTime<Utc>, bool)> {
+        let path = self.inner.settings.client_certificate_file.as_ref()?;
+        let pem = std::fs::read(path).ok()?;
+        let at = jwt::certificate_not_after(&pem)?;
+        Some((
+            at,
+            at - Utc::now() < chrono::Duration::days(CREDENTIAL_WARNING_DAYS),
+        ))
     }
 
     /// The fix for a token the mail server refused, by provider (Microsoft:

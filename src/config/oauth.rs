@@ -77,13 +77,6 @@ impl OAuthConfig {
         }
     }
 
-    /// Whether a client secret is configured in one of its three forms.
-    pub fn has_client_secret(&self) -> bool {
-        self.client_secret.is_some()
-            || self.client_secret_file.is_some()
-            || self.client_secret_env.is_some()
-    }
-
     /// Reads the client secret (file contents without the trailing newline).
     pub fn resolve_client_secret(&self) -> Result<Option<String>, ConfigError> {
         let secret = super::Secret {

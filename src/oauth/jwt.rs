@@ -94,6 +94,62 @@ pub fn thumbprints(pem: &[u8], what: &str) -> Result<(String, String), JwtError>
     ))
 }
 
+/// When the first certificate in `pem` expires (X.509 `notAfter`), so that
+/// `check` and the daemon can warn before Microsoft starts refusing it.
+pub fn certificate_not_after(pem: &[u8]) -> Option<DateTime<Utc>> {
+    let cert = CertificateDer::from_pem_slice(pem).ok()?;
+    let (_, certificate, _) = der_tlv(cert.as_ref())?;
+    let (_, mut tbs, _) = der_tlv(certificate)?;
+    // [0] version (optional), serialNumber, signature, issuer, validity.
+    let mut fields = Vec::new();
+    while !tbs.is_empty() && fields.len() < 5 {
+        let (tag, value, rest) = der_tlv(tbs)?;
+        fields.push((tag, value));
+        tbs = rest;
+    }
+    let skip = usize::from(fields.first()?.0 == 0xa0);
+    let (tag, validity) = *fields.get(skip + 3)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (_, _, rest) = der_tlv(validity)?;
+    let (tag, not_after, _) = der_tlv(rest)?;
+    let text = std::str::from_utf8(not_after).ok()?;
+    let full = match tag {
+        // UTCTime: YYMMDDHHMMSSZ, years 1950-2049 (RFC 5280 §4.1.2.5.1).
+        0x17 => {
+            let yy: u32 = text.get(0..2)?.parse().ok()?;
+            format!("{}{text}", if yy >= 50 { "19" } else { "20" })
+        }
+        0x18 => text.to_string(),
+        _ => return None,
+    };
+    chrono::NaiveDateTime::parse_from_str(full.trim_end_matches('Z'), "%Y%m%d%H%M%S")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// One DER element: (tag, contents, what follows).
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *input.first()?;
+    let first = *input.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for b in input.get(2..2 + n)? {
+            len = (len << 8) | usize::from(*b);
+        }
+        (len, 2 + n)
+    };
+    let value = input.get(header..header.checked_add(len)?)?;
+    Some((tag, value, &input[header + len..]))
+}
+
 /// Google's service account key file (the fields used here).
 #[derive(Deserialize)]
 pub struct ServiceAccount {
@@ -264,6 +320,23 @@ mod tests {
         .to_string();
         assert!(err.contains("/etc/k.pem") && !err.contains("AAAA"), "{err}");
         assert!(thumbprints(b"nothing", "c.pem").is_err());
+    }
+
+    #[test]
+    fn certificate_expiry_is_read() {
+        let mut params = rcgen::CertificateParams::new(vec!["privacy-mailroom".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let at = certificate_not_after(cert.pem().as_bytes()).unwrap();
+        assert_eq!(at.format("%Y-%m-%d").to_string(), "2031-05-17");
+        params.not_after = rcgen::date_time_ymd(2052, 1, 2);
+        let cert = params.self_signed(&key).unwrap();
+        let at = certificate_not_after(cert.pem().as_bytes()).unwrap();
+        assert_eq!(at.format("%Y-%m-%d").to_string(), "2052-01-02");
+        assert!(certificate_not_after(b"not a certificate").is_none());
+        assert!(der_tlv(&[0x30, 0x85, 1, 2, 3, 4, 5]).is_none());
+        assert!(der_tlv(&[0x30, 0x05, 1]).is_none());
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod tls;
 pub use cases::{assert_ok, case_json, cases_json, reset_schedule, shift_case_times};
 pub use idp::{IdentityProvider, Rotation};
 pub use imap::{ImapSession, ImapStream};
-pub use servers::{MailServers, OAUTH_ISSUER, PASSWORD};
+pub use servers::{MX_AUTHSERV_ID, MailServers, OAUTH_ISSUER, PASSWORD};
 pub use tls::{client_config_without_ca, install_crypto_provider};
 
 /// Polls `condition` every 100 ms until it holds; panics with `what` (and

@@ -31,12 +31,11 @@ use sqlx::SqliteConnection;
 use tracing::{debug, info};
 
 use crate::cases::Case;
-use crate::casework::CaseworkError;
 use crate::classify;
 use crate::mailroom::Mailroom;
 use crate::message::attachment::sanitize_filename_nth;
-use crate::message::{Attachment, Inbound, sniff_type};
-use crate::store::{self, NewMessage, StoreError};
+use crate::message::{Attachment, sniff_type};
+use crate::store::{self, StoreError};
 
 /// Errors of the attachment store. Messages name the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -273,22 +272,7 @@ impl FromStr for Status {
     }
 }
 
-/// One row of the register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct Document {
-    pub id: i64,
-    pub case_id: Option<String>,
-    pub message_row: Option<i64>,
-    pub filename: String,
-    pub declared_type: String,
-    pub sniffed_type: String,
-    pub size: i64,
-    pub sha256: String,
-    pub received_at: DateTime<Utc>,
-    pub status: String,
-    pub reviewer: Option<String>,
-    pub reviewed_at: Option<DateTime<Utc>>,
-}
+pub use crate::store::attachments::Document;
 
 /// What [`record`] did with a message's attachments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -345,7 +329,7 @@ pub async fn record(
     message_row: i64,
     attachments: &[Attachment],
     now: DateTime<Utc>,
-) -> Result<Recorded, CaseworkError> {
+) -> Result<Recorded> {
     if !case.is_agent() || attachments.is_empty() {
         return Ok(Recorded::default());
     }
@@ -357,20 +341,19 @@ pub async fn record(
         // what the team's tools read (idempotent on a clean name).
         let filename = sanitize_filename_nth(Some(&a.filename), &a.declared_type, n + 1);
         let sniffed = sniff_type(&a.bytes);
-        sqlx::query(
-            "INSERT INTO attachments (case_id, message_row, filename, declared_type, sniffed_type,
-                size, sha256, received_at, status)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending_review')",
+        store::attachments::insert(
+            conn,
+            &store::attachments::NewDocument {
+                case_id: &case.id,
+                message_row,
+                filename: &filename,
+                declared_type: &a.declared_type,
+                sniffed_type: sniffed,
+                size: stored.size as i64,
+                sha256: &stored.sha256,
+                received_at: now,
+            },
         )
-        .bind(&case.id)
-        .bind(message_row)
-        .bind(&filename)
-        .bind(&a.declared_type)
-        .bind(sniffed)
-        .bind(stored.size as i64)
-        .bind(&stored.sha256)
-        .bind(now)
-        .execute(&mut *conn)
         .await?;
         let mismatch = if type_family(&a.declared_type) != type_family(sniffed) {
             format!(
@@ -419,14 +402,7 @@ fn type_family(t: &str) -> String {
 
 /// The case's documents, oldest first.
 pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<Document>> {
-    Ok(sqlx::query_as(
-        "SELECT id, case_id, message_row, filename, declared_type, sniffed_type, size, sha256,
-                received_at, status, reviewer, reviewed_at
-         FROM attachments WHERE case_id = ? ORDER BY id",
-    )
-    .bind(case_id)
-    .fetch_all(conn)
-    .await?)
+    Ok(store::attachments::for_case(conn, case_id).await?)
 }
 
 /// The register row of a document by full SHA-256 or a unique prefix of at
@@ -436,26 +412,13 @@ pub async fn find(conn: &mut SqliteConnection, sha256: &str) -> Result<Document>
     if hex.len() < 8 {
         return Err(AttachmentError::InvalidHash(sha256.to_string()));
     }
-    let shas: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT sha256 FROM attachments WHERE substr(sha256, 1, ?) = ? LIMIT 2",
-    )
-    .bind(hex.len() as i64)
-    .bind(&hex)
-    .fetch_all(&mut *conn)
-    .await?;
+    let shas = store::attachments::hashes_with_prefix(conn, &hex).await?;
     let sha = match shas.as_slice() {
         [] => return Err(AttachmentError::NotFound(hex)),
         [one] => one.clone(),
         _ => return Err(AttachmentError::Ambiguous(hex)),
     };
-    Ok(sqlx::query_as(
-        "SELECT id, case_id, message_row, filename, declared_type, sniffed_type, size, sha256,
-                received_at, status, reviewer, reviewed_at
-         FROM attachments WHERE sha256 = ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(&sha)
-    .fetch_one(conn)
-    .await?)
+    Ok(store::attachments::newest(conn, &sha).await?)
 }
 
 /// Sets every `pending_review` document of the case to `status`, with the
@@ -467,17 +430,7 @@ pub async fn review_pending(
     reviewer: &str,
     now: DateTime<Utc>,
 ) -> Result<u64> {
-    let done = sqlx::query(
-        "UPDATE attachments SET status = ?, reviewer = ?, reviewed_at = ?
-         WHERE case_id = ? AND status = 'pending_review'",
-    )
-    .bind(status.as_str())
-    .bind(reviewer)
-    .bind(now)
-    .bind(case_id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    Ok(store::attachments::review_pending(conn, case_id, status.as_str(), reviewer, now).await?)
 }
 
 /// Called by casework after a team command was applied: `#declaration
@@ -489,7 +442,7 @@ pub async fn after_command(
     command: &str,
     reviewer: &str,
     now: DateTime<Utc>,
-) -> Result<(), CaseworkError> {
+) -> Result<()> {
     let status = match command {
         "declaration_accept" => Status::Accepted,
         "declaration_reject" => Status::Rejected,
@@ -524,93 +477,6 @@ pub fn header_block(raw: &[u8]) -> &[u8] {
         .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
         .unwrap_or(raw.len());
     &raw[..end]
-}
-
-/// A message refused by size (SPEC §7): over `imap.max_message_bytes`
-/// (fetched as headers only) or with an attachment over
-/// `agents.max_attachment_bytes`.
-#[derive(Debug)]
-pub struct Oversize<'a> {
-    pub uid_validity: u32,
-    pub uid: u32,
-    /// The fetched bytes; only the header block is kept.
-    pub raw: &'a [u8],
-    /// Size of the whole message.
-    pub size: u64,
-    /// SHA-256 of the fetched bytes (de-duplication).
-    pub sha256: &'a str,
-    pub inbound: &'a Inbound,
-    /// The case it belongs to (intake decides, as for any reply).
-    pub case: Option<Case>,
-    /// Why, for the team: "an attachment of 30 MB is over …".
-    pub why: String,
-}
-
-/// Records a message refused by size from its headers (no attachment is
-/// stored), to be moved to review; puts an event on the case it threads to
-/// (our Message-ID referenced, or the tag from a party of the case) and tells
-/// the team. Returns the message row.
-pub async fn refuse_oversize(
-    conn: &mut SqliteConnection,
-    room: &Mailroom,
-    o: &Oversize<'_>,
-    now: DateTime<Utc>,
-) -> Result<i64, CaseworkError> {
-    let inbound = o.inbound;
-    let case = o.case.as_ref();
-    let case_id = case.map(|c| c.id.as_str());
-    let review = room.config.imap.review_mailbox.as_str();
-    let headers = header_block(o.raw);
-    let row = store::messages::insert(
-        conn,
-        &NewMessage {
-            case_id,
-            direction: "in",
-            message_id: inbound.message_id.as_deref(),
-            subject: &inbound.subject,
-            from_addr: inbound.from.as_ref().map(|a| a.addr.as_str()),
-            at: now,
-            template: None,
-            sha256: o.sha256,
-            size: o.size as i64,
-            raw: Some(headers),
-            body_text: None,
-            disposition: "review",
-            uid_validity: Some(o.uid_validity),
-            uid: Some(o.uid),
-            target_mailbox: Some(review),
-        },
-    )
-    .await?;
-    store::events::append(
-        conn,
-        case_id,
-        now,
-        "daemon",
-        "oversize",
-        &format!(
-            "message row {row}: {}; recorded from its headers and moved to review",
-            o.why
-        ),
-    )
-    .await?;
-    info!(
-        uid = o.uid,
-        size = o.size,
-        case = case_id.unwrap_or("-"),
-        "Message refused by size; sent to review."
-    );
-    // A new request refused by size can still be opened by the team.
-    let suggestion = match case {
-        Some(_) => None,
-        None => classify::match_subject(&room.config.rules, &inbound.subject),
-    };
-    let why = match case_id {
-        Some(id) => format!("{} (it belongs to case {id})", o.why),
-        None => o.why.clone(),
-    };
-    crate::team::notify_review(conn, room, row, inbound, &why, suggestion, now).await?;
-    Ok(row)
 }
 
 /// A size in words for the team ("30.0 MB").

@@ -5,14 +5,18 @@
 //! Every path that changes a case goes through here — intake, the team's
 //! commands by mail, `cases act` and the scheduler — so they cannot drift apart.
 
+pub mod burst;
+
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use tracing::{debug, info};
 
-use crate::cases::engine::{Actor, Audience, Notice};
-use crate::cases::{Case, Command, Effect, Input, Refusal, Transition};
+use crate::cases::engine::{Actor, Audience, NewRequest, Notice};
+use crate::cases::{Case, Command, Effect, Input, Kind, Refusal, Transition};
+use crate::classify;
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
+use crate::message::Inbound;
 use crate::outbox::compose::{AutoSubmitted, Outgoing, compose};
 use crate::store::{self, NewMessage, NewOutbox, StoreError};
 use crate::templates::{CaseContext, Rendered, TemplateContext, commands_for};
@@ -157,7 +161,7 @@ pub async fn act(
 ) -> Result<Transition> {
     let mut tx = room.store.begin().await?;
     let result = apply_input(&mut tx, room, case_id, Input::Team { actor, command }, now).await;
-    crate::team::burst::flush(&mut tx, room, now).await?;
+    burst::flush(&mut tx, room, now).await?;
     tx.commit().await?;
     room.outbox_wake.notify_one();
     result
@@ -246,10 +250,7 @@ pub async fn send_to_consumer(
         .await?;
         if template == crate::cases::engine::template::ACKNOWLEDGEMENT {
             // The record must not claim an acknowledgement that never went out.
-            sqlx::query("UPDATE cases SET acknowledged_at = NULL WHERE id = ?")
-                .bind(&case.id)
-                .execute(&mut *conn)
-                .await?;
+            store::cases::clear_acknowledged(conn, &case.id).await?;
         }
         return Ok(());
     }
@@ -333,7 +334,7 @@ async fn held_back(
 }
 
 /// Tells the team. New-case notices wait for the end of the batch, where a
-/// burst collapses them into one summary (see [`crate::team::burst`]).
+/// burst collapses them into one summary (see [`burst`]).
 pub async fn notify_team(
     conn: &mut SqliteConnection,
     room: &Mailroom,
@@ -346,7 +347,7 @@ pub async fn notify_team(
         return Ok(());
     }
     if notice == Notice::NewCase {
-        return crate::team::burst::queue(conn, &case.id, now).await;
+        return burst::queue(conn, &case.id, now).await;
     }
     send_notice(conn, room, case, notice, now).await
 }
@@ -610,4 +611,74 @@ fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
             "A message to the requester could not be delivered. Check the address on the case and contact the requester another way if needed.".into(),
         ),
     }
+}
+
+/// Opens a case for a request whose message row (`message_row`) is already
+/// written, and links the row to it. Intake and the team's `#open` share it.
+#[allow(clippy::too_many_arguments)]
+pub async fn open_request(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    inbound: &Inbound,
+    kind: Kind,
+    sender: &str,
+    received_at: DateTime<Utc>,
+    message_row: i64,
+    now: DateTime<Utc>,
+) -> Result<String, CaseworkError> {
+    let names: Vec<&str> = inbound
+        .attachments
+        .iter()
+        .map(|a| a.filename.as_str())
+        .collect();
+    let agent = classify::detect_agent(
+        sender,
+        inbound.head(),
+        &names,
+        &room.config.agents.known_domains,
+    );
+    let year = store::cases::id_year(received_at, room.policy.timezone);
+    let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
+    let id = crate::ids::format_case_id(&room.config.policy.case_prefix, year, seq);
+    let declarations = crate::attachments::declaration_count(agent.is_agent, &inbound.attachments);
+    let req = NewRequest {
+        kind,
+        requester: sender.to_string(),
+        agent: agent.is_agent.then(|| sender.to_string()),
+        consumer: if agent.is_agent {
+            agent.consumer_email.clone()
+        } else {
+            Some(sender.to_string())
+        },
+        consumer_name: if agent.is_agent {
+            agent.consumer_name.clone()
+        } else {
+            inbound.from.as_ref().and_then(|a| a.name.clone())
+        },
+        received_at,
+        declarations,
+    };
+    let t = crate::cases::open(
+        id.clone(),
+        crate::ids::verification_code(),
+        req,
+        &room.policy,
+        now,
+    );
+    commit_new(
+        conn,
+        room,
+        &t,
+        &NewThread {
+            subject: &inbound.subject,
+            root: inbound.message_id.as_deref(),
+            manner: if agent.is_agent { "agent" } else { "email" },
+        },
+        now,
+    )
+    .await?;
+    store::messages::set_case(conn, message_row, &id).await?;
+    crate::attachments::record(conn, room, &t.case, message_row, &inbound.attachments, now).await?;
+    info!(case = %id, kind = %kind, agent = agent.is_agent, "Opened case.");
+    Ok(id)
 }

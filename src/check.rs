@@ -22,8 +22,8 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::cli::Failure;
 use crate::config::{Config, Security};
+use crate::errors::Failure;
 
 /// A certificate expiring within this many days fails the check.
 pub const EXPIRY_WARNING_DAYS: u64 = 14;
@@ -37,6 +37,9 @@ pub struct CheckLine {
     pub name: String,
     pub ok: bool,
     pub detail: String,
+    /// Works, but an admin should know (ok stays true: exit 0).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 /// The collected lines.
@@ -54,11 +57,19 @@ impl Report {
         self.push(name, false, detail.into());
     }
 
+    fn warn(&mut self, name: &str, detail: impl Into<String>) {
+        self.push(name, true, detail.into());
+        if let Some(last) = self.lines.last_mut() {
+            last.warning = true;
+        }
+    }
+
     fn push(&mut self, name: &str, ok: bool, detail: String) {
         self.lines.push(CheckLine {
             name: name.to_string(),
             ok,
             detail,
+            warning: false,
         });
     }
 
@@ -76,7 +87,11 @@ pub async fn run(config: &Config, config_path: &Path, json: bool) -> Result<Exit
         for l in &report.lines {
             println!(
                 "{} {:<18} {}",
-                if l.ok { "ok  " } else { "FAIL" },
+                match (l.ok, l.warning) {
+                    (true, false) => "ok  ",
+                    (true, true) => "WARN",
+                    (false, _) => "FAIL",
+                },
                 l.name,
                 l.detail
             );
@@ -99,6 +114,8 @@ pub async fn collect(config: &Config, config_path: &Path) -> Report {
     r.ok("config", format!("{} is valid", config_path.display()));
     check_files(&mut r, config, config_path);
     check_database(&mut r, config).await;
+    check_commands(&mut r, config);
+    check_team_mail(&mut r, config).await;
     check_templates(&mut r, config);
     let oauth = check_oauth(&mut r, config).await;
     // Without a token an OAuth login fails with the same error again: those
@@ -122,7 +139,7 @@ enum OAuthCheck {
 /// and scopes, or the refusal with its fix). TLS to the endpoint is verified
 /// by the token request itself.
 async fn check_oauth(r: &mut Report, config: &Config) -> Option<OAuthCheck> {
-    let provider = match crate::oauth::TokenProvider::from_config(config) {
+    let provider = match config.token_provider() {
         Ok(Some(p)) => p,
         Ok(None) => return None,
         Err(e) => {
@@ -283,6 +300,11 @@ fn check_files(r: &mut Report, config: &Config, config_path: &Path) {
                     r.fail(&name, format!(
                         "{} cannot be read by this user; run check as the service user, or while the service runs for /run/credentials paths",
                         path.display()));
+                } else if key == "storage.key_file"
+                    && let Ok(bytes) = std::fs::read(path)
+                    && let Err(e) = crate::config::check_key_file(path, &bytes)
+                {
+                    r.fail(&name, e.to_string());
                 } else {
                     r.ok(&name, format!("{} mode {mode:04o}", path.display()));
                 }
@@ -349,7 +371,7 @@ async fn check_database(r: &mut Report, config: &Config) {
             );
         }
     }
-    match migration_status(path).await {
+    match crate::store::migration_status(path).await {
         Ok((_, _, unknown)) if unknown > 0 => r.fail("database", format!(
             "{}: {unknown} migrations applied that this binary does not know (a newer version ran here); install that version or newer", path.display())),
         Ok((applied, 0, _)) => r.ok("database", format!("{}: schema up to date ({applied} migrations)", path.display())),
@@ -359,38 +381,85 @@ async fn check_database(r: &mut Report, config: &Config) {
     }
 }
 
-/// (applied and known, pending, applied but unknown to this binary).
-async fn migration_status(path: &Path) -> Result<(usize, usize, usize), sqlx::Error> {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .connect()
-        .await?;
-    let has_table: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-    )
-    .fetch_one(&mut conn)
-    .await?;
-    let applied: Vec<i64> = if has_table > 0 {
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
-            .fetch_all(&mut conn)
-            .await?
+/// What protects mailed commands in this configuration (docs/privacy-team.md).
+fn check_commands(r: &mut Report, config: &Config) {
+    let team = &config.team;
+    if team.members.is_empty() {
+        r.ok("team commands", "no team.members: mailed commands are off");
+    } else if team.require_dkim {
+        r.ok(
+            "team commands",
+            format!(
+                "need our MX's authentication (aligned dkim=pass or auth=pass in the topmost Authentication-Results of {})",
+                team.trusted_authserv_ids.join(", ")
+            ),
+        );
     } else {
-        Vec::new()
-    };
-    let known: Vec<i64> = MIGRATOR
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-        .map(|m| m.version)
-        .collect();
-    let applied_known = applied.iter().filter(|v| known.contains(v)).count();
-    let unknown = applied.len() - applied_known;
-    let pending = known.iter().filter(|v| !applied.contains(v)).count();
-    Ok((applied_known, pending, unknown))
+        r.warn(
+            "team commands",
+            "run without authentication (team.require_dkim = false): anyone who writes a member's address in From and quotes a notice's Message-ID can close, verify or complete a case; fix: set team.require_dkim = true and team.trusted_authserv_ids to your MX's authserv-id (docs/privacy-team.md)",
+        );
+    }
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// Team mail a server refused for good in the last days: failing while the
+/// address is still configured, a warning once it is gone from the lists.
+async fn check_team_mail(r: &mut Report, config: &Config) {
+    let path = &config.storage.database;
+    if !path.exists() {
+        return;
+    }
+    let since =
+        chrono::Utc::now() - chrono::Duration::days(crate::store::outbox::FAILED_TEAM_MAIL_DAYS);
+    let failed = async {
+        let mut conn = crate::store::read_only(path).await?;
+        crate::store::outbox::failed_team_mail(&mut conn, since, 100).await
+    }
+    .await;
+    let failed = match failed {
+        Ok(f) => f,
+        // An older schema (migrations pending) has no record of it yet.
+        Err(_) => return,
+    };
+    if failed.is_empty() {
+        r.ok(
+            "team mail",
+            format!(
+                "no team mail refused in the last {} days",
+                crate::store::outbox::FAILED_TEAM_MAIL_DAYS
+            ),
+        );
+        return;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &failed {
+        if !seen.insert(f.recipient.clone()) {
+            continue;
+        }
+        let count = failed.iter().filter(|g| g.recipient == f.recipient).count();
+        let error = f.error.as_deref().unwrap_or("refused");
+        let configured = config
+            .team
+            .notify
+            .iter()
+            .chain(config.team.members.iter())
+            .filter_map(|a| crate::address::parse_mailbox(a).map(|m| m.addr))
+            .any(|a| a.eq_ignore_ascii_case(&f.recipient));
+        let detail = format!(
+            "{count} team mail(s) to {} refused for good, last {} ({error})",
+            f.recipient,
+            f.at.format("%Y-%m-%d %H:%M UTC")
+        );
+        if configured {
+            r.fail(
+                "team mail",
+                format!("{detail}; the others got them; fix: correct or remove the address in team.notify (then SIGHUP)"),
+            );
+        } else {
+            r.warn("team mail", format!("{detail}; no longer configured"));
+        }
+    }
+}
 
 fn check_templates(r: &mut Report, config: &Config) {
     match crate::templates::Templates::load(&config.templates.dir) {

@@ -1,15 +1,20 @@
-//! The command line (SPEC §9). Parsing lives here; each command group has a
-//! file of its own under `cli/`.
+//! The command line (SPEC §9): parsing (clap) and dispatch. `run`, `check`,
+//! `migrate`, `purge` and `templates` call their modules directly; the
+//! command groups with output of their own have a file under `cli/`
+//! (`cases`, `attachments`, `report`). Every command ends in a
+//! [`Failure`] (shared from `errors`), which `main` maps to the exit code.
 
 pub mod attachments;
 pub mod auth;
 pub mod cases;
+pub mod report;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cases::{Kind, State};
+pub use crate::errors::Failure;
 
 /// Runs a company's privacy mailbox: CCPA requests by e-mail, cases, clocks and records.
 #[derive(Debug, Parser)]
@@ -250,38 +255,6 @@ impl Action {
     }
 }
 
-/// A failed command: what went wrong and which exit code it maps to.
-#[derive(Debug)]
-pub enum Failure {
-    /// Bad usage or configuration: exit 2.
-    Usage(anyhow::Error),
-    /// A runtime failure: exit 1.
-    Runtime(anyhow::Error),
-}
-
-impl Failure {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Usage(_) => 2,
-            Failure::Runtime(_) => 1,
-        }
-    }
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Usage(e) | Failure::Runtime(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure::Runtime(e.into())
-    }
-}
-
 /// Loads the config named on the command line; a problem is a usage error.
 pub fn load_config(cli: &Cli) -> Result<crate::config::Config, Failure> {
     let path = crate::config::resolve_path(cli.config.as_deref());
@@ -318,6 +291,18 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
     crate::logging::init(format, config.logging.log_personal_data);
     match cli.command {
         Command::Run { once } => {
+            // One daemon per database: a second `run` (or `run --once` next
+            // to the service) would send every pending mail twice.
+            if let Some(dir) = config
+                .storage
+                .database
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                crate::store::create_private_dir(dir)?;
+            }
+            let _lease = crate::lease::Lease::acquire(&config.storage.database)
+                .map_err(|e| Failure::Usage(e.into()))?;
             let room = open_mailroom(config)
                 .await?
                 .with_config_path(crate::config::resolve_path(cli.config.as_deref()));
@@ -367,7 +352,7 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
                 .map_err(|e| Failure::Usage(e.into()))?;
             templates_cmd(&config, &templates, cmd).await
         }
-        Command::Report(cmd) => crate::report::cli(&config, cmd).await,
+        Command::Report(cmd) => report::run(&config, cmd).await,
         Command::Purge { dry_run } => crate::purge::cli(&config, dry_run).await,
         Command::Attachments(cmd) => attachments::run(&config, cmd).await,
         Command::Auth(cmd) => auth::run(&config, cmd).await,

@@ -116,68 +116,7 @@ pub struct SmtpConfig {
     pub sent_copy: SentCopy,
 }
 
-/// The identity provider (`oauth2.provider`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OAuthProvider {
-    Microsoft,
-    Google,
-    Generic,
-}
-
-/// How the daemon obtains tokens (`oauth2.flow`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OAuthFlow {
-    /// App-only: a client secret or certificate (Microsoft, generic).
-    ClientCredentials,
-    /// Google: a service account with domain-wide delegation.
-    ServiceAccount,
-    /// A user's consent, obtained once with `auth login` (device code).
-    RefreshToken,
-}
-
-/// The SASL mechanism that carries the token (`oauth2.mechanism`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SaslMechanism {
-    /// Google's and Microsoft's mechanism; what every provider accepts.
-    #[default]
-    Xoauth2,
-    /// RFC 7628.
-    Oauthbearer,
-}
-
-/// `[oauth2]`: where tokens for `auth = "oauth2"` come from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OAuthConfig {
-    pub provider: OAuthProvider,
-    pub flow: OAuthFlow,
-    /// Microsoft: the tenant's domain or ID; the token URL is derived from it.
-    pub tenant: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_secret_file: Option<PathBuf>,
-    pub client_secret_env: Option<String>,
-    /// Microsoft app-only with a certificate instead of a secret (PEM files).
-    pub client_certificate_file: Option<PathBuf>,
-    pub client_key_file: Option<PathBuf>,
-    /// Google: the service account's JSON key.
-    pub service_account_file: Option<PathBuf>,
-    /// `flow = "refresh_token"`: where the refresh token is kept (default:
-    /// `oauth2-refresh-token` beside the database).
-    pub refresh_token_file: Option<PathBuf>,
-    /// Generic providers only.
-    pub token_url: Option<String>,
-    /// Generic providers only, for `auth login` (RFC 8628). An addition to SPEC §9.
-    pub device_authorization_url: Option<String>,
-    /// Defaults per provider.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    pub mechanism: SaslMechanism,
-}
+pub use crate::oauth::settings::{OAuthConfig, OAuthFlow, OAuthProvider, SaslMechanism};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -316,6 +255,10 @@ pub struct Config {
     /// Ordered subject rules; the SPEC §3 defaults when absent.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// `[policy]` as typed values (time zone, holiday dates), parsed once by
+    /// [`Config::parse`]; see [`Config::policy`].
+    #[serde(skip)]
+    deadlines: Option<crate::cases::Policy>,
 }
 
 impl Default for TeamConfig {
@@ -472,6 +415,31 @@ pub enum ConfigError {
     },
 }
 
+/// The shortest Message-ID key accepted: 256 bits, the HMAC-SHA256 output.
+/// A shorter key makes the notices' Message-IDs, and so mailed commands,
+/// guessable.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Refuses a `storage.key_file` whose content is too short to be a key.
+pub fn check_key_file(path: &Path, key: &[u8]) -> Result<(), ConfigError> {
+    if key.len() >= MIN_KEY_BYTES {
+        return Ok(());
+    }
+    Err(invalid(
+        "storage.key_file",
+        format!(
+            "{} holds {} bytes, fewer than the {MIN_KEY_BYTES} a Message-ID key needs",
+            path.display(),
+            key.len()
+        ),
+        format!(
+            "write a random key: head -c {MIN_KEY_BYTES} /dev/urandom > {} && chmod 600 {} (or remove storage.key_file to keep the key in the database)",
+            path.display(),
+            path.display()
+        ),
+    ))
+}
+
 fn invalid(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -520,6 +488,7 @@ impl Config {
             config.rules = crate::classify::default_rules();
         }
         config.validate()?;
+        config.deadlines = Some(config.build_policy()?);
         // Members are compared as bare, lower-cased addresses: "Alice
         // <Alice@Example.com>" in the file must still let Alice act.
         config.team.members = config
@@ -607,6 +576,19 @@ impl Config {
                 }
             }
         }
+        if self.team.require_dkim
+            && self
+                .team
+                .trusted_authserv_ids
+                .iter()
+                .all(|id| id.trim().is_empty())
+        {
+            return Err(invalid(
+                "team.trusted_authserv_ids",
+                "is empty while team.require_dkim = true, so every mailed command would be refused",
+                "list the authserv-id your MX writes in Authentication-Results, e.g. [\"mx.example.com\"], or set team.require_dkim = false",
+            ));
+        }
         self.digest_time()?;
         self.timezone()?;
         self.holidays()?;
@@ -693,17 +675,25 @@ impl Config {
         })
     }
 
-    /// The deadline rules of `[policy]` (validated at load).
-    pub fn policy(&self) -> crate::cases::Policy {
-        crate::cases::Policy {
-            timezone: self.timezone().unwrap_or(chrono_tz::America::Los_Angeles),
-            holidays: self.holidays().unwrap_or_default(),
+    /// The deadline rules of `[policy]`, parsed at load. A bad time zone or
+    /// holiday is the config-key error, never a silent default zone.
+    pub fn policy(&self) -> Result<crate::cases::Policy, ConfigError> {
+        match &self.deadlines {
+            Some(policy) => Ok(policy.clone()),
+            None => self.build_policy(),
+        }
+    }
+
+    fn build_policy(&self) -> Result<crate::cases::Policy, ConfigError> {
+        Ok(crate::cases::Policy {
+            timezone: self.timezone()?,
+            holidays: self.holidays()?,
             acknowledge_business_days: self.policy.acknowledge_business_days,
             respond_days: self.policy.respond_days,
             extension_days: self.policy.extension_days,
             reminder_after_days: self.policy.reminder_after_days,
             retention_months: self.policy.retention_months,
-        }
+        })
     }
 
     /// The mailbox's own address (from `smtp.from`), lower-cased.
@@ -822,6 +812,58 @@ from = "Privacy Team <privacy@example.com>"
 name = "Example Inc."
 [logging]
 "#;
+
+    #[test]
+    fn require_dkim_needs_trusted_authserv_ids() {
+        let on = MINIMAL.replace("[team]", "[team]\nrequire_dkim = true");
+        let err = Config::parse(&on).unwrap_err().to_string();
+        assert!(err.contains("team.trusted_authserv_ids"), "{err}");
+        assert!(err.contains("fix:"), "{err}");
+        let blank = MINIMAL.replace(
+            "[team]",
+            "[team]\nrequire_dkim = true\ntrusted_authserv_ids = [\" \"]",
+        );
+        assert!(Config::parse(&blank).is_err());
+        let named = MINIMAL.replace(
+            "[team]",
+            "[team]\nrequire_dkim = true\ntrusted_authserv_ids = [\"mx.example.com\"]",
+        );
+        assert!(Config::parse(&named).is_ok());
+    }
+
+    #[test]
+    fn key_file_needs_32_bytes() {
+        let path = Path::new("/etc/privacy-mailroom/key");
+        let err = check_key_file(path, b"short").unwrap_err().to_string();
+        assert!(err.starts_with("config key `storage.key_file`"), "{err}");
+        assert!(
+            err.contains("5 bytes") && err.contains("head -c 32"),
+            "{err}"
+        );
+        assert!(check_key_file(path, b"").is_err());
+        assert!(check_key_file(path, &[7u8; 32]).is_ok());
+    }
+
+    #[test]
+    fn the_policy_is_parsed_once_into_typed_values() {
+        let text = MINIMAL.replace(
+            "[policy]",
+            "[policy]\ntimezone = \"America/New_York\"\nholidays = [\"2026-12-25\"]",
+        );
+        let c = Config::parse(&text).unwrap();
+        let p = c.policy().unwrap();
+        assert_eq!(p.timezone, chrono_tz::America::New_York);
+        assert_eq!(
+            p.holidays,
+            [chrono::NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()]
+        );
+        // A value broken after load is the key's error, not Los Angeles.
+        let mut broken = c.clone();
+        broken.deadlines = None;
+        broken.policy.timezone = "Mars/Base".into();
+        let e = broken.policy().unwrap_err().to_string();
+        assert!(e.contains("policy.timezone"), "{e}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -196,6 +196,20 @@ pub enum ImapError {
     Disconnected { host: String, port: u16 },
 }
 
+impl ImapError {
+    /// The server answered this one command NO or BAD (a quota, a size
+    /// limit): the session is still usable, only the command failed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ImapError::Command {
+                source: async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_),
+                ..
+            }
+        )
+    }
+}
+
 impl Imap {
     /// Whether the server offers MOVE (RFC 6851).
     pub fn has_move(&self) -> bool {

@@ -3,15 +3,16 @@
 //! A batch of messages is handled in one `BEGIN IMMEDIATE` transaction, each
 //! message inside its own savepoint: a message that fails is rolled back to
 //! its savepoint, stored raw and sent to review, and the batch goes on. The
-//! caller moves the originals only after the commit (see [`crate::filing`]).
+//! caller moves the originals only after the commit (`sync::file_pending`).
 
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, SqliteConnection};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::cases::engine::{NewRequest, Notice};
+use crate::cases::Case;
+use crate::cases::engine::Notice;
 use crate::cases::{Input, Kind};
-use crate::casework::{self, CaseworkError, NewThread};
+use crate::casework::{self, CaseworkError};
 use crate::classify;
 use crate::ids::{Purpose, Verified};
 use crate::mailroom::Mailroom;
@@ -65,22 +66,28 @@ pub async fn process_batch(
     let mut max_uid = 0;
     for fetched in batch {
         max_uid = max_uid.max(fetched.uid);
-        let mut sp = tx.begin().await?;
-        let outcome = match process_one(&mut sp, room, uid_validity, fetched, now).await {
-            Ok(outcome) => {
-                sp.commit().await?;
-                outcome
+        // One span per message: every line about it names mailbox and UID.
+        let span = info_span!("message", mailbox, uid = fetched.uid);
+        let outcome = async {
+            let mut sp = tx.begin().await?;
+            match process_one(&mut sp, room, uid_validity, fetched, now).await {
+                Ok(outcome) => {
+                    sp.commit().await?;
+                    Ok::<_, CaseworkError>(outcome)
+                }
+                Err(e) => {
+                    sp.rollback().await?;
+                    warn!(uid = fetched.uid, error = %crate::logging::Personal(&e), "Message could not be processed; stored raw and sent to review.");
+                    record_failed(&mut tx, room, uid_validity, fetched, &e.to_string(), now).await?;
+                    Ok(Outcome::Failed)
+                }
             }
-            Err(e) => {
-                sp.rollback().await?;
-                warn!(uid = fetched.uid, error = %crate::logging::redact(&e.to_string()), "Message could not be processed; stored raw and sent to review.");
-                record_failed(&mut tx, room, uid_validity, fetched, &e.to_string(), now).await?;
-                Outcome::Failed
-            }
-        };
+        }
+        .instrument(span)
+        .await?;
         results.push((fetched.uid, outcome));
     }
-    crate::team::burst::flush(&mut tx, room, now).await?;
+    casework::burst::flush(&mut tx, room, now).await?;
     let cursor = store::cursor(&mut tx, mailbox).await?;
     let last = cursor
         .filter(|c| c.uid_validity == uid_validity)
@@ -344,7 +351,7 @@ async fn oversize(
             crate::attachments::human_size(rec.fetched.size)
         ),
     };
-    let o = crate::attachments::Oversize {
+    let o = Oversize {
         uid_validity: rec.uid_validity,
         uid: rec.fetched.uid,
         raw: &rec.fetched.raw,
@@ -354,7 +361,7 @@ async fn oversize(
         case: rec.own_case(conn, room).await?,
         why,
     };
-    crate::attachments::refuse_oversize(conn, room, &o, now).await?;
+    refuse_oversize(conn, room, &o, now).await?;
     Ok(Some(Outcome::Review { reason: "oversize" }))
 }
 
@@ -573,7 +580,7 @@ async fn open_case(
     let row = rec
         .write(conn, room, None, "case", Target::Processed, now)
         .await?;
-    let case_id = open_request(
+    let case_id = casework::open_request(
         conn,
         room,
         rec.inbound,
@@ -587,78 +594,91 @@ async fn open_case(
     Ok(Outcome::Opened { case_id, kind })
 }
 
-/// Opens a case for a request whose message row (`message_row`) is already
-/// written, and links the row to it. Intake and the team's `#open` share it.
-#[allow(clippy::too_many_arguments)]
-pub async fn open_request(
+/// A message refused by size (SPEC §7): over `imap.max_message_bytes`
+/// (fetched as headers only) or with an attachment over
+/// `agents.max_attachment_bytes`.
+#[derive(Debug)]
+struct Oversize<'a> {
+    uid_validity: u32,
+    uid: u32,
+    /// The fetched bytes; only the header block is kept.
+    raw: &'a [u8],
+    /// Size of the whole message.
+    size: u64,
+    /// SHA-256 of the fetched bytes (de-duplication).
+    sha256: &'a str,
+    inbound: &'a Inbound,
+    /// The case it belongs to (intake decides, as for any reply).
+    case: Option<Case>,
+    /// Why, for the team: "an attachment of 30 MB is over …".
+    why: String,
+}
+
+/// Records a message refused by size from its headers (no attachment is
+/// stored), to be moved to review; puts an event on the case it threads to
+/// (our Message-ID referenced, or the tag from a party of the case) and tells
+/// the team. Returns the message row.
+async fn refuse_oversize(
     conn: &mut SqliteConnection,
     room: &Mailroom,
-    inbound: &Inbound,
-    kind: Kind,
-    sender: &str,
-    received_at: DateTime<Utc>,
-    message_row: i64,
+    o: &Oversize<'_>,
     now: DateTime<Utc>,
-) -> Result<String, CaseworkError> {
-    let names: Vec<&str> = inbound
-        .attachments
-        .iter()
-        .map(|a| a.filename.as_str())
-        .collect();
-    let agent = classify::detect_agent(
-        sender,
-        inbound.head(),
-        &names,
-        &room.config.agents.known_domains,
-    );
-    let year = store::cases::id_year(received_at, room.policy.timezone);
-    let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
-    let id = crate::ids::format_case_id(&room.config.policy.case_prefix, year, seq);
-    let declarations = crate::attachments::declaration_count(agent.is_agent, &inbound.attachments);
-    let req = NewRequest {
-        kind,
-        requester: sender.to_string(),
-        agent: agent.is_agent.then(|| sender.to_string()),
-        consumer: if agent.is_agent {
-            agent.consumer_email.clone()
-        } else {
-            Some(sender.to_string())
-        },
-        consumer_name: if agent.is_agent {
-            agent.consumer_name.clone()
-        } else {
-            inbound.from.as_ref().and_then(|a| a.name.clone())
-        },
-        received_at,
-        declarations,
-    };
-    let t = crate::cases::open(
-        id.clone(),
-        crate::ids::verification_code(),
-        req,
-        &room.policy,
-        now,
-    );
-    casework::commit_new(
+) -> Result<i64, CaseworkError> {
+    let inbound = o.inbound;
+    let case = o.case.as_ref();
+    let case_id = case.map(|c| c.id.as_str());
+    let review = room.config.imap.review_mailbox.as_str();
+    let headers = crate::attachments::header_block(o.raw);
+    let row = store::messages::insert(
         conn,
-        room,
-        &t,
-        &NewThread {
+        &NewMessage {
+            case_id,
+            direction: "in",
+            message_id: inbound.message_id.as_deref(),
             subject: &inbound.subject,
-            root: inbound.message_id.as_deref(),
-            manner: if agent.is_agent { "agent" } else { "email" },
+            from_addr: inbound.from.as_ref().map(|a| a.addr.as_str()),
+            at: now,
+            template: None,
+            sha256: o.sha256,
+            size: o.size as i64,
+            raw: Some(headers),
+            body_text: None,
+            disposition: "review",
+            uid_validity: Some(o.uid_validity),
+            uid: Some(o.uid),
+            target_mailbox: Some(review),
         },
-        now,
     )
     .await?;
-    sqlx::query("UPDATE messages SET case_id = ? WHERE id = ?")
-        .bind(&id)
-        .bind(message_row)
-        .execute(&mut *conn)
-        .await?;
-    crate::attachments::record(conn, room, &t.case, message_row, &inbound.attachments, now).await?;
-    info!(case = %id, kind = %kind, agent = agent.is_agent, "Opened case.");
-    Ok(id)
+    store::events::append(
+        conn,
+        case_id,
+        now,
+        "daemon",
+        "oversize",
+        &format!(
+            "message row {row}: {}; recorded from its headers and moved to review",
+            o.why
+        ),
+    )
+    .await?;
+    info!(
+        uid = o.uid,
+        size = o.size,
+        case = case_id.unwrap_or("-"),
+        "Message refused by size; sent to review."
+    );
+    // A new request refused by size can still be opened by the team.
+    let suggestion = match case {
+        Some(_) => None,
+        None => classify::match_subject(&room.config.rules, &inbound.subject),
+    };
+    let why = match case_id {
+        Some(id) => format!("{} (it belongs to case {id})", o.why),
+        None => o.why.clone(),
+    };
+    crate::team::notify_review(conn, room, row, inbound, &why, suggestion, now).await?;
+    Ok(row)
 }
 
 async fn delivery_report(
@@ -782,7 +802,7 @@ async fn record_failed(
         Ok(()) => sp.commit().await?,
         Err(e) => {
             sp.rollback().await?;
-            warn!(error = %crate::logging::redact(&e.to_string()), "Cannot tell the team about a failed message.");
+            warn!(error = %crate::logging::Personal(&e), "Cannot tell the team about a failed message.");
         }
     }
     Ok(())

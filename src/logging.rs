@@ -3,7 +3,10 @@
 //! level (default `info`).
 //!
 //! Personal data (addresses, names, bodies) is only ever logged at `debug` and
-//! below, unless `logging.log_personal_data` is set; see [`redact`].
+//! below, unless `logging.log_personal_data` is set. Anything that may hold it
+//! (an address, a server's answer, an error that quotes one) goes into a log
+//! line wrapped in [`Personal`], whose `Display` redacts it unless the flag
+//! (set once by [`init`]) allows it.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -73,6 +76,23 @@ pub fn init(format: LogFormat, log_personal_data: bool) {
     }
 }
 
+/// A value that may hold personal data, on its way to a log line:
+/// `info!(error = %Personal(&e), "…")`. Displays as is when
+/// `logging.log_personal_data = true`; otherwise with every e-mail address
+/// replaced by `[address]` (see [`redact`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Personal<T>(pub T);
+
+impl<T: std::fmt::Display> std::fmt::Display for Personal<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if PERSONAL.load(Ordering::Relaxed) {
+            write!(f, "{}", self.0)
+        } else {
+            f.write_str(&redact(&self.0.to_string()))
+        }
+    }
+}
+
 /// Text from outside (a server's reply, an error) with e-mail addresses
 /// replaced by `[address]`, unless the admin allowed personal data in logs.
 /// SMTP servers echo recipients ("<jane@example.com>: Recipient address
@@ -103,5 +123,9 @@ mod tests {
             "550 5.1.1 <[address]>: Recipient address rejected"
         );
         assert_eq!(redact("connection refused"), "connection refused");
+        assert_eq!(
+            Personal("jane@example.com rejected").to_string(),
+            "[address] rejected"
+        );
     }
 }

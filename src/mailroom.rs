@@ -114,17 +114,21 @@ impl Mailroom {
         let store = Store::open(&config.storage.database).await?;
         let templates = Templates::load(&config.templates.dir)?;
         let key = match &config.storage.key_file {
-            Some(path) => std::fs::read(path).map_err(|source| SetupError::KeyFile {
-                path: path.clone(),
-                source,
-            })?,
+            Some(path) => {
+                let key = std::fs::read(path).map_err(|source| SetupError::KeyFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                crate::config::check_key_file(path, &key)?;
+                key
+            }
             None => store.hmac_key().await?,
         };
-        let oauth = crate::oauth::TokenProvider::from_config(&config)?;
+        let oauth = config.token_provider()?;
         Ok(Mailroom {
             oauth,
             health: Arc::new(Health::default()),
-            policy: Arc::new(config.policy()),
+            policy: Arc::new(config.policy()?),
             team: Arc::new(RwLock::new(Arc::new(config.team.clone()))),
             config_path: None,
             config: Arc::new(config),

@@ -1,6 +1,12 @@
 //! The `privacy-mailroom` binary: parses the command line, loads the config,
 //! and maps failures to exit codes (0 ok, 2 usage/config error, 1 runtime).
 
+// Lints for the shipped code (library and binary, not the integration tests,
+// whose harness needs libc): no unsafe, no unwrap outside `#[cfg(test)]`
+// (clippy.toml allows it in tests).
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

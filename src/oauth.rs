@@ -24,6 +24,7 @@ pub mod cache;
 mod flows;
 pub mod jwt;
 pub mod sasl;
+pub mod settings;
 pub mod token_file;
 
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{Config, OAuthConfig, OAuthFlow, SaslMechanism};
+use settings::{OAuthConfig, OAuthFlow, OAuthProvider, SaslMechanism};
 
 /// A bearer token and what the endpoint said about it.
 #[derive(Clone)]
@@ -166,15 +167,16 @@ pub const CREDENTIAL_WARNING_DAYS: i64 = 30;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl TokenProvider {
-    /// `None` when neither edge uses OAuth. Reads no file yet: secrets and
-    /// keys are read for each token request, so a rotated secret is picked up.
-    pub fn from_config(config: &Config) -> Result<Option<TokenProvider>, OAuthError> {
-        let Some(settings) = config.oauth2.clone() else {
-            return Ok(None);
-        };
-        if !config.uses_oauth() {
-            return Ok(None);
-        }
+    /// Tokens for `settings`; `subject` is the mailbox (a Google service
+    /// account acts for it), `database` places the default refresh token
+    /// file. Reads no file yet: secrets and keys are read for each token
+    /// request, so a rotated secret is picked up. (`Config::token_provider`
+    /// builds it from the config.)
+    pub fn new(
+        settings: OAuthConfig,
+        subject: String,
+        database: &std::path::Path,
+    ) -> Result<TokenProvider, OAuthError> {
         let http = oauth2::reqwest::ClientBuilder::new()
             // Following redirects from a token endpoint invites SSRF (the
             // oauth2 crate's advice) and is never needed.
@@ -187,16 +189,16 @@ impl TokenProvider {
                 OAuthError::Config(format!("cannot set up the HTTP client for OAuth: {e}"))
             })?;
         let refresh_path = (settings.flow == OAuthFlow::RefreshToken)
-            .then(|| settings.refresh_token_path(&config.storage.database));
-        Ok(Some(TokenProvider {
+            .then(|| settings.refresh_token_path(database));
+        Ok(TokenProvider {
             inner: Arc::new(Inner {
                 settings,
-                subject: config.imap.username.clone(),
+                subject,
                 refresh_path,
                 http,
                 state: Mutex::new(State::default()),
             }),
-        }))
+        })
     }
 
     pub fn settings(&self) -> &OAuthConfig {
@@ -265,7 +267,8 @@ impl TokenProvider {
                 if e.needs_reauthorization() {
                     state.reauth_stamp = Some(self.refresh_token_stamp());
                 }
-                let error = crate::logging::redact(&e.to_string()).into_owned();
+                // The endpoint's answer names no person: logged as it is.
+                let error = e.to_string();
                 if first && e.needs_reauthorization() {
                     tracing::error!(error = %error, "OAuth needs re-authorization: mail cannot be read or sent until someone runs `privacy-mailroom auth login`. Retrying every 15 minutes.");
                 } else if first {
@@ -321,7 +324,7 @@ impl TokenProvider {
     pub fn refusal_advice(&self, token: &AccessToken, user: &str, protocol: &str) -> String {
         let settings = &self.inner.settings;
         match settings.provider {
-            crate::config::OAuthProvider::Microsoft => format!(
+            OAuthProvider::Microsoft => format!(
                 "; {}",
                 advice::exchange_refusal(
                     token.claims().as_ref(),
@@ -330,8 +333,8 @@ impl TokenProvider {
                     protocol,
                 )
             ),
-            crate::config::OAuthProvider::Google => "; fix: check that the mailbox exists and that the token carries the scope https://mail.google.com/ (service accounts: domain-wide delegation for it)".into(),
-            crate::config::OAuthProvider::Generic => format!(
+            OAuthProvider::Google => "; fix: check that the mailbox exists and that the token carries the scope https://mail.google.com/ (service accounts: domain-wide delegation for it)".into(),
+            OAuthProvider::Generic => format!(
                 "; fix: check that the mail server trusts tokens from {} and that the token names this mailbox",
                 settings.token_url()
             ),

@@ -28,8 +28,8 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 use tracing::{info, warn};
 
-use crate::config::Config;
-use crate::store::{Store, StoreError, events};
+use crate::config::{Config, TeamConfig};
+use crate::store::{Store, StoreError, events, retention};
 
 /// What replaces a removed name, address or free text.
 pub const MARKER: &str = "[purged]";
@@ -86,9 +86,9 @@ impl From<sqlx::Error> for PurgeError {
 pub async fn cli(
     config: &Config,
     dry_run: bool,
-) -> Result<std::process::ExitCode, crate::cli::Failure> {
+) -> Result<std::process::ExitCode, crate::errors::Failure> {
     let store = Store::open(&config.storage.database).await?;
-    let report = run(&store, config, Utc::now(), dry_run).await;
+    let report = run(&store, config, &config.team, Utc::now(), dry_run).await;
     store.close().await;
     let report = report?;
     let verb = if dry_run { "would be" } else { "were" };
@@ -143,9 +143,12 @@ pub fn retention_cutoff(now: DateTime<Utc>, retention_months: u32) -> DateTime<U
 }
 
 /// Runs both passes. With `dry_run`, only reports what would be done.
+/// `team` is the current `[team]` (the daemon's, reloaded on SIGHUP): its
+/// members' addresses are not personal data of a consumer and stay in events.
 pub async fn run(
     store: &Store,
     config: &Config,
+    team: &TeamConfig,
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<PurgeReport, PurgeError> {
@@ -156,14 +159,7 @@ pub async fn run(
     let grace_cutoff = now - chrono::Duration::days(VERIFICATION_GRACE_DAYS);
     let due: Vec<String> = {
         let mut conn = store.conn().await?;
-        sqlx::query_scalar(
-            "SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at <= ?
-               AND verification_purged_at IS NULL AND purged_at IS NULL
-               AND state IN ('completed', 'denied', 'closed', 'withdrawn') ORDER BY id",
-        )
-        .bind(grace_cutoff)
-        .fetch_all(&mut *conn)
-        .await?
+        retention::verification_due(&mut conn, grace_cutoff).await?
     };
     for id in due {
         if !dry_run {
@@ -178,30 +174,17 @@ pub async fn run(
     let cutoff = retention_cutoff(now, config.policy.retention_months);
     let old: Vec<String> = {
         let mut conn = store.conn().await?;
-        sqlx::query_scalar(
-            "SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at < ?
-               AND purged_at IS NULL
-               AND state IN ('completed', 'denied', 'closed', 'withdrawn') ORDER BY id",
-        )
-        .bind(cutoff)
-        .fetch_all(&mut *conn)
-        .await?
+        retention::purge_due(&mut conn, cutoff).await?
     };
     for id in old {
         if dry_run {
             let mut conn = store.conn().await?;
-            let (m, a): (i64, i64) = sqlx::query_as(
-                "SELECT (SELECT COUNT(*) FROM messages WHERE case_id = ?1),
-                        (SELECT COUNT(*) FROM attachments WHERE case_id = ?1)",
-            )
-            .bind(&id)
-            .fetch_one(&mut *conn)
-            .await?;
-            report.messages += m as u64;
-            report.attachments += a as u64;
+            let (m, a) = retention::case_row_counts(&mut conn, &id).await?;
+            report.messages += m;
+            report.attachments += a;
         } else {
             let mut tx = store.begin().await?;
-            let done = purge_case(&mut tx, config, &id, now).await?;
+            let done = purge_case(&mut tx, config, team, &id, now).await?;
             tx.commit().await?;
             // Files go after the commit: a crash in between leaves an orphan
             // file (removed by the next run), never a row without its file.
@@ -244,36 +227,7 @@ async fn purge_caseless(
     conn: &mut SqliteConnection,
     cutoff: DateTime<Utc>,
 ) -> Result<u64, PurgeError> {
-    let messages = sqlx::query(
-        "UPDATE messages SET raw = NULL, body_text = NULL, subject = ?1, from_addr = ?1,
-                message_id = NULL
-         WHERE case_id IS NULL AND at < ?2 AND from_addr IS NOT ?1",
-    )
-    .bind(MARKER)
-    .bind(cutoff)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let outbox = sqlx::query(
-        "UPDATE outbox SET raw = X'', recipients = '[]', rate_key = ?1, subject = ?1,
-                last_error = NULL, append_error = NULL
-         WHERE case_id IS NULL AND created_at < ?2 AND status != 'pending' AND rate_key != ?1",
-    )
-    .bind(MARKER)
-    .bind(cutoff)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let events = sqlx::query(
-        "UPDATE events SET actor = CASE WHEN actor = 'daemon' THEN actor ELSE ?1 END, detail = ?1
-         WHERE case_id IS NULL AND at < ?2 AND detail != ?1",
-    )
-    .bind(MARKER)
-    .bind(cutoff)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(messages + outbox + events)
+    Ok(retention::clear_caseless(conn, cutoff, MARKER).await?)
 }
 
 /// Removes stored files no unpurged attachment row refers to: left behind by
@@ -307,14 +261,7 @@ async fn sweep_orphan_files(
                 if sha.len() != 64 || young(&path) {
                     continue;
                 }
-                let used: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM attachments a LEFT JOIN cases c ON c.id = a.case_id
-                     WHERE a.sha256 = ? AND (a.case_id IS NULL OR c.purged_at IS NULL)",
-                )
-                .bind(sha)
-                .fetch_one(&mut *conn)
-                .await?;
-                if used == 0 {
+                if !retention::file_in_use(&mut conn, sha).await? {
                     removed += remove_attachment_files(attachments_dir, sha)?;
                 }
             }
@@ -330,21 +277,7 @@ async fn delete_verification_data(
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<u64, PurgeError> {
-    let cleared = sqlx::query(
-        "UPDATE messages SET raw = NULL, body_text = NULL
-         WHERE case_id = ?1 AND direction = 'in'
-           AND at <= (SELECT COALESCE(verified_at, closed_at) FROM cases WHERE id = ?1)
-           AND (raw IS NOT NULL OR body_text IS NOT NULL)",
-    )
-    .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    sqlx::query("UPDATE cases SET verification_code = '', verification_purged_at = ? WHERE id = ?")
-        .bind(now)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+    let cleared = retention::clear_verification_data(conn, id, now).await?;
     events::append(
         conn,
         Some(id),
@@ -367,107 +300,39 @@ struct CasePurge {
 async fn purge_case(
     conn: &mut SqliteConnection,
     config: &Config,
+    team: &TeamConfig,
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<CasePurge, PurgeError> {
     // The parties' addresses, to recognise them as event actors.
-    let parties: Option<(String, Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT requester, agent, consumer FROM cases WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((requester, agent, consumer)) = parties else {
+    let Some(addresses) = retention::case_addresses(conn, id).await? else {
         return Ok(CasePurge {
             messages: 0,
             attachments: 0,
             orphaned_files: Vec::new(),
         });
     };
-    let senders: Vec<Option<String>> = sqlx::query_scalar(
-        "SELECT DISTINCT from_addr FROM messages WHERE case_id = ? AND direction = 'in'",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut personal: Vec<String> = [Some(requester), agent, consumer]
+    let mut personal: Vec<String> = addresses
         .into_iter()
-        .chain(senders)
-        .flatten()
         .map(|a| a.to_lowercase())
-        .filter(|a| !a.is_empty() && !config.is_member(a))
+        .filter(|a| !a.is_empty() && !team.is_member(a))
         .collect();
     personal.sort();
     personal.dedup();
 
-    sqlx::query(
-        "UPDATE cases SET requester = ?1,
-            agent = CASE WHEN agent IS NULL THEN NULL ELSE ?1 END,
-            consumer = CASE WHEN consumer IS NULL THEN NULL ELSE ?1 END,
-            consumer_name = CASE WHEN consumer_name IS NULL THEN NULL ELSE ?1 END,
-            subject = '', verification_code = '', thread_root = NULL, notice_root = NULL,
-            verification_purged_at = COALESCE(verification_purged_at, ?2),
-            purged_at = ?2, updated_at = ?2
-         WHERE id = ?3",
-    )
-    .bind(MARKER)
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    let messages = sqlx::query(
-        "UPDATE messages SET subject = '', raw = NULL, body_text = NULL,
-            from_addr = CASE WHEN from_addr IS NULL THEN NULL ELSE ?1 END
-         WHERE case_id = ?2",
-    )
-    .bind(MARKER)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    sqlx::query(
-        "UPDATE outbox SET raw = x'', subject = '', recipients = '[]', rate_key = ?1,
-            envelope_from = ?1, last_error = NULL
-         WHERE case_id = ?2 AND status != 'pending'",
-    )
-    .bind(MARKER)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    let hashes: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT sha256 FROM attachments WHERE case_id = ?")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
-    let attachments =
-        sqlx::query("UPDATE attachments SET filename = ?1, reviewer = NULL WHERE case_id = ?2")
-            .bind(MARKER)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+    let cleared = retention::clear_case(conn, id, MARKER, now).await?;
+    let (messages, attachments) = (cleared.messages, cleared.attachments);
     let mut orphaned_files = Vec::new();
-    for sha in hashes {
-        let still_used: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM attachments a LEFT JOIN cases c ON c.id = a.case_id
-             WHERE a.sha256 = ? AND (a.case_id IS NULL OR c.purged_at IS NULL)",
-        )
-        .bind(&sha)
-        .fetch_one(&mut *conn)
-        .await?;
-        if still_used == 0 {
+    for sha in cleared.hashes {
+        if !retention::file_in_use(conn, &sha).await? {
             orphaned_files.push(sha);
         }
     }
 
     // Events: the trigger of migration 0002 allows exactly this, and only
     // now that purged_at is set.
-    let rows: Vec<(i64, String, String, String)> =
-        sqlx::query_as("SELECT id, actor, action, detail FROM events WHERE case_id = ?")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
     let mut redacted = 0u64;
-    for (event_id, actor, action, detail) in rows {
+    for (event_id, actor, action, detail) in retention::case_events(conn, id).await? {
         let new_actor = if personal.contains(&actor.to_lowercase()) {
             MARKER
         } else {
@@ -479,12 +344,7 @@ async fn purge_case(
             MARKER
         };
         if new_actor != actor || new_detail != detail {
-            sqlx::query("UPDATE events SET actor = ?, detail = ? WHERE id = ?")
-                .bind(new_actor)
-                .bind(new_detail)
-                .bind(event_id)
-                .execute(&mut *conn)
-                .await?;
+            retention::redact_event(conn, event_id, new_actor, new_detail).await?;
             redacted += 1;
         }
     }

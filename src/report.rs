@@ -21,6 +21,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use crate::cases::{Kind, State};
+use crate::store::reports::CaseRecordRow;
 use crate::store::{Result, parse_col};
 
 /// One request as §7101 wants it recorded.
@@ -44,19 +45,6 @@ pub struct Record {
     pub purged: bool,
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct Row {
-    id: String,
-    kind: String,
-    state: String,
-    manner: String,
-    received_at: DateTime<Utc>,
-    closed_at: Option<DateTime<Utc>>,
-    resolution: Option<String>,
-    denial_reason: Option<String>,
-    purged_at: Option<DateTime<Utc>>,
-}
-
 /// Every request received between `since` and `until` (local dates,
 /// inclusive), oldest first.
 pub async fn records(
@@ -65,12 +53,7 @@ pub async fn records(
     since: Option<NaiveDate>,
     until: Option<NaiveDate>,
 ) -> Result<Vec<Record>> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, kind, state, manner, received_at, closed_at, resolution, denial_reason, purged_at
-         FROM cases ORDER BY received_at, id",
-    )
-    .fetch_all(conn)
-    .await?;
+    let rows = crate::store::reports::case_records(conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let record = to_record(row, tz)?;
@@ -84,7 +67,7 @@ pub async fn records(
     Ok(out)
 }
 
-fn to_record(row: Row, tz: Tz) -> Result<Record> {
+fn to_record(row: CaseRecordRow, tz: Tz) -> Result<Record> {
     let kind: Kind = parse_col("cases", &row.kind)?;
     let state: State = parse_col("cases", &row.state)?;
     let response = response_of(state, row.resolution.as_deref());
@@ -297,49 +280,6 @@ pub fn metrics_text(m: &Metrics) -> String {
     }
     out.push_str("\ncomplied = complied with in whole or in part; days = local calendar days from receipt\nto the substantive response (complied or denied requests); open requests are counted apart.\n");
     out
-}
-
-/// `report records|metrics`: prints to stdout.
-pub async fn cli(
-    config: &crate::config::Config,
-    cmd: crate::cli::ReportCommand,
-) -> std::result::Result<std::process::ExitCode, crate::cli::Failure> {
-    use crate::cli::{Failure, RecordFormat, ReportCommand};
-    let tz = config.timezone().map_err(|e| Failure::Usage(e.into()))?;
-    let store = crate::store::Store::open(&config.storage.database).await?;
-    let mut conn = store.conn().await?;
-    let text = match cmd {
-        ReportCommand::Records {
-            since,
-            until,
-            format,
-        } => {
-            if let (Some(s), Some(u)) = (since, until)
-                && s > u
-            {
-                return Err(Failure::Usage(anyhow::anyhow!(
-                    "--since {s} is after --until {u}; swap them"
-                )));
-            }
-            let rows = records(&mut conn, tz, since, until).await?;
-            match format {
-                RecordFormat::Csv => records_csv(&rows),
-                RecordFormat::Json => format!("{}\n", serde_json::to_string_pretty(&rows)?),
-            }
-        }
-        ReportCommand::Metrics { year, json } => {
-            let m = metrics(&mut conn, tz, year).await?;
-            if json {
-                format!("{}\n", serde_json::to_string_pretty(&m)?)
-            } else {
-                metrics_text(&m)
-            }
-        }
-    };
-    drop(conn);
-    store.close().await;
-    print!("{text}");
-    Ok(std::process::ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
                 changed += 1;
             }
             Err(e) => {
-                warn!(case = %case.id, error = %crate::logging::redact(&e.to_string()), "Scheduled work on a case failed.")
+                warn!(case = %case.id, error = %crate::logging::Personal(&e), "Scheduled work on a case failed.")
             }
         }
     }
@@ -66,18 +66,34 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
 /// `idle, 3 open cases, outbox empty`.
 pub async fn status_line(room: &Mailroom) -> Result<String, CaseworkError> {
     let mut conn = room.store.conn().await?;
-    let open: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM cases WHERE state NOT IN ('completed', 'denied', 'closed', 'withdrawn')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let open = store::cases::count_open(&mut conn).await?;
     let pending = store::outbox::pending_count(&mut conn).await?;
-    let outbox = if pending == 0 {
-        "outbox empty".to_string()
+    let (waiting, _) = store::outbox::waiting(&mut conn).await?;
+    let since = Utc::now() - chrono::Duration::days(store::outbox::FAILED_TEAM_MAIL_DAYS);
+    let refused = store::outbox::failed_team_count(&mut conn, since).await?;
+    Ok(status_text(open, pending, waiting, refused))
+}
+
+/// The status line: open cases, the outbox, mail waiting for the SMTP
+/// server, and team mail refused for good (a colleague's dead address must
+/// not hide behind "outbox empty").
+fn status_text(open: i64, pending: i64, waiting: i64, refused_team: i64) -> String {
+    let mut line = format!("idle, {open} open cases, ");
+    if pending == 0 {
+        line.push_str("outbox empty");
     } else {
-        format!("{pending} mails in the outbox")
-    };
-    Ok(format!("idle, {open} open cases, {outbox}"))
+        line.push_str(&format!("{pending} mails in the outbox"));
+    }
+    if waiting > 0 {
+        line.push_str(&format!(" ({waiting} waiting for the SMTP server)"));
+    }
+    if refused_team > 0 {
+        line.push_str(&format!(
+            ", {refused_team} team mail recipients refused in {} days (see `check`)",
+            store::outbox::FAILED_TEAM_MAIL_DAYS
+        ));
+    }
+    line
 }
 
 /// The retention purge ([`crate::purge`]), once a day. A failure is logged
@@ -92,18 +108,35 @@ pub async fn daily_purge(room: &Mailroom, now: DateTime<Utc>) {
         Ok(Some(at)) if now - at < chrono::Duration::hours(24) => return,
         Ok(_) => {}
         Err(e) => {
-            warn!(error = %e, "Cannot read when the purge last ran.");
+            warn!(error = %crate::logging::Personal(&e), "Cannot read when the purge last ran.");
             return;
         }
     }
-    match crate::purge::run(&room.store, &room.config, now, false).await {
+    match crate::purge::run(&room.store, &room.config, &room.team(), now, false).await {
         Ok(_) => {
             if let Ok(mut conn) = room.store.conn().await
                 && let Err(e) = store::set_last_run(&mut conn, JOB, now).await
             {
-                warn!(error = %e, "Cannot record the purge run.");
+                warn!(error = %crate::logging::Personal(&e), "Cannot record the purge run.");
             }
         }
-        Err(e) => warn!(error = %e, "Retention purge failed; retrying on the next tick."),
+        Err(e) => {
+            warn!(error = %crate::logging::Personal(&e), "Retention purge failed; retrying on the next tick.")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_names_waiting_and_refused_mail() {
+        assert_eq!(status_text(3, 0, 0, 0), "idle, 3 open cases, outbox empty");
+        assert_eq!(
+            status_text(1, 5, 5, 0),
+            "idle, 1 open cases, 5 mails in the outbox (5 waiting for the SMTP server)"
+        );
+        assert!(status_text(1, 0, 0, 2).contains("2 team mail recipients refused"));
     }
 }

@@ -1,5 +1,6 @@
 //! SIGTERM/SIGINT stop the daemon (after the message in hand); SIGHUP reloads
-//! the templates without dropping the IMAP session.
+//! the templates and the `[team]` lists from the config file without dropping
+//! the IMAP session (`Mailroom::reload`; other config changes need a restart).
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,7 @@ pub fn spawn(room: Mailroom, shutdown: CancellationToken) {
                     crate::systemd::reloading();
                     match room.reload() {
                         Ok(()) => info!("Templates and team lists reloaded."),
-                        Err(e) => warn!(error = %e, "Reload failed; keeping the running templates and team lists."),
+                        Err(e) => warn!(error = %crate::logging::Personal(&e), "Reload failed; keeping the running templates and team lists."),
                     }
                     crate::systemd::ready();
                 }

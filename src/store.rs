@@ -4,10 +4,14 @@
 //! caller decides the transaction: intake writes a message, its case change,
 //! events and outbox rows in one `BEGIN IMMEDIATE` transaction (SPEC §2).
 
+pub mod attachments;
+pub mod burst;
 pub mod cases;
 pub mod events;
 pub mod messages;
 pub mod outbox;
+pub mod reports;
+pub mod retention;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -47,13 +51,79 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    /// A query failed; `op` names the store function (`cases.list_open`), so
+    /// a log line says which rule's statement broke.
+    #[error("database error in {op}: {source}")]
+    Query {
+        op: &'static str,
+        source: sqlx::Error,
+    },
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Names the store operation a failed query belongs to.
+pub(crate) trait Op<T> {
+    fn op(self, op: &'static str) -> Result<T>;
+}
+
+impl<T> Op<T> for std::result::Result<T, sqlx::Error> {
+    fn op(self, op: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Query { op, source })
+    }
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How the database's schema compares with this binary's migrations:
+/// (applied and known, pending, applied but unknown to this binary).
+/// Opens the file read-only and changes nothing (`check`).
+pub async fn migration_status(path: &Path) -> Result<(usize, usize, usize)> {
+    use sqlx::ConnectOptions;
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .op("store.migration_status.open")?;
+    let has_table: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .op("store.migration_status.table")?;
+    let applied: Vec<i64> = if has_table > 0 {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+            .fetch_all(&mut conn)
+            .await
+            .op("store.migration_status.applied")?
+    } else {
+        Vec::new()
+    };
+    let known: Vec<i64> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .collect();
+    let applied_known = applied.iter().filter(|v| known.contains(v)).count();
+    let unknown = applied.len() - applied_known;
+    let pending = known.iter().filter(|v| !applied.contains(v)).count();
+    Ok((applied_known, pending, unknown))
+}
+
+/// A read-only connection to the database file, for `check`: changes
+/// nothing, not even the journal mode.
+pub async fn read_only(path: &Path) -> Result<SqliteConnection> {
+    use sqlx::ConnectOptions;
+    SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .op("store.read_only.open")
+}
 
 /// The database handle: a small pool; SQLite serialises the writers.
 #[derive(Clone, Debug)]
@@ -125,12 +195,15 @@ impl Store {
     /// a read-then-write transaction waits for the lock instead of failing with
     /// SQLITE_BUSY half way.
     pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .op("store.begin")
     }
 
     /// A pooled connection for reads.
     pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
-        Ok(self.pool.acquire().await?)
+        self.pool.acquire().await.op("store.conn")
     }
 
     pub async fn close(&self) {
@@ -143,7 +216,8 @@ impl Store {
         let key: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT value FROM meta WHERE key = 'hmac_key'")
                 .fetch_optional(&mut *tx)
-                .await?;
+                .await
+                .op("store.hmac_key")?;
         let key = match key {
             Some(k) => k,
             None => {
@@ -151,11 +225,12 @@ impl Store {
                 sqlx::query("INSERT INTO meta (key, value) VALUES ('hmac_key', ?)")
                     .bind(&k)
                     .execute(&mut *tx)
-                    .await?;
+                    .await
+                    .op("store.hmac_key")?;
                 k
             }
         };
-        tx.commit().await?;
+        tx.commit().await.op("store.hmac_key")?;
         Ok(key)
     }
 }
@@ -172,7 +247,8 @@ pub async fn cursor(conn: &mut SqliteConnection, mailbox: &str) -> Result<Option
         sqlx::query_as("SELECT uid_validity, last_uid FROM mailbox_cursor WHERE mailbox = ?")
             .bind(mailbox)
             .fetch_optional(conn)
-            .await?;
+            .await
+            .op("store.cursor")?;
     Ok(row.map(|(v, u)| Cursor {
         uid_validity: v as u32,
         last_uid: u as u32,
@@ -195,18 +271,18 @@ pub async fn set_cursor(
     .bind(i64::from(cursor.last_uid))
     .bind(now)
     .execute(conn)
-    .await?;
+    .await
+        .op("store.set_cursor")?;
     Ok(())
 }
 
 /// When a scheduled job last ran.
 pub async fn last_run(conn: &mut SqliteConnection, job: &str) -> Result<Option<DateTime<Utc>>> {
-    Ok(
-        sqlx::query_scalar("SELECT last_run FROM schedule WHERE job = ?")
-            .bind(job)
-            .fetch_optional(conn)
-            .await?,
-    )
+    sqlx::query_scalar("SELECT last_run FROM schedule WHERE job = ?")
+        .bind(job)
+        .fetch_optional(conn)
+        .await
+        .op("store.last_run")
 }
 
 pub async fn set_last_run(conn: &mut SqliteConnection, job: &str, at: DateTime<Utc>) -> Result<()> {
@@ -217,7 +293,8 @@ pub async fn set_last_run(conn: &mut SqliteConnection, job: &str, at: DateTime<U
     .bind(job)
     .bind(at)
     .execute(conn)
-    .await?;
+    .await
+    .op("store.set_last_run")?;
     Ok(())
 }
 
@@ -277,4 +354,103 @@ pub(crate) fn parse_col<T: FromStr>(table: &'static str, value: &str) -> Result<
         table,
         detail: format!("unexpected value {value:?}"),
     })
+}
+
+/// Helpers for the store's unit tests: a private database in a temporary
+/// directory, and cases opened the way intake opens them.
+#[cfg(test)]
+pub(crate) mod testing {
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use super::Store;
+    use crate::cases::engine::NewRequest;
+    use crate::cases::{Case, Kind, Policy};
+
+    pub(crate) fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, day, 12, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    /// A fresh, migrated database; the directory lives as long as the guard.
+    pub(crate) async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db/mailroom.sqlite3"))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    /// Opens and stores a consumer's request received at `received`.
+    pub(crate) async fn open_case(
+        conn: &mut sqlx::SqliteConnection,
+        id: &str,
+        received: DateTime<Utc>,
+    ) -> Case {
+        let req = NewRequest {
+            kind: Kind::Know,
+            requester: "ann@example.org".into(),
+            agent: None,
+            consumer: Some("ann@example.org".into()),
+            consumer_name: None,
+            received_at: received,
+            declarations: 0,
+        };
+        let t = crate::cases::open(
+            id.into(),
+            "123456".into(),
+            req,
+            &Policy::default(),
+            received,
+        );
+        let thread = super::cases::CaseThread {
+            subject: "Request to know".into(),
+            manner: "email".into(),
+            ..Default::default()
+        };
+        super::cases::insert(conn, &t.case, &thread, received)
+            .await
+            .unwrap();
+        t.case
+    }
+
+    /// Stores `case` closed (completed) at `closed`.
+    pub(crate) async fn close_case(
+        conn: &mut sqlx::SqliteConnection,
+        case: &mut Case,
+        closed: DateTime<Utc>,
+    ) {
+        case.state = crate::cases::State::Completed;
+        case.resolution = Some("complied".into());
+        case.closed_at = Some(closed);
+        super::cases::update(conn, case, closed).await.unwrap();
+    }
+
+    /// Records an inbound message of `case` at `when`.
+    pub(crate) async fn inbound(
+        conn: &mut sqlx::SqliteConnection,
+        case: Option<&str>,
+        sha256: &str,
+        when: DateTime<Utc>,
+    ) -> i64 {
+        super::messages::insert(
+            conn,
+            &super::NewMessage {
+                case_id: case,
+                direction: "in",
+                message_id: Some("<m1@example.org>"),
+                subject: "Request to know",
+                from_addr: Some("ann@example.org"),
+                at: when,
+                sha256,
+                size: 3,
+                raw: Some(b"raw"),
+                body_text: Some("body"),
+                disposition: "case",
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
 }

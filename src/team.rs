@@ -3,7 +3,6 @@
 //! team's own correspondence with consumers.
 
 pub mod auth;
-pub mod burst;
 pub mod commands;
 pub mod correspondence;
 pub mod digest;

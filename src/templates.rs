@@ -855,6 +855,21 @@ pub struct DigestContext {
     pub due_soon_more: usize,
     pub overdue_more: usize,
     pub waiting_more: usize,
+    /// Team mail a server refused for good since the last digest, per
+    /// recipient (the other recipients got it).
+    pub team_mail_refused: Vec<RefusedTeamMail>,
+}
+
+/// One entry of `{{digest.team_mail_refused}}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedTeamMail {
+    pub recipient: String,
+    /// The template name: "team_notice", "team_digest", ...
+    pub template: String,
+    pub case_id: Option<String>,
+    /// When it was refused, in the policy zone: "December 14, 2026".
+    pub date: String,
+    pub error: String,
 }
 
 /// The most cases one digest list shows: after a burst of thousands, the
@@ -1038,6 +1053,13 @@ fn sample(kind: Kind, full: bool, notarized: bool) -> TemplateContext {
             due_soon_more: 3,
             overdue_more: 1,
             waiting_more: 2,
+            team_mail_refused: vec![RefusedTeamMail {
+                recipient: "former.colleague@example.com".into(),
+                template: "team_notice".into(),
+                case_id: Some("CCPA-2026-00042".into()),
+                date: format_date(now, tz),
+                error: "550 5.1.1 User unknown".into(),
+            }],
         }
     } else {
         DigestContext {
@@ -1050,6 +1072,7 @@ fn sample(kind: Kind, full: bool, notarized: bool) -> TemplateContext {
             due_soon_more: 0,
             overdue_more: 0,
             waiting_more: 0,
+            team_mail_refused: Vec::new(),
         }
     });
     ctx

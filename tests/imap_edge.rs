@@ -489,9 +489,9 @@ async fn smtp_errors_are_classified() {
         .send_raw("privacy@example.test", &[user.as_str()], &raw)
         .await
         .unwrap_err();
-    assert!(matches!(err, SendError::Transient(_)), "{err}");
+    assert!(matches!(err, SendError::Unreachable(_)), "{err}");
 
-    // Nothing listening: transient too.
+    // Nothing listening: unreachable too (retried, never final).
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut cfg = smtp_cfg(servers, 10);
     cfg.host = "127.0.0.1".into();
@@ -503,5 +503,5 @@ async fn smtp_errors_are_classified() {
         .send_raw("privacy@example.test", &[user.as_str()], &raw)
         .await
         .unwrap_err();
-    assert!(matches!(err, SendError::Transient(_)), "{err}");
+    assert!(matches!(err, SendError::Unreachable(_)), "{err}");
 }

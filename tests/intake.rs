@@ -339,6 +339,7 @@ async fn crash_between_commit_and_move_does_nothing_twice() {
     let path = config.write();
 
     let mut cmd = daemon::command(&path, &["run", "--once"]);
+    support::daemon::require_fault_points();
     cmd.env("PRIVACY_MAILROOM_FAULT", "before_move");
     let out = daemon::run_with_timeout(cmd, Duration::from_secs(120));
     assert_eq!(
@@ -430,6 +431,7 @@ async fn a_new_uidvalidity_rescans_without_doing_anything_twice() {
     let path = config.write();
     // Committed, then the daemon dies before moving the original.
     let mut cmd = daemon::command(&path, &["run", "--once"]);
+    support::daemon::require_fault_points();
     cmd.env("PRIVACY_MAILROOM_FAULT", "before_move");
     assert_eq!(
         daemon::run_with_timeout(cmd, Duration::from_secs(120))

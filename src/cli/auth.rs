@@ -13,7 +13,8 @@ use crate::config::{Config, OAuthFlow};
 use crate::oauth::{OAuthError, TokenProvider};
 
 pub async fn run(config: &Config, cmd: AuthCommand) -> Result<ExitCode, Failure> {
-    let provider = TokenProvider::from_config(config)
+    let provider = config
+        .token_provider()
         .map_err(|e| Failure::Usage(e.into()))?
         .ok_or_else(|| {
             Failure::Usage(anyhow::anyhow!(

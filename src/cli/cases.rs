@@ -87,13 +87,25 @@ pub struct MessageJson {
     pub template: Option<String>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize)]
 pub struct AttachmentJson {
     pub filename: String,
     pub sha256: String,
     pub size: i64,
     pub content_type: String,
     pub status: String,
+}
+
+impl From<store::attachments::Document> for AttachmentJson {
+    fn from(d: store::attachments::Document) -> Self {
+        AttachmentJson {
+            filename: d.filename,
+            sha256: d.sha256,
+            size: d.size,
+            content_type: d.sniffed_type,
+            status: d.status,
+        }
+    }
 }
 
 impl From<EventRow> for EventJson {
@@ -189,13 +201,11 @@ async fn show(room: &Mailroom, id: &str, json: bool) -> Result<ExitCode, Failure
         .ok_or_else(|| Failure::Usage(anyhow::anyhow!("no case {id}")))?;
     let events = store::events::for_case(&mut conn, id).await?;
     let messages = store::messages::for_case(&mut conn, id).await?;
-    let attachments: Vec<AttachmentJson> = sqlx::query_as(
-        "SELECT filename, sha256, size, sniffed_type AS content_type, status FROM attachments
-         WHERE case_id = ? ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let attachments: Vec<AttachmentJson> = store::attachments::for_case(&mut conn, id)
+        .await?
+        .into_iter()
+        .map(AttachmentJson::from)
+        .collect();
     let detail = CaseDetailJson {
         case: CaseJson::from(&case),
         events: events.into_iter().map(EventJson::from).collect(),

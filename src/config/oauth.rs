@@ -1,99 +1,13 @@
-//! `[oauth2]`: validation and the values derived from it (token URL, device
-//! authorization URL, scopes per provider). Kept apart from the password keys
-//! so that those keep working unchanged.
+//! `[oauth2]`: validation (the types and the values derived from them, such
+//! as the token URL and default scopes, are `oauth::settings`). Kept apart
+//! from the password keys so that those keep working unchanged.
 
-use std::path::PathBuf;
+use super::{AuthMethod, Config, ConfigError, OAuthFlow, OAuthProvider, invalid};
 
-use super::{AuthMethod, Config, ConfigError, OAuthConfig, OAuthFlow, OAuthProvider, invalid};
-
-/// Exchange Online's resource: app-only tokens for IMAP and SMTP.
-pub const MICROSOFT_APP_SCOPE: &str = "https://outlook.office365.com/.default";
-/// Delegated scopes (a user's consent through `auth login`).
-pub const MICROSOFT_USER_SCOPES: [&str; 3] = [
-    "https://outlook.office365.com/IMAP.AccessAsUser.All",
-    "https://outlook.office365.com/SMTP.Send",
-    "offline_access",
-];
-/// Gmail over IMAP and SMTP needs the full mail scope.
-pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
-pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
-pub const GOOGLE_DEVICE_URL: &str = "https://oauth2.googleapis.com/device/code";
+use crate::oauth::settings::MICROSOFT_APP_SCOPE;
 
 /// Tenants that name no organisation: refused by client credentials (AADSTS50194).
 const MULTI_TENANT: [&str; 3] = ["common", "organizations", "consumers"];
-
-impl OAuthConfig {
-    /// The token endpoint: derived for Microsoft (from the tenant) and Google
-    /// (or the service account file's `token_uri`), given for generic.
-    pub fn token_url(&self) -> String {
-        match self.provider {
-            OAuthProvider::Microsoft => format!(
-                "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
-                self.tenant.as_deref().unwrap_or("common").trim()
-            ),
-            OAuthProvider::Google => GOOGLE_TOKEN_URL.to_string(),
-            OAuthProvider::Generic => self.token_url.clone().unwrap_or_default(),
-        }
-    }
-
-    /// The RFC 8628 device authorization endpoint for `auth login`, if known.
-    pub fn device_authorization_url(&self) -> Option<String> {
-        match self.provider {
-            OAuthProvider::Microsoft => Some(format!(
-                "https://login.microsoftonline.com/{}/oauth2/v2.0/devicecode",
-                self.tenant.as_deref().unwrap_or("organizations").trim()
-            )),
-            OAuthProvider::Google => Some(GOOGLE_DEVICE_URL.to_string()),
-            OAuthProvider::Generic => self.device_authorization_url.clone(),
-        }
-    }
-
-    /// The scopes asked for: the configured ones, else the provider's default
-    /// for the flow.
-    pub fn scopes(&self) -> Vec<String> {
-        if !self.scopes.is_empty() {
-            return self.scopes.clone();
-        }
-        match (self.provider, self.flow) {
-            (OAuthProvider::Microsoft, OAuthFlow::RefreshToken) => MICROSOFT_USER_SCOPES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            (OAuthProvider::Microsoft, _) => vec![MICROSOFT_APP_SCOPE.to_string()],
-            (OAuthProvider::Google, _) => vec![GOOGLE_SCOPE.to_string()],
-            (OAuthProvider::Generic, _) => Vec::new(),
-        }
-    }
-
-    /// Where the refresh token lives: `refresh_token_file`, else beside the
-    /// database (the state directory).
-    pub fn refresh_token_path(&self, database: &std::path::Path) -> PathBuf {
-        match &self.refresh_token_file {
-            Some(p) => p.clone(),
-            None => database
-                .parent()
-                .unwrap_or_else(|| std::path::Path::new("."))
-                .join("oauth2-refresh-token"),
-        }
-    }
-
-    /// Reads the client secret (file contents without the trailing newline).
-    pub fn resolve_client_secret(&self) -> Result<Option<String>, ConfigError> {
-        let secret = super::Secret {
-            password: self.client_secret.clone(),
-            password_file: self.client_secret_file.clone(),
-            password_env: self.client_secret_env.clone(),
-        };
-        secret.resolve("oauth2").map_err(|e| match e {
-            ConfigError::Invalid { key, problem, fix } => ConfigError::Invalid {
-                key: key.replace("password", "client_secret"),
-                problem,
-                fix,
-            },
-            other => other,
-        })
-    }
-}
 
 /// Is `url` an `https://` URL, or `http://` to a loopback host?
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
@@ -141,6 +55,23 @@ impl Config {
     /// Whether IMAP or SMTP logs in with a token.
     pub fn uses_oauth(&self) -> bool {
         self.imap.auth == AuthMethod::Oauth2 || self.smtp.auth == AuthMethod::Oauth2
+    }
+
+    /// The token provider for `auth = "oauth2"`; `None` when neither edge
+    /// uses OAuth. The service account acts for the mailbox (`imap.username`);
+    /// the refresh token lives beside the database unless configured.
+    pub fn token_provider(
+        &self,
+    ) -> Result<Option<crate::oauth::TokenProvider>, crate::oauth::OAuthError> {
+        match &self.oauth2 {
+            Some(o) if self.uses_oauth() => crate::oauth::TokenProvider::new(
+                o.clone(),
+                self.imap.username.clone(),
+                &self.storage.database,
+            )
+            .map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// The SMTP SASL user: `smtp.username`, else the mailbox (`imap.username`).

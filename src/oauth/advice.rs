@@ -1,7 +1,7 @@
 //! What an identity provider's refusal means and how to fix it: one sentence
 //! for `check`, the daemon's log and the team's alert. Pure.
 
-use crate::config::{OAuthFlow, OAuthProvider};
+use super::settings::{OAuthFlow, OAuthProvider};
 
 use super::jwt::Claims;
 

@@ -9,8 +9,8 @@ use oauth2::{
 };
 
 use super::jwt::{self, ServiceAccount, Signer};
+use super::settings::{OAuthConfig, OAuthFlow};
 use super::{AccessToken, Inner, OAuthError, advice, token_file};
-use crate::config::{OAuthConfig, OAuthFlow};
 
 type Client =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
@@ -25,8 +25,8 @@ pub(super) async fn fetch(inner: &Inner) -> Result<AccessToken, OAuthError> {
     }
 }
 
-fn config_err(e: crate::config::ConfigError) -> OAuthError {
-    OAuthError::Config(e.to_string())
+fn config_err(e: String) -> OAuthError {
+    OAuthError::Config(e)
 }
 
 /// The client for the token URL, with the secret when one is configured.

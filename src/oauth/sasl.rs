@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
-use crate::config::SaslMechanism;
+use super::settings::SaslMechanism;
 
 /// The mechanism's name on the wire.
 pub fn mechanism_name(mechanism: SaslMechanism) -> &'static str {

@@ -38,13 +38,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(300);
 /// drop idle clients after a few minutes).
 const IDLE_CHECK_AFTER: Duration = Duration::from_secs(30);
 
-/// After a failed connection or login, the next attempt waits this long;
-/// messages due meanwhile are deferred with the same error (the outbox
-/// retries them a minute later at the earliest).
-const RECONNECT_PAUSE: Duration = Duration::from_secs(20);
-
 /// Problems setting up or reaching the SMTP server. In [`SmtpSender::send_raw`]
-/// all of these become [`SendError::Transient`].
+/// all of these become [`SendError::Unreachable`].
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
     #[error(
@@ -127,9 +122,15 @@ pub enum SmtpError {
 /// The verdict on one message, for the outbox's retry logic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// 4xx, connection trouble, timeouts, configuration problems: retry later.
+    /// 4xx, a connection lost during the transfer, timeouts: retry later.
     #[error("temporary SMTP failure: {0}")]
     Transient(String),
+    /// No session could be set up (connect, TLS, EHLO, AUTH): the server is
+    /// down or misconfigured, so every other mail would fail the same way.
+    /// Retried later, like [`SendError::Transient`], but the outbox treats it
+    /// as one outage rather than one failure per mail.
+    #[error("SMTP server unreachable: {0}")]
+    Unreachable(String),
     /// 5xx or an unusable address: retrying cannot help.
     #[error("permanent SMTP failure: {0}")]
     Permanent(String),
@@ -165,12 +166,8 @@ pub struct SmtpSender {
     implicit_tls: Option<tokio_rustls::TlsConnector>,
     credentials: Option<Credentials>,
     oauth: Option<OAuthLogin>,
-    /// Why the last connection attempt failed (and when); cleared by the
-    /// next success.
-    problem: std::sync::Mutex<Option<(String, Instant)>>,
-    /// Whether that failure was the lack of an OAuth token (logged by the
-    /// token provider already).
-    problem_is_token: std::sync::atomic::AtomicBool,
+    /// Why the last connection attempt failed; cleared by the next success.
+    problem: std::sync::Mutex<Option<String>>,
     max_per_connection: u32,
     hello: ClientId,
     open: Mutex<Option<Open>>,
@@ -243,7 +240,6 @@ impl SmtpSender {
             credentials,
             oauth: None,
             problem: std::sync::Mutex::new(None),
-            problem_is_token: std::sync::atomic::AtomicBool::new(false),
             max_per_connection: cfg.max_messages_per_connection.max(1),
             hello: ClientId::default(),
             open: Mutex::new(None),
@@ -295,20 +291,9 @@ impl SmtpSender {
         let open = match guard.as_mut() {
             Some(open) => open,
             None => {
-                // A server that just refused us (AUTH switched off, token
-                // refused) is not asked again for every queued message.
-                if let Some((problem, at)) = self.problem_at()
-                    && at.elapsed() < RECONNECT_PAUSE
-                {
-                    return Err(SendError::Transient(problem));
-                }
                 let connected = self.connect().await;
-                self.problem_is_token.store(
-                    matches!(connected, Err(SmtpError::Token(_))),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
                 self.set_problem(connected.as_ref().err().map(ToString::to_string));
-                let conn = connected.map_err(|e| SendError::Transient(e.to_string()))?;
+                let conn = connected.map_err(|e| SendError::Unreachable(e.to_string()))?;
                 guard.insert(Open {
                     conn,
                     sent: 0,
@@ -364,16 +349,6 @@ impl SmtpSender {
     /// Why the last attempt to connect and log in failed, or `None` when it
     /// worked: sending health, reported apart from receiving.
     pub fn last_problem(&self) -> Option<String> {
-        self.problem_at().map(|(p, _)| p)
-    }
-
-    /// Whether [`SmtpSender::last_problem`] is the lack of an OAuth token.
-    pub fn last_problem_is_token(&self) -> bool {
-        self.problem_is_token
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn problem_at(&self) -> Option<(String, Instant)> {
         match self.problem.lock() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -381,7 +356,6 @@ impl SmtpSender {
     }
 
     fn set_problem(&self, problem: Option<String>) {
-        let problem = problem.map(|p| (p, Instant::now()));
         match self.problem.lock() {
             Ok(mut g) => *g = problem,
             Err(poisoned) => *poisoned.into_inner() = problem,
@@ -557,7 +531,7 @@ impl SmtpSender {
                 );
                 continue;
             }
-            let mut server = crate::logging::redact(&server).into_owned();
+            let mut server = server;
             if let Some(e) = &error {
                 server.push_str("; ");
                 server.push_str(&e.describe());

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Datelike, Utc};
 use sqlx::SqliteConnection;
 
-use super::{Result, parse_col};
+use super::{Op, Result, parse_col};
 use crate::cases::{Case, Kind, State};
 
 /// The `cases` row as stored.
@@ -86,7 +86,8 @@ pub async fn next_seq(conn: &mut SqliteConnection, prefix: &str, year: i32) -> R
     .bind(prefix)
     .bind(year)
     .fetch_one(conn)
-    .await?;
+    .await
+    .op("cases.next_seq")?;
     Ok(seq as u64)
 }
 
@@ -113,7 +114,8 @@ pub async fn insert(
         .bind(now)
         .bind(now)
         .execute(conn)
-        .await?;
+        .await
+        .op("cases.insert")?;
     Ok(())
 }
 
@@ -130,7 +132,8 @@ pub async fn update(conn: &mut SqliteConnection, case: &Case, now: DateTime<Utc>
         .bind(now)
         .bind(&case.id)
         .execute(conn)
-        .await?;
+        .await
+        .op("cases.update")?;
     Ok(())
 }
 
@@ -167,7 +170,8 @@ pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<Case>> 
     let row: Option<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(conn)
-        .await?;
+        .await
+        .op("cases.get")?;
     row.map(CaseRow::into_case).transpose()
 }
 
@@ -176,7 +180,8 @@ pub async fn thread(conn: &mut SqliteConnection, id: &str) -> Result<CaseThread>
         sqlx::query_as("SELECT subject, thread_root, notice_root, manner FROM cases WHERE id = ?")
             .bind(id)
             .fetch_optional(conn)
-            .await?
+            .await
+            .op("cases.thread")?
             .unwrap_or_default(),
     )
 }
@@ -186,7 +191,52 @@ pub async fn set_notice_root(conn: &mut SqliteConnection, id: &str, root: &str) 
         .bind(root)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("cases.set_notice_root")?;
+    Ok(())
+}
+
+/// The final states as an SQL list (`'completed', 'denied', …`), derived
+/// from [`State::is_final`]: the one place SQL learns which cases are closed.
+pub fn final_states_sql() -> String {
+    State::ALL
+        .iter()
+        .filter(|s| s.is_final())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How many cases are open (in a non-final state).
+pub async fn count_open(conn: &mut SqliteConnection) -> Result<i64> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM cases WHERE state NOT IN ({})",
+        final_states_sql()
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(conn)
+        .await
+        .op("cases.count_open")
+}
+
+/// How many cases were opened after `since` (the burst rule counts the
+/// last minute).
+pub async fn count_created_since(conn: &mut SqliteConnection, since: DateTime<Utc>) -> Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM cases WHERE created_at > ?")
+        .bind(since)
+        .fetch_one(conn)
+        .await
+        .op("cases.count_created_since")
+}
+
+/// Forgets that a case was acknowledged: the engine marked the acknowledgement
+/// sent, but casework held it back (see `casework::held_back`).
+pub async fn clear_acknowledged(conn: &mut SqliteConnection, id: &str) -> Result<()> {
+    sqlx::query("UPDATE cases SET acknowledged_at = NULL WHERE id = ?")
+        .bind(id)
+        .execute(conn)
+        .await
+        .op("cases.clear_acknowledged")?;
     Ok(())
 }
 
@@ -212,12 +262,7 @@ pub async fn list(
     // and due-soon views) must not read years of closed cases: SQL narrows
     // them, the exact rules below stay in Rust.
     let open_only = filter.open_only || filter.overdue || filter.due_within_days.is_some();
-    let finals = State::ALL
-        .iter()
-        .filter(|s| s.is_final())
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let finals = final_states_sql();
     let sql = if open_only {
         format!(
             "SELECT {COLUMNS} FROM cases WHERE state NOT IN ({finals}) ORDER BY received_at, id"
@@ -227,7 +272,8 @@ pub async fn list(
     };
     let rows: Vec<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_all(conn)
-        .await?;
+        .await
+        .op("cases.list")?;
     let mut out = Vec::new();
     for row in rows {
         let case = row.into_case()?;
@@ -247,4 +293,77 @@ pub async fn list(
         out.push(case);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{at, close_case, open_case, store};
+
+    #[test]
+    fn the_final_state_list_is_the_engines() {
+        let sql = final_states_sql();
+        for s in State::ALL {
+            assert_eq!(
+                sql.contains(&format!("'{}'", s.as_str())),
+                s.is_final(),
+                "{s}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn open_counts_and_the_held_back_acknowledgement() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        let mut a = open_case(&mut conn, "C-1", at(1)).await;
+        open_case(&mut conn, "C-2", at(1)).await;
+        assert_eq!(count_open(&mut conn).await.unwrap(), 2);
+        close_case(&mut conn, &mut a, at(2)).await;
+        assert_eq!(count_open(&mut conn).await.unwrap(), 1);
+        // created_at is the insert time (the received time here).
+        assert_eq!(
+            count_created_since(&mut conn, at(1) - chrono::Duration::minutes(1))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(count_created_since(&mut conn, at(1)).await.unwrap(), 0);
+
+        assert!(
+            get(&mut conn, "C-2")
+                .await
+                .unwrap()
+                .unwrap()
+                .acknowledged_at
+                .is_some()
+        );
+        clear_acknowledged(&mut conn, "C-2").await.unwrap();
+        assert!(
+            get(&mut conn, "C-2")
+                .await
+                .unwrap()
+                .unwrap()
+                .acknowledged_at
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_vocabulary_triggers_refuse_unknown_values() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        open_case(&mut conn, "C-1", at(1)).await;
+        for (column, value) in [("state", "lost"), ("kind", "guess"), ("manner", "fax")] {
+            let sql = format!("UPDATE cases SET {column} = '{value}' WHERE id = 'C-1'");
+            let e = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains(&format!("cases.{column}")), "{e}");
+        }
+        // Known values still pass, including a purge's untouched columns.
+        let sql = "UPDATE cases SET state = 'withdrawn', requester = '[purged]' WHERE id = 'C-1'";
+        sqlx::query(sql).execute(&mut *conn).await.unwrap();
+    }
 }

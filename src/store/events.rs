@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::Result;
+use super::{Op, Result};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EventRow {
@@ -29,17 +29,15 @@ pub async fn append(
         .bind(action)
         .bind(detail)
         .execute(conn)
-        .await?;
+        .await
+        .op("events.append")?;
     Ok(())
 }
 
 pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<EventRow>> {
-    Ok(
-        sqlx::query_as(
-            "SELECT at, actor, action, detail FROM events WHERE case_id = ? ORDER BY id",
-        )
+    sqlx::query_as("SELECT at, actor, action, detail FROM events WHERE case_id = ? ORDER BY id")
         .bind(case_id)
         .fetch_all(conn)
-        .await?,
-    )
+        .await
+        .op("events.for_case")
 }

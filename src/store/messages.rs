@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::Result;
+use super::{Op, Result};
 
 /// A message to record.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +49,8 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage<'_>) -> Result<i
     .bind(m.uid.map(i64::from))
     .bind(m.target_mailbox)
     .fetch_one(conn)
-    .await?;
+    .await
+    .op("messages.insert")?;
     Ok(id)
 }
 
@@ -64,7 +65,7 @@ pub async fn seen_inbound(
     subject: &str,
     sha256: &str,
 ) -> Result<Option<(i64, Option<String>)>> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "SELECT id, target_mailbox FROM messages WHERE direction = 'in'
            AND (sha256 = ?
                 OR (? IS NOT NULL AND message_id = ? AND from_addr IS ? AND subject = ?))
@@ -76,7 +77,8 @@ pub async fn seen_inbound(
     .bind(from_addr)
     .bind(subject)
     .fetch_optional(conn)
-    .await?)
+    .await
+    .op("messages.seen_inbound")
 }
 
 /// Originals committed but not yet moved, in this UIDVALIDITY.
@@ -91,7 +93,8 @@ pub async fn unfiled(
     )
     .bind(i64::from(uid_validity))
     .fetch_all(conn)
-    .await?;
+    .await
+    .op("messages.unfiled")?;
     Ok(rows
         .into_iter()
         .map(|(id, uid, target)| (id, uid as u32, target))
@@ -111,7 +114,8 @@ pub async fn mark_filed(
         .bind(now)
         .bind(ids)
         .execute(conn)
-        .await?;
+        .await
+        .op("messages.mark_filed")?;
     Ok(())
 }
 
@@ -127,8 +131,70 @@ pub async fn close_stale_unfiled(
     .bind(now)
     .bind(i64::from(current_uid_validity))
     .execute(conn)
-    .await?;
+    .await
+    .op("messages.close_stale_unfiled")?;
     Ok(())
+}
+
+/// Links a message row to the case it opened (the row is written first, so
+/// the acknowledgement can answer it).
+pub async fn set_case(conn: &mut SqliteConnection, message_row: i64, case_id: &str) -> Result<()> {
+    sqlx::query("UPDATE messages SET case_id = ? WHERE id = ?")
+        .bind(case_id)
+        .bind(message_row)
+        .execute(conn)
+        .await
+        .op("messages.set_case")?;
+    Ok(())
+}
+
+/// Has a team member written to the requester since the case was verified
+/// (a `team_reply` message at or after `verified_at`)?
+pub async fn team_reply_since_verification(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages m JOIN cases c ON c.id = m.case_id
+         WHERE m.case_id = ? AND m.disposition = 'team_reply'
+           AND c.verified_at IS NOT NULL AND m.at >= c.verified_at",
+    )
+    .bind(case_id)
+    .fetch_one(conn)
+    .await
+    .op("messages.team_reply_since_verification")?;
+    Ok(n > 0)
+}
+
+/// Is any message, in or out, stored with this Message-ID or these bytes?
+/// The team-correspondence rule; inbound mail uses [`seen_inbound`].
+pub async fn seen_any(
+    conn: &mut SqliteConnection,
+    message_id: Option<&str>,
+    sha256: &str,
+) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE (message_id IS NOT NULL AND message_id = ?) OR sha256 = ?",
+    )
+    .bind(message_id)
+    .bind(sha256)
+    .fetch_one(conn)
+    .await
+    .op("messages.seen_any")?;
+    Ok(n > 0)
+}
+
+/// Raw bytes (absent when only headers were kept), case and receipt time of
+/// a stored inbound message.
+pub type StoredInbound = (Option<Vec<u8>>, Option<String>, DateTime<Utc>);
+
+/// The stored inbound message of row `id`, if there is one.
+pub async fn stored_inbound(conn: &mut SqliteConnection, id: i64) -> Result<Option<StoredInbound>> {
+    sqlx::query_as("SELECT raw, case_id, at FROM messages WHERE id = ? AND direction = 'in'")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .op("messages.stored_inbound")
 }
 
 /// A message as `cases show` lists it.
@@ -146,13 +212,14 @@ pub struct MessageRow {
 }
 
 pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<MessageRow>> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "SELECT direction, message_id, subject, at, template, from_addr, body_text
          FROM messages WHERE case_id = ? ORDER BY at, id",
     )
     .bind(case_id)
     .fetch_all(conn)
-    .await?)
+    .await
+    .op("messages.for_case")
 }
 
 /// The newest inbound Message-ID of a case (what our next reply answers).
@@ -163,6 +230,86 @@ pub async fn last_inbound_id(conn: &mut SqliteConnection, case_id: &str) -> Resu
     )
     .bind(case_id)
     .fetch_optional(conn)
-    .await?
+    .await
+    .op("messages.last_inbound_id")?
     .flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{at, inbound, open_case, store};
+
+    #[tokio::test]
+    async fn stored_inbound_messages_and_their_case() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        let row = inbound(&mut conn, None, "a", at(1)).await;
+        let (raw, case, when) = stored_inbound(&mut conn, row).await.unwrap().unwrap();
+        assert_eq!(
+            (raw.as_deref(), case, when),
+            (Some(&b"raw"[..]), None, at(1))
+        );
+        open_case(&mut conn, "C-1", at(1)).await;
+        set_case(&mut conn, row, "C-1").await.unwrap();
+        let (_, case, _) = stored_inbound(&mut conn, row).await.unwrap().unwrap();
+        assert_eq!(case.as_deref(), Some("C-1"));
+        assert!(stored_inbound(&mut conn, row + 1).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn seen_any_matches_message_id_or_bytes() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        inbound(&mut conn, None, "a", at(1)).await;
+        assert!(
+            seen_any(&mut conn, Some("<m1@example.org>"), "zz")
+                .await
+                .unwrap()
+        );
+        assert!(seen_any(&mut conn, None, "a").await.unwrap());
+        assert!(!seen_any(&mut conn, None, "zz").await.unwrap());
+        assert!(
+            !seen_any(&mut conn, Some("<other@example.org>"), "zz")
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_team_reply_counts_only_after_verification() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        let mut case = open_case(&mut conn, "C-1", at(1)).await;
+        let reply = |when| NewMessage {
+            case_id: Some("C-1"),
+            direction: "out",
+            subject: "Re: Request to know",
+            at: when,
+            sha256: "r",
+            disposition: "team_reply",
+            ..Default::default()
+        };
+        insert(&mut conn, &reply(at(2))).await.unwrap();
+        assert!(
+            !team_reply_since_verification(&mut conn, "C-1")
+                .await
+                .unwrap()
+        );
+        case.verified_at = Some(at(3));
+        crate::store::cases::update(&mut conn, &case, at(3))
+            .await
+            .unwrap();
+        assert!(
+            !team_reply_since_verification(&mut conn, "C-1")
+                .await
+                .unwrap()
+        );
+        insert(&mut conn, &reply(at(4))).await.unwrap();
+        assert!(
+            team_reply_since_verification(&mut conn, "C-1")
+                .await
+                .unwrap()
+        );
+    }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
-use super::Result;
+use super::{Op, Result};
 
 #[derive(Debug, Clone)]
 pub struct NewOutbox<'a> {
@@ -22,7 +22,7 @@ pub struct NewOutbox<'a> {
 
 pub async fn insert(conn: &mut SqliteConnection, m: &NewOutbox<'_>) -> Result<i64> {
     let recipients = serde_json::to_string(m.recipients).unwrap_or_else(|_| "[]".into());
-    Ok(sqlx::query_scalar(
+    sqlx::query_scalar(
         "INSERT INTO outbox (case_id, message_id, audience, template, envelope_from, recipients,
             rate_key, subject, raw, next_attempt_at, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -39,7 +39,8 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewOutbox<'_>) -> Result<i6
     .bind(m.now)
     .bind(m.now)
     .fetch_one(conn)
-    .await?)
+    .await
+    .op("outbox.insert")
 }
 
 /// Automatic consumer-facing mails to `rate_key` since `since`.
@@ -48,13 +49,14 @@ pub async fn recent_to(
     rate_key: &str,
     since: DateTime<Utc>,
 ) -> Result<i64> {
-    Ok(sqlx::query_scalar(
+    sqlx::query_scalar(
         "SELECT COUNT(*) FROM outbox WHERE rate_key = ? AND audience = 'consumer' AND created_at > ?",
     )
     .bind(rate_key)
     .bind(since)
     .fetch_one(conn)
-    .await?)
+    .await
+        .op("outbox.recent_to")
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -83,7 +85,7 @@ pub async fn due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<OutboxRow>> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "SELECT id, case_id, message_id, audience, template, envelope_from, recipients, raw,
                 attempts, created_at
          FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
@@ -91,24 +93,23 @@ pub async fn due(
     .bind(now)
     .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await
+    .op("outbox.due")
 }
 
 /// When the next pending mail is due, if any.
 pub async fn next_due(conn: &mut SqliteConnection) -> Result<Option<DateTime<Utc>>> {
-    Ok(
-        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
-            .fetch_one(conn)
-            .await?,
-    )
+    sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+        .fetch_one(conn)
+        .await
+        .op("outbox.next_due")
 }
 
 pub async fn pending_count(conn: &mut SqliteConnection) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
-            .fetch_one(conn)
-            .await?,
-    )
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
+        .fetch_one(conn)
+        .await
+        .op("outbox.pending_count")
 }
 
 pub async fn mark_sent(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
@@ -116,7 +117,8 @@ pub async fn mark_sent(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>)
         .bind(now)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("outbox.mark_sent")?;
     Ok(())
 }
 
@@ -131,7 +133,8 @@ pub async fn mark_retry(
         .bind(error)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("outbox.mark_retry")?;
     Ok(())
 }
 
@@ -142,7 +145,8 @@ pub async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> R
     .bind(error)
     .bind(id)
     .execute(conn)
-    .await?;
+    .await
+    .op("outbox.mark_failed")?;
     Ok(())
 }
 
@@ -160,12 +164,11 @@ pub async fn by_message_id(
     conn: &mut SqliteConnection,
     message_id: &str,
 ) -> Result<Option<Reported>> {
-    Ok(
-        sqlx::query_as("SELECT id, case_id, audience FROM outbox WHERE message_id = ?")
-            .bind(message_id)
-            .fetch_optional(conn)
-            .await?,
-    )
+    sqlx::query_as("SELECT id, case_id, audience FROM outbox WHERE message_id = ?")
+        .bind(message_id)
+        .fetch_optional(conn)
+        .await
+        .op("outbox.by_message_id")
 }
 
 /// Sent mail not yet copied to the Sent folder.
@@ -173,14 +176,15 @@ pub async fn by_message_id(
 pub const MAX_APPEND_ATTEMPTS: i64 = 5;
 
 pub async fn unappended(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "SELECT id, raw FROM outbox WHERE status = 'sent' AND appended_at IS NULL
            AND append_attempts < ? ORDER BY id LIMIT ?",
     )
     .bind(MAX_APPEND_ATTEMPTS)
     .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await
+    .op("outbox.unappended")
 }
 
 pub async fn mark_appended(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
@@ -188,7 +192,8 @@ pub async fn mark_appended(conn: &mut SqliteConnection, id: i64, now: DateTime<U
         .bind(now)
         .bind(id)
         .execute(conn)
-        .await?;
+        .await
+        .op("outbox.mark_appended")?;
     Ok(())
 }
 
@@ -200,6 +205,280 @@ pub async fn append_failed(conn: &mut SqliteConnection, id: i64, error: &str) ->
     .bind(error)
     .bind(id)
     .execute(conn)
-    .await?;
+    .await
+    .op("outbox.append_failed")?;
     Ok(())
+}
+
+/// The recipients of a mail whose delivery is settled, lower-cased:
+/// delivered or refused for good. The others are still to be tried.
+pub async fn settled_recipients(
+    conn: &mut SqliteConnection,
+    outbox_id: i64,
+) -> Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        "SELECT recipient, status FROM outbox_recipients WHERE outbox_id = ? ORDER BY recipient",
+    )
+    .bind(outbox_id)
+    .fetch_all(conn)
+    .await
+    .op("outbox.settled_recipients")
+}
+
+/// Records what became of one recipient of a mail (`sent` or `failed`).
+/// Recording it twice keeps the first verdict.
+pub async fn settle_recipient(
+    conn: &mut SqliteConnection,
+    outbox_id: i64,
+    recipient: &str,
+    sent: bool,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox_recipients (outbox_id, recipient, status, error, at)
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (outbox_id, recipient) DO NOTHING",
+    )
+    .bind(outbox_id)
+    .bind(recipient.to_lowercase())
+    .bind(if sent { "sent" } else { "failed" })
+    .bind(error)
+    .bind(now)
+    .execute(conn)
+    .await
+    .op("outbox.settle_recipient")?;
+    Ok(())
+}
+
+/// How far back the status line, `check` and the digest look for team mail
+/// a server refused.
+pub const FAILED_TEAM_MAIL_DAYS: i64 = 7;
+
+/// One team recipient the server refused for good.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FailedTeamMail {
+    pub outbox_id: i64,
+    pub case_id: Option<String>,
+    pub template: String,
+    pub recipient: String,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Team mail refused for good since `since`, newest first: per recipient,
+/// so one colleague's dead address is named while the others got the mail.
+pub async fn failed_team_mail(
+    conn: &mut SqliteConnection,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<FailedTeamMail>> {
+    sqlx::query_as(
+        "SELECT r.outbox_id, o.case_id, o.template, r.recipient, r.error, r.at
+         FROM outbox_recipients r JOIN outbox o ON o.id = r.outbox_id
+         WHERE r.status = 'failed' AND o.audience = 'team' AND r.at > ?
+         ORDER BY r.at DESC, r.outbox_id DESC LIMIT ?",
+    )
+    .bind(since)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+    .op("outbox.failed_team_mail")
+}
+
+/// How many team recipients were refused for good since `since`.
+pub async fn failed_team_count(conn: &mut SqliteConnection, since: DateTime<Utc>) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox_recipients r JOIN outbox o ON o.id = r.outbox_id
+         WHERE r.status = 'failed' AND o.audience = 'team' AND r.at > ?",
+    )
+    .bind(since)
+    .fetch_one(conn)
+    .await
+    .op("outbox.failed_team_count")
+}
+
+/// Pending mail whose last attempt failed: what waits for the SMTP server,
+/// and since when the oldest of it waits.
+pub async fn waiting(conn: &mut SqliteConnection) -> Result<(i64, Option<DateTime<Utc>>)> {
+    sqlx::query_as(
+        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL",
+    )
+    .fetch_one(conn)
+    .await
+    .op("outbox.waiting")
+}
+
+/// How long recording a delivery waits for another writer. A mail that went
+/// out but is not recorded would be sent again, so this waits much longer
+/// than the pool's usual 5 s (a long intake transaction can hold the lock).
+pub const RECORD_BUSY_TIMEOUT_MS: u32 = 60_000;
+
+/// The pool's usual busy timeout, restored after a patient write.
+const USUAL_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Runs `write` in its own short (autocommit) transaction on `conn`, waiting
+/// up to [`RECORD_BUSY_TIMEOUT_MS`] for the write lock instead of the usual 5 s.
+async fn patiently<F>(conn: &mut SqliteConnection, write: F) -> Result<()>
+where
+    F: AsyncFnOnce(&mut SqliteConnection) -> Result<()>,
+{
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA busy_timeout = {RECORD_BUSY_TIMEOUT_MS}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .op("outbox.patiently.busy_timeout")?;
+    let result = write(&mut *conn).await;
+    let reset = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA busy_timeout = {USUAL_BUSY_TIMEOUT_MS}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .op("outbox.patiently.reset_busy_timeout");
+    result?;
+    reset?;
+    Ok(())
+}
+
+/// [`mark_sent`] in its own transaction, waiting long for the lock.
+pub async fn record_sent(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
+    patiently(conn, async |c: &mut SqliteConnection| {
+        mark_sent(c, id, now).await
+    })
+    .await
+}
+
+/// [`settle_recipient`] (delivered) in its own transaction, waiting long for the lock.
+pub async fn record_recipient_sent(
+    conn: &mut SqliteConnection,
+    outbox_id: i64,
+    recipient: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    patiently(conn, async |c: &mut SqliteConnection| {
+        settle_recipient(c, outbox_id, recipient, true, None, now).await
+    })
+    .await
+}
+
+/// The SMTP server is unreachable: every due mail waits, with the reason.
+/// Attempts are not counted (nothing was tried for them); the sender's
+/// outage pause decides when to try again.
+pub async fn mark_waiting(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    error: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET last_error = ? WHERE status = 'pending' AND next_attempt_at <= ?",
+    )
+    .bind(error)
+    .bind(now)
+    .execute(conn)
+    .await
+    .op("outbox.mark_waiting")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use chrono::TimeZone;
+
+    async fn row(conn: &mut SqliteConnection, message_id: &str, audience: &'static str) -> i64 {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let recipients = vec!["a@example.com".to_string(), "b@example.com".to_string()];
+        insert(
+            conn,
+            &NewOutbox {
+                case_id: None,
+                message_id,
+                audience,
+                template: "team_notice",
+                envelope_from: "privacy@example.com",
+                recipients: &recipients,
+                rate_key: "a@example.com",
+                subject: "s",
+                raw: b"raw",
+                now,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn recipient_verdicts_are_kept_once_and_refusals_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("mailroom.db")).await.unwrap();
+        let mut conn = store.conn().await.unwrap();
+        let team = row(&mut conn, "<t@x>", "team").await;
+        let consumer = row(&mut conn, "<c@x>", "consumer").await;
+        let at = Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap();
+        settle_recipient(&mut conn, team, "A@Example.com", true, None, at)
+            .await
+            .unwrap();
+        settle_recipient(&mut conn, team, "b@example.com", false, Some("550"), at)
+            .await
+            .unwrap();
+        // A second verdict for the same recipient keeps the first.
+        settle_recipient(&mut conn, team, "b@example.com", true, None, at)
+            .await
+            .unwrap();
+        settle_recipient(&mut conn, consumer, "b@example.com", false, Some("550"), at)
+            .await
+            .unwrap();
+        let settled = settled_recipients(&mut conn, team).await.unwrap();
+        assert_eq!(
+            settled,
+            [
+                ("a@example.com".to_string(), "sent".to_string()),
+                ("b@example.com".to_string(), "failed".to_string())
+            ]
+        );
+        let since = at - chrono::Duration::days(1);
+        let failed = failed_team_mail(&mut conn, since, 10).await.unwrap();
+        assert_eq!(failed.len(), 1, "consumer mail is not team mail");
+        assert_eq!(failed[0].recipient, "b@example.com");
+        assert_eq!(failed[0].error.as_deref(), Some("550"));
+        assert_eq!(failed_team_count(&mut conn, since).await.unwrap(), 1);
+        assert_eq!(failed_team_count(&mut conn, at).await.unwrap(), 0);
+
+        // The purge blanks recipients: their verdicts go too.
+        sqlx::query("UPDATE outbox SET recipients = '[]' WHERE id = ?")
+            .bind(team)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert!(
+            settled_recipients(&mut conn, team)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn waiting_mail_is_counted_and_recorded_patiently() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("mailroom.db")).await.unwrap();
+        let mut conn = store.conn().await.unwrap();
+        let id = row(&mut conn, "<w@x>", "consumer").await;
+        assert_eq!(waiting(&mut conn).await.unwrap().0, 0);
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        mark_waiting(&mut conn, now, "connection refused")
+            .await
+            .unwrap();
+        let (count, since) = waiting(&mut conn).await.unwrap();
+        assert_eq!((count, since), (1, Some(now)));
+        record_sent(&mut conn, id, now).await.unwrap();
+        assert_eq!(waiting(&mut conn).await.unwrap().0, 0);
+        assert_eq!(pending_count(&mut conn).await.unwrap(), 0);
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(timeout, 5000, "the usual busy timeout is back");
+    }
 }

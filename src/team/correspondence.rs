@@ -137,15 +137,7 @@ pub async fn responded_since_verification(
     conn: &mut SqliteConnection,
     case_id: &str,
 ) -> Result<bool, CaseworkError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM messages m JOIN cases c ON c.id = m.case_id
-         WHERE m.case_id = ? AND m.disposition = 'team_reply'
-           AND c.verified_at IS NOT NULL AND m.at >= c.verified_at",
-    )
-    .bind(case_id)
-    .fetch_one(conn)
-    .await?;
-    Ok(n > 0)
+    Ok(store::messages::team_reply_since_verification(conn, case_id).await?)
 }
 
 /// Has this message been seen already (by Message-ID or content)?
@@ -154,12 +146,5 @@ pub async fn seen(
     message_id: Option<&str>,
     sha: &str,
 ) -> Result<bool, CaseworkError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM messages WHERE (message_id IS NOT NULL AND message_id = ?) OR sha256 = ?",
-    )
-    .bind(message_id)
-    .bind(sha)
-    .fetch_one(conn)
-    .await?;
-    Ok(n > 0)
+    Ok(store::messages::seen_any(conn, message_id, sha).await?)
 }

@@ -12,8 +12,8 @@ use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::store::{self, CaseFilter};
 use crate::templates::{
-    CaseContext, DIGEST_LIST_LIMIT, DigestContext, StateCount, TemplateContext, format_date,
-    state_title,
+    CaseContext, DIGEST_LIST_LIMIT, DigestContext, RefusedTeamMail, StateCount, TemplateContext,
+    format_date, state_title,
 };
 
 const JOB: &str = "digest";
@@ -47,10 +47,24 @@ pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, Cas
         now,
     )
     .await?;
-    if open.is_empty() {
+    // Refused team mail since the last digest (at most a week back).
+    let week = now - chrono::Duration::days(crate::store::outbox::FAILED_TEAM_MAIL_DAYS);
+    let since = last.map_or(week, |l| l.max(week));
+    let refused = store::outbox::failed_team_mail(&mut tx, since, DIGEST_LIST_LIMIT as i64).await?;
+    if open.is_empty() && refused.is_empty() {
         tx.commit().await?;
         return Ok(false);
     }
+    let team_mail_refused = refused
+        .into_iter()
+        .map(|f| RefusedTeamMail {
+            recipient: f.recipient,
+            template: f.template,
+            case_id: f.case_id,
+            date: format_date(f.at, tz),
+            error: f.error.unwrap_or_default(),
+        })
+        .collect();
     let ctx_of = |c: &crate::cases::Case| CaseContext::from_case(c, tz, now);
     let by_state = State::ALL
         .iter()
@@ -95,6 +109,7 @@ pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, Cas
         due_soon_more,
         overdue_more,
         waiting_more,
+        team_mail_refused,
     });
     let day = local.format("%Y-%m-%d").to_string();
     casework::queue_for_team(

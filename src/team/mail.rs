@@ -219,7 +219,7 @@ async fn run_line(
             ));
         }
         (Scope::Summary(summary), Some(named)) => {
-            if !super::burst::lists(conn, summary, named).await? {
+            if !crate::casework::burst::lists(conn, summary, named).await? {
                 return Ok(refuse(
                     Some(named.clone()),
                     "this summary does not list that case".into(),
@@ -267,9 +267,6 @@ async fn run_line(
     )
 }
 
-/// Raw bytes, case and receipt time of a stored inbound message.
-type StoredMessage = (Option<Vec<u8>>, Option<String>, DateTime<Utc>);
-
 /// `#open KIND` on a review notice: opens a case from the stored message.
 async fn open_from_review(
     conn: &mut SqliteConnection,
@@ -278,11 +275,7 @@ async fn open_from_review(
     kind: crate::cases::Kind,
     now: DateTime<Utc>,
 ) -> Result<Result<String, String>, CaseworkError> {
-    let stored: Option<StoredMessage> =
-        sqlx::query_as("SELECT raw, case_id, at FROM messages WHERE id = ? AND direction = 'in'")
-            .bind(row)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let stored = store::messages::stored_inbound(conn, row).await?;
     let Some((raw, case_id, at)) = stored else {
         return Ok(Err("the message is no longer stored".into()));
     };
@@ -302,7 +295,7 @@ async fn open_from_review(
     else {
         return Ok(Err("the message has no sender to answer".into()));
     };
-    let id = crate::intake::open_request(conn, room, &inbound, kind, &sender, at, row, now).await?;
+    let id = casework::open_request(conn, room, &inbound, kind, &sender, at, row, now).await?;
     Ok(Ok(id))
 }
 

@@ -510,3 +510,13 @@ impl Drop for Daemon {
         self.kill();
     }
 }
+
+/// The crash tests arm the binary's fault points, which exist only when it
+/// was built with the `fault-injection` feature: say so instead of failing on
+/// a clean exit.
+pub fn require_fault_points() {
+    #[cfg(not(feature = "fault-injection"))]
+    panic!(
+        "this test needs the fault points: run `cargo test --features fault-injection` (scripts/test does)"
+    );
+}

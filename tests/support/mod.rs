@@ -28,7 +28,7 @@ pub use cases::{
 };
 pub use idp::{IdentityProvider, Rotation};
 pub use imap::{ImapSession, ImapStream};
-pub use servers::{MailServers, OAUTH_ISSUER, PASSWORD};
+pub use servers::{MX_AUTHSERV_ID, MailServers, OAUTH_ISSUER, PASSWORD};
 pub use tls::{client_config_without_ca, install_crypto_provider};
 
 /// Polls `condition` every 100 ms until it holds; panics with `what` (and

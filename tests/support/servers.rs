@@ -31,6 +31,10 @@ pub const PASSWORD: &str = "secret";
 /// The `iss` claim Dovecot accepts in OAuth mode.
 pub const OAUTH_ISSUER: &str = "https://idp.privacy-mailroom.test";
 
+/// The authserv-id the test Postfix writes in its own
+/// `Authentication-Results` headers (its `myhostname`).
+pub const MX_AUTHSERV_ID: &str = "mx.privacy-mailroom.test";
+
 /// How the installs are named in error messages.
 const INSTALL_HINT: &str = "install them with: apt-get install dovecot-imapd dovecot-lmtpd postfix";
 
@@ -254,6 +258,20 @@ impl MailServers {
     pub fn unique_user(&self, prefix: &str) -> String {
         let n = self.users.fetch_add(1, Ordering::Relaxed) + 1;
         format!("{prefix}-{}-{n}@example.test", std::process::id())
+    }
+
+    /// A fresh address Postfix refuses at RCPT with `550 5.1.1` (a
+    /// colleague who left): `gone-<pid>-<n>@example.test`.
+    pub fn refused_user(&self) -> String {
+        self.unique_user("gone")
+    }
+
+    /// A fresh address whose mail, sent with it as the envelope sender, gets
+    /// Postfix's own `Authentication-Results: mx.privacy-mailroom.test;
+    /// auth=pass smtp.auth=<address>` on top, as from an MX that
+    /// authenticated the submitter (see [`MX_AUTHSERV_ID`]).
+    pub fn authenticated_user(&self, prefix: &str) -> String {
+        self.unique_user(&format!("mxauth-{prefix}"))
     }
 
     /// The last lines of the Postfix and Dovecot logs, for failure messages.
@@ -658,6 +676,13 @@ mynetworks = 127.0.0.0/8
 relay_domains = static:ALL
 transport_maps = static:lmtp:inet:127.0.0.1:{lmtp_port}
 smtpd_relay_restrictions = permit_mynetworks, reject
+# Faults and verdicts some tests need, keyed on address prefixes no other
+# test uses (see MailServers::refused_user and ::authenticated_user):
+# `gone-*` recipients are refused at RCPT like a colleague who left, and mail
+# from `mxauth-*` senders gets this MX's own Authentication-Results header on
+# top, as an MX that authenticated the submitter writes it.
+smtpd_recipient_restrictions = check_recipient_access regexp:{d}/postfix/conf/refused_recipients
+smtpd_sender_restrictions = check_sender_access regexp:{d}/postfix/conf/authenticated_senders
 smtpd_peername_lookup = no
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {d}/cert.pem
@@ -681,6 +706,16 @@ readme_directory = no
 "#
     );
     std::fs::write(conf_dir.join("main.cf"), main_cf).context("write main.cf")?;
+    std::fs::write(
+        conf_dir.join("refused_recipients"),
+        "/^gone-/ 550 5.1.1 Recipient address rejected: User unknown (test harness)\n",
+    )
+    .context("write refused_recipients")?;
+    std::fs::write(
+        conf_dir.join("authenticated_senders"),
+        format!("/^(mxauth-[^@]*@.*)$/ PREPEND Authentication-Results: {MX_AUTHSERV_ID}; auth=pass smtp.auth=$1\n"),
+    )
+    .context("write authenticated_senders")?;
     let master_cf = std::fs::read_to_string("/etc/postfix/master.cf")
         .with_context(|| format!("read /etc/postfix/master.cf; {INSTALL_HINT}"))?;
     std::fs::write(

@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::SqliteConnection;
 use tracing::info;
 
+use super::{self as casework, CaseworkError, TeamMail};
 use crate::cases::engine::Notice;
-use crate::casework::{self, CaseworkError, TeamMail};
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::store;
@@ -21,14 +21,7 @@ pub async fn queue(
     case_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
-    sqlx::query(
-        "INSERT OR IGNORE INTO pending_new_case_notices (case_id, queued_at) VALUES (?, ?)",
-    )
-    .bind(case_id)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
+    Ok(store::burst::queue_notice(conn, case_id, now).await?)
 }
 
 /// Sends the queued new-case notices: one each, or one summary in a burst.
@@ -37,20 +30,11 @@ pub async fn flush(
     room: &Mailroom,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
-    let pending: Vec<String> =
-        sqlx::query_scalar("SELECT case_id FROM pending_new_case_notices ORDER BY case_id")
-            .fetch_all(&mut *conn)
-            .await?;
+    let pending = store::burst::take_queued(conn).await?;
     if pending.is_empty() {
         return Ok(());
     }
-    sqlx::query("DELETE FROM pending_new_case_notices")
-        .execute(&mut *conn)
-        .await?;
-    let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cases WHERE created_at > ?")
-        .bind(now - Duration::minutes(1))
-        .fetch_one(&mut *conn)
-        .await?;
+    let recent = store::cases::count_created_since(conn, now - Duration::minutes(1)).await?;
     let threshold = i64::from(room.team().burst_threshold);
     let mut cases = Vec::with_capacity(pending.len());
     for id in &pending {
@@ -66,11 +50,7 @@ pub async fn flush(
     }
     let summary_id = format!("S{}", now.format("%Y%m%d%H%M%S%3f"));
     for case in &cases {
-        sqlx::query("INSERT OR IGNORE INTO summary_cases (summary_id, case_id) VALUES (?, ?)")
-            .bind(&summary_id)
-            .bind(&case.id)
-            .execute(&mut *conn)
-            .await?;
+        store::burst::add_to_summary(conn, &summary_id, &case.id).await?;
     }
     let mut ctx = TemplateContext::from_config(&room.config);
     ctx.summary = Some(SummaryContext {
@@ -109,12 +89,5 @@ pub async fn lists(
     summary_id: &str,
     case_id: &str,
 ) -> Result<bool, CaseworkError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM summary_cases WHERE summary_id = ? AND case_id = ?",
-    )
-    .bind(summary_id)
-    .bind(case_id)
-    .fetch_one(conn)
-    .await?;
-    Ok(n > 0)
+    Ok(store::burst::summary_lists(conn, summary_id, case_id).await?)
 }

@@ -1,0 +1,414 @@
+//! The outbox sender: delivers the mail committed with the change that caused
+//! it over SMTP, with retries (SPEC §8). A mail given up for good is an event
+//! on its case, and a consumer's one tells the team. Team mail goes to each
+//! recipient in a transaction of its own, with each verdict recorded, so one
+//! refused address never blocks the others; an SMTP outage is logged once.
+//!
+//! The rows live in the `outbox` table ([`crate::store::outbox`]); composing is
+//! [`crate::outbox::compose`], the SMTP client [`crate::outbox::smtp`]; the
+//! Sent-folder copy is `sync::append_sent`, on the IMAP side.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, Utc};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::mailroom::Mailroom;
+use crate::outbox::smtp::{SendError, SmtpSender};
+use crate::store::{self, StoreError};
+
+/// 4xx answers are retried this long before the mail is given up (SPEC §8).
+pub const RETRY_FOR: Duration = Duration::days(3);
+
+/// How many rows one delivery round reads at a time.
+const BATCH: i64 = 100;
+
+/// What one delivery round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub sent: usize,
+    pub retried: usize,
+    pub failed: usize,
+    /// The round stopped because no SMTP session could be set up: the rest
+    /// waits, and the caller should pause before the next round.
+    pub unreachable: bool,
+}
+
+/// What the sender remembers from one round to the next.
+#[derive(Debug, Default)]
+pub struct SenderState {
+    /// Since when the SMTP server has been unreachable: one log line when
+    /// an outage starts and one when it ends, not one per mail and attempt.
+    outage: Option<DateTime<Utc>>,
+    /// Rounds in the current outage, for the pause before the next one.
+    outage_rounds: u32,
+    /// Deliveries the server accepted but the database could not record yet
+    /// (outbox id, and the recipient when delivered one by one). The next
+    /// round records them instead of sending the same mail again.
+    unrecorded: HashSet<(i64, Option<String>)>,
+}
+
+impl SenderState {
+    /// Whether the SMTP server is currently unreachable.
+    pub fn in_outage(&self) -> bool {
+        self.outage.is_some()
+    }
+
+    /// The pause before the next round during an outage: 1 s, doubling, at
+    /// most a minute (mail queued meanwhile waits for the same server).
+    pub fn outage_pause(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(2u64.saturating_pow(self.outage_rounds.min(6)).min(60))
+    }
+
+    fn outage_starts(&mut self, error: &str, now: DateTime<Utc>) {
+        self.outage_rounds = self.outage_rounds.saturating_add(1);
+        if self.outage.is_none() {
+            self.outage = Some(now);
+            warn!(error = %crate::logging::Personal(error), "SMTP server unreachable; mail waits in the outbox until it answers again.");
+        }
+    }
+
+    fn outage_ends(&mut self, now: DateTime<Utc>) {
+        self.outage_rounds = 0;
+        if let Some(since) = self.outage.take() {
+            info!(
+                down_secs = (now - since).num_seconds(),
+                "SMTP server reachable again; delivering the waiting mail."
+            );
+        }
+    }
+}
+
+/// Wait before attempt `attempts + 1`: 1, 5, 15, 30 minutes, then hourly.
+pub fn backoff(attempts: i64) -> Duration {
+    match attempts {
+        0 => Duration::minutes(1),
+        1 => Duration::minutes(5),
+        2 => Duration::minutes(15),
+        3 => Duration::minutes(30),
+        _ => Duration::hours(1),
+    }
+}
+
+/// The verdict on one outbox mail after this round's attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// Delivered; with recipients one by one, at least one got it and the
+    /// rest were refused for good.
+    Sent,
+    /// A 4xx (for the mail or some recipient): try again later.
+    Retry(String),
+    /// Refused for good; nobody got it.
+    Failed(String),
+    /// No SMTP session: the server is down.
+    Unreachable(String),
+}
+
+/// How a recipient's verdict is keyed: the bare address, lower-cased
+/// (`team.notify` may list `"Alice <Alice@Example.com>"`).
+fn recipient_key(recipient: &str) -> String {
+    crate::address::parse_mailbox(recipient)
+        .map_or_else(|| recipient.trim().to_string(), |a| a.addr)
+        .to_lowercase()
+}
+
+/// Team mail (notices, digests, command results) and any mail to several
+/// recipients is delivered one recipient at a time: one refused address (a
+/// colleague who left) must not fail the mail for the others.
+fn per_recipient(row: &store::OutboxRow) -> bool {
+    row.audience == "team" || row.recipient_list().len() > 1
+}
+
+/// Sends every pending mail that is due. A transient failure (4xx, network)
+/// schedules a retry; a permanent one (5xx), or retries past three days, marks
+/// the mail failed and tells the team. Team mail goes to each recipient in
+/// its own SMTP transaction and each outcome is recorded.
+///
+/// When no SMTP session can be set up the round stops at once (every mail
+/// would fail the same way) and the outage is logged once, in `state`.
+///
+/// Stops between messages once `stop` is cancelled (SIGTERM): what is left
+/// stays pending and goes out after the restart.
+pub async fn deliver_due(
+    room: &Mailroom,
+    sender: &SmtpSender,
+    now: DateTime<Utc>,
+    stop: &tokio_util::sync::CancellationToken,
+    state: &mut SenderState,
+) -> Result<Delivered, StoreError> {
+    let mut done = Delivered::default();
+    let mut seen = HashSet::new();
+    loop {
+        if stop.is_cancelled() {
+            return Ok(done);
+        }
+        let rows = {
+            let mut conn = room.store.conn().await?;
+            store::outbox::due(&mut conn, now, BATCH).await?
+        };
+        let rows: Vec<_> = rows.into_iter().filter(|r| seen.insert(r.id)).collect();
+        if rows.is_empty() {
+            return Ok(done);
+        }
+        for row in rows {
+            if stop.is_cancelled() {
+                return Ok(done);
+            }
+            // One span per delivery: every line about it names the row.
+            let span = info_span!("delivery", outbox = row.id, template = %row.template);
+            let go_on = deliver_one(room, sender, &row, now, &mut done, state)
+                .instrument(span)
+                .await?;
+            if !go_on {
+                return Ok(done);
+            }
+        }
+    }
+}
+
+/// Sends one due row and records the verdict. Returns `false` when the SMTP
+/// server is unreachable: the round stops there.
+async fn deliver_one(
+    room: &Mailroom,
+    sender: &SmtpSender,
+    row: &store::OutboxRow,
+    now: DateTime<Utc>,
+    done: &mut Delivered,
+    state: &mut SenderState,
+) -> Result<bool, StoreError> {
+    let verdict = if per_recipient(row) {
+        deliver_each(room, sender, row, state).await?
+    } else {
+        deliver_whole(sender, row, state).await
+    };
+    let expired = now - row.created_at >= RETRY_FOR;
+    match verdict {
+        Verdict::Sent => {
+            state.outage_ends(Utc::now());
+            record_sent(room, row.id, None, state).await;
+            done.sent += 1;
+        }
+        Verdict::Unreachable(e) if !expired => {
+            state.outage_starts(&e, Utc::now());
+            let mut conn = room.store.conn().await?;
+            store::outbox::mark_waiting(&mut conn, now, &e).await?;
+            done.unreachable = true;
+            return Ok(false);
+        }
+        Verdict::Retry(e) if !expired => {
+            state.outage_ends(Utc::now());
+            let next = now + backoff(row.attempts);
+            warn!(outbox = row.id, attempts = row.attempts + 1, error = %crate::logging::Personal(&e), "Delivery deferred; will retry.");
+            let mut tx = room.store.begin().await?;
+            store::outbox::mark_retry(&mut tx, row.id, next, &e).await?;
+            tx.commit().await?;
+            done.retried += 1;
+        }
+        Verdict::Retry(e) | Verdict::Unreachable(e) | Verdict::Failed(e) => {
+            if per_recipient(row) {
+                settle_rest(room, row, &e, now).await?;
+                if refused_some_but_not_all(room, row.id).await? {
+                    // Retries ran out for some, others got it.
+                    record_sent(room, row.id, None, state).await;
+                    done.sent += 1;
+                    return Ok(true);
+                }
+            }
+            fail(room, row, &e, now).await?;
+            done.failed += 1;
+        }
+    }
+    Ok(true)
+}
+
+/// One SMTP transaction for all recipients (a consumer's mail).
+async fn deliver_whole(
+    sender: &SmtpSender,
+    row: &store::OutboxRow,
+    state: &SenderState,
+) -> Verdict {
+    if state.unrecorded.contains(&(row.id, None)) {
+        // Delivered in an earlier round; only the record is missing.
+        return Verdict::Sent;
+    }
+    let recipients = row.recipient_list();
+    let to: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    match sender.send_raw(&row.envelope_from, &to, &row.raw).await {
+        Ok(()) => Verdict::Sent,
+        Err(SendError::Transient(e)) => Verdict::Retry(e),
+        Err(SendError::Unreachable(e)) => Verdict::Unreachable(e),
+        Err(SendError::Permanent(e)) => Verdict::Failed(e),
+    }
+}
+
+/// One SMTP transaction per recipient not yet settled; each delivery or
+/// refusal for good is recorded at once, so a retry goes only to those
+/// still waiting and nobody gets the mail twice.
+async fn deliver_each(
+    room: &Mailroom,
+    sender: &SmtpSender,
+    row: &store::OutboxRow,
+    state: &mut SenderState,
+) -> Result<Verdict, StoreError> {
+    let settled = {
+        let mut conn = room.store.conn().await?;
+        store::outbox::settled_recipients(&mut conn, row.id).await?
+    };
+    let mut sent_any = settled.iter().any(|(_, s)| s == "sent");
+    let mut refused: Option<String> = None;
+    let mut deferred: Option<String> = None;
+    for (i, recipient) in row.recipient_list().iter().enumerate() {
+        let key = recipient_key(recipient);
+        if settled.iter().any(|(r, _)| *r == key) {
+            continue;
+        }
+        let unrecorded = (row.id, Some(key.clone()));
+        let result = if state.unrecorded.contains(&unrecorded) {
+            Ok(())
+        } else {
+            sender
+                .send_raw(&row.envelope_from, &[recipient.as_str()], &row.raw)
+                .await
+        };
+        match result {
+            Ok(()) => {
+                sent_any = true;
+                state.outage_ends(Utc::now());
+                record_sent(room, row.id, Some(key), state).await;
+            }
+            Err(SendError::Permanent(e)) => {
+                warn!(outbox = row.id, recipient = i + 1, error = %crate::logging::Personal(&e), "Recipient refused for good; the others still get the mail.");
+                let mut conn = room.store.conn().await?;
+                store::outbox::settle_recipient(
+                    &mut conn,
+                    row.id,
+                    &key,
+                    false,
+                    Some(&e),
+                    Utc::now(),
+                )
+                .await?;
+                refused = Some(e);
+            }
+            Err(SendError::Transient(e)) => deferred = Some(e),
+            Err(SendError::Unreachable(e)) => return Ok(Verdict::Unreachable(e)),
+        }
+    }
+    Ok(match (deferred, sent_any, refused) {
+        (Some(e), _, _) => Verdict::Retry(e),
+        (None, true, _) => Verdict::Sent,
+        (None, false, Some(e)) => Verdict::Failed(e),
+        (None, false, None) => {
+            // Every recipient was refused in an earlier round.
+            Verdict::Failed("every recipient was refused".into())
+        }
+    })
+}
+
+/// Records a delivery (the whole mail, or one recipient) in its own short
+/// transaction. If the database stays locked even so, the delivery is kept
+/// in `state` and recorded next round: the mail is not sent again.
+async fn record_sent(room: &Mailroom, id: i64, recipient: Option<String>, state: &mut SenderState) {
+    let result = async {
+        let mut conn = room.store.conn().await?;
+        match &recipient {
+            Some(r) => store::outbox::record_recipient_sent(&mut conn, id, r, Utc::now()).await,
+            None => store::outbox::record_sent(&mut conn, id, Utc::now()).await,
+        }
+    }
+    .await;
+    let key = (id, recipient);
+    match result {
+        Ok(()) => {
+            state.unrecorded.remove(&key);
+        }
+        Err(e) => {
+            warn!(outbox = id, error = %e, "Mail delivered but not yet recorded; recording it next round without sending it again.");
+            state.unrecorded.insert(key);
+        }
+    }
+}
+
+/// Marks every recipient not yet settled as refused (retries ran out).
+async fn settle_rest(
+    room: &Mailroom,
+    row: &store::OutboxRow,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut tx = room.store.begin().await?;
+    for recipient in row.recipient_list() {
+        let key = recipient_key(&recipient);
+        store::outbox::settle_recipient(&mut tx, row.id, &key, false, Some(error), now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn refused_some_but_not_all(room: &Mailroom, id: i64) -> Result<bool, StoreError> {
+    let mut conn = room.store.conn().await?;
+    let settled = store::outbox::settled_recipients(&mut conn, id).await?;
+    Ok(settled.iter().any(|(_, s)| s == "sent") && settled.iter().any(|(_, s)| s == "failed"))
+}
+
+/// Gives a mail up for good: recorded on its case, and a consumer's mail
+/// that cannot be delivered is put before the team.
+async fn fail(
+    room: &Mailroom,
+    row: &store::OutboxRow,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    warn!(outbox = row.id, error = %crate::logging::Personal(error), "Delivery failed for good.");
+    let mut tx = room.store.begin().await?;
+    store::outbox::mark_failed(&mut tx, row.id, error).await?;
+    if let Some(case_id) = &row.case_id {
+        store::events::append(
+            &mut tx,
+            Some(case_id),
+            now,
+            "daemon",
+            "delivery_failed",
+            &format!("{}: {error}", row.template),
+        )
+        .await?;
+        if row.audience == "consumer"
+            && let Some(case) = store::cases::get(&mut tx, case_id).await?
+            && let Err(e) = crate::team::notify_delivery_failure(&mut tx, room, &case, now).await
+        {
+            warn!(error = %crate::logging::Personal(&e), "Cannot queue the delivery-failure notice.");
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_keyed_by_bare_address() {
+        assert_eq!(
+            recipient_key("Alice <Alice@Example.com>"),
+            "alice@example.com"
+        );
+        assert_eq!(recipient_key(" bob@example.com "), "bob@example.com");
+    }
+
+    #[test]
+    fn outage_rounds_are_paced_up_to_a_minute() {
+        let mut state = SenderState::default();
+        assert!(!state.in_outage());
+        state.outage_starts("connection refused", Utc::now());
+        assert!(state.in_outage());
+        assert_eq!(state.outage_pause(), std::time::Duration::from_secs(2));
+        for _ in 0..20 {
+            state.outage_starts("connection refused", Utc::now());
+        }
+        assert_eq!(state.outage_pause(), std::time::Duration::from_secs(60));
+        state.outage_ends(Utc::now());
+        assert!(!state.in_outage());
+        assert_eq!(state.outage_pause(), std::time::Duration::from_secs(1));
+    }
+}

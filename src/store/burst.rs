@@ -1,0 +1,105 @@
+//! The burst tables (SPEC §6): new-case notices held back until the end of an
+//! intake batch (`pending_new_case_notices`), and which cases a burst summary
+//! lists (`summary_cases`), so a reply to the summary may command exactly those.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+use super::{Op, Result};
+
+/// Holds a new-case notice back (once per case).
+pub async fn queue_notice(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO pending_new_case_notices (case_id, queued_at) VALUES (?, ?)",
+    )
+    .bind(case_id)
+    .bind(now)
+    .execute(conn)
+    .await
+    .op("burst.queue_notice")?;
+    Ok(())
+}
+
+/// Takes every held-back notice off the queue, by case ID.
+pub async fn take_queued(conn: &mut SqliteConnection) -> Result<Vec<String>> {
+    let pending: Vec<String> =
+        sqlx::query_scalar("SELECT case_id FROM pending_new_case_notices ORDER BY case_id")
+            .fetch_all(&mut *conn)
+            .await
+            .op("burst.take_queued.read")?;
+    if !pending.is_empty() {
+        sqlx::query("DELETE FROM pending_new_case_notices")
+            .execute(conn)
+            .await
+            .op("burst.take_queued.delete")?;
+    }
+    Ok(pending)
+}
+
+/// Records that summary `summary_id` lists `case_id`.
+pub async fn add_to_summary(
+    conn: &mut SqliteConnection,
+    summary_id: &str,
+    case_id: &str,
+) -> Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO summary_cases (summary_id, case_id) VALUES (?, ?)")
+        .bind(summary_id)
+        .bind(case_id)
+        .execute(conn)
+        .await
+        .op("burst.add_to_summary")?;
+    Ok(())
+}
+
+/// Does the summary list the case?
+pub async fn summary_lists(
+    conn: &mut SqliteConnection,
+    summary_id: &str,
+    case_id: &str,
+) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM summary_cases WHERE summary_id = ? AND case_id = ?",
+    )
+    .bind(summary_id)
+    .bind(case_id)
+    .fetch_one(conn)
+    .await
+    .op("burst.summary_lists")?;
+    Ok(n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{at, open_case, store};
+
+    #[tokio::test]
+    async fn queued_notices_are_taken_once() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        open_case(&mut conn, "C-2", at(1)).await;
+        open_case(&mut conn, "C-1", at(1)).await;
+        queue_notice(&mut conn, "C-2", at(1)).await.unwrap();
+        queue_notice(&mut conn, "C-1", at(1)).await.unwrap();
+        queue_notice(&mut conn, "C-1", at(1)).await.unwrap();
+        assert_eq!(take_queued(&mut conn).await.unwrap(), ["C-1", "C-2"]);
+        assert!(take_queued(&mut conn).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_summary_lists_exactly_its_cases() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        open_case(&mut conn, "C-1", at(1)).await;
+        open_case(&mut conn, "C-2", at(1)).await;
+        add_to_summary(&mut conn, "S1", "C-1").await.unwrap();
+        add_to_summary(&mut conn, "S1", "C-1").await.unwrap();
+        assert!(summary_lists(&mut conn, "S1", "C-1").await.unwrap());
+        assert!(!summary_lists(&mut conn, "S1", "C-2").await.unwrap());
+        assert!(!summary_lists(&mut conn, "S2", "C-1").await.unwrap());
+    }
+}

@@ -1,0 +1,69 @@
+//! What the reports read (SPEC §9 `report`): the §7101 facts of every case.
+//! The figures themselves are computed in the `report` module.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+use super::{Op, Result};
+
+/// The facts of one case a §7101 record needs; kept after a purge.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CaseRecordRow {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub manner: String,
+    pub received_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub resolution: Option<String>,
+    pub denial_reason: Option<String>,
+    pub purged_at: Option<DateTime<Utc>>,
+}
+
+/// Every case, oldest received first.
+pub async fn case_records(conn: &mut SqliteConnection) -> Result<Vec<CaseRecordRow>> {
+    sqlx::query_as(
+        "SELECT id, kind, state, manner, received_at, closed_at, resolution, denial_reason, purged_at
+         FROM cases ORDER BY received_at, id",
+    )
+    .fetch_all(conn)
+    .await
+    .op("reports.case_records")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{at, open_case, store};
+
+    #[tokio::test]
+    async fn records_are_oldest_first() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        open_case(&mut conn, "C-2", at(2)).await;
+        open_case(&mut conn, "C-1", at(1)).await;
+        let rows = case_records(&mut conn).await.unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["C-1", "C-2"]);
+        assert_eq!(
+            (rows[0].kind.as_str(), rows[0].manner.as_str()),
+            ("know", "email")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fresh_database_has_every_migration() {
+        let (dir, store) = store().await;
+        store.close().await;
+        let (applied, pending, unknown) =
+            crate::store::migration_status(&dir.path().join("db/mailroom.sqlite3"))
+                .await
+                .unwrap();
+        assert!(applied > 0);
+        assert_eq!((pending, unknown), (0, 0));
+        let e = crate::store::migration_status(&dir.path().join("none/x.sqlite3"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("store.migration_status"), "{e}");
+    }
+}

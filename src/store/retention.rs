@@ -1,0 +1,441 @@
+//! Retention (SPEC §9 `purge`): which closed cases are due, and the statements
+//! that clear their verification data and personal data. The rules of what
+//! stays (the §7101 record, the event allow-list) are the `purge` module's; this
+//! file only reads and writes rows, so the final-state list and the "file
+//! still used" rule exist once.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+use super::cases::final_states_sql;
+use super::{Op, Result};
+
+/// Closed cases whose verification data is still stored and that closed on or
+/// before `cutoff` (the grace period after closing), by ID.
+pub async fn verification_due(
+    conn: &mut SqliteConnection,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at <= ?
+           AND verification_purged_at IS NULL AND purged_at IS NULL
+           AND state IN ({}) ORDER BY id",
+        final_states_sql()
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(cutoff)
+        .fetch_all(conn)
+        .await
+        .op("retention.verification_due")
+}
+
+/// Closed cases not purged yet that closed before `cutoff` (now minus
+/// `policy.retention_months`), by ID.
+pub async fn purge_due(conn: &mut SqliteConnection, cutoff: DateTime<Utc>) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at < ?
+           AND purged_at IS NULL AND state IN ({}) ORDER BY id",
+        final_states_sql()
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(cutoff)
+        .fetch_all(conn)
+        .await
+        .op("retention.purge_due")
+}
+
+/// How many messages and attachments a case has (what a dry run reports).
+pub async fn case_row_counts(conn: &mut SqliteConnection, case_id: &str) -> Result<(u64, u64)> {
+    let (m, a): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM messages WHERE case_id = ?1),
+                (SELECT COUNT(*) FROM attachments WHERE case_id = ?1)",
+    )
+    .bind(case_id)
+    .fetch_one(conn)
+    .await
+    .op("retention.case_row_counts")?;
+    Ok((m.max(0) as u64, a.max(0) as u64))
+}
+
+/// Clears the personal data of mail that never belonged to a case and is
+/// older than `cutoff`: messages, outbox rows (not pending ones) and events.
+/// Rows already cleared are not counted again. Returns the rows changed.
+pub async fn clear_caseless(
+    conn: &mut SqliteConnection,
+    cutoff: DateTime<Utc>,
+    marker: &str,
+) -> Result<u64> {
+    let messages = sqlx::query(
+        "UPDATE messages SET raw = NULL, body_text = NULL, subject = ?1, from_addr = ?1,
+                message_id = NULL
+         WHERE case_id IS NULL AND at < ?2 AND from_addr IS NOT ?1",
+    )
+    .bind(marker)
+    .bind(cutoff)
+    .execute(&mut *conn)
+    .await
+    .op("retention.clear_caseless.messages")?
+    .rows_affected();
+    let outbox = sqlx::query(
+        "UPDATE outbox SET raw = X'', recipients = '[]', rate_key = ?1, subject = ?1,
+                last_error = NULL, append_error = NULL
+         WHERE case_id IS NULL AND created_at < ?2 AND status != 'pending' AND rate_key != ?1",
+    )
+    .bind(marker)
+    .bind(cutoff)
+    .execute(&mut *conn)
+    .await
+    .op("retention.clear_caseless.outbox")?
+    .rows_affected();
+    let events = sqlx::query(
+        "UPDATE events SET actor = CASE WHEN actor = 'daemon' THEN actor ELSE ?1 END, detail = ?1
+         WHERE case_id IS NULL AND at < ?2 AND detail != ?1",
+    )
+    .bind(marker)
+    .bind(cutoff)
+    .execute(conn)
+    .await
+    .op("retention.clear_caseless.events")?
+    .rows_affected();
+    Ok(messages + outbox + events)
+}
+
+/// Whether an attachment row that is not purged still names the file `sha256`
+/// (a row of no case, or of a case not purged yet).
+pub async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bool> {
+    let used: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM attachments a LEFT JOIN cases c ON c.id = a.case_id
+         WHERE a.sha256 = ? AND (a.case_id IS NULL OR c.purged_at IS NULL)",
+    )
+    .bind(sha256)
+    .fetch_one(conn)
+    .await
+    .op("retention.file_in_use")?;
+    Ok(used > 0)
+}
+
+/// §7060(d): clears the verification code and the bodies of the inbound
+/// messages received before the case was verified (or closed), and marks the
+/// case. Returns how many messages were cleared.
+pub async fn clear_verification_data(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let cleared = sqlx::query(
+        "UPDATE messages SET raw = NULL, body_text = NULL
+         WHERE case_id = ?1 AND direction = 'in'
+           AND at <= (SELECT COALESCE(verified_at, closed_at) FROM cases WHERE id = ?1)
+           AND (raw IS NOT NULL OR body_text IS NOT NULL)",
+    )
+    .bind(case_id)
+    .execute(&mut *conn)
+    .await
+    .op("retention.clear_verification_data.messages")?
+    .rows_affected();
+    sqlx::query("UPDATE cases SET verification_code = '', verification_purged_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(case_id)
+        .execute(conn)
+        .await
+        .op("retention.clear_verification_data.case")?;
+    Ok(cleared)
+}
+
+/// The addresses a case's personal data may appear under: requester, agent,
+/// consumer and every inbound sender. `None` when there is no such case.
+pub async fn case_addresses(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+) -> Result<Option<Vec<String>>> {
+    let parties: Option<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT requester, agent, consumer FROM cases WHERE id = ?")
+            .bind(case_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .op("retention.case_addresses.parties")?;
+    let Some((requester, agent, consumer)) = parties else {
+        return Ok(None);
+    };
+    let senders: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT DISTINCT from_addr FROM messages WHERE case_id = ? AND direction = 'in'",
+    )
+    .bind(case_id)
+    .fetch_all(conn)
+    .await
+    .op("retention.case_addresses.senders")?;
+    Ok(Some(
+        [Some(requester), agent, consumer]
+            .into_iter()
+            .chain(senders)
+            .flatten()
+            .collect(),
+    ))
+}
+
+/// What [`clear_case`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClearedCase {
+    pub messages: u64,
+    pub attachments: u64,
+    /// The distinct attachment hashes the case named (their files may now
+    /// be unused: see [`file_in_use`]).
+    pub hashes: Vec<String>,
+}
+
+/// Replaces the personal data of a case by `marker`: the parties, subject,
+/// code and thread roots of the case; subjects, bodies and senders of its
+/// messages; its sent outbox mail; its attachments' names and reviewers. Sets
+/// `purged_at` (which the events trigger of migration 0002 requires before
+/// [`redact_event`]).
+pub async fn clear_case(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+    marker: &str,
+    now: DateTime<Utc>,
+) -> Result<ClearedCase> {
+    sqlx::query(
+        "UPDATE cases SET requester = ?1,
+            agent = CASE WHEN agent IS NULL THEN NULL ELSE ?1 END,
+            consumer = CASE WHEN consumer IS NULL THEN NULL ELSE ?1 END,
+            consumer_name = CASE WHEN consumer_name IS NULL THEN NULL ELSE ?1 END,
+            subject = '', verification_code = '', thread_root = NULL, notice_root = NULL,
+            verification_purged_at = COALESCE(verification_purged_at, ?2),
+            purged_at = ?2, updated_at = ?2
+         WHERE id = ?3",
+    )
+    .bind(marker)
+    .bind(now)
+    .bind(case_id)
+    .execute(&mut *conn)
+    .await
+    .op("retention.clear_case.case")?;
+    let messages = sqlx::query(
+        "UPDATE messages SET subject = '', raw = NULL, body_text = NULL,
+            from_addr = CASE WHEN from_addr IS NULL THEN NULL ELSE ?1 END
+         WHERE case_id = ?2",
+    )
+    .bind(marker)
+    .bind(case_id)
+    .execute(&mut *conn)
+    .await
+    .op("retention.clear_case.messages")?
+    .rows_affected();
+    sqlx::query(
+        "UPDATE outbox SET raw = x'', subject = '', recipients = '[]', rate_key = ?1,
+            envelope_from = ?1, last_error = NULL
+         WHERE case_id = ?2 AND status != 'pending'",
+    )
+    .bind(marker)
+    .bind(case_id)
+    .execute(&mut *conn)
+    .await
+    .op("retention.clear_case.outbox")?;
+    let hashes: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT sha256 FROM attachments WHERE case_id = ?")
+            .bind(case_id)
+            .fetch_all(&mut *conn)
+            .await
+            .op("retention.clear_case.hashes")?;
+    let attachments =
+        sqlx::query("UPDATE attachments SET filename = ?1, reviewer = NULL WHERE case_id = ?2")
+            .bind(marker)
+            .bind(case_id)
+            .execute(conn)
+            .await
+            .op("retention.clear_case.attachments")?
+            .rows_affected();
+    Ok(ClearedCase {
+        messages,
+        attachments,
+        hashes,
+    })
+}
+
+/// An event of a case as purge judges it: (id, actor, action, detail).
+pub type EventFacts = (i64, String, String, String);
+
+/// Every event of a case, for purge to decide which to redact.
+pub async fn case_events(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<EventFacts>> {
+    sqlx::query_as("SELECT id, actor, action, detail FROM events WHERE case_id = ?")
+        .bind(case_id)
+        .fetch_all(conn)
+        .await
+        .op("retention.case_events")
+}
+
+/// Rewrites one event's actor and detail. Only allowed by the trigger of
+/// migration 0002 once the case's `purged_at` is set.
+pub async fn redact_event(
+    conn: &mut SqliteConnection,
+    event_id: i64,
+    actor: &str,
+    detail: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE events SET actor = ?, detail = ? WHERE id = ?")
+        .bind(actor)
+        .bind(detail)
+        .bind(event_id)
+        .execute(conn)
+        .await
+        .op("retention.redact_event")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{at, close_case, inbound, open_case, store};
+
+    #[tokio::test]
+    async fn due_lists_take_only_closed_cases_past_their_cutoff() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        let mut old = open_case(&mut conn, "C-1", at(1)).await;
+        close_case(&mut conn, &mut old, at(2)).await;
+        let mut recent = open_case(&mut conn, "C-2", at(1)).await;
+        close_case(&mut conn, &mut recent, at(20)).await;
+        open_case(&mut conn, "C-3", at(1)).await;
+
+        assert_eq!(verification_due(&mut conn, at(10)).await.unwrap(), ["C-1"]);
+        assert_eq!(purge_due(&mut conn, at(10)).await.unwrap(), ["C-1"]);
+        assert_eq!(
+            purge_due(&mut conn, at(2)).await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(verification_due(&mut conn, at(2)).await.unwrap(), ["C-1"]);
+        assert_eq!(purge_due(&mut conn, at(25)).await.unwrap(), ["C-1", "C-2"]);
+
+        clear_verification_data(&mut conn, "C-1", at(10))
+            .await
+            .unwrap();
+        assert!(
+            verification_due(&mut conn, at(10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn verification_data_is_what_came_before_the_case_closed() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        let mut case = open_case(&mut conn, "C-1", at(1)).await;
+        inbound(&mut conn, Some("C-1"), "a", at(1)).await;
+        close_case(&mut conn, &mut case, at(3)).await;
+        inbound(&mut conn, Some("C-1"), "b", at(5)).await;
+        assert_eq!(
+            clear_verification_data(&mut conn, "C-1", at(9))
+                .await
+                .unwrap(),
+            1
+        );
+        // Cleared rows are not counted twice.
+        assert_eq!(
+            clear_verification_data(&mut conn, "C-1", at(9))
+                .await
+                .unwrap(),
+            0
+        );
+        let stored = crate::store::cases::get(&mut conn, "C-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.verification_code, "");
+    }
+
+    #[tokio::test]
+    async fn a_cleared_case_keeps_no_address_and_may_have_its_events_redacted() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        let mut case = open_case(&mut conn, "C-1", at(1)).await;
+        inbound(&mut conn, Some("C-1"), "a", at(1)).await;
+        crate::store::events::append(
+            &mut conn,
+            Some("C-1"),
+            at(1),
+            "ann@example.org",
+            "note",
+            "hi",
+        )
+        .await
+        .unwrap();
+        close_case(&mut conn, &mut case, at(2)).await;
+        crate::store::attachments::insert(
+            &mut conn,
+            &crate::store::attachments::NewDocument {
+                case_id: "C-1",
+                message_row: 1,
+                filename: "id.pdf",
+                declared_type: "application/pdf",
+                sniffed_type: "application/pdf",
+                size: 3,
+                sha256: "ab",
+                received_at: at(1),
+            },
+        )
+        .await
+        .unwrap();
+
+        let addresses = case_addresses(&mut conn, "C-1").await.unwrap().unwrap();
+        assert!(
+            addresses.iter().all(|a| a == "ann@example.org"),
+            "{addresses:?}"
+        );
+        assert!(case_addresses(&mut conn, "C-9").await.unwrap().is_none());
+
+        // The events trigger refuses a redaction before the case is purged.
+        let events = case_events(&mut conn, "C-1").await.unwrap();
+        let (id, ..) = events.iter().find(|e| e.2 == "note").cloned().unwrap();
+        assert!(
+            redact_event(&mut conn, id, "[purged]", "[purged]")
+                .await
+                .is_err()
+        );
+
+        assert!(file_in_use(&mut conn, "ab").await.unwrap());
+        let cleared = clear_case(&mut conn, "C-1", "[purged]", at(9))
+            .await
+            .unwrap();
+        assert_eq!((cleared.messages, cleared.attachments), (1, 1));
+        assert_eq!(cleared.hashes, ["ab"]);
+        assert!(!file_in_use(&mut conn, "ab").await.unwrap());
+        let addresses = case_addresses(&mut conn, "C-1").await.unwrap().unwrap();
+        assert!(addresses.iter().all(|a| a == "[purged]"), "{addresses:?}");
+        redact_event(&mut conn, id, "[purged]", "[purged]")
+            .await
+            .unwrap();
+        assert!(purge_due(&mut conn, at(25)).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn caseless_mail_is_cleared_once() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        inbound(&mut conn, None, "a", at(1)).await;
+        inbound(&mut conn, None, "b", at(20)).await;
+        assert_eq!(
+            clear_caseless(&mut conn, at(10), "[purged]").await.unwrap(),
+            1
+        );
+        assert_eq!(
+            clear_caseless(&mut conn, at(10), "[purged]").await.unwrap(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_operation() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        sqlx::query("DROP TABLE summary_cases")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let e = crate::store::burst::summary_lists(&mut conn, "S1", "C-1")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("burst.summary_lists"), "{e}");
+    }
+}

@@ -98,22 +98,6 @@ pub async fn outbox_counts(database: &Path) -> (i64, i64, i64) {
     (counts[0], counts[1], counts[2])
 }
 
-/// How many delivery attempts the pending outbox mails have had, in total.
-pub async fn outbox_attempts(database: &Path) -> i64 {
-    let url = format!("sqlite://{}", database.display());
-    let pool = sqlx::SqlitePool::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("open {url}: {e}"));
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(attempts), 0) FROM outbox WHERE status = 'pending'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap_or_else(|e| panic!("read outbox attempts: {e}"));
-    pool.close().await;
-    n
-}
-
 /// Makes every pending outbox mail due now, as if its retry time had come.
 pub async fn outbox_due_now(database: &Path) {
     let url = format!("sqlite://{}", database.display());

@@ -22,7 +22,10 @@ mod servers;
 mod smtp;
 mod tls;
 
-pub use cases::{assert_ok, case_json, cases_json, reset_schedule, shift_case_times};
+pub use cases::{
+    assert_ok, case_json, cases_json, outbox_attempts, outbox_counts, outbox_due_now,
+    reset_schedule, shift_case_times,
+};
 pub use idp::{IdentityProvider, Rotation};
 pub use imap::{ImapSession, ImapStream};
 pub use servers::{MX_AUTHSERV_ID, MailServers, OAUTH_ISSUER, PASSWORD};

@@ -804,14 +804,13 @@ fn master_cf_for(
     if let Some(port) = submission_port {
         // Like port 587 at a mail provider: STARTTLS, then AUTH (verified by
         // Dovecot), and only an authenticated client may relay — loopback's
-        // `permit_mynetworks` does not apply here.
+        // `permit_mynetworks` does not apply here. Every other restriction
+        // is main.cf's, as on the other listeners.
         out.push_str(&format!(
             "127.0.0.1:{port} inet n - n - - smtpd -o syslog_name=postfix/submission \
              -o smtpd_tls_security_level=encrypt -o smtpd_tls_auth_only=yes \
              -o smtpd_sasl_auth_enable=yes -o smtpd_sasl_type=dovecot \
              -o smtpd_sasl_path={}/dovecot/run/auth-postfix \
-             -o smtpd_client_restrictions= -o smtpd_helo_restrictions= \
-             -o smtpd_sender_restrictions= -o smtpd_recipient_restrictions= \
              -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n",
             dir.display()
         ));

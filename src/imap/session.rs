@@ -83,7 +83,7 @@ impl Imap {
 
     /// Settles the Sent folder (`imap.sent_mailbox`): the configured folder
     /// when it exists; else (or with `"auto"`) the one the server marks
-    /// `\Sent` (RFC 6154: "Sent Items", "[Gmail]/Sent Mail"); else the
+    /// `\Sent` (RFC 6154: "Sent Items", "\[Gmail\]/Sent Mail"); else the
     /// configured name (or "Sent" for `"auto"`), created by the caller.
     /// Remembered for [`Imap::sent_folder`].
     pub async fn resolve_sent(&mut self, configured: &str) -> Result<String, ImapError> {

@@ -1112,6 +1112,9 @@ async fn smtp_refusing_the_token_keeps_intake_going_and_replies_waiting() {
     let mut cmd = daemon::command(&path, &["run"]);
     cmd.env("NOTIFY_SOCKET", &notify.path);
     let mut d = daemon::spawn_with(cmd, &path);
+    // The CLI below opens the database too: let the daemon create it first
+    // (two processes migrating one new database at once can collide).
+    wait_for_token_login(servers, &mailbox, &mut d).await;
     send_request(servers, &mailbox, &consumer).await;
     let mut cases = Vec::new();
     support::wait_until(

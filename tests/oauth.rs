@@ -1114,7 +1114,13 @@ async fn smtp_refusing_the_token_keeps_intake_going_and_replies_waiting() {
     let mut d = daemon::spawn_with(cmd, &path);
     // The CLI below opens the database too: let the daemon create it first
     // (two processes migrating one new database at once can collide).
-    wait_for_token_login(servers, &mailbox, &mut d).await;
+    support::wait_until(
+        "READY=1 from the daemon",
+        Duration::from_secs(60),
+        || notify.seen.lock().unwrap().iter().any(|l| l == "READY=1"),
+        || d.log(),
+    )
+    .await;
     send_request(servers, &mailbox, &consumer).await;
     let mut cases = Vec::new();
     support::wait_until(

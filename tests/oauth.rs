@@ -1161,13 +1161,15 @@ async fn smtp_refusing_the_token_keeps_intake_going_and_replies_waiting() {
     );
 
     // The reply was refused (the STATUS line says so) and is queued:
-    // neither sent nor failed for good.
+    // neither sent nor failed for good. A refused login is an SMTP outage
+    // for the outbox (every mail would fail the same way): the mail keeps
+    // its attempts and records why it waits.
     let db = config.database_path();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (pending, sent, failed) = support::outbox_counts(&db).await;
         assert_eq!((sent, failed), (0, 0), "the reply waits\n{}", d.log());
-        if pending >= 1 {
+        if pending >= 1 && outbox_waiting_with_reason(&db).await >= 1 {
             break;
         }
         assert!(
@@ -1206,6 +1208,22 @@ async fn smtp_refusing_the_token_keeps_intake_going_and_replies_waiting() {
     );
     let status = d.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", d.log());
+}
+
+/// Pending outbox mail that records why it waits (`last_error`).
+async fn outbox_waiting_with_reason(database: &Path) -> i64 {
+    let url = format!("sqlite://{}", database.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("read the outbox: {e}"));
+    pool.close().await;
+    n
 }
 
 /// Depends on: the two-step SMTP AUTH for long tokens (Postfix takes a

@@ -46,6 +46,20 @@ impl Kind {
         }
     }
 
+    /// Whether the business must verify the requester's identity before
+    /// acting. Opt-out (§7026(d)) and limit (§7027(e)) requests are not
+    /// verifiable consumer requests: the case opens ready for the team.
+    pub fn needs_verification(self) -> bool {
+        matches!(self, Kind::Know | Kind::Delete | Kind::Correct)
+    }
+
+    /// Whether the 45-day response clock (§7021(b)) with its one extension
+    /// applies. Opt-out and limit requests are due within 15 business days
+    /// (§7026(f), §7027(g)) and cannot be extended.
+    pub fn has_45_day_clock(self) -> bool {
+        self.needs_verification()
+    }
+
     /// Human wording used in mail ("Request to Know").
     pub fn title(self) -> &'static str {
         match self {
@@ -160,7 +174,12 @@ pub struct Case {
     pub consumer: Option<String>,
     pub consumer_name: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// When the first reply (acknowledgement, or the opt-out reply) went
+    /// out; `None` while it is held.
     pub acknowledged_at: Option<DateTime<Utc>>,
+    /// The first reply was held back by the per-sender loop guard; the
+    /// scheduler sends it at this time, before the acknowledgement deadline.
+    pub ack_held_until: Option<DateTime<Utc>>,
     /// Acknowledgement deadline (10 business days).
     pub ack_due_at: DateTime<Utc>,
     /// Response deadline (45 days, +45 once extended).
@@ -173,8 +192,11 @@ pub struct Case {
     pub reminder_sent_at: Option<DateTime<Utc>>,
     /// For agent cases: a declaration was accepted or a power of attorney recorded.
     pub authorization_ok: bool,
-    /// How the final state was reached, for records (`complied`, `denied`, ...).
+    /// How the final state was reached, for records: `complied`,
+    /// `partially_complied`, `denied`, `withdrawn`, `closed`.
     pub resolution: Option<String>,
+    /// Why the request was denied, or (resolution `partially_complied`) what
+    /// was not done and why: the §7101 "basis for denial".
     pub denial_reason: Option<String>,
     /// The one automatic answer to mail in a closed case went out.
     pub closed_reply_sent: bool,

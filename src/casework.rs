@@ -84,8 +84,23 @@ pub async fn commit_new(
 /// of (a denial, an extension, a completion).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// Inbound mail (a request, a reply).
     Automatic,
+    /// The scheduler's clock (reminders).
+    Clock,
     Team,
+}
+
+impl Trigger {
+    /// RFC 3834: answers to mail are `auto-replied`, the clock's mail
+    /// `auto-generated`, and a team decision is a person's mail (`no`).
+    fn auto_submitted(self) -> AutoSubmitted {
+        match self {
+            Trigger::Automatic => AutoSubmitted::Replied,
+            Trigger::Clock => AutoSubmitted::Generated,
+            Trigger::Team => AutoSubmitted::No,
+        }
+    }
 }
 
 /// Writes an updated case and carries out its effects.
@@ -115,16 +130,18 @@ pub async fn apply_input(
     let actor = match &input {
         Input::Team { actor, .. } => actor.label(),
         Input::ConsumerReply { from, .. } => from.clone(),
-        Input::Tick => "daemon".into(),
+        Input::Tick | Input::AcknowledgementHeld { .. } => "daemon".into(),
     };
     let name = match &input {
         Input::Team { command, .. } => command.name(),
         Input::ConsumerReply { .. } => "consumer_reply",
         Input::Tick => "tick",
+        Input::AcknowledgementHeld { .. } => "acknowledgement_held",
     };
     let trigger = match &input {
         Input::Team { .. } => Trigger::Team,
-        Input::ConsumerReply { .. } | Input::Tick => Trigger::Automatic,
+        Input::ConsumerReply { .. } | Input::AcknowledgementHeld { .. } => Trigger::Automatic,
+        Input::Tick => Trigger::Clock,
     };
     match crate::cases::apply(&case, input, &room.policy, now) {
         Ok(t) => {
@@ -237,7 +254,7 @@ pub async fn send_to_consumer(
         return Ok(());
     };
     let rate_key = recipient.to_lowercase();
-    if let Some(why) = held_back(conn, room, case, template, &rate_key, trigger, now).await? {
+    if let Some(hold) = held_back(conn, room, case, template, &rate_key, trigger, now).await? {
         info!(case = %case.id, template, "Reply held back by a guard.");
         store::events::append(
             conn,
@@ -245,12 +262,40 @@ pub async fn send_to_consumer(
             now,
             "daemon",
             "reply_suppressed",
-            &why,
+            &hold.why,
         )
         .await?;
-        if template == crate::cases::engine::template::ACKNOWLEDGEMENT {
-            // The record must not claim an acknowledgement that never went out.
-            store::cases::clear_acknowledged(conn, &case.id).await?;
+        if template == crate::cases::engine::first_reply(case.kind) {
+            // The record must not claim an acknowledgement that never went
+            // out; the engine keeps it for the scheduler to send.
+            let held = crate::cases::apply(
+                case,
+                Input::AcknowledgementHeld {
+                    until: hold.until,
+                    why: hold.why,
+                },
+                &room.policy,
+                now,
+            )?;
+            store::cases::update(conn, &held.case, now).await?;
+            for effect in &held.effects {
+                if let Effect::Event {
+                    actor,
+                    action,
+                    detail,
+                } = effect
+                {
+                    store::events::append(
+                        conn,
+                        Some(&case.id),
+                        now,
+                        &actor.label(),
+                        action,
+                        detail,
+                    )
+                    .await?;
+                }
+            }
         }
         return Ok(());
     }
@@ -269,11 +314,7 @@ pub async fn send_to_consumer(
     let message_id = room
         .keys
         .generate(Purpose::Reply, &case.id, &room.config.message_id_domain());
-    let auto_submitted = if template.ends_with("reminder") {
-        AutoSubmitted::Generated
-    } else {
-        AutoSubmitted::Replied
-    };
+    let auto_submitted = trigger.auto_submitted();
     queue(
         conn,
         room,
@@ -294,6 +335,13 @@ pub async fn send_to_consumer(
     .await
 }
 
+/// Why a consumer-facing mail is held back, and until when it may go.
+struct Hold {
+    why: String,
+    /// When the per-sender window allows it; `None`: never.
+    until: Option<DateTime<Utc>>,
+}
+
 /// Why a consumer-facing mail must not go out, if it must not.
 async fn held_back(
     conn: &mut SqliteConnection,
@@ -303,9 +351,10 @@ async fn held_back(
     recipient: &str,
     trigger: Trigger,
     now: DateTime<Utc>,
-) -> Result<Option<String>> {
+) -> Result<Option<Hold>> {
+    let never = |why: String| Some(Hold { why, until: None });
     if room.is_own_address(recipient) {
-        return Ok(Some(format!(
+        return Ok(never(format!(
             "{template}: the recipient is the mailbox itself"
         )));
     }
@@ -316,7 +365,7 @@ async fn held_back(
     if template == crate::cases::engine::template::AGENT_CONSUMER_CONFIRM
         && !case.agent.as_deref().is_some_and(known_agent)
     {
-        return Ok(Some(format!(
+        return Ok(never(format!(
             "{template}: the agent's domain is not in agents.known_domains; the team decides whether to contact the consumer"
         )));
     }
@@ -325,12 +374,39 @@ async fn held_back(
     if trigger == Trigger::Team || known_agent(recipient) {
         return Ok(None);
     }
-    let limit = i64::from(room.config.policy.max_auto_replies_per_day);
+    let max = room.config.policy.max_auto_replies_per_day;
+    let limit = i64::from(max);
     let since = now - chrono::Duration::hours(24);
     let recent = store::outbox::recent_to(conn, recipient, since).await?;
-    Ok((recent >= limit).then(|| {
-        format!("{template}: {recent} automatic replies to this sender in 24 hours (limit {limit})")
-    }))
+    if recent < limit {
+        return Ok(None);
+    }
+    let why = format!(
+        "{template}: {recent} automatic replies to this sender in 24 hours (limit {limit})"
+    );
+    let until = store::outbox::window_opens(conn, recipient, since, max).await?;
+    // The loop guard must not cost the consumer the acknowledgement the law
+    // requires (§7021(a)): it waits only while the window opens at least a
+    // day before the deadline.
+    if template == crate::cases::engine::first_reply(case.kind) {
+        let latest = case.ack_due_at - chrono::Duration::days(1);
+        if until.is_none_or(|at| at > latest) {
+            store::events::append(
+                conn,
+                Some(&case.id),
+                now,
+                "daemon",
+                "reply_limit_overridden",
+                &format!(
+                    "{why}; sent anyway, the acknowledgement is due {}",
+                    case.ack_due_at.to_rfc3339()
+                ),
+            )
+            .await?;
+            return Ok(None);
+        }
+    }
+    Ok(Some(Hold { why, until }))
 }
 
 /// Tells the team. New-case notices wait for the end of the batch, where a
@@ -556,7 +632,20 @@ pub fn case_context(
     ));
     ctx.reason = reason.map(str::to_string);
     if let Some(notice) = notice {
-        let (title, text) = notice_wording(notice, case);
+        let (title, mut text) = notice_wording(notice, case);
+        if case.acknowledged_at.is_none() && !case.state.is_final() {
+            text.push_str(&match case.ack_held_until {
+                Some(at) => format!(
+                    " The acknowledgement has NOT been sent yet: the per-sender reply limit holds it until {} (it goes out then, before its deadline of {}).",
+                    at.with_timezone(&room.policy.timezone).format("%B %-d, %Y %H:%M %Z"),
+                    crate::templates::format_date(case.ack_due_at, room.policy.timezone),
+                ),
+                None => format!(
+                    " The acknowledgement has NOT been sent and will not be sent automatically; answer the requester yourself by {}.",
+                    crate::templates::format_date(case.ack_due_at, room.policy.timezone),
+                ),
+            });
+        }
         ctx.notice_title = Some(title);
         ctx.notice_text = Some(text);
         ctx.commands = commands_for(case);
@@ -578,9 +667,18 @@ pub fn render_context(room: &Mailroom, template: &str, ctx: &TemplateContext) ->
 fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
     let kind = case.kind.title();
     match notice {
+        // The rest of the text says the acknowledgement is held (case_context).
+        Notice::NewCase if case.acknowledged_at.is_none() => {
+            (format!("New {kind}"), format!("A new {kind} was received."))
+        }
         Notice::NewCase => (
             format!("New {kind}"),
-            format!("A new {kind} was received and acknowledged; the requester was asked to verify their identity."),
+            match case.kind {
+                Kind::OptOut => "A new Request to Opt-Out of Sale/Sharing. No identity verification applies (CCPA regs §7026(d)); the requester was answered at once with what the company's configuration says about selling and sharing. Carry it out (stop any sale or sharing, tell third parties) within 15 business days, then reply #complete.".to_string(),
+                Kind::Limit => "A new Request to Limit the use of sensitive personal information. No identity verification applies (CCPA regs §7027); the requester was acknowledged. Carry it out within 15 business days, then reply #complete.".to_string(),
+                Kind::Correct => format!("A new {kind} was received and acknowledged; the requester was asked to verify their identity and to send documentation supporting the correction."),
+                Kind::Know | Kind::Delete => format!("A new {kind} was received and acknowledged; the requester was asked to verify their identity."),
+            },
         ),
         Notice::VerificationSubmitted => (
             "Verification submitted".into(),
@@ -593,6 +691,10 @@ fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
         Notice::Withdrawn => (
             "Request withdrawn".into(),
             "The consumer withdrew the request; the case is closed.".into(),
+        ),
+        Notice::WithdrawalUnclear => (
+            "Reply seems to withdraw".into(),
+            "The requester's reply seems to cancel or withdraw, without the explicit WITHDRAW. The request stays open; the requester was asked to reply WITHDRAW if they want to withdraw it. Read the reply and carry on with the request unless they do.".into(),
         ),
         Notice::ConsumerWrote => (
             "New message in the case".into(),
@@ -614,7 +716,10 @@ fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
 }
 
 /// Opens a case for a request whose message row (`message_row`) is already
-/// written, and links the row to it. Intake and the team's `#open` share it.
+/// written, and links the row (and its attachments) to it. Intake and the
+/// team's `#open` share it. `None`: a further case opened from a message that
+/// already belongs to another (an opt-out that also asks to delete); the row
+/// stays with the first.
 #[allow(clippy::too_many_arguments)]
 pub async fn open_request(
     conn: &mut SqliteConnection,
@@ -623,7 +728,7 @@ pub async fn open_request(
     kind: Kind,
     sender: &str,
     received_at: DateTime<Utc>,
-    message_row: i64,
+    message_row: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<String, CaseworkError> {
     let names: Vec<&str> = inbound
@@ -677,8 +782,11 @@ pub async fn open_request(
         now,
     )
     .await?;
-    store::messages::set_case(conn, message_row, &id).await?;
-    crate::attachments::record(conn, room, &t.case, message_row, &inbound.attachments, now).await?;
+    if let Some(message_row) = message_row {
+        store::messages::set_case(conn, message_row, &id).await?;
+        crate::attachments::record(conn, room, &t.case, message_row, &inbound.attachments, now)
+            .await?;
+    }
     info!(case = %id, kind = %kind, agent = agent.is_agent, "Opened case.");
     Ok(id)
 }

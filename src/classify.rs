@@ -36,12 +36,22 @@ pub fn default_rules() -> Vec<Rule> {
             &[
                 "California Request to Opt-Out",
                 "Do Not Sell",
+                // The CPRA link title (Civ. Code §1798.135(a)(1)) is "Do Not
+                // Sell or Share"; a "Do Not Share" alone is the same request.
+                "Do Not Share",
                 "Opt-Out",
                 "Opt Out",
             ],
         ),
         rule(Kind::Correct, &["California Request to Correct"]),
-        rule(Kind::Limit, &["California Request to Limit"]),
+        rule(
+            Kind::Limit,
+            &[
+                "California Request to Limit",
+                // The statutory link title, §1798.135(a)(2).
+                "Limit the Use of My Sensitive Personal Information",
+            ],
+        ),
     ]
 }
 
@@ -199,6 +209,23 @@ pub fn looks_like_request(text: &str) -> Option<Kind> {
         .iter()
         .find(|(_, re)| re.is_match(&text))
         .map(|(kind, _)| *kind)
+}
+
+/// The requests that need verification (know, delete, correct) the text of
+/// a `kind` request also makes, in that order: "opt me out and delete my
+/// data" is an opt-out and a deletion, and the deletion must not be lost
+/// (issue: opt-out is a request, not a canned reply).
+pub fn also_requested(text: &str, kind: Kind) -> Vec<Kind> {
+    let text = collapse_whitespace(text);
+    [Kind::Know, Kind::Delete, Kind::Correct]
+        .into_iter()
+        .filter(|k| *k != kind)
+        .filter(|k| {
+            REQUEST_PATTERNS
+                .iter()
+                .any(|(pk, re)| pk == k && re.is_match(&text))
+        })
+        .collect()
 }
 
 /// Why a request is treated as coming from an authorized agent.
@@ -454,6 +481,33 @@ mod tests {
         for (body, want) in rows {
             assert_eq!(looks_like_request(&body), want, "body {body:?}");
         }
+    }
+
+    #[test]
+    fn also_requested_table() {
+        let raw = include_str!("../tests/data/classify/also_requested.tsv");
+        let mut rows = 0;
+        for line in raw
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let mut cols = line.split('\t');
+            let (Some(kind), Some(body), Some(want)) = (cols.next(), cols.next(), cols.next())
+            else {
+                panic!("row needs three columns: {line:?}");
+            };
+            let kind: Kind = kind.parse().expect("known kind");
+            let want: Vec<Kind> = match want.trim() {
+                "-" => Vec::new(),
+                list => list
+                    .split(',')
+                    .map(|k| k.trim().parse().expect("known kind"))
+                    .collect(),
+            };
+            assert_eq!(also_requested(body, kind), want, "{kind} {body:?}");
+            rows += 1;
+        }
+        assert!(rows >= 10);
     }
 
     #[test]

@@ -141,13 +141,23 @@ pub enum Action {
         #[arg(long)]
         reason: String,
     },
-    /// The request was carried out.
+    /// The request was carried out (the only way, with `#complete`, to record
+    /// the substantive response).
     Complete {
-        /// (Know requests) the team sent the substantive response itself.
+        /// (All but delete) the team sent the substantive response itself;
+        /// no completion mail goes out.
         #[arg(long)]
         sent_by_team: bool,
+        /// Carried out in part; `--reason` says what was not done and why
+        /// (for a deletion: what was kept, under which exception).
+        #[arg(long, requires = "reason")]
+        partial: bool,
+        #[arg(long, requires = "partial")]
+        reason: Option<String>,
     },
-    /// Close without a decision (duplicate, spam, ...).
+    /// Close without a decision (duplicate, spam, ...). A reason starting
+    /// "unverified" closes it because identity could not be verified: the
+    /// requester is told and it counts as denied.
     Close {
         #[arg(long)]
         reason: String,
@@ -239,8 +249,13 @@ impl Action {
             Action::Extend { reason } => C::Extend {
                 reason: reason.clone(),
             },
-            Action::Complete { sent_by_team } => C::Complete {
+            Action::Complete {
+                sent_by_team,
+                partial,
+                reason,
+            } => C::Complete {
                 sent_by_team: *sent_by_team,
+                partial: partial.then(|| reason.clone().unwrap_or_default()),
             },
             Action::Close { reason } => C::Close {
                 reason: reason.clone(),

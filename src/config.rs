@@ -212,6 +212,24 @@ pub struct CompanyConfig {
     pub name: String,
     /// Shown in mail: where consumers can read the privacy policy.
     pub privacy_policy_url: Option<String>,
+    /// Shown in mail: a phone number for requests (the seed policy has a
+    /// toll-free number, Civ. Code §1798.130(a)(1)).
+    pub phone: Option<String>,
+    /// Shown in mail: where consumers can write by post.
+    pub postal_address: Option<String>,
+    /// Whether the company sells personal information (Civ. Code
+    /// §1798.140(ad)). The opt-out reply says what this says; default false,
+    /// as the seed policy states.
+    #[serde(default)]
+    pub sells: bool,
+    /// Whether the company shares personal information for cross-context
+    /// behavioural advertising (§1798.140(ah)). Default false.
+    #[serde(default)]
+    pub shares: bool,
+    /// Add a line to denials and completions on how to contact the
+    /// California Privacy Protection Agency (cppa.ca.gov). Default false.
+    #[serde(default)]
+    pub mention_cppa: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -605,12 +623,48 @@ impl Config {
                 "e.g. \"CCPA\"",
             ));
         }
-        if self.policy.respond_days == 0 || self.policy.acknowledge_business_days == 0 {
-            return Err(invalid(
+        use crate::cases::clock::{
+            MAX_ACKNOWLEDGE_BUSINESS_DAYS, MAX_EXTENSION_DAYS, MAX_RESPOND_DAYS,
+        };
+        // The law sets the longest periods; a shorter one is a company's choice.
+        let clocks = [
+            (
+                "policy.acknowledge_business_days",
+                self.policy.acknowledge_business_days,
+                1,
+                MAX_ACKNOWLEDGE_BUSINESS_DAYS,
+                "CCPA regs §7021(a)",
+            ),
+            (
                 "policy.respond_days",
-                "deadlines must be at least one day",
-                "use the defaults 10 and 45",
-            ));
+                self.policy.respond_days,
+                1,
+                MAX_RESPOND_DAYS,
+                "Civ. Code §1798.130(a)(2)(A), CCPA regs §7021(b)",
+            ),
+            (
+                "policy.extension_days",
+                self.policy.extension_days,
+                0,
+                MAX_EXTENSION_DAYS,
+                "Civ. Code §1798.130(a)(2)(A)",
+            ),
+        ];
+        for (key, value, min, max, cite) in clocks {
+            if value > max {
+                return Err(invalid(
+                    key,
+                    format!("{value} is above the legal maximum of {max} ({cite})"),
+                    format!("set {max} or less"),
+                ));
+            }
+            if value < min {
+                return Err(invalid(
+                    key,
+                    "deadlines must be at least one day",
+                    format!("set a value from {min} to {max}"),
+                ));
+            }
         }
         if self.policy.retention_months < 24 {
             return Err(invalid(
@@ -884,6 +938,12 @@ name = "Example Inc."
     }
 
     #[test]
+    fn the_example_lists_the_default_rules() {
+        let example = Config::parse(include_str!("../config/example.toml")).unwrap();
+        assert_eq!(example.rules, crate::classify::default_rules());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (MINIMAL.replace("[team]", "[team]\nbogus = 1"), "bogus"),
@@ -917,6 +977,22 @@ name = "Example Inc."
             (
                 MINIMAL.replace("[imap]", "[imap]\nsecurity = \"ssl\""),
                 "security",
+            ),
+            (
+                MINIMAL.replace("[policy]", "[policy]\nrespond_days = 46"),
+                "config key `policy.respond_days`: 46 is above the legal maximum of 45",
+            ),
+            (
+                MINIMAL.replace("[policy]", "[policy]\nextension_days = 60"),
+                "config key `policy.extension_days`: 60 is above the legal maximum of 45",
+            ),
+            (
+                MINIMAL.replace("[policy]", "[policy]\nacknowledge_business_days = 11"),
+                "config key `policy.acknowledge_business_days`: 11 is above the legal maximum of 10",
+            ),
+            (
+                MINIMAL.replace("[policy]", "[policy]\nrespond_days = 0"),
+                "policy.respond_days",
             ),
         ];
         for (text, key) in cases {

@@ -147,7 +147,9 @@ impl Record<'_> {
                 message_id: self.inbound.message_id.as_deref(),
                 subject: &self.inbound.subject,
                 from_addr: from,
-                at: now,
+                // Mailbox receipt, so a case `#open`ed from review later
+                // keeps the clock the law starts at receipt (§7021(b)).
+                at: self.received_at(now),
                 template: None,
                 sha256: self.sha,
                 size: self.fetched.size as i64,
@@ -160,6 +162,12 @@ impl Record<'_> {
             },
         )
         .await?)
+    }
+
+    /// When the mailbox received the message (IMAP INTERNALDATE); never in
+    /// the future.
+    fn received_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.fetched.internal_date.map_or(now, |d| d.min(now))
     }
 
     /// The case the message belongs to: one whose Message-ID it answers, or
@@ -574,8 +582,7 @@ async fn open_case(
     kind: Kind,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
-    // Receipt is when the mailbox got it; never in the future.
-    let received_at = rec.fetched.internal_date.map_or(now, |d| d.min(now));
+    let received_at = rec.received_at(now);
     // The message row first, so our acknowledgement can answer it.
     let row = rec
         .write(conn, room, None, "case", Target::Processed, now)
@@ -587,10 +594,38 @@ async fn open_case(
         kind,
         &rec.sender,
         received_at,
-        row,
+        Some(row),
         now,
     )
     .await?;
+    // An opt-out (or limit) that also asks to know, delete or correct opens
+    // those cases too, acknowledged and verified as usual (decisions.md).
+    if !kind.needs_verification() {
+        for also in classify::also_requested(rec.inbound.head(), kind) {
+            let sibling = casework::open_request(
+                conn,
+                room,
+                rec.inbound,
+                also,
+                &rec.sender,
+                received_at,
+                None,
+                now,
+            )
+            .await?;
+            for (on, other) in [(&case_id, &sibling), (&sibling, &case_id)] {
+                store::events::append(
+                    conn,
+                    Some(on),
+                    now,
+                    "daemon",
+                    "opened_together",
+                    &format!("{other} was opened from the same message"),
+                )
+                .await?;
+            }
+        }
+    }
     Ok(Outcome::Opened { case_id, kind })
 }
 

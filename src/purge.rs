@@ -56,6 +56,8 @@ const SAFE_DETAIL_ACTIONS: &[&str] = &[
     "verification_submitted",
     "withdrawn",
     "consumer_wrote",
+    "withdrawal_unclear",
+    "opened_together",
     "reply_suppressed",
     "foreign_message",
     "refused",

@@ -9,8 +9,10 @@
 //! - *response date*: when the case reached its final state (`closed_at`):
 //!   the completion notice, the denial, the team's `#complete` after it sent
 //!   the response itself, the withdrawal, or the immediate opt-out answer.
-//! - *complied in whole or in part*: resolution `complied` (opt-out requests
-//!   are complied with on receipt). *Denied*: resolution `denied`.
+//! - *complied in whole or in part*: resolution `complied` or
+//!   `partially_complied` (`#complete partial`). *Denied*: resolution
+//!   `denied`, which includes a case closed because identity could not be
+//!   verified (`#close unverified`).
 //! - *days to a substantive response*: local calendar days from receipt to the
 //!   response date, over complied and denied requests; withdrawn and closed
 //!   cases had no substantive response and open cases none yet.
@@ -36,7 +38,7 @@ pub struct Record {
     pub manner: String,
     pub response_date: Option<NaiveDate>,
     pub responded_at: Option<DateTime<Utc>>,
-    /// `complied`, `denied`, `withdrawn`, `closed` or `open`.
+    /// `complied`, `partially_complied`, `denied`, `withdrawn`, `closed` or `open`.
     pub response: String,
     /// The same in words, for people reading the CSV.
     pub nature_of_response: String,
@@ -86,7 +88,7 @@ fn to_record(row: CaseRecordRow, tz: Tz) -> Result<Record> {
         responded_at,
         nature_of_response: nature_words(response).to_string(),
         response: response.to_string(),
-        basis_for_denial: if response == "denied" {
+        basis_for_denial: if response == "denied" || response == "partially_complied" {
             row.denial_reason
         } else {
             None
@@ -100,6 +102,7 @@ fn to_record(row: CaseRecordRow, tz: Tz) -> Result<Record> {
 pub fn response_of(state: State, resolution: Option<&str>) -> &'static str {
     match state {
         s if !s.is_final() => "open",
+        State::Completed if resolution == Some("partially_complied") => "partially_complied",
         State::Completed => "complied",
         State::Denied => "denied",
         State::Withdrawn => "withdrawn",
@@ -115,6 +118,7 @@ pub fn response_of(state: State, resolution: Option<&str>) -> &'static str {
 fn nature_words(response: &str) -> &'static str {
     match response {
         "complied" => "complied in whole or in part",
+        "partially_complied" => "complied in part",
         "denied" => "denied",
         "withdrawn" => "withdrawn by the requester",
         "closed" => "closed without a substantive response",
@@ -166,7 +170,10 @@ fn csv_field(s: &str) -> String {
 pub struct KindMetrics {
     pub kind: Kind,
     pub received: u64,
+    /// Complied with in whole or in part (§7102(a)(1)(B)).
     pub complied: u64,
+    /// Of `complied`, those complied with only in part.
+    pub complied_in_part: u64,
     pub denied: u64,
     pub withdrawn: u64,
     pub closed: u64,
@@ -200,7 +207,12 @@ pub async fn metrics(conn: &mut SqliteConnection, tz: Tz, year: i32) -> Result<M
         let count = |what: &str| of_kind.iter().filter(|r| r.response == what).count() as u64;
         let mut days: Vec<i64> = of_kind
             .iter()
-            .filter(|r| r.response == "complied" || r.response == "denied")
+            .filter(|r| {
+                matches!(
+                    r.response.as_str(),
+                    "complied" | "partially_complied" | "denied"
+                )
+            })
             .filter_map(|r| {
                 r.response_date
                     .map(|d| (d - r.request_date).num_days().max(0))
@@ -210,7 +222,8 @@ pub async fn metrics(conn: &mut SqliteConnection, tz: Tz, year: i32) -> Result<M
         kinds.push(KindMetrics {
             kind,
             received: of_kind.len() as u64,
-            complied: count("complied"),
+            complied: count("complied") + count("partially_complied"),
+            complied_in_part: count("partially_complied"),
             denied: count("denied"),
             withdrawn: count("withdrawn"),
             closed: count("closed"),
@@ -311,6 +324,13 @@ mod tests {
             (State::Closed, Some("complied"), "complied"),
             (State::Closed, Some("closed"), "closed"),
             (State::Closed, None, "closed"),
+            (
+                State::Completed,
+                Some("partially_complied"),
+                "partially_complied",
+            ),
+            // `#close unverified`: closed, counted as denied (§7102).
+            (State::Closed, Some("denied"), "denied"),
         ];
         for (state, resolution, want) in cases {
             assert_eq!(

@@ -47,6 +47,9 @@ pub const REQUIRED: &[&str] = &[
     "agent_consumer_confirm",
     "declaration_rejected",
     "case_closed_reply",
+    "withdrawal_prompt",
+    "correct_completed",
+    "identity_not_verified",
     // Team-facing.
     "team_notice",
     "team_review_notice",
@@ -555,8 +558,13 @@ impl TemplateContext {
             CompanyContext {
                 name: config.company.name.clone(),
                 email: address_of(&config.smtp.from),
-                phone: None,
+                phone: config.company.phone.clone(),
                 privacy_policy_url: config.company.privacy_policy_url.clone(),
+                postal_address: config.company.postal_address.clone(),
+                sells: config.company.sells,
+                shares: config.company.shares,
+                sells_or_shares: config.company.sells || config.company.shares,
+                mention_cppa: config.company.mention_cppa,
             },
             AgentsContext {
                 require_notarized: config.agents.require_notarized,
@@ -598,6 +606,16 @@ pub struct CompanyContext {
     pub phone: Option<String>,
     /// Where the privacy policy is published, shown when set.
     pub privacy_policy_url: Option<String>,
+    /// A postal address for requests, shown when set.
+    pub postal_address: Option<String>,
+    /// `[company] sells` / `shares`: what the opt-out reply states.
+    pub sells: bool,
+    pub shares: bool,
+    /// Either of the two (the opt-out offer after a denied deletion, §7022(f)).
+    pub sells_or_shares: bool,
+    /// `[company] mention_cppa`: the line on the California Privacy
+    /// Protection Agency.
+    pub mention_cppa: bool,
 }
 
 /// `{{agents.*}}`.
@@ -745,13 +763,14 @@ fn command_hints(
         ));
         out.push(CommandHelp::new(
             "#poa",
-            "the agent holds a power of attorney (Probate Code sections 4000-4465)",
+            "the agent holds a power of attorney (Probate Code sections 4121-4130)",
         ));
     }
-    if matches!(
+    let verifying = matches!(
         state,
         State::AwaitingVerification | State::VerificationSubmitted
-    ) {
+    );
+    if verifying && kind.needs_verification() {
         out.push(CommandHelp::new(
             "#verify",
             "identity and California residency are confirmed",
@@ -762,20 +781,47 @@ fn command_hints(
         _ => state == State::Verified,
     };
     if completable {
-        let help = match kind {
-            Kind::Delete => "the deletion is done; the consumer is told",
-            _ => "the response has been sent (or send the completion notice)",
+        let (done, partial) = match kind {
+            Kind::Delete => (
+                "the deletion is done; the consumer is told",
+                "deleted except what REASON names, with the exception that allows keeping it (lines up to a blank line)",
+            ),
+            Kind::Know => (
+                "send the completion notice (it does not say how the response reached them)",
+                "part withheld: REASON says what and why, and which categories were given instead",
+            ),
+            Kind::Correct => (
+                "the information was corrected; the consumer is told",
+                "corrected in part: REASON says what was not corrected and why",
+            ),
+            Kind::Limit | Kind::OptOut => (
+                "carried out; the consumer is told",
+                "carried out in part: REASON says what was not done and why",
+            ),
         };
-        out.push(CommandHelp::new("#complete", help));
+        out.push(CommandHelp::new("#complete", done));
+        if kind != Kind::Delete {
+            out.push(CommandHelp::new(
+                "#complete sent",
+                "you sent the response yourself; record it, no further mail",
+            ));
+        }
+        out.push(CommandHelp::new("#complete partial REASON", partial));
     }
     out.push(CommandHelp::new(
         "#deny REASON",
-        "deny the request; the reason is sent to the requester",
+        "deny the request; the reason (lines up to a blank line) is sent to the requester",
     ));
-    if !extended {
+    if !extended && kind.has_45_day_clock() {
         out.push(CommandHelp::new(
             "#extend REASON",
             "take the one extension; the requester is told the reason and the new date",
+        ));
+    }
+    if kind.needs_verification() && !matches!(state, State::Confirmed) {
+        out.push(CommandHelp::new(
+            "#close unverified [DETAIL]",
+            "identity could not be verified: the requester is told, counted as denied",
         ));
     }
     out.push(CommandHelp::new(
@@ -976,6 +1022,11 @@ fn sample(kind: Kind, full: bool, notarized: bool) -> TemplateContext {
             email: "privacy@example.com".into(),
             phone: full.then(|| "1-800-555-0100".into()),
             privacy_policy_url: full.then(|| "https://www.example.com/privacy".into()),
+            postal_address: full.then(|| "1 Main St, Foster City, CA 94404".into()),
+            sells: full,
+            shares: notarized,
+            sells_or_shares: full || notarized,
+            mention_cppa: full,
         },
         AgentsContext {
             require_notarized: notarized,
@@ -1166,10 +1217,104 @@ mod tests {
         let html = r.html.unwrap();
         assert!(html.contains("A &amp; B &lt;x&gt;"), "{html}");
         assert!(!html.contains("<x>"));
+        ctx.company.sells = false;
+        ctx.company.shares = false;
+        ctx.company.sells_or_shares = false;
         let opt = t.render("opt_out_reply", &ctx).unwrap();
         assert!(
             opt.text
-                .contains("A & B <x> does not sell or share your personal information")
+                .contains("A & B <x> does not sell personal information")
+        );
+    }
+
+    #[test]
+    fn opt_out_reply_states_what_the_config_says() {
+        let t = shipped();
+        let mut ctx = sample_context();
+        let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (sells, shares, says, stops) in [
+            (
+                false,
+                false,
+                "does not sell personal information, and does not share it",
+                None,
+            ),
+            (
+                true,
+                false,
+                "sells personal information, and does not share it",
+                Some("stop selling your"),
+            ),
+            (
+                false,
+                true,
+                "does not sell personal information, and shares it",
+                Some("stop sharing your"),
+            ),
+            (
+                true,
+                true,
+                "sells personal information, and shares it",
+                Some("stop selling and sharing your"),
+            ),
+        ] {
+            ctx.company.sells = sells;
+            ctx.company.shares = shares;
+            ctx.company.sells_or_shares = sells || shares;
+            for text in [
+                t.render("opt_out_reply", &ctx).unwrap().text,
+                t.render("opt_out_reply", &ctx).unwrap().html.unwrap(),
+            ] {
+                let text = flat(&text);
+                assert!(text.contains(says), "{sells} {shares}: {text}");
+                match stops {
+                    Some(stop) => assert!(text.contains(stop), "{text}"),
+                    None => assert!(text.contains("nothing more you need to do"), "{text}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mail_states_current_law() {
+        let t = shipped();
+        let ctx = sample_context();
+        let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let agent = flat(&t.render("agent_declaration_needed", &ctx).unwrap().text);
+        assert!(!agent.contains("Secretary of State"), "{agent}");
+        assert!(
+            agent.contains("Probate Code sections 4121 to 4130"),
+            "{agent}"
+        );
+        let know = flat(&t.render("acknowledgement", &ctx).unwrap().text);
+        assert!(know.contains("back to January 1, 2022"), "{know}");
+        let done = flat(&t.render("know_completed", &ctx).unwrap().text);
+        assert!(!done.contains("secure channel"), "{done}");
+        assert!(done.contains("cppa.ca.gov"), "{done}");
+        let mut quiet = ctx.clone();
+        quiet.company.mention_cppa = false;
+        let done = t.render("know_completed", &quiet).unwrap().text;
+        assert!(!done.contains("cppa"), "{done}");
+        let deleted = flat(&t.render("delete_completed", &ctx).unwrap().text);
+        assert!(
+            deleted.contains("24 months after we closed the request"),
+            "{deleted}"
+        );
+        assert!(deleted.contains("except the following"), "{deleted}");
+        let mut correct = ctx.clone();
+        if let Some(case) = correct.case.as_mut() {
+            case.kind = "correct".into();
+        }
+        let ack = flat(&t.render("acknowledgement", &correct).unwrap().text);
+        assert!(
+            ack.contains("documentation that supports the correction"),
+            "{ack}"
+        );
+        correct.reason = None;
+        let fixed = flat(&t.render("correct_completed", &correct).unwrap().text);
+        assert!(
+            fixed.contains("We have corrected the information"),
+            "{fixed}"
         );
     }
 
@@ -1372,6 +1517,15 @@ mod tests {
             usages(Kind::Know, State::Completed, false, false),
             vec!["#note TEXT".to_string()]
         );
+        let u = usages(Kind::OptOut, State::Verified, false, false);
+        for want in ["#complete", "#complete sent", "#complete partial REASON"] {
+            assert!(u.contains(&want.to_string()), "{want}: {u:?}");
+        }
+        for absent in ["#verify", "#extend REASON", "#close unverified [DETAIL]"] {
+            assert!(!u.contains(&absent.to_string()), "{absent}: {u:?}");
+        }
+        let u = usages(Kind::Delete, State::AwaitingVerification, false, false);
+        assert!(u.contains(&"#close unverified [DETAIL]".to_string()));
     }
 
     #[test]

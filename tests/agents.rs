@@ -780,7 +780,7 @@ async fn an_unknown_agent_cannot_make_the_daemon_write_to_a_third_party() {
             && e["detail"].as_str().unwrap_or("").contains("known_domains")),
         "{events:#?}"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     assert_eq!(
         servers.count(&victim, "INBOX").await,
         0,

@@ -311,10 +311,9 @@ async fn idle_wakes_on_delivery_and_stops_on_cancel() {
     let deliver = {
         let user = user.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            MailServers::start()
-                .append(&user, "INBOX", &raw_message(1))
-                .await;
+            let servers = MailServers::start();
+            servers.wait_idle(&user, Duration::from_secs(30)).await;
+            servers.append(&user, "INBOX", &raw_message(1)).await;
         })
     };
     let outcome = imap
@@ -344,8 +343,11 @@ async fn idle_wakes_on_delivery_and_stops_on_cancel() {
 
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
+    let idler = user.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        MailServers::start()
+            .wait_idle(&idler, Duration::from_secs(30))
+            .await;
         trigger.cancel();
     });
     let started = Instant::now();
@@ -402,23 +404,21 @@ async fn smtp_delivers_over_starttls_reconnecting_per_batch() {
     // Postfix logs each session's commands: two sessions carried two
     // messages each, and none carried more (no other test here sends more
     // than one message per connection).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = std::fs::read_to_string(servers.dir().join("postfix.log")).unwrap_or_default();
-        let pairs = log.matches(" data=2 quit=1").count();
-        assert!(
-            !log.contains(" data=3"),
-            "more than 2 messages on a connection:\n{log}"
-        );
-        if pairs >= 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected two 2-message sessions:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let log_path = servers.dir().join("postfix.log");
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    support::wait_until(
+        Duration::from_secs(10),
+        || format!("two 2-message sessions are logged:\n{}", read_log()),
+        || {
+            let log = read_log();
+            assert!(
+                !log.contains(" data=3"),
+                "more than 2 messages on a connection:\n{log}"
+            );
+            std::future::ready((log.matches(" data=2 quit=1").count() >= 2).then_some(()))
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -125,7 +125,9 @@ async fn mailbox_of_requests_becomes_cases_and_acknowledgements() {
         );
         assert!(c["received_at"].is_string() && c["due_at"].is_string());
         if c["kind"] == "opt_out" {
-            assert_eq!(c["state"], "closed");
+            // No verification (CCPA regs §7026(d)): open for the team to carry out.
+            assert_eq!(c["state"], "verified");
+            assert!(c["closed_at"].is_null());
         } else {
             assert_eq!(c["state"], "awaiting_verification");
             assert!(c["acknowledged_at"].is_string());
@@ -196,7 +198,7 @@ async fn mailbox_of_requests_becomes_cases_and_acknowledgements() {
     // A second run changes nothing.
     assert_ok(&daemon::run_once(&path), "second run --once");
     assert_eq!(cases_json(&path).len(), 4);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     for who in [&know, &delete, &shouty, &opt] {
         assert_eq!(
             servers.count(who, "INBOX").await,
@@ -214,23 +216,8 @@ async fn request_arriving_while_idle_is_acknowledged_within_seconds() {
     let consumer = servers.unique_user("consumer");
     let config = DaemonConfig::new(servers, &mailbox);
     let path = config.write();
-    let mut d = daemon::spawn(&path);
-    // Wait until the daemon has created its folders (it is logged in and idling).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !servers
-        .list_mailboxes(&mailbox)
-        .await
-        .iter()
-        .any(|m| m == "Processed")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "daemon never logged in:\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once it is ready, the daemon has taken in the (empty) inbox and waits in IDLE.
+    let mut d = daemon::spawn_ready(&path, Duration::from_secs(30));
     let started = std::time::Instant::now();
     servers
         .send_smtp(
@@ -319,7 +306,7 @@ async fn tls_and_starttls_work_with_the_ca_and_fail_closed_without_it() {
     let smtp_no_ca_path = smtp_no_ca.write();
     let out = daemon::run_once(&smtp_no_ca_path);
     assert_ok(&out, "run --once with an untrusted SMTP certificate");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     assert_eq!(
         servers.count(&other, "INBOX").await,
         0,
@@ -362,7 +349,7 @@ async fn crash_between_commit_and_move_does_nothing_twice() {
     let got = servers
         .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     assert_eq!(
         servers.count(&consumer, "INBOX").await,
         1,
@@ -464,7 +451,7 @@ async fn a_new_uidvalidity_rescans_without_doing_anything_twice() {
     );
     assert_eq!(servers.count(&mailbox, "Requests").await, 0, "both filed");
     servers.inbox_exactly(&early, 1).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     assert_eq!(
         servers.count(&early, "INBOX").await,
         1,
@@ -525,7 +512,7 @@ async fn automatic_replies_per_sender_are_limited() {
     servers
         .wait_for(&consumer, "INBOX", 2, Duration::from_secs(30))
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     assert_eq!(
         servers.count(&consumer, "INBOX").await,
         2,
@@ -613,7 +600,7 @@ async fn a_bounce_marks_the_reported_mail_failed_and_tells_the_team() {
         0,
         "a matched bounce is filed with its case"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     assert_eq!(
         servers.count(&consumer, "INBOX").await,
         1,
@@ -638,7 +625,7 @@ async fn a_bounce_marks_the_reported_mail_failed_and_tells_the_team() {
         &daemon::run_once(&path),
         "run --once with the notice's bounce",
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     assert_eq!(
         servers.count(&notify, "INBOX").await,
         before,

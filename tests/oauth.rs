@@ -381,7 +381,7 @@ async fn harness_identity_provider_plays_each_flow_and_fault() {
 
     // Down: connections refused; back: served again on the same port.
     idp.go_down();
-    support::wait_until(
+    support::wait_for_condition(
         "the provider to refuse connections",
         Duration::from_secs(5),
         || std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
@@ -740,7 +740,7 @@ async fn auth_login_runs_the_device_code_flow_and_stores_the_refresh_token() {
         }
     });
     let mut pending = Vec::new();
-    support::wait_until(
+    support::wait_for_condition(
         "auth login to start a device authorization",
         Duration::from_secs(60),
         || {
@@ -796,7 +796,7 @@ async fn twenty_second_tokens_while_idle_for_a_minute_then_mail_is_answered() {
 
     // A minute of quiet: three token lifetimes.
     let idle_until = SystemTime::now() + Duration::from_secs(60);
-    support::wait_until(
+    support::wait_for_condition(
         "a minute of idling",
         Duration::from_secs(70),
         || SystemTime::now() >= idle_until,
@@ -846,7 +846,7 @@ async fn token_endpoint_down_at_start_and_mid_run_loses_nothing_and_logs_once() 
     idp.go_down();
     send_request(servers, &mailbox, &first).await;
     let mut d = daemon::spawn(&path);
-    support::wait_until(
+    support::wait_for_condition(
         "a log line about the token endpoint",
         Duration::from_secs(60),
         || {
@@ -878,7 +878,7 @@ async fn token_endpoint_down_at_start_and_mid_run_loses_nothing_and_logs_once() 
     let before = d.log().len();
     idp.fail_requests(true);
     let exp = idp.issued().last().map(|t| t.expires_at).expect("a token");
-    support::wait_until(
+    support::wait_for_condition(
         "the newest token to expire",
         Duration::from_secs(30),
         || SystemTime::now() >= exp,
@@ -887,7 +887,7 @@ async fn token_endpoint_down_at_start_and_mid_run_loses_nothing_and_logs_once() 
     .await;
     servers.kick(&mailbox);
     send_request(servers, &mailbox, &second).await;
-    support::wait_until(
+    support::wait_for_condition(
         "three refused token requests",
         Duration::from_secs(120),
         || idp.failed_requests() >= 3,
@@ -964,7 +964,7 @@ async fn revoked_refresh_token_check_says_run_auth_login_and_the_daemon_stays_up
     send_request(servers, &mailbox, &consumer).await;
     let spawned_at = SystemTime::now();
     let mut d = daemon::spawn(&path);
-    support::wait_until(
+    support::wait_for_condition(
         "the daemon to try its refresh token",
         Duration::from_secs(60),
         || {
@@ -975,7 +975,7 @@ async fn revoked_refresh_token_check_says_run_auth_login_and_the_daemon_stays_up
         || d.log(),
     )
     .await;
-    support::wait_until(
+    support::wait_for_condition(
         "an alert naming `auth login`",
         Duration::from_secs(30),
         || alarms(&d.log()).iter().any(|l| l.contains("auth login")),
@@ -985,7 +985,7 @@ async fn revoked_refresh_token_check_says_run_auth_login_and_the_daemon_stays_up
     let refused_at_alert = idp.token_requests_for("refresh_token");
     // Half a minute later: still running, no retry storm, one alert.
     let until = SystemTime::now() + Duration::from_secs(30);
-    support::wait_until(
+    support::wait_for_condition(
         "30 s in the re-authorization state",
         Duration::from_secs(40),
         || SystemTime::now() >= until || d.try_status().is_some(),
@@ -1040,7 +1040,7 @@ async fn sessions_ended_at_token_expiry_lose_nothing_and_take_nothing_twice() {
             .last()
             .map(|t| t.expires_at)
             .expect("a token was issued");
-        support::wait_until(
+        support::wait_for_condition(
             "the token's expiry",
             Duration::from_secs(30),
             || SystemTime::now() >= exp,
@@ -1114,7 +1114,7 @@ async fn smtp_refusing_the_token_keeps_intake_going_and_replies_waiting() {
     let mut d = daemon::spawn_with(cmd, &path);
     // The CLI below opens the database too: let the daemon create it first
     // (two processes migrating one new database at once can collide).
-    support::wait_until(
+    support::wait_for_condition(
         "READY=1 from the daemon",
         Duration::from_secs(60),
         || notify.seen.lock().unwrap().iter().any(|l| l == "READY=1"),
@@ -1123,7 +1123,7 @@ async fn smtp_refusing_the_token_keeps_intake_going_and_replies_waiting() {
     .await;
     send_request(servers, &mailbox, &consumer).await;
     let mut cases = Vec::new();
-    support::wait_until(
+    support::wait_for_condition(
         "the request to become a case while SMTP refuses",
         Duration::from_secs(60),
         || {
@@ -1133,7 +1133,7 @@ async fn smtp_refusing_the_token_keeps_intake_going_and_replies_waiting() {
         || d.log(),
     )
     .await;
-    support::wait_until(
+    support::wait_for_condition(
         "a STATUS line naming the sending problem (sending and receiving health apart)",
         Duration::from_secs(60),
         || {

@@ -168,7 +168,7 @@ async fn revoked_refresh_token_check_names_auth_login_and_login_repairs_it() {
     let mut login = daemon::command(&path, &["auth", "login"]);
     login.stdout(std::process::Stdio::piped());
     let child = login.spawn().expect("start auth login");
-    support::wait_until(
+    support::wait_for_condition(
         "a device authorization",
         Duration::from_secs(20),
         || !idp.device_authorizations().is_empty(),
@@ -300,7 +300,7 @@ async fn running_daemon_outlives_short_tokens_kicks_and_an_endpoint_outage() {
     };
 
     // Idle through more than two token lifetimes, then new mail.
-    support::wait_until(
+    support::wait_for_condition(
         "three IMAP logins (sessions renewed before their tokens expired)",
         Duration::from_secs(70),
         || servers.imap_login_methods(&mailbox).len() >= 3,
@@ -319,7 +319,7 @@ async fn running_daemon_outlives_short_tokens_kicks_and_an_endpoint_outage() {
     // renewal the daemon cannot log in; mail waits, one warning, then recovery.
     idp.go_down();
     let logins = servers.imap_login_methods(&mailbox).len();
-    support::wait_until(
+    support::wait_for_condition(
         "the daemon to notice the outage",
         Duration::from_secs(40),
         || d.log().contains("Cannot obtain an OAuth token"),

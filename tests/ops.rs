@@ -464,6 +464,8 @@ async fn records_and_metrics_match_cases_built_through_the_real_flow() {
     act(&path, &ids[0], &["complete", "--sent-by-team"]);
     act(&path, &ids[1], &["verify"]);
     act(&path, &ids[1], &["complete"]);
+    // An opt-out is carried out and completed by the team (§7026(f)).
+    act(&path, &ids[5], &["complete"]);
     act(
         &path,
         &ids[2],

@@ -67,15 +67,15 @@ fn subject(raw: &[u8]) -> String {
 
 /// Waits for the team's newest mail whose subject names `id`.
 async fn notice_for(servers: &MailServers, t: &Team, id: &str) -> Vec<u8> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let all = servers.fetch_all(&t.notify, "INBOX").await;
-        if let Some(m) = all.into_iter().rev().find(|m| subject(m).contains(id)) {
-            return m;
-        }
-        assert!(std::time::Instant::now() < deadline, "no notice for {id}");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    support::wait_until(
+        Duration::from_secs(30),
+        || format!("a notice for {id} arrives"),
+        || async move {
+            let all = servers.fetch_all(&t.notify, "INBOX").await;
+            all.into_iter().rev().find(|m| subject(m).contains(id))
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -156,8 +156,6 @@ async fn member_reply_verifies_one_case_and_extends_another() {
     assert_eq!(support::case_json(&t.path, &id1)["state"], "verified");
 
     // Every message the daemon sent has a copy in Sent.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent = servers.count(&t.mailbox, "Sent").await;
     let out_rows: usize = [&id1, &id2]
         .iter()
         .map(|id| {
@@ -169,6 +167,16 @@ async fn member_reply_verifies_one_case_and_extends_another() {
                 .count()
         })
         .sum();
+    let mailbox = &t.mailbox;
+    let sent = support::wait_until(
+        Duration::from_secs(30),
+        || format!("Sent holds a copy of each of the {out_rows} outgoing messages"),
+        || async move {
+            let sent = servers.count(mailbox, "Sent").await;
+            (sent >= out_rows && sent >= 8).then_some(sent)
+        },
+    )
+    .await;
     assert!(
         sent >= out_rows && sent >= 8,
         "Sent holds {sent}, cases list {out_rows} outgoing"
@@ -243,7 +251,7 @@ async fn unauthenticated_commands_are_recorded_not_executed() {
         refused_member, 2,
         "no reference and a forged reference: {events:#?}"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     assert_eq!(
         servers.count(&mallory, "INBOX").await,
         0,
@@ -328,23 +336,25 @@ async fn digest_lists_an_overdue_case() {
             .and_then(|rest| rest.split("Due within").next())
             .is_some_and(|section| section.contains(&id))
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !servers
-        .fetch_all(&t.notify, "INBOX")
-        .await
-        .iter()
-        .any(overdue_listed)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no digest lists {id} as overdue"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    let overdue_listed = &overdue_listed;
+    let notify = &t.notify;
+    support::wait_until(
+        Duration::from_secs(30),
+        || format!("a digest lists {id} as overdue"),
+        || async move {
+            servers
+                .fetch_all(notify, "INBOX")
+                .await
+                .iter()
+                .any(overdue_listed)
+                .then_some(())
+        },
+    )
+    .await;
     // Once a day: another run sends no second digest.
     let before = servers.count(&t.notify, "INBOX").await;
     run(&t.path).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     let after_all = servers.fetch_all(&t.notify, "INBOX").await;
     let new_digests = after_all[before..]
         .iter()
@@ -389,10 +399,16 @@ async fn team_reply_in_sent_folder_appears_on_the_case() {
     run(&t.path).await;
     let c = support::case_json(&t.path, &id);
     let events = c["events"].as_array().unwrap();
+    // Correspondence only: the mail does not complete the case on its own.
     assert!(
-        events.iter().any(|e| e["action"] == "substantive_response"),
+        events.iter().any(|e| e["action"] == "team_correspondence"),
         "{events:#?}"
     );
+    assert!(
+        !events.iter().any(|e| e["action"] == "substantive_response"),
+        "{events:#?}"
+    );
+    assert_eq!(c["state"], "verified");
     assert!(
         c["messages"]
             .as_array()
@@ -434,7 +450,7 @@ async fn a_burst_of_requests_collapses_into_one_summary() {
     servers
         .wait_for(&t.notify, "INBOX", 1, Duration::from_secs(30))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
     // The daily digest may go out too, depending on the hour; it is not a notice.
     let team_mail: Vec<Vec<u8>> = servers
         .fetch_all(&t.notify, "INBOX")
@@ -473,16 +489,14 @@ async fn a_burst_of_requests_collapses_into_one_summary() {
     );
 }
 
-/// Polls `check` every 200 ms until it holds; panics with `what` after 30 s.
+/// Waits (30 s at most) until `check` holds.
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_until(
+        Duration::from_secs(30),
+        || what.to_string(),
+        || std::future::ready(check().then_some(())),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,6 +11,18 @@ use chrono::{
 };
 use chrono_tz::Tz;
 
+use super::Kind;
+
+/// Opt-out and limit requests are carried out within this many business
+/// days (§7026(f), §7027(g)); not configurable, the law fixes it.
+pub const OPT_OUT_BUSINESS_DAYS: u32 = 15;
+
+/// The legal maxima of the `[policy]` clocks (§7021(a), §7021(b),
+/// Civ. Code §1798.130(a)(2)(A)); a configuration above them is refused.
+pub const MAX_ACKNOWLEDGE_BUSINESS_DAYS: u32 = 10;
+pub const MAX_RESPOND_DAYS: u32 = 45;
+pub const MAX_EXTENSION_DAYS: u32 = 45;
+
 /// Deadline rules, built from `[policy]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -45,10 +57,38 @@ impl Policy {
         self.end_of_local_day(day)
     }
 
-    /// End (23:59:59 local) of the calendar day `respond_days` after the local day of receipt.
+    /// End (23:59:59 local) of the `respond_days`-th calendar day, counting
+    /// the local day of receipt as day 1 (§7021(b): the period "shall begin on
+    /// the day that the business receives the request"): receipt + 44 days.
     pub fn respond_due(&self, received: DateTime<Utc>) -> DateTime<Utc> {
-        let day = add_days(self.local_date(received), self.respond_days);
+        let day = add_days(
+            self.local_date(received),
+            self.respond_days.saturating_sub(1),
+        );
         self.end_of_local_day(day)
+    }
+
+    /// End (23:59:59 local) of the `n`-th business day, counting the day of
+    /// receipt as day 1 when it is a business day (the earlier, safe reading
+    /// of "within 15 business days from the date the business receives the
+    /// request", §7026(f), §7027(g)).
+    pub fn business_days_due(&self, received: DateTime<Utc>, n: u32) -> DateTime<Utc> {
+        let date = self.local_date(received);
+        let n = if self.is_business_day(date) {
+            n.saturating_sub(1)
+        } else {
+            n
+        };
+        self.end_of_local_day(self.add_business_days(date, n))
+    }
+
+    /// The response deadline of a new request of `kind`.
+    pub fn due_for(&self, kind: Kind, received: DateTime<Utc>) -> DateTime<Utc> {
+        if kind.has_45_day_clock() {
+            self.respond_due(received)
+        } else {
+            self.business_days_due(received, OPT_OUT_BUSINESS_DAYS)
+        }
     }
 
     /// The due date after the one extension: end of the local day
@@ -197,8 +237,8 @@ mod tests {
         assert_eq!(p.local_date(received), d("2026-11-06"));
         // Ten business days after Friday: Friday 2026-11-20.
         assert_eq!(p.ack_due(received), t("2026-11-21T07:59:59Z"));
-        // Friday + 45 days = Monday 2026-12-21.
-        assert_eq!(p.respond_due(received), t("2026-12-22T07:59:59Z"));
+        // Friday is day 1; day 45 is Sunday 2026-12-20.
+        assert_eq!(p.respond_due(received), t("2026-12-21T07:59:59Z"));
         // The same instant in UTC policy is a Saturday request.
         let utc = Policy {
             timezone: chrono_tz::UTC,
@@ -213,16 +253,17 @@ mod tests {
         let p = Policy::default();
         let cases = [
             // received (UTC), due (UTC)
-            // 2026-01-31 10:00 PST + 45 = 2026-03-17, after DST began (PDT, -7).
-            ("2026-01-31T18:00:00Z", "2026-03-18T06:59:59Z"),
-            // Month end: 2026-06-30 + 45 = 2026-08-14 (PDT).
-            ("2026-06-30T20:00:00Z", "2026-08-15T06:59:59Z"),
-            // Across the fall-back: 2026-10-01 (PDT) + 45 = 2026-11-15 (PST).
-            ("2026-10-01T20:00:00Z", "2026-11-16T07:59:59Z"),
-            // Leap year: 2028-01-15 + 45 = 2028-02-29.
-            ("2028-01-15T20:00:00Z", "2028-03-01T07:59:59Z"),
-            // Year end: 2026-12-20 + 45 = 2027-02-03.
-            ("2026-12-20T20:00:00Z", "2027-02-04T07:59:59Z"),
+            // The day of receipt is day 1 (§7021(b)): due = receipt + 44.
+            // 2026-01-31 10:00 PST + 44 = 2026-03-16, after DST began (PDT, -7).
+            ("2026-01-31T18:00:00Z", "2026-03-17T06:59:59Z"),
+            // Month end: 2026-06-30 + 44 = 2026-08-13 (PDT).
+            ("2026-06-30T20:00:00Z", "2026-08-14T06:59:59Z"),
+            // Across the fall-back: 2026-10-01 (PDT) + 44 = 2026-11-14 (PST).
+            ("2026-10-01T20:00:00Z", "2026-11-15T07:59:59Z"),
+            // Leap year: 2028-01-15 + 44 = 2028-02-28.
+            ("2028-01-15T20:00:00Z", "2028-02-29T07:59:59Z"),
+            // Year end: 2026-12-20 + 44 = 2027-02-02.
+            ("2026-12-20T20:00:00Z", "2027-02-03T07:59:59Z"),
         ];
         for (received, due) in cases {
             assert_eq!(p.respond_due(t(received)), t(due), "received {received}");
@@ -237,8 +278,8 @@ mod tests {
         assert_eq!(p.local_date(received), d("2028-02-29"));
         // Ten business days: Tuesday 2028-03-14 (PDT from 2028-03-12).
         assert_eq!(p.ack_due(received), t("2028-03-15T06:59:59Z"));
-        // 2028-02-29 + 45 = 2028-04-14.
-        assert_eq!(p.respond_due(received), t("2028-04-15T06:59:59Z"));
+        // 2028-02-29 + 44 = 2028-04-13.
+        assert_eq!(p.respond_due(received), t("2028-04-14T06:59:59Z"));
     }
 
     #[test]
@@ -255,10 +296,10 @@ mod tests {
     #[test]
     fn extension_adds_calendar_days_to_the_due_day() {
         let p = Policy::default();
-        let due = p.respond_due(t("2026-11-02T17:00:00Z")); // 2026-12-17 end of day PST
-        assert_eq!(due, t("2026-12-18T07:59:59Z"));
-        // 2026-12-17 + 45 = 2027-01-31.
-        assert_eq!(p.extend(due), t("2027-02-01T07:59:59Z"));
+        let due = p.respond_due(t("2026-11-02T17:00:00Z")); // 2026-12-16 end of day PST
+        assert_eq!(due, t("2026-12-17T07:59:59Z"));
+        // 2026-12-16 + 45 = 2027-01-30 = receipt + 89: day 90 counting receipt as day 1.
+        assert_eq!(p.extend(due), t("2027-01-31T07:59:59Z"));
     }
 
     #[test]
@@ -317,7 +358,29 @@ mod tests {
         // 2026-11-03 00:00:30 PST is a Tuesday request.
         let received = t("2026-11-03T08:00:30Z");
         assert_eq!(p.local_date(received), d("2026-11-03"));
-        assert_eq!(p.respond_due(received), t("2026-12-19T07:59:59Z"));
+        assert_eq!(p.respond_due(received), t("2026-12-18T07:59:59Z"));
+    }
+
+    #[test]
+    fn fifteen_business_days_count_the_day_of_receipt() {
+        let p = policy_with(&["2026-11-26"]);
+        // Monday 2026-11-02 is day 1; day 15 is Friday 2026-11-20.
+        assert_eq!(
+            p.due_for(Kind::OptOut, t("2026-11-02T17:00:00Z")),
+            t("2026-11-21T07:59:59Z")
+        );
+        // Received on a Saturday: Monday is day 1; Thanksgiving skipped; day 15 is Monday 2026-12-07.
+        assert_eq!(
+            p.due_for(Kind::Limit, t("2026-11-14T17:00:00Z")),
+            t("2026-12-08T07:59:59Z")
+        );
+        // The 45-day kinds.
+        for kind in [Kind::Know, Kind::Delete, Kind::Correct] {
+            assert_eq!(
+                p.due_for(kind, t("2026-11-02T17:00:00Z")),
+                t("2026-12-17T07:59:59Z")
+            );
+        }
     }
 
     #[test]

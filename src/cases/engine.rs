@@ -37,11 +37,21 @@ pub enum Command {
     Extend {
         reason: String,
     },
-    /// `sent_by_team`: for know/correct/limit, the team sent the substantive
-    /// response itself, so no `know_completed` mail goes out.
+    /// The request was carried out. `sent_by_team`: for every kind but
+    /// delete, the team sent the substantive response itself, so no
+    /// completion mail goes out (only `#complete sent` or
+    /// `--sent-by-team` say so; the team's other mail is correspondence).
+    /// `partial`: what was not done and why (§1798.105(d), §7022(f), §7024);
+    /// the completion mail carries it and the case resolves
+    /// `partially_complied`.
     Complete {
         sent_by_team: bool,
+        partial: Option<String>,
     },
+    /// Close without carrying out the request. A reason that starts with
+    /// `unverified` (see [`unverified_close`]) closes it because identity
+    /// could not be verified: the requester is told (§7022, §7024) and the
+    /// case counts as denied.
     Close {
         reason: String,
     },
@@ -89,8 +99,17 @@ pub enum Input {
         actor: Actor,
         command: Command,
     },
-    /// The scheduler's periodic look at the case (reminders, deadlines).
+    /// The scheduler's periodic look at the case (reminders, deadlines,
+    /// a held acknowledgement whose time has come).
     Tick,
+    /// The first reply (acknowledgement or opt-out reply) was held back by
+    /// the per-sender loop guard. `until`: when the guard's window allows it
+    /// (the scheduler then sends it); `None` when it can never go out (the
+    /// recipient is the mailbox itself) and the team must act.
+    AcknowledgementHeld {
+        until: Option<DateTime<Utc>>,
+        why: String,
+    },
 }
 
 /// Details of a new request, from classification.
@@ -123,6 +142,9 @@ pub enum Notice {
     DeletionConfirmed,
     Withdrawn,
     ConsumerWrote,
+    /// A reply seemed to cancel or withdraw without the explicit WITHDRAW;
+    /// the requester was asked to answer WITHDRAW and the case stays open.
+    WithdrawalUnclear,
     DeadlineApproaching,
     Overdue,
     /// Mail to the requester bounced or was refused (not an engine decision:
@@ -138,6 +160,7 @@ impl Notice {
             Notice::DeletionConfirmed => "deletion_confirmed",
             Notice::Withdrawn => "withdrawn",
             Notice::ConsumerWrote => "consumer_wrote",
+            Notice::WithdrawalUnclear => "withdrawal_unclear",
             Notice::DeadlineApproaching => "deadline_approaching",
             Notice::Overdue => "overdue",
             Notice::DeliveryFailed => "delivery_failed",
@@ -212,9 +235,12 @@ pub mod template {
     pub const DECLARATION_REJECTED: &str = "declaration_rejected";
     pub const VERIFICATION_REMINDER: &str = "verification_reminder";
     pub const CONFIRMATION_REMINDER: &str = "confirmation_reminder";
+    pub const WITHDRAWAL_PROMPT: &str = "withdrawal_prompt";
+    pub const CORRECT_COMPLETED: &str = "correct_completed";
+    pub const IDENTITY_NOT_VERIFIED: &str = "identity_not_verified";
 
     /// Every name above, for `templates check`.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 17] = [
         ACKNOWLEDGEMENT,
         AGENT_DECLARATION_NEEDED,
         AGENT_CONSUMER_CONFIRM,
@@ -229,7 +255,28 @@ pub mod template {
         DECLARATION_REJECTED,
         VERIFICATION_REMINDER,
         CONFIRMATION_REMINDER,
+        WITHDRAWAL_PROMPT,
+        CORRECT_COMPLETED,
+        IDENTITY_NOT_VERIFIED,
     ];
+
+    /// Mail the daemon sends on its own (acknowledgements, answers to
+    /// replies, reminders) rather than to carry out a team decision; only
+    /// these carry `Auto-Submitted` (RFC 3834).
+    pub fn is_automatic(name: &str) -> bool {
+        matches!(
+            name,
+            ACKNOWLEDGEMENT
+                | AGENT_DECLARATION_NEEDED
+                | AGENT_CONSUMER_CONFIRM
+                | OPT_OUT_REPLY
+                | CASE_CLOSED_REPLY
+                | WITHDRAWAL_PROMPT
+                | WITHDRAWAL_CONFIRMATION
+                | VERIFICATION_REMINDER
+                | CONFIRMATION_REMINDER
+        )
+    }
 }
 
 /// The team hears of a deadline this many days ahead (once per due date).
@@ -238,8 +285,11 @@ pub const DUE_SOON_DAYS: i64 = 7;
 /// Starts a case. `id` and `verification_code` are made by the caller (they
 /// need the database sequence and randomness).
 ///
-/// Every kind but opt-out opens awaiting verification, acknowledged at once.
-/// Opt-out is answered at once ("we do not sell or share") and closed.
+/// Know, delete and correct requests open awaiting verification and are
+/// acknowledged at once. Opt-out and limit requests need no verification
+/// (§7026(d), §7027(e)): they open `verified`, ready for the team to carry
+/// out within 15 business days; an opt-out gets its reply at once. The team
+/// hears of every new case.
 pub fn open(
     id: String,
     verification_code: String,
@@ -247,15 +297,16 @@ pub fn open(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Transition {
-    let opt_out = req.kind == Kind::OptOut;
+    let kind = req.kind;
+    let verifiable = kind.needs_verification();
     let is_agent = req.agent.is_some();
     let case = Case {
         id,
-        kind: req.kind,
-        state: if opt_out {
-            State::Closed
-        } else {
+        kind,
+        state: if verifiable {
             State::AwaitingVerification
+        } else {
+            State::Verified
         },
         requester: req.requester,
         agent: req.agent,
@@ -263,15 +314,16 @@ pub fn open(
         consumer_name: req.consumer_name,
         received_at: req.received_at,
         acknowledged_at: Some(now),
+        ack_held_until: None,
         ack_due_at: policy.ack_due(req.received_at),
-        due_at: policy.respond_due(req.received_at),
+        due_at: policy.due_for(kind, req.received_at),
         extended: false,
         verified_at: None,
-        closed_at: opt_out.then_some(now),
+        closed_at: None,
         verification_code,
         reminder_sent_at: None,
         authorization_ok: false,
-        resolution: opt_out.then(|| "complied".to_string()),
+        resolution: None,
         denial_reason: None,
         closed_reply_sent: false,
         due_soon_notified: false,
@@ -300,27 +352,29 @@ pub fn open(
             req.declarations.to_string(),
         );
     }
-    if opt_out {
+    if kind == Kind::OptOut {
         fx.send(template::OPT_OUT_REPLY, Audience::Requester, None);
         fx.event(
             &Actor::Daemon,
             "opt_out_answered",
-            "replied that the company does not sell or share personal information".into(),
+            "replied at once with the company's sale and sharing practice".into(),
         );
     } else {
         fx.send(template::ACKNOWLEDGEMENT, Audience::Requester, None);
-        if is_agent && req.declarations == 0 {
-            fx.send(
-                template::AGENT_DECLARATION_NEEDED,
-                Audience::Requester,
-                None,
-            );
-        }
-        if is_agent && case.consumer.is_some() {
-            fx.send(template::AGENT_CONSUMER_CONFIRM, Audience::Consumer, None);
-        }
-        fx.notify(Notice::NewCase);
     }
+    // An agent's proof of authority matters only where identity is verified;
+    // an opt-out or limit request is honoured as sent (decisions.md).
+    if verifiable && is_agent && req.declarations == 0 {
+        fx.send(
+            template::AGENT_DECLARATION_NEEDED,
+            Audience::Requester,
+            None,
+        );
+    }
+    if verifiable && is_agent && case.consumer.is_some() {
+        fx.send(template::AGENT_CONSUMER_CONFIRM, Audience::Consumer, None);
+    }
+    fx.notify(Notice::NewCase);
     Transition {
         case,
         effects: fx.0,
@@ -351,6 +405,35 @@ pub fn apply(
         )),
         Input::Team { actor, command } => team(case, &actor, command, policy, now),
         Input::Tick => Ok(tick(case, policy, now)),
+        Input::AcknowledgementHeld { until, why } => {
+            let mut next = case.clone();
+            let mut fx = Effects::default();
+            next.acknowledged_at = None;
+            next.ack_held_until = until;
+            let when = match until {
+                Some(at) => format!("; to be sent at {}", at.to_rfc3339()),
+                None => "; it cannot be sent, the team must answer".to_string(),
+            };
+            fx.event(
+                &Actor::Daemon,
+                "acknowledgement_held",
+                format!("{why}{when}"),
+            );
+            Ok(Transition {
+                case: next,
+                effects: fx.0,
+            })
+        }
+    }
+}
+
+/// The first reply a new case of `kind` gets: the opt-out reply, or the
+/// acknowledgement (§7021(a)).
+pub fn first_reply(kind: Kind) -> &'static str {
+    if kind == Kind::OptOut {
+        template::OPT_OUT_REPLY
+    } else {
+        template::ACKNOWLEDGEMENT
     }
 }
 
@@ -395,40 +478,46 @@ impl Effects {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyIntent {
     Confirm,
-    Cancel,
+    /// The explicit answer we ask for: `WITHDRAW` in capitals, or a reply
+    /// whose new text is just the word.
+    Withdraw,
+    /// Words that seem to cancel or withdraw ("please cancel my account and
+    /// delete everything"): never enough to end a request on their own.
+    SeemsToWithdraw,
     /// Both or neither: a person must read it.
     Unclear,
 }
 
 /// Reads the new (unquoted) text of a reply: "CONFIRM" as a whole word, not
-/// negated ("do not confirm") within its clause, means confirm;
-/// "cancel"/"withdraw" likewise means cancel; both or neither is unclear.
+/// negated ("do not confirm") within its clause, means confirm; an explicit
+/// WITHDRAW means withdraw; other unnegated "cancel"/"withdraw" words only
+/// seem to withdraw; confirming and withdrawing at once is unclear.
 pub fn reply_intent(new_text: &str) -> ReplyIntent {
     let clauses: Vec<Vec<String>> = new_text
         .split(['.', ',', ';', ':', '!', '?', '\n', '(', ')'])
         .map(|clause| {
             clause
                 .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '’'))
-                .map(|w| {
-                    w.to_lowercase()
-                        .replace('’', "'")
-                        .trim_matches('\'')
-                        .to_string()
-                })
+                .map(|w| w.replace('’', "'").trim_matches('\'').to_string())
                 .filter(|w| !w.is_empty())
                 .collect()
         })
         .collect();
-    let said = |targets: &[&str]| {
+    let said = |hit: &dyn Fn(&str) -> bool| {
         clauses.iter().any(|words| {
             words.iter().enumerate().any(|(i, w)| {
-                targets.contains(&w.as_str())
-                    && !words[i.saturating_sub(3)..i].iter().any(|p| is_negation(p))
+                hit(w)
+                    && !words[i.saturating_sub(3)..i]
+                        .iter()
+                        .any(|p| is_negation(&p.to_lowercase()))
             })
         })
     };
-    let confirm = said(&["confirm", "confirmed", "confirming"]);
-    let cancel = said(&[
+    let lower_in = |targets: &'static [&'static str]| {
+        move |w: &str| targets.contains(&w.to_lowercase().as_str())
+    };
+    let confirm = said(&lower_in(&["confirm", "confirmed", "confirming"]));
+    let cancel = said(&lower_in(&[
         "cancel",
         "cancelled",
         "canceled",
@@ -436,10 +525,20 @@ pub fn reply_intent(new_text: &str) -> ReplyIntent {
         "withdrawn",
         "withdrawing",
         "withdrew",
-    ]);
-    match (confirm, cancel) {
-        (true, false) => ReplyIntent::Confirm,
-        (false, true) => ReplyIntent::Cancel,
+    ]));
+    // The first line of the new text is just the word (a signature may follow).
+    let only_word = new_text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|l| {
+            l.trim_matches(|c: char| !c.is_alphanumeric())
+                .eq_ignore_ascii_case("withdraw")
+        });
+    let explicit = only_word || said(&|w: &str| w == "WITHDRAW");
+    match (confirm, explicit, cancel) {
+        (true, _, false) => ReplyIntent::Confirm,
+        (false, true, _) => ReplyIntent::Withdraw,
+        (false, false, true) => ReplyIntent::SeemsToWithdraw,
         _ => ReplyIntent::Unclear,
     }
 }
@@ -483,13 +582,19 @@ fn consumer_reply(
     }
 
     let intent = reply_intent(new_text);
-    match (case.state, intent) {
-        (
-            State::AwaitingVerification
+    // A request may be withdrawn until the team starts carrying out a
+    // confirmed deletion; after that the team reads the message.
+    let withdrawable = matches!(
+        case.state,
+        State::AwaitingVerification
             | State::VerificationSubmitted
-            | State::AwaitingConfirmation,
-            ReplyIntent::Cancel,
-        ) if proves_mailbox => {
+            | State::Verified
+            | State::AwaitingConfirmation
+    );
+    match (case.state, intent) {
+        // Withdrawing changes the case for good: the explicit answer, in a
+        // reply that answers our mail (our Message-ID or the code).
+        (_, ReplyIntent::Withdraw) if withdrawable && proves_mailbox => {
             fx.event(
                 actor,
                 "withdrawn",
@@ -500,6 +605,27 @@ fn consumer_reply(
             fx.send(template::WITHDRAWAL_CONFIRMATION, Audience::Requester, None);
             fx.notify(Notice::Withdrawn);
         }
+        (state, ReplyIntent::SeemsToWithdraw) if withdrawable && proves_mailbox => {
+            // The request stays open: "cancel my account and delete
+            // everything" must not lose the deletion. A reply that also
+            // proves the mailbox still counts as the verification answer.
+            if state == State::AwaitingVerification {
+                fx.event(
+                    actor,
+                    "verification_submitted",
+                    "the reply proves the mailbox".into(),
+                );
+                fx.change_state(&mut next, actor, State::VerificationSubmitted, now);
+                fx.notify(Notice::VerificationSubmitted);
+            }
+            fx.event(
+                actor,
+                "withdrawal_unclear",
+                "the reply seems to cancel or withdraw; asked to reply WITHDRAW".into(),
+            );
+            fx.send(template::WITHDRAWAL_PROMPT, Audience::Requester, None);
+            fx.notify(Notice::WithdrawalUnclear);
+        }
         (State::AwaitingVerification, _) if proves_mailbox => {
             fx.event(
                 actor,
@@ -509,7 +635,7 @@ fn consumer_reply(
             fx.change_state(&mut next, actor, State::VerificationSubmitted, now);
             fx.notify(Notice::VerificationSubmitted);
         }
-        // Confirming or cancelling changes the case for good: the reply must
+        // Confirming changes the case for good: the reply must
         // answer our mail (our Message-ID or the code), not just carry the
         // guessable tag from a forgeable From.
         (State::AwaitingConfirmation, ReplyIntent::Confirm) if proves_mailbox => {
@@ -530,6 +656,24 @@ fn consumer_reply(
         case: next,
         effects: fx.0,
     }
+}
+
+/// For `#close unverified [DETAIL]` (or a reason starting "unverifiable"):
+/// the detail after the keyword, trimmed; `None` for any other reason.
+pub fn unverified_close(reason: &str) -> Option<&str> {
+    let reason = reason.trim();
+    let end = reason
+        .find(|c: char| !c.is_alphabetic())
+        .unwrap_or(reason.len());
+    let word = &reason[..end];
+    ["unverified", "unverifiable"]
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k))
+        .then(|| {
+            reason[end..]
+                .trim_start_matches([':', '-', ' ', '\t', '\n'])
+                .trim()
+        })
 }
 
 fn required(reason: &str, command: &'static str) -> Result<String, Refusal> {
@@ -565,14 +709,14 @@ fn team(
     let mut fx = Effects::default();
     match command {
         Command::Verify => {
+            if !case.kind.needs_verification() {
+                return Err(wrong_kind);
+            }
             if !matches!(
                 state,
                 State::AwaitingVerification | State::VerificationSubmitted
             ) {
                 return Err(not_allowed);
-            }
-            if case.kind == Kind::OptOut {
-                return Err(wrong_kind);
             }
             if case.is_agent() && !case.authorization_ok {
                 return Err(Refusal::NeedsAuthorization);
@@ -599,6 +743,10 @@ fn team(
             fx.send(template::DENIAL, Audience::Requester, Some(reason));
         }
         Command::Extend { reason } => {
+            // Opt-out and limit have a fixed 15-business-day clock.
+            if !case.kind.has_45_day_clock() {
+                return Err(wrong_kind);
+            }
             let reason = required(&reason, name)?;
             if case.extended {
                 return Err(Refusal::AlreadyExtended);
@@ -626,31 +774,72 @@ fn team(
                 Some(reason),
             );
         }
-        Command::Complete { sent_by_team } => {
+        Command::Complete {
+            sent_by_team,
+            partial,
+        } => {
+            let partial = match partial {
+                Some(r) => Some(required(&r, "complete partial")?),
+                None => None,
+            };
             let template = match (case.kind, state) {
-                (Kind::OptOut, _) => return Err(wrong_kind),
+                // The consumer always hears what was deleted and what kept.
                 (Kind::Delete, State::Confirmed) => Some(template::DELETE_COMPLETED),
-                (Kind::Know | Kind::Correct | Kind::Limit, State::Verified) => {
+                (Kind::Correct, State::Verified) => {
+                    (!sent_by_team).then_some(template::CORRECT_COMPLETED)
+                }
+                (Kind::Know | Kind::Limit | Kind::OptOut, State::Verified) => {
                     (!sent_by_team).then_some(template::KNOW_COMPLETED)
                 }
                 _ => return Err(not_allowed),
             };
-            let detail = match template {
+            let mut detail = match template {
                 Some(t) => format!("{t} sent"),
                 None => "the team sent the response itself".to_string(),
             };
+            if let Some(reason) = &partial {
+                detail = format!("in part ({detail}); not done: {reason}");
+            }
             fx.event(actor, name, detail);
             fx.change_state(&mut next, actor, State::Completed, now);
-            next.resolution = Some("complied".into());
+            next.resolution = Some(
+                if partial.is_some() {
+                    "partially_complied"
+                } else {
+                    "complied"
+                }
+                .into(),
+            );
+            next.denial_reason = partial.clone();
             if let Some(t) = template {
-                fx.send(t, Audience::Requester, None);
+                fx.send(t, Audience::Requester, partial);
             }
         }
         Command::Close { reason } => {
             let reason = required(&reason, name)?;
-            fx.event(actor, name, reason);
-            fx.change_state(&mut next, actor, State::Closed, now);
-            next.resolution = Some("closed".into());
+            if let Some(detail) = unverified_close(&reason) {
+                if !case.kind.needs_verification() {
+                    return Err(wrong_kind);
+                }
+                fx.event(actor, name, reason.clone());
+                fx.change_state(&mut next, actor, State::Closed, now);
+                // §7102 counts a request refused for want of verification as denied.
+                next.resolution = Some("denied".into());
+                next.denial_reason = Some(if detail.is_empty() {
+                    "identity could not be verified".to_string()
+                } else {
+                    format!("identity could not be verified: {detail}")
+                });
+                fx.send(
+                    template::IDENTITY_NOT_VERIFIED,
+                    Audience::Requester,
+                    (!detail.is_empty()).then(|| detail.to_string()),
+                );
+            } else {
+                fx.event(actor, name, reason);
+                fx.change_state(&mut next, actor, State::Closed, now);
+                next.resolution = Some("closed".into());
+            }
         }
         Command::Note { text } => {
             let text = text.trim();
@@ -698,14 +887,28 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
         };
     }
     let actor = Actor::Daemon;
+    // A held acknowledgement goes out once the loop guard's window allows
+    // (casework holds it only while that is before the deadline, §7021(a)).
+    if case.acknowledged_at.is_none() && case.ack_held_until.is_some_and(|at| now >= at) {
+        let first = first_reply(case.kind);
+        fx.send(first, Audience::Requester, None);
+        fx.event(
+            &actor,
+            "acknowledgement_sent",
+            format!("{first}, held until now"),
+        );
+        next.acknowledged_at = Some(now);
+        next.ack_held_until = None;
+    }
     let wait = TimeDelta::days(i64::from(policy.reminder_after_days));
     if policy.reminder_after_days > 0 {
         match case.state {
             State::AwaitingVerification
                 // From when the verification request went out: mail taken in
-                // from a backlog is not reminded the minute it is acknowledged.
+                // from a backlog is not reminded the minute it is acknowledged,
+                // and a held acknowledgement is no request to be reminded of.
                 if case.reminder_sent_at.is_none()
-                    && reached(now, case.acknowledged_at.unwrap_or(case.received_at), wait) =>
+                    && case.acknowledged_at.is_some_and(|at| reached(now, at, wait)) =>
             {
                 fx.send(template::VERIFICATION_REMINDER, Audience::Requester, None);
                 fx.event(&actor, "reminder", template::VERIFICATION_REMINDER.into());
@@ -900,10 +1103,21 @@ mod tests {
             },
             Command::Complete {
                 sent_by_team: false,
+                partial: None,
             },
-            Command::Complete { sent_by_team: true },
+            Command::Complete {
+                sent_by_team: true,
+                partial: None,
+            },
+            Command::Complete {
+                sent_by_team: false,
+                partial: Some("invoices kept for 7 years under tax law".into()),
+            },
             Command::Close {
                 reason: "duplicate".into(),
+            },
+            Command::Close {
+                reason: "unverified: no answer to the verification request".into(),
             },
             Command::Note {
                 text: "called the consumer".into(),
@@ -930,14 +1144,22 @@ mod tests {
         Authorized,
     }
 
+    /// The table key of a command: `close_unverified` is its own row.
+    fn key(command: &Command) -> &'static str {
+        match command {
+            Command::Close { reason } if unverified_close(reason).is_some() => "close_unverified",
+            other => other.name(),
+        }
+    }
+
     /// The allowed transitions, written out: (command, kinds, from, to);
     /// `to = None` leaves the state as it was. Every pair not listed is refused.
     fn allowed(command: &str, kind: Kind, agent: Agent, from: State) -> Option<Option<State>> {
-        let know_like = matches!(kind, Kind::Know | Kind::Correct | Kind::Limit);
+        let verified_kind = kind.needs_verification();
         let rows: Vec<(&str, bool, &[State], Option<State>)> = vec![
             (
                 "verify",
-                know_like && agent != Agent::Unauthorized,
+                matches!(kind, Kind::Know | Kind::Correct) && agent != Agent::Unauthorized,
                 &[AV, VS],
                 Some(V),
             ),
@@ -948,8 +1170,8 @@ mod tests {
                 Some(AC),
             ),
             ("deny", true, &OPEN, Some(Denied)),
-            ("extend", true, &OPEN, None),
-            ("complete", know_like, &[V], Some(Completed)),
+            ("extend", kind.has_45_day_clock(), &OPEN, None),
+            ("complete", kind != Kind::Delete, &[V], Some(Completed)),
             (
                 "complete",
                 kind == Kind::Delete,
@@ -957,6 +1179,7 @@ mod tests {
                 Some(Completed),
             ),
             ("close", true, &OPEN, Some(Closed)),
+            ("close_unverified", verified_kind, &OPEN, Some(Closed)),
             ("note", true, &State::ALL, None),
             ("declaration_accept", agent != Agent::No, &OPEN, None),
             ("poa", agent != Agent::No, &OPEN, None),
@@ -967,8 +1190,19 @@ mod tests {
             .map(|(_, _, _, to)| to)
     }
 
-    fn expected_refusal(command: &'static str, agent: Agent, from: State) -> Refusal {
+    fn expected_refusal(
+        key: &str,
+        command: &'static str,
+        kind: Kind,
+        agent: Agent,
+        from: State,
+    ) -> Refusal {
         let declaration = matches!(command, "declaration_accept" | "poa" | "declaration_reject");
+        let wrong_kind = match key {
+            "verify" | "close_unverified" => !kind.needs_verification(),
+            "extend" => !kind.has_45_day_clock(),
+            _ => false,
+        };
         if from.is_final() {
             Refusal::NotAllowed {
                 command,
@@ -976,6 +1210,8 @@ mod tests {
             }
         } else if declaration && agent == Agent::No {
             Refusal::NotAgent { command }
+        } else if wrong_kind {
+            Refusal::WrongKind { command, kind }
         } else if command == "verify" && agent == Agent::Unauthorized && matches!(from, AV | VS) {
             Refusal::NeedsAuthorization
         } else {
@@ -990,18 +1226,16 @@ mod tests {
     fn transition_table_every_state_every_command() {
         let mut applied = 0;
         let mut refused = 0;
-        for kind in [Kind::Know, Kind::Delete, Kind::Correct, Kind::Limit] {
+        for kind in Kind::ALL {
             for agent in [Agent::No, Agent::Unauthorized, Agent::Authorized] {
                 for from in State::ALL {
                     for command in all_commands() {
                         let mut case = case_in(kind, from, agent != Agent::No);
                         case.authorization_ok = agent == Agent::Authorized;
                         let name = command.name();
-                        let label = format!("{kind} {agent:?} {from} {name}");
-                        match (
-                            allowed(name, kind, agent, from),
-                            run(&case, command.clone()),
-                        ) {
+                        let key = key(&command);
+                        let label = format!("{kind} {agent:?} {from} {key} {command:?}");
+                        match (allowed(key, kind, agent, from), run(&case, command.clone())) {
                             (Some(to), Ok(tr)) => {
                                 applied += 1;
                                 let to = to.unwrap_or(from);
@@ -1039,10 +1273,66 @@ mod tests {
                                 if name != "extend" {
                                     assert_eq!(tr.case.due_at, case.due_at, "{label}");
                                 }
+                                // What the consumer hears, and how §7102 counts it.
+                                let sent: Vec<&str> =
+                                    sends(&tr).into_iter().map(|(t, _)| t).collect();
+                                let resolution = tr.case.resolution.as_deref();
+                                match (key, &command) {
+                                    (
+                                        "complete",
+                                        Command::Complete {
+                                            sent_by_team,
+                                            partial,
+                                        },
+                                    ) => {
+                                        let want = match kind {
+                                            Kind::Delete => Some(template::DELETE_COMPLETED),
+                                            _ if *sent_by_team => None,
+                                            Kind::Correct => Some(template::CORRECT_COMPLETED),
+                                            _ => Some(template::KNOW_COMPLETED),
+                                        };
+                                        assert_eq!(
+                                            sent,
+                                            want.into_iter().collect::<Vec<_>>(),
+                                            "{label}"
+                                        );
+                                        let (res, basis) = match partial {
+                                            Some(p) => ("partially_complied", Some(p.as_str())),
+                                            None => ("complied", None),
+                                        };
+                                        assert_eq!(resolution, Some(res), "{label}");
+                                        assert_eq!(
+                                            tr.case.denial_reason.as_deref(),
+                                            basis,
+                                            "{label}"
+                                        );
+                                    }
+                                    ("close_unverified", _) => {
+                                        assert_eq!(
+                                            sent,
+                                            [template::IDENTITY_NOT_VERIFIED],
+                                            "{label}"
+                                        );
+                                        assert_eq!(resolution, Some("denied"), "{label}");
+                                    }
+                                    ("close", _) => {
+                                        assert!(sent.is_empty(), "{label}");
+                                        assert_eq!(resolution, Some("closed"), "{label}");
+                                    }
+                                    ("deny", _) => {
+                                        assert_eq!(sent, [template::DENIAL], "{label}");
+                                        assert_eq!(resolution, Some("denied"), "{label}");
+                                    }
+                                    _ => {}
+                                }
                             }
                             (None, Err(refusal)) => {
                                 refused += 1;
-                                assert_eq!(refusal, expected_refusal(name, agent, from), "{label}");
+                                assert_eq!(
+                                    refusal,
+                                    expected_refusal(key, name, kind, agent, from),
+                                    "{label}"
+                                );
                             }
                             (want, got) => panic!("{label}: wanted {want:?}, got {got:?}"),
                         }
@@ -1057,33 +1347,44 @@ mod tests {
     }
 
     #[test]
-    fn opt_out_cases_refuse_verify_and_complete_as_wrong_kind() {
-        // Opt-out cases close at once; if one were reopened by hand it still
-        // could not be verified or completed.
-        let case = case_in(Kind::OptOut, AV, false);
-        for command in [
-            Command::Verify,
-            Command::Complete {
-                sent_by_team: false,
-            },
-        ] {
-            let name = command.name();
+    fn opt_out_and_limit_need_no_verification_and_have_no_extension() {
+        for kind in [Kind::OptOut, Kind::Limit] {
+            let case = opened(request(kind));
+            assert_eq!(case.state, V, "{kind}");
+            assert_eq!(case.verified_at, None, "nobody verified it");
+            for command in [
+                Command::Verify,
+                Command::Extend {
+                    reason: "complex".into(),
+                },
+                Command::Close {
+                    reason: "unverified".into(),
+                },
+            ] {
+                let name = command.name();
+                assert_eq!(
+                    run(&case, command),
+                    Err(Refusal::WrongKind {
+                        command: name,
+                        kind
+                    }),
+                    "{kind}"
+                );
+            }
+            let done = run(
+                &case,
+                Command::Complete {
+                    sent_by_team: false,
+                    partial: None,
+                },
+            )
+            .unwrap();
+            assert_eq!(done.case.state, Completed);
             assert_eq!(
-                run(&case, command),
-                Err(Refusal::WrongKind {
-                    command: name,
-                    kind: Kind::OptOut
-                })
+                sends(&done),
+                [(template::KNOW_COMPLETED, Audience::Requester)]
             );
         }
-        let closed = opened(request(Kind::OptOut));
-        assert_eq!(
-            run(&closed, Command::Verify),
-            Err(Refusal::NotAllowed {
-                command: "verify",
-                state: Closed
-            })
-        );
     }
 
     #[test]
@@ -1101,7 +1402,8 @@ mod tests {
         assert_eq!(c.acknowledged_at, Some(now()));
         assert_eq!(c.ack_due_at, policy.ack_due(received()));
         assert_eq!(c.due_at, policy.respond_due(received()));
-        assert_eq!(c.due_at, t("2026-12-18T07:59:59Z"));
+        // Receipt (Monday 2026-11-02) is day 1: due on day 45, 2026-12-16.
+        assert_eq!(c.due_at, t("2026-12-17T07:59:59Z"));
         assert_eq!(c.verification_code, "CODE");
         assert!(!c.extended && !c.authorization_ok && !c.closed_reply_sent);
         assert_eq!(c.closed_at, None);
@@ -1144,7 +1446,7 @@ mod tests {
     }
 
     #[test]
-    fn open_opt_out_replies_and_closes() {
+    fn open_opt_out_replies_at_once_and_tells_the_team() {
         let tr = open(
             "X".into(),
             "C".into(),
@@ -1152,14 +1454,42 @@ mod tests {
             &Policy::default(),
             now(),
         );
-        assert_eq!(tr.case.state, Closed);
-        assert_eq!(tr.case.closed_at, Some(now()));
-        assert_eq!(tr.case.resolution.as_deref(), Some("complied"));
+        assert_eq!(tr.case.state, V);
+        assert_eq!(tr.case.closed_at, None);
+        assert_eq!(tr.case.resolution, None);
         assert_eq!(tr.case.acknowledged_at, Some(now()));
+        // 15 business days, the Monday of receipt being day 1: Friday 2026-11-20.
+        assert_eq!(tr.case.due_at, t("2026-11-21T07:59:59Z"));
         assert_eq!(sends(&tr), [(template::OPT_OUT_REPLY, Audience::Requester)]);
-        assert!(notices(&tr).is_empty());
+        assert_eq!(notices(&tr), [Notice::NewCase]);
         let actions: Vec<String> = events(&tr).into_iter().map(|(a, _)| a).collect();
         assert_eq!(actions, ["opened", "opt_out_answered"]);
+
+        // Limit: acknowledged, no verification, no agent paperwork.
+        let tr = open(
+            "X".into(),
+            "C".into(),
+            agent_request(Kind::Limit, 0, Some("jane@example.net")),
+            &Policy::default(),
+            now(),
+        );
+        assert_eq!(tr.case.state, V);
+        assert_eq!(
+            sends(&tr),
+            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+        );
+        assert_eq!(notices(&tr), [Notice::NewCase]);
+
+        // Correct: verified like a know request.
+        let tr = open(
+            "X".into(),
+            "C".into(),
+            request(Kind::Correct),
+            &Policy::default(),
+            now(),
+        );
+        assert_eq!(tr.case.state, AV);
+        assert_eq!(tr.case.due_at, t("2026-12-17T07:59:59Z"));
     }
 
     #[test]
@@ -1182,11 +1512,22 @@ mod tests {
             ("confirmation", Unclear),
             ("unconfirmed", Unclear),
             ("reconfirm", Unclear),
-            ("cancel", Cancel),
-            ("Please CANCEL my request", Cancel),
-            ("I withdraw my request.", Cancel),
-            ("I want to withdraw", Cancel),
-            ("Cancelled.", Cancel),
+            ("cancel", SeemsToWithdraw),
+            ("Please CANCEL my request", SeemsToWithdraw),
+            ("I withdraw my request.", SeemsToWithdraw),
+            ("I want to withdraw", SeemsToWithdraw),
+            ("Cancelled.", SeemsToWithdraw),
+            (
+                "Please cancel my account and delete everything",
+                SeemsToWithdraw,
+            ),
+            ("WITHDRAW", Withdraw),
+            ("withdraw", Withdraw),
+            (" Withdraw.\n\nJane", Withdraw),
+            ("withdraw.", Withdraw),
+            ("I WITHDRAW my request", Withdraw),
+            ("Do not WITHDRAW", Unclear),
+            ("WITHDRAW, I confirm", Unclear),
             ("please don't cancel", Unclear),
             ("cancellation", Unclear),
             ("confirm, no wait, cancel", Unclear),
@@ -1240,17 +1581,43 @@ mod tests {
             ),
             (
                 AV,
-                "I withdraw my request",
+                "WITHDRAW",
                 true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
                 vec![template::WITHDRAWAL_CONFIRMATION],
             ),
+            // Words that only seem to withdraw: asked to answer WITHDRAW,
+            // and the code in the reply still submits the verification.
+            (
+                AV,
+                "Please cancel my account and delete everything",
+                true,
+                VS,
+                vec![Notice::VerificationSubmitted, Notice::WithdrawalUnclear],
+                vec![template::WITHDRAWAL_PROMPT],
+            ),
             // Withdrawing or confirming needs proof the reply answers our mail.
             (VS, "cancel", false, VS, vec![Notice::ConsumerWrote], vec![]),
             (
                 VS,
+                "WITHDRAW",
+                false,
+                VS,
+                vec![Notice::ConsumerWrote],
+                vec![],
+            ),
+            (
+                VS,
                 "cancel",
+                true,
+                VS,
+                vec![Notice::WithdrawalUnclear],
+                vec![template::WITHDRAWAL_PROMPT],
+            ),
+            (
+                VS,
+                "withdraw",
                 true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
@@ -1264,7 +1631,22 @@ mod tests {
                 vec![Notice::ConsumerWrote],
                 vec![],
             ),
-            (V, "cancel", true, V, vec![Notice::ConsumerWrote], vec![]),
+            (
+                V,
+                "cancel",
+                true,
+                V,
+                vec![Notice::WithdrawalUnclear],
+                vec![template::WITHDRAWAL_PROMPT],
+            ),
+            (
+                V,
+                "I WITHDRAW my request",
+                true,
+                Withdrawn,
+                vec![Notice::Withdrawn],
+                vec![template::WITHDRAWAL_CONFIRMATION],
+            ),
             (V, "CONFIRM", true, V, vec![Notice::ConsumerWrote], vec![]),
             (
                 AC,
@@ -1311,13 +1693,30 @@ mod tests {
                 AC,
                 "I withdraw",
                 true,
+                AC,
+                vec![Notice::WithdrawalUnclear],
+                vec![template::WITHDRAWAL_PROMPT],
+            ),
+            (
+                AC,
+                "WITHDRAW",
+                true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
                 vec![template::WITHDRAWAL_CONFIRMATION],
             ),
+            // Once the deletion is confirmed, the team reads everything.
             (
                 Confirmed,
                 "cancel",
+                true,
+                Confirmed,
+                vec![Notice::ConsumerWrote],
+                vec![],
+            ),
+            (
+                Confirmed,
+                "WITHDRAW",
                 true,
                 Confirmed,
                 vec![Notice::ConsumerWrote],
@@ -1493,20 +1892,18 @@ mod tests {
 
     #[test]
     fn complete_templates() {
+        let complete = |sent_by_team, partial: Option<&str>| Command::Complete {
+            sent_by_team,
+            partial: partial.map(str::to_string),
+        };
         let know = case_in(Kind::Know, V, false);
-        let tr = run(
-            &know,
-            Command::Complete {
-                sent_by_team: false,
-            },
-        )
-        .unwrap();
+        let tr = run(&know, complete(false, None)).unwrap();
         assert_eq!(
             sends(&tr),
             [(template::KNOW_COMPLETED, Audience::Requester)]
         );
         assert_eq!(tr.case.resolution.as_deref(), Some("complied"));
-        let tr = run(&know, Command::Complete { sent_by_team: true }).unwrap();
+        let tr = run(&know, complete(true, None)).unwrap();
         assert!(sends(&tr).is_empty());
         assert!(events(&tr).contains(&(
             "complete".into(),
@@ -1515,12 +1912,34 @@ mod tests {
 
         let delete = case_in(Kind::Delete, Confirmed, false);
         for sent_by_team in [false, true] {
-            let tr = run(&delete, Command::Complete { sent_by_team }).unwrap();
+            let tr = run(&delete, complete(sent_by_team, None)).unwrap();
             assert_eq!(
                 sends(&tr),
                 [(template::DELETE_COMPLETED, Audience::Requester)]
             );
         }
+        // A partial deletion names what was kept and why, in the mail and the record.
+        let kept = "order records kept 7 years (tax law, Civ. Code §1798.105(d)(8))";
+        let tr = run(&delete, complete(false, Some(kept))).unwrap();
+        assert!(tr.effects.contains(&Effect::Send {
+            template: template::DELETE_COMPLETED,
+            to: Audience::Requester,
+            reason: Some(kept.into()),
+        }));
+        assert_eq!(tr.case.resolution.as_deref(), Some("partially_complied"));
+        assert_eq!(tr.case.denial_reason.as_deref(), Some(kept));
+        assert_eq!(
+            run(&delete, complete(false, Some("  "))),
+            Err(Refusal::MissingReason("complete partial"))
+        );
+
+        let correct = case_in(Kind::Correct, V, false);
+        let tr = run(&correct, complete(false, None)).unwrap();
+        assert_eq!(
+            sends(&tr),
+            [(template::CORRECT_COMPLETED, Audience::Requester)]
+        );
+
         let close = run(
             &know,
             Command::Close {
@@ -1530,6 +1949,32 @@ mod tests {
         .unwrap();
         assert!(sends(&close).is_empty(), "closing mails no consumer");
         assert_eq!(close.case.resolution.as_deref(), Some("closed"));
+    }
+
+    #[test]
+    fn closing_for_want_of_verification_tells_the_requester_and_counts_as_denied() {
+        let case = case_in(Kind::Delete, AV, false);
+        let tr = run(
+            &case,
+            Command::Close {
+                reason: "Unverified: no answer in 30 days".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(tr.case.state, Closed);
+        assert_eq!(tr.case.resolution.as_deref(), Some("denied"));
+        assert_eq!(
+            tr.case.denial_reason.as_deref(),
+            Some("identity could not be verified: no answer in 30 days")
+        );
+        assert!(tr.effects.contains(&Effect::Send {
+            template: template::IDENTITY_NOT_VERIFIED,
+            to: Audience::Requester,
+            reason: Some("no answer in 30 days".into()),
+        }));
+        assert_eq!(unverified_close("unverifiable"), Some(""));
+        assert_eq!(unverified_close("unverifiedness"), None);
+        assert_eq!(unverified_close("duplicate"), None);
     }
 
     #[test]
@@ -1571,7 +2016,8 @@ mod tests {
         let tr = extend(&case, now()).unwrap();
         assert!(tr.case.extended);
         assert_eq!(tr.case.due_at, policy.extend(case.due_at));
-        assert_eq!(tr.case.due_at, t("2027-02-01T07:59:59Z"));
+        // Receipt + 89 days: 2026-11-02 + 89 = 2027-01-30.
+        assert_eq!(tr.case.due_at, t("2027-01-31T07:59:59Z"));
         assert!(tr.effects.contains(&Effect::Send {
             template: template::EXTENSION_NOTICE,
             to: Audience::Requester,
@@ -1592,7 +2038,7 @@ mod tests {
     #[test]
     fn due_date_never_pauses() {
         let policy = Policy::default();
-        let due = t("2026-12-18T07:59:59Z");
+        let due = t("2026-12-17T07:59:59Z");
         let mut case = opened(request(Kind::Delete));
         assert_eq!(case.due_at, due);
         let steps = [
@@ -1618,6 +2064,7 @@ mod tests {
                 actor: team_member(),
                 command: Command::Complete {
                     sent_by_team: false,
+                    partial: None,
                 },
             },
         ];
@@ -1751,6 +2198,68 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), template::ALL.len());
+    }
+
+    #[test]
+    fn a_held_acknowledgement_goes_out_when_its_time_comes() {
+        let case = case_in(Kind::Know, AV, false);
+        let until = now() + TimeDelta::hours(20);
+        let held = apply(
+            &case,
+            Input::AcknowledgementHeld {
+                until: Some(until),
+                why: "5 automatic replies in 24 hours".into(),
+            },
+            &Policy::default(),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(held.case.acknowledged_at, None);
+        assert_eq!(held.case.ack_held_until, Some(until));
+        assert_eq!(events(&held)[0].0, "acknowledgement_held");
+        assert!(sends(&held).is_empty() && notices(&held).is_empty());
+        // Not before its time; no verification reminder for an unsent request.
+        let early = tick_at(&held.case, until - TimeDelta::seconds(1));
+        assert!(early.effects.is_empty(), "{:?}", early.effects);
+        let late_reminder = tick_at(&held.case, now() + TimeDelta::days(8));
+        assert_eq!(
+            sends(&late_reminder),
+            [(template::ACKNOWLEDGEMENT, Audience::Requester)],
+            "the acknowledgement, not a reminder"
+        );
+        let sent = tick_at(&held.case, until);
+        assert_eq!(
+            sends(&sent),
+            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+        );
+        assert_eq!(sent.case.acknowledged_at, Some(until));
+        assert_eq!(sent.case.ack_held_until, None);
+        assert!(
+            tick_at(&sent.case, until + TimeDelta::hours(1))
+                .effects
+                .is_empty()
+        );
+        // An opt-out's first reply is the opt-out reply.
+        let mut opt = case_in(Kind::OptOut, V, false);
+        opt.acknowledged_at = None;
+        opt.ack_held_until = Some(until);
+        assert_eq!(
+            sends(&tick_at(&opt, until)),
+            [(template::OPT_OUT_REPLY, Audience::Requester)]
+        );
+        // Held for good (our own address): the scheduler never sends it.
+        let stuck = apply(
+            &case,
+            Input::AcknowledgementHeld {
+                until: None,
+                why: "the recipient is the mailbox itself".into(),
+            },
+            &Policy::default(),
+            now(),
+        )
+        .unwrap()
+        .case;
+        assert!(sends(&tick_at(&stuck, now() + TimeDelta::days(3))).is_empty());
     }
 
     #[test]

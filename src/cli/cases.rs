@@ -225,12 +225,23 @@ async fn show(room: &Mailroom, id: &str, json: bool) -> Result<ExitCode, Failure
     if let Some(a) = &c.consumer {
         println!("consumer:  {a}");
     }
-    println!("received:  {}", c.received_at);
+    // Dates as the mail states them (local, end of day), then the instant.
+    let tz = room.policy.timezone;
+    let local = |at| crate::templates::format_date(at, tz);
+    println!("received:  {} ({})", local(case.received_at), c.received_at);
     println!(
-        "due:       {}{}",
+        "due:       end of {} {} ({}){}",
+        local(case.due_at),
+        tz.name(),
         c.due_at,
-        if c.extended { " (extended)" } else { "" }
+        if c.extended { ", extended" } else { "" }
     );
+    if let Some(resolution) = &case.resolution {
+        println!("resolution: {resolution}");
+    }
+    if let Some(basis) = &case.denial_reason {
+        println!("basis:     {basis}");
+    }
     println!("\nEvents:");
     for e in &detail.events {
         println!("  {}  {:<24} {:<22} {}", e.at, e.actor, e.action, e.detail);

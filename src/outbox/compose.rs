@@ -18,6 +18,9 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 pub enum AutoSubmitted {
     Replied,
     Generated,
+    /// A person's decision (a denial, an extension, a completion): RFC 3834
+    /// `no`, so the consumer's mail system treats it as a person's mail.
+    No,
 }
 
 impl AutoSubmitted {
@@ -25,6 +28,7 @@ impl AutoSubmitted {
         match self {
             AutoSubmitted::Replied => "auto-replied",
             AutoSubmitted::Generated => "auto-generated",
+            AutoSubmitted::No => "no",
         }
     }
 }

@@ -18,6 +18,7 @@ struct CaseRow {
     consumer_name: Option<String>,
     received_at: DateTime<Utc>,
     acknowledged_at: Option<DateTime<Utc>>,
+    ack_held_until: Option<DateTime<Utc>>,
     ack_due_at: DateTime<Utc>,
     due_at: DateTime<Utc>,
     extended: bool,
@@ -45,6 +46,7 @@ impl CaseRow {
             consumer_name: self.consumer_name,
             received_at: self.received_at,
             acknowledged_at: self.acknowledged_at,
+            ack_held_until: self.ack_held_until,
             ack_due_at: self.ack_due_at,
             due_at: self.due_at,
             extended: self.extended,
@@ -65,7 +67,7 @@ impl CaseRow {
 const COLUMNS: &str = "id, kind, state, requester, agent, consumer, consumer_name, received_at, \
     acknowledged_at, ack_due_at, due_at, extended, verified_at, closed_at, verification_code, \
     reminder_sent_at, authorization_ok, resolution, denial_reason, closed_reply_sent, \
-    due_soon_notified, overdue_notified";
+    due_soon_notified, overdue_notified, ack_held_until";
 
 /// Threading facts kept beside the case.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
@@ -104,7 +106,7 @@ pub async fn insert(
 ) -> Result<()> {
     let sql = format!(
         "INSERT INTO cases ({COLUMNS}, subject, thread_root, notice_root, manner, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     bind_case(sqlx::query(sqlx::AssertSqlSafe(sql)), case)
         .bind(&thread.subject)
@@ -126,7 +128,7 @@ pub async fn update(conn: &mut SqliteConnection, case: &Case, now: DateTime<Utc>
         consumer_name = ?, received_at = ?, acknowledged_at = ?, ack_due_at = ?, due_at = ?,
         extended = ?, verified_at = ?, closed_at = ?, verification_code = ?, reminder_sent_at = ?,
         authorization_ok = ?, resolution = ?, denial_reason = ?, closed_reply_sent = ?,
-        due_soon_notified = ?, overdue_notified = ?, updated_at = ?
+        due_soon_notified = ?, overdue_notified = ?, ack_held_until = ?, updated_at = ?
         WHERE id = ?";
     bind_case(sqlx::query(sql), case)
         .bind(now)
@@ -163,6 +165,7 @@ fn bind_case<'q>(
         .bind(c.closed_reply_sent)
         .bind(c.due_soon_notified)
         .bind(c.overdue_notified)
+        .bind(c.ack_held_until)
 }
 
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<Case>> {
@@ -227,17 +230,6 @@ pub async fn count_created_since(conn: &mut SqliteConnection, since: DateTime<Ut
         .fetch_one(conn)
         .await
         .op("cases.count_created_since")
-}
-
-/// Forgets that a case was acknowledged: the engine marked the acknowledgement
-/// sent, but casework held it back (see `casework::held_back`).
-pub async fn clear_acknowledged(conn: &mut SqliteConnection, id: &str) -> Result<()> {
-    sqlx::query("UPDATE cases SET acknowledged_at = NULL WHERE id = ?")
-        .bind(id)
-        .execute(conn)
-        .await
-        .op("cases.clear_acknowledged")?;
-    Ok(())
 }
 
 /// Filters of `cases list`.
@@ -330,23 +322,15 @@ mod tests {
         );
         assert_eq!(count_created_since(&mut conn, at(1)).await.unwrap(), 0);
 
-        assert!(
-            get(&mut conn, "C-2")
-                .await
-                .unwrap()
-                .unwrap()
-                .acknowledged_at
-                .is_some()
-        );
-        clear_acknowledged(&mut conn, "C-2").await.unwrap();
-        assert!(
-            get(&mut conn, "C-2")
-                .await
-                .unwrap()
-                .unwrap()
-                .acknowledged_at
-                .is_none()
-        );
+        // A held acknowledgement (the engine's AcknowledgementHeld) round-trips.
+        let mut held = get(&mut conn, "C-2").await.unwrap().unwrap();
+        assert!(held.acknowledged_at.is_some() && held.ack_held_until.is_none());
+        held.acknowledged_at = None;
+        held.ack_held_until = Some(at(3));
+        update(&mut conn, &held, at(2)).await.unwrap();
+        let back = get(&mut conn, "C-2").await.unwrap().unwrap();
+        assert_eq!(back.acknowledged_at, None);
+        assert_eq!(back.ack_held_until, Some(at(3)));
     }
 
     #[tokio::test]

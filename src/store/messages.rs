@@ -148,24 +148,6 @@ pub async fn set_case(conn: &mut SqliteConnection, message_row: i64, case_id: &s
     Ok(())
 }
 
-/// Has a team member written to the requester since the case was verified
-/// (a `team_reply` message at or after `verified_at`)?
-pub async fn team_reply_since_verification(
-    conn: &mut SqliteConnection,
-    case_id: &str,
-) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM messages m JOIN cases c ON c.id = m.case_id
-         WHERE m.case_id = ? AND m.disposition = 'team_reply'
-           AND c.verified_at IS NOT NULL AND m.at >= c.verified_at",
-    )
-    .bind(case_id)
-    .fetch_one(conn)
-    .await
-    .op("messages.team_reply_since_verification")?;
-    Ok(n > 0)
-}
-
 /// Is any message, in or out, stored with this Message-ID or these bytes?
 /// The team-correspondence rule; inbound mail uses [`seen_inbound`].
 pub async fn seen_any(
@@ -271,43 +253,6 @@ mod tests {
         assert!(!seen_any(&mut conn, None, "zz").await.unwrap());
         assert!(
             !seen_any(&mut conn, Some("<other@example.org>"), "zz")
-                .await
-                .unwrap()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_team_reply_counts_only_after_verification() {
-        let (_dir, store) = store().await;
-        let mut conn = store.conn().await.unwrap();
-        let mut case = open_case(&mut conn, "C-1", at(1)).await;
-        let reply = |when| NewMessage {
-            case_id: Some("C-1"),
-            direction: "out",
-            subject: "Re: Request to know",
-            at: when,
-            sha256: "r",
-            disposition: "team_reply",
-            ..Default::default()
-        };
-        insert(&mut conn, &reply(at(2))).await.unwrap();
-        assert!(
-            !team_reply_since_verification(&mut conn, "C-1")
-                .await
-                .unwrap()
-        );
-        case.verified_at = Some(at(3));
-        crate::store::cases::update(&mut conn, &case, at(3))
-            .await
-            .unwrap();
-        assert!(
-            !team_reply_since_verification(&mut conn, "C-1")
-                .await
-                .unwrap()
-        );
-        insert(&mut conn, &reply(at(4))).await.unwrap();
-        assert!(
-            team_reply_since_verification(&mut conn, "C-1")
                 .await
                 .unwrap()
         );

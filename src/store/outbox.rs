@@ -59,6 +59,29 @@ pub async fn recent_to(
         .op("outbox.recent_to")
 }
 
+/// When fewer than `limit` consumer mails to `rate_key` will have been
+/// queued in the 24 hours before: the moment the `limit`-th newest one since
+/// `since` leaves the window. `None` when fewer than `limit` are in it.
+pub async fn window_opens(
+    conn: &mut SqliteConnection,
+    rate_key: &str,
+    since: DateTime<Utc>,
+    limit: u32,
+) -> Result<Option<DateTime<Utc>>> {
+    let offset = i64::from(limit.max(1)) - 1;
+    let at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT created_at FROM outbox WHERE rate_key = ? AND audience = 'consumer' AND created_at > ?
+         ORDER BY created_at DESC LIMIT 1 OFFSET ?",
+    )
+    .bind(rate_key)
+    .bind(since)
+    .bind(offset)
+    .fetch_optional(conn)
+    .await
+    .op("outbox.window_opens")?;
+    Ok(at.map(|t| t + chrono::Duration::hours(24) + chrono::Duration::minutes(1)))
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,

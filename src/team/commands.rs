@@ -3,9 +3,13 @@
 //! Command lines stand at the top of the new text of a reply, one per line:
 //! `#verify`, `#deny REASON`, `#extend REASON`, `#complete`, `#close REASON`,
 //! `#note TEXT`, `#declaration accept`, `#declaration reject REASON`, `#poa`,
-//! `#open know|delete`. A case ID right after the command word
-//! (`#verify CCPA-2026-00042`) names the case, as replies to burst summaries
-//! must. Parsing stops at the first line that is not a command.
+//! `#complete sent`, `#complete partial REASON`,
+//! `#open know|delete|correct|limit|opt_out`. A case ID right after the
+//! command word (`#verify CCPA-2026-00042`) names the case, as replies to
+//! burst summaries must. The reason of `#deny`, `#complete partial` and
+//! `#close` may go on over the following lines, up to a blank line, the next
+//! command, a quote (`>`) or a signature (`-- `). Parsing stops at the first
+//! other line that is not a command.
 
 use crate::cases::{Command, Kind};
 
@@ -32,8 +36,9 @@ pub struct CommandLine {
 /// The command lines at the top of `new_text`. Blank lines before and between
 /// commands are skipped; the first other line ends the list.
 pub fn parse(new_text: &str, case_prefix: &str) -> Vec<CommandLine> {
-    let mut out = Vec::new();
-    for raw in new_text.lines() {
+    let mut out: Vec<CommandLine> = Vec::new();
+    let mut lines = new_text.lines().peekable();
+    while let Some(raw) = lines.next() {
         let line = raw.trim();
         if line.is_empty() {
             continue;
@@ -41,9 +46,42 @@ pub fn parse(new_text: &str, case_prefix: &str) -> Vec<CommandLine> {
         if !line.starts_with('#') {
             break;
         }
-        out.push(parse_line(line, case_prefix));
+        let mut parsed = parse_line(line, case_prefix);
+        if let Ok(TeamCommand::Case(command)) = &mut parsed.command
+            && let Some(reason) = multi_line_reason(command)
+        {
+            while let Some(next) = lines.peek() {
+                let more = next.trim();
+                if more.is_empty()
+                    || more.starts_with('#')
+                    || more.starts_with('>')
+                    || next.starts_with("-- ")
+                    || more == "--"
+                {
+                    break;
+                }
+                if !reason.is_empty() {
+                    reason.push('\n');
+                }
+                reason.push_str(more);
+                lines.next();
+            }
+        }
+        out.push(parsed);
     }
     out
+}
+
+/// The reason a command may continue on the following lines.
+fn multi_line_reason(command: &mut Command) -> Option<&mut String> {
+    match command {
+        Command::Deny { reason } | Command::Close { reason } => Some(reason),
+        Command::Complete {
+            partial: Some(reason),
+            ..
+        } => Some(reason),
+        _ => None,
+    }
 }
 
 fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
@@ -66,9 +104,16 @@ fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
         "verify" => Ok(TeamCommand::Case(Command::Verify)),
         "deny" => Ok(TeamCommand::Case(Command::Deny { reason: arg })),
         "extend" => Ok(TeamCommand::Case(Command::Extend { reason: arg })),
-        "complete" => Ok(TeamCommand::Case(Command::Complete {
-            sent_by_team: arg.eq_ignore_ascii_case("sent"),
-        })),
+        "complete" => {
+            let (first, more) = split_word(&arg);
+            let partial = first
+                .eq_ignore_ascii_case("partial")
+                .then(|| more.trim().to_string());
+            Ok(TeamCommand::Case(Command::Complete {
+                sent_by_team: partial.is_none() && arg.eq_ignore_ascii_case("sent"),
+                partial,
+            }))
+        }
         "close" => Ok(TeamCommand::Case(Command::Close { reason: arg })),
         "note" => Ok(TeamCommand::Case(Command::Note { text: arg })),
         "declaration accept" => Ok(TeamCommand::Case(Command::DeclarationAccept)),
@@ -82,11 +127,13 @@ fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
             "correct" => Ok(TeamCommand::Open(Kind::Correct)),
             "limit" => Ok(TeamCommand::Open(Kind::Limit)),
             "opt_out" | "opt-out" => Ok(TeamCommand::Open(Kind::OptOut)),
-            other => Err(format!("`#open` takes know or delete, not {other:?}")),
+            other => Err(format!(
+                "`#open` takes know, delete, correct, limit or opt_out, not {other:?}"
+            )),
         },
         "" => Err("an empty command".to_string()),
         other => Err(format!(
-            "unknown command `#{other}`; known: #verify, #deny REASON, #extend REASON, #complete, #close REASON, #note TEXT, #declaration accept, #declaration reject REASON, #poa, #open know|delete"
+            "unknown command `#{other}`; known: #verify, #deny REASON, #extend REASON, #complete, #complete sent, #complete partial REASON, #close REASON, #close unverified, #note TEXT, #declaration accept, #declaration reject REASON, #poa, #open know|delete|correct|limit|opt_out"
         )),
     };
     CommandLine {
@@ -156,12 +203,27 @@ mod tests {
                 "#complete",
                 TeamCommand::Case(Command::Complete {
                     sent_by_team: false,
+                    partial: None,
                 }),
             ),
             (
                 "#complete sent",
-                TeamCommand::Case(Command::Complete { sent_by_team: true }),
+                TeamCommand::Case(Command::Complete {
+                    sent_by_team: true,
+                    partial: None,
+                }),
             ),
+            (
+                "#complete partial order history kept: tax law",
+                TeamCommand::Case(Command::Complete {
+                    sent_by_team: false,
+                    partial: Some("order history kept: tax law".into()),
+                }),
+            ),
+            ("#open correct", TeamCommand::Open(Kind::Correct)),
+            ("#open limit", TeamCommand::Open(Kind::Limit)),
+            ("#open opt_out", TeamCommand::Open(Kind::OptOut)),
+            ("#open Opt-Out", TeamCommand::Open(Kind::OptOut)),
             (
                 "#close duplicate of CCPA-2026-00001",
                 TeamCommand::Case(Command::Close {
@@ -227,9 +289,57 @@ mod tests {
     }
 
     #[test]
+    fn reasons_span_lines_up_to_a_blank_line_or_the_next_command() {
+        let v = parse(
+            "#complete partial We kept your order history\nfor 7 years (Rev. & Tax. Code §19530).\n#note done\nby Alice\n",
+            "CCPA",
+        );
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            v[0].command,
+            Ok(TeamCommand::Case(Command::Complete {
+                sent_by_team: false,
+                partial: Some(
+                    "We kept your order history\nfor 7 years (Rev. & Tax. Code §19530).".into()
+                ),
+            }))
+        );
+        // A note is one line: the next line ends the commands.
+        assert_eq!(
+            v[1].command,
+            Ok(TeamCommand::Case(Command::Note {
+                text: "done".into()
+            }))
+        );
+        let v = parse(
+            "#deny We could not verify\nyour residency.\n\nThanks, Alice\n> quoted",
+            "CCPA",
+        );
+        assert_eq!(
+            v[0].command,
+            Ok(TeamCommand::Case(Command::Deny {
+                reason: "We could not verify\nyour residency.".into()
+            }))
+        );
+        let v = parse(
+            "#close unverified\nno answer in 30 days\n-- \nAlice",
+            "CCPA",
+        );
+        assert_eq!(
+            v[0].command,
+            Ok(TeamCommand::Case(Command::Close {
+                reason: "unverified\nno answer in 30 days".into()
+            }))
+        );
+    }
+
+    #[test]
     fn unknown_and_bad_lines_are_reported_not_dropped() {
         assert!(one("#frobnicate").command.is_err());
-        assert!(one("#open everything").command.is_err());
+        let open = one("#open everything").command.unwrap_err();
+        for kind in ["know", "delete", "correct", "limit", "opt_out"] {
+            assert!(open.contains(kind), "{open}");
+        }
         assert!(one("#").command.is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! The team's own mail to consumers (SPEC §6): found in the Sent folder (sent
 //! from a mail client on the shared mailbox) or Bcc'd to the mailbox, it is
-//! attached to its case as correspondence. The first such message after
-//! verification stands as the substantive response of a know request.
+//! attached to its case as correspondence. It never stands as the
+//! substantive response on its own: only `#complete`, `#complete sent` or
+//! `cases act … complete --sent-by-team` record that (issue 11 item 7), so
+//! a "we are still working on it" mail cannot close the clock.
 
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
@@ -16,17 +18,15 @@ use crate::store::{self, NewMessage};
 /// Where a team member's mail to a consumer was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// The shared mailbox's Sent folder: written from our own mailbox, so it
-    /// can stand as the substantive response.
+    /// The shared mailbox's Sent folder: written from our own mailbox.
     SentFolder,
     /// Bcc'd to the mailbox: recorded as correspondence only, since its From
     /// line is the sender's word.
     Bcc,
 }
 
-/// Records a team member's message to a consumer on its case. Returns whether
-/// it is the first one from the Sent folder since the case was verified (the
-/// substantive response).
+/// Records a team member's message to a consumer on its case, as
+/// correspondence.
 pub async fn record(
     conn: &mut SqliteConnection,
     case_id: &str,
@@ -35,9 +35,7 @@ pub async fn record(
     size: i64,
     origin: Origin,
     now: DateTime<Utc>,
-) -> Result<bool, CaseworkError> {
-    let first =
-        origin == Origin::SentFolder && !responded_since_verification(conn, case_id).await?;
+) -> Result<(), CaseworkError> {
     let from = inbound
         .from
         .as_ref()
@@ -63,27 +61,16 @@ pub async fn record(
         },
     )
     .await?;
-    let case = store::cases::get(conn, case_id).await?;
-    let verified = case.as_ref().and_then(|c| c.verified_at).is_some();
-    let substantive = first && verified;
     store::events::append(
         conn,
         Some(case_id),
         now,
         &from,
-        if substantive {
-            "substantive_response"
-        } else {
-            "team_correspondence"
-        },
-        if substantive {
-            "a team member's mail to the requester after verification: the substantive response"
-        } else {
-            "a team member's mail to the requester"
-        },
+        "team_correspondence",
+        "a team member's mail to the requester (correspondence; #complete records the response)",
     )
     .await?;
-    Ok(substantive)
+    Ok(())
 }
 
 /// A message found in the Sent folder: attached to its case when a team
@@ -130,14 +117,6 @@ pub async fn from_sent_folder(
     )
     .await?;
     Ok(true)
-}
-
-/// Has a team member written to the requester since the case was verified?
-pub async fn responded_since_verification(
-    conn: &mut SqliteConnection,
-    case_id: &str,
-) -> Result<bool, CaseworkError> {
-    Ok(store::messages::team_reply_since_verification(conn, case_id).await?)
 }
 
 /// Has this message been seen already (by Message-ID or content)?

@@ -9,8 +9,8 @@ use tracing::info;
 
 use super::auth::{self, Denied};
 use super::commands::{self, CommandLine, TeamCommand};
+use crate::cases::Input;
 use crate::cases::engine::Actor;
-use crate::cases::{Command, Input};
 use crate::casework::{self, CaseworkError, Queued};
 use crate::ids::{Purpose, Verified};
 use crate::mailroom::Mailroom;
@@ -230,18 +230,10 @@ async fn run_line(
         (Scope::Review(_), _) => {
             return Ok(refuse(
                 line.case_id.clone(),
-                "a review notice takes only `#open know|delete`".into(),
+                "a review notice takes only `#open KIND` (know, delete, correct, limit or opt_out)"
+                    .into(),
             ));
         }
-    };
-    let command = match command {
-        Command::Complete {
-            sent_by_team: false,
-        } => Command::Complete {
-            sent_by_team: super::correspondence::responded_since_verification(conn, &target)
-                .await?,
-        },
-        other => other,
     };
     let input = Input::Team {
         actor: Actor::Team(sender.to_string()),
@@ -295,7 +287,8 @@ async fn open_from_review(
     else {
         return Ok(Err("the message has no sender to answer".into()));
     };
-    let id = casework::open_request(conn, room, &inbound, kind, &sender, at, row, now).await?;
+    let id =
+        casework::open_request(conn, room, &inbound, kind, &sender, at, Some(row), now).await?;
     Ok(Ok(id))
 }
 

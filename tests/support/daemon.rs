@@ -423,6 +423,41 @@ pub fn spawn(config: &Path) -> Daemon {
     spawn_with(command(config, &["run"]), config)
 }
 
+/// Starts `run` with a systemd notify socket and returns once the daemon
+/// sent `READY=1`: it has logged in, taken in the inbox, run the scheduler,
+/// and is about to wait for new mail (IDLE). Panics after `timeout`.
+pub fn spawn_ready(config: &Path, timeout: Duration) -> Daemon {
+    let socket_path = config
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path)
+        .unwrap_or_else(|e| panic!("bind {}: {e}", socket_path.display()));
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a read timeout on the notify socket");
+    let mut cmd = command(config, &["run"]);
+    cmd.env("NOTIFY_SOCKET", &socket_path);
+    let d = spawn_with(cmd, config);
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Ok(n) = socket.recv(&mut buf)
+            && String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+        {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon sent no READY=1 within {timeout:?}:\n{}",
+            d.log()
+        );
+    }
+}
+
 /// Starts a prepared [`command`] (e.g. with extra environment) as a [`Daemon`].
 pub fn spawn_with(mut cmd: Command, config: &Path) -> Daemon {
     let log = config

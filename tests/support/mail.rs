@@ -121,12 +121,13 @@ impl super::MailServers {
 }
 
 impl super::MailServers {
-    /// Waits until `user`'s INBOX holds `n` messages and checks, after a
-    /// moment for stragglers, that it holds no more; returns them.
+    /// Waits until `user`'s INBOX holds `n` messages and checks, once Postfix
+    /// has delivered everything it was given, that it holds no more; returns them.
     pub async fn inbox_exactly(&self, user: &str, n: usize) -> Vec<Vec<u8>> {
         self.wait_for(user, "INBOX", n, std::time::Duration::from_secs(30))
             .await;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        self.wait_mail_delivered(std::time::Duration::from_secs(30))
+            .await;
         let all = self.fetch_all(user, "INBOX").await;
         assert_eq!(
             all.len(),

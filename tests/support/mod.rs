@@ -31,10 +31,35 @@ pub use imap::{ImapSession, ImapStream};
 pub use servers::{MX_AUTHSERV_ID, MailServers, OAUTH_ISSUER, PASSWORD};
 pub use tls::{client_config_without_ca, install_crypto_provider};
 
-/// Polls `condition` every 100 ms until it holds; panics with `what` (and
-/// the `context` it returns then) after `timeout`. The way tests wait: on a
-/// condition with a deadline, never a fixed sleep.
-pub async fn wait_until(
+/// Polls `check` every 100 ms until it yields a value; after `timeout`
+/// panics with "timed out … waiting until" and what `describe` says (called
+/// only then, so it may read logs). The tests wait on conditions like this,
+/// never on fixed sleeps.
+pub async fn wait_until<T, F, Fut>(
+    timeout: std::time::Duration,
+    describe: impl FnOnce() -> String,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {}", describe());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls a plain `condition` every 100 ms until it holds; panics with
+/// `what` (and the `context` it returns then) after `timeout`. Like
+/// [`wait_until`], for conditions that need no `.await`.
+pub async fn wait_for_condition(
     what: &str,
     timeout: std::time::Duration,
     mut condition: impl FnMut() -> bool,

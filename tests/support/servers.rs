@@ -260,6 +260,49 @@ impl MailServers {
         format!("{prefix}-{}-{n}@example.test", std::process::id())
     }
 
+    /// Waits until Postfix's queue is empty: every message handed to it so
+    /// far (by the daemon's SMTP session or a test) is in its mailbox, or
+    /// bounced and that bounce delivered. After the sender has finished (e.g.
+    /// `run --once` returned), a mailbox's count is then final, which is what
+    /// a "nothing more arrives" assertion needs. Panics after `timeout`.
+    pub async fn wait_mail_delivered(&self, timeout: Duration) {
+        let queue = self.dir.join("postfix/queue");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let queued = queued_files(&queue);
+            if queued.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Postfix still holds {} message(s) after {timeout:?}: {queued:?}\n{}",
+                queued.len(),
+                self.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until a Dovecot IMAP session of `user` is in IDLE, as its
+    /// process title shows. Panics after `timeout`.
+    pub async fn wait_idle(&self, user: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if imap_titles()
+                .iter()
+                .any(|t| t.contains(user) && t.contains(" IDLE]"))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no IMAP session of {user} in IDLE after {timeout:?}; sessions: {:?}",
+                imap_titles()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A fresh address Postfix refuses at RCPT with `550 5.1.1` (a
     /// colleague who left): `gone-<pid>-<n>@example.test`.
     pub fn refused_user(&self) -> String {
@@ -573,6 +616,9 @@ base_dir = {d}/dovecot/run
 state_dir = {d}/dovecot/state
 instance_name = {name}
 log_path = {d}/dovecot.log
+# Process titles name the user and the running command, so a test can see
+# when a session is in IDLE (see `MailServers::wait_idle`).
+verbose_proctitle = yes
 ssl = yes
 ssl_cert = <{d}/cert.pem
 ssl_key = <{d}/key.pem
@@ -920,4 +966,39 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
         .with_context(|| format!("chmod {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename onto {}", path.display()))
+}
+
+/// Message files in the queues that hold mail not yet delivered.
+fn queued_files(queue: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => walk(&path, out),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for name in ["maildrop", "incoming", "active", "deferred", "hold"] {
+        walk(&queue.join(name), &mut out);
+    }
+    out
+}
+
+/// The process titles of the running Dovecot IMAP sessions.
+fn imap_titles() -> Vec<String> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|t| t.contains("imap ["))
+        .collect()
 }

@@ -259,24 +259,6 @@ pub mod template {
         CORRECT_COMPLETED,
         IDENTITY_NOT_VERIFIED,
     ];
-
-    /// Mail the daemon sends on its own (acknowledgements, answers to
-    /// replies, reminders) rather than to carry out a team decision; only
-    /// these carry `Auto-Submitted` (RFC 3834).
-    pub fn is_automatic(name: &str) -> bool {
-        matches!(
-            name,
-            ACKNOWLEDGEMENT
-                | AGENT_DECLARATION_NEEDED
-                | AGENT_CONSUMER_CONFIRM
-                | OPT_OUT_REPLY
-                | CASE_CLOSED_REPLY
-                | WITHDRAWAL_PROMPT
-                | WITHDRAWAL_CONFIRMATION
-                | VERIFICATION_REMINDER
-                | CONFIRMATION_REMINDER
-        )
-    }
 }
 
 /// The team hears of a deadline this many days ahead (once per due date).
@@ -357,7 +339,7 @@ pub fn open(
         fx.event(
             &Actor::Daemon,
             "opt_out_answered",
-            "replied at once with the company's sale and sharing practice".into(),
+            "opt_out_reply: the company's sale and sharing practice".into(),
         );
     } else {
         fx.send(template::ACKNOWLEDGEMENT, Audience::Requester, None);

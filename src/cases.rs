@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use clock::Policy;
-pub use engine::{Command, Effect, Input, Refusal, Transition, apply, open};
+pub use engine::{Command, Effect, Input, Refusal, Template, Transition, apply, open};
 
 /// What the consumer asked for (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use sqlx::SqliteConnection;
 use tracing::{debug, info};
 
 use crate::cases::engine::{Actor, Audience, NewRequest, Notice};
-use crate::cases::{Case, Command, Effect, Input, Kind, Refusal, Transition};
+use crate::cases::{Case, Command, Effect, Input, Kind, Refusal, Template, Transition};
 use crate::classify;
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
@@ -207,7 +207,7 @@ async fn carry_out(
                 reason,
             } => {
                 let mail = ConsumerMail {
-                    template,
+                    template: *template,
                     to: *to,
                     reason: reason.as_deref(),
                     trigger,
@@ -225,7 +225,7 @@ async fn carry_out(
 /// A consumer-facing mail the engine asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsumerMail<'a> {
-    pub template: &'a str,
+    pub template: Template,
     pub to: Audience,
     pub reason: Option<&'a str>,
     pub trigger: Trigger,
@@ -255,7 +255,7 @@ pub async fn send_to_consumer(
     };
     let rate_key = recipient.to_lowercase();
     if let Some(hold) = held_back(conn, room, case, template, &rate_key, trigger, now).await? {
-        info!(case = %case.id, template, "Reply held back by a guard.");
+        info!(case = %case.id, template = template.as_str(), "Reply held back by a guard.");
         store::events::append(
             conn,
             Some(&case.id),
@@ -299,7 +299,7 @@ pub async fn send_to_consumer(
         }
         return Ok(());
     }
-    let rendered = render(room, template, case, reason, None, now)?;
+    let rendered = render(room, template.as_str(), case, reason, None, now)?;
     let thread = store::cases::thread(conn, &case.id).await?;
     let last_in = store::messages::last_inbound_id(conn, &case.id).await?;
     let mut references: Vec<String> = Vec::new();
@@ -321,7 +321,7 @@ pub async fn send_to_consumer(
         Queued {
             case_id: Some(&case.id),
             audience: "consumer",
-            template,
+            template: template.as_str(),
             recipients: vec![recipient],
             rate_key: &rate_key,
             rendered,
@@ -347,7 +347,7 @@ async fn held_back(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
-    template: &str,
+    template: Template,
     recipient: &str,
     trigger: Trigger,
     now: DateTime<Utc>,
@@ -362,8 +362,7 @@ async fn held_back(
         |addr: &str| crate::address::in_domains(addr, &room.config.agents.known_domains);
     // Anyone can claim to be an agent and name a "consumer": the daemon
     // writes to that third party only for agents the company knows.
-    if template == crate::cases::engine::template::AGENT_CONSUMER_CONFIRM
-        && !case.agent.as_deref().is_some_and(known_agent)
+    if template == Template::AgentConsumerConfirm && !case.agent.as_deref().is_some_and(known_agent)
     {
         return Ok(never(format!(
             "{template}: the agent's domain is not in agents.known_domains; the team decides whether to contact the consumer"
@@ -440,7 +439,7 @@ pub async fn send_notice(
     queue_for_team(
         conn,
         room,
-        TeamMail::case_notice("team_notice", &ctx, &case.id),
+        TeamMail::case_notice(crate::cases::Template::TeamNotice.as_str(), &ctx, &case.id),
         now,
     )
     .await

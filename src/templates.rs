@@ -28,35 +28,19 @@ use handlebars::{
 };
 use serde::Serialize;
 
-use crate::cases::{Case, Kind, State};
+use crate::cases::{Case, Kind, State, Template};
 
-/// Templates the daemon sends; `check` fails when one is missing.
-pub const REQUIRED: &[&str] = &[
-    // Consumer-facing.
-    "acknowledgement",
-    "verification_reminder",
-    "delete_confirmation_request",
-    "confirmation_reminder",
-    "withdrawal_confirmation",
-    "denial",
-    "extension_notice",
-    "know_completed",
-    "delete_completed",
-    "opt_out_reply",
-    "agent_declaration_needed",
-    "agent_consumer_confirm",
-    "declaration_rejected",
-    "case_closed_reply",
-    "withdrawal_prompt",
-    "correct_completed",
-    "identity_not_verified",
-    // Team-facing.
-    "team_notice",
-    "team_review_notice",
-    "team_command_result",
-    "team_digest",
-    "team_burst_summary",
-];
+/// Templates the daemon sends; `check` fails when one is missing. Derived
+/// from [`Template::ALL`], the one list of template names.
+pub const REQUIRED: [&str; Template::ALL.len()] = {
+    let mut names = [""; Template::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Template::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// Names of team-facing templates start with this; all others are consumer-facing.
 pub const TEAM_PREFIX: &str = "team_";
@@ -403,7 +387,7 @@ impl Templates {
     pub fn check(&self) -> Vec<TemplateError> {
         let mut errors = Vec::new();
         for name in REQUIRED {
-            if !self.names.contains(*name) {
+            if !self.names.contains(name) {
                 errors.push(TemplateError::Missing {
                     name: (*name).to_string(),
                     dir: self.dir.clone(),

@@ -174,7 +174,7 @@ pub enum Effect {
     /// Send the named template (see `templates/`) to the audience.
     /// `reason` fills `{{reason}}` for deny/extend/reject templates.
     Send {
-        template: &'static str,
+        template: Template,
         to: Audience,
         reason: Option<String>,
     },
@@ -219,63 +219,108 @@ pub enum Refusal {
     EmptyNote,
 }
 
-/// Names of the consumer templates the engine sends (`templates/NAME.*.hbs`).
-pub mod template {
-    pub const ACKNOWLEDGEMENT: &str = "acknowledgement";
-    pub const AGENT_DECLARATION_NEEDED: &str = "agent_declaration_needed";
-    pub const AGENT_CONSUMER_CONFIRM: &str = "agent_consumer_confirm";
-    pub const OPT_OUT_REPLY: &str = "opt_out_reply";
-    pub const DELETE_CONFIRMATION_REQUEST: &str = "delete_confirmation_request";
-    pub const WITHDRAWAL_CONFIRMATION: &str = "withdrawal_confirmation";
-    pub const CASE_CLOSED_REPLY: &str = "case_closed_reply";
-    pub const DENIAL: &str = "denial";
-    pub const EXTENSION_NOTICE: &str = "extension_notice";
-    pub const KNOW_COMPLETED: &str = "know_completed";
-    pub const DELETE_COMPLETED: &str = "delete_completed";
-    pub const DECLARATION_REJECTED: &str = "declaration_rejected";
-    pub const VERIFICATION_REMINDER: &str = "verification_reminder";
-    pub const CONFIRMATION_REMINDER: &str = "confirmation_reminder";
-    pub const WITHDRAWAL_PROMPT: &str = "withdrawal_prompt";
-    pub const CORRECT_COMPLETED: &str = "correct_completed";
-    pub const IDENTITY_NOT_VERIFIED: &str = "identity_not_verified";
+/// Every mail template the daemon renders (`templates/NAME.{subject,text}.hbs`):
+/// the consumer mail the engine sends and the team's notices. `templates
+/// check` and start-up insist on each (`templates::REQUIRED` is this list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Template {
+    Acknowledgement,
+    AgentDeclarationNeeded,
+    AgentConsumerConfirm,
+    OptOutReply,
+    DeleteConfirmationRequest,
+    WithdrawalConfirmation,
+    CaseClosedReply,
+    Denial,
+    ExtensionNotice,
+    KnowCompleted,
+    DeleteCompleted,
+    DeclarationRejected,
+    VerificationReminder,
+    ConfirmationReminder,
+    WithdrawalPrompt,
+    CorrectCompleted,
+    IdentityNotVerified,
+    // Team-facing (names start with `team_`).
+    TeamNotice,
+    TeamReviewNotice,
+    TeamCommandResult,
+    TeamDigest,
+    TeamBurstSummary,
+}
 
-    /// Every name above, for `templates check`.
-    pub const ALL: [&str; 17] = [
-        ACKNOWLEDGEMENT,
-        AGENT_DECLARATION_NEEDED,
-        AGENT_CONSUMER_CONFIRM,
-        OPT_OUT_REPLY,
-        DELETE_CONFIRMATION_REQUEST,
-        WITHDRAWAL_CONFIRMATION,
-        CASE_CLOSED_REPLY,
-        DENIAL,
-        EXTENSION_NOTICE,
-        KNOW_COMPLETED,
-        DELETE_COMPLETED,
-        DECLARATION_REJECTED,
-        VERIFICATION_REMINDER,
-        CONFIRMATION_REMINDER,
-        WITHDRAWAL_PROMPT,
-        CORRECT_COMPLETED,
-        IDENTITY_NOT_VERIFIED,
+impl Template {
+    pub const ALL: [Template; 22] = [
+        Template::Acknowledgement,
+        Template::AgentDeclarationNeeded,
+        Template::AgentConsumerConfirm,
+        Template::OptOutReply,
+        Template::DeleteConfirmationRequest,
+        Template::WithdrawalConfirmation,
+        Template::CaseClosedReply,
+        Template::Denial,
+        Template::ExtensionNotice,
+        Template::KnowCompleted,
+        Template::DeleteCompleted,
+        Template::DeclarationRejected,
+        Template::VerificationReminder,
+        Template::ConfirmationReminder,
+        Template::WithdrawalPrompt,
+        Template::CorrectCompleted,
+        Template::IdentityNotVerified,
+        Template::TeamNotice,
+        Template::TeamReviewNotice,
+        Template::TeamCommandResult,
+        Template::TeamDigest,
+        Template::TeamBurstSummary,
     ];
 
-    /// Mail the daemon sends on its own (acknowledgements, answers to
-    /// replies, reminders) rather than to carry out a team decision; only
-    /// these carry `Auto-Submitted` (RFC 3834).
-    pub fn is_automatic(name: &str) -> bool {
-        matches!(
-            name,
-            ACKNOWLEDGEMENT
-                | AGENT_DECLARATION_NEEDED
-                | AGENT_CONSUMER_CONFIRM
-                | OPT_OUT_REPLY
-                | CASE_CLOSED_REPLY
-                | WITHDRAWAL_PROMPT
-                | WITHDRAWAL_CONFIRMATION
-                | VERIFICATION_REMINDER
-                | CONFIRMATION_REMINDER
-        )
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Template::Acknowledgement => "acknowledgement",
+            Template::AgentDeclarationNeeded => "agent_declaration_needed",
+            Template::AgentConsumerConfirm => "agent_consumer_confirm",
+            Template::OptOutReply => "opt_out_reply",
+            Template::DeleteConfirmationRequest => "delete_confirmation_request",
+            Template::WithdrawalConfirmation => "withdrawal_confirmation",
+            Template::CaseClosedReply => "case_closed_reply",
+            Template::Denial => "denial",
+            Template::ExtensionNotice => "extension_notice",
+            Template::KnowCompleted => "know_completed",
+            Template::DeleteCompleted => "delete_completed",
+            Template::DeclarationRejected => "declaration_rejected",
+            Template::VerificationReminder => "verification_reminder",
+            Template::ConfirmationReminder => "confirmation_reminder",
+            Template::WithdrawalPrompt => "withdrawal_prompt",
+            Template::CorrectCompleted => "correct_completed",
+            Template::IdentityNotVerified => "identity_not_verified",
+            Template::TeamNotice => "team_notice",
+            Template::TeamReviewNotice => "team_review_notice",
+            Template::TeamCommandResult => "team_command_result",
+            Template::TeamDigest => "team_digest",
+            Template::TeamBurstSummary => "team_burst_summary",
+        }
+    }
+
+    /// Mail to the privacy team rather than to a consumer.
+    pub fn is_team(self) -> bool {
+        self.as_str().starts_with("team_")
+    }
+}
+
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Template {
+    type Err = super::ParseEnumError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Template::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| super::ParseEnumError(s.to_string()))
     }
 }
 
@@ -353,26 +398,22 @@ pub fn open(
         );
     }
     if kind == Kind::OptOut {
-        fx.send(template::OPT_OUT_REPLY, Audience::Requester, None);
+        fx.send(Template::OptOutReply, Audience::Requester, None);
         fx.event(
             &Actor::Daemon,
             "opt_out_answered",
             "replied at once with the company's sale and sharing practice".into(),
         );
     } else {
-        fx.send(template::ACKNOWLEDGEMENT, Audience::Requester, None);
+        fx.send(Template::Acknowledgement, Audience::Requester, None);
     }
     // An agent's proof of authority matters only where identity is verified;
     // an opt-out or limit request is honoured as sent (decisions.md).
     if verifiable && is_agent && req.declarations == 0 {
-        fx.send(
-            template::AGENT_DECLARATION_NEEDED,
-            Audience::Requester,
-            None,
-        );
+        fx.send(Template::AgentDeclarationNeeded, Audience::Requester, None);
     }
     if verifiable && is_agent && case.consumer.is_some() {
-        fx.send(template::AGENT_CONSUMER_CONFIRM, Audience::Consumer, None);
+        fx.send(Template::AgentConsumerConfirm, Audience::Consumer, None);
     }
     fx.notify(Notice::NewCase);
     Transition {
@@ -429,11 +470,11 @@ pub fn apply(
 
 /// The first reply a new case of `kind` gets: the opt-out reply, or the
 /// acknowledgement (§7021(a)).
-pub fn first_reply(kind: Kind) -> &'static str {
+pub fn first_reply(kind: Kind) -> Template {
     if kind == Kind::OptOut {
-        template::OPT_OUT_REPLY
+        Template::OptOutReply
     } else {
-        template::ACKNOWLEDGEMENT
+        Template::Acknowledgement
     }
 }
 
@@ -450,7 +491,7 @@ impl Effects {
         });
     }
 
-    fn send(&mut self, template: &'static str, to: Audience, reason: Option<String>) {
+    fn send(&mut self, template: Template, to: Audience, reason: Option<String>) {
         self.0.push(Effect::Send {
             template,
             to,
@@ -572,7 +613,7 @@ fn consumer_reply(
         );
         fx.notify(Notice::ConsumerWrote);
         if !case.closed_reply_sent {
-            fx.send(template::CASE_CLOSED_REPLY, Audience::Requester, None);
+            fx.send(Template::CaseClosedReply, Audience::Requester, None);
             next.closed_reply_sent = true;
         }
         return Transition {
@@ -602,7 +643,7 @@ fn consumer_reply(
             );
             fx.change_state(&mut next, actor, State::Withdrawn, now);
             next.resolution = Some("withdrawn".into());
-            fx.send(template::WITHDRAWAL_CONFIRMATION, Audience::Requester, None);
+            fx.send(Template::WithdrawalConfirmation, Audience::Requester, None);
             fx.notify(Notice::Withdrawn);
         }
         (state, ReplyIntent::SeemsToWithdraw) if withdrawable && proves_mailbox => {
@@ -623,7 +664,7 @@ fn consumer_reply(
                 "withdrawal_unclear",
                 "the reply seems to cancel or withdraw; asked to reply WITHDRAW".into(),
             );
-            fx.send(template::WITHDRAWAL_PROMPT, Audience::Requester, None);
+            fx.send(Template::WithdrawalPrompt, Audience::Requester, None);
             fx.notify(Notice::WithdrawalUnclear);
         }
         (State::AwaitingVerification, _) if proves_mailbox => {
@@ -726,7 +767,7 @@ fn team(
             if case.kind == Kind::Delete {
                 fx.change_state(&mut next, actor, State::AwaitingConfirmation, now);
                 fx.send(
-                    template::DELETE_CONFIRMATION_REQUEST,
+                    Template::DeleteConfirmationRequest,
                     Audience::Requester,
                     None,
                 );
@@ -740,7 +781,7 @@ fn team(
             fx.change_state(&mut next, actor, State::Denied, now);
             next.resolution = Some("denied".into());
             next.denial_reason = Some(reason.clone());
-            fx.send(template::DENIAL, Audience::Requester, Some(reason));
+            fx.send(Template::Denial, Audience::Requester, Some(reason));
         }
         Command::Extend { reason } => {
             // Opt-out and limit have a fixed 15-business-day clock.
@@ -768,11 +809,7 @@ fn team(
                     next.due_at.to_rfc3339()
                 ),
             );
-            fx.send(
-                template::EXTENSION_NOTICE,
-                Audience::Requester,
-                Some(reason),
-            );
+            fx.send(Template::ExtensionNotice, Audience::Requester, Some(reason));
         }
         Command::Complete {
             sent_by_team,
@@ -784,12 +821,12 @@ fn team(
             };
             let template = match (case.kind, state) {
                 // The consumer always hears what was deleted and what kept.
-                (Kind::Delete, State::Confirmed) => Some(template::DELETE_COMPLETED),
+                (Kind::Delete, State::Confirmed) => Some(Template::DeleteCompleted),
                 (Kind::Correct, State::Verified) => {
-                    (!sent_by_team).then_some(template::CORRECT_COMPLETED)
+                    (!sent_by_team).then_some(Template::CorrectCompleted)
                 }
                 (Kind::Know | Kind::Limit | Kind::OptOut, State::Verified) => {
-                    (!sent_by_team).then_some(template::KNOW_COMPLETED)
+                    (!sent_by_team).then_some(Template::KnowCompleted)
                 }
                 _ => return Err(not_allowed),
             };
@@ -831,7 +868,7 @@ fn team(
                     format!("identity could not be verified: {detail}")
                 });
                 fx.send(
-                    template::IDENTITY_NOT_VERIFIED,
+                    Template::IdentityNotVerified,
                     Audience::Requester,
                     (!detail.is_empty()).then(|| detail.to_string()),
                 );
@@ -865,7 +902,7 @@ fn team(
             // case must not be verified on the strength of it.
             next.authorization_ok = false;
             fx.send(
-                template::DECLARATION_REJECTED,
+                Template::DeclarationRejected,
                 Audience::Requester,
                 Some(reason),
             );
@@ -910,8 +947,8 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
                 if case.reminder_sent_at.is_none()
                     && case.acknowledged_at.is_some_and(|at| reached(now, at, wait)) =>
             {
-                fx.send(template::VERIFICATION_REMINDER, Audience::Requester, None);
-                fx.event(&actor, "reminder", template::VERIFICATION_REMINDER.into());
+                fx.send(Template::VerificationReminder, Audience::Requester, None);
+                fx.event(&actor, "reminder", Template::VerificationReminder.to_string());
                 next.reminder_sent_at = Some(now);
             }
             State::AwaitingConfirmation => {
@@ -920,8 +957,8 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
                 let asked = case.verified_at.unwrap_or(case.received_at);
                 let reminded = case.reminder_sent_at.is_some_and(|r| r >= asked);
                 if !reminded && reached(now, asked, wait) {
-                    fx.send(template::CONFIRMATION_REMINDER, Audience::Requester, None);
-                    fx.event(&actor, "reminder", template::CONFIRMATION_REMINDER.into());
+                    fx.send(Template::ConfirmationReminder, Audience::Requester, None);
+                    fx.event(&actor, "reminder", Template::ConfirmationReminder.to_string());
                     next.reminder_sent_at = Some(now);
                 }
             }
@@ -1062,7 +1099,7 @@ mod tests {
         apply(case, Input::Tick, &Policy::default(), at).unwrap()
     }
 
-    fn sends(tr: &Transition) -> Vec<(&'static str, Audience)> {
+    fn sends(tr: &Transition) -> Vec<(Template, Audience)> {
         tr.effects
             .iter()
             .filter_map(|e| match e {
@@ -1274,7 +1311,7 @@ mod tests {
                                     assert_eq!(tr.case.due_at, case.due_at, "{label}");
                                 }
                                 // What the consumer hears, and how §7102 counts it.
-                                let sent: Vec<&str> =
+                                let sent: Vec<Template> =
                                     sends(&tr).into_iter().map(|(t, _)| t).collect();
                                 let resolution = tr.case.resolution.as_deref();
                                 match (key, &command) {
@@ -1286,10 +1323,10 @@ mod tests {
                                         },
                                     ) => {
                                         let want = match kind {
-                                            Kind::Delete => Some(template::DELETE_COMPLETED),
+                                            Kind::Delete => Some(Template::DeleteCompleted),
                                             _ if *sent_by_team => None,
-                                            Kind::Correct => Some(template::CORRECT_COMPLETED),
-                                            _ => Some(template::KNOW_COMPLETED),
+                                            Kind::Correct => Some(Template::CorrectCompleted),
+                                            _ => Some(Template::KnowCompleted),
                                         };
                                         assert_eq!(
                                             sent,
@@ -1310,7 +1347,7 @@ mod tests {
                                     ("close_unverified", _) => {
                                         assert_eq!(
                                             sent,
-                                            [template::IDENTITY_NOT_VERIFIED],
+                                            [Template::IdentityNotVerified],
                                             "{label}"
                                         );
                                         assert_eq!(resolution, Some("denied"), "{label}");
@@ -1320,7 +1357,7 @@ mod tests {
                                         assert_eq!(resolution, Some("closed"), "{label}");
                                     }
                                     ("deny", _) => {
-                                        assert_eq!(sent, [template::DENIAL], "{label}");
+                                        assert_eq!(sent, [Template::Denial], "{label}");
                                         assert_eq!(resolution, Some("denied"), "{label}");
                                     }
                                     _ => {}
@@ -1382,7 +1419,7 @@ mod tests {
             assert_eq!(done.case.state, Completed);
             assert_eq!(
                 sends(&done),
-                [(template::KNOW_COMPLETED, Audience::Requester)]
+                [(Template::KnowCompleted, Audience::Requester)]
             );
         }
     }
@@ -1409,7 +1446,7 @@ mod tests {
         assert_eq!(c.closed_at, None);
         assert_eq!(
             sends(&tr),
-            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+            [(Template::Acknowledgement, Audience::Requester)]
         );
         assert_eq!(notices(&tr), [Notice::NewCase]);
         assert_eq!(events(&tr)[0].0, "opened");
@@ -1429,9 +1466,9 @@ mod tests {
         assert_eq!(
             sends(&tr),
             [
-                (template::ACKNOWLEDGEMENT, Audience::Requester),
-                (template::AGENT_DECLARATION_NEEDED, Audience::Requester),
-                (template::AGENT_CONSUMER_CONFIRM, Audience::Consumer),
+                (Template::Acknowledgement, Audience::Requester),
+                (Template::AgentDeclarationNeeded, Audience::Requester),
+                (Template::AgentConsumerConfirm, Audience::Consumer),
             ]
         );
         assert_eq!(notices(&tr), [Notice::NewCase]);
@@ -1439,7 +1476,7 @@ mod tests {
         let tr = open_it(agent_request(Kind::Know, 2, None));
         assert_eq!(
             sends(&tr),
-            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+            [(Template::Acknowledgement, Audience::Requester)]
         );
         assert!(events(&tr).contains(&("declaration_received".into(), "2".into())));
         assert!(!tr.case.authorization_ok);
@@ -1460,7 +1497,7 @@ mod tests {
         assert_eq!(tr.case.acknowledged_at, Some(now()));
         // 15 business days, the Monday of receipt being day 1: Friday 2026-11-20.
         assert_eq!(tr.case.due_at, t("2026-11-21T07:59:59Z"));
-        assert_eq!(sends(&tr), [(template::OPT_OUT_REPLY, Audience::Requester)]);
+        assert_eq!(sends(&tr), [(Template::OptOutReply, Audience::Requester)]);
         assert_eq!(notices(&tr), [Notice::NewCase]);
         let actions: Vec<String> = events(&tr).into_iter().map(|(a, _)| a).collect();
         assert_eq!(actions, ["opened", "opt_out_answered"]);
@@ -1476,7 +1513,7 @@ mod tests {
         assert_eq!(tr.case.state, V);
         assert_eq!(
             sends(&tr),
-            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+            [(Template::Acknowledgement, Audience::Requester)]
         );
         assert_eq!(notices(&tr), [Notice::NewCase]);
 
@@ -1546,14 +1583,7 @@ mod tests {
     #[test]
     fn consumer_replies_in_open_states() {
         // (state, text, proves_mailbox, new state, notices, sends)
-        type Row = (
-            State,
-            &'static str,
-            bool,
-            State,
-            Vec<Notice>,
-            Vec<&'static str>,
-        );
+        type Row = (State, &'static str, bool, State, Vec<Notice>, Vec<Template>);
         let rows: Vec<Row> = vec![
             (
                 AV,
@@ -1585,7 +1615,7 @@ mod tests {
                 true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
-                vec![template::WITHDRAWAL_CONFIRMATION],
+                vec![Template::WithdrawalConfirmation],
             ),
             // Words that only seem to withdraw: asked to answer WITHDRAW,
             // and the code in the reply still submits the verification.
@@ -1595,7 +1625,7 @@ mod tests {
                 true,
                 VS,
                 vec![Notice::VerificationSubmitted, Notice::WithdrawalUnclear],
-                vec![template::WITHDRAWAL_PROMPT],
+                vec![Template::WithdrawalPrompt],
             ),
             // Withdrawing or confirming needs proof the reply answers our mail.
             (VS, "cancel", false, VS, vec![Notice::ConsumerWrote], vec![]),
@@ -1613,7 +1643,7 @@ mod tests {
                 true,
                 VS,
                 vec![Notice::WithdrawalUnclear],
-                vec![template::WITHDRAWAL_PROMPT],
+                vec![Template::WithdrawalPrompt],
             ),
             (
                 VS,
@@ -1621,7 +1651,7 @@ mod tests {
                 true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
-                vec![template::WITHDRAWAL_CONFIRMATION],
+                vec![Template::WithdrawalConfirmation],
             ),
             (
                 VS,
@@ -1637,7 +1667,7 @@ mod tests {
                 true,
                 V,
                 vec![Notice::WithdrawalUnclear],
-                vec![template::WITHDRAWAL_PROMPT],
+                vec![Template::WithdrawalPrompt],
             ),
             (
                 V,
@@ -1645,7 +1675,7 @@ mod tests {
                 true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
-                vec![template::WITHDRAWAL_CONFIRMATION],
+                vec![Template::WithdrawalConfirmation],
             ),
             (V, "CONFIRM", true, V, vec![Notice::ConsumerWrote], vec![]),
             (
@@ -1695,7 +1725,7 @@ mod tests {
                 true,
                 AC,
                 vec![Notice::WithdrawalUnclear],
-                vec![template::WITHDRAWAL_PROMPT],
+                vec![Template::WithdrawalPrompt],
             ),
             (
                 AC,
@@ -1703,7 +1733,7 @@ mod tests {
                 true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
-                vec![template::WITHDRAWAL_CONFIRMATION],
+                vec![Template::WithdrawalConfirmation],
             ),
             // Once the deletion is confirmed, the team reads everything.
             (
@@ -1729,7 +1759,7 @@ mod tests {
             let label = format!("{from} {text:?}");
             assert_eq!(tr.case.state, to, "{label}");
             assert_eq!(notices(&tr), want_notices, "{label}");
-            let sent: Vec<&str> = sends(&tr).into_iter().map(|(t, _)| t).collect();
+            let sent: Vec<Template> = sends(&tr).into_iter().map(|(t, _)| t).collect();
             assert_eq!(sent, want_sends, "{label}");
             assert_eq!(tr.case.due_at, case.due_at, "{label}");
             if to == Withdrawn {
@@ -1761,7 +1791,7 @@ mod tests {
             assert_eq!(notices(&first), [Notice::ConsumerWrote]);
             assert_eq!(
                 sends(&first),
-                [(template::CASE_CLOSED_REPLY, Audience::Requester)]
+                [(Template::CaseClosedReply, Audience::Requester)]
             );
             assert!(first.case.closed_reply_sent);
             let second = reply(&first.case, "CONFIRM", true);
@@ -1809,7 +1839,7 @@ mod tests {
         assert_eq!(verified.case.verified_at, Some(now()));
         assert_eq!(
             sends(&verified),
-            [(template::DELETE_CONFIRMATION_REQUEST, Audience::Requester)]
+            [(Template::DeleteConfirmationRequest, Audience::Requester)]
         );
 
         let rejected = run(
@@ -1822,7 +1852,7 @@ mod tests {
         assert!(!rejected.case.authorization_ok);
         assert!(matches!(
             &rejected.effects[..],
-            [Effect::Event { .. }, Effect::Send { template: "declaration_rejected", reason: Some(r), .. }]
+            [Effect::Event { .. }, Effect::Send { template: Template::DeclarationRejected, reason: Some(r), .. }]
                 if r == "not notarized"
         ));
         assert_eq!(
@@ -1883,7 +1913,7 @@ mod tests {
         assert_eq!(tr.case.denial_reason.as_deref(), Some("could not verify"));
         assert_eq!(tr.case.resolution.as_deref(), Some("denied"));
         assert!(tr.effects.contains(&Effect::Send {
-            template: template::DENIAL,
+            template: Template::Denial,
             to: Audience::Requester,
             reason: Some("could not verify".into()),
         }));
@@ -1898,10 +1928,7 @@ mod tests {
         };
         let know = case_in(Kind::Know, V, false);
         let tr = run(&know, complete(false, None)).unwrap();
-        assert_eq!(
-            sends(&tr),
-            [(template::KNOW_COMPLETED, Audience::Requester)]
-        );
+        assert_eq!(sends(&tr), [(Template::KnowCompleted, Audience::Requester)]);
         assert_eq!(tr.case.resolution.as_deref(), Some("complied"));
         let tr = run(&know, complete(true, None)).unwrap();
         assert!(sends(&tr).is_empty());
@@ -1915,14 +1942,14 @@ mod tests {
             let tr = run(&delete, complete(sent_by_team, None)).unwrap();
             assert_eq!(
                 sends(&tr),
-                [(template::DELETE_COMPLETED, Audience::Requester)]
+                [(Template::DeleteCompleted, Audience::Requester)]
             );
         }
         // A partial deletion names what was kept and why, in the mail and the record.
         let kept = "order records kept 7 years (tax law, Civ. Code §1798.105(d)(8))";
         let tr = run(&delete, complete(false, Some(kept))).unwrap();
         assert!(tr.effects.contains(&Effect::Send {
-            template: template::DELETE_COMPLETED,
+            template: Template::DeleteCompleted,
             to: Audience::Requester,
             reason: Some(kept.into()),
         }));
@@ -1937,7 +1964,7 @@ mod tests {
         let tr = run(&correct, complete(false, None)).unwrap();
         assert_eq!(
             sends(&tr),
-            [(template::CORRECT_COMPLETED, Audience::Requester)]
+            [(Template::CorrectCompleted, Audience::Requester)]
         );
 
         let close = run(
@@ -1968,7 +1995,7 @@ mod tests {
             Some("identity could not be verified: no answer in 30 days")
         );
         assert!(tr.effects.contains(&Effect::Send {
-            template: template::IDENTITY_NOT_VERIFIED,
+            template: Template::IdentityNotVerified,
             to: Audience::Requester,
             reason: Some("no answer in 30 days".into()),
         }));
@@ -2019,7 +2046,7 @@ mod tests {
         // Receipt + 89 days: 2026-11-02 + 89 = 2027-01-30.
         assert_eq!(tr.case.due_at, t("2027-01-31T07:59:59Z"));
         assert!(tr.effects.contains(&Effect::Send {
-            template: template::EXTENSION_NOTICE,
+            template: Template::ExtensionNotice,
             to: Audience::Requester,
             reason: Some("complex".into()),
         }));
@@ -2086,7 +2113,7 @@ mod tests {
         let tr = tick_at(&case, day(7));
         assert_eq!(
             sends(&tr),
-            [(template::VERIFICATION_REMINDER, Audience::Requester)]
+            [(Template::VerificationReminder, Audience::Requester)]
         );
         assert_eq!(tr.case.reminder_sent_at, Some(day(7)));
         let again = tick_at(&tr.case, day(8));
@@ -2121,7 +2148,7 @@ mod tests {
         let tr = tick_at(&case, received() + TimeDelta::days(17));
         assert_eq!(
             sends(&tr),
-            [(template::CONFIRMATION_REMINDER, Audience::Requester)]
+            [(Template::ConfirmationReminder, Audience::Requester)]
         );
         assert!(
             tick_at(&tr.case, received() + TimeDelta::days(20))
@@ -2194,10 +2221,15 @@ mod tests {
 
     #[test]
     fn every_template_name_is_listed() {
-        let mut names = template::ALL.to_vec();
+        for t in Template::ALL {
+            assert_eq!(t.as_str().parse::<Template>().ok(), Some(t));
+            assert_eq!(t.is_team(), t.as_str().starts_with("team_"));
+        }
+        let mut names: Vec<&str> = Template::ALL.iter().map(|t| t.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), template::ALL.len());
+        assert_eq!(names.len(), Template::ALL.len());
+        assert!("no_such_template".parse::<Template>().is_err());
     }
 
     #[test]
@@ -2224,13 +2256,13 @@ mod tests {
         let late_reminder = tick_at(&held.case, now() + TimeDelta::days(8));
         assert_eq!(
             sends(&late_reminder),
-            [(template::ACKNOWLEDGEMENT, Audience::Requester)],
+            [(Template::Acknowledgement, Audience::Requester)],
             "the acknowledgement, not a reminder"
         );
         let sent = tick_at(&held.case, until);
         assert_eq!(
             sends(&sent),
-            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+            [(Template::Acknowledgement, Audience::Requester)]
         );
         assert_eq!(sent.case.acknowledged_at, Some(until));
         assert_eq!(sent.case.ack_held_until, None);
@@ -2245,7 +2277,7 @@ mod tests {
         opt.ack_held_until = Some(until);
         assert_eq!(
             sends(&tick_at(&opt, until)),
-            [(template::OPT_OUT_REPLY, Audience::Requester)]
+            [(Template::OptOutReply, Audience::Requester)]
         );
         // Held for good (our own address): the scheduler never sends it.
         let stuck = apply(
@@ -2272,7 +2304,7 @@ mod tests {
         let later = tick_at(&case, now() + TimeDelta::days(7));
         assert_eq!(
             sends(&later),
-            vec![(template::VERIFICATION_REMINDER, Audience::Requester)]
+            vec![(Template::VerificationReminder, Audience::Requester)]
         );
     }
 }

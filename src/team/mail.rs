@@ -312,7 +312,11 @@ async fn send_result(
         ));
     }
     ctx.results = results;
-    let rendered = casework::render_context(room, "team_command_result", &ctx)?;
+    let rendered = casework::render_context(
+        room,
+        crate::cases::Template::TeamCommandResult.as_str(),
+        &ctx,
+    )?;
     let message_id = room.keys.generate(
         Purpose::Result,
         &scope.subject_id(),
@@ -327,7 +331,7 @@ async fn send_result(
         Queued {
             case_id: scope.case_id(),
             audience: "team",
-            template: "team_command_result",
+            template: crate::cases::Template::TeamCommandResult.as_str(),
             recipients: vec![member.to_string()],
             rate_key: &rate_key,
             rendered,

@@ -42,7 +42,7 @@ pub async fn notify_review(
         conn,
         room,
         TeamMail {
-            template: "team_review_notice",
+            template: crate::cases::Template::TeamReviewNotice.as_str(),
             ctx: &ctx,
             purpose: Purpose::Review,
             subject_id: &row,

@@ -138,6 +138,10 @@ pub async fn apply_input(
         Input::Tick => "tick",
         Input::AcknowledgementHeld { .. } => "acknowledgement_held",
     };
+    let command = match &input {
+        Input::Team { command, .. } => Some(command.action()),
+        _ => None,
+    };
     let trigger = match &input {
         Input::Team { .. } => Trigger::Team,
         Input::ConsumerReply { .. } | Input::AcknowledgementHeld { .. } => Trigger::Automatic,
@@ -149,7 +153,9 @@ pub async fn apply_input(
                 commit_update(conn, room, &t, trigger, now).await?;
             }
             // `#declaration accept|reject` settle the pending documents too.
-            crate::attachments::after_command(conn, case_id, name, &actor, now).await?;
+            if let Some(command) = command {
+                crate::attachments::after_command(conn, case_id, command, &actor, now).await?;
+            }
             Ok(t)
         }
         Err(refusal) => {
@@ -158,7 +164,7 @@ pub async fn apply_input(
                 Some(case_id),
                 now,
                 &actor,
-                "refused",
+                crate::cases::Action::Refused,
                 &format!("{name}: {refusal}"),
             )
             .await?;
@@ -198,7 +204,7 @@ async fn carry_out(
                 action,
                 detail,
             } => {
-                store::events::append(conn, Some(&t.case.id), now, &actor.label(), action, detail)
+                store::events::append(conn, Some(&t.case.id), now, &actor.label(), *action, detail)
                     .await?;
             }
             Effect::Send {
@@ -261,7 +267,7 @@ pub async fn send_to_consumer(
             Some(&case.id),
             now,
             "daemon",
-            "reply_suppressed",
+            crate::cases::Action::ReplySuppressed,
             &hold.why,
         )
         .await?;
@@ -290,7 +296,7 @@ pub async fn send_to_consumer(
                         Some(&case.id),
                         now,
                         &actor.label(),
-                        action,
+                        *action,
                         detail,
                     )
                     .await?;
@@ -395,7 +401,7 @@ async fn held_back(
                 Some(&case.id),
                 now,
                 "daemon",
-                "reply_limit_overridden",
+                crate::cases::Action::ReplyLimitOverridden,
                 &format!(
                     "{why}; sent anyway, the acknowledgement is due {}",
                     case.ack_due_at.to_rfc3339()

@@ -368,7 +368,7 @@ async fn fail(
             Some(case_id),
             now,
             "daemon",
-            "delivery_failed",
+            crate::cases::Action::DeliveryFailed,
             &format!("{}: {error}", row.template),
         )
         .await?;

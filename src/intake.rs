@@ -423,7 +423,15 @@ async fn member_mail(
             "{} command line(s) not executed: the message does not reply to a notification of the daemon",
             commands.len()
         );
-        store::events::append(conn, case_id, now, &rec.sender, "command_refused", &detail).await?;
+        store::events::append(
+            conn,
+            case_id,
+            now,
+            &rec.sender,
+            crate::cases::Action::CommandRefused,
+            &detail,
+        )
+        .await?;
         return Ok(Some(Outcome::Review {
             reason: "team commands without a notification reference",
         }));
@@ -498,7 +506,15 @@ async fn automatic(
     rec.write(conn, room, Some(&id), "auto", Target::Processed, now)
         .await?;
     let detail = format!("{kind:?} in the case thread; no reply");
-    store::events::append(conn, Some(&id), now, "daemon", "automatic_mail", &detail).await?;
+    store::events::append(
+        conn,
+        Some(&id),
+        now,
+        "daemon",
+        crate::cases::Action::AutomaticMail,
+        &detail,
+    )
+    .await?;
     Ok(Outcome::Automatic)
 }
 
@@ -521,7 +537,7 @@ async fn case_reply(
             Some(&case.id),
             now,
             "daemon",
-            "foreign_message",
+            crate::cases::Action::ForeignMessage,
             "a message with the case tag from a sender who is not a party of the case; moved to review",
         )
         .await?;
@@ -570,7 +586,15 @@ async fn review(
             .map(|k| format!("; reads like a {k} request"))
             .unwrap_or_default()
     );
-    store::events::append(conn, None, now, "daemon", "review", &detail).await?;
+    store::events::append(
+        conn,
+        None,
+        now,
+        "daemon",
+        crate::cases::Action::Review,
+        &detail,
+    )
+    .await?;
     crate::team::notify_review(conn, room, id, rec.inbound, why, suggestion, now).await?;
     Ok(Outcome::Review { reason: why })
 }
@@ -619,7 +643,7 @@ async fn open_case(
                     Some(on),
                     now,
                     "daemon",
-                    "opened_together",
+                    crate::cases::Action::OpenedTogether,
                     &format!("{other} was opened from the same message"),
                 )
                 .await?;
@@ -690,7 +714,7 @@ async fn refuse_oversize(
         case_id,
         now,
         "daemon",
-        "oversize",
+        crate::cases::Action::Oversize,
         &format!(
             "message row {row}: {}; recorded from its headers and moved to review",
             o.why
@@ -745,8 +769,15 @@ async fn delivery_report(
                 "outbox {row_id} ({}): delivery report says failed",
                 reported.audience
             );
-            store::events::append(conn, Some(id), now, "daemon", "delivery_failed", &detail)
-                .await?;
+            store::events::append(
+                conn,
+                Some(id),
+                now,
+                "daemon",
+                crate::cases::Action::DeliveryFailed,
+                &detail,
+            )
+            .await?;
             // Only a consumer's mail is worth a notice: a notice about a
             // bounced notice would bounce too, for ever.
             if reported.audience == "consumer"
@@ -824,7 +855,7 @@ async fn record_failed(
         None,
         now,
         "daemon",
-        "processing_failed",
+        crate::cases::Action::ProcessingFailed,
         &format!("message row {id}: {error}"),
     )
     .await?;

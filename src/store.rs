@@ -421,7 +421,7 @@ pub(crate) mod testing {
         closed: DateTime<Utc>,
     ) {
         case.state = crate::cases::State::Completed;
-        case.resolution = Some("complied".into());
+        case.resolution = Some(crate::cases::Resolution::Complied);
         case.closed_at = Some(closed);
         super::cases::update(conn, case, closed).await.unwrap();
     }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{Case, Kind, Policy, State};
+use super::{Action, Case, Kind, Policy, Resolution, State};
 
 /// Who acted; written into the event row's `actor` column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,18 +66,24 @@ pub enum Command {
 }
 
 impl Command {
-    pub fn name(&self) -> &'static str {
+    /// The event it records; its row in [`super::commands::TABLE`].
+    pub fn action(&self) -> Action {
         match self {
-            Command::Verify => "verify",
-            Command::Deny { .. } => "deny",
-            Command::Extend { .. } => "extend",
-            Command::Complete { .. } => "complete",
-            Command::Close { .. } => "close",
-            Command::Note { .. } => "note",
-            Command::DeclarationAccept => "declaration_accept",
-            Command::DeclarationReject { .. } => "declaration_reject",
-            Command::Poa => "poa",
+            Command::Verify => Action::Verify,
+            Command::Deny { .. } => Action::Deny,
+            Command::Extend { .. } => Action::Extend,
+            Command::Complete { .. } => Action::Complete,
+            Command::Close { .. } => Action::Close,
+            Command::Note { .. } => Action::Note,
+            Command::DeclarationAccept => Action::DeclarationAccept,
+            Command::DeclarationReject { .. } => Action::DeclarationReject,
+            Command::Poa => Action::Poa,
         }
+    }
+
+    /// `verify`, `declaration_accept`: the action's name.
+    pub fn name(&self) -> &'static str {
+        self.action().as_str()
     }
 }
 
@@ -183,7 +189,7 @@ pub enum Effect {
     /// Append an event row.
     Event {
         actor: Actor,
-        action: String,
+        action: Action,
         detail: String,
     },
 }
@@ -378,7 +384,7 @@ pub fn open(
     let mut fx = Effects::default();
     fx.event(
         &Actor::Daemon,
-        "opened",
+        Action::Opened,
         format!(
             "{} request{}, {}",
             case.kind,
@@ -393,7 +399,7 @@ pub fn open(
     if req.declarations > 0 {
         fx.event(
             &Actor::Daemon,
-            "declaration_received",
+            Action::DeclarationReceived,
             req.declarations.to_string(),
         );
     }
@@ -401,7 +407,7 @@ pub fn open(
         fx.send(Template::OptOutReply, Audience::Requester, None);
         fx.event(
             &Actor::Daemon,
-            "opt_out_answered",
+            Action::OptOutAnswered,
             "replied at once with the company's sale and sharing practice".into(),
         );
     } else {
@@ -457,7 +463,7 @@ pub fn apply(
             };
             fx.event(
                 &Actor::Daemon,
-                "acknowledgement_held",
+                Action::AcknowledgementHeld,
                 format!("{why}{when}"),
             );
             Ok(Transition {
@@ -483,10 +489,10 @@ pub fn first_reply(kind: Kind) -> Template {
 struct Effects(Vec<Effect>);
 
 impl Effects {
-    fn event(&mut self, actor: &Actor, action: &str, detail: String) {
+    fn event(&mut self, actor: &Actor, action: Action, detail: String) {
         self.0.push(Effect::Event {
             actor: actor.clone(),
-            action: action.to_string(),
+            action,
             detail,
         });
     }
@@ -511,7 +517,7 @@ impl Effects {
         if to.is_final() {
             case.closed_at = Some(now);
         }
-        self.event(actor, "state", format!("{from} -> {to}"));
+        self.event(actor, Action::State, format!("{from} -> {to}"));
     }
 }
 
@@ -603,12 +609,12 @@ fn consumer_reply(
     let mut next = case.clone();
     let mut fx = Effects::default();
     if declarations > 0 {
-        fx.event(actor, "declaration_received", declarations.to_string());
+        fx.event(actor, Action::DeclarationReceived, declarations.to_string());
     }
     if case.state.is_final() {
         fx.event(
             actor,
-            "consumer_wrote",
+            Action::ConsumerWrote,
             format!("the case is {}", case.state),
         );
         fx.notify(Notice::ConsumerWrote);
@@ -638,11 +644,11 @@ fn consumer_reply(
         (_, ReplyIntent::Withdraw) if withdrawable && proves_mailbox => {
             fx.event(
                 actor,
-                "withdrawn",
+                Action::Withdrawn,
                 "the consumer withdrew the request".into(),
             );
             fx.change_state(&mut next, actor, State::Withdrawn, now);
-            next.resolution = Some("withdrawn".into());
+            next.resolution = Some(Resolution::Withdrawn);
             fx.send(Template::WithdrawalConfirmation, Audience::Requester, None);
             fx.notify(Notice::Withdrawn);
         }
@@ -653,7 +659,7 @@ fn consumer_reply(
             if state == State::AwaitingVerification {
                 fx.event(
                     actor,
-                    "verification_submitted",
+                    Action::VerificationSubmitted,
                     "the reply proves the mailbox".into(),
                 );
                 fx.change_state(&mut next, actor, State::VerificationSubmitted, now);
@@ -661,7 +667,7 @@ fn consumer_reply(
             }
             fx.event(
                 actor,
-                "withdrawal_unclear",
+                Action::WithdrawalUnclear,
                 "the reply seems to cancel or withdraw; asked to reply WITHDRAW".into(),
             );
             fx.send(Template::WithdrawalPrompt, Audience::Requester, None);
@@ -670,7 +676,7 @@ fn consumer_reply(
         (State::AwaitingVerification, _) if proves_mailbox => {
             fx.event(
                 actor,
-                "verification_submitted",
+                Action::VerificationSubmitted,
                 "the reply proves the mailbox".into(),
             );
             fx.change_state(&mut next, actor, State::VerificationSubmitted, now);
@@ -682,14 +688,14 @@ fn consumer_reply(
         (State::AwaitingConfirmation, ReplyIntent::Confirm) if proves_mailbox => {
             fx.event(
                 actor,
-                "confirmed",
+                Action::Confirmed,
                 "the consumer confirmed the deletion".into(),
             );
             fx.change_state(&mut next, actor, State::Confirmed, now);
             fx.notify(Notice::DeletionConfirmed);
         }
         _ => {
-            fx.event(actor, "consumer_wrote", String::new());
+            fx.event(actor, Action::ConsumerWrote, String::new());
             fx.notify(Notice::ConsumerWrote);
         }
     }
@@ -733,6 +739,7 @@ fn team(
     now: DateTime<Utc>,
 ) -> Result<Transition, Refusal> {
     let name = command.name();
+    let action = command.action();
     let state = case.state;
     let not_allowed = Refusal::NotAllowed {
         command: name,
@@ -762,7 +769,7 @@ fn team(
             if case.is_agent() && !case.authorization_ok {
                 return Err(Refusal::NeedsAuthorization);
             }
-            fx.event(actor, name, String::new());
+            fx.event(actor, action, String::new());
             next.verified_at = Some(now);
             if case.kind == Kind::Delete {
                 fx.change_state(&mut next, actor, State::AwaitingConfirmation, now);
@@ -777,9 +784,9 @@ fn team(
         }
         Command::Deny { reason } => {
             let reason = required(&reason, name)?;
-            fx.event(actor, name, reason.clone());
+            fx.event(actor, action, reason.clone());
             fx.change_state(&mut next, actor, State::Denied, now);
-            next.resolution = Some("denied".into());
+            next.resolution = Some(Resolution::Denied);
             next.denial_reason = Some(reason.clone());
             fx.send(Template::Denial, Audience::Requester, Some(reason));
         }
@@ -795,14 +802,14 @@ fn team(
             if now > case.due_at {
                 return Err(Refusal::PastDue { due: case.due_at });
             }
-            fx.event(actor, name, reason.clone());
+            fx.event(actor, action, reason.clone());
             next.due_at = policy.extend(case.due_at);
             next.extended = true;
             // The new due date gets its own "approaching" notice.
             next.due_soon_notified = false;
             fx.event(
                 actor,
-                "due_date",
+                Action::DueDate,
                 format!(
                     "{} -> {}",
                     case.due_at.to_rfc3339(),
@@ -837,16 +844,13 @@ fn team(
             if let Some(reason) = &partial {
                 detail = format!("in part ({detail}); not done: {reason}");
             }
-            fx.event(actor, name, detail);
+            fx.event(actor, action, detail);
             fx.change_state(&mut next, actor, State::Completed, now);
-            next.resolution = Some(
-                if partial.is_some() {
-                    "partially_complied"
-                } else {
-                    "complied"
-                }
-                .into(),
-            );
+            next.resolution = Some(if partial.is_some() {
+                Resolution::PartiallyComplied
+            } else {
+                Resolution::Complied
+            });
             next.denial_reason = partial.clone();
             if let Some(t) = template {
                 fx.send(t, Audience::Requester, partial);
@@ -858,10 +862,10 @@ fn team(
                 if !case.kind.needs_verification() {
                     return Err(wrong_kind);
                 }
-                fx.event(actor, name, reason.clone());
+                fx.event(actor, action, reason.clone());
                 fx.change_state(&mut next, actor, State::Closed, now);
                 // §7102 counts a request refused for want of verification as denied.
-                next.resolution = Some("denied".into());
+                next.resolution = Some(Resolution::Denied);
                 next.denial_reason = Some(if detail.is_empty() {
                     "identity could not be verified".to_string()
                 } else {
@@ -873,9 +877,9 @@ fn team(
                     (!detail.is_empty()).then(|| detail.to_string()),
                 );
             } else {
-                fx.event(actor, name, reason);
+                fx.event(actor, action, reason);
                 fx.change_state(&mut next, actor, State::Closed, now);
-                next.resolution = Some("closed".into());
+                next.resolution = Some(Resolution::Closed);
             }
         }
         Command::Note { text } => {
@@ -883,13 +887,13 @@ fn team(
             if text.is_empty() {
                 return Err(Refusal::EmptyNote);
             }
-            fx.event(actor, name, text.to_string());
+            fx.event(actor, action, text.to_string());
         }
         Command::DeclarationAccept | Command::Poa => {
             if !case.is_agent() {
                 return Err(Refusal::NotAgent { command: name });
             }
-            fx.event(actor, name, String::new());
+            fx.event(actor, action, String::new());
             next.authorization_ok = true;
         }
         Command::DeclarationReject { reason } => {
@@ -897,7 +901,7 @@ fn team(
                 return Err(Refusal::NotAgent { command: name });
             }
             let reason = required(&reason, name)?;
-            fx.event(actor, name, reason.clone());
+            fx.event(actor, action, reason.clone());
             // A rejected declaration withdraws an earlier acceptance: the
             // case must not be verified on the strength of it.
             next.authorization_ok = false;
@@ -931,7 +935,7 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
         fx.send(first, Audience::Requester, None);
         fx.event(
             &actor,
-            "acknowledgement_sent",
+            Action::AcknowledgementSent,
             format!("{first}, held until now"),
         );
         next.acknowledged_at = Some(now);
@@ -948,7 +952,7 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
                     && case.acknowledged_at.is_some_and(|at| reached(now, at, wait)) =>
             {
                 fx.send(Template::VerificationReminder, Audience::Requester, None);
-                fx.event(&actor, "reminder", Template::VerificationReminder.to_string());
+                fx.event(&actor, Action::Reminder, Template::VerificationReminder.to_string());
                 next.reminder_sent_at = Some(now);
             }
             State::AwaitingConfirmation => {
@@ -958,7 +962,7 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
                 let reminded = case.reminder_sent_at.is_some_and(|r| r >= asked);
                 if !reminded && reached(now, asked, wait) {
                     fx.send(Template::ConfirmationReminder, Audience::Requester, None);
-                    fx.event(&actor, "reminder", Template::ConfirmationReminder.to_string());
+                    fx.event(&actor, Action::Reminder, Template::ConfirmationReminder.to_string());
                     next.reminder_sent_at = Some(now);
                 }
             }
@@ -970,7 +974,7 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
             fx.notify(Notice::Overdue);
             fx.event(
                 &actor,
-                "overdue",
+                Action::Overdue,
                 format!("due {}", case.due_at.to_rfc3339()),
             );
             next.overdue_notified = true;
@@ -980,7 +984,7 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
         fx.notify(Notice::DeadlineApproaching);
         fx.event(
             &actor,
-            "deadline_approaching",
+            Action::DeadlineApproaching,
             format!("due {}", case.due_at.to_rfc3339()),
         );
         next.due_soon_notified = true;
@@ -1059,7 +1063,7 @@ mod tests {
         case.state = state;
         if state.is_final() {
             case.closed_at = Some(received());
-            case.resolution = Some("test".into());
+            case.resolution = Some(Resolution::Closed);
         }
         case
     }
@@ -1123,7 +1127,7 @@ mod tests {
         tr.effects
             .iter()
             .filter_map(|e| match e {
-                Effect::Event { action, detail, .. } => Some((action.clone(), detail.clone())),
+                Effect::Event { action, detail, .. } => Some((action.to_string(), detail.clone())),
                 _ => None,
             })
             .collect()
@@ -1313,7 +1317,7 @@ mod tests {
                                 // What the consumer hears, and how §7102 counts it.
                                 let sent: Vec<Template> =
                                     sends(&tr).into_iter().map(|(t, _)| t).collect();
-                                let resolution = tr.case.resolution.as_deref();
+                                let resolution = tr.case.resolution.map(Resolution::as_str);
                                 match (key, &command) {
                                     (
                                         "complete",
@@ -1764,7 +1768,11 @@ mod tests {
             assert_eq!(tr.case.due_at, case.due_at, "{label}");
             if to == Withdrawn {
                 assert_eq!(tr.case.closed_at, Some(now()), "{label}");
-                assert_eq!(tr.case.resolution.as_deref(), Some("withdrawn"), "{label}");
+                assert_eq!(
+                    tr.case.resolution.map(Resolution::as_str),
+                    Some("withdrawn"),
+                    "{label}"
+                );
             }
             let consumer = Actor::Consumer(case.requester.clone());
             assert!(
@@ -1911,7 +1919,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tr.case.denial_reason.as_deref(), Some("could not verify"));
-        assert_eq!(tr.case.resolution.as_deref(), Some("denied"));
+        assert_eq!(tr.case.resolution.map(Resolution::as_str), Some("denied"));
         assert!(tr.effects.contains(&Effect::Send {
             template: Template::Denial,
             to: Audience::Requester,
@@ -1929,7 +1937,7 @@ mod tests {
         let know = case_in(Kind::Know, V, false);
         let tr = run(&know, complete(false, None)).unwrap();
         assert_eq!(sends(&tr), [(Template::KnowCompleted, Audience::Requester)]);
-        assert_eq!(tr.case.resolution.as_deref(), Some("complied"));
+        assert_eq!(tr.case.resolution.map(Resolution::as_str), Some("complied"));
         let tr = run(&know, complete(true, None)).unwrap();
         assert!(sends(&tr).is_empty());
         assert!(events(&tr).contains(&(
@@ -1953,7 +1961,10 @@ mod tests {
             to: Audience::Requester,
             reason: Some(kept.into()),
         }));
-        assert_eq!(tr.case.resolution.as_deref(), Some("partially_complied"));
+        assert_eq!(
+            tr.case.resolution.map(Resolution::as_str),
+            Some("partially_complied")
+        );
         assert_eq!(tr.case.denial_reason.as_deref(), Some(kept));
         assert_eq!(
             run(&delete, complete(false, Some("  "))),
@@ -1975,7 +1986,10 @@ mod tests {
         )
         .unwrap();
         assert!(sends(&close).is_empty(), "closing mails no consumer");
-        assert_eq!(close.case.resolution.as_deref(), Some("closed"));
+        assert_eq!(
+            close.case.resolution.map(Resolution::as_str),
+            Some("closed")
+        );
     }
 
     #[test]
@@ -1989,7 +2003,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tr.case.state, Closed);
-        assert_eq!(tr.case.resolution.as_deref(), Some("denied"));
+        assert_eq!(tr.case.resolution.map(Resolution::as_str), Some("denied"));
         assert_eq!(
             tr.case.denial_reason.as_deref(),
             Some("identity could not be verified: no answer in 30 days")
@@ -2217,6 +2231,48 @@ mod tests {
         let tr = tick_at(&case, now());
         assert!(tr.effects.is_empty());
         assert_eq!(tr.case, case);
+    }
+
+    /// The command table's `sends` is all the consumer mail each command can
+    /// cause, in every state, kind and authorization.
+    #[test]
+    fn the_command_table_names_every_mail_a_command_sends() {
+        use crate::cases::commands::{TABLE, TeamCommand};
+        for verb in TABLE {
+            for form in verb.forms {
+                let arg = form
+                    .usage
+                    .trim_start_matches(&format!("#{}", verb.word))
+                    .replace("[DETAIL]", "")
+                    .replace("REASON", "why")
+                    .replace("TEXT", "why");
+                let Ok(TeamCommand::Case(command)) = (verb.build)(arg.trim()) else {
+                    continue;
+                };
+                for kind in Kind::ALL {
+                    for state in State::ALL {
+                        for (agent, authorized) in [(false, false), (true, false), (true, true)] {
+                            let mut case = case_in(kind, state, agent);
+                            case.authorization_ok = authorized;
+                            let input = Input::Team {
+                                actor: Actor::Team("lead@example.com".into()),
+                                command: command.clone(),
+                            };
+                            let Ok(tr) = apply(&case, input, &Policy::default(), now()) else {
+                                continue;
+                            };
+                            for (template, _) in sends(&tr) {
+                                assert!(
+                                    verb.sends.contains(&template),
+                                    "{} on {kind} {state}: {template} is not in its row",
+                                    form.usage
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

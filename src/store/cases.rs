@@ -4,7 +4,7 @@ use chrono::{DateTime, Datelike, Utc};
 use sqlx::SqliteConnection;
 
 use super::{Op, Result, parse_col};
-use crate::cases::{Case, Kind, State};
+use crate::cases::{Case, Kind, Resolution, State};
 
 /// The `cases` row as stored.
 #[derive(Debug, sqlx::FromRow)]
@@ -55,7 +55,11 @@ impl CaseRow {
             verification_code: self.verification_code,
             reminder_sent_at: self.reminder_sent_at,
             authorization_ok: self.authorization_ok,
-            resolution: self.resolution,
+            resolution: self
+                .resolution
+                .as_deref()
+                .map(|r| parse_col::<Resolution>("cases", r))
+                .transpose()?,
             denial_reason: self.denial_reason,
             closed_reply_sent: self.closed_reply_sent,
             due_soon_notified: self.due_soon_notified,
@@ -160,7 +164,7 @@ fn bind_case<'q>(
         .bind(&c.verification_code)
         .bind(c.reminder_sent_at)
         .bind(c.authorization_ok)
-        .bind(&c.resolution)
+        .bind(c.resolution.map(Resolution::as_str))
         .bind(&c.denial_reason)
         .bind(c.closed_reply_sent)
         .bind(c.due_soon_notified)

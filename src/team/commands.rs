@@ -11,16 +11,10 @@
 //! command, a quote (`>`) or a signature (`-- `). Parsing stops at the first
 //! other line that is not a command.
 
-use crate::cases::{Command, Kind};
+use crate::cases::Command;
+use crate::cases::commands::{self, split_word};
 
-/// What a command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TeamCommand {
-    /// A decision on a case.
-    Case(Command),
-    /// Open a case of this kind from a message in review.
-    Open(Kind),
-}
+pub use crate::cases::commands::TeamCommand;
 
 /// One parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +66,15 @@ pub fn parse(new_text: &str, case_prefix: &str) -> Vec<CommandLine> {
     out
 }
 
-/// The reason a command may continue on the following lines.
+/// The reason a command may continue on the following lines (its row in
+/// the command table says whether it may).
 fn multi_line_reason(command: &mut Command) -> Option<&mut String> {
+    let multi_line = commands::TABLE
+        .iter()
+        .any(|v| v.action == command.action() && v.multi_line);
+    if !multi_line {
+        return None;
+    }
     match command {
         Command::Deny { reason } | Command::Close { reason } => Some(reason),
         Command::Complete {
@@ -99,55 +100,19 @@ fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
         (word, rest)
     };
     let (case_id, rest) = take_case_id(rest, case_prefix);
-    let arg = rest.trim().to_string();
-    let command = match word.as_str() {
-        "verify" => Ok(TeamCommand::Case(Command::Verify)),
-        "deny" => Ok(TeamCommand::Case(Command::Deny { reason: arg })),
-        "extend" => Ok(TeamCommand::Case(Command::Extend { reason: arg })),
-        "complete" => {
-            let (first, more) = split_word(&arg);
-            let partial = first
-                .eq_ignore_ascii_case("partial")
-                .then(|| more.trim().to_string());
-            Ok(TeamCommand::Case(Command::Complete {
-                sent_by_team: partial.is_none() && arg.eq_ignore_ascii_case("sent"),
-                partial,
-            }))
-        }
-        "close" => Ok(TeamCommand::Case(Command::Close { reason: arg })),
-        "note" => Ok(TeamCommand::Case(Command::Note { text: arg })),
-        "declaration accept" => Ok(TeamCommand::Case(Command::DeclarationAccept)),
-        "declaration reject" => Ok(TeamCommand::Case(Command::DeclarationReject {
-            reason: arg,
-        })),
-        "poa" => Ok(TeamCommand::Case(Command::Poa)),
-        "open" => match arg.to_ascii_lowercase().as_str() {
-            "know" => Ok(TeamCommand::Open(Kind::Know)),
-            "delete" => Ok(TeamCommand::Open(Kind::Delete)),
-            "correct" => Ok(TeamCommand::Open(Kind::Correct)),
-            "limit" => Ok(TeamCommand::Open(Kind::Limit)),
-            "opt_out" | "opt-out" => Ok(TeamCommand::Open(Kind::OptOut)),
-            other => Err(format!(
-                "`#open` takes know, delete, correct, limit or opt_out, not {other:?}"
-            )),
-        },
-        "" => Err("an empty command".to_string()),
-        other => Err(format!(
-            "unknown command `#{other}`; known: #verify, #deny REASON, #extend REASON, #complete, #complete sent, #complete partial REASON, #close REASON, #close unverified, #note TEXT, #declaration accept, #declaration reject REASON, #poa, #open know|delete|correct|limit|opt_out"
+    let arg = rest.trim();
+    let command = match commands::verb(&word) {
+        Some(verb) => (verb.build)(arg),
+        None if word.is_empty() => Err("an empty command".to_string()),
+        None => Err(format!(
+            "unknown command `#{word}`; known: {}",
+            commands::known_forms()
         )),
     };
     CommandLine {
         line: line.to_string(),
         case_id,
         command,
-    }
-}
-
-fn split_word(s: &str) -> (&str, &str) {
-    let s = s.trim_start();
-    match s.find(char::is_whitespace) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, ""),
     }
 }
 
@@ -175,6 +140,7 @@ fn take_case_id<'a>(rest: &'a str, prefix: &str) -> (Option<String>, &'a str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cases::Kind;
 
     fn one(text: &str) -> CommandLine {
         let mut v = parse(text, "CCPA");

@@ -66,7 +66,7 @@ pub async fn record(
         Some(case_id),
         now,
         &from,
-        "team_correspondence",
+        crate::cases::Action::TeamCorrespondence,
         "a team member's mail to the requester (correspondence; #complete records the response)",
     )
     .await?;

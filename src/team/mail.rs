@@ -96,7 +96,7 @@ pub async fn handle(
             scope.case_id(),
             now,
             &sender,
-            "command_refused",
+            crate::cases::Action::CommandRefused,
             &detail,
         )
         .await?;
@@ -125,7 +125,7 @@ pub async fn handle(
             scope.case_id(),
             now,
             &sender,
-            "team_mail",
+            crate::cases::Action::TeamMail,
             "reply to a notification without commands",
         )
         .await?;
@@ -174,7 +174,7 @@ async fn run_line(
                     Some(&id),
                     now,
                     sender,
-                    "open",
+                    crate::cases::Action::Open,
                     &format!("opened as {kind} from a message in review"),
                 )
                 .await?;
@@ -200,7 +200,7 @@ async fn run_line(
                 Some(id),
                 now,
                 sender,
-                "command_refused",
+                crate::cases::Action::CommandRefused,
                 &format!(
                     "{}: names {named}, but the notification is for {id}",
                     line.line

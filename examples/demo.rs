@@ -27,6 +27,13 @@ async fn main() {
         .team_members(&[ALICE])
         .team_notify(&[TEAM]);
     let path = config.write();
+    // The demo config holds the test password inline: 0600, so `check` passes.
+    if let Err(e) =
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+    {
+        eprintln!("cannot make {} private: {e}", path.display());
+        std::process::exit(1);
+    }
     println!("Config: {}", path.display());
 
     let mut d = daemon::spawn(&path);

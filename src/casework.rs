@@ -677,7 +677,7 @@ fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
             (format!("New {kind}"), format!("A new {kind} was received."))
         }
         Notice::NewCase => (
-            format!("New {kind}"),
+            "New request".into(),
             match case.kind {
                 Kind::OptOut => "A new Request to Opt-Out of Sale/Sharing. No identity verification applies (CCPA regs §7026(d)); the requester was answered at once with what the company's configuration says about selling and sharing. Carry it out (stop any sale or sharing, tell third parties) within 15 business days, then reply #complete.".to_string(),
                 Kind::Limit => "A new Request to Limit the use of sensitive personal information. No identity verification applies (CCPA regs §7027); the requester was acknowledged. Carry it out within 15 business days, then reply #complete.".to_string(),

@@ -348,7 +348,7 @@ async fn check_team_mail(r: &mut Report, config: &Config) {
 }
 
 fn check_templates(r: &mut Report, config: &Config) {
-    match crate::templates::Templates::load(&config.templates.dir) {
+    match crate::templates::Templates::from_config(&config.templates) {
         Ok(t) => {
             let problems = t.check();
             if problems.is_empty() {
@@ -357,22 +357,16 @@ fn check_templates(r: &mut Report, config: &Config) {
                     format!(
                         "{} templates in {} render in strict mode",
                         t.names().len(),
-                        config.templates.dir.display()
+                        t.describe_dirs()
                     ),
                 );
             } else {
                 for p in problems {
-                    r.fail(
-                        "templates",
-                        format!(
-                            "{p}; fix the template in {} (run `privacy-mailroom templates check`)",
-                            config.templates.dir.display()
-                        ),
-                    );
+                    r.fail("templates", p.to_string());
                 }
             }
         }
-        Err(e) => r.fail("templates", format!("{e}; check templates.dir")),
+        Err(e) => r.fail("templates", e.to_string()),
     }
 }
 

@@ -48,6 +48,7 @@ pub enum Command {
     },
     /// Validate config and templates, log in to IMAP and SMTP.
     Check {
+        /// Print a JSON array of {"name", "ok", "detail"} for monitoring.
         #[arg(long)]
         json: bool,
     },
@@ -80,6 +81,7 @@ pub enum CasesCommand {
     Show {
         /// Case ID, e.g. CCPA-2026-00042.
         id: String,
+        /// Print JSON (SPEC §9: the case plus events, messages, attachments; RFC 3339 times).
         #[arg(long)]
         json: bool,
     },
@@ -89,7 +91,8 @@ pub enum CasesCommand {
         id: String,
         #[command(subcommand)]
         action: Action,
-        /// Who acts, for the event log [default: cli:$USER]
+        /// Who acts, for the case history [default: cli:NAME, NAME from SUDO_USER, else the
+        /// login UID's user, else USER; refused when none is set]
         #[arg(long, global = true)]
         by: Option<String>,
     },
@@ -97,9 +100,13 @@ pub enum CasesCommand {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    #[arg(long, value_parser = parse_state)]
-    pub state: Option<State>,
-    #[arg(long, value_parser = parse_kind)]
+    /// Only cases in STATE: `open` (every state that still needs work), or one of
+    /// awaiting_verification, verification_submitted, verified, awaiting_confirmation,
+    /// confirmed, completed, denied, closed, withdrawn.
+    #[arg(long, value_name = "STATE", value_parser = parse_state_filter)]
+    pub state: Option<StateFilter>,
+    /// Only cases of KIND: know, delete, opt_out, correct or limit.
+    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
     pub kind: Option<Kind>,
     /// Only open cases past their due date.
     #[arg(long)]
@@ -107,8 +114,17 @@ pub struct ListArgs {
     /// Only open cases due within DAYS.
     #[arg(long, value_name = "DAYS")]
     pub due_within: Option<u32>,
+    /// Print a JSON array (SPEC §9 fields, times in RFC 3339) instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `cases list --state`: one state, or every open one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Every state that is not final.
+    Open,
+    Is(State),
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,8 +179,10 @@ pub enum Action {
 pub enum ReportCommand {
     /// CCPA regs §7102 metrics per kind for a calendar year.
     Metrics {
+        /// Calendar year of the requests received, e.g. 2026.
         #[arg(long)]
         year: i32,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -191,8 +209,10 @@ pub enum TemplatesCommand {
     Check,
     /// Render one template (against a stored case, or the sample).
     Render {
+        /// Template name, e.g. acknowledgement (`templates check` lists them).
         name: String,
-        #[arg(long)]
+        /// Render for this stored case (e.g. CCPA-2026-00042) instead of the sample case.
+        #[arg(long, value_name = "ID")]
         case: Option<String>,
     },
 }
@@ -207,10 +227,13 @@ pub enum AttachmentsCommand {
     },
 }
 
-fn parse_state(s: &str) -> Result<State, String> {
-    s.parse().map_err(|_| {
+fn parse_state_filter(s: &str) -> Result<StateFilter, String> {
+    if s == "open" {
+        return Ok(StateFilter::Open);
+    }
+    s.parse().map(StateFilter::Is).map_err(|_| {
         let all: Vec<_> = State::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown state {s:?}; one of: {}", all.join(", "))
+        format!("unknown state {s:?}; one of: open, {}", all.join(", "))
     })
 }
 
@@ -341,12 +364,14 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
             let path = crate::config::resolve_path(cli.config.as_deref());
             crate::check::run(&config, &path, json).await
         }
-        Command::Cases(cmd) => {
+        Command::Cases(CasesCommand::Act { id, action, by }) => {
             let room = open_mailroom(config).await?;
-            cases::run(&room, cmd).await
+            cases::act(&room, &id, &action, by).await
         }
+        Command::Cases(CasesCommand::List(args)) => cases::list(&config, args).await,
+        Command::Cases(CasesCommand::Show { id, json }) => cases::show(&config, &id, json).await,
         Command::Templates(cmd) => {
-            let templates = crate::templates::Templates::load(&config.templates.dir)
+            let templates = crate::templates::Templates::from_config(&config.templates)
                 .map_err(|e| Failure::Usage(e.into()))?;
             templates_cmd(&config, &templates, cmd).await
         }
@@ -369,7 +394,7 @@ async fn templates_cmd(
                 println!(
                     "{} templates OK in {}",
                     templates.names().len(),
-                    config.templates.dir.display()
+                    templates.describe_dirs()
                 );
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -384,13 +409,13 @@ async fn templates_cmd(
         }
         TemplatesCommand::Render { name, case } => {
             let ctx = match case {
-                None => crate::templates::sample_context(),
+                None => crate::templates::sample_context_for(config),
                 Some(id) => {
                     let store = crate::store::Store::open(&config.storage.database).await?;
                     let mut conn = store.conn().await?;
-                    let case = crate::store::cases::get(&mut conn, &id)
-                        .await?
-                        .ok_or_else(|| Failure::Usage(anyhow::anyhow!("no case {id}")))?;
+                    let Some(case) = crate::store::cases::get(&mut conn, &id).await? else {
+                        return Err(cases::no_case(config, &id));
+                    };
                     let tz = config.timezone().map_err(|e| Failure::Usage(e.into()))?;
                     crate::templates::TemplateContext::from_config(config).with_case(
                         crate::templates::CaseContext::from_case(&case, tz, chrono::Utc::now()),

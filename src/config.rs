@@ -1,11 +1,15 @@
 //! The TOML configuration (SPEC §9). Unknown keys and bad values are errors
 //! that name the key and say how to fix it.
 
+mod explain;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::classify::Rule;
+
+pub use explain::is_secret_key;
 
 /// Where the config is looked for when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/privacy-mailroom/config.toml";
@@ -163,8 +167,13 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplatesConfig {
+    /// The shipped templates (the package's, replaced on upgrade).
     #[serde(default = "d_templates")]
     pub dir: PathBuf,
+    /// Local edits: a file here replaces the file of the same name in `dir`,
+    /// so upgrades never overwrite them. A missing directory means none.
+    #[serde(default = "d_template_overrides")]
+    pub override_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,18 +219,25 @@ pub struct LoggingConfig {
     pub log_personal_data: bool,
 }
 
-/// The whole configuration file.
+/// The whole configuration file. A section left out means all its defaults
+/// (SPEC §9); `[imap]`, `[smtp]` and `[company]` have required keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub imap: ImapConfig,
     pub smtp: SmtpConfig,
+    #[serde(default)]
     pub team: TeamConfig,
+    #[serde(default)]
     pub agents: AgentsConfig,
+    #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
     pub templates: TemplatesConfig,
     pub company: CompanyConfig,
+    #[serde(default)]
     pub logging: LoggingConfig,
     /// Ordered subject rules; the SPEC §3 defaults when absent.
     #[serde(default)]
@@ -310,26 +326,75 @@ fn d_auto_replies() -> u32 {
 fn d_templates() -> PathBuf {
     "/usr/share/privacy-mailroom/templates".into()
 }
+fn d_template_overrides() -> Option<PathBuf> {
+    Some("/etc/privacy-mailroom/templates".into())
+}
 fn d_log_format() -> LogFormat {
     LogFormat::Auto
 }
 
+/// A section left out of the file means what an empty section means.
+macro_rules! default_from_empty_table {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                // Every field of these sections has a serde default, so an
+                // empty table always deserialises; the test
+                // `left_out_sections_mean_their_defaults` proves it.
+                match toml::from_str("") {
+                    Ok(v) => v,
+                    Err(e) => unreachable!("{} has a required key: {e}", stringify!($t)),
+                }
+            }
+        }
+    )*};
+}
+default_from_empty_table!(
+    TeamConfig,
+    AgentsConfig,
+    StorageConfig,
+    PolicyConfig,
+    TemplatesConfig,
+    LoggingConfig
+);
+
 /// A configuration problem: which key, what is wrong, how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {path}: {source} (pass --config PATH or set {ENV_PATH})")]
+    #[error(
+        "cannot read the config file {path}: {source}; fix: pass --config PATH or set {ENV_PATH}"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Syntax { path: PathBuf, message: String },
+    /// The file does not parse into the config: a TOML syntax error, an
+    /// unknown or missing key, a value of the wrong type. Never quotes a secret.
+    #[error("config key `{key}`{}: {problem}; fix: {fix}", location(path, *line))]
+    Syntax {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        problem: String,
+        fix: String,
+    },
     #[error("config key `{key}`: {problem}; fix: {fix}")]
     Invalid {
         key: String,
         problem: String,
         fix: String,
     },
+}
+
+/// ` (line 3 of /etc/…/config.toml)`, or less when unknown.
+fn location(path: &Path, line: Option<usize>) -> String {
+    let file = path.display().to_string();
+    match (line, file.is_empty()) {
+        (Some(l), false) => format!(" (line {l} of {file})"),
+        (Some(l), true) => format!(" (line {l})"),
+        (None, false) => format!(" (in {file})"),
+        (None, true) => String::new(),
+    }
 }
 
 /// The shortest Message-ID key accepted: 256 bits, the HMAC-SHA256 output.
@@ -384,9 +449,18 @@ impl Config {
             source,
         })?;
         Config::parse(&text).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+            ConfigError::Syntax {
+                line,
+                key,
+                problem,
+                fix,
+                ..
+            } => ConfigError::Syntax {
                 path: path.to_owned(),
-                message,
+                line,
+                key,
+                problem,
+                fix,
             },
             other => other,
         })
@@ -394,12 +468,15 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: PathBuf::new(),
-            message: format!(
-                "{} (see config/example.toml for every key)",
-                e.to_string().trim_end()
-            ),
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let x = explain::explain(text, &e);
+            ConfigError::Syntax {
+                path: PathBuf::new(),
+                line: x.line,
+                key: x.key,
+                problem: x.problem,
+                fix: x.fix,
+            }
         })?;
         if config.rules.is_empty() {
             config.rules = crate::classify::default_rules();
@@ -893,6 +970,114 @@ name = "Example Inc."
         for (text, key) in cases {
             let err = Config::parse(&text).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn left_out_sections_mean_their_defaults() {
+        let mut text = MINIMAL.to_string();
+        for section in [
+            "[team]\n",
+            "[agents]\n",
+            "[storage]\n",
+            "[policy]\n",
+            "[templates]\n",
+            "[logging]\n",
+        ] {
+            text = text.replace(section, "");
+        }
+        let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.policy.respond_days, 45);
+        assert_eq!(c.policy.case_prefix, "CCPA");
+        assert!(c.agents.require_notarized);
+        assert_eq!(c.team.digest_time, "09:00");
+        assert_eq!(
+            c.templates.dir,
+            Path::new("/usr/share/privacy-mailroom/templates")
+        );
+        assert_eq!(
+            c.templates.override_dir.as_deref(),
+            Some(Path::new("/etc/privacy-mailroom/templates"))
+        );
+        assert_eq!(c.logging.format, LogFormat::Auto);
+    }
+
+    fn syntax(text: &str) -> String {
+        let e = Config::parse(text).unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn a_mistyped_key_names_its_line_and_the_nearest_key() {
+        let text = MINIMAL.replace("password = \"secret\"", "pasword_file = \"/run/x\"");
+        let e = syntax(&text);
+        assert!(
+            e.starts_with("config key `imap.pasword_file` (line 6)"),
+            "{e}"
+        );
+        assert!(e.contains("fix: did you mean `password_file`?"), "{e}");
+        let e = syntax(&MINIMAL.replace("[policy]", "[policy]\ntimezon = \"UTC\""));
+        assert!(e.contains("`policy.timezon`"), "{e}");
+        assert!(e.contains("did you mean `timezone`?"), "{e}");
+        let e = syntax(&MINIMAL.replace("[agents]", "[agent]"));
+        assert!(e.starts_with("config key `agent` (line 12)"), "{e}");
+        assert!(
+            e.contains("there is no section [agent]; fix: did you mean [agents]?"),
+            "{e}"
+        );
+        // A mistyped required key: serde calls it missing; the typo is named.
+        let e = syntax(&MINIMAL.replacen("host = ", "hots = ", 1));
+        assert!(e.starts_with("config key `imap.hots` (line 3)"), "{e}");
+        assert!(e.contains("did you mean `host`?"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_says_what_to_write() {
+        let e = syntax(&MINIMAL.replace("[imap]", "[imap]\nport = \"993\""));
+        assert!(e.contains("imap.port must be a number, e.g. 993"), "{e}");
+        assert!(e.contains("; fix: write `port = 993`"), "{e}");
+        let e = syntax(&MINIMAL.replace("[imap]", "[imap]\nidle = \"yes\""));
+        assert!(e.contains("imap.idle must be true or false"), "{e}");
+        let e = syntax(&MINIMAL.replace(
+            "security = \"none\"\nusername",
+            "security = \"ssl\"\nusername",
+        ));
+        assert!(e.starts_with("config key `imap.security`"), "{e}");
+        assert!(e.contains("\"tls\""), "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_never_prints_an_inline_secret() {
+        let text = MINIMAL.replace("password = \"secret\"", "password = \"hunter2");
+        let e = syntax(&text);
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.starts_with("config key `imap.password` (line 6)"), "{e}");
+        assert!(e.contains("; fix: "), "{e}");
+        let text = MINIMAL.replace("password = \"secret\"", "password = hunter2");
+        let e = syntax(&text);
+        assert!(!e.contains("hunter2"), "{e}");
+        // Other lines are quoted, to find the mistake.
+        let e = syntax(&MINIMAL.replace("[policy]", "[policy]\ntimezone = UTC"));
+        assert!(e.contains("timezone = UTC"), "{e}");
+    }
+
+    #[test]
+    fn every_error_has_the_key_and_fix_form() {
+        let cases = [
+            MINIMAL.replace("[imap]\n", "[imapx]\n"),
+            MINIMAL.replace(
+                "host = \"127.0.0.1\"\nsecurity = \"none\"\nusername",
+                "security = \"none\"\nusername",
+            ),
+            MINIMAL.replace("[company]\nname = \"Example Inc.\"", ""),
+            MINIMAL.replace("[team]", "[team\n"),
+            MINIMAL.replace("[policy]", "[policy]\nretention_months = 3"),
+        ];
+        for text in cases {
+            let e = Config::parse(&text).unwrap_err().to_string();
+            assert!(e.starts_with("config key `"), "{e}");
+            assert!(e.contains("; fix: "), "{e}");
         }
     }
 }

@@ -53,7 +53,7 @@ impl Mailroom {
     /// Opens the database (applying migrations) and loads the templates.
     pub async fn open(config: Config) -> Result<Mailroom, SetupError> {
         let store = Store::open(&config.storage.database).await?;
-        let templates = Templates::load(&config.templates.dir)?;
+        let templates = Templates::from_config(&config.templates)?;
         let key = match &config.storage.key_file {
             Some(path) => {
                 let key = std::fs::read(path).map_err(|source| SetupError::KeyFile {
@@ -116,7 +116,7 @@ impl Mailroom {
             Some(path) => Some(Config::load(path)?.team),
             None => None,
         };
-        let fresh = Arc::new(Templates::load(&self.config.templates.dir)?);
+        let fresh = Arc::new(Templates::from_config(&self.config.templates)?);
         check_templates(&fresh, &self.config.templates.dir)?;
         match self.templates.write() {
             Ok(mut t) => *t = fresh,

@@ -85,8 +85,13 @@ pub async fn cli(
         report.attachments,
         report.files_removed
     );
+    let removed = if dry_run { "would remove" } else { "removed" };
     for id in &report.purged_cases {
-        println!("  {id}");
+        println!(
+            "  {id}: {removed} the requester's, agent's and consumer's addresses and names, the \
+             subjects, bodies and raw bytes of its mail, its declaration files and free-text \
+             notes; keeps the §7101 record (dates, kind, response, basis for denial)"
+        );
     }
     println!(
         "{} closed cases {verb} cleared of verification data ({} days after closing):",
@@ -94,7 +99,10 @@ pub async fn cli(
         VERIFICATION_GRACE_DAYS
     );
     for id in &report.verification_deleted {
-        println!("  {id}");
+        println!(
+            "  {id}: {removed} the verification code and the text and raw bytes of what the \
+             requester sent before verification"
+        );
     }
     if !dry_run {
         println!(

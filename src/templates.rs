@@ -16,7 +16,7 @@
 //! other template is consumer-facing and its subject must end with the case
 //! tag `[CCPA-2026-00042]` (SPEC §5), which `check` enforces.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -50,7 +50,8 @@ pub const TEAM_PREFIX: &str = "team_";
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error(
-        "cannot read the template directory {dir}: {source}; check `[templates] dir` in the config"
+        "cannot read the template directory {dir}: {source}; fix: set `[templates] dir` in the \
+         config to the shipped templates (the package installs /usr/share/privacy-mailroom/templates)"
     )]
     ReadDir {
         dir: PathBuf,
@@ -85,7 +86,13 @@ pub enum TemplateError {
          {name}.subject.hbs and {name}.text.hbs (the shipped templates are a starting point)"
     )]
     Missing { name: String, dir: PathBuf },
-    #[error("template {name} ({part}) failed to render: {source}")]
+    /// `templates render NAME` for a name that does not exist.
+    #[error("there is no template {name:?}; the templates are: {known}")]
+    Unknown { name: String, known: String },
+    #[error(
+        "template {name} ({part}) failed to render: {source}; fix the template, then run \
+         `privacy-mailroom templates check`"
+    )]
     Render {
         name: String,
         part: &'static str,
@@ -121,6 +128,8 @@ pub struct Rendered {
 /// The compiled templates of one directory.
 pub struct Templates {
     dir: PathBuf,
+    /// Local overrides (`[templates] override_dir`), when configured.
+    override_dir: Option<PathBuf>,
     /// Subjects (`NAME.subject`) and texts (`NAME.text`); no escaping.
     text: Handlebars<'static>,
     /// `NAME.html`; HTML escaping.
@@ -230,28 +239,77 @@ fn file_role(file_name: &str) -> Option<FileRole> {
     })
 }
 
-impl Templates {
-    /// Compiles every `*.hbs` in `dir`. Fails on the first unreadable file,
-    /// syntax error, unknown file name, or a template with an HTML or subject
-    /// part but no text part (or the reverse). Other files (README, …) are ignored.
-    pub fn load(dir: &Path) -> Result<Templates, TemplateError> {
-        let entries = fs::read_dir(dir).map_err(|source| TemplateError::ReadDir {
+/// The `*.hbs` files directly in `dir`; none when `dir` is missing and `optional`.
+fn hbs_files(dir: &Path, optional: bool) -> Result<Vec<PathBuf>, TemplateError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(TemplateError::ReadDir {
+                dir: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| TemplateError::ReadDir {
             dir: dir.to_path_buf(),
             source,
         })?;
-        let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|source| TemplateError::ReadDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-            let path = entry.path();
-            let is_hbs = path.extension().is_some_and(|e| e == "hbs");
-            if is_hbs && path.is_file() {
-                files.push(path);
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "hbs") && path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+impl Templates {
+    /// The templates an admin configured: `[templates] dir`, with each file
+    /// in `override_dir` (when that directory exists) replacing the file of
+    /// the same name.
+    pub fn from_config(
+        config: &crate::config::TemplatesConfig,
+    ) -> Result<Templates, TemplateError> {
+        let overrides = config
+            .override_dir
+            .as_deref()
+            .filter(|d| !d.as_os_str().is_empty());
+        Templates::load_with_overrides(&config.dir, overrides)
+    }
+
+    /// Compiles every `*.hbs` in `dir`.
+    pub fn load(dir: &Path) -> Result<Templates, TemplateError> {
+        Templates::load_with_overrides(dir, None)
+    }
+
+    /// Compiles every `*.hbs` in `dir`, a file of the same name in
+    /// `overrides` taking its place (a missing `overrides` directory holds
+    /// none: the package ships it empty, an admin may remove it). Fails on the
+    /// first unreadable file, syntax error, unknown file name, or a template
+    /// with an HTML or subject part but no text part (or the reverse). Other
+    /// files (README, …) are ignored.
+    pub fn load_with_overrides(
+        dir: &Path,
+        overrides: Option<&Path>,
+    ) -> Result<Templates, TemplateError> {
+        let mut by_name: BTreeMap<std::ffi::OsString, PathBuf> = BTreeMap::new();
+        for path in hbs_files(dir, false)? {
+            if let Some(name) = path.file_name() {
+                by_name.insert(name.to_owned(), path);
             }
         }
-        files.sort();
+        let mut overridden = Vec::new();
+        if let Some(over) = overrides {
+            for path in hbs_files(over, true)? {
+                if let Some(name) = path.file_name() {
+                    overridden.push(name.to_string_lossy().into_owned());
+                    by_name.insert(name.to_owned(), path);
+                }
+            }
+        }
+        let files: Vec<PathBuf> = by_name.into_values().collect();
 
         let mut text = registry(false);
         let mut html = registry(true);
@@ -313,8 +371,12 @@ impl Templates {
             }
         }
         tracing::debug!(dir = %dir.display(), templates = texts.len(), "Loaded mail templates.");
+        if !overridden.is_empty() {
+            tracing::info!(files = %overridden.join(", "), "Local template overrides in use.");
+        }
         Ok(Templates {
             dir: dir.to_path_buf(),
+            override_dir: overrides.map(Path::to_path_buf),
             text,
             html,
             names: texts,
@@ -325,6 +387,18 @@ impl Templates {
     /// The directory the templates came from.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where the templates came from, for messages: `DIR` or `DIR (overrides in DIR2)`.
+    pub fn describe_dirs(&self) -> String {
+        match &self.override_dir {
+            Some(o) if o.is_dir() => format!(
+                "{} (local overrides in {})",
+                self.dir.display(),
+                o.display()
+            ),
+            _ => self.dir.display().to_string(),
+        }
     }
 
     /// Every template name, sorted.
@@ -344,9 +418,9 @@ impl Templates {
     /// Renders template `name` with `data` (normally a [`TemplateContext`]).
     pub fn render<T: Serialize>(&self, name: &str, data: &T) -> Result<Rendered, TemplateError> {
         if !self.names.contains(name) {
-            return Err(TemplateError::Missing {
+            return Err(TemplateError::Unknown {
                 name: name.to_string(),
-                dir: self.dir.clone(),
+                known: self.names().join(", "),
             });
         }
         let ctx = Context::wraps(data).map_err(|source| TemplateError::Data {
@@ -496,7 +570,7 @@ pub struct TemplateContext {
     pub case: Option<CaseContext>,
     /// `{{reason}}`: denial, extension, declaration rejection, close.
     pub reason: Option<String>,
-    /// Team notices: one-line title ("New request to delete") and the longer text.
+    /// Team notices: one-line title ("New request", "Overdue") and the longer text.
     pub notice_title: Option<String>,
     pub notice_text: Option<String>,
     /// Team notices: the commands that apply now (see [`commands_for`]).
@@ -875,6 +949,17 @@ pub fn sample_context() -> TemplateContext {
     sample(Kind::Know, true, true)
 }
 
+/// The sample case with the configured `[company]`, `[agents]` and
+/// `[policy]` values: what `templates render NAME` shows without `--case`.
+pub fn sample_context_for(config: &crate::config::Config) -> TemplateContext {
+    let real = TemplateContext::from_config(config);
+    let mut ctx = sample_context();
+    ctx.company = real.company;
+    ctx.agents = real.agents;
+    ctx.policy = real.policy;
+    ctx
+}
+
 /// The contexts [`Templates::check`] renders every template against: each kind,
 /// once with every optional field set (an agent case, extended, suggestion,
 /// lists filled) and once with every optional field empty, with
@@ -978,7 +1063,7 @@ fn sample(kind: Kind, full: bool, notarized: bool) -> TemplateContext {
     )
     .with_case(case.clone());
     ctx.reason = full.then(|| "We could not verify that you are a California resident.".into());
-    ctx.notice_title = Some(format!("New {}", case.kind_title));
+    ctx.notice_title = Some("New request".into());
     ctx.notice_text = full.then(|| {
         format!(
             "A new {} arrived and was acknowledged; the verification request went out.",
@@ -1387,7 +1472,7 @@ mod tests {
         );
         assert!(matches!(
             t.render("nope", &sample_context()),
-            Err(TemplateError::Missing { .. })
+            Err(TemplateError::Unknown { .. })
         ));
     }
 
@@ -1474,5 +1559,44 @@ mod tests {
             "privacy@example.com"
         );
         assert_eq!(address_of(" privacy@example.com "), "privacy@example.com");
+    }
+
+    #[test]
+    fn a_local_override_replaces_the_shipped_file_of_the_same_name() {
+        let shipped = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        for (name, body) in [
+            ("ack.subject.hbs", "Shipped [{{case.id}}]"),
+            ("ack.text.hbs", "shipped text"),
+            ("other.subject.hbs", "Other [{{case.id}}]"),
+            ("other.text.hbs", "other text"),
+        ] {
+            std::fs::write(shipped.path().join(name), body).unwrap();
+        }
+        std::fs::write(local.path().join("ack.text.hbs"), "local text").unwrap();
+        let t = Templates::load_with_overrides(shipped.path(), Some(local.path())).unwrap();
+        let ctx = sample_context();
+        let ack = t.render("ack", &ctx).unwrap();
+        assert_eq!(ack.text, "local text\n");
+        assert!(ack.subject.starts_with("Shipped"));
+        assert_eq!(t.render("other", &ctx).unwrap().text, "other text\n");
+        assert!(t.describe_dirs().contains("local overrides"));
+        // No override directory at all: the shipped set alone.
+        let missing = local.path().join("nope");
+        let t = Templates::load_with_overrides(shipped.path(), Some(&missing)).unwrap();
+        assert_eq!(t.render("ack", &ctx).unwrap().text, "shipped text\n");
+        // `override_dir = ""` turns overrides off.
+        let config = crate::config::TemplatesConfig {
+            dir: shipped.path().to_path_buf(),
+            override_dir: Some(PathBuf::new()),
+        };
+        let t = Templates::from_config(&config).unwrap();
+        assert_eq!(t.describe_dirs(), shipped.path().display().to_string());
+        // An unknown name lists the real ones.
+        let e = t.render("foo", &ctx).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "there is no template \"foo\"; the templates are: ack, other"
+        );
     }
 }

@@ -37,7 +37,7 @@ fn describe(out: &Output) -> String {
 /// `systemd-analyze verify` finds an executable.
 fn unit_copy(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(UNIT).expect("read the unit file");
-    let text = text.replace("/usr/local/bin/privacy-mailroom", daemon::BIN);
+    let text = text.replace("/usr/bin/privacy-mailroom", daemon::BIN);
     let path = dir.join("privacy-mailroom.service");
     std::fs::write(&path, text).expect("write the unit copy");
     path

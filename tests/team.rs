@@ -511,7 +511,9 @@ async fn sighup_reloads_the_team_lists_without_a_restart() {
         .team_members(&[&alice])
         .team_notify(&[&notify]);
     let path = config.write();
-    let d = daemon::spawn(&path);
+    // Ready means migrated: the `cases` calls below must not race the
+    // daemon's first migration of a fresh database.
+    let d = daemon::spawn_ready(&path, Duration::from_secs(30));
     servers
         .send_smtp(
             &consumer,

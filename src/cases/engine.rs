@@ -408,7 +408,7 @@ pub fn open(
         fx.event(
             &Actor::Daemon,
             Action::OptOutAnswered,
-            "replied at once with the company's sale and sharing practice".into(),
+            "opt_out_reply: the company's sale and sharing practice".into(),
         );
     } else {
         fx.send(Template::Acknowledgement, Audience::Requester, None);

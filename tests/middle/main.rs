@@ -128,6 +128,8 @@ fn assert_covers_the_middle(results: &[(PathBuf, script::Script, Vec<Vec<String>
         "#extend",
         "#complete",
         "#complete sent",
+        "#complete partial",
+        "#close unverified",
         "#close",
         "#note",
         "#declaration accept",

@@ -116,6 +116,13 @@ impl DaemonConfig {
             )
             .set_str("policy", "case_prefix", "CCPA")
             .set_str("templates", "dir", TEMPLATES_DIR)
+            // Not /etc/privacy-mailroom/templates: an installed package's
+            // local overrides must not leak into a test.
+            .set_str(
+                "templates",
+                "override_dir",
+                &state.join("template-overrides").display().to_string(),
+            )
             .set_str("company", "name", "Example Inc.")
             .set_str("logging", "format", "text");
         config
@@ -254,6 +261,10 @@ pub fn command(config: &Path, args: &[&str]) -> Command {
         .arg(config)
         .args(args)
         .env_remove("PRIVACY_MAILROOM_CONFIG")
+        // `cases act` names the person acting (SUDO_USER, login UID, USER);
+        // a fixed USER keeps tests independent of how they were started.
+        .env_remove("SUDO_USER")
+        .env("USER", "test-admin")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
     cmd

@@ -55,6 +55,8 @@ macro_rules! vocabulary {
     };
 }
 
+pub(crate) use vocabulary;
+
 pub mod clock;
 pub mod commands;
 pub mod engine;

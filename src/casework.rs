@@ -326,7 +326,7 @@ pub async fn send_to_consumer(
         room,
         Queued {
             case_id: Some(&case.id),
-            audience: "consumer",
+            audience: store::outbox::Audience::Consumer,
             template: template.as_str(),
             recipients: vec![recipient],
             rate_key: &rate_key,
@@ -512,7 +512,7 @@ pub async fn queue_for_team(
         room,
         Queued {
             case_id: mail.case_id,
-            audience: "team",
+            audience: store::outbox::Audience::Team,
             template: mail.template,
             recipients: notify,
             rate_key: &rate_key,
@@ -530,7 +530,7 @@ pub async fn queue_for_team(
 /// A rendered mail ready for the outbox.
 pub struct Queued<'a> {
     pub case_id: Option<&'a str>,
-    pub audience: &'static str,
+    pub audience: store::outbox::Audience,
     pub template: &'a str,
     pub recipients: Vec<String>,
     pub rate_key: &'a str,
@@ -598,7 +598,10 @@ pub async fn queue(
             size: raw.len() as i64,
             raw: None,
             body_text: Some(&q.rendered.text),
-            disposition: q.audience,
+            disposition: match q.audience {
+                store::outbox::Audience::Consumer => store::messages::Disposition::Consumer,
+                store::outbox::Audience::Team => store::messages::Disposition::Team,
+            },
             ..NewMessage::default()
         },
     )

@@ -17,6 +17,7 @@ use crate::classify;
 use crate::ids::{Purpose, Verified};
 use crate::mailroom::Mailroom;
 use crate::message::{self, Inbound};
+use crate::store::messages::Disposition;
 use crate::store::{self, NewMessage};
 
 /// One message fetched from the mailbox.
@@ -134,7 +135,7 @@ impl Record<'_> {
         conn: &mut SqliteConnection,
         room: &Mailroom,
         case_id: Option<&str>,
-        disposition: &str,
+        disposition: Disposition,
         target: Target,
         now: DateTime<Utc>,
     ) -> Result<i64, CaseworkError> {
@@ -236,7 +237,7 @@ async fn process_one(
     if room.is_own_address(&rec.sender) {
         if is_ours(room, &inbound) {
             // Our own mail come back (a Bcc or a loop) gets no answer.
-            rec.write(conn, room, None, "own", Target::Processed, now)
+            rec.write(conn, room, None, Disposition::Own, Target::Processed, now)
                 .await?;
             return Ok(Outcome::Automatic);
         }
@@ -327,7 +328,7 @@ async fn duplicate(
     } else {
         Target::Processed
     };
-    file_only(conn, room, rec, "duplicate", target, now).await?;
+    file_only(conn, room, rec, Disposition::Duplicate, target, now).await?;
     debug!(
         uid = rec.fetched.uid,
         "Duplicate message filed without effects."
@@ -391,8 +392,15 @@ async fn team_reply(
     } else {
         Target::Review
     };
-    rec.write(conn, room, case_id.as_deref(), "team", target, now)
-        .await?;
+    rec.write(
+        conn,
+        room,
+        case_id.as_deref(),
+        Disposition::Team,
+        target,
+        now,
+    )
+    .await?;
     crate::team::mail::handle(conn, room, rec.inbound, scope, now).await?;
     Ok(Outcome::TeamMail { case_id })
 }
@@ -417,7 +425,7 @@ async fn member_mail(
         &room.config.policy.case_prefix,
     );
     if !commands.is_empty() {
-        rec.write(conn, room, case_id, "team", Target::Review, now)
+        rec.write(conn, room, case_id, Disposition::Team, Target::Review, now)
             .await?;
         let detail = format!(
             "{} command line(s) not executed: the message does not reply to a notification of the daemon",
@@ -468,7 +476,7 @@ async fn member_mail(
         conn,
         room,
         rec,
-        "team_reply_original",
+        Disposition::TeamReplyOriginal,
         Target::Processed,
         now,
     )
@@ -493,7 +501,7 @@ async fn automatic(
     };
     let Some(id) = case_id else {
         let row = rec
-            .write(conn, room, None, "auto", Target::Review, now)
+            .write(conn, room, None, Disposition::Auto, Target::Review, now)
             .await?;
         // A request sent through a no-reply web form still reaches a person:
         // the team is told, with `#open` offered.
@@ -503,8 +511,15 @@ async fn automatic(
         }
         return Ok(Outcome::Automatic);
     };
-    rec.write(conn, room, Some(&id), "auto", Target::Processed, now)
-        .await?;
+    rec.write(
+        conn,
+        room,
+        Some(&id),
+        Disposition::Auto,
+        Target::Processed,
+        now,
+    )
+    .await?;
     let detail = format!("{kind:?} in the case thread; no reply");
     store::events::append(
         conn,
@@ -530,8 +545,15 @@ async fn case_reply(
 ) -> Result<Outcome, CaseworkError> {
     let proven_by_reference = rec.referenced.iter().any(|v| v.subject_id == case.id);
     if !proven_by_reference && !case.is_party(&rec.sender) {
-        rec.write(conn, room, Some(&case.id), "review", Target::Review, now)
-            .await?;
+        rec.write(
+            conn,
+            room,
+            Some(&case.id),
+            Disposition::Review,
+            Target::Review,
+            now,
+        )
+        .await?;
         store::events::append(
             conn,
             Some(&case.id),
@@ -547,7 +569,14 @@ async fn case_reply(
         });
     }
     let row = rec
-        .write(conn, room, Some(&case.id), "case", Target::Processed, now)
+        .write(
+            conn,
+            room,
+            Some(&case.id),
+            Disposition::Case,
+            Target::Processed,
+            now,
+        )
         .await?;
     // The code anywhere (people rarely retype it; clients quote our mail), or our Message-ID.
     let haystack = format!("{}\n{}", rec.inbound.subject, rec.inbound.head());
@@ -578,7 +607,7 @@ async fn review(
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let id = rec
-        .write(conn, room, None, "review", Target::Review, now)
+        .write(conn, room, None, Disposition::Review, Target::Review, now)
         .await?;
     let detail = format!(
         "message row {id}: {why}{}",
@@ -609,7 +638,7 @@ async fn open_case(
     let received_at = rec.received_at(now);
     // The message row first, so our acknowledgement can answer it.
     let row = rec
-        .write(conn, room, None, "case", Target::Processed, now)
+        .write(conn, room, None, Disposition::Case, Target::Processed, now)
         .await?;
     let case_id = casework::open_request(
         conn,
@@ -702,7 +731,7 @@ async fn refuse_oversize(
             size: o.size as i64,
             raw: Some(headers),
             body_text: None,
-            disposition: "review",
+            disposition: Disposition::Review,
             uid_validity: Some(o.uid_validity),
             uid: Some(o.uid),
             target_mailbox: Some(review),
@@ -753,13 +782,20 @@ async fn delivery_report(
     };
     let Some(reported) = matched else {
         // A report about mail we did not send: kept, for a person to look at.
-        rec.write(conn, room, None, "dsn", Target::Review, now)
+        rec.write(conn, room, None, Disposition::Dsn, Target::Review, now)
             .await?;
         return Ok(Outcome::Automatic);
     };
     let case_id = reported.case_id.as_deref();
-    rec.write(conn, room, case_id, "dsn", Target::Processed, now)
-        .await?;
+    rec.write(
+        conn,
+        room,
+        case_id,
+        Disposition::Dsn,
+        Target::Processed,
+        now,
+    )
+    .await?;
     if dsn.permanent {
         let row_id = reported.id;
         let why = "the recipient's server reported the delivery failed";
@@ -780,7 +816,7 @@ async fn delivery_report(
             .await?;
             // Only a consumer's mail is worth a notice: a notice about a
             // bounced notice would bounce too, for ever.
-            if reported.audience == "consumer"
+            if reported.audience == store::outbox::Audience::Consumer.as_str()
                 && let Some(case) = store::cases::get(conn, id).await?
             {
                 crate::team::notify_delivery_failure(conn, room, &case, now).await?;
@@ -800,7 +836,7 @@ async fn file_only(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     rec: &Record<'_>,
-    disposition: &str,
+    disposition: Disposition,
     target: Target,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
@@ -842,7 +878,7 @@ async fn record_failed(
             sha256: &sha,
             size: fetched.size as i64,
             raw: Some(&fetched.raw),
-            disposition: "failed",
+            disposition: Disposition::Failed,
             uid_validity: Some(uid_validity),
             uid: Some(fetched.uid),
             target_mailbox: Some(target_name(room, Target::Review)),

@@ -13,6 +13,7 @@ use crate::classify::find_case_tag;
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::message::Inbound;
+use crate::store::messages::Disposition;
 use crate::store::{self, NewMessage};
 
 /// Where a team member's mail to a consumer was found.
@@ -54,8 +55,8 @@ pub async fn record(
             size,
             body_text: Some(&inbound.text),
             disposition: match origin {
-                Origin::SentFolder => "team_reply",
-                Origin::Bcc => "team_bcc",
+                Origin::SentFolder => Disposition::TeamReply,
+                Origin::Bcc => Disposition::TeamBcc,
             },
             ..NewMessage::default()
         },

@@ -330,7 +330,7 @@ async fn send_result(
         room,
         Queued {
             case_id: scope.case_id(),
-            audience: "team",
+            audience: crate::store::outbox::Audience::Team,
             template: crate::cases::Template::TeamCommandResult.as_str(),
             recipients: vec![member.to_string()],
             rate_key: &rate_key,

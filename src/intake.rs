@@ -194,7 +194,9 @@ impl Record<'_> {
             .iter()
             .find(|v| v.purpose == Purpose::Reply)
             .map(|v| v.subject_id.clone())
-            .or_else(|| classify::find_case_tag(&self.inbound.subject, case_prefix))
+            .or_else(|| {
+                classify::find_case_tag(&self.inbound.subject, case_prefix).map(String::from)
+            })
     }
 }
 

@@ -13,6 +13,7 @@
 
 use crate::cases::Command;
 use crate::cases::commands::{self, split_word};
+use crate::ids::CaseId;
 
 pub use crate::cases::commands::TeamCommand;
 
@@ -21,8 +22,8 @@ pub use crate::cases::commands::TeamCommand;
 pub struct CommandLine {
     /// The line as written (trimmed).
     pub line: String,
-    /// The case the line names, upper-cased, if any.
-    pub case_id: Option<String>,
+    /// The case the line names, its prefix upper-cased, if any.
+    pub case_id: Option<CaseId>,
     /// The command, or why the line could not be understood.
     pub command: Result<TeamCommand, String>,
 }
@@ -117,23 +118,12 @@ fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
 }
 
 /// A case ID (`CCPA-2026-00042`, optionally in brackets) as the next word.
-fn take_case_id<'a>(rest: &'a str, prefix: &str) -> (Option<String>, &'a str) {
+fn take_case_id<'a>(rest: &'a str, prefix: &str) -> (Option<CaseId>, &'a str) {
     let (word, after) = split_word(rest);
     let candidate = word.trim_matches(|c| c == '[' || c == ']' || c == ':' || c == ',');
-    let upper = candidate.to_ascii_uppercase();
-    let looks_like = upper
-        .strip_prefix(&format!("{}-", prefix.to_ascii_uppercase()))
-        .and_then(|r| r.split_once('-'))
-        .is_some_and(|(y, n)| {
-            y.len() == 4
-                && y.bytes().all(|b| b.is_ascii_digit())
-                && !n.is_empty()
-                && n.bytes().all(|b| b.is_ascii_digit())
-        });
-    if looks_like {
-        (Some(upper), after)
-    } else {
-        (None, rest)
+    match CaseId::parse(candidate, prefix) {
+        Some(id) => (Some(id), after),
+        None => (None, rest),
     }
 }
 
@@ -146,6 +136,25 @@ mod tests {
         let mut v = parse(text, "CCPA");
         assert_eq!(v.len(), 1, "{text:?} → {v:?}");
         v.remove(0)
+    }
+
+    /// A command's case argument has the case-ID syntax of `ids`: a short
+    /// sequence is no case ID, so it stays part of the argument.
+    #[test]
+    fn a_case_argument_is_a_whole_case_id() {
+        let line = one("#verify CCPA-2026-00042");
+        assert_eq!(
+            line.case_id.map(String::from).as_deref(),
+            Some("CCPA-2026-00042")
+        );
+        let line = one("#note CCPA-2026-42 called back");
+        assert_eq!(line.case_id, None);
+        assert_eq!(
+            line.command,
+            Ok(TeamCommand::Case(Command::Note {
+                text: "CCPA-2026-42 called back".into()
+            }))
+        );
     }
 
     #[test]

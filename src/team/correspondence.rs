@@ -99,7 +99,9 @@ pub async fn from_sent_folder(
         .iter()
         .find(|v| v.purpose == Purpose::Reply)
         .map(|v| v.subject_id.clone())
-        .or_else(|| find_case_tag(&inbound.subject, &room.config.policy.case_prefix));
+        .or_else(|| {
+            find_case_tag(&inbound.subject, &room.config.policy.case_prefix).map(String::from)
+        });
     let Some(case_id) = case_id else {
         return Ok(false);
     };

@@ -110,6 +110,7 @@ pub async fn handle(
                     case_id: l
                         .case_id
                         .clone()
+                        .map(String::from)
                         .or_else(|| scope.case_id().map(str::to_string)),
                     ok: false,
                     message: denied.to_string(),
@@ -158,7 +159,7 @@ async fn run_line(
     };
     let command = match &line.command {
         Ok(c) => c.clone(),
-        Err(why) => return Ok(refuse(line.case_id.clone(), why.clone())),
+        Err(why) => return Ok(refuse(line.case_id.clone().map(String::from), why.clone())),
     };
     if let TeamCommand::Open(kind) = command {
         let Scope::Review(row) = scope else {
@@ -191,7 +192,8 @@ async fn run_line(
     let TeamCommand::Case(command) = command else {
         return Ok(refuse(None, "not a case command".into()));
     };
-    let target = match (scope, &line.case_id) {
+    let named_id = line.case_id.clone().map(String::from);
+    let target = match (scope, &named_id) {
         (Scope::Case(id), None) => id.clone(),
         (Scope::Case(id), Some(named)) if named == id => id.clone(),
         (Scope::Case(id), Some(named)) => {
@@ -229,7 +231,7 @@ async fn run_line(
         }
         (Scope::Review(_), _) => {
             return Ok(refuse(
-                line.case_id.clone(),
+                line.case_id.clone().map(String::from),
                 "a review notice takes only `#open KIND` (know, delete, correct, limit or opt_out)"
                     .into(),
             ));

@@ -1,5 +1,7 @@
 //! E-mail addresses as the daemon compares them: lower-cased, without names.
 
+pub mod authres;
+
 use crate::message::Address;
 
 /// Parses `Name <addr@domain>` or `addr@domain`.
@@ -35,6 +37,22 @@ pub fn in_domains<D: AsRef<str>>(addr: &str, domains: &[D]) -> bool {
     })
 }
 
+/// The key the per-sender limit counts by: the address lower-cased, with a
+/// `+tag` on the local part removed, so `a+1@x` and `a+2@x` are one sender.
+pub fn rate_key(addr: &str) -> String {
+    let addr = addr.trim().to_lowercase();
+    match addr.rsplit_once('@') {
+        Some((local, domain)) => {
+            let base = local.split_once('+').map_or(local, |(b, _)| b);
+            if base.is_empty() {
+                return addr.clone();
+            }
+            format!("{base}@{domain}")
+        }
+        None => addr,
+    }
+}
+
 /// Same mailbox, ignoring case.
 pub fn same(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
@@ -43,6 +61,15 @@ pub fn same(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_keys_ignore_tags_and_case() {
+        assert_eq!(rate_key("Bob+Shop@X.example"), "bob@x.example");
+        assert_eq!(rate_key("bob@x.example"), "bob@x.example");
+        assert_eq!(rate_key("bob+a+b@x.example"), "bob@x.example");
+        assert_eq!(rate_key("+only@x.example"), "+only@x.example");
+        assert_eq!(rate_key("no-domain"), "no-domain");
+    }
 
     #[test]
     fn parses_named_and_bare() {

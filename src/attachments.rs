@@ -13,8 +13,12 @@
 //!   with reviewer and time.
 //!
 //! Files are written before the transaction that registers them commits: a
-//! row never names a missing file. A rolled-back transaction can leave a file
-//! no row names; it is harmless (the next copy of the same document reuses it).
+//! row never names a missing file. Intake writes them (fsynced) before it
+//! even opens its write transaction ([`store_before_commit`]), so the
+//! SQLite write lock is never held across disk syncs; inside the transaction
+//! [`record`] only finds them. A rolled-back transaction can leave a file no
+//! row names; it is harmless (the next copy of the same document reuses it,
+//! and the purge sweeps files no row names).
 //!
 //! Attachments of consumers' own cases are not registered: they stay in the
 //! stored raw message and the processed folder, and are no declarations.
@@ -149,6 +153,21 @@ impl Blobs {
             size,
             path,
             fresh: true,
+        })
+    }
+
+    /// The file of `bytes` when it is already in the store with the right
+    /// size (written moments ago by [`store_before_commit`]); no write, no
+    /// sync, no re-read. `None` means [`Blobs::put`] must write it.
+    pub fn find_stored(&self, bytes: &[u8]) -> Option<Stored> {
+        let sha256 = crate::hash::sha256_hex(bytes);
+        let path = self.path_of(&sha256).ok()?;
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        (meta.is_file() && meta.len() == bytes.len() as u64).then_some(Stored {
+            sha256,
+            size: meta.len(),
+            path,
+            fresh: false,
         })
     }
 
@@ -336,7 +355,10 @@ pub async fn record(
     let blobs = Blobs::new(&room.config.storage.attachments_dir);
     let mut recorded = Recorded::default();
     for (n, a) in attachments.iter().enumerate() {
-        let stored = blobs.put(&a.bytes)?;
+        let stored = match blobs.find_stored(&a.bytes) {
+            Some(stored) => stored,
+            None => blobs.put(&a.bytes)?,
+        };
         // Sanitised at parse time already; again here, as the register is
         // what the team's tools read (idempotent on a clean name).
         let filename = sanitize_filename_nth(Some(&a.filename), &a.declared_type, n + 1);
@@ -383,6 +405,50 @@ pub async fn record(
     }
     info!(case = %case.id, documents = recorded.documents, "Declaration documents registered.");
     Ok(recorded)
+}
+
+/// Writes (and fsyncs) the attachments of an inbound message that may be
+/// registered on an agent case, before intake opens its write transaction,
+/// so that [`record`] inside it only finds them. Which messages: one that
+/// reads as an agent's (known domain, wording, a declaration's name) or that
+/// may belong to a case (a case tag or one of our Message-IDs referenced).
+/// A file written for a message that then registers nothing is an orphan the
+/// purge sweeps. Returns how many files were written or found.
+pub fn store_before_commit(
+    room: &Mailroom,
+    inbound: &crate::message::Inbound,
+    sender: &str,
+    threaded: bool,
+) -> Result<usize> {
+    if inbound.attachments.is_empty()
+        || inbound.over_limit.is_some()
+        || over_limit(
+            &inbound.attachments,
+            room.config.agents.max_attachment_bytes,
+        )
+        .is_some()
+    {
+        return Ok(0);
+    }
+    let names: Vec<&str> = inbound
+        .attachments
+        .iter()
+        .map(|a| a.filename.as_str())
+        .collect();
+    let agent = classify::detect_agent(
+        sender,
+        inbound.head(),
+        &names,
+        &room.config.agents.known_domains,
+    );
+    if !agent.is_agent && !threaded {
+        return Ok(0);
+    }
+    let blobs = Blobs::new(&room.config.storage.attachments_dir);
+    for a in &inbound.attachments {
+        blobs.put(&a.bytes)?;
+    }
+    Ok(inbound.attachments.len())
 }
 
 /// `application/pdf` vs `application/x-pdf` are one family; `image/jpg` and

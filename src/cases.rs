@@ -337,6 +337,12 @@ vocabulary! {
         Review = "review",
         OpenedTogether = "opened_together",
         Oversize = "oversize",
+        /// A message over the MIME limits, moved to review unread.
+        MimeLimit = "mime_limit",
+        /// A copy of a team notice came back as new mail.
+        NoticeReturned = "notice_returned",
+        /// A notice held back by its per-sender or per-case limit.
+        NoticeThrottled = "notice_throttled",
         DeliveryFailed = "delivery_failed",
         ProcessingFailed = "processing_failed",
         DocumentStored = "document_stored",

@@ -58,6 +58,8 @@ pub struct NewThread<'a> {
     /// Message-ID of the request.
     pub root: Option<&'a str>,
     pub manner: &'static str,
+    /// What opened it (see [`Trigger`]): the guards on the first mail.
+    pub trigger: Trigger,
 }
 
 /// Writes a freshly opened case and carries out its effects.
@@ -75,20 +77,28 @@ pub async fn commit_new(
         manner: thread.manner.to_string(),
     };
     store::cases::insert(conn, &t.case, &row, now).await?;
-    carry_out(conn, room, t, Trigger::Automatic, now).await
+    carry_out(conn, room, t, thread.trigger, now).await
 }
 
 /// What caused a transition: the per-sender reply limit (SPEC §8) is a guard
 /// against mail loops, so it applies to what inbound mail and the clocks
 /// trigger, never to a team decision the law requires the consumer to hear
 /// of (a denial, an extension, a completion).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// `VouchedAgent`: a request from an agent at `agents.known_domains` whose
+/// mail our MX authenticated (the topmost trusted `Authentication-Results`
+/// shows an aligned `dkim=pass` or `auth=pass`, as for team commands). Only
+/// that earns an agent's privileges: no per-sender limit, and the mail to
+/// the consumer the agent names. A From line alone earns nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Trigger {
     /// Inbound mail (a request, a reply).
+    #[default]
     Automatic,
     /// The scheduler's clock (reminders).
     Clock,
     Team,
+    VouchedAgent,
 }
 
 impl Trigger {
@@ -96,7 +106,7 @@ impl Trigger {
     /// `auto-generated`, and a team decision is a person's mail (`no`).
     fn auto_submitted(self) -> AutoSubmitted {
         match self {
-            Trigger::Automatic => AutoSubmitted::Replied,
+            Trigger::Automatic | Trigger::VouchedAgent => AutoSubmitted::Replied,
             Trigger::Clock => AutoSubmitted::Generated,
             Trigger::Team => AutoSubmitted::No,
         }
@@ -124,6 +134,20 @@ pub async fn apply_input(
     input: Input,
     now: DateTime<Utc>,
 ) -> Result<Transition> {
+    apply_input_as(conn, room, case_id, input, false, now).await
+}
+
+/// [`apply_input`], with the trigger of a consumer reply raised to
+/// [`Trigger::VouchedAgent`] when intake found the reply to come from the
+/// case's known agent, authenticated by our MX.
+pub async fn apply_input_as(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    case_id: &str,
+    input: Input,
+    vouched_agent: bool,
+    now: DateTime<Utc>,
+) -> Result<Transition> {
     let case = store::cases::get(conn, case_id)
         .await?
         .ok_or_else(|| CaseworkError::NoSuchCase(case_id.to_string()))?;
@@ -146,6 +170,10 @@ pub async fn apply_input(
         Input::Team { .. } => Trigger::Team,
         Input::ConsumerReply { .. } | Input::AcknowledgementHeld { .. } => Trigger::Automatic,
         Input::Tick => Trigger::Clock,
+    };
+    let trigger = match trigger {
+        Trigger::Automatic if vouched_agent => Trigger::VouchedAgent,
+        t => t,
     };
     match crate::cases::apply(&case, input, &room.policy, now) {
         Ok(t) => {
@@ -259,7 +287,8 @@ pub async fn send_to_consumer(
     let Some(recipient) = recipient else {
         return Ok(());
     };
-    let rate_key = recipient.to_lowercase();
+    // `+tags` do not make another sender for the per-sender limit.
+    let rate_key = crate::address::rate_key(&recipient);
     if let Some(hold) = held_back(conn, room, case, template, &rate_key, trigger, now).await? {
         info!(case = %case.id, template = template.as_str(), "Reply held back by a guard.");
         store::events::append(
@@ -367,16 +396,24 @@ async fn held_back(
     let known_agent =
         |addr: &str| crate::address::in_domains(addr, &room.config.agents.known_domains);
     // Anyone can claim to be an agent and name a "consumer": the daemon
-    // writes to that third party only for agents the company knows.
-    if template == Template::AgentConsumerConfirm && !case.agent.as_deref().is_some_and(known_agent)
-    {
-        return Ok(never(format!(
-            "{template}: the agent's domain is not in agents.known_domains; the team decides whether to contact the consumer"
-        )));
+    // writes to that third party only for agents the company knows, and only
+    // when our MX authenticated the agent's mail.
+    if template == Template::AgentConsumerConfirm {
+        if !case.agent.as_deref().is_some_and(known_agent) {
+            return Ok(never(format!(
+                "{template}: the agent's domain is not in agents.known_domains; the team decides whether to contact the consumer"
+            )));
+        }
+        if trigger != Trigger::VouchedAgent {
+            return Ok(never(format!(
+                "{template}: the agent's mail was not authenticated by our mail server (no aligned dkim=pass or auth=pass from team.trusted_authserv_ids); the team decides whether to contact the consumer"
+            )));
+        }
     }
     // The per-sender limit is a loop guard for automatic mail. Known agent
-    // services file many requests at once, each to be acknowledged.
-    if trigger == Trigger::Team || known_agent(recipient) {
+    // services file many requests at once, each to be acknowledged, when
+    // their mail is authenticated.
+    if trigger == Trigger::Team || (trigger == Trigger::VouchedAgent && known_agent(recipient)) {
         return Ok(None);
     }
     let max = room.config.policy.max_auto_replies_per_day;
@@ -433,7 +470,15 @@ pub async fn notify_team(
     send_notice(conn, room, case, notice, now).await
 }
 
-/// Queues a team notice now, threaded per case.
+/// At most this many team notices about one case within an hour (command
+/// results do not count); the rest are recorded (`notice_throttled`) and
+/// counted in the next notice.
+pub const NOTICES_PER_CASE_PER_HOUR: i64 = 5;
+
+/// Queues a team notice now, threaded per case, unless the case had
+/// [`NOTICES_PER_CASE_PER_HOUR`] team mails in the last hour (a loop, or a
+/// stranger writing with the tag again and again): then the notice is held
+/// back as an event, and the next notice says how many were.
 pub async fn send_notice(
     conn: &mut SqliteConnection,
     room: &Mailroom,
@@ -441,7 +486,38 @@ pub async fn send_notice(
     notice: Notice,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let ctx = case_context(room, case, None, Some(notice), now);
+    let hour_ago = now - chrono::Duration::hours(1);
+    let (recent, _) = store::outbox::team_mail_for_case_since(conn, &case.id, hour_ago).await?;
+    if recent >= NOTICES_PER_CASE_PER_HOUR {
+        info!(case = %case.id, ?notice, "Team notice held back: too many about this case in the last hour.");
+        let detail = format!(
+            "{notice:?} notice held back: {recent} team notices about this case in the last hour (limit {NOTICES_PER_CASE_PER_HOUR}); the next notice counts it"
+        );
+        store::events::append(
+            conn,
+            Some(&case.id),
+            now,
+            "daemon",
+            crate::cases::Action::NoticeThrottled,
+            &detail,
+        )
+        .await?;
+        return Ok(());
+    }
+    let mut ctx = case_context(room, case, None, Some(notice), now);
+    let (_, last) =
+        store::outbox::team_mail_for_case_since(conn, &case.id, DateTime::<Utc>::MIN_UTC).await?;
+    if let Some(last) = last {
+        let held =
+            store::events::count_since(conn, Some(&case.id), "notice_throttled", last).await?;
+        if held > 0 {
+            let text = ctx.notice_text.take().unwrap_or_default();
+            ctx.notice_text = Some(format!(
+                "{text}\n\n{held} more notice(s) about this case were held back since the last one (too many within an hour); `cases show {}` lists them.",
+                case.id
+            ));
+        }
+    }
     queue_for_team(
         conn,
         room,
@@ -490,12 +566,18 @@ pub async fn queue_for_team(
     if notify.is_empty() {
         return Ok(());
     }
-    let rendered = render_context(room, mail.template, mail.ctx)?;
+    let mut rendered = render_context(room, mail.template, mail.ctx)?;
     let message_id = room.keys.generate(
         mail.purpose,
         mail.subject_id,
         &room.config.message_id_domain(),
     );
+    // The reference in the body too: a notice forwarded back to the mailbox
+    // as new mail (a member's forwarding rule) loses its headers but keeps
+    // this line, and intake records it instead of noticing it again.
+    rendered
+        .text
+        .push_str(&format!("\n--\nMailroom reference: <{message_id}>\n"));
     let (in_reply_to, references) = match mail.case_id {
         Some(case_id) if mail.purpose == Purpose::Notice => {
             let root = store::cases::thread(conn, case_id).await?.notice_root;
@@ -754,6 +836,13 @@ pub async fn open_request(
     let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
     let id = crate::ids::format_case_id(&room.config.policy.case_prefix, year, seq);
     let declarations = crate::attachments::declaration_count(agent.is_agent, &inbound.attachments);
+    let vouched = agent.is_agent
+        && crate::address::in_domains(sender, &room.config.agents.known_domains)
+        && crate::address::authres::authenticated(
+            &room.team().trusted_authserv_ids,
+            sender,
+            &inbound.authentication_results,
+        );
     let req = NewRequest {
         kind,
         requester: sender.to_string(),
@@ -786,6 +875,11 @@ pub async fn open_request(
             subject: &inbound.subject,
             root: inbound.message_id.as_deref(),
             manner: if agent.is_agent { "agent" } else { "email" },
+            trigger: if vouched {
+                Trigger::VouchedAgent
+            } else {
+                Trigger::Automatic
+            },
         },
         now,
     )

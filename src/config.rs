@@ -62,6 +62,12 @@ pub struct ImapConfig {
     pub initial_backlog_days: u32,
     #[serde(default = "d_max_message")]
     pub max_message_bytes: u64,
+    /// Caps on one message's MIME structure: over them the message goes to
+    /// review and no part of it is stored as a document.
+    #[serde(default = "d_max_mime_parts")]
+    pub max_mime_parts: usize,
+    #[serde(default = "d_max_mime_depth")]
+    pub max_mime_depth: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +130,9 @@ pub struct AgentsConfig {
     pub known_domains: Vec<String>,
     #[serde(default = "d_max_attachment")]
     pub max_attachment_bytes: u64,
+    /// More attachments than this in one message: review, nothing stored.
+    #[serde(default = "d_max_attachments")]
+    pub max_attachments: usize,
     #[serde(default = "d_true")]
     pub require_notarized: bool,
 }
@@ -295,6 +304,15 @@ fn d_burst() -> u32 {
 }
 fn d_max_attachment() -> u64 {
     26_214_400
+}
+fn d_max_attachments() -> usize {
+    crate::message::MimeLimits::default().max_attachments
+}
+fn d_max_mime_parts() -> usize {
+    crate::message::MimeLimits::default().max_parts
+}
+fn d_max_mime_depth() -> usize {
+    crate::message::MimeLimits::default().max_depth
 }
 fn d_database() -> PathBuf {
     "/var/lib/privacy-mailroom/mailroom.db".into()
@@ -531,6 +549,19 @@ impl Config {
                 "use separate folders, e.g. \"Processed\" and \"Review\"",
             ));
         }
+        for (key, value, example) in [
+            ("imap.max_mime_parts", self.imap.max_mime_parts, "1000"),
+            ("imap.max_mime_depth", self.imap.max_mime_depth, "20"),
+            ("agents.max_attachments", self.agents.max_attachments, "20"),
+        ] {
+            if value == 0 {
+                return Err(invalid(
+                    key,
+                    "must be at least 1",
+                    format!("e.g. {example}"),
+                ));
+            }
+        }
         if self.imap.poll_interval_secs == 0 {
             return Err(invalid(
                 "imap.poll_interval_secs",
@@ -703,6 +734,15 @@ impl Config {
 
     /// The deadline rules of `[policy]`, parsed at load. A bad time zone or
     /// holiday is the config-key error, never a silent default zone.
+    /// The caps on one message's MIME structure, for [`crate::message::parse_with`].
+    pub fn mime_limits(&self) -> crate::message::MimeLimits {
+        crate::message::MimeLimits {
+            max_parts: self.imap.max_mime_parts,
+            max_depth: self.imap.max_mime_depth,
+            max_attachments: self.agents.max_attachments,
+        }
+    }
+
     pub fn policy(&self) -> Result<crate::cases::Policy, ConfigError> {
         match &self.deadlines {
             Some(policy) => Ok(policy.clone()),

@@ -43,8 +43,18 @@ pub fn smtp_sender(room: &Mailroom) -> Result<SmtpSender, CycleError> {
 pub async fn run_once(room: &Mailroom, sender: SmtpSender) -> Result<(), CycleError> {
     let shutdown = CancellationToken::new();
     let (mut imap, info) = connect_imap(room).await?;
-    drain(room, &mut imap, info, &shutdown).await?;
-    scan_sent(room, &mut imap).await?;
+    // `run --once` retries a withheld body on each run and never gives up:
+    // the cursor stays below it, so it is never passed over.
+    drain(
+        room,
+        &mut imap,
+        info,
+        &shutdown,
+        &mut sync::MissingBodies::default(),
+    )
+    .await?;
+    let mut sent_scan = SentScan::default();
+    sent_scan.run(room, &mut imap).await;
     if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
         warn!(error = %crate::logging::Personal(&e), "Scheduled work failed.");
     }
@@ -74,6 +84,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let mut sender_task = tokio::spawn(sender_loop(room.clone(), sender, shutdown.clone()));
+    // The clocks run on their own: reminders and deadline notices go on
+    // while the mailbox is unreachable.
+    let scheduler_task = tokio::spawn(scheduler_loop(room.clone(), shutdown.clone()));
     let mailbox = mailbox_loop(&room, &shutdown);
     tokio::pin!(mailbox);
     let sender_ended = tokio::select! {
@@ -98,6 +111,12 @@ pub async fn run(
         return Err(RunError::SenderStopped(why));
     }
     systemd::stopping();
+    if tokio::time::timeout(Duration::from_secs(3), scheduler_task)
+        .await
+        .is_err()
+    {
+        warn!("Scheduler did not stop within 3 s.");
+    }
     // The sender stops between messages; one stuck in a slow SMTP exchange
     // is abandoned (it stays pending and goes out after the restart).
     let abort = sender_task.abort_handle();
@@ -117,8 +136,10 @@ async fn mailbox_loop(room: &Mailroom, shutdown: &CancellationToken) {
     let watchdog = systemd::Watchdog::from_env();
     let mut failures: u32 = 0;
     let mut ready = false;
+    let mut sent_scan = SentScan::default();
+    let mut missing = sync::MissingBodies::default();
     while !shutdown.is_cancelled() {
-        match mailbox_session(room, shutdown, &mut ready).await {
+        match mailbox_session(room, shutdown, &mut ready, &mut sent_scan, &mut missing).await {
             Ok(()) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -144,6 +165,33 @@ async fn mailbox_loop(room: &Mailroom, shutdown: &CancellationToken) {
     }
 }
 
+/// The Sent-folder scan as the mailbox loop runs it: its failures never end
+/// the session or hold up intake. The first failure is logged as a warning,
+/// repeats only at debug level, and the recovery once.
+#[derive(Debug, Default)]
+struct SentScan {
+    failing: bool,
+}
+
+impl SentScan {
+    async fn run(&mut self, room: &Mailroom, imap: &mut crate::imap::Imap) {
+        match scan_sent(room, imap).await {
+            Ok(_) => {
+                if std::mem::take(&mut self.failing) {
+                    info!("Sent-folder scan works again.");
+                }
+            }
+            Err(e) if self.failing => {
+                tracing::debug!(error = %crate::logging::Personal(&e), "Sent-folder scan still failing.");
+            }
+            Err(e) => {
+                self.failing = true;
+                warn!(error = %crate::logging::Personal(&e), "Sent-folder scan failed; intake goes on, the scan is retried every turn.");
+            }
+        }
+    }
+}
+
 /// Exponential backoff with jitter, 1 s up to 5 minutes.
 fn reconnect_delay(failures: u32) -> Duration {
     let base = 2u64.saturating_pow(failures.min(9)).min(300);
@@ -156,6 +204,8 @@ async fn mailbox_session(
     room: &Mailroom,
     shutdown: &CancellationToken,
     ready: &mut bool,
+    sent_scan: &mut SentScan,
+    missing: &mut sync::MissingBodies,
 ) -> Result<(), CycleError> {
     let (mut imap, _) = connect_imap(room).await?;
     let poll = Duration::from_secs(room.config.imap.poll_interval_secs);
@@ -173,13 +223,9 @@ async fn mailbox_session(
         // arriving later is announced (EXISTS) before or during IDLE. The
         // other order left mail that arrived during the Sent scan waiting for
         // the next wake-up.
-        scan_sent(room, &mut imap).await?;
+        sent_scan.run(room, &mut imap).await;
         let info = imap.select(&room.config.imap.mailbox).await?;
-        drain(room, &mut imap, info, shutdown).await?;
-        // The clocks must never stop intake: a failure is logged and retried next turn.
-        if let Err(e) = crate::scheduler::run_due(room, Utc::now()).await {
-            warn!(error = %crate::logging::Personal(&e), "Scheduled work failed; retrying next turn.");
-        }
+        drain(room, &mut imap, info, shutdown, missing).await?;
         if !*ready {
             systemd::ready();
             *ready = true;
@@ -213,6 +259,25 @@ async fn mailbox_session(
                 _ = tokio::time::sleep(wait.min(poll)) => {}
             }
             imap.noop().await?;
+        }
+    }
+}
+
+/// How often the scheduler looks at the clocks.
+const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The clocks, the digest and the daily purge, once a minute, on a task of
+/// their own: neither an IMAP outage nor a long intake holds them up. A
+/// failure is logged and tried again next minute; the clocks never stop intake.
+async fn scheduler_loop(room: Mailroom, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = crate::scheduler::run_due(&room, Utc::now()).await {
+            warn!(error = %crate::logging::Personal(&e), "Scheduled work failed; retrying in a minute.");
+        }
+        room.outbox_wake.notify_one();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SCHEDULER_INTERVAL) => {}
         }
     }
 }

@@ -235,7 +235,28 @@ impl Keys {
         }
         found
     }
+
+    /// Every valid daemon ID written anywhere in `text` (a forwarded copy of
+    /// our mail quotes its reference line or carries its headers), in order,
+    /// without duplicates. Reads at most the first [`SCAN_LIMIT`] bytes.
+    pub fn find_in_text(&self, text: &[u8]) -> Vec<Verified> {
+        let text = &text[..text.len().min(SCAN_LIMIT)];
+        let text = String::from_utf8_lossy(text);
+        let candidates = text
+            .split(|c: char| {
+                c.is_whitespace() || matches!(c, '<' | '>' | '"' | '(' | ')' | ',' | ';')
+            })
+            .filter(|w| w.len() > ID_LABEL.len() + 1 && w.contains('@'))
+            .filter(|w| {
+                w.get(..ID_LABEL.len() + 1)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(&format!("{ID_LABEL}.")))
+            });
+        self.verify_any(candidates)
+    }
 }
+
+/// How much of a message [`Keys::find_in_text`] reads.
+pub const SCAN_LIMIT: usize = 512 * 1024;
 
 fn is_plain_subject(s: &str) -> bool {
     !s.is_empty()

@@ -4,6 +4,12 @@
 //! message inside its own savepoint: a message that fails is rolled back to
 //! its savepoint, stored raw and sent to review, and the batch goes on. The
 //! caller moves the originals only after the commit (`sync::file_pending`).
+//!
+//! Everything slow happens before the write transaction opens: parsing (with
+//! the caps of `imap.max_mime_parts`, `imap.max_mime_depth` and
+//! `agents.max_attachments`) and writing attachment files to disk, so the
+//! SQLite write lock is held only for the rows. The watchdog is fed per
+//! message.
 
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, SqliteConnection};
@@ -29,6 +35,10 @@ pub struct Fetched {
     pub raw: Vec<u8>,
     pub size: u64,
     pub headers_only: bool,
+    /// The server listed the message but did not return its body, on
+    /// several cycles (`sync::BODY_ATTEMPTS`): `raw` is its header block, and
+    /// it goes to review with a notice instead of being skipped.
+    pub body_missing: bool,
     /// When the mailbox received it (IMAP INTERNALDATE): the legal clocks run
     /// from here, not from when the daemon got round to it.
     pub internal_date: Option<DateTime<Utc>>,
@@ -62,16 +72,26 @@ pub async fn process_batch(
     batch: &[Fetched],
     now: DateTime<Utc>,
 ) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
+    let watchdog = crate::systemd::Watchdog::from_env();
+    let limits = room.config.mime_limits();
+    let mut parsed = Vec::with_capacity(batch.len());
+    for fetched in batch {
+        let inbound = message::parse_with(&fetched.raw, &limits);
+        prestore_files(room, fetched.uid, &inbound);
+        parsed.push(inbound);
+        watchdog.ping();
+    }
     let mut tx = room.store.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
     let mut max_uid = 0;
-    for fetched in batch {
+    for (fetched, inbound) in batch.iter().zip(&parsed) {
         max_uid = max_uid.max(fetched.uid);
+        watchdog.ping();
         // One span per message: every line about it names mailbox and UID.
         let span = info_span!("message", mailbox, uid = fetched.uid);
         let outcome = async {
             let mut sp = tx.begin().await?;
-            match process_one(&mut sp, room, uid_validity, fetched, now).await {
+            match process_one(&mut sp, room, uid_validity, fetched, inbound, now).await {
                 Ok(outcome) => {
                     sp.commit().await?;
                     Ok::<_, CaseworkError>(outcome)
@@ -103,9 +123,26 @@ pub async fn process_batch(
         now,
     )
     .await?;
+    // The originals are moved right after this commit; the store runs with
+    // `synchronous = FULL`, so it survives a power loss (no request sits in
+    // Processed without its row).
     tx.commit().await?;
     room.outbox_wake.notify_one();
     Ok(results)
+}
+
+/// Writes the attachment files a message may register before the write
+/// transaction opens (see [`crate::attachments::store_before_commit`]). A
+/// failure is only logged: `record` tries again inside the transaction, and
+/// a message that fails there goes to review.
+fn prestore_files(room: &Mailroom, uid: u32, inbound: &Inbound) {
+    let sender = sender_of(room, inbound);
+    let threaded = !inbound.in_reply_to.is_empty()
+        || !inbound.references.is_empty()
+        || classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix).is_some();
+    if let Err(e) = crate::attachments::store_before_commit(room, inbound, &sender, threaded) {
+        warn!(uid, error = %crate::logging::Personal(&e), "Cannot store attachment files before the commit; trying inside it.");
+    }
 }
 
 fn target_name(room: &Mailroom, target: Target) -> &str {
@@ -209,16 +246,16 @@ async fn process_one(
     room: &Mailroom,
     uid_validity: u32,
     fetched: &Fetched,
+    inbound: &Inbound,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let sha = crate::hash::sha256_hex(&fetched.raw);
-    let inbound = message::parse(&fetched.raw);
     let rec = Record {
         uid_validity,
         fetched,
-        inbound: &inbound,
+        inbound,
         sha: &sha,
-        sender: sender_of(room, &inbound),
+        sender: sender_of(room, inbound),
         referenced: room.keys.verify_any(
             inbound
                 .in_reply_to
@@ -233,11 +270,14 @@ async fn process_one(
     if let Some(outcome) = oversize(conn, room, &rec, now).await? {
         return Ok(outcome);
     }
+    if let Some(excess) = inbound.over_limit {
+        return over_mime_limits(conn, room, &rec, excess, now).await;
+    }
     if let Some(dsn) = &inbound.dsn {
         return delivery_report(conn, room, &rec, dsn, now).await;
     }
     if room.is_own_address(&rec.sender) {
-        if is_ours(room, &inbound) {
+        if is_ours(room, inbound) {
             // Our own mail come back (a Bcc or a loop) gets no answer.
             rec.write(conn, room, None, Disposition::Own, Target::Processed, now)
                 .await?;
@@ -255,6 +295,9 @@ async fn process_one(
     if room.is_member(&rec.sender)
         && let Some(outcome) = member_mail(conn, room, &rec, now).await?
     {
+        return Ok(outcome);
+    }
+    if let Some(outcome) = returned_notice(conn, room, &rec, now).await? {
         return Ok(outcome);
     }
     if let Some(kind) = inbound.auto {
@@ -351,6 +394,10 @@ async fn oversize(
         return Ok(None);
     }
     let why = match too_big {
+        _ if rec.fetched.body_missing => format!(
+            "the mail server listed the message ({}) but did not return its body on several mailbox cycles; recorded from its headers",
+            crate::attachments::human_size(rec.fetched.size)
+        ),
         Some(a) => format!(
             "the attachment {:?} is {}, over agents.max_attachment_bytes ({})",
             a.filename,
@@ -374,6 +421,61 @@ async fn oversize(
     };
     refuse_oversize(conn, room, &o, now).await?;
     Ok(Some(Outcome::Review { reason: "oversize" }))
+}
+
+/// Over a cap on the MIME structure (`imap.max_mime_parts`,
+/// `imap.max_mime_depth`, `agents.max_attachments`): the message is kept
+/// whole (it is under the size limit) but nothing in it is acted on or
+/// stored as a document; review, an event on the case it threads to, and the
+/// team is told why, with `#open` offered when it reads like a request.
+async fn over_mime_limits(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    excess: message::MimeExcess,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
+    let case = rec.own_case(conn, room).await?;
+    let case_id = case.as_ref().map(|c| c.id.as_str());
+    let row = rec
+        .write(
+            conn,
+            room,
+            case_id,
+            Disposition::Review,
+            Target::Review,
+            now,
+        )
+        .await?;
+    let detail = format!("message row {row}: {excess}; moved to review, nothing stored from it");
+    store::events::append(
+        conn,
+        case_id,
+        now,
+        "daemon",
+        crate::cases::Action::MimeLimit,
+        &detail,
+    )
+    .await?;
+    info!(
+        uid = rec.fetched.uid,
+        parts = rec.inbound.shape.parts,
+        depth = rec.inbound.shape.depth,
+        attachments = rec.inbound.shape.attachments,
+        "Message over a MIME cap; sent to review."
+    );
+    let suggestion = match case_id {
+        Some(_) => None,
+        None => classify::match_subject(&room.config.rules, &rec.inbound.subject),
+    };
+    let why = match case_id {
+        Some(id) => format!("{excess} (it belongs to case {id})"),
+        None => excess.to_string(),
+    };
+    crate::team::notify_review(conn, room, row, rec.inbound, &why, suggestion, now).await?;
+    Ok(Outcome::Review {
+        reason: "over a MIME cap",
+    })
 }
 
 /// A reply to a team notice: commands, if the sender may give them.
@@ -405,6 +507,61 @@ async fn team_reply(
     .await?;
     crate::team::mail::handle(conn, room, rec.inbound, scope, now).await?;
     Ok(Outcome::TeamMail { case_id })
+}
+
+/// One of our team mails come back as new mail: a member's (or a list's)
+/// forwarding rule sends a notice to the mailbox without its headers, or as
+/// an attached message. Its body carries our reference (HMAC-verified
+/// `Mailroom reference:` line, or the attached copy's Message-ID). Recorded
+/// on its case, no new notice: otherwise every notice would cause the next,
+/// for ever. From a member (or our own address) it is filed as processed;
+/// from anyone else it goes to review, still without a notice.
+async fn returned_notice(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<Outcome>, CaseworkError> {
+    let ours = room.keys.find_in_text(&rec.fetched.raw);
+    let Some(first) = ours.iter().find(|v| v.purpose != Purpose::Reply) else {
+        return Ok(None);
+    };
+    let case_id = match first.purpose {
+        Purpose::Notice | Purpose::Result => store::cases::get(conn, &first.subject_id)
+            .await?
+            .map(|c| c.id),
+        _ => None,
+    };
+    let trusted = room.is_member(&rec.sender) || room.is_own_address(&rec.sender);
+    let target = if trusted {
+        Target::Processed
+    } else {
+        Target::Review
+    };
+    rec.write(
+        conn,
+        room,
+        case_id.as_deref(),
+        Disposition::TeamLoop,
+        target,
+        now,
+    )
+    .await?;
+    store::events::append(
+        conn,
+        case_id.as_deref(),
+        now,
+        "daemon",
+        crate::cases::Action::NoticeReturned,
+        "a copy of a team notice came back to the mailbox as new mail (a forwarding rule?); recorded, no new notice",
+    )
+    .await?;
+    info!(
+        uid = rec.fetched.uid,
+        case = case_id.as_deref().unwrap_or("-"),
+        "A team notice came back as new mail; recorded without a notice."
+    );
+    Ok(Some(Outcome::TeamMail { case_id }))
 }
 
 /// A team member's mail that is not a reply to a notice: commands in it are
@@ -594,7 +751,18 @@ async fn case_reply(
         proves_mailbox: proves,
         declarations,
     };
-    casework::apply_input(conn, room, &case.id, input, now).await?;
+    // The case's known agent, authenticated by our MX, keeps an agent's
+    // exemption from the per-sender limit in the thread too.
+    let vouched = case.agent.as_deref().is_some_and(|a| {
+        a == rec.sender
+            && crate::address::in_domains(a, &room.config.agents.known_domains)
+            && crate::address::authres::authenticated(
+                &room.team().trusted_authserv_ids,
+                a,
+                &rec.inbound.authentication_results,
+            )
+    });
+    casework::apply_input_as(conn, room, &case.id, input, vouched, now).await?;
     Ok(Outcome::Reply { case_id: case.id })
 }
 
@@ -756,7 +924,7 @@ async fn refuse_oversize(
         uid = o.uid,
         size = o.size,
         case = case_id.unwrap_or("-"),
-        "Message refused by size; sent to review."
+        "Message recorded from its headers (too large, or its body not returned); sent to review."
     );
     // A new request refused by size can still be opened by the team.
     let suggestion = match case {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 pub use attachment::{sanitize_filename, sniff_type};
 pub use auto::AutoKind;
-pub use parse::parse;
+pub use parse::{parse, parse_with};
 
 /// A mailbox address, lower-cased, with the display name if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +68,67 @@ pub struct Inbound {
     pub authentication_results: Vec<String>,
     /// Size of the raw message in bytes.
     pub size: usize,
+    /// The MIME shape: how many parts, how deeply nested, how many attachments.
+    pub shape: MimeShape,
+    /// Set when the shape is over a [`MimeLimits`] cap: then no attachment
+    /// was extracted, and intake sends the message to review with the reason.
+    pub over_limit: Option<MimeExcess>,
+}
+
+/// Counts of a parsed message's MIME structure (attached messages included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MimeShape {
+    pub parts: usize,
+    pub depth: usize,
+    pub attachments: usize,
+}
+
+/// Caps on the MIME structure of one message (`imap.max_mime_parts`,
+/// `imap.max_mime_depth`, `agents.max_attachments`). A message of 100,000
+/// tiny parts is a few megabytes; without a cap each part would become a
+/// stored document, written and fsynced while intake holds the write lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MimeLimits {
+    pub max_parts: usize,
+    pub max_depth: usize,
+    pub max_attachments: usize,
+}
+
+impl Default for MimeLimits {
+    fn default() -> Self {
+        MimeLimits {
+            max_parts: 1000,
+            max_depth: 20,
+            max_attachments: 20,
+        }
+    }
+}
+
+/// Which cap a message is over, with the count found and the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MimeExcess {
+    Parts { found: usize, max: usize },
+    Depth { found: usize, max: usize },
+    Attachments { found: usize, max: usize },
+}
+
+impl std::fmt::Display for MimeExcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MimeExcess::Parts { found, max } => write!(
+                f,
+                "the message has {found} MIME parts, over imap.max_mime_parts ({max})"
+            ),
+            MimeExcess::Depth { found, max } => write!(
+                f,
+                "the message's MIME parts are nested {found} deep, over imap.max_mime_depth ({max})"
+            ),
+            MimeExcess::Attachments { found, max } => write!(
+                f,
+                "the message has {found} attachments, over agents.max_attachments ({max})"
+            ),
+        }
+    }
 }
 
 /// How much of a body the classifier, the reply-text extraction and the

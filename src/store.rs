@@ -135,6 +135,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database, with directory 0700 and file
     /// 0600, WAL journal and foreign keys, and applies pending migrations.
+    ///
+    /// `synchronous = FULL`: every commit syncs the WAL. With `NORMAL` a
+    /// commit survives a crash of the process but not a power loss, and
+    /// intake moves the originals to Processed right after its commit: a
+    /// power loss then could leave a request in Processed with no row. The
+    /// cost is one fsync per commit (intake commits per batch of up to 200
+    /// messages); docs/benchmark.md has the figure.
     pub async fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_private_dir(dir)?;
@@ -144,7 +151,7 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()

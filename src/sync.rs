@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
+use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -72,6 +73,82 @@ fn batches(listed: &[crate::imap::Listed], max_bytes: u64) -> Vec<&[crate::imap:
     out
 }
 
+/// A listed message whose body the server does not return (a damaged or
+/// unreadable mail file, a server bug) is tried alone on this many mailbox
+/// cycles; then its header is asked for once, and failing that it is recorded
+/// without one. Either way it goes to review with a notice.
+pub const BODY_ATTEMPTS: u32 = 3;
+
+/// Messages whose body the server withheld, with the attempts so far.
+///
+/// Dovecot answers a FETCH that hits an unreadable file by closing the
+/// connection, so a suspect message is never fetched together with others:
+/// the others go through intake first, then each suspect alone, its attempt
+/// counted before the fetch that may end the session. While one is being
+/// retried the intake cursor stays below it, so neither a later batch nor a
+/// restart passes over it silently (a restart only starts its count again).
+#[derive(Debug, Default)]
+pub struct MissingBodies {
+    uid_validity: u32,
+    attempts: BTreeMap<u32, u32>,
+}
+
+/// What to do next with a suspect message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suspect {
+    /// Fetch its body alone.
+    TryBody,
+    /// Give up on the body: ask for its header once.
+    TryHeader,
+    /// Record it without a header.
+    RecordBare,
+}
+
+impl MissingBodies {
+    fn reset_if(&mut self, uid_validity: u32) {
+        if self.uid_validity != uid_validity {
+            self.attempts.clear();
+            self.uid_validity = uid_validity;
+        }
+    }
+
+    fn is_suspect(&self, uid_validity: u32, uid: u32) -> bool {
+        self.uid_validity == uid_validity && self.attempts.contains_key(&uid)
+    }
+
+    /// Counts one more attempt at `uid` (before the fetch that may end the
+    /// session) and says what the attempt is.
+    fn attempt(&mut self, uid_validity: u32, uid: u32) -> Suspect {
+        self.reset_if(uid_validity);
+        let n = self.attempts.entry(uid).or_insert(0);
+        *n += 1;
+        match *n {
+            n if n <= BODY_ATTEMPTS => Suspect::TryBody,
+            n if n == BODY_ATTEMPTS + 1 => Suspect::TryHeader,
+            _ => Suspect::RecordBare,
+        }
+    }
+
+    /// Marks `uid` as a message whose body did not come with its batch.
+    fn missed(&mut self, uid_validity: u32, uid: u32) {
+        self.reset_if(uid_validity);
+        self.attempts.entry(uid).or_insert(1);
+    }
+
+    /// The message was taken in (or is gone): nothing more to do.
+    fn forget(&mut self, uid: u32) {
+        self.attempts.remove(&uid);
+    }
+
+    /// The highest UID the cursor may reach: just below the lowest message
+    /// still being retried.
+    fn cursor_cap(&self, uid_validity: u32) -> Option<u32> {
+        (self.uid_validity == uid_validity)
+            .then(|| self.attempts.keys().next().map(|u| u.saturating_sub(1)))
+            .flatten()
+    }
+}
+
 /// Logs in, creates the folders the daemon files into, selects the mailbox.
 pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleError> {
     let cfg = &room.config.imap;
@@ -95,6 +172,7 @@ pub async fn drain(
     imap: &mut Imap,
     info: SelectInfo,
     shutdown: &CancellationToken,
+    missing: &mut MissingBodies,
 ) -> Result<usize, CycleError> {
     let mailbox = room.config.imap.mailbox.clone();
     let uid_validity = info.uid_validity;
@@ -137,21 +215,26 @@ pub async fn drain(
             let (small, large): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = chunk
                 .iter()
                 .partition(|l| u64::from(l.size.unwrap_or(0)) <= max_bytes);
-            let small_uids: Vec<u32> = small.iter().map(|l| l.uid).collect();
-            let mut bodies: BTreeMap<u32, Vec<u8>> = if small_uids.is_empty() {
-                BTreeMap::new()
-            } else {
-                imap.fetch_bodies(&small_uids).await?.into_iter().collect()
-            };
+            // Suspects (a body withheld before) are not fetched with the
+            // others: one unreadable message must not take the batch down.
+            let (suspects, fresh): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = small
+                .into_iter()
+                .partition(|l| missing.is_suspect(uid_validity, l.uid));
+            let fresh_uids: Vec<u32> = fresh.iter().map(|l| l.uid).collect();
+            let mut bodies = fetch_bodies_tolerant(imap, &fresh_uids).await?;
             let mut batch = Vec::with_capacity(chunk.len());
+            let mut withheld = 0;
             for l in chunk {
                 if large.iter().any(|x| x.uid == l.uid) {
-                    let raw = imap.fetch_header(l.uid).await?.unwrap_or_default();
+                    let raw = fetch_header_tolerant(imap, l.uid)
+                        .await?
+                        .unwrap_or_default();
                     batch.push(Fetched {
                         uid: l.uid,
                         raw,
                         size: u64::from(l.size.unwrap_or(0)),
                         headers_only: true,
+                        body_missing: false,
                         internal_date: l.internal_date,
                     });
                 } else if let Some(raw) = bodies.remove(&l.uid) {
@@ -161,18 +244,39 @@ pub async fn drain(
                         raw,
                         size,
                         headers_only: false,
+                        body_missing: false,
                         internal_date: l.internal_date,
                     });
+                } else if fresh_uids.contains(&l.uid) {
+                    // Listed, but no body came: tried alone next cycle.
+                    missing.missed(uid_validity, l.uid);
+                    withheld += 1;
                 }
-                // A UID listed but gone by the fetch was expunged meanwhile.
+            }
+            if withheld > 0 {
+                info!(
+                    count = withheld,
+                    "Message bodies not returned by the server; retrying them one by one."
+                );
             }
             let results =
                 intake::process_batch(room, &mailbox, uid_validity, &batch, Utc::now()).await?;
+            hold_cursor(room, &mailbox, uid_validity, missing).await?;
             taken += results.len();
             for (uid, outcome) in &results {
                 debug!(uid, ?outcome, "Message processed.");
             }
             file_pending(room, imap, uid_validity).await?;
+            for l in suspects {
+                if let Some(fetched) = fetch_suspect(imap, missing, uid_validity, l).await? {
+                    intake::process_batch(room, &mailbox, uid_validity, &[fetched], Utc::now())
+                        .await?;
+                    missing.forget(l.uid);
+                    taken += 1;
+                }
+                hold_cursor(room, &mailbox, uid_validity, missing).await?;
+                file_pending(room, imap, uid_validity).await?;
+            }
             // A long burst must not look like a hang to systemd.
             crate::systemd::Watchdog::from_env().ping();
             after = after.max(chunk.iter().map(|l| l.uid).max().unwrap_or(after));
@@ -187,6 +291,9 @@ pub async fn drain(
             .uid_next
             .map_or(after, |n| n.saturating_sub(1))
             .max(after);
+        let last = missing
+            .cursor_cap(uid_validity)
+            .map_or(last, |cap| last.min(cap));
         let mut conn = room.store.conn().await?;
         store::set_cursor(
             &mut conn,
@@ -205,10 +312,147 @@ pub async fn drain(
     Ok(taken)
 }
 
+/// How many Sent-folder messages one scan round handles (headers fetched,
+/// judged, bodies fetched, recorded, cursor advanced).
+pub const SENT_BATCH: usize = 50;
+
+/// The largest Sent-folder message whose body the scan reads. Correspondence
+/// recording needs the headers and the text a member typed; a 40 MB data
+/// export sent from the shared mailbox is recorded from its headers alone.
+pub const SENT_BODY_LIMIT: u64 = 1024 * 1024;
+
+/// One attempt at a suspect message, counted before the fetch (which may end
+/// the session). Returns what to take in, or `None` to try again next cycle
+/// (or when it is gone).
+async fn fetch_suspect(
+    imap: &mut Imap,
+    missing: &mut MissingBodies,
+    uid_validity: u32,
+    l: &crate::imap::Listed,
+) -> Result<Option<Fetched>, CycleError> {
+    let withheld = |raw: Vec<u8>| Fetched {
+        uid: l.uid,
+        raw,
+        size: u64::from(l.size.unwrap_or(0)),
+        headers_only: true,
+        body_missing: true,
+        internal_date: l.internal_date,
+    };
+    match missing.attempt(uid_validity, l.uid) {
+        Suspect::TryBody => {
+            let mut bodies = fetch_bodies_tolerant(imap, &[l.uid]).await?;
+            Ok(bodies.remove(&l.uid).map(|raw| Fetched {
+                uid: l.uid,
+                size: raw.len() as u64,
+                raw,
+                headers_only: false,
+                body_missing: false,
+                internal_date: l.internal_date,
+            }))
+        }
+        Suspect::TryHeader => {
+            warn!(
+                uid = l.uid,
+                "The server did not return this message's body; recording it from its headers."
+            );
+            // No header either (Dovecot answers nothing, then closes the
+            // connection): recorded bare. A message expunged meanwhile gives
+            // a bare row too, and its MOVE then moves nothing.
+            let header = fetch_header_tolerant(imap, l.uid).await?;
+            Ok(Some(withheld(header.unwrap_or_default())))
+        }
+        Suspect::RecordBare => {
+            warn!(
+                uid = l.uid,
+                "The server returns neither body nor header of this message; recording it bare."
+            );
+            Ok(Some(withheld(Vec::new())))
+        }
+    }
+}
+
+/// The bodies of `uids`. When the server refuses the batch (NO or BAD: one
+/// damaged or unreadable message makes Dovecot answer `NO [SERVERBUG]` for
+/// the whole FETCH), each message is fetched alone, and those refused are
+/// left out: the caller retries them and finally sends them to review, so
+/// one message can never block intake for good.
+async fn fetch_bodies_tolerant(
+    imap: &mut Imap,
+    uids: &[u32],
+) -> Result<BTreeMap<u32, Vec<u8>>, CycleError> {
+    if uids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    match imap.fetch_bodies(uids).await {
+        Ok(bodies) => return Ok(bodies.into_iter().collect()),
+        Err(e) if e.is_refusal() => {
+            warn!(error = %crate::logging::Personal(&e), count = uids.len(), "The server refused a batch fetch; fetching the messages one by one.");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut out = BTreeMap::new();
+    for &uid in uids {
+        match imap.fetch_bodies(&[uid]).await {
+            Ok(bodies) => out.extend(bodies),
+            Err(e) if e.is_refusal() => {
+                warn!(uid, error = %crate::logging::Personal(&e), "The server refused this message's body.");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// The header block of `uid`; an empty one when the server refuses even
+/// that (the message is still recorded and filed), `None` when it is gone.
+async fn fetch_header_tolerant(imap: &mut Imap, uid: u32) -> Result<Option<Vec<u8>>, CycleError> {
+    match imap.fetch_header(uid).await {
+        Ok(header) => Ok(header),
+        Err(e) if e.is_refusal() => {
+            warn!(uid, error = %crate::logging::Personal(&e), "The server refused this message's header too.");
+            Ok(Some(Vec::new()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Keeps the intake cursor below the lowest message whose body is still
+/// being retried, so the next cycle lists it again.
+async fn hold_cursor(
+    room: &Mailroom,
+    mailbox: &str,
+    uid_validity: u32,
+    missing: &MissingBodies,
+) -> Result<(), CycleError> {
+    let Some(cap) = missing.cursor_cap(uid_validity) else {
+        return Ok(());
+    };
+    let mut conn = room.store.conn().await?;
+    let current = store::cursor(&mut conn, mailbox).await?;
+    if current.is_some_and(|c| c.uid_validity == uid_validity && c.last_uid > cap) {
+        store::set_cursor(
+            &mut conn,
+            mailbox,
+            store::Cursor {
+                uid_validity,
+                last_uid: cap,
+            },
+            Utc::now(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Reads new messages in the Sent folder: a team member's own mail to a
 /// consumer, sent from a mail client on the shared mailbox, is attached to its
 /// case as correspondence. Our own copies (HMAC Message-IDs) are skipped.
 /// Leaves the Sent folder selected: the caller selects the inbox again.
+///
+/// Bounded: headers first, in rounds of [`SENT_BATCH`]; a body is fetched
+/// only for a message that belongs to a case and is at most
+/// [`SENT_BODY_LIMIT`]; each round commits and advances the cursor. A message
+/// that fails to record is logged and passed over, never retried for ever.
 pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
     let sent = room.config.imap.sent_mailbox.clone();
     let key = format!("sent:{sent}");
@@ -237,37 +481,87 @@ pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleE
         }
     };
     let listed = imap.list_new(after, None).await?;
-    if listed.is_empty() {
-        return Ok(0);
-    }
-    let uids: Vec<u32> = listed.iter().map(|l| l.uid).collect();
-    let bodies = imap.fetch_bodies(&uids).await?;
     let mut recorded = 0;
-    let now = Utc::now();
-    let mut tx = room.store.begin().await?;
-    for (_, raw) in &bodies {
-        if crate::team::correspondence::from_sent_folder(&mut tx, room, raw, now).await? {
-            recorded += 1;
-        }
+    for round in listed.chunks(SENT_BATCH) {
+        recorded += scan_sent_round(room, imap, &key, info.uid_validity, round).await?;
+        crate::systemd::Watchdog::from_env().ping();
     }
-    let last = uids.iter().copied().max().unwrap_or(after);
-    store::set_cursor(
-        &mut tx,
-        &key,
-        store::Cursor {
-            uid_validity: info.uid_validity,
-            last_uid: last,
-        },
-        now,
-    )
-    .await?;
-    tx.commit().await.map_err(StoreError::from)?;
     if recorded > 0 {
         info!(
             count = recorded,
             "Team correspondence found in the Sent folder."
         );
     }
+    Ok(recorded)
+}
+
+/// One round of [`scan_sent`]: headers, then the bodies worth reading, then
+/// one short transaction that records them and moves the cursor.
+async fn scan_sent_round(
+    room: &Mailroom,
+    imap: &mut Imap,
+    key: &str,
+    uid_validity: u32,
+    round: &[crate::imap::Listed],
+) -> Result<usize, CycleError> {
+    let uids: Vec<u32> = round.iter().map(|l| l.uid).collect();
+    let headers = imap.fetch_headers(&uids).await?;
+    let mut wanted = Vec::new();
+    {
+        let mut conn = room.store.conn().await?;
+        for (uid, header) in headers {
+            if crate::team::correspondence::wanted_from_sent(&mut conn, room, &header).await? {
+                let size = round
+                    .iter()
+                    .find(|l| l.uid == uid)
+                    .and_then(|l| l.size)
+                    .map_or(header.len() as u64, u64::from);
+                wanted.push((uid, size, header));
+            }
+        }
+    }
+    let small: Vec<u32> = wanted
+        .iter()
+        .filter(|(_, size, _)| *size <= SENT_BODY_LIMIT)
+        .map(|(uid, _, _)| *uid)
+        .collect();
+    let mut bodies: BTreeMap<u32, Vec<u8>> = if small.is_empty() {
+        BTreeMap::new()
+    } else {
+        imap.fetch_bodies(&small).await?.into_iter().collect()
+    };
+    let now = Utc::now();
+    let mut recorded = 0;
+    let mut tx = room.store.begin().await?;
+    for (uid, size, header) in &wanted {
+        // Over the cap (or the body not returned): the headers stand for it.
+        let raw = bodies.remove(uid).unwrap_or_else(|| header.clone());
+        let mut sp = tx.begin().await.map_err(StoreError::from)?;
+        match crate::team::correspondence::from_sent_folder(&mut sp, room, &raw, *size, now).await {
+            Ok(true) => {
+                sp.commit().await.map_err(StoreError::from)?;
+                recorded += 1;
+            }
+            Ok(false) => sp.commit().await.map_err(StoreError::from)?,
+            Err(e) => {
+                sp.rollback().await.map_err(StoreError::from)?;
+                warn!(uid, error = %crate::logging::Personal(&e), "Sent-folder message could not be recorded; passed over.");
+            }
+        }
+    }
+    let last = uids.iter().copied().max().unwrap_or(0);
+    let current = store::cursor(&mut tx, key).await?.map_or(0, |c| c.last_uid);
+    store::set_cursor(
+        &mut tx,
+        key,
+        store::Cursor {
+            uid_validity,
+            last_uid: last.max(current),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
     Ok(recorded)
 }
 
@@ -382,6 +676,35 @@ mod tests {
                 internal_date: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn withheld_bodies_are_retried_then_given_up() {
+        let mut m = MissingBodies::default();
+        assert_eq!(m.cursor_cap(7), None);
+        assert!(!m.is_suspect(7, 10));
+        m.missed(7, 10);
+        m.missed(7, 12);
+        assert!(m.is_suspect(7, 10) && m.is_suspect(7, 12));
+        assert_eq!(m.cursor_cap(7), Some(9), "the cursor stays below 10");
+        m.forget(10);
+        assert_eq!(m.cursor_cap(7), Some(11));
+        // 12 missed with its batch (attempt 1), then tried alone.
+        assert_eq!(m.attempt(7, 12), Suspect::TryBody);
+        assert_eq!(m.attempt(7, 12), Suspect::TryBody);
+        assert_eq!(m.attempt(7, 12), Suspect::TryHeader);
+        assert_eq!(
+            m.attempt(7, 12),
+            Suspect::RecordBare,
+            "the header failed too"
+        );
+        m.forget(12);
+        assert_eq!(m.cursor_cap(7), None, "nothing holds the cursor now");
+        // A new UIDVALIDITY starts the count again.
+        m.missed(7, 5);
+        assert_eq!(m.attempt(8, 5), Suspect::TryBody);
+        assert!(!m.is_suspect(7, 5));
+        assert_eq!(m.cursor_cap(8), Some(4));
     }
 
     #[test]

@@ -852,6 +852,9 @@ fn command_hints(
 #[derive(Debug, Clone, Serialize)]
 pub struct ReviewContext {
     pub from: String,
+    /// The Reply-To address when the message has one that differs from
+    /// From: `#open KIND reply-to` makes it the requester.
+    pub reply_to: Option<String>,
     pub subject: String,
     /// Why it went to review ("no subject rule matched").
     pub why: String,
@@ -1077,6 +1080,7 @@ fn sample(kind: Kind, full: bool, notarized: bool) -> TemplateContext {
     };
     ctx.review = Some(ReviewContext {
         from: "someone@example.org".into(),
+        reply_to: full.then(|| "someone.else@example.net".into()),
         subject: if full {
             "please remove my account".into()
         } else {

@@ -216,17 +216,19 @@ fn cli(path: &Path, args: &[&str]) -> std::process::Output {
 async fn agent_delete_with_pdf_declaration_is_registered_and_gates_verification() {
     let servers = MailServers::start();
     let mailbox = servers.unique_user("privacy");
-    // A known agent service: only for those does the daemon write to the
-    // consumer the agent names.
+    // A known agent service whose mail our MX authenticated: only for those
+    // does the daemon write to the consumer the agent names.
     let agent = servers
-        .unique_user("agent")
+        .authenticated_user("agent")
         .replace("@example.test", "@rights-agent.example.test");
     let consumer = servers.unique_user("consumer");
-    let config = DaemonConfig::new(servers, &mailbox).set(
-        "agents",
-        "known_domains",
-        "[\"rights-agent.example.test\"]",
-    );
+    let config = DaemonConfig::new(servers, &mailbox)
+        .set("agents", "known_domains", "[\"rights-agent.example.test\"]")
+        .set(
+            "team",
+            "trusted_authserv_ids",
+            format!("[\"{}\"]", support::MX_AUTHSERV_ID),
+        );
     let path = config.write();
 
     // RFC 2231 continuation with a percent-encoded UTF-8 name.

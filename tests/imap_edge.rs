@@ -35,6 +35,8 @@ fn imap_cfg(servers: &MailServers, user: &str, security: Security) -> ImapConfig
         poll_interval_secs: 60,
         initial_backlog_days: 45,
         max_message_bytes: 52_428_800,
+        max_mime_parts: 1000,
+        max_mime_depth: 20,
     }
 }
 

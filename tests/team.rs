@@ -645,8 +645,12 @@ async fn a_request_from_a_no_reply_web_form_reaches_the_team_and_opens_with_repl
         "automatic mail never opens a case by itself"
     );
     let notice = notice_for(servers, &t, "Review: California Request to Delete").await;
-    assert!(mail::text_of(&notice).contains("#open delete"));
-    let reply = mail::reply(&t.alice, &notice, Reply::Gmail, "#open delete");
+    let text = mail::text_of(&notice);
+    assert!(text.contains("#open delete"), "{text}");
+    // Both addresses shown; the team chooses the Reply-To explicitly.
+    assert!(text.contains(form) && text.contains(&consumer), "{text}");
+    assert!(text.contains("reply-to"), "{text}");
+    let reply = mail::reply(&t.alice, &notice, Reply::Gmail, "#open delete reply-to");
     deliver(servers, &t, &t.alice, &reply).await;
     run(&t.path).await;
     let cases = support::cases_json(&t.path);

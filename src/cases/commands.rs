@@ -14,8 +14,47 @@ use super::{Action, Kind};
 pub enum TeamCommand {
     /// A decision on a case.
     Case(Command),
-    /// Open a case of this kind from a message in review.
-    Open(Kind),
+    /// Open a case of this kind from a message in review, with the
+    /// requester taken from the address the team chose.
+    Open(Kind, OpenAs),
+}
+
+/// Whose request a case opened from review is: the message's From address
+/// unless the team names the Reply-To (`#open know reply-to`), as for a web
+/// form that sends from a no-reply address. The review notice shows both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenAs {
+    #[default]
+    From,
+    ReplyTo,
+}
+
+/// `#open KIND [from|reply-to]`.
+fn parse_open(arg: &str) -> Result<TeamCommand, String> {
+    let lower = arg.to_ascii_lowercase();
+    let (kind, rest) = split_word(&lower);
+    let kind = match kind {
+        "know" => Kind::Know,
+        "delete" => Kind::Delete,
+        "correct" => Kind::Correct,
+        "limit" => Kind::Limit,
+        "opt_out" | "opt-out" => Kind::OptOut,
+        other => {
+            return Err(format!(
+                "`#open` takes know, delete, correct, limit or opt_out, not {other:?}"
+            ));
+        }
+    };
+    let open_as = match rest.trim() {
+        "" | "from" => OpenAs::From,
+        "reply-to" | "replyto" | "reply_to" => OpenAs::ReplyTo,
+        other => {
+            return Err(format!(
+                "`#open {kind}` takes `from` (the default) or `reply-to` after the kind, not {other:?}"
+            ));
+        }
+    };
+    Ok(TeamCommand::Open(kind, open_as))
 }
 
 /// One way to write a command: a line of the hints in notices.
@@ -137,7 +176,7 @@ pub const POA_FORM: Form = Form {
 pub const OPEN_FORM: Form = Form {
     usage: "#open know|delete|correct|limit|opt_out",
     cli: None,
-    help: |_| "open a case of this kind from the message in review",
+    help: |_| "open a case of this kind from the message in review (`reply-to` after the kind: the requester is the Reply-To address)",
 };
 
 /// Every team command, in the order an unknown command's answer lists them.
@@ -258,16 +297,7 @@ pub const TABLE: &[Verb] = &[
     },
     Verb {
         word: "open",
-        build: |arg| match arg.to_ascii_lowercase().as_str() {
-            "know" => Ok(TeamCommand::Open(Kind::Know)),
-            "delete" => Ok(TeamCommand::Open(Kind::Delete)),
-            "correct" => Ok(TeamCommand::Open(Kind::Correct)),
-            "limit" => Ok(TeamCommand::Open(Kind::Limit)),
-            "opt_out" | "opt-out" => Ok(TeamCommand::Open(Kind::OptOut)),
-            other => Err(format!(
-                "`#open` takes know, delete, correct, limit or opt_out, not {other:?}"
-            )),
-        },
+        build: parse_open,
         forms: &[OPEN_FORM],
         action: Action::Open,
         sends: &[],

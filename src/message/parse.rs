@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use chrono::{DateTime, Utc};
 use mail_parser::{HeaderName, HeaderValue, MessageParser, MimeHeaders, PartType};
 
-use super::{Address, Inbound, attachment, auto};
+use super::{Address, Inbound, MimeExcess, MimeLimits, MimeShape, attachment, auto};
 
 /// Parses a raw RFC 5322 message.
 ///
@@ -19,11 +19,17 @@ use super::{Address, Inbound, attachment, auto};
 /// a damaged one gives what could be read. A leading mbox `From ` line is
 /// ignored.
 pub fn parse(raw: &[u8]) -> Inbound {
+    parse_with(raw, &MimeLimits::default())
+}
+
+/// [`parse`] with the configured caps on the MIME structure: over a cap, no
+/// attachment is extracted and [`Inbound::over_limit`] says why.
+pub fn parse_with(raw: &[u8], limits: &MimeLimits) -> Inbound {
     let size = raw.len();
     let body = strip_mbox_from_line(raw);
     // mail-parser is fuzzed and documents that it never panics; this is the
     // second line, so one hostile message cannot stop the mailbox loop.
-    let parsed = catch_unwind(AssertUnwindSafe(|| parse_message(body)));
+    let parsed = catch_unwind(AssertUnwindSafe(|| parse_message(body, limits)));
     let mut inbound = match parsed {
         Ok(Some(inbound)) => inbound,
         Ok(None) => Inbound::default(),
@@ -58,8 +64,10 @@ pub fn strip_mbox_from_line(raw: &[u8]) -> &[u8] {
     }
 }
 
-fn parse_message(raw: &[u8]) -> Option<Inbound> {
+fn parse_message(raw: &[u8], limits: &MimeLimits) -> Option<Inbound> {
     let msg = MessageParser::default().parse(raw)?;
+    let shape = shape(&msg);
+    let over_limit = excess(shape, limits);
     Some(Inbound {
         message_id: msg.message_id().and_then(clean_id),
         in_reply_to: ids(&msg, HeaderName::InReplyTo),
@@ -73,10 +81,67 @@ fn parse_message(raw: &[u8]) -> Option<Inbound> {
         text: text(&msg),
         auto: auto::detect(&msg),
         dsn: auto::delivery_report(&msg),
-        attachments: attachment::extract(&msg, raw),
+        attachments: match over_limit {
+            Some(_) => Vec::new(),
+            None => attachment::extract(&msg, raw),
+        },
         authentication_results: raw_header_values(&msg, "Authentication-Results"),
         size: raw.len(),
+        shape,
+        over_limit,
     })
+}
+
+/// Counts parts, nesting depth and attachments, attached messages included,
+/// without recursion (a hostile message may nest thousands deep).
+fn shape(msg: &mail_parser::Message<'_>) -> MimeShape {
+    let mut out = MimeShape {
+        attachments: msg.attachments.len(),
+        ..MimeShape::default()
+    };
+    // (message, part id, depth of that part)
+    let mut stack: Vec<(&mail_parser::Message<'_>, u32, usize)> = vec![(msg, 0, 1)];
+    while let Some((m, id, depth)) = stack.pop() {
+        let Some(part) = m.parts.get(id as usize) else {
+            continue;
+        };
+        out.parts += 1;
+        out.depth = out.depth.max(depth);
+        match &part.body {
+            PartType::Multipart(children) => {
+                stack.extend(children.iter().map(|&c| (m, c, depth + 1)));
+            }
+            // Only top-level attachments are extracted, so only they count
+            // against `max_attachments`; an attached message's parts count
+            // against the part and depth caps.
+            PartType::Message(inner) => stack.push((inner, 0, depth + 1)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The first cap the shape is over, if any.
+fn excess(shape: MimeShape, limits: &MimeLimits) -> Option<MimeExcess> {
+    if shape.parts > limits.max_parts {
+        return Some(MimeExcess::Parts {
+            found: shape.parts,
+            max: limits.max_parts,
+        });
+    }
+    if shape.depth > limits.max_depth {
+        return Some(MimeExcess::Depth {
+            found: shape.depth,
+            max: limits.max_depth,
+        });
+    }
+    if shape.attachments > limits.max_attachments {
+        return Some(MimeExcess::Attachments {
+            found: shape.attachments,
+            max: limits.max_attachments,
+        });
+    }
+    None
 }
 
 /// Every message id of a header (all occurrences), without angle brackets,
@@ -237,6 +302,65 @@ pub(crate) fn raw_header_values(msg: &mail_parser::Message<'_>, name: &str) -> V
 mod tests {
     use super::*;
     use crate::message::AutoKind;
+
+    /// `n` tiny parts, `depth` levels of multipart nesting around them.
+    fn bomb(n: usize, depth: usize) -> Vec<u8> {
+        let mut out = String::from("From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n");
+        for d in 0..depth {
+            out.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{d}\"\r\n\r\n--b{d}\r\n"
+            ));
+        }
+        out.push_str("Content-Type: multipart/mixed; boundary=\"leaf\"\r\n\r\n");
+        for i in 0..n {
+            out.push_str(&format!("--leaf\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"p{i}.bin\"\r\n\r\nx\r\n"));
+        }
+        out.push_str("--leaf--\r\n");
+        for d in (0..depth).rev() {
+            out.push_str(&format!("--b{d}--\r\n"));
+        }
+        out.into_bytes()
+    }
+
+    #[test]
+    fn mime_caps_are_counted_and_enforced() {
+        let small = parse(&bomb(3, 2));
+        assert_eq!(small.over_limit, None);
+        assert_eq!(small.attachments.len(), 3);
+        assert_eq!(small.shape.attachments, 3);
+        assert_eq!(small.shape.depth, 4);
+        let many = parse(&bomb(30, 0));
+        assert_eq!(
+            many.over_limit,
+            Some(MimeExcess::Attachments { found: 30, max: 20 })
+        );
+        assert!(many.attachments.is_empty(), "nothing extracted over a cap");
+        let deep = parse(&bomb(1, 30));
+        assert!(matches!(
+            deep.over_limit,
+            Some(MimeExcess::Depth { max: 20, .. })
+        ));
+        let huge = parse_with(
+            &bomb(5000, 0),
+            &MimeLimits {
+                max_attachments: 100_000,
+                ..MimeLimits::default()
+            },
+        );
+        assert!(matches!(
+            huge.over_limit,
+            Some(MimeExcess::Parts {
+                found: 5001,
+                max: 1000
+            })
+        ));
+        assert!(
+            huge.over_limit
+                .unwrap()
+                .to_string()
+                .contains("imap.max_mime_parts")
+        );
+    }
 
     fn msg(headers: &str, body: &str) -> Vec<u8> {
         format!("{headers}\r\n\r\n{body}").into_bytes()

@@ -35,6 +35,23 @@ pub async fn append(
     Ok(())
 }
 
+/// How many events of `action` a case (or, with `None`, the caseless log)
+/// has had since `since`: the notices held back since the last one went out.
+pub async fn count_since(
+    conn: &mut SqliteConnection,
+    case_id: Option<&str>,
+    action: &str,
+    since: DateTime<Utc>,
+) -> Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE case_id IS ? AND action = ? AND at > ?")
+        .bind(case_id)
+        .bind(action)
+        .bind(since)
+        .fetch_one(conn)
+        .await
+        .op("events.count_since")
+}
+
 pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<EventRow>> {
     sqlx::query_as("SELECT at, actor, action, detail FROM events WHERE case_id = ? ORDER BY id")
         .bind(case_id)

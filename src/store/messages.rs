@@ -34,6 +34,8 @@ crate::cases::vocabulary! {
         /// The original of a Bcc'd team mail, filed only: its `team_bcc`
         /// row is the case's record.
         TeamReplyOriginal = "team_reply_original",
+        /// A copy of our own team notice come back as new mail.
+        TeamLoop = "team_loop",
         /// Outbound: mail to a consumer (outbound team mail is `team`).
         Consumer = "consumer",
     }
@@ -97,6 +99,23 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage<'_>) -> Result<i
 /// from the same sender with the same subject (a copy delivered twice with
 /// other Received lines). The second line of de-duplication after the UID
 /// cursor. A reused Message-ID on a different message is not a duplicate.
+/// How many inbound messages from `from_addr` were taken in since `since`
+/// (the throttle on review notices per sender).
+pub async fn inbound_from_since(
+    conn: &mut SqliteConnection,
+    from_addr: &str,
+    since: DateTime<Utc>,
+) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE direction = 'in' AND from_addr = ? AND at > ?",
+    )
+    .bind(from_addr)
+    .bind(since)
+    .fetch_one(conn)
+    .await
+    .op("messages.inbound_from_since")
+}
+
 pub async fn seen_inbound(
     conn: &mut SqliteConnection,
     message_id: Option<&str>,

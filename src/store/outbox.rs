@@ -68,6 +68,23 @@ pub async fn recent_to(
         .op("outbox.recent_to")
 }
 
+/// How many team notices (`team_notice`, not command results) about a case
+/// were queued since `since` (the notice throttle), and when the newest was.
+pub async fn team_mail_for_case_since(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+    since: DateTime<Utc>,
+) -> Result<(i64, Option<DateTime<Utc>>)> {
+    sqlx::query_as(
+        "SELECT COUNT(*), MAX(created_at) FROM outbox WHERE case_id = ? AND audience = 'team' AND template = 'team_notice' AND created_at > ?",
+    )
+    .bind(case_id)
+    .bind(since)
+    .fetch_one(conn)
+    .await
+    .op("outbox.team_mail_for_case_since")
+}
+
 /// When fewer than `limit` consumer mails to `rate_key` will have been
 /// queued in the 24 hours before: the moment the `limit`-th newest one since
 /// `since` leaves the window. `None` when fewer than `limit` are in it.

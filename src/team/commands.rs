@@ -4,7 +4,7 @@
 //! `#verify`, `#deny REASON`, `#extend REASON`, `#complete`, `#close REASON`,
 //! `#note TEXT`, `#declaration accept`, `#declaration reject REASON`, `#poa`,
 //! `#complete sent`, `#complete partial REASON`,
-//! `#open know|delete|correct|limit|opt_out`. A case ID right after the
+//! `#open know|delete|correct|limit|opt_out [from|reply-to]`. A case ID right after the
 //! command word (`#verify CCPA-2026-00042`) names the case, as replies to
 //! burst summaries must. The reason of `#deny`, `#complete partial` and
 //! `#close` may go on over the following lines, up to a blank line, the next
@@ -15,7 +15,7 @@ use crate::cases::Command;
 use crate::cases::commands::{self, split_word};
 use crate::ids::CaseId;
 
-pub use crate::cases::commands::TeamCommand;
+pub use crate::cases::commands::{OpenAs, TeamCommand};
 
 /// One parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,10 +195,19 @@ mod tests {
                     partial: Some("order history kept: tax law".into()),
                 }),
             ),
-            ("#open correct", TeamCommand::Open(Kind::Correct)),
-            ("#open limit", TeamCommand::Open(Kind::Limit)),
-            ("#open opt_out", TeamCommand::Open(Kind::OptOut)),
-            ("#open Opt-Out", TeamCommand::Open(Kind::OptOut)),
+            (
+                "#open correct",
+                TeamCommand::Open(Kind::Correct, OpenAs::From),
+            ),
+            ("#open limit", TeamCommand::Open(Kind::Limit, OpenAs::From)),
+            (
+                "#open opt_out",
+                TeamCommand::Open(Kind::OptOut, OpenAs::From),
+            ),
+            (
+                "#open Opt-Out",
+                TeamCommand::Open(Kind::OptOut, OpenAs::From),
+            ),
             (
                 "#close duplicate of CCPA-2026-00001",
                 TeamCommand::Case(Command::Close {
@@ -222,8 +231,19 @@ mod tests {
                 }),
             ),
             ("#poa", TeamCommand::Case(Command::Poa)),
-            ("#open delete", TeamCommand::Open(Kind::Delete)),
-            ("#open know", TeamCommand::Open(Kind::Know)),
+            (
+                "#open delete",
+                TeamCommand::Open(Kind::Delete, OpenAs::From),
+            ),
+            ("#open know", TeamCommand::Open(Kind::Know, OpenAs::From)),
+            (
+                "#open know from",
+                TeamCommand::Open(Kind::Know, OpenAs::From),
+            ),
+            (
+                "#open know Reply-To",
+                TeamCommand::Open(Kind::Know, OpenAs::ReplyTo),
+            ),
         ];
         for (text, want) in table {
             let got = one(text);

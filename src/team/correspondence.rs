@@ -76,21 +76,60 @@ pub async fn record(
 
 /// A message found in the Sent folder: attached to its case when a team
 /// member wrote it in a case's thread (our Reply Message-ID answered, or the
-/// case tag). Our own copies and messages seen before are skipped. Returns
-/// whether it was recorded.
+/// case tag). Our own copies and messages seen before are skipped. `raw` is
+/// the whole message, or only its header block when the body was over the
+/// scan's cap (then it is recorded without its text); `size` is the size of
+/// the whole message. Returns whether it was recorded.
 pub async fn from_sent_folder(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     raw: &[u8],
+    size: u64,
     now: DateTime<Utc>,
 ) -> Result<bool, CaseworkError> {
     let inbound = crate::message::parse(raw);
-    if !room.keys.verify_any(inbound.message_id.iter()).is_empty() {
-        return Ok(false);
-    }
     let sha = crate::hash::sha256_hex(raw);
-    if seen(conn, inbound.message_id.as_deref(), &sha).await? {
+    let Some(case_id) = sent_case(conn, room, &inbound, &sha).await? else {
         return Ok(false);
+    };
+    record(
+        conn,
+        &case_id,
+        &inbound,
+        &sha,
+        size as i64,
+        Origin::SentFolder,
+        now,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Whether a Sent-folder message, judged from its header block alone, is
+/// correspondence to record: the scan fetches the body only of these.
+pub async fn wanted_from_sent(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    header: &[u8],
+) -> Result<bool, CaseworkError> {
+    let inbound = crate::message::parse(header);
+    let sha = crate::hash::sha256_hex(header);
+    Ok(sent_case(conn, room, &inbound, &sha).await?.is_some())
+}
+
+/// The case a Sent-folder message belongs to, unless it is our own copy or
+/// was seen before.
+async fn sent_case(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    inbound: &Inbound,
+    sha: &str,
+) -> Result<Option<String>, CaseworkError> {
+    if !room.keys.verify_any(inbound.message_id.iter()).is_empty() {
+        return Ok(None);
+    }
+    if seen(conn, inbound.message_id.as_deref(), sha).await? {
+        return Ok(None);
     }
     let referenced = room
         .keys
@@ -103,23 +142,12 @@ pub async fn from_sent_folder(
             find_case_tag(&inbound.subject, &room.config.policy.case_prefix).map(String::from)
         });
     let Some(case_id) = case_id else {
-        return Ok(false);
+        return Ok(None);
     };
-    if store::cases::get(conn, &case_id).await?.is_none() {
-        return Ok(false);
-    }
-    let size = raw.len() as i64;
-    record(
-        conn,
-        &case_id,
-        &inbound,
-        &sha,
-        size,
-        Origin::SentFolder,
-        now,
-    )
-    .await?;
-    Ok(true)
+    Ok(store::cases::get(conn, &case_id)
+        .await?
+        .is_some()
+        .then_some(case_id))
 }
 
 /// Has this message been seen already (by Message-ID or content)?

@@ -161,14 +161,14 @@ async fn run_line(
         Ok(c) => c.clone(),
         Err(why) => return Ok(refuse(line.case_id.clone().map(String::from), why.clone())),
     };
-    if let TeamCommand::Open(kind) = command {
+    if let TeamCommand::Open(kind, open_as) = command {
         let Scope::Review(row) = scope else {
             return Ok(refuse(
                 None,
                 "`#open` works only in a reply to a review notice".into(),
             ));
         };
-        return match open_from_review(conn, room, *row, kind, now).await? {
+        return match open_from_review(conn, room, *row, kind, open_as, now).await? {
             Ok(id) => {
                 store::events::append(
                     conn,
@@ -261,12 +261,15 @@ async fn run_line(
     )
 }
 
-/// `#open KIND` on a review notice: opens a case from the stored message.
+/// `#open KIND [from|reply-to]` on a review notice: opens a case from the
+/// stored message. The requester is the From address unless the team names
+/// the Reply-To, or From is the mailbox itself (a web form sending as us).
 async fn open_from_review(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     row: i64,
     kind: crate::cases::Kind,
+    open_as: crate::team::commands::OpenAs,
     now: DateTime<Utc>,
 ) -> Result<Result<String, String>, CaseworkError> {
     let stored = store::messages::stored_inbound(conn, row).await?;
@@ -280,14 +283,21 @@ async fn open_from_review(
         return Ok(Err("only the headers of that message were kept".into()));
     };
     let inbound = crate::message::parse(&raw);
-    // A web form's no-reply sender names the consumer in Reply-To.
-    let Some(sender) = inbound
-        .reply_to
+    let from = inbound
+        .from
         .as_ref()
-        .or(inbound.from.as_ref())
         .map(|a| a.addr.clone())
-    else {
-        return Ok(Err("the message has no sender to answer".into()));
+        .filter(|a| !room.is_own_address(a));
+    let reply_to = inbound.reply_to.as_ref().map(|a| a.addr.clone());
+    let sender = match open_as {
+        crate::team::commands::OpenAs::ReplyTo => match reply_to {
+            Some(r) => r,
+            None => return Ok(Err("the message has no Reply-To address".into())),
+        },
+        crate::team::commands::OpenAs::From => match from.or(reply_to) {
+            Some(f) => f,
+            None => return Ok(Err("the message has no sender to answer".into())),
+        },
     };
     let id =
         casework::open_request(conn, room, &inbound, kind, &sender, at, Some(row), now).await?;

@@ -10,7 +10,12 @@ use crate::casework::{self, CaseworkError, TeamMail};
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::message::Inbound;
+use crate::store;
 use crate::templates::{ReviewContext, Suggestion, TemplateContext, format_date};
+
+/// Review notices per sender and hour; more messages from the same address
+/// within the hour still go to the review folder, without a notice each.
+pub const REVIEW_NOTICES_PER_SENDER_PER_HOUR: i64 = 3;
 
 /// Tells the team a message was moved to review (never dropped: CCPA regs §7020(e)).
 /// The notice's Message-ID names the message row, so `#open know|delete` in a
@@ -24,6 +29,31 @@ pub async fn notify_review(
     suggestion: Option<Kind>,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
+    // One sender writing again and again (a loop, or a stranger's tagged
+    // mail) gets the team a few notices an hour, not one per message.
+    if let Some(from) = inbound.from.as_ref() {
+        let hour_ago = now - chrono::Duration::hours(1);
+        let recent = store::messages::inbound_from_since(conn, &from.addr, hour_ago).await?;
+        if recent > REVIEW_NOTICES_PER_SENDER_PER_HOUR {
+            tracing::info!(
+                message_row,
+                "Review notice held back: too many messages from this sender in the last hour."
+            );
+            let detail = format!(
+                "message row {message_row}: review notice held back, {recent} messages from this sender in the last hour (limit {REVIEW_NOTICES_PER_SENDER_PER_HOUR}); it is in the review folder"
+            );
+            store::events::append(
+                conn,
+                None,
+                now,
+                "daemon",
+                crate::cases::Action::NoticeThrottled,
+                &detail,
+            )
+            .await?;
+            return Ok(());
+        }
+    }
     let mut ctx = TemplateContext::from_config(&room.config);
     ctx.review = Some(ReviewContext {
         from: inbound
@@ -31,6 +61,11 @@ pub async fn notify_review(
             .as_ref()
             .map(|a| a.addr.clone())
             .unwrap_or_else(|| "(no sender)".into()),
+        reply_to: inbound
+            .reply_to
+            .as_ref()
+            .map(|a| a.addr.clone())
+            .filter(|r| inbound.from.as_ref().is_none_or(|f| f.addr != *r)),
         subject: inbound.subject.clone(),
         why: why.to_string(),
         received_date: format_date(now, room.policy.timezone),

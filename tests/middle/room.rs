@@ -128,6 +128,7 @@ impl TestRoom {
                     raw: m.raw.clone(),
                     size: m.size.unwrap_or(m.raw.len() as u64),
                     headers_only: m.headers_only,
+                    body_missing: false,
                     internal_date: Some(self.now),
                 }
             })
@@ -149,7 +150,11 @@ impl TestRoom {
     pub async fn sent_folder(&self, raw: &[u8]) -> bool {
         let mut tx = self.room.store.begin().await.expect("a transaction");
         let recorded = privacy_mailroom::team::correspondence::from_sent_folder(
-            &mut tx, &self.room, raw, self.now,
+            &mut tx,
+            &self.room,
+            raw,
+            raw.len() as u64,
+            self.now,
         )
         .await
         .expect("the Sent-folder scan records the message");

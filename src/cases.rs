@@ -244,6 +244,9 @@ pub struct Case {
     /// Code the consumer sends back to prove control of the mailbox.
     pub verification_code: String,
     pub reminder_sent_at: Option<DateTime<Utc>>,
+    /// A reminder was held back by the per-sender loop guard: not sent, and
+    /// not tried again before this time.
+    pub reminder_held_until: Option<DateTime<Utc>>,
     /// For agent cases: a declaration was accepted or a power of attorney recorded.
     pub authorization_ok: bool,
     /// How the final state was reached, for records.
@@ -304,6 +307,8 @@ vocabulary! {
         OptOutAnswered = "opt_out_answered",
         AcknowledgementHeld = "acknowledgement_held",
         AcknowledgementSent = "acknowledgement_sent",
+        /// A reminder the loop guard held back (not recorded as sent).
+        ReminderHeld = "reminder_held",
         VerificationSubmitted = "verification_submitted",
         Withdrawn = "withdrawn",
         WithdrawalUnclear = "withdrawal_unclear",

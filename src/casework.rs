@@ -12,7 +12,7 @@ use sqlx::SqliteConnection;
 use tracing::{debug, info};
 
 use crate::cases::engine::{Actor, Audience, NewRequest, Notice};
-use crate::cases::{Case, Command, Effect, Input, Kind, Refusal, Template, Transition};
+use crate::cases::{Action, Case, Command, Effect, Input, Kind, Refusal, Template, Transition};
 use crate::classify;
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
@@ -154,13 +154,16 @@ pub async fn apply_input_as(
     let actor = match &input {
         Input::Team { actor, .. } => actor.label(),
         Input::ConsumerReply { from, .. } => from.clone(),
-        Input::Tick | Input::AcknowledgementHeld { .. } => "daemon".into(),
+        Input::Tick | Input::AcknowledgementHeld { .. } | Input::ReminderHeld { .. } => {
+            "daemon".into()
+        }
     };
     let name = match &input {
         Input::Team { command, .. } => command.name(),
         Input::ConsumerReply { .. } => "consumer_reply",
         Input::Tick => "tick",
         Input::AcknowledgementHeld { .. } => "acknowledgement_held",
+        Input::ReminderHeld { .. } => "reminder_held",
     };
     let command = match &input {
         Input::Team { command, .. } => Some(command.action()),
@@ -169,7 +172,7 @@ pub async fn apply_input_as(
     let trigger = match &input {
         Input::Team { .. } => Trigger::Team,
         Input::ConsumerReply { .. } | Input::AcknowledgementHeld { .. } => Trigger::Automatic,
-        Input::Tick => Trigger::Clock,
+        Input::Tick | Input::ReminderHeld { .. } => Trigger::Clock,
     };
     let trigger = match trigger {
         Trigger::Automatic if vouched_agent => Trigger::VouchedAgent,
@@ -225,6 +228,9 @@ async fn carry_out(
     trigger: Trigger,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    // Reminders a guard held back: their `reminder` event would claim a
+    // mail that never went out (the engine records them as held instead).
+    let mut held_reminders: Vec<&str> = Vec::new();
     for effect in &t.effects {
         match effect {
             Effect::Event {
@@ -232,6 +238,9 @@ async fn carry_out(
                 action,
                 detail,
             } => {
+                if *action == Action::Reminder && held_reminders.contains(&detail.as_str()) {
+                    continue;
+                }
                 store::events::append(conn, Some(&t.case.id), now, &actor.label(), *action, detail)
                     .await?;
             }
@@ -246,7 +255,11 @@ async fn carry_out(
                     reason: reason.as_deref(),
                     trigger,
                 };
-                send_to_consumer(conn, room, &t.case, &mail, now).await?;
+                if !send_to_consumer(conn, room, &t.case, &mail, now).await?
+                    && is_reminder(*template)
+                {
+                    held_reminders.push(template.as_str());
+                }
             }
             Effect::Notify(notice) => {
                 notify_team(conn, room, &t.case, *notice, now).await?;
@@ -265,15 +278,22 @@ pub struct ConsumerMail<'a> {
     pub trigger: Trigger,
 }
 
+fn is_reminder(template: Template) -> bool {
+    matches!(
+        template,
+        Template::VerificationReminder | Template::ConfirmationReminder
+    )
+}
+
 /// Queues a consumer-facing mail, unless a guard says no; a mail held back is
-/// an event on the case.
+/// an event on the case. Returns whether the mail was queued.
 pub async fn send_to_consumer(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
     mail: &ConsumerMail<'_>,
     now: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<bool> {
     let ConsumerMail {
         template,
         to,
@@ -285,7 +305,7 @@ pub async fn send_to_consumer(
         Audience::Consumer => case.consumer.clone(),
     };
     let Some(recipient) = recipient else {
-        return Ok(());
+        return Ok(false);
     };
     // `+tags` do not make another sender for the per-sender limit.
     let rate_key = crate::address::rate_key(&recipient);
@@ -300,18 +320,24 @@ pub async fn send_to_consumer(
             &hold.why,
         )
         .await?;
-        if template == crate::cases::engine::first_reply(case.kind) {
-            // The record must not claim an acknowledgement that never went
-            // out; the engine keeps it for the scheduler to send.
-            let held = crate::cases::apply(
-                case,
-                Input::AcknowledgementHeld {
-                    until: hold.until,
-                    why: hold.why,
-                },
-                &room.policy,
-                now,
-            )?;
+        // The record must not claim a mail that never went out; the engine
+        // keeps an acknowledgement or a reminder for the scheduler to send.
+        let input = if template == crate::cases::engine::first_reply(case.kind) {
+            Some(Input::AcknowledgementHeld {
+                until: hold.until,
+                why: hold.why,
+            })
+        } else if is_reminder(template) {
+            Some(Input::ReminderHeld {
+                template,
+                until: hold.until,
+                why: hold.why,
+            })
+        } else {
+            None
+        };
+        if let Some(input) = input {
+            let held = crate::cases::apply(case, input, &room.policy, now)?;
             store::cases::update(conn, &held.case, now).await?;
             for effect in &held.effects {
                 if let Effect::Event {
@@ -332,11 +358,19 @@ pub async fn send_to_consumer(
                 }
             }
         }
-        return Ok(());
+        return Ok(false);
     }
     let rendered = render(room, template.as_str(), case, reason, None, now)?;
     let thread = store::cases::thread(conn, &case.id).await?;
-    let last_in = store::messages::last_inbound_id(conn, &case.id).await?;
+    // The consumer's thread: their last message applied to the case, else
+    // the request, else our own last mail to them (never team mail).
+    let last_in = match store::messages::last_applied_inbound_id(conn, &case.id).await? {
+        Some(id) => Some(id),
+        None => match thread.thread_root.clone() {
+            Some(root) => Some(root),
+            None => store::messages::last_consumer_mail_id(conn, &case.id).await?,
+        },
+    };
     let mut references: Vec<String> = Vec::new();
     for id in [thread.thread_root.clone(), last_in.clone()]
         .into_iter()
@@ -361,13 +395,14 @@ pub async fn send_to_consumer(
             rate_key: &rate_key,
             rendered,
             message_id,
-            in_reply_to: last_in.or(thread.thread_root),
+            in_reply_to: last_in,
             references,
             auto_submitted,
         },
         now,
     )
-    .await
+    .await?;
+    Ok(true)
 }
 
 /// Why a consumer-facing mail is held back, and until when it may go.

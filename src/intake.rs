@@ -662,6 +662,19 @@ async fn automatic(
         let row = rec
             .write(conn, room, None, Disposition::Auto, Target::Review, now)
             .await?;
+        // Recorded like any message in review (no case to put it on).
+        let detail = format!(
+            "message row {row}: automatic mail ({kind:?}) that answers none of our messages"
+        );
+        store::events::append(
+            conn,
+            None,
+            now,
+            "daemon",
+            crate::cases::Action::Review,
+            &detail,
+        )
+        .await?;
         // A request sent through a no-reply web form still reaches a person:
         // the team is told, with `#open` offered.
         if let Some(kind) = classify::match_subject(&room.config.rules, &rec.inbound.subject) {

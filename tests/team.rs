@@ -136,6 +136,15 @@ async fn member_reply_verifies_one_case_and_extends_another() {
         .wait_for(&c2, "INBOX", 2, Duration::from_secs(30))
         .await;
     assert!(mail::text_of(&got[1]).contains("We must search our archive."));
+    // The notice stays in the consumer's thread: it answers their request
+    // (as the acknowledgement did), never the team member's command mail.
+    let team_id = support::header(&reply, "Message-ID").unwrap();
+    assert_eq!(
+        support::header(&got[1], "In-Reply-To"),
+        support::header(&got[0], "In-Reply-To"),
+    );
+    let refs = support::header(&got[1], "References").unwrap_or_default();
+    assert!(!refs.contains(team_id.trim()), "{refs}");
     let events = c["events"].as_array().unwrap();
     assert!(
         events

@@ -245,7 +245,7 @@ pub const TABLE: &[Verb] = &[
                 reason: arg.to_string(),
             }))
         },
-        forms: &[CLOSE_UNVERIFIED_FORM, CLOSE_FORM],
+        forms: &[CLOSE_FORM, CLOSE_UNVERIFIED_FORM],
         action: Action::Close,
         sends: &[Template::IdentityNotVerified],
         purge_keeps_detail: false,

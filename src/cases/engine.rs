@@ -116,6 +116,15 @@ pub enum Input {
         until: Option<DateTime<Utc>>,
         why: String,
     },
+    /// A reminder (`template`) was held back by the per-sender loop guard.
+    /// `until`: when the guard's window allows it; the reminder is then not
+    /// recorded as sent and the scheduler tries it again from that time.
+    /// `None`: it can never go out, and it is recorded as held.
+    ReminderHeld {
+        template: Template,
+        until: Option<DateTime<Utc>>,
+        why: String,
+    },
 }
 
 /// Details of a new request, from classification.
@@ -373,6 +382,7 @@ pub fn open(
         closed_at: None,
         verification_code,
         reminder_sent_at: None,
+        reminder_held_until: None,
         authorization_ok: false,
         resolution: None,
         denial_reason: None,
@@ -452,6 +462,34 @@ pub fn apply(
         )),
         Input::Team { actor, command } => team(case, &actor, command, policy, now),
         Input::Tick => Ok(tick(case, policy, now)),
+        Input::ReminderHeld {
+            template,
+            until,
+            why,
+        } => {
+            let mut next = case.clone();
+            let mut fx = Effects::default();
+            let when = match until {
+                Some(at) => {
+                    // Not sent, so not recorded as sent: tried again then.
+                    next.reminder_sent_at = None;
+                    next.reminder_held_until = Some(at);
+                    format!("; tried again from {}", at.to_rfc3339())
+                }
+                None => "; it cannot be sent and is not tried again".to_string(),
+            };
+            // `why` names the template (the guard's wording).
+            let why = if why.starts_with(template.as_str()) {
+                why
+            } else {
+                format!("{template}: {why}")
+            };
+            fx.event(&Actor::Daemon, Action::ReminderHeld, format!("{why}{when}"));
+            Ok(Transition {
+                case: next,
+                effects: fx.0,
+            })
+        }
         Input::AcknowledgementHeld { until, why } => {
             let mut next = case.clone();
             let mut fx = Effects::default();
@@ -942,6 +980,8 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
         next.ack_held_until = None;
     }
     let wait = TimeDelta::days(i64::from(policy.reminder_after_days));
+    // A reminder the loop guard held back waits for the guard's window.
+    let reminder_held = case.reminder_held_until.is_some_and(|at| now < at);
     if policy.reminder_after_days > 0 {
         match case.state {
             State::AwaitingVerification
@@ -949,21 +989,24 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
                 // from a backlog is not reminded the minute it is acknowledged,
                 // and a held acknowledgement is no request to be reminded of.
                 if case.reminder_sent_at.is_none()
+                    && !reminder_held
                     && case.acknowledged_at.is_some_and(|at| reached(now, at, wait)) =>
             {
                 fx.send(Template::VerificationReminder, Audience::Requester, None);
                 fx.event(&actor, Action::Reminder, Template::VerificationReminder.to_string());
                 next.reminder_sent_at = Some(now);
+                next.reminder_held_until = None;
             }
             State::AwaitingConfirmation => {
                 // The confirmation request went out at verification; a
                 // verification reminder sent before that does not count.
                 let asked = case.verified_at.unwrap_or(case.received_at);
                 let reminded = case.reminder_sent_at.is_some_and(|r| r >= asked);
-                if !reminded && reached(now, asked, wait) {
+                if !reminded && !reminder_held && reached(now, asked, wait) {
                     fx.send(Template::ConfirmationReminder, Audience::Requester, None);
                     fx.event(&actor, Action::Reminder, Template::ConfirmationReminder.to_string());
                     next.reminder_sent_at = Some(now);
+                    next.reminder_held_until = None;
                 }
             }
             _ => {}
@@ -2117,6 +2160,47 @@ mod tests {
         }
         assert_eq!(case.state, Completed);
         assert_eq!(case.closed_at, Some(at));
+    }
+
+    #[test]
+    fn a_held_reminder_is_not_sent_and_waits_for_the_guard() {
+        let case = case_in(Kind::Know, AV, false);
+        let day = |n: i64| received() + TimeDelta::days(n);
+        let tr = tick_at(&case, day(7));
+        let held = apply(
+            &tr.case,
+            Input::ReminderHeld {
+                template: Template::VerificationReminder,
+                until: Some(day(8)),
+                why: "verification_reminder: limit".into(),
+            },
+            &Policy::default(),
+            day(7),
+        )
+        .unwrap();
+        assert_eq!(held.case.reminder_sent_at, None);
+        assert_eq!(events(&held)[0].0, "reminder_held");
+        // Not before the guard's window, then sent.
+        assert!(sends(&tick_at(&held.case, day(7) + TimeDelta::hours(12))).is_empty());
+        let sent = tick_at(&held.case, day(8));
+        assert_eq!(
+            sends(&sent),
+            [(Template::VerificationReminder, Audience::Requester)]
+        );
+        assert_eq!(sent.case.reminder_held_until, None);
+        // Never sendable: recorded as held, not tried again.
+        let never = apply(
+            &tr.case,
+            Input::ReminderHeld {
+                template: Template::VerificationReminder,
+                until: None,
+                why: "verification_reminder: the recipient is the mailbox itself".into(),
+            },
+            &Policy::default(),
+            day(7),
+        )
+        .unwrap();
+        assert!(sends(&tick_at(&never.case, day(9))).is_empty());
     }
 
     #[test]

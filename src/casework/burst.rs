@@ -48,7 +48,13 @@ pub async fn flush(
         }
         return Ok(());
     }
-    let summary_id = format!("S{}", now.format("%Y%m%d%H%M%S%3f"));
+    // The clock names the summary; a sequence keeps two summaries of the
+    // same millisecond apart (each authenticates its own list of cases).
+    let base = format!("S{}", now.format("%Y%m%d%H%M%S%3f"));
+    let summary_id = match store::burst::summaries_with_base(conn, &base).await? {
+        0 => base,
+        n => format!("{base}-{}", n + 1),
+    };
     for case in &cases {
         store::burst::add_to_summary(conn, &summary_id, &case.id).await?;
     }

@@ -40,6 +40,19 @@ pub async fn take_queued(conn: &mut SqliteConnection) -> Result<Vec<String>> {
     Ok(pending)
 }
 
+/// How many summaries already carry the ID `base` (alone or with a `-N`
+/// suffix): two summaries flushed in the same millisecond get distinct IDs.
+pub async fn summaries_with_base(conn: &mut SqliteConnection, base: &str) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT summary_id) FROM summary_cases
+         WHERE summary_id = ?1 OR substr(summary_id, 1, length(?1) + 1) = ?1 || '-'",
+    )
+    .bind(base)
+    .fetch_one(conn)
+    .await
+    .op("burst.summaries_with_base")
+}
+
 /// Records that summary `summary_id` lists `case_id`.
 pub async fn add_to_summary(
     conn: &mut SqliteConnection,
@@ -101,5 +114,20 @@ mod tests {
         assert!(summary_lists(&mut conn, "S1", "C-1").await.unwrap());
         assert!(!summary_lists(&mut conn, "S1", "C-2").await.unwrap());
         assert!(!summary_lists(&mut conn, "S2", "C-1").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn summaries_of_one_millisecond_are_counted_apart() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        open_case(&mut conn, "C-1", at(1)).await;
+        open_case(&mut conn, "C-2", at(1)).await;
+        assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 0);
+        add_to_summary(&mut conn, "S100", "C-1").await.unwrap();
+        add_to_summary(&mut conn, "S100", "C-2").await.unwrap();
+        add_to_summary(&mut conn, "S1000", "C-1").await.unwrap();
+        assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 1);
+        add_to_summary(&mut conn, "S100-2", "C-2").await.unwrap();
+        assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 2);
     }
 }

@@ -26,6 +26,7 @@ struct CaseRow {
     closed_at: Option<DateTime<Utc>>,
     verification_code: String,
     reminder_sent_at: Option<DateTime<Utc>>,
+    reminder_held_until: Option<DateTime<Utc>>,
     authorization_ok: bool,
     resolution: Option<String>,
     denial_reason: Option<String>,
@@ -54,6 +55,7 @@ impl CaseRow {
             closed_at: self.closed_at,
             verification_code: self.verification_code,
             reminder_sent_at: self.reminder_sent_at,
+            reminder_held_until: self.reminder_held_until,
             authorization_ok: self.authorization_ok,
             resolution: self
                 .resolution
@@ -71,7 +73,7 @@ impl CaseRow {
 const COLUMNS: &str = "id, kind, state, requester, agent, consumer, consumer_name, received_at, \
     acknowledged_at, ack_due_at, due_at, extended, verified_at, closed_at, verification_code, \
     reminder_sent_at, authorization_ok, resolution, denial_reason, closed_reply_sent, \
-    due_soon_notified, overdue_notified, ack_held_until";
+    due_soon_notified, overdue_notified, ack_held_until, reminder_held_until";
 
 /// Threading facts kept beside the case.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
@@ -110,7 +112,7 @@ pub async fn insert(
 ) -> Result<()> {
     let sql = format!(
         "INSERT INTO cases ({COLUMNS}, subject, thread_root, notice_root, manner, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     bind_case(sqlx::query(sqlx::AssertSqlSafe(sql)), case)
         .bind(&thread.subject)
@@ -132,7 +134,8 @@ pub async fn update(conn: &mut SqliteConnection, case: &Case, now: DateTime<Utc>
         consumer_name = ?, received_at = ?, acknowledged_at = ?, ack_due_at = ?, due_at = ?,
         extended = ?, verified_at = ?, closed_at = ?, verification_code = ?, reminder_sent_at = ?,
         authorization_ok = ?, resolution = ?, denial_reason = ?, closed_reply_sent = ?,
-        due_soon_notified = ?, overdue_notified = ?, ack_held_until = ?, updated_at = ?
+        due_soon_notified = ?, overdue_notified = ?, ack_held_until = ?,
+        reminder_held_until = ?, updated_at = ?
         WHERE id = ?";
     bind_case(sqlx::query(sql), case)
         .bind(now)
@@ -170,6 +173,7 @@ fn bind_case<'q>(
         .bind(c.due_soon_notified)
         .bind(c.overdue_notified)
         .bind(c.ack_held_until)
+        .bind(c.reminder_held_until)
 }
 
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<Case>> {

@@ -262,16 +262,42 @@ pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<
     .op("messages.for_case")
 }
 
-/// The newest inbound Message-ID of a case (what our next reply answers).
-pub async fn last_inbound_id(conn: &mut SqliteConnection, case_id: &str) -> Result<Option<String>> {
+/// The newest inbound message of a party of the case that was applied to
+/// the case (disposition `case`, or the request that opened it): what our
+/// next consumer-facing mail answers (In-Reply-To). Never team mail, a
+/// bounce, automatic mail or a stranger's message kept for review — those
+/// would break the consumer's thread or leak an internal Message-ID.
+pub async fn last_applied_inbound_id(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT message_id FROM messages WHERE case_id = ? AND direction = 'in'
-         AND message_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+        "SELECT m.message_id FROM messages m JOIN cases c ON c.id = m.case_id
+         WHERE m.case_id = ? AND m.direction = 'in' AND m.message_id IS NOT NULL
+           AND (m.disposition = 'case' OR m.message_id = c.thread_root)
+         ORDER BY m.id DESC LIMIT 1",
     )
     .bind(case_id)
     .fetch_optional(conn)
     .await
-    .op("messages.last_inbound_id")?
+    .op("messages.last_applied_inbound_id")?
+    .flatten())
+}
+
+/// Our own newest consumer-facing Message-ID on a case: what a reply
+/// answers when the consumer's side has no message to answer.
+pub async fn last_consumer_mail_id(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT message_id FROM messages WHERE case_id = ? AND direction = 'out'
+         AND disposition = 'consumer' AND message_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )
+    .bind(case_id)
+    .fetch_optional(conn)
+    .await
+    .op("messages.last_consumer_mail_id")?
     .flatten())
 }
 
@@ -313,6 +339,66 @@ mod tests {
             !seen_any(&mut conn, Some("<other@example.org>"), "zz")
                 .await
                 .unwrap()
+        );
+    }
+
+    /// Records a message of `case` with this direction, disposition and ID.
+    async fn message(
+        conn: &mut SqliteConnection,
+        direction: &'static str,
+        disposition: &str,
+        message_id: &str,
+    ) {
+        insert(
+            conn,
+            &NewMessage {
+                case_id: Some("C-1"),
+                direction,
+                message_id: Some(message_id),
+                subject: "Re: Request to know",
+                at: at(2),
+                sha256: message_id,
+                disposition: disposition.parse().unwrap(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reply_answers_the_consumer_side_never_team_or_automatic_mail() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        open_case(&mut conn, "C-1", at(1)).await;
+        assert_eq!(
+            last_applied_inbound_id(&mut conn, "C-1").await.unwrap(),
+            None
+        );
+        message(&mut conn, "out", "consumer", "<ours-1@x>").await;
+        message(&mut conn, "out", "team", "<notice-1@x>").await;
+        assert_eq!(
+            last_consumer_mail_id(&mut conn, "C-1")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("<ours-1@x>")
+        );
+        message(&mut conn, "in", "case", "<reply-1@x>").await;
+        for (disposition, id) in [
+            ("team", "<team-1@x>"),
+            ("auto", "<auto-1@x>"),
+            ("review", "<stranger-1@x>"),
+            ("dsn", "<dsn-1@x>"),
+        ] {
+            message(&mut conn, "in", disposition, id).await;
+        }
+        assert_eq!(
+            last_applied_inbound_id(&mut conn, "C-1")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("<reply-1@x>")
         );
     }
 }

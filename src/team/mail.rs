@@ -143,6 +143,9 @@ pub async fn handle(
     Ok(Handled::Commands { executed, refused })
 }
 
+/// Runs one command line. Every refusal is an event: on the case the line
+/// or the notice names when that case exists, else on no case (the engine
+/// records its own refusals as `refused`).
 async fn run_line(
     conn: &mut SqliteConnection,
     room: &Mailroom,
@@ -151,10 +154,67 @@ async fn run_line(
     line: &CommandLine,
     now: DateTime<Utc>,
 ) -> Result<CommandResult, CaseworkError> {
-    let refuse = |case_id: Option<String>, message: String| CommandResult {
-        line: line.line.clone(),
+    let outcome = line_outcome(conn, room, sender, scope, line, now).await?;
+    match outcome {
+        LineOutcome::Done(result) => Ok(result),
+        LineOutcome::Refused {
+            case_id,
+            record_on,
+            message,
+        } => {
+            let record_on = match record_on {
+                Some(id) => store::cases::get(conn, &id).await?.map(|c| c.id),
+                None => None,
+            };
+            store::events::append(
+                conn,
+                record_on.as_deref(),
+                now,
+                sender,
+                crate::cases::Action::CommandRefused,
+                &format!("{}: {message}", line.line),
+            )
+            .await?;
+            Ok(CommandResult {
+                line: line.line.clone(),
+                case_id,
+                ok: false,
+                message,
+            })
+        }
+    }
+}
+
+/// What became of one command line.
+enum LineOutcome {
+    /// Ran, or refused and already recorded.
+    Done(CommandResult),
+    /// Refused before reaching a case: `case_id` is what the result mail
+    /// names, `record_on` the case the refusal is recorded on.
+    Refused {
+        case_id: Option<String>,
+        record_on: Option<String>,
+        message: String,
+    },
+}
+
+async fn line_outcome(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    sender: &str,
+    scope: &Scope,
+    line: &CommandLine,
+    now: DateTime<Utc>,
+) -> Result<LineOutcome, CaseworkError> {
+    // A refusal is recorded on the case the line names, else the notice's.
+    let known = line
+        .case_id
+        .clone()
+        .map(String::from)
+        .or_else(|| scope.case_id().map(str::to_string));
+    let refuse = |case_id: Option<String>, message: String| LineOutcome::Refused {
         case_id,
-        ok: false,
+        record_on: known.clone(),
         message,
     };
     let command = match &line.command {
@@ -179,12 +239,12 @@ async fn run_line(
                     &format!("opened as {kind} from a message in review"),
                 )
                 .await?;
-                Ok(CommandResult {
+                Ok(LineOutcome::Done(CommandResult {
                     line: line.line.clone(),
                     case_id: Some(id),
                     ok: true,
                     message: format!("opened a {kind} case and acknowledged it"),
-                })
+                }))
             }
             Err(why) => Ok(refuse(None, why)),
         };
@@ -197,6 +257,7 @@ async fn run_line(
         (Scope::Case(id), None) => id.clone(),
         (Scope::Case(id), Some(named)) if named == id => id.clone(),
         (Scope::Case(id), Some(named)) => {
+            // Recorded on the notice's case: the named one was not authenticated.
             store::events::append(
                 conn,
                 Some(id),
@@ -209,10 +270,12 @@ async fn run_line(
                 ),
             )
             .await?;
-            return Ok(refuse(
-                Some(named.clone()),
-                format!("this notification authenticates commands for {id} only"),
-            ));
+            return Ok(LineOutcome::Done(CommandResult {
+                line: line.line.clone(),
+                case_id: Some(named.clone()),
+                ok: false,
+                message: format!("this notification authenticates commands for {id} only"),
+            }));
         }
         (Scope::Summary(_), None) => {
             return Ok(refuse(
@@ -243,7 +306,7 @@ async fn run_line(
     };
     Ok(
         match casework::apply_input(conn, room, &target, input, now).await {
-            Ok(t) => CommandResult {
+            Ok(t) => LineOutcome::Done(CommandResult {
                 line: line.line.clone(),
                 case_id: Some(target),
                 ok: true,
@@ -251,8 +314,13 @@ async fn run_line(
                     "done: the case is now {}",
                     t.case.state.as_str().replace('_', " ")
                 ),
-            },
-            Err(CaseworkError::Refused(r)) => refuse(Some(target), r.to_string()),
+            }),
+            Err(CaseworkError::Refused(r)) => LineOutcome::Done(CommandResult {
+                line: line.line.clone(),
+                case_id: Some(target),
+                ok: false,
+                message: r.to_string(),
+            }),
             Err(CaseworkError::NoSuchCase(id)) => {
                 refuse(Some(id.clone()), format!("there is no case {id}"))
             }

@@ -117,9 +117,118 @@ pub async fn collect(config: &Config, config_path: &Path) -> Report {
     check_commands(&mut r, config);
     check_team_mail(&mut r, config).await;
     check_templates(&mut r, config);
-    check_imap(&mut r, config).await;
-    check_smtp(&mut r, config).await;
+    let oauth = check_oauth(&mut r, config).await;
+    // Without a token an OAuth login fails with the same error again: those
+    // steps are skipped (one problem, one line); password edges still run.
+    let provider = match &oauth {
+        Some(OAuthCheck::Ready(p)) => Some(p),
+        _ => None,
+    };
+    check_imap(&mut r, config, provider).await;
+    check_smtp(&mut r, config, provider).await;
     r
+}
+
+/// The OAuth steps' outcome.
+enum OAuthCheck {
+    Ready(crate::oauth::TokenProvider),
+    NoToken,
+}
+
+/// `auth = "oauth2"`: the token endpoint (DNS, TCP), then a token (its expiry
+/// and scopes, or the refusal with its fix). TLS to the endpoint is verified
+/// by the token request itself.
+async fn check_oauth(r: &mut Report, config: &Config) -> Option<OAuthCheck> {
+    let provider = match config.token_provider() {
+        Ok(Some(p)) => p,
+        Ok(None) => return None,
+        Err(e) => {
+            r.fail("oauth2 token", e.to_string());
+            return Some(OAuthCheck::NoToken);
+        }
+    };
+    let url = provider.token_url();
+    let parsed = oauth2::url::Url::parse(&url).ok();
+    let host = parsed
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let port = parsed
+        .as_ref()
+        .and_then(oauth2::url::Url::port_or_known_default)
+        .unwrap_or(443);
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let reached =
+        tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect((bare.as_str(), port))).await;
+    match reached {
+        Ok(Ok(_)) => r.ok(
+            "oauth2 endpoint",
+            format!("{host}:{port} reachable ({url})"),
+        ),
+        Ok(Err(e)) => {
+            r.fail(
+                "oauth2 endpoint",
+                format!("cannot reach {host}:{port} ({e}); check DNS, the network, and any proxy or firewall between this host and the identity provider"),
+            );
+            return Some(OAuthCheck::NoToken);
+        }
+        Err(_) => {
+            r.fail(
+                "oauth2 endpoint",
+                format!(
+                    "{host}:{port} did not answer within {} s; check the network and firewall",
+                    STEP_TIMEOUT.as_secs()
+                ),
+            );
+            return Some(OAuthCheck::NoToken);
+        }
+    }
+    if let Some((at, soon)) = provider.certificate_expiry() {
+        let date = at.format("%Y-%m-%d");
+        if soon {
+            r.fail("oauth2 certificate", format!(
+                "oauth2.client_certificate_file expires on {date}, within {} days; fix: create a new certificate, upload it to the app registration (Certificates & secrets) and point client_certificate_file and client_key_file at it",
+                crate::oauth::CREDENTIAL_WARNING_DAYS));
+        } else {
+            r.ok("oauth2 certificate", format!("valid until {date}"));
+        }
+    }
+    match provider.token().await {
+        Ok(token) => {
+            let expiry = match token.expires {
+                Some(at) => format!(
+                    "expires {} (in {} s)",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    (at - chrono::Utc::now()).num_seconds()
+                ),
+                None => "no expiry given (assumed 1 hour)".to_string(),
+            };
+            r.ok(
+                "oauth2 token",
+                format!(
+                    "obtained ({} flow); {expiry}; scopes: {}",
+                    flow_label(provider.settings().flow),
+                    token.scopes.join(" ")
+                ),
+            );
+            Some(OAuthCheck::Ready(provider))
+        }
+        Err(e) => {
+            r.fail("oauth2 token", e.to_string());
+            Some(OAuthCheck::NoToken)
+        }
+    }
+}
+
+fn flow_label(flow: crate::config::OAuthFlow) -> &'static str {
+    match flow {
+        crate::config::OAuthFlow::ClientCredentials => "client credentials",
+        crate::config::OAuthFlow::ServiceAccount => "service account",
+        crate::config::OAuthFlow::RefreshToken => "refresh token",
+    }
 }
 
 fn group_or_other(mode: u32) -> bool {
@@ -127,7 +236,12 @@ fn group_or_other(mode: u32) -> bool {
 }
 
 fn check_files(r: &mut Report, config: &Config, config_path: &Path) {
-    let inline = config.imap.secret.password.is_some() || config.smtp.secret.password.is_some();
+    let inline = config.imap.secret.password.is_some()
+        || config.smtp.secret.password.is_some()
+        || config
+            .oauth2
+            .as_ref()
+            .is_some_and(|o| o.client_secret.is_some());
     match std::fs::metadata(config_path) {
         Ok(meta) => {
             let mode = meta.permissions().mode() & 0o7777;
@@ -656,8 +770,11 @@ async fn imap_starttls(tcp: TcpStream) -> Result<TcpStream, String> {
     }
 }
 
-async fn check_imap(r: &mut Report, config: &Config) {
+async fn check_imap(r: &mut Report, config: &Config, oauth: Option<&crate::oauth::TokenProvider>) {
     let cfg = &config.imap;
+    if cfg.auth == crate::config::AuthMethod::Oauth2 && oauth.is_none() {
+        return;
+    }
     let Some(tcp) = reach(r, "imap", &cfg.host, cfg.port).await else {
         return;
     };
@@ -693,19 +810,40 @@ async fn check_imap(r: &mut Report, config: &Config) {
             }
         },
     }
-    let password = match cfg.secret.resolve("imap") {
-        Ok(p) => p.unwrap_or_default(),
-        Err(e) => {
-            r.fail("imap login", e.to_string());
-            return;
+    let connected = match oauth.filter(|_| cfg.auth == crate::config::AuthMethod::Oauth2) {
+        Some(provider) => {
+            crate::imap::Imap::connect_as(cfg, crate::imap::Login::OAuth(provider)).await
+        }
+        None => {
+            let password = match cfg.secret.resolve("imap") {
+                Ok(p) => p.unwrap_or_default(),
+                Err(e) => {
+                    r.fail("imap login", e.to_string());
+                    return;
+                }
+            };
+            crate::imap::Imap::connect(cfg, &password).await
         }
     };
-    let mut imap = match crate::imap::Imap::connect(cfg, &password).await {
+    let how = match cfg.auth {
+        crate::config::AuthMethod::Oauth2 => format!(
+            " (AUTHENTICATE {})",
+            crate::oauth::sasl::mechanism_name(
+                config
+                    .oauth2
+                    .as_ref()
+                    .map(|o| o.mechanism)
+                    .unwrap_or_default()
+            )
+        ),
+        crate::config::AuthMethod::Password => String::new(),
+    };
+    let mut imap = match connected {
         Ok(i) => {
             r.ok(
                 "imap login",
                 format!(
-                    "logged in to {}:{} as the configured user",
+                    "logged in to {}:{} as the configured user{how}",
                     cfg.host, cfg.port
                 ),
             );
@@ -757,10 +895,16 @@ async fn check_imap(r: &mut Report, config: &Config) {
             ),
         ),
     }
+    // "auto", or a configured Sent folder that is missing: the server's
+    // special-use \Sent folder, as the daemon will choose it.
+    let sent = imap
+        .resolve_sent(&cfg.sent_mailbox)
+        .await
+        .unwrap_or_else(|_| cfg.sent_mailbox.clone());
     for (key, folder) in [
         ("imap.processed_mailbox", &cfg.processed_mailbox),
         ("imap.review_mailbox", &cfg.review_mailbox),
-        ("imap.sent_mailbox", &cfg.sent_mailbox),
+        ("imap.sent_mailbox", &sent),
     ] {
         let name = format!(
             "imap folder {}",
@@ -814,8 +958,11 @@ async fn smtp_ehlo<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn check_smtp(r: &mut Report, config: &Config) {
+async fn check_smtp(r: &mut Report, config: &Config, oauth: Option<&crate::oauth::TokenProvider>) {
     let cfg = &config.smtp;
+    if cfg.auth == crate::config::AuthMethod::Oauth2 && oauth.is_none() {
+        return;
+    }
     let Some(tcp) = reach(r, "smtp", &cfg.host, cfg.port).await else {
         return;
     };
@@ -899,6 +1046,12 @@ async fn check_smtp(r: &mut Report, config: &Config) {
     if cfg.security == Security::Tls {
         r.ok("smtp ehlo", "EHLO accepted");
     }
+    if cfg.auth == crate::config::AuthMethod::Oauth2
+        && let Some(provider) = oauth
+    {
+        check_smtp_oauth(r, config, provider, &extensions).await;
+        return;
+    }
     let Some(_) = &cfg.username else {
         r.ok(
             "smtp auth",
@@ -935,6 +1088,45 @@ async fn check_smtp(r: &mut Report, config: &Config) {
                     ),
                 ),
                 Err(e) => r.fail("smtp auth", e.to_string()),
+            }
+            s.close().await;
+        }
+        Err(e) => r.fail("smtp auth", e.to_string()),
+    }
+}
+
+/// SMTP AUTH with a token, over the configured mechanism only: a server that
+/// offers only PLAIN is a FAIL, never a fallback.
+async fn check_smtp_oauth(
+    r: &mut Report,
+    config: &Config,
+    provider: &crate::oauth::TokenProvider,
+    extensions: &[String],
+) {
+    let cfg = &config.smtp;
+    let name = crate::oauth::sasl::mechanism_name(provider.mechanism());
+    let mechanisms: Vec<&str> = extensions
+        .iter()
+        .filter_map(|e| e.strip_prefix("AUTH").map(str::trim))
+        .flat_map(|m| m.trim_start_matches('=').split_whitespace())
+        .collect();
+    if !mechanisms.contains(&name) {
+        r.fail("smtp auth", format!(
+            "the server does not offer AUTH {name} (offered: {}); fix: enable OAuth for SMTP AUTH on the server (Microsoft 365: Set-CASMailbox -SmtpClientAuthenticationDisabled $false for the mailbox), or set oauth2.mechanism; the daemon never falls back to a password",
+            if mechanisms.is_empty() { "none".to_string() } else { mechanisms.join(" ") }));
+        return;
+    }
+    match crate::outbox::smtp::SmtpSender::with_oauth(cfg, provider.clone(), config.smtp_login()) {
+        Ok(s) => {
+            match s.test_connection().await {
+                Ok(()) => r.ok(
+                    "smtp auth",
+                    format!(
+                        "logged in to {}:{} as the configured user (AUTH {name})",
+                        cfg.host, cfg.port
+                    ),
+                ),
+                Err(e) => r.fail("smtp auth", format!("{e}; receiving is not affected: mail is taken in and replies wait in the outbox")),
             }
             s.close().await;
         }

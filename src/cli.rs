@@ -5,6 +5,7 @@
 //! [`Failure`] (shared from `errors`), which `main` maps to the exit code.
 
 pub mod attachments;
+pub mod auth;
 pub mod cases;
 pub mod report;
 
@@ -66,10 +67,25 @@ pub enum Command {
     /// Stored declaration documents.
     #[command(subcommand)]
     Attachments(AttachmentsCommand),
+    /// OAuth 2.0 for `auth = "oauth2"`: log in once (device code), show the token's state.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Remove personal data of cases closed more than `retention_months` ago.
     Purge {
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Device-code login for `flow = "refresh_token"`: prints a URL and a code,
+    /// waits for the approval, stores the refresh token (mode 0600).
+    Login,
+    /// Flow, scopes and when the current token expires (never the token).
+    Status {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -294,7 +310,8 @@ pub async fn open_mailroom(
             SetupError::Templates(_)
             | SetupError::TemplateCheck { .. }
             | SetupError::KeyFile { .. }
-            | SetupError::Config(_) => Failure::Usage(e.into()),
+            | SetupError::Config(_)
+            | SetupError::OAuth(_) => Failure::Usage(e.into()),
             SetupError::Store(_) => Failure::Runtime(e.into()),
         })
 }
@@ -378,6 +395,7 @@ pub async fn dispatch(cli: Cli) -> Result<std::process::ExitCode, Failure> {
         Command::Report(cmd) => report::run(&config, cmd).await,
         Command::Purge { dry_run } => crate::purge::cli(&config, dry_run).await,
         Command::Attachments(cmd) => attachments::run(&config, cmd).await,
+        Command::Auth(cmd) => auth::run(&config, cmd).await,
     }
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::classify::Rule;
 
+mod oauth;
 pub use explain::is_secret_key;
 
 /// Where the config is looked for when `--config` is not given.
@@ -23,6 +24,32 @@ pub enum Security {
     Starttls,
     /// Plain text; refused unless the host is a loopback address.
     None,
+}
+
+/// How the daemon logs in to a server (`imap.auth`, `smtp.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// The password keys (`password_file`, `password_env`, `password`).
+    #[default]
+    Password,
+    /// An OAuth 2.0 access token from `[oauth2]`, over SASL XOAUTH2 or OAUTHBEARER.
+    Oauth2,
+}
+
+/// Whether the daemon stores its own copy of each reply in the Sent folder
+/// (`smtp.sent_copy`). Gmail and Exchange Online save mail sent through their
+/// SMTP themselves; a second copy would show every reply twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SentCopy {
+    /// Always APPEND a copy (self-hosted servers).
+    Append,
+    /// Never: the server keeps one.
+    Server,
+    /// Look for the Message-ID in the Sent folder first, APPEND only when absent.
+    #[default]
+    Auto,
 }
 
 /// A secret given inline, in a file, or in an environment variable.
@@ -68,6 +95,9 @@ pub struct ImapConfig {
     pub max_mime_parts: usize,
     #[serde(default = "d_max_mime_depth")]
     pub max_mime_depth: usize,
+    /// `"password"` (default) or `"oauth2"` (token from `[oauth2]`).
+    #[serde(default)]
+    pub auth: AuthMethod,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +117,15 @@ pub struct SmtpConfig {
     pub from: String,
     #[serde(default = "d_per_conn")]
     pub max_messages_per_connection: u32,
+    /// `"password"` (default) or `"oauth2"`; the SASL user is `smtp.username`,
+    /// else `imap.username`.
+    #[serde(default)]
+    pub auth: AuthMethod,
+    #[serde(default)]
+    pub sent_copy: SentCopy,
 }
+
+pub use crate::oauth::settings::{OAuthConfig, OAuthFlow, OAuthProvider, SaslMechanism};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,6 +273,8 @@ pub struct LoggingConfig {
 pub struct Config {
     pub imap: ImapConfig,
     pub smtp: SmtpConfig,
+    /// Only with `auth = "oauth2"` in `[imap]` or `[smtp]`.
+    pub oauth2: Option<OAuthConfig>,
     #[serde(default)]
     pub team: TeamConfig,
     #[serde(default)]
@@ -522,10 +562,14 @@ impl Config {
                 "set the mailbox login, e.g. \"privacy@example.com\"",
             ));
         }
-        self.imap.secret.check("imap", true)?;
-        self.smtp
+        self.imap
             .secret
-            .check("smtp", self.smtp.username.is_some())?;
+            .check("imap", self.imap.auth == AuthMethod::Password)?;
+        self.smtp.secret.check(
+            "smtp",
+            self.smtp.username.is_some() && self.smtp.auth == AuthMethod::Password,
+        )?;
+        self.validate_oauth()?;
         for (key, name) in [
             ("imap.mailbox", &self.imap.mailbox),
             ("imap.processed_mailbox", &self.imap.processed_mailbox),

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::delivery;
-use crate::imap::IdleOutcome;
+use crate::imap::{IdleOutcome, ImapError};
 use crate::mailroom::Mailroom;
 use crate::outbox::smtp::SmtpSender;
 use crate::store;
@@ -34,6 +34,15 @@ pub enum RunError {
 
 /// The SMTP sender the outbox task uses, with its password resolved.
 pub fn smtp_sender(room: &Mailroom) -> Result<SmtpSender, CycleError> {
+    if room.config.smtp.auth == crate::config::AuthMethod::Oauth2
+        && let Some(provider) = &room.oauth
+    {
+        return Ok(SmtpSender::with_oauth(
+            &room.config.smtp,
+            provider.clone(),
+            room.config.smtp_login(),
+        )?);
+    }
     let password = room.config.smtp.secret.resolve("smtp")?;
     Ok(SmtpSender::new(&room.config.smtp, password.as_deref())?)
 }
@@ -83,6 +92,9 @@ pub async fn run(
     sender: SmtpSender,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    if let Some((at, true)) = room.oauth.as_ref().and_then(|p| p.certificate_expiry()) {
+        warn!(expires = %at.format("%Y-%m-%d"), "The OAuth client certificate expires within 30 days; upload a new one to the app registration (see `privacy-mailroom check`).");
+    }
     let mut sender_task = tokio::spawn(sender_loop(room.clone(), sender, shutdown.clone()));
     // The clocks run on their own: reminders and deadline notices go on
     // while the mailbox is unreachable.
@@ -138,15 +150,39 @@ async fn mailbox_loop(room: &Mailroom, shutdown: &CancellationToken) {
     let mut ready = false;
     let mut sent_scan = SentScan::default();
     let mut missing = sync::MissingBodies::default();
+    // The error last logged at warn: the same one again is an outage going
+    // on, logged at debug (one line per outage, not one per attempt).
+    let mut last_logged: Option<String> = None;
     while !shutdown.is_cancelled() {
         match mailbox_session(room, shutdown, &mut ready, &mut sent_scan, &mut missing).await {
-            Ok(()) => failures = 0,
+            Ok(()) => {
+                failures = 0;
+                if last_logged.take().is_some() {
+                    info!("Mailbox session re-established.");
+                }
+                room.health.set_receiving(None);
+            }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let wait = reconnect_delay(failures);
                 let error = crate::logging::Personal(&e).to_string();
-                warn!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
-                systemd::status(&format!("reconnecting: {error}"));
+                // No token: the token provider has logged the outage (once).
+                let token_outage = matches!(&e, CycleError::Imap(ImapError::Token(_)));
+                if token_outage || last_logged.as_deref() == Some(error.as_str()) {
+                    debug!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed again; reconnecting.");
+                } else {
+                    warn!(error = %error, retry_in_secs = wait.as_secs(), "Mailbox session failed; reconnecting.");
+                    last_logged = Some(error.clone());
+                }
+                room.health.set_receiving(Some(error.clone()));
+                systemd::status(&format!(
+                    "reconnecting: {error}; sending {}",
+                    if room.health.sending().is_some() {
+                        "FAILING"
+                    } else {
+                        "ok"
+                    }
+                ));
                 // Waiting out an outage is not a hang: keep the watchdog fed.
                 let until = tokio::time::Instant::now() + wait;
                 loop {
@@ -230,18 +266,28 @@ async fn mailbox_session(
             systemd::ready();
             *ready = true;
         }
-        systemd::status(
-            &crate::scheduler::status_line(room)
-                .await
-                .unwrap_or_default(),
-        );
+        room.health.set_receiving(None);
+        publish_status(room).await;
         watchdog.ping();
         if shutdown.is_cancelled() {
             logout(imap).await;
             return Ok(());
         }
-        // Wake at least once a minute for the scheduler and the watchdog.
-        let wait = watchdog.interval().min(Duration::from_secs(60));
+        // An OAuth session is renewed before its token expires: servers end
+        // it then (Exchange: `BYE … AccessTokenExpired`), possibly in the
+        // middle of a MOVE. Logging out here and in again through the normal
+        // path keeps the cursor and the commit-before-move order.
+        if imap.renew_at().is_some_and(|at| Utc::now() >= at) {
+            info!("OAuth token near expiry: renewing the mailbox session.");
+            logout(imap).await;
+            return Ok(());
+        }
+        // Wake at least once a minute for the scheduler and the watchdog, and
+        // in time to renew the session's token.
+        let mut wait = watchdog.interval().min(Duration::from_secs(60));
+        if let Some(at) = imap.renew_at() {
+            wait = wait.min((at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        }
         if use_idle {
             match imap.idle_wait(wait, shutdown).await? {
                 IdleOutcome::Cancelled => {
@@ -282,6 +328,18 @@ async fn scheduler_loop(room: Mailroom, shutdown: CancellationToken) {
     }
 }
 
+/// The systemd STATUS line: the case counts, then receiving and sending
+/// health apart.
+async fn publish_status(room: &Mailroom) {
+    systemd::status(&format!(
+        "{}; {}",
+        crate::scheduler::status_line(room)
+            .await
+            .unwrap_or_default(),
+        room.health.summary()
+    ));
+}
+
 /// Delivers the outbox whenever intake or a command queued mail, and retries on
 /// schedule; copies sent mail to the Sent folder over its own IMAP connection.
 /// While the SMTP server is unreachable it pauses between rounds (see
@@ -290,7 +348,17 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
     let mut state = delivery::SenderState::default();
     loop {
         crate::faults::panic_at("sender_panic");
-        match delivery::deliver_due(&room, &sender, Utc::now(), &shutdown, &mut state).await {
+        let round = delivery::deliver_due(&room, &sender, Utc::now(), &shutdown, &mut state).await;
+        // Sending health for the status line (the outage itself is logged
+        // by `delivery`, once).
+        let problem = sender.last_problem();
+        let changed = problem.is_some() != room.health.sending().is_some();
+        room.health.set_sending(problem);
+        if changed {
+            // At once, not at the mailbox loop's next turn (up to a minute).
+            publish_status(&room).await;
+        }
+        match round {
             Ok(d) if d.sent > 0 => {
                 info!(
                     sent = d.sent,

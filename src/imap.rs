@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 
 use crate::tls::TlsError;
 
+pub use connect::Login;
 pub use idle::IdleOutcome;
 
 /// IDLE is re-issued at least this often (RFC 2177 says servers may drop an
@@ -51,6 +52,11 @@ pub struct Imap {
     /// An EXISTS arrived while doing something else: the next
     /// [`Imap::idle_wait`] returns at once.
     new_data_pending: bool,
+    /// Logged in with an OAuth token: when the session must be renewed
+    /// (servers end it when the token expires).
+    renew_at: Option<DateTime<Utc>>,
+    /// The Sent folder found by [`Imap::resolve_sent`].
+    sent_folder: Option<String>,
 }
 
 impl std::fmt::Debug for Imap {
@@ -141,6 +147,21 @@ pub enum ImapError {
         port: u16,
         source: async_imap::error::Error,
     },
+    /// No token could be had (endpoint down, client refused, re-authorization needed).
+    #[error("IMAP login with OAuth: {0}")]
+    Token(#[from] crate::oauth::OAuthError),
+    #[error(
+        "IMAP server {host}:{port} refused AUTHENTICATE {mechanism} for the configured username ({server}){advice}"
+    )]
+    TokenRefused {
+        host: String,
+        port: u16,
+        mechanism: &'static str,
+        /// The tagged answer and the decoded JSON challenge; never the token.
+        server: String,
+        /// `; fix: …`, from the provider and the token's claims.
+        advice: String,
+    },
     #[error("IMAP server {host}:{port}: {what} failed: {source}")]
     Command {
         host: String,
@@ -214,6 +235,12 @@ impl Imap {
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// When this session's OAuth token nears its expiry: the daemon logs out
+    /// and in again with a fresh token before then. `None` for passwords.
+    pub fn renew_at(&self) -> Option<DateTime<Utc>> {
+        self.renew_at
     }
 
     pub fn port(&self) -> u16 {
@@ -320,9 +347,77 @@ pub fn encode_mailbox_name(name: &str) -> String {
     out
 }
 
+/// Decodes a mailbox name as the server lists it (modified UTF-7), the
+/// inverse of [`encode_mailbox_name`]. A malformed run is kept as it is.
+pub fn decode_mailbox_name(name: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(start) = rest.find('&') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('-') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let run = &after[..end];
+        if run.is_empty() {
+            out.push('&');
+        } else {
+            let mut bits = 0u32;
+            let mut nbits = 0;
+            let mut bytes = Vec::new();
+            let mut ok = true;
+            for b in run.bytes() {
+                let Some(v) = ALPHABET.iter().position(|&a| a == b) else {
+                    ok = false;
+                    break;
+                };
+                bits = (bits << 6) | v as u32;
+                nbits += 6;
+                if nbits >= 8 {
+                    nbits -= 8;
+                    bytes.push((bits >> nbits) as u8);
+                    bits &= (1 << nbits) - 1;
+                }
+            }
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            match String::from_utf16(&units) {
+                Ok(text) if ok => out.push_str(&text),
+                _ => {
+                    out.push('&');
+                    out.push_str(run);
+                    out.push('-');
+                }
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mailbox_names_decode() {
+        for name in [
+            "INBOX",
+            "Tom & Jerry",
+            "Geprüft",
+            "~peter/mail/台北/日本語",
+            "[Gmail]/Sent Mail",
+            "Gesendete Elemente",
+        ] {
+            assert_eq!(decode_mailbox_name(&encode_mailbox_name(name)), name);
+        }
+        assert_eq!(decode_mailbox_name("broken&"), "broken&");
+    }
 
     #[test]
     fn uid_sets() {

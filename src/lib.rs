@@ -47,6 +47,7 @@ pub mod lease;
 pub mod logging;
 pub mod mailroom;
 pub mod message;
+pub mod oauth;
 pub mod outbox;
 pub mod purge;
 pub mod report;

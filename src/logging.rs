@@ -29,10 +29,20 @@ pub fn init(format: LogFormat, log_personal_data: bool) {
     // lettre and async-imap log every protocol line at debug and trace,
     // AUTH (the password) and whole messages included: never below info,
     // whatever RUST_LOG says (SPEC §10: secrets never logged).
-    let filter = ["lettre=info", "async_imap=info", "imap_proto=info"]
-        .into_iter()
-        .filter_map(|d| d.parse().ok())
-        .fold(filter, |f, d| f.add_directive(d));
+    // The OAuth HTTP stack stays at info too: a token request carries the
+    // client secret or an assertion, its answer the token.
+    let filter = [
+        "lettre=info",
+        "async_imap=info",
+        "imap_proto=info",
+        "oauth2=info",
+        "reqwest=info",
+        "hyper=info",
+        "hyper_util=info",
+    ]
+    .into_iter()
+    .filter_map(|d| d.parse().ok())
+    .fold(filter, |f, d| f.add_directive(d));
     let registry = tracing_subscriber::registry().with(filter);
     let use_journal = match format {
         LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),

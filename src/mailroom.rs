@@ -26,6 +26,8 @@ pub enum SetupError {
         dir: std::path::PathBuf,
         problems: String,
     },
+    #[error(transparent)]
+    OAuth(#[from] crate::oauth::OAuthError),
     #[error("cannot read the Message-ID key file {path}: {source}")]
     KeyFile {
         path: std::path::PathBuf,
@@ -47,6 +49,63 @@ pub struct Mailroom {
     pub policy: Arc<Policy>,
     /// Wakes the outbox sender when new mail was committed.
     pub outbox_wake: Arc<Notify>,
+    /// Tokens for `auth = "oauth2"`, shared by IMAP and SMTP.
+    pub oauth: Option<crate::oauth::TokenProvider>,
+    /// Receiving and sending fail independently (SMTP AUTH switched off while
+    /// IMAP works): each is reported on its own.
+    pub health: Arc<Health>,
+}
+
+/// The last problem of each edge, for the status line; `None` is healthy.
+#[derive(Debug, Default)]
+pub struct Health {
+    receiving: std::sync::Mutex<Option<String>>,
+    sending: std::sync::Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn set_receiving(&self, problem: Option<String>) {
+        set(&self.receiving, problem);
+    }
+
+    pub fn set_sending(&self, problem: Option<String>) {
+        set(&self.sending, problem);
+    }
+
+    pub fn receiving(&self) -> Option<String> {
+        get(&self.receiving)
+    }
+
+    pub fn sending(&self) -> Option<String> {
+        get(&self.sending)
+    }
+
+    /// `receiving ok, sending FAILING (…)`, for the systemd status line.
+    pub fn summary(&self) -> String {
+        let part = |name: &str, p: Option<String>| match p {
+            None => format!("{name} ok"),
+            Some(p) => format!("{name} FAILING ({p})"),
+        };
+        format!(
+            "{}; {}",
+            part("receiving", self.receiving()),
+            part("sending", self.sending())
+        )
+    }
+}
+
+fn set(slot: &std::sync::Mutex<Option<String>>, value: Option<String>) {
+    match slot.lock() {
+        Ok(mut g) => *g = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
+}
+
+fn get(slot: &std::sync::Mutex<Option<String>>) -> Option<String> {
+    match slot.lock() {
+        Ok(g) => g.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
 }
 
 impl Mailroom {
@@ -65,7 +124,10 @@ impl Mailroom {
             }
             None => store.hmac_key().await?,
         };
+        let oauth = config.token_provider()?;
         Ok(Mailroom {
+            oauth,
+            health: Arc::new(Health::default()),
             policy: Arc::new(config.policy()?),
             team: Arc::new(RwLock::new(Arc::new(config.team.clone()))),
             config_path: None,

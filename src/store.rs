@@ -179,15 +179,42 @@ impl Store {
         Ok(store)
     }
 
-    /// Applies pending migrations (idempotent).
+    /// Applies pending migrations (idempotent). Two processes opening a new
+    /// database at once (the daemon starting, `cases list` beside it) would
+    /// both apply the same migration and one would fail ("table … already
+    /// exists"): an exclusive `flock` on `<database>.migrate.lock` makes the
+    /// second wait and then find nothing left to do.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".migrate.lock");
+        let lock_path = PathBuf::from(name);
+        let lock_err = |source| StoreError::Permissions {
+            path: lock_path.clone(),
+            source,
+        };
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&lock_path)
+                .map_err(lock_err)?
+        };
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| lock_err(std::io::Error::other(e)))?
+            .map_err(lock_err)?;
+        let result = MIGRATOR
             .run(&self.pool)
             .await
             .map_err(|source| StoreError::Migrate {
                 path: self.path.clone(),
                 source,
-            })
+            });
+        drop(file);
+        result
     }
 
     pub fn path(&self) -> &Path {

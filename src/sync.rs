@@ -149,17 +149,26 @@ impl MissingBodies {
     }
 }
 
-/// Logs in, creates the folders the daemon files into, selects the mailbox.
+/// Logs in with a password or an OAuth token (`imap.auth`).
+pub async fn login_imap(room: &Mailroom) -> Result<Imap, CycleError> {
+    let cfg = &room.config.imap;
+    if cfg.auth == crate::config::AuthMethod::Oauth2
+        && let Some(provider) = &room.oauth
+    {
+        return Ok(Imap::connect_as(cfg, crate::imap::Login::OAuth(provider)).await?);
+    }
+    let password = cfg.secret.resolve("imap")?.unwrap_or_default();
+    Ok(Imap::connect(cfg, &password).await?)
+}
+
+/// Logs in, creates the folders the daemon files into (the Sent folder
+/// found by its special use where needed), selects the mailbox.
 pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleError> {
     let cfg = &room.config.imap;
-    let password = cfg.secret.resolve("imap")?.unwrap_or_default();
-    let mut imap = Imap::connect(cfg, &password).await?;
-    imap.ensure_mailboxes(&[
-        &cfg.processed_mailbox,
-        &cfg.review_mailbox,
-        &cfg.sent_mailbox,
-    ])
-    .await?;
+    let mut imap = login_imap(room).await?;
+    let sent = imap.resolve_sent(&cfg.sent_mailbox).await?;
+    imap.ensure_mailboxes(&[&cfg.processed_mailbox, &cfg.review_mailbox, &sent])
+        .await?;
     let info = imap.select(&cfg.mailbox).await?;
     Ok((imap, info))
 }
@@ -454,7 +463,7 @@ async fn hold_cursor(
 /// [`SENT_BODY_LIMIT`]; each round commits and advances the cursor. A message
 /// that fails to record is logged and passed over, never retried for ever.
 pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
-    let sent = room.config.imap.sent_mailbox.clone();
+    let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
     let key = format!("sent:{sent}");
     let info = imap.select(&sent).await?;
     let cursor = {
@@ -595,6 +604,31 @@ pub async fn file_pending(
     Ok(())
 }
 
+/// `smtp.sent_copy`: whether the server already keeps a copy of this message
+/// in the Sent folder (Gmail and Exchange Online save mail sent through their
+/// SMTP), so that the team does not see every reply twice. `"server"`: always;
+/// `"append"`: never; `"auto"`: when its Message-ID is found there.
+async fn server_kept_copy(
+    room: &Mailroom,
+    imap: &mut Imap,
+    raw: &[u8],
+) -> Result<bool, CycleError> {
+    match room.config.smtp.sent_copy {
+        crate::config::SentCopy::Server => Ok(true),
+        crate::config::SentCopy::Append => Ok(false),
+        crate::config::SentCopy::Auto => {
+            let Some(id) = mail_parser::MessageParser::default()
+                .parse_headers(raw)
+                .and_then(|m| m.message_id().map(str::to_string))
+            else {
+                return Ok(false);
+            };
+            let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
+            Ok(imap.has_message_id(&sent, &id).await?)
+        }
+    }
+}
+
 /// Copies sent mail to the Sent folder, so the shared mailbox shows the whole
 /// conversation. A copy that fails is tried again next time.
 pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
@@ -613,9 +647,13 @@ pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, Cycl
             break;
         }
         for (id, raw) in rows {
-            let result = imap
-                .append(&room.config.imap.sent_mailbox, &raw, &["\\Seen"])
-                .await;
+            if server_kept_copy(room, imap, &raw).await? {
+                let mut conn = room.store.conn().await?;
+                store::outbox::mark_appended(&mut conn, id, Utc::now()).await?;
+                continue;
+            }
+            let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
+            let result = imap.append(&sent, &raw, &["\\Seen"]).await;
             let mut conn = room.store.conn().await?;
             match result {
                 Ok(()) => {
@@ -643,9 +681,9 @@ pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, Cycl
 /// outbox sender's, so the inbox session is never interrupted).
 pub async fn copy_to_sent(room: &Mailroom) -> Result<(), CycleError> {
     let cfg = &room.config.imap;
-    let password = cfg.secret.resolve("imap")?.unwrap_or_default();
-    let mut imap = Imap::connect(cfg, &password).await?;
-    imap.ensure_mailboxes(&[&cfg.sent_mailbox]).await?;
+    let mut imap = login_imap(room).await?;
+    let sent = imap.resolve_sent(&cfg.sent_mailbox).await?;
+    imap.ensure_mailboxes(&[&sent]).await?;
     append_sent(room, &mut imap).await?;
     logout(imap).await;
     Ok(())

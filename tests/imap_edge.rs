@@ -37,6 +37,7 @@ fn imap_cfg(servers: &MailServers, user: &str, security: Security) -> ImapConfig
         max_message_bytes: 52_428_800,
         max_mime_parts: 1000,
         max_mime_depth: 20,
+        auth: Default::default(),
     }
 }
 
@@ -50,6 +51,8 @@ fn smtp_cfg(servers: &MailServers, per_connection: u32) -> SmtpConfig {
         secret: Secret::default(),
         from: "Privacy Team <privacy@example.test>".into(),
         max_messages_per_connection: per_connection,
+        auth: Default::default(),
+        sent_copy: Default::default(),
     }
 }
 

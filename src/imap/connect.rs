@@ -10,7 +10,18 @@ use tokio_rustls::TlsConnector;
 use super::stream::{TimeoutStream, Transport};
 use super::{CONNECT_TIMEOUT, Caps, IO_TIMEOUT, Imap, ImapError};
 use crate::config::{ImapConfig, Security};
+use crate::oauth::sasl::{self, Refusal, ServerError};
+use crate::oauth::{AccessToken, TokenProvider};
 use crate::tls;
+
+/// How the session logs in.
+#[derive(Debug, Clone, Copy)]
+pub enum Login<'a> {
+    /// LOGIN with `imap.username` and this password.
+    Password(&'a str),
+    /// AUTHENTICATE XOAUTH2 / OAUTHBEARER with a token from the provider.
+    OAuth(&'a TokenProvider),
+}
 
 pub(crate) type Stream = TimeoutStream<Transport>;
 pub(crate) type Session = async_imap::Session<Stream>;
@@ -30,6 +41,11 @@ impl Imap {
     /// capabilities. `security = "none"` is refused unless the host is a
     /// loopback address, so the password never crosses a network in clear.
     pub async fn connect(cfg: &ImapConfig, password: &str) -> Result<Imap, ImapError> {
+        Imap::connect_as(cfg, Login::Password(password)).await
+    }
+
+    /// [`Imap::connect`] with a password or an OAuth token (`imap.auth`).
+    pub async fn connect_as(cfg: &ImapConfig, login: Login<'_>) -> Result<Imap, ImapError> {
         let host = cfg.host.clone();
         let port = cfg.port;
         if cfg.security == Security::None && !tls::is_loopback_host(&host) {
@@ -101,20 +117,27 @@ impl Imap {
             }
         };
 
-        let mut session = match client.login(&cfg.username, password).await {
-            Ok(session) => session,
-            Err((source, _)) => {
-                return Err(match source {
-                    async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_) => {
-                        ImapError::Login { host, port, source }
-                    }
-                    other => ImapError::Command {
-                        host,
-                        port,
-                        what: "LOGIN".into(),
-                        source: other,
-                    },
-                });
+        let (mut session, token) = match login {
+            Login::Password(password) => match client.login(&cfg.username, password).await {
+                Ok(session) => (session, None::<(AccessToken, &TokenProvider)>),
+                Err((source, _)) => {
+                    return Err(match source {
+                        async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_) => {
+                            ImapError::Login { host, port, source }
+                        }
+                        other => ImapError::Command {
+                            host,
+                            port,
+                            what: "LOGIN".into(),
+                            source: other,
+                        },
+                    });
+                }
+            },
+            Login::OAuth(provider) => {
+                let (session, token) =
+                    authenticate(client, provider, &cfg.username, &host, port).await?;
+                (session, Some((token, provider)))
             }
         };
         let caps = match session.capabilities().await {
@@ -123,6 +146,23 @@ impl Imap {
                 idle: caps.has_str("IDLE"),
                 uidplus: caps.has_str("UIDPLUS"),
             },
+            // Exchange accepts a token it cannot use and says so at the
+            // first command: `BAD User is authenticated but not connected.`
+            Err(source @ (async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)))
+                if token.is_some() =>
+            {
+                let advice = token
+                    .as_ref()
+                    .map(|(t, p)| p.refusal_advice(t, &cfg.username, "IMAP"))
+                    .unwrap_or_default();
+                return Err(ImapError::TokenRefused {
+                    host,
+                    port,
+                    mechanism: "(accepted, then CAPABILITY)",
+                    server: source.to_string(),
+                    advice,
+                });
+            }
             Err(source) => {
                 return Err(ImapError::Command {
                     host,
@@ -132,6 +172,7 @@ impl Imap {
                 });
             }
         };
+        let renew_at = token.as_ref().map(|(t, _)| t.renew_at());
         tracing::debug!(
             %host, port, security = security_label(cfg.security),
             r#move = caps.mv, idle = caps.idle, uidplus = caps.uidplus,
@@ -144,6 +185,8 @@ impl Imap {
             caps,
             use_move: true,
             new_data_pending: false,
+            renew_at,
+            sent_folder: None,
         })
     }
 }
@@ -189,5 +232,93 @@ async fn read_greeting(client: &mut Client, host: &str, port: u16) -> Result<(),
             ..
         } => Ok(()),
         other => Err(greeting_err(format!("unexpected greeting {other:?}"))),
+    }
+}
+
+/// Answers the server's challenges: the initial response first, then an
+/// empty one to the JSON error challenge (remembered for the error message).
+struct SaslExchange {
+    mechanism: crate::config::SaslMechanism,
+    initial: Option<Vec<u8>>,
+    error: Option<ServerError>,
+}
+
+impl async_imap::Authenticator for &mut SaslExchange {
+    type Response = Vec<u8>;
+
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+        match self.initial.take() {
+            Some(initial) => initial,
+            None => {
+                self.error = ServerError::parse(challenge).or(Some(ServerError::default()));
+                sasl::error_ack(self.mechanism).to_vec()
+            }
+        }
+    }
+}
+
+/// AUTHENTICATE with a token; after a refusal, once more with a fresh token
+/// (the first may have been revoked or expired early), unless the server
+/// said a setting is wrong.
+async fn authenticate(
+    mut client: Client,
+    provider: &TokenProvider,
+    user: &str,
+    host: &str,
+    port: u16,
+) -> Result<(Session, AccessToken), ImapError> {
+    let mechanism = provider.mechanism();
+    let name = sasl::mechanism_name(mechanism);
+    let mut retried = false;
+    loop {
+        let token = provider.token().await?;
+        let mut exchange = SaslExchange {
+            mechanism,
+            initial: Some(sasl::initial_response(mechanism, user, token.secret())),
+            error: None,
+        };
+        match client.authenticate(name, &mut exchange).await {
+            Ok(session) => return Ok((session, token)),
+            Err((source, back)) => {
+                client = back;
+                let refused = matches!(
+                    source,
+                    async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)
+                );
+                if !refused {
+                    return Err(ImapError::Command {
+                        host: host.to_owned(),
+                        port,
+                        what: format!("AUTHENTICATE {name}"),
+                        source,
+                    });
+                }
+                provider.invalidate(&token).await;
+                let setting = exchange
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.refusal() == Refusal::Setting);
+                if !retried && !setting {
+                    retried = true;
+                    tracing::debug!(
+                        mechanism = name,
+                        "AUTHENTICATE refused; retrying once with a fresh token."
+                    );
+                    continue;
+                }
+                let mut server = source.to_string();
+                if let Some(e) = &exchange.error {
+                    server.push_str("; ");
+                    server.push_str(&e.describe());
+                }
+                return Err(ImapError::TokenRefused {
+                    host: host.to_owned(),
+                    port,
+                    mechanism: name,
+                    server,
+                    advice: provider.refusal_advice(&token, user, "IMAP"),
+                });
+            }
+        }
     }
 }

@@ -8,7 +8,10 @@ use chrono::{NaiveDate, Utc};
 use futures::TryStreamExt;
 
 use super::connect::Session;
-use super::{FETCH_BATCH, Imap, ImapError, Listed, SelectInfo, encode_mailbox_name, uid_set};
+use super::{
+    FETCH_BATCH, Imap, ImapError, Listed, SelectInfo, decode_mailbox_name, encode_mailbox_name,
+    uid_set,
+};
 
 /// UIDs per MOVE/COPY/STORE command: keeps command lines short even for
 /// scattered UIDs.
@@ -76,6 +79,50 @@ impl Imap {
         }
         self.drain_unsolicited();
         Ok(())
+    }
+
+    /// Settles the Sent folder (`imap.sent_mailbox`): the configured folder
+    /// when it exists; else (or with `"auto"`) the one the server marks
+    /// `\Sent` (RFC 6154: "Sent Items", "\[Gmail\]/Sent Mail"); else the
+    /// configured name (or "Sent" for `"auto"`), created by the caller.
+    /// Remembered for [`Imap::sent_folder`].
+    pub async fn resolve_sent(&mut self, configured: &str) -> Result<String, ImapError> {
+        let session = self.session()?;
+        let listed: Result<Vec<(String, bool)>, async_imap::error::Error> = async {
+            session
+                .list(Some(""), Some("*"))
+                .await?
+                .map_ok(|name| {
+                    let sent = name
+                        .attributes()
+                        .iter()
+                        .any(|a| matches!(a, async_imap::types::NameAttribute::Sent));
+                    (decode_mailbox_name(name.name()), sent)
+                })
+                .try_collect()
+                .await
+        }
+        .await;
+        let listed = listed.map_err(|e| self.err_command("LIST", e))?;
+        self.drain_unsolicited();
+        let auto = configured.trim().eq_ignore_ascii_case("auto");
+        let chosen = if !auto && listed.iter().any(|(n, _)| n == configured) {
+            configured.to_string()
+        } else if let Some((special, _)) = listed.iter().find(|(_, sent)| *sent) {
+            tracing::info!(folder = %special, "Using the server's Sent folder (special-use \\Sent).");
+            special.clone()
+        } else if auto {
+            "Sent".to_string()
+        } else {
+            configured.to_string()
+        };
+        self.sent_folder = Some(chosen.clone());
+        Ok(chosen)
+    }
+
+    /// The Sent folder settled by [`Imap::resolve_sent`], else the configured one.
+    pub fn sent_folder<'a>(&'a self, configured: &'a str) -> &'a str {
+        self.sent_folder.as_deref().unwrap_or(configured)
     }
 
     /// Selects a mailbox read-write (needed to move messages out of it).
@@ -267,6 +314,31 @@ impl Imap {
         result.map_err(|e| self.err_command(format!("APPEND to {mailbox:?}"), e))?;
         self.drain_unsolicited();
         Ok(())
+    }
+
+    /// Whether `mailbox` holds a message with this Message-ID (without the
+    /// angle brackets). Opens the folder read-only (EXAMINE): the caller
+    /// selects its working folder again afterwards.
+    pub async fn has_message_id(
+        &mut self,
+        mailbox: &str,
+        message_id: &str,
+    ) -> Result<bool, ImapError> {
+        let encoded = encode_mailbox_name(mailbox);
+        let result = self.session()?.examine(&encoded).await;
+        result.map_err(|e| self.err_command(format!("EXAMINE {mailbox:?}"), e))?;
+        let quoted = format!(
+            "\"<{}>\"",
+            message_id.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+        let result = self
+            .session()?
+            .uid_search(format!("HEADER Message-ID {quoted}"))
+            .await;
+        let found = result.map_err(|e| self.err_command("UID SEARCH HEADER Message-ID", e))?;
+        self.drain_unsolicited();
+        self.new_data_pending = false;
+        Ok(!found.is_empty())
     }
 
     /// NOOP, for polling when the server has no IDLE. Returns whether the

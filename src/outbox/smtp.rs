@@ -25,7 +25,9 @@ use lettre::transport::smtp::extension::ClientId;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{Security, SmtpConfig};
+use crate::config::{SaslMechanism, Security, SmtpConfig};
+use crate::oauth::sasl::{self, Refusal, ServerError};
+use crate::oauth::{AccessToken, OAuthError, TokenProvider};
 use crate::tls::{self, TlsError};
 
 /// Timeout for connect, TLS, EHLO, AUTH, NOOP and QUIT.
@@ -85,6 +87,29 @@ pub enum SmtpError {
         port: u16,
         source: lettre::transport::smtp::Error,
     },
+    /// No token could be had for `smtp.auth = "oauth2"`.
+    #[error("SMTP login with OAuth: {0}")]
+    Token(#[from] OAuthError),
+    /// `smtp.auth = "oauth2"` never falls back to a password mechanism.
+    #[error(
+        "SMTP server {host}:{port} does not offer AUTH {mechanism}; fix: enable OAuth for SMTP AUTH on the server (Microsoft 365: SMTP AUTH for the mailbox), or set oauth2.mechanism to one it offers"
+    )]
+    MechanismNotOffered {
+        host: String,
+        port: u16,
+        mechanism: &'static str,
+    },
+    #[error(
+        "SMTP server {host}:{port} refused AUTH {mechanism} for the configured username ({server}){advice}"
+    )]
+    TokenRefused {
+        host: String,
+        port: u16,
+        mechanism: &'static str,
+        /// The server's answer and the decoded JSON challenge; never the token.
+        server: String,
+        advice: String,
+    },
     #[error("SMTP server {host}:{port} did not answer {what} within {secs} s")]
     Timeout {
         host: String,
@@ -117,6 +142,12 @@ impl SendError {
     }
 }
 
+/// `smtp.auth = "oauth2"`: who logs in, with tokens from where.
+struct OAuthLogin {
+    provider: TokenProvider,
+    user: String,
+}
+
 /// An open connection and how much it has been used.
 struct Open {
     conn: AsyncSmtpConnection,
@@ -134,6 +165,9 @@ pub struct SmtpSender {
     /// Implicit TLS (port 465) is set up here, on our own socket.
     implicit_tls: Option<tokio_rustls::TlsConnector>,
     credentials: Option<Credentials>,
+    oauth: Option<OAuthLogin>,
+    /// Why the last connection attempt failed; cleared by the next success.
+    problem: std::sync::Mutex<Option<String>>,
     max_per_connection: u32,
     hello: ClientId,
     open: Mutex<Option<Open>>,
@@ -146,6 +180,7 @@ impl std::fmt::Debug for SmtpSender {
             .field("port", &self.port)
             .field("security", &self.security)
             .field("auth", &self.credentials.is_some())
+            .field("oauth", &self.oauth.is_some())
             .field("max_per_connection", &self.max_per_connection)
             .finish()
     }
@@ -203,10 +238,30 @@ impl SmtpSender {
             tls,
             implicit_tls,
             credentials,
+            oauth: None,
+            problem: std::sync::Mutex::new(None),
             max_per_connection: cfg.max_messages_per_connection.max(1),
             hello: ClientId::default(),
             open: Mutex::new(None),
         })
+    }
+
+    /// For `smtp.auth = "oauth2"`: logs in as `user` with tokens from
+    /// `provider`, over `oauth2.mechanism` only (never PLAIN or LOGIN).
+    pub fn with_oauth(
+        cfg: &SmtpConfig,
+        provider: TokenProvider,
+        user: String,
+    ) -> Result<Self, SmtpError> {
+        let mut sender = SmtpSender::new(
+            &SmtpConfig {
+                username: None,
+                ..cfg.clone()
+            },
+            None,
+        )?;
+        sender.oauth = Some(OAuthLogin { provider, user });
+        Ok(sender)
     }
 
     /// Connects, secures, logs in and quits: for `check`.
@@ -236,10 +291,9 @@ impl SmtpSender {
         let open = match guard.as_mut() {
             Some(open) => open,
             None => {
-                let conn = self
-                    .connect()
-                    .await
-                    .map_err(|e| SendError::Unreachable(e.to_string()))?;
+                let connected = self.connect().await;
+                self.set_problem(connected.as_ref().err().map(ToString::to_string));
+                let conn = connected.map_err(|e| SendError::Unreachable(e.to_string()))?;
                 guard.insert(Open {
                     conn,
                     sent: 0,
@@ -290,6 +344,22 @@ impl SmtpSender {
             || tokio::time::timeout(COMMAND_TIMEOUT, open.conn.test_connected())
                 .await
                 .unwrap_or(false)
+    }
+
+    /// Why the last attempt to connect and log in failed, or `None` when it
+    /// worked: sending health, reported apart from receiving.
+    pub fn last_problem(&self) -> Option<String> {
+        match self.problem.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_problem(&self, problem: Option<String>) {
+        match self.problem.lock() {
+            Ok(mut g) => *g = problem,
+            Err(poisoned) => *poisoned.into_inner() = problem,
+        }
     }
 
     /// Closes the open connection politely, if any.
@@ -391,9 +461,174 @@ impl SmtpSender {
                 source,
             })?;
         }
+        if let Some(login) = &self.oauth
+            && let Err(e) = self.authenticate(&mut conn, login).await
+        {
+            conn.abort().await;
+            return Err(e);
+        }
         tracing::debug!(host = %self.host, port = self.port, "Connected to SMTP server.");
         Ok(conn)
     }
+
+    /// AUTH with a token; after a refusal once more with a fresh token,
+    /// unless the server said a setting is wrong.
+    async fn authenticate(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        login: &OAuthLogin,
+    ) -> Result<(), SmtpError> {
+        let mechanism = login.provider.mechanism();
+        let name = sasl::mechanism_name(mechanism);
+        // lettre only parses the mechanisms it knows; OAUTHBEARER is tried
+        // and a server without it answers 504.
+        if mechanism == SaslMechanism::Xoauth2
+            && !conn
+                .server_info()
+                .supports_auth_mechanism(Mechanism::Xoauth2)
+        {
+            return Err(SmtpError::MechanismNotOffered {
+                host: self.host.clone(),
+                port: self.port,
+                mechanism: name,
+            });
+        }
+        let mut retried = false;
+        loop {
+            let token = login.provider.token().await?;
+            let outcome = tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                sasl_exchange(conn, mechanism, &login.user, &token),
+            )
+            .await
+            .map_err(|_| SmtpError::Timeout {
+                host: self.host.clone(),
+                port: self.port,
+                what: "AUTH",
+                secs: COMMAND_TIMEOUT.as_secs(),
+            })?;
+            let (server, error) = match outcome {
+                Ok(()) => return Ok(()),
+                Err(Exchange::Broken(source)) => {
+                    return Err(SmtpError::Auth {
+                        host: self.host.clone(),
+                        port: self.port,
+                        source,
+                    });
+                }
+                Err(Exchange::Refused { server, error }) => (server, error),
+            };
+            login.provider.invalidate(&token).await;
+            let setting = error
+                .as_ref()
+                .is_some_and(|e| e.refusal() == Refusal::Setting);
+            let unsupported = server.starts_with("504") || server.contains(" 504 ");
+            if !retried && !setting && !unsupported && !conn.has_broken() {
+                retried = true;
+                tracing::debug!(
+                    mechanism = name,
+                    "SMTP AUTH refused; retrying once with a fresh token."
+                );
+                continue;
+            }
+            let mut server = server;
+            if let Some(e) = &error {
+                server.push_str("; ");
+                server.push_str(&e.describe());
+            }
+            return Err(SmtpError::TokenRefused {
+                host: self.host.clone(),
+                port: self.port,
+                mechanism: name,
+                server,
+                advice: login.provider.refusal_advice(&token, &login.user, "SMTP"),
+            });
+        }
+    }
+}
+
+/// One SMTP command line (lettre's `command` writes it as given).
+struct Line(String);
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\r\n", self.0)
+    }
+}
+
+/// How a SASL exchange ended, short of success.
+enum Exchange {
+    /// The server said no (5xx/4xx), possibly after a JSON error challenge.
+    Refused {
+        server: String,
+        error: Option<ServerError>,
+    },
+    /// The connection failed.
+    Broken(lettre::transport::smtp::Error),
+}
+
+/// XOAUTH2 / OAUTHBEARER over SMTP AUTH (RFC 4954). A response that does not
+/// fit on a 512-octet command line (every real token) goes in two steps:
+/// `AUTH XOAUTH2`, wait for `334`, then the response. An error challenge
+/// (`334 <base64 JSON>`) is answered with an empty response before the final
+/// `535` arrives.
+async fn sasl_exchange(
+    conn: &mut AsyncSmtpConnection,
+    mechanism: SaslMechanism,
+    user: &str,
+    token: &AccessToken,
+) -> Result<(), Exchange> {
+    let name = sasl::mechanism_name(mechanism);
+    let encoded = sasl::encoded_initial_response(mechanism, user, token.secret());
+    let refused = |e: lettre::transport::smtp::Error| {
+        if e.is_permanent() || e.is_transient() {
+            Exchange::Refused {
+                server: e.to_string(),
+                error: None,
+            }
+        } else {
+            Exchange::Broken(e)
+        }
+    };
+    let reply = if sasl::fits_inline(mechanism, &encoded) {
+        conn.command(Line(format!("AUTH {name} {encoded}")))
+            .await
+            .map_err(refused)?
+    } else {
+        let ready = conn
+            .command(Line(format!("AUTH {name}")))
+            .await
+            .map_err(refused)?;
+        if !ready.has_code(334) {
+            return Err(Exchange::Refused {
+                server: format!("AUTH {name} answered {}", ready.code()),
+                error: None,
+            });
+        }
+        conn.command(Line(encoded)).await.map_err(refused)?
+    };
+    if reply.has_code(235) {
+        return Ok(());
+    }
+    if !reply.has_code(334) {
+        return Err(Exchange::Refused {
+            server: format!("unexpected reply {}", reply.code()),
+            error: None,
+        });
+    }
+    // The error challenge: decode it, answer it, read the verdict.
+    let challenge: String = reply.message().collect();
+    let error = ServerError::parse(challenge.as_bytes()).or(Some(ServerError::default()));
+    let ack = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(sasl::error_ack(mechanism))
+    };
+    let server = match conn.command(Line(ack)).await {
+        Ok(r) => format!("unexpected reply {} after the error challenge", r.code()),
+        Err(e) if e.is_permanent() || e.is_transient() => e.to_string(),
+        Err(e) => return Err(Exchange::Broken(e)),
+    };
+    Err(Exchange::Refused { server, error })
 }
 
 fn tls_setup(host: &str, source: lettre::transport::smtp::Error) -> SmtpError {
@@ -443,6 +678,8 @@ mod tests {
             secret: Secret::default(),
             from: "Privacy <privacy@example.com>".into(),
             max_messages_per_connection: 0,
+            auth: crate::config::AuthMethod::Password,
+            sent_copy: crate::config::SentCopy::Append,
         }
     }
 

@@ -79,3 +79,36 @@ pub async fn reset_schedule(database: &Path, job: &str) {
         .unwrap_or_else(|e| panic!("reset {job}: {e}"));
     pool.close().await;
 }
+
+/// The daemon's outbox: how many mails are (pending, sent, failed).
+pub async fn outbox_counts(database: &Path) -> (i64, i64, i64) {
+    let url = format!("sqlite://{}", database.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    let mut counts = [0i64; 3];
+    for (slot, status) in counts.iter_mut().zip(["pending", "sent", "failed"]) {
+        *slot = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = ?")
+            .bind(status)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("count {status} outbox mail: {e}"));
+    }
+    pool.close().await;
+    (counts[0], counts[1], counts[2])
+}
+
+/// Makes every pending outbox mail due now, as if its retry time had come.
+pub async fn outbox_due_now(database: &Path) {
+    let url = format!("sqlite://{}", database.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    sqlx::query(
+        "UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00Z' WHERE status = 'pending'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("make the outbox due: {e}"));
+    pool.close().await;
+}

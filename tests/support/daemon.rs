@@ -35,6 +35,13 @@ const SECTIONS: [&str; 9] = [
     "logging",
 ];
 
+/// Which token flow [`DaemonConfig::oauth`] sets up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthFlow {
+    ClientCredentials,
+    RefreshToken,
+}
+
 /// A config file under construction, and the test's state directory (removed
 /// when this value is dropped: keep it alive while the daemon runs).
 pub struct DaemonConfig {
@@ -126,6 +133,94 @@ impl DaemonConfig {
             .set_str("company", "name", "Example Inc.")
             .set_str("logging", "format", "text");
         config
+    }
+
+    /// A config for OAuth-mode servers ([`MailServers::start_oauth`]): the
+    /// daemon reads `mailbox_user` over IMAPS and sends through the
+    /// submission port, both with `auth = "oauth2"` and no password, and gets
+    /// its tokens from `idp` (`provider = "generic"`, `token_url` on
+    /// loopback, XOAUTH2). `flow` also registers a fresh client at `idp`:
+    /// a confidential one (secret in a 0600 `client_secret_file`) for client
+    /// credentials; a public one and a refresh token (in a 0600
+    /// `refresh_token_file`, see [`refresh_token_file`]
+    /// (Self::refresh_token_file)) for the refresh-token flow.
+    pub fn oauth(
+        servers: &MailServers,
+        mailbox_user: &str,
+        idp: &super::IdentityProvider,
+        flow: OAuthFlow,
+    ) -> DaemonConfig {
+        use std::os::unix::fs::PermissionsExt as _;
+        static CLIENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let client_id = format!("app-{}-{n}", std::process::id());
+        let config = DaemonConfig::new(servers, mailbox_user)
+            .unset("imap", "password")
+            .set_str("imap", "auth", "oauth2")
+            .set("smtp", "port", servers.submission_port().to_string())
+            .set_str("smtp", "security", "starttls")
+            .set_str("smtp", "username", mailbox_user)
+            .set_str("smtp", "auth", "oauth2")
+            .set_str("oauth2", "provider", "generic")
+            .set_str("oauth2", "token_url", &idp.token_url())
+            .set_str("oauth2", "device_authorization_url", &idp.device_url())
+            .set_str("oauth2", "client_id", &client_id)
+            .set(
+                "oauth2",
+                "scopes",
+                toml_str_array(&[super::idp::DEFAULT_SCOPE]),
+            )
+            .set_str("oauth2", "mechanism", "xoauth2");
+        let write_0600 = |path: &Path, text: &str| {
+            std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+        };
+        match flow {
+            OAuthFlow::ClientCredentials => {
+                let secret = format!("secret-{client_id}-{}", std::process::id() ^ 0x5a5a);
+                idp.add_client(&client_id, &secret, mailbox_user);
+                let file = config.dir().join("oauth2-client-secret");
+                write_0600(&file, &format!("{secret}\n"));
+                config
+                    .set_str("oauth2", "flow", "client_credentials")
+                    .set_str("oauth2", "client_secret_file", &file.display().to_string())
+            }
+            OAuthFlow::RefreshToken => {
+                idp.add_public_client(&client_id, mailbox_user);
+                let token = idp.issue_refresh_token(&client_id, mailbox_user);
+                let file = config.refresh_token_file();
+                write_0600(&file, &format!("{token}\n"));
+                let path = file.display().to_string();
+                config.set_str("oauth2", "flow", "refresh_token").set_str(
+                    "oauth2",
+                    "refresh_token_file",
+                    &path,
+                )
+            }
+        }
+    }
+
+    /// The `[oauth2] client_id` of an [`oauth`](Self::oauth) config.
+    pub fn oauth_client_id(&self) -> String {
+        self.entries
+            .iter()
+            .find(|(s, k, _)| s == "oauth2" && k == "client_id")
+            .map(|(_, _, v)| v.trim_matches('"').to_string())
+            .expect("an [oauth2] config (DaemonConfig::oauth)")
+    }
+
+    /// Where the refresh-token flow keeps its refresh token.
+    pub fn refresh_token_file(&self) -> PathBuf {
+        self.dir.path().join("oauth2-refresh-token")
+    }
+
+    /// The refresh token in [`refresh_token_file`](Self::refresh_token_file), trimmed.
+    pub fn saved_refresh_token(&self) -> String {
+        std::fs::read_to_string(self.refresh_token_file())
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
     /// Sets `key` in `[section]` to a raw TOML value (`"false"`, `"42"`,

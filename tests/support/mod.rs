@@ -9,19 +9,26 @@
 // Not every test binary uses every helper.
 #![allow(dead_code, unused_imports)]
 
+mod b64;
 mod cases;
 pub mod corpus;
 pub mod daemon;
+pub mod idp;
 mod imap;
 pub mod mail;
 mod procs;
+pub mod sasl;
 mod servers;
 mod smtp;
 mod tls;
 
-pub use cases::{assert_ok, case_json, cases_json, reset_schedule, shift_case_times};
+pub use cases::{
+    assert_ok, case_json, cases_json, outbox_counts, outbox_due_now, reset_schedule,
+    shift_case_times,
+};
+pub use idp::{IdentityProvider, Rotation};
 pub use imap::{ImapSession, ImapStream};
-pub use servers::{MX_AUTHSERV_ID, MailServers, PASSWORD};
+pub use servers::{MX_AUTHSERV_ID, MailServers, OAUTH_ISSUER, PASSWORD};
 pub use tls::{client_config_without_ca, install_crypto_provider};
 
 /// Polls `check` every 100 ms until it yields a value; after `timeout`
@@ -44,6 +51,24 @@ where
         }
         if std::time::Instant::now() >= deadline {
             panic!("timed out after {timeout:?} waiting until {}", describe());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls a plain `condition` every 100 ms until it holds; panics with
+/// `what` (and the `context` it returns then) after `timeout`. Like
+/// [`wait_until`], for conditions that need no `.await`.
+pub async fn wait_for_condition(
+    what: &str,
+    timeout: std::time::Duration,
+    mut condition: impl FnMut() -> bool,
+    context: impl FnOnce() -> String,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !condition() {
+        if std::time::Instant::now() >= deadline {
+            panic!("waited {timeout:?} for {what}\n{}", context());
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

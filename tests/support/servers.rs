@@ -3,6 +3,14 @@
 //! Mail flows like in production: SMTP into Postfix, LMTP into Dovecot,
 //! IMAP(S) out of Dovecot. Every address is a valid login (password
 //! `secret`), with its own maildir, so each test uses fresh users.
+//!
+//! [`MailServers::start_oauth`] starts a second kind of pair (used by
+//! `tests/oauth.rs`): the same, plus OAuth 2.0. Dovecot then also offers
+//! XOAUTH2 and OAUTHBEARER and checks the bearer token itself (an `oauth2`
+//! passdb validating HS256 JWTs with a local key, see [`super::idp`]), while
+//! passwords keep working through PLAIN/LOGIN; and Postfix gets a
+//! submission listener (STARTTLS, AUTH only after it) that asks Dovecot to
+//! verify every SASL login, so both servers verify the same tokens.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
@@ -20,6 +28,9 @@ use super::tls;
 /// The password of every mailbox.
 pub const PASSWORD: &str = "secret";
 
+/// The `iss` claim Dovecot accepts in OAuth mode.
+pub const OAUTH_ISSUER: &str = "https://idp.privacy-mailroom.test";
+
 /// The authserv-id the test Postfix writes in its own
 /// `Authentication-Results` headers (its `myhostname`).
 pub const MX_AUTHSERV_ID: &str = "mx.privacy-mailroom.test";
@@ -35,6 +46,8 @@ pub struct MailServers {
     lmtp_port: u16,
     smtp_port: u16,
     smtps_port: u16,
+    /// Set in OAuth mode only.
+    oauth: Option<OAuthSetup>,
     tls: Arc<rustls::ClientConfig>,
     users: AtomicU64,
     // Held so the children are never reaped out from under the watcher; they
@@ -63,11 +76,136 @@ impl MailServers {
     pub fn start() -> &'static MailServers {
         static SERVERS: OnceLock<Result<MailServers, String>> = OnceLock::new();
         tls::install_crypto_provider();
-        let started = SERVERS.get_or_init(|| boot().map_err(|e| format!("{e:#}")));
+        let started = SERVERS.get_or_init(|| boot(Mode::Password).map_err(|e| format!("{e:#}")));
         match started {
             Ok(servers) => servers,
             Err(e) => panic!("the test mail servers could not start: {e}"),
         }
+    }
+
+    /// Like [`start`](Self::start), in OAuth mode (see the module docs):
+    /// XOAUTH2/OAUTHBEARER on IMAP and on the [`submission_port`]
+    /// (Self::submission_port), verified by Dovecot against
+    /// [`oauth_key`](Self::oauth_key). A separate instance from `start`'s.
+    pub fn start_oauth() -> &'static MailServers {
+        static SERVERS: OnceLock<Result<MailServers, String>> = OnceLock::new();
+        tls::install_crypto_provider();
+        let started = SERVERS.get_or_init(|| boot(Mode::OAuth).map_err(|e| format!("{e:#}")));
+        match started {
+            Ok(servers) => servers,
+            Err(e) => panic!("the OAuth test mail servers could not start: {e}"),
+        }
+    }
+
+    fn oauth(&self) -> &OAuthSetup {
+        self.oauth
+            .as_ref()
+            .expect("OAuth helpers need MailServers::start_oauth(), not start()")
+    }
+
+    /// Postfix's submission listener (OAuth mode): STARTTLS required, AUTH
+    /// (PLAIN LOGIN XOAUTH2 OAUTHBEARER, checked by Dovecot) required to relay.
+    pub fn submission_port(&self) -> u16 {
+        self.oauth().submission_port
+    }
+
+    /// The HS256 secret Dovecot validates bearer tokens with (OAuth mode).
+    pub fn oauth_key(&self) -> &[u8] {
+        &self.oauth().key
+    }
+
+    /// Makes Dovecot refuse (`refuse = true`) or accept again every bearer
+    /// token of `user` when Postfix asks (SMTP AUTH), while IMAP keeps
+    /// accepting them: "SMTP AUTH is disabled for this mailbox". Passwords
+    /// are not affected. Takes effect for the next AUTH.
+    pub fn refuse_smtp_tokens(&self, user: &str, refuse: bool) {
+        let oauth = self.oauth();
+        let mut denied = oauth.smtp_denied.lock().unwrap_or_else(|e| e.into_inner());
+        let user = user.to_lowercase();
+        denied.retain(|u| *u != user);
+        if refuse {
+            denied.push(user);
+        }
+        let text: String = denied.iter().map(|u| format!("{u}:\n")).collect();
+        // Dovecot re-reads a passwd-file when its mtime or size changes; the
+        // size changes with every edit here.
+        write_atomically(&oauth.smtp_deny_file, text.as_bytes())
+            .unwrap_or_else(|e| panic!("write {}: {e:#}", oauth.smtp_deny_file.display()));
+        drop(denied);
+        // Dovecot looks at the file again only in a later second than its
+        // last look (passwd-file syncs at most once per second): wait for the
+        // clock's next second, at most one.
+        let into_second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(Duration::ZERO, |d| {
+                Duration::from_nanos(u64::from(d.subsec_nanos()))
+            });
+        std::thread::sleep(Duration::from_secs(1) - into_second + Duration::from_millis(20));
+    }
+
+    /// `doveadm kick USER`: ends every IMAP session of `user` at once (the
+    /// processes get SIGTERM and say `* BYE`), like Exchange ending a session
+    /// whose token expired. Returns how many sessions were kicked.
+    pub fn kick(&self, user: &str) -> usize {
+        let out = Command::new(find_program("doveadm").unwrap_or_else(|e| panic!("{e:#}")))
+            .arg("-c")
+            .arg(self.dir.join("dovecot/dovecot.conf"))
+            .arg("kick")
+            .arg(user)
+            .output()
+            .unwrap_or_else(|e| panic!("run doveadm kick: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        // "kicked connections from the following users:\nUSER" or "no users kicked".
+        if text.contains("no users kicked") || !out.status.success() && text.trim().is_empty() {
+            return 0;
+        }
+        assert!(
+            out.status.success() || text.contains("kicked"),
+            "doveadm kick {user} failed ({:?}): {text}",
+            out.status.code()
+        );
+        text.lines().filter(|l| l.trim() == user).count().max(1)
+    }
+
+    /// The SASL mechanisms of every successful IMAP login of `user` so far,
+    /// in order, from Dovecot's log (`PLAIN` for password logins, `XOAUTH2`,
+    /// `OAUTHBEARER`).
+    pub fn imap_login_methods(&self, user: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default();
+        let needle = format!("Login: user=<{}>, method=", user.to_lowercase());
+        text.lines()
+            .filter(|l| l.contains("imap-login:"))
+            .filter_map(|l| l.split_once(&needle).map(|(_, rest)| rest))
+            .map(|rest| rest.split(',').next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Dovecot's reasons for every bearer token of `user` it refused so far
+    /// (IMAP and SMTP alike), e.g. `Local validation failed: Token has
+    /// expired`.
+    pub fn token_refusals(&self, user: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default();
+        let needle = format!("oauth2({},", user.to_lowercase());
+        text.lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| {
+                l.split_once("oauth2 failed: ")
+                    .map(|(_, why)| why.to_string())
+            })
+            .collect()
+    }
+
+    /// The SASL mechanisms of every successful SMTP AUTH of `user` so far,
+    /// from Postfix's log (`sasl_method=XOAUTH2, sasl_username=USER`).
+    pub fn smtp_login_methods(&self, user: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.join("postfix.log")).unwrap_or_default();
+        let user = user.to_lowercase();
+        text.lines()
+            .filter(|l| l.contains(&format!("sasl_username={user}")))
+            .filter_map(|l| l.split_once("sasl_method=").map(|(_, rest)| rest))
+            .map(|rest| rest.split(',').next().unwrap_or_default().to_string())
+            .collect()
     }
 
     /// The CA that signed the servers' certificate (for `ca_file`).
@@ -196,6 +334,27 @@ impl MailServers {
     }
 }
 
+/// What OAuth mode adds.
+#[derive(Debug, Clone)]
+struct OAuthSetup {
+    /// Postfix's submission listener (STARTTLS, Dovecot SASL).
+    submission_port: u16,
+    /// The HS256 secret Dovecot trusts (the raw bytes; the key file holds
+    /// their base64).
+    key: Vec<u8>,
+    /// `deny-smtp`: users whose tokens Dovecot refuses for Postfix only.
+    smtp_deny_file: PathBuf,
+    /// Serialises rewrites of `smtp_deny_file`.
+    smtp_denied: Arc<Mutex<Vec<String>>>,
+}
+
+/// Which servers a test binary gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Password,
+    OAuth,
+}
+
 /// Everything started so far, killed if start-up fails half-way.
 struct StartupGuard {
     groups: Vec<u32>,
@@ -212,7 +371,7 @@ impl Drop for StartupGuard {
     }
 }
 
-fn boot() -> anyhow::Result<MailServers> {
+fn boot(mode: Mode) -> anyhow::Result<MailServers> {
     // SAFETY: trivial syscall.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
@@ -238,14 +397,32 @@ fn boot() -> anyhow::Result<MailServers> {
     tls::write_certificates(&dir)?;
     let tls = tls::client_config(&dir.join("ca.pem"))?;
 
-    let [imap_port, imaps_port, lmtp_port, smtp_port, smtps_port] = free_ports()?;
+    let [
+        imap_port,
+        imaps_port,
+        lmtp_port,
+        smtp_port,
+        smtps_port,
+        submission_port,
+    ] = free_ports()?;
+    let oauth = match mode {
+        Mode::Password => None,
+        Mode::OAuth => Some(write_oauth_files(&dir, submission_port)?),
+    };
     let mut guard = StartupGuard {
         groups: Vec::new(),
         armed: true,
     };
     let mut children = Vec::new();
 
-    let dovecot_child = start_dovecot(&dir, &dovecot, imap_port, imaps_port, lmtp_port)?;
+    let dovecot_child = start_dovecot(
+        &dir,
+        &dovecot,
+        imap_port,
+        imaps_port,
+        lmtp_port,
+        oauth.is_some(),
+    )?;
     watcher.register_group(dovecot_child.id())?;
     guard.groups.push(dovecot_child.id());
     children.push(dovecot_child);
@@ -253,13 +430,29 @@ fn boot() -> anyhow::Result<MailServers> {
         wait_for_port(port, &mut children[0], &dir, "Dovecot")?;
     }
 
-    let master = start_postfix(&dir, &postfix, &postconf, lmtp_port, smtp_port, smtps_port)?;
+    let master = start_postfix(
+        &dir,
+        &postfix,
+        &postconf,
+        lmtp_port,
+        smtp_port,
+        smtps_port,
+        oauth.as_ref().map(|o| o.submission_port),
+    )?;
     // `master -s` makes itself a session (and process group) leader.
     watcher.register_group(master.id())?;
     guard.groups.push(master.id());
     children.push(master);
     wait_for_port(smtp_port, &mut children[1], &dir, "Postfix")?;
     wait_for_port(smtps_port, &mut children[1], &dir, "Postfix (SMTPS)")?;
+    if let Some(o) = &oauth {
+        wait_for_port(
+            o.submission_port,
+            &mut children[1],
+            &dir,
+            "Postfix (submission)",
+        )?;
+    }
 
     guard.armed = false;
     Ok(MailServers {
@@ -269,6 +462,7 @@ fn boot() -> anyhow::Result<MailServers> {
         lmtp_port,
         smtp_port,
         smtps_port,
+        oauth,
         tls,
         users: AtomicU64::new(0),
         _children: Mutex::new(children),
@@ -304,15 +498,15 @@ fn check_dovecot_version(dovecot: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Four distinct free loopback ports. The listeners are held until all are
+/// `N` distinct free loopback ports. The listeners are held until all are
 /// picked (so they differ) and then dropped; the short race with other
 /// programs is accepted.
-fn free_ports() -> anyhow::Result<[u16; 5]> {
-    let listeners = (0..5)
+fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()
         .context("bind a free loopback port")?;
-    let mut ports = [0u16; 5];
+    let mut ports = [0u16; N];
     for (slot, l) in ports.iter_mut().zip(&listeners) {
         *slot = l.local_addr().context("read a bound port")?.port();
     }
@@ -381,6 +575,7 @@ fn start_dovecot(
     imap_port: u16,
     imaps_port: u16,
     lmtp_port: u16,
+    oauth: bool,
 ) -> anyhow::Result<Child> {
     // Users that exist when the dovecot package is installed; mail is stored
     // as `nobody` (Dovecot refuses to store mail as root).
@@ -396,7 +591,23 @@ fn start_dovecot(
         .context("chown the maildir root to nobody")?;
 
     let d = dir.display();
-    let name = format!("pmr-{}", std::process::id());
+    let name = format!(
+        "pmr-{}{}",
+        std::process::id(),
+        if oauth { "-oauth" } else { "" }
+    );
+    let auth = if oauth {
+        oauth_auth_config(dir)
+    } else {
+        format!(
+            r#"auth_mechanisms = plain login
+passdb {{
+  driver = static
+  args = password={PASSWORD}
+}}
+"#
+        )
+    };
     let conf = format!(
         r#"# Private Dovecot for the privacy-mailroom integration tests.
 protocols = imap lmtp
@@ -413,7 +624,6 @@ ssl_cert = <{d}/cert.pem
 ssl_key = <{d}/key.pem
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
-auth_mechanisms = plain login
 auth_username_format = %Lu
 # Tests try wrong passwords on purpose: no 2 s failure delay, and (below)
 # no anvil penalty that would slow every later login from 127.0.0.1.
@@ -421,11 +631,7 @@ auth_failure_delay = 0
 mail_location = maildir:~/Maildir
 mail_fsync = never
 first_valid_uid = 1
-passdb {{
-  driver = static
-  args = password={PASSWORD}
-}}
-userdb {{
+{auth}userdb {{
   driver = static
   args = uid={mail_uid} gid={mail_gid} home={d}/mail/%u allow_all_users=yes
 }}
@@ -482,6 +688,7 @@ fn start_postfix(
     lmtp_port: u16,
     smtp_port: u16,
     smtps_port: u16,
+    submission_port: Option<u16>,
 ) -> anyhow::Result<Child> {
     let (postfix_uid, _) = lookup_user("postfix")?;
     let conf_dir = dir.join("postfix/conf");
@@ -559,7 +766,7 @@ readme_directory = no
         .with_context(|| format!("read /etc/postfix/master.cf; {INSTALL_HINT}"))?;
     std::fs::write(
         conf_dir.join("master.cf"),
-        master_cf_for(&master_cf, smtp_port, smtps_port),
+        master_cf_for(&master_cf, smtp_port, smtps_port, submission_port, dir),
     )
     .context("write master.cf")?;
 
@@ -612,7 +819,13 @@ readme_directory = no
 /// `127.0.0.1:PORT`, an implicit-TLS listener added, and every service out of
 /// the chroot (a chroot would need copies of /etc files inside the queue
 /// directory).
-fn master_cf_for(original: &str, smtp_port: u16, smtps_port: u16) -> String {
+fn master_cf_for(
+    original: &str,
+    smtp_port: u16,
+    smtps_port: u16,
+    submission_port: Option<u16>,
+    dir: &Path,
+) -> String {
     let mut out = String::new();
     for line in original.lines() {
         let is_service = line
@@ -634,7 +847,125 @@ fn master_cf_for(original: &str, smtp_port: u16, smtps_port: u16) -> String {
     out.push_str(&format!(
         "127.0.0.1:{smtps_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt\n"
     ));
+    if let Some(port) = submission_port {
+        // Like port 587 at a mail provider: STARTTLS, then AUTH (verified by
+        // Dovecot), and only an authenticated client may relay — loopback's
+        // `permit_mynetworks` does not apply here. Every other restriction
+        // is main.cf's, as on the other listeners.
+        out.push_str(&format!(
+            "127.0.0.1:{port} inet n - n - - smtpd -o syslog_name=postfix/submission \
+             -o smtpd_tls_security_level=encrypt -o smtpd_tls_auth_only=yes \
+             -o smtpd_sasl_auth_enable=yes -o smtpd_sasl_type=dovecot \
+             -o smtpd_sasl_path={}/dovecot/run/auth-postfix \
+             -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n",
+            dir.display()
+        ));
+    }
     out
+}
+
+/// The key file, the `oauth2` passdb's settings and the SMTP deny list for
+/// OAuth mode.
+fn write_oauth_files(dir: &Path, submission_port: u16) -> anyhow::Result<OAuthSetup> {
+    let (_, dovecot_gid) = lookup_user("dovecot")?;
+    let conf_dir = dir.join("dovecot");
+    let key_dir = conf_dir.join("keys/default/HS256");
+    std::fs::create_dir_all(&key_dir).context("create the Dovecot key directory")?;
+    let key: Vec<u8> = {
+        use rand::RngCore as _;
+        let mut key = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        key
+    };
+    // Dovecot reads an HS* key as the base64 of the secret, and a trailing
+    // newline would be part of it.
+    let key_file = key_dir.join("default");
+    std::fs::write(&key_file, super::b64::encode(&key)).context("write the HS256 key")?;
+    let keys = conf_dir.join("keys");
+    for path in [
+        keys.clone(),
+        keys.join("default"),
+        key_dir.clone(),
+        key_file.clone(),
+    ] {
+        std::os::unix::fs::chown(&path, None, Some(dovecot_gid))
+            .with_context(|| format!("chgrp dovecot {}", path.display()))?;
+        let mode = if path == key_file { 0o640 } else { 0o750 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", path.display()))?;
+    }
+    let d = conf_dir;
+    let ext = format!(
+        "# Bearer tokens are HS256 JWTs checked here, with no identity provider\n\
+         # call: signature (key below), iss, exp, and email == the SASL user.\n\
+         introspection_mode = local\n\
+         local_validation_key_dict = fs:posix:prefix={}/keys/\n\
+         issuers = {OAUTH_ISSUER}\n\
+         username_attribute = email\n\
+         username_format = %Lu\n",
+        d.display()
+    );
+    std::fs::write(d.join("dovecot-oauth2.conf.ext"), ext)
+        .context("write dovecot-oauth2.conf.ext")?;
+    // Per-service deny lists (`%s` = imap | smtp): the imap one stays empty.
+    let smtp_deny_file = d.join("deny-smtp");
+    for name in ["deny-imap", "deny-smtp"] {
+        std::fs::write(d.join(name), "").with_context(|| format!("write {name}"))?;
+        std::fs::set_permissions(d.join(name), std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("chmod {name}"))?;
+    }
+    Ok(OAuthSetup {
+        submission_port,
+        key,
+        smtp_deny_file,
+        smtp_denied: Arc::new(Mutex::new(Vec::new())),
+    })
+}
+
+/// Dovecot's authentication in OAuth mode: passwords (any user, PLAIN and
+/// LOGIN only), then the per-service deny list and the token check (XOAUTH2
+/// and OAUTHBEARER only, so a token never logs in as a password nor a
+/// password as a token); and the socket Postfix's submission listener asks.
+fn oauth_auth_config(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"auth_mechanisms = plain login xoauth2 oauthbearer
+# Every refused token is logged (`oauth2 failed: ...`), for assertions.
+auth_verbose = yes
+passdb {{
+  driver = static
+  args = password={PASSWORD}
+  mechanisms = plain login
+}}
+passdb {{
+  driver = passwd-file
+  args = {d}/dovecot/deny-%s
+  deny = yes
+  mechanisms = xoauth2 oauthbearer
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/dovecot/dovecot-oauth2.conf.ext
+}}
+service auth {{
+  unix_listener auth-postfix {{
+    mode = 0660
+    user = postfix
+    group = postfix
+  }}
+}}
+"#
+    )
+}
+
+/// Writes `path` through a temporary file and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("chmod {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename onto {}", path.display()))
 }
 
 /// Message files in the queues that hold mail not yet delivered.

@@ -34,7 +34,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 use tracing::{debug, info};
 
-use crate::cases::Case;
+use crate::cases::{Action, Case};
 use crate::classify;
 use crate::mailroom::Mailroom;
 use crate::message::attachment::sanitize_filename_nth;
@@ -390,7 +390,7 @@ pub async fn record(
             Some(&case.id),
             now,
             "daemon",
-            "document_stored",
+            crate::cases::Action::DocumentStored,
             &format!(
                 "{} ({} bytes, {sniffed}{mismatch}) sha256 {}",
                 filename, stored.size, stored.sha256
@@ -505,13 +505,13 @@ pub async fn review_pending(
 pub async fn after_command(
     conn: &mut SqliteConnection,
     case_id: &str,
-    command: &str,
+    command: Action,
     reviewer: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let status = match command {
-        "declaration_accept" => Status::Accepted,
-        "declaration_reject" => Status::Rejected,
+        Action::DeclarationAccept => Status::Accepted,
+        Action::DeclarationReject => Status::Rejected,
         _ => return Ok(()),
     };
     let n = review_pending(conn, case_id, status, reviewer, now).await?;
@@ -521,7 +521,7 @@ pub async fn after_command(
             Some(case_id),
             now,
             reviewer,
-            "documents_reviewed",
+            crate::cases::Action::DocumentsReviewed,
             &format!("{n} document(s) {}", status.as_str()),
         )
         .await?;

@@ -4,7 +4,61 @@
 //! [`Policy`] and the `now` argument, never from the system clock, so every
 //! transition is unit-testable.
 
+/// A closed vocabulary stored as text: the enum, `ALL`, `as_str`, `Display`
+/// and `FromStr` from one list of `Variant = "text"` pairs, so the strings
+/// are written once.
+macro_rules! vocabulary {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$( $name::$variant, )+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::cases::ParseEnumError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| $crate::cases::ParseEnumError(s.to_string()))
+            }
+        }
+    };
+}
+
+pub(crate) use vocabulary;
+
 pub mod clock;
+pub mod commands;
 pub mod engine;
 
 use std::fmt;
@@ -14,7 +68,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use clock::Policy;
-pub use engine::{Command, Effect, Input, Refusal, Transition, apply, open};
+pub use engine::{Command, Effect, Input, Refusal, Template, Transition, apply, open};
 
 /// What the consumer asked for (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -195,9 +249,8 @@ pub struct Case {
     pub reminder_held_until: Option<DateTime<Utc>>,
     /// For agent cases: a declaration was accepted or a power of attorney recorded.
     pub authorization_ok: bool,
-    /// How the final state was reached, for records: `complied`,
-    /// `partially_complied`, `denied`, `withdrawn`, `closed`.
-    pub resolution: Option<String>,
+    /// How the final state was reached, for records.
+    pub resolution: Option<Resolution>,
     /// Why the request was denied, or (resolution `partially_complied`) what
     /// was not done and why: the §7101 "basis for denial".
     pub denial_reason: Option<String>,
@@ -224,5 +277,113 @@ impl Case {
         .into_iter()
         .flatten()
         .any(|a| crate::address::same(a, addr))
+    }
+}
+
+vocabulary! {
+    /// How a case reached its final state, for the §7101 record and the
+    /// §7102 metrics (`cases.resolution`).
+    pub enum Resolution {
+        Complied = "complied",
+        /// `#complete partial`: carried out in part; `denial_reason` says
+        /// what was not done and why.
+        PartiallyComplied = "partially_complied",
+        /// Denied, or closed because identity could not be verified.
+        Denied = "denied",
+        Withdrawn = "withdrawn",
+        /// Closed without a substantive response (a duplicate, spam).
+        Closed = "closed",
+    }
+}
+
+vocabulary! {
+    /// What an event row records (`events.action`). The team's commands
+    /// record their own name (see [`commands::TABLE`]).
+    pub enum Action {
+        // The engine.
+        Opened = "opened",
+        State = "state",
+        DeclarationReceived = "declaration_received",
+        OptOutAnswered = "opt_out_answered",
+        AcknowledgementHeld = "acknowledgement_held",
+        AcknowledgementSent = "acknowledgement_sent",
+        /// A reminder the loop guard held back (not recorded as sent).
+        ReminderHeld = "reminder_held",
+        VerificationSubmitted = "verification_submitted",
+        Withdrawn = "withdrawn",
+        WithdrawalUnclear = "withdrawal_unclear",
+        Confirmed = "confirmed",
+        ConsumerWrote = "consumer_wrote",
+        DueDate = "due_date",
+        Reminder = "reminder",
+        Overdue = "overdue",
+        DeadlineApproaching = "deadline_approaching",
+        // Team commands (`Command::action`).
+        Verify = "verify",
+        Deny = "deny",
+        Extend = "extend",
+        Complete = "complete",
+        Close = "close",
+        Note = "note",
+        DeclarationAccept = "declaration_accept",
+        DeclarationReject = "declaration_reject",
+        Poa = "poa",
+        /// `#open KIND` on a message in review.
+        Open = "open",
+        // Casework, intake, the team's mail, delivery, attachments, purge.
+        Refused = "refused",
+        ReplySuppressed = "reply_suppressed",
+        ReplyLimitOverridden = "reply_limit_overridden",
+        CommandRefused = "command_refused",
+        TeamMail = "team_mail",
+        TeamCorrespondence = "team_correspondence",
+        AutomaticMail = "automatic_mail",
+        ForeignMessage = "foreign_message",
+        Review = "review",
+        OpenedTogether = "opened_together",
+        Oversize = "oversize",
+        /// A message over the MIME limits, moved to review unread.
+        MimeLimit = "mime_limit",
+        /// A copy of a team notice came back as new mail.
+        NoticeReturned = "notice_returned",
+        /// A notice held back by its per-sender or per-case limit.
+        NoticeThrottled = "notice_throttled",
+        DeliveryFailed = "delivery_failed",
+        ProcessingFailed = "processing_failed",
+        DocumentStored = "document_stored",
+        DocumentsReviewed = "documents_reviewed",
+        VerificationDataDeleted = "verification_data_deleted",
+        Purged = "purged",
+    }
+}
+
+impl Action {
+    /// Whether purge keeps the event's detail (it holds no personal data:
+    /// a count, a state change, a template name); the detail of every other
+    /// action is replaced. A team command's answer is its row in
+    /// [`commands::TABLE`].
+    pub fn purge_keeps_detail(self) -> bool {
+        if let Some(verb) = commands::TABLE.iter().find(|v| v.action == self) {
+            return verb.purge_keeps_detail;
+        }
+        matches!(
+            self,
+            Action::Opened
+                | Action::State
+                | Action::DueDate
+                | Action::Reminder
+                | Action::OptOutAnswered
+                | Action::DeclarationReceived
+                | Action::VerificationSubmitted
+                | Action::Withdrawn
+                | Action::ConsumerWrote
+                | Action::WithdrawalUnclear
+                | Action::OpenedTogether
+                | Action::ReplySuppressed
+                | Action::ForeignMessage
+                | Action::Refused
+                | Action::Purged
+                | Action::VerificationDataDeleted
+        )
     }
 }

@@ -12,7 +12,7 @@ use sqlx::SqliteConnection;
 use tracing::{debug, info};
 
 use crate::cases::engine::{Actor, Audience, NewRequest, Notice};
-use crate::cases::{Case, Command, Effect, Input, Kind, Refusal, Transition};
+use crate::cases::{Action, Case, Command, Effect, Input, Kind, Refusal, Template, Transition};
 use crate::classify;
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
@@ -165,6 +165,10 @@ pub async fn apply_input_as(
         Input::AcknowledgementHeld { .. } => "acknowledgement_held",
         Input::ReminderHeld { .. } => "reminder_held",
     };
+    let command = match &input {
+        Input::Team { command, .. } => Some(command.action()),
+        _ => None,
+    };
     let trigger = match &input {
         Input::Team { .. } => Trigger::Team,
         Input::ConsumerReply { .. } | Input::AcknowledgementHeld { .. } => Trigger::Automatic,
@@ -180,7 +184,9 @@ pub async fn apply_input_as(
                 commit_update(conn, room, &t, trigger, now).await?;
             }
             // `#declaration accept|reject` settle the pending documents too.
-            crate::attachments::after_command(conn, case_id, name, &actor, now).await?;
+            if let Some(command) = command {
+                crate::attachments::after_command(conn, case_id, command, &actor, now).await?;
+            }
             Ok(t)
         }
         Err(refusal) => {
@@ -189,7 +195,7 @@ pub async fn apply_input_as(
                 Some(case_id),
                 now,
                 &actor,
-                "refused",
+                crate::cases::Action::Refused,
                 &format!("{name}: {refusal}"),
             )
             .await?;
@@ -232,10 +238,10 @@ async fn carry_out(
                 action,
                 detail,
             } => {
-                if action == "reminder" && held_reminders.contains(&detail.as_str()) {
+                if *action == Action::Reminder && held_reminders.contains(&detail.as_str()) {
                     continue;
                 }
-                store::events::append(conn, Some(&t.case.id), now, &actor.label(), action, detail)
+                store::events::append(conn, Some(&t.case.id), now, &actor.label(), *action, detail)
                     .await?;
             }
             Effect::Send {
@@ -244,15 +250,15 @@ async fn carry_out(
                 reason,
             } => {
                 let mail = ConsumerMail {
-                    template,
+                    template: *template,
                     to: *to,
                     reason: reason.as_deref(),
                     trigger,
                 };
                 if !send_to_consumer(conn, room, &t.case, &mail, now).await?
-                    && is_reminder(template)
+                    && is_reminder(*template)
                 {
-                    held_reminders.push(template);
+                    held_reminders.push(template.as_str());
                 }
             }
             Effect::Notify(notice) => {
@@ -266,15 +272,17 @@ async fn carry_out(
 /// A consumer-facing mail the engine asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsumerMail<'a> {
-    pub template: &'a str,
+    pub template: Template,
     pub to: Audience,
     pub reason: Option<&'a str>,
     pub trigger: Trigger,
 }
 
-fn is_reminder(template: &str) -> bool {
-    use crate::cases::engine::template::{CONFIRMATION_REMINDER, VERIFICATION_REMINDER};
-    template == VERIFICATION_REMINDER || template == CONFIRMATION_REMINDER
+fn is_reminder(template: Template) -> bool {
+    matches!(
+        template,
+        Template::VerificationReminder | Template::ConfirmationReminder
+    )
 }
 
 /// Queues a consumer-facing mail, unless a guard says no; a mail held back is
@@ -302,13 +310,13 @@ pub async fn send_to_consumer(
     // `+tags` do not make another sender for the per-sender limit.
     let rate_key = crate::address::rate_key(&recipient);
     if let Some(hold) = held_back(conn, room, case, template, &rate_key, trigger, now).await? {
-        info!(case = %case.id, template, "Reply held back by a guard.");
+        info!(case = %case.id, template = template.as_str(), "Reply held back by a guard.");
         store::events::append(
             conn,
             Some(&case.id),
             now,
             "daemon",
-            "reply_suppressed",
+            crate::cases::Action::ReplySuppressed,
             &hold.why,
         )
         .await?;
@@ -321,7 +329,7 @@ pub async fn send_to_consumer(
             })
         } else if is_reminder(template) {
             Some(Input::ReminderHeld {
-                template: template.to_string(),
+                template,
                 until: hold.until,
                 why: hold.why,
             })
@@ -343,7 +351,7 @@ pub async fn send_to_consumer(
                         Some(&case.id),
                         now,
                         &actor.label(),
-                        action,
+                        *action,
                         detail,
                     )
                     .await?;
@@ -352,7 +360,7 @@ pub async fn send_to_consumer(
         }
         return Ok(false);
     }
-    let rendered = render(room, template, case, reason, None, now)?;
+    let rendered = render(room, template.as_str(), case, reason, None, now)?;
     let thread = store::cases::thread(conn, &case.id).await?;
     // The consumer's thread: their last message applied to the case, else
     // the request, else our own last mail to them (never team mail).
@@ -381,8 +389,8 @@ pub async fn send_to_consumer(
         room,
         Queued {
             case_id: Some(&case.id),
-            audience: "consumer",
-            template,
+            audience: store::outbox::Audience::Consumer,
+            template: template.as_str(),
             recipients: vec![recipient],
             rate_key: &rate_key,
             rendered,
@@ -409,7 +417,7 @@ async fn held_back(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
-    template: &str,
+    template: Template,
     recipient: &str,
     trigger: Trigger,
     now: DateTime<Utc>,
@@ -425,7 +433,7 @@ async fn held_back(
     // Anyone can claim to be an agent and name a "consumer": the daemon
     // writes to that third party only for agents the company knows, and only
     // when our MX authenticated the agent's mail.
-    if template == crate::cases::engine::template::AGENT_CONSUMER_CONFIRM {
+    if template == Template::AgentConsumerConfirm {
         if !case.agent.as_deref().is_some_and(known_agent) {
             return Ok(never(format!(
                 "{template}: the agent's domain is not in agents.known_domains; the team decides whether to contact the consumer"
@@ -465,7 +473,7 @@ async fn held_back(
                 Some(&case.id),
                 now,
                 "daemon",
-                "reply_limit_overridden",
+                crate::cases::Action::ReplyLimitOverridden,
                 &format!(
                     "{why}; sent anyway, the acknowledgement is due {}",
                     case.ack_due_at.to_rfc3339()
@@ -525,7 +533,7 @@ pub async fn send_notice(
             Some(&case.id),
             now,
             "daemon",
-            "notice_throttled",
+            crate::cases::Action::NoticeThrottled,
             &detail,
         )
         .await?;
@@ -548,7 +556,7 @@ pub async fn send_notice(
     queue_for_team(
         conn,
         room,
-        TeamMail::case_notice("team_notice", &ctx, &case.id),
+        TeamMail::case_notice(crate::cases::Template::TeamNotice.as_str(), &ctx, &case.id),
         now,
     )
     .await
@@ -621,7 +629,7 @@ pub async fn queue_for_team(
         room,
         Queued {
             case_id: mail.case_id,
-            audience: "team",
+            audience: store::outbox::Audience::Team,
             template: mail.template,
             recipients: notify,
             rate_key: &rate_key,
@@ -639,7 +647,7 @@ pub async fn queue_for_team(
 /// A rendered mail ready for the outbox.
 pub struct Queued<'a> {
     pub case_id: Option<&'a str>,
-    pub audience: &'static str,
+    pub audience: store::outbox::Audience,
     pub template: &'a str,
     pub recipients: Vec<String>,
     pub rate_key: &'a str,
@@ -707,7 +715,10 @@ pub async fn queue(
             size: raw.len() as i64,
             raw: None,
             body_text: Some(&q.rendered.text),
-            disposition: q.audience,
+            disposition: match q.audience {
+                store::outbox::Audience::Consumer => store::messages::Disposition::Consumer,
+                store::outbox::Audience::Team => store::messages::Disposition::Team,
+            },
             ..NewMessage::default()
         },
     )

@@ -12,6 +12,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::cases::Kind;
+use crate::ids::CaseId;
 
 /// One `[[rules]]` entry: a subject phrase list for a kind.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -144,15 +145,14 @@ pub fn match_subject(rules: &[Rule], subject: &str) -> Option<Kind> {
 /// matched case-insensitively; the id is returned in its canonical form (the
 /// prefix as configured, upper-cased; four-digit year; the sequence as given,
 /// at least five digits).
-pub fn find_case_tag(subject: &str, prefix: &str) -> Option<String> {
+pub fn find_case_tag(subject: &str, prefix: &str) -> Option<CaseId> {
     let prefix = prefix.trim();
     if prefix.is_empty() {
         return None;
     }
     CASE_TAG
         .captures_iter(subject)
-        .find(|c| c[1].trim().to_lowercase() == prefix.to_lowercase())
-        .map(|c| format!("{}-{}-{}", prefix.to_uppercase(), &c[2], &c[3]))
+        .find_map(|c| CaseId::parse(&format!("{}-{}-{}", c[1].trim(), &c[2], &c[3]), prefix))
 }
 
 /// `[PREFIX-YYYY-NNNNN]`, the prefix checked by the caller.

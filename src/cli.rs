@@ -451,3 +451,46 @@ async fn templates_cmd(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{CasesCommand, Cli, Command};
+    use crate::cases::commands::{TABLE, TeamCommand};
+
+    /// Every `cases act` form of the command table parses, and builds the
+    /// command its mail form builds: the table, the mail parser and the CLI
+    /// cannot drift apart.
+    #[test]
+    fn every_cli_form_of_the_command_table_builds_the_mail_forms_command() {
+        let fill = |s: &str| {
+            s.replace(" [DETAIL]", "")
+                .replace("REASON", "why")
+                .replace("TEXT", "why")
+        };
+        let mut forms = 0;
+        for verb in TABLE {
+            for form in verb.forms {
+                let Some(cli) = form.cli else { continue };
+                forms += 1;
+                let mut argv = vec!["privacy-mailroom", "cases", "act", "CCPA-2026-00001"];
+                let filled = fill(cli);
+                argv.extend(filled.split_whitespace());
+                let parsed = Cli::try_parse_from(&argv)
+                    .unwrap_or_else(|e| panic!("`cases act ID {cli}`: {e}"));
+                let Command::Cases(CasesCommand::Act { action, .. }) = parsed.command else {
+                    panic!("`{cli}` is not `cases act`");
+                };
+                let by_mail = crate::team::commands::parse(&fill(form.usage), "CCPA");
+                assert_eq!(
+                    by_mail.first().map(|l| l.command.clone()),
+                    Some(Ok(TeamCommand::Case(action.to_command()))),
+                    "{} vs {cli}",
+                    form.usage
+                );
+            }
+        }
+        assert!(forms >= 12, "{forms}");
+    }
+}

@@ -116,7 +116,7 @@ fn recipient_key(recipient: &str) -> String {
 /// recipients is delivered one recipient at a time: one refused address (a
 /// colleague who left) must not fail the mail for the others.
 fn per_recipient(row: &store::OutboxRow) -> bool {
-    row.audience == "team" || row.recipient_list().len() > 1
+    row.audience == store::outbox::Audience::Team.as_str() || row.recipient_list().len() > 1
 }
 
 /// Sends every pending mail that is due. A transient failure (4xx, network)
@@ -368,11 +368,11 @@ async fn fail(
             Some(case_id),
             now,
             "daemon",
-            "delivery_failed",
+            crate::cases::Action::DeliveryFailed,
             &format!("{}: {error}", row.template),
         )
         .await?;
-        if row.audience == "consumer"
+        if row.audience == store::outbox::Audience::Consumer.as_str()
             && let Some(case) = store::cases::get(&mut tx, case_id).await?
             && let Err(e) = crate::team::notify_delivery_failure(&mut tx, room, &case, now).await
         {

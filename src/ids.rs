@@ -423,6 +423,86 @@ pub fn parse_case_id(s: &str) -> Option<CaseIdParts> {
     })
 }
 
+/// A case ID, `{PREFIX}-{YYYY}-{NNNNN}` (`CCPA-2026-00042`). Made by
+/// [`CaseId::new`] or read with [`CaseId::parse`]: the one syntax the
+/// subject tag, a command's case argument and `cases act` accept. Prints as
+/// the text it holds; derefs to `&str` for the store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct CaseId(String);
+
+impl CaseId {
+    /// `{prefix}-{year}-{seq:05}`.
+    pub fn new(prefix: &str, year: i32, seq: u64) -> CaseId {
+        CaseId(format_case_id(prefix, year, seq))
+    }
+
+    /// A case ID under `prefix` (compared case-insensitively), in canonical
+    /// form: the prefix upper-cased, the year and the sequence as written.
+    /// Brackets and surrounding white space are accepted (see
+    /// [`parse_case_id`]).
+    pub fn parse(s: &str, prefix: &str) -> Option<CaseId> {
+        let parts = parse_case_id(s)?;
+        if !parts.prefix.eq_ignore_ascii_case(prefix.trim()) {
+            return None;
+        }
+        let s = s
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim();
+        let (_, year_seq) = s.split_at(parts.prefix.len());
+        Some(CaseId(format!("{}{year_seq}", parts.prefix.to_uppercase())))
+    }
+
+    /// An ID read back from the database, which only holds IDs this type
+    /// made.
+    pub fn from_stored(id: String) -> CaseId {
+        CaseId(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for CaseId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for CaseId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<CaseId> for String {
+    fn from(id: CaseId) -> String {
+        id.0
+    }
+}
+
+impl PartialEq<str> for CaseId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for CaseId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,6 +743,33 @@ mod tests {
             assert!(find_code(&text, &code));
             assert!(find_code(&text.to_lowercase(), &code));
             assert!(find_code(&text.replace('-', ""), &code));
+        }
+    }
+
+    #[test]
+    fn case_id_parses_under_its_prefix_only() {
+        let id = |s: &str, prefix: &str| CaseId::parse(s, prefix).map(String::from);
+        assert_eq!(
+            id("ccpa-2026-00042", "CCPA").as_deref(),
+            Some("CCPA-2026-00042")
+        );
+        assert_eq!(
+            id("[CCPA-2026-00042]", "ccpa").as_deref(),
+            Some("CCPA-2026-00042")
+        );
+        assert_eq!(
+            id("priv-ca-2027-123456", "PRIV-CA").as_deref(),
+            Some("PRIV-CA-2027-123456")
+        );
+        assert_eq!(CaseId::new("CCPA", 2026, 7).to_string(), "CCPA-2026-00007");
+        for bad in [
+            "CCPA-2026-42",
+            "CCPA-2026-0042",
+            "OTHER-2026-00042",
+            "CCPA-26-00042",
+            "",
+        ] {
+            assert_eq!(id(bad, "CCPA"), None, "{bad}");
         }
     }
 

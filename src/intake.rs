@@ -23,6 +23,7 @@ use crate::classify;
 use crate::ids::{Purpose, Verified};
 use crate::mailroom::Mailroom;
 use crate::message::{self, Inbound};
+use crate::store::messages::Disposition;
 use crate::store::{self, NewMessage};
 
 /// One message fetched from the mailbox.
@@ -171,7 +172,7 @@ impl Record<'_> {
         conn: &mut SqliteConnection,
         room: &Mailroom,
         case_id: Option<&str>,
-        disposition: &str,
+        disposition: Disposition,
         target: Target,
         now: DateTime<Utc>,
     ) -> Result<i64, CaseworkError> {
@@ -230,7 +231,9 @@ impl Record<'_> {
             .iter()
             .find(|v| v.purpose == Purpose::Reply)
             .map(|v| v.subject_id.clone())
-            .or_else(|| classify::find_case_tag(&self.inbound.subject, case_prefix))
+            .or_else(|| {
+                classify::find_case_tag(&self.inbound.subject, case_prefix).map(String::from)
+            })
     }
 }
 
@@ -276,7 +279,7 @@ async fn process_one(
     if room.is_own_address(&rec.sender) {
         if is_ours(room, inbound) {
             // Our own mail come back (a Bcc or a loop) gets no answer.
-            rec.write(conn, room, None, "own", Target::Processed, now)
+            rec.write(conn, room, None, Disposition::Own, Target::Processed, now)
                 .await?;
             return Ok(Outcome::Automatic);
         }
@@ -370,7 +373,7 @@ async fn duplicate(
     } else {
         Target::Processed
     };
-    file_only(conn, room, rec, "duplicate", target, now).await?;
+    file_only(conn, room, rec, Disposition::Duplicate, target, now).await?;
     debug!(
         uid = rec.fetched.uid,
         "Duplicate message filed without effects."
@@ -435,10 +438,25 @@ async fn over_mime_limits(
     let case = rec.own_case(conn, room).await?;
     let case_id = case.as_ref().map(|c| c.id.as_str());
     let row = rec
-        .write(conn, room, case_id, "review", Target::Review, now)
+        .write(
+            conn,
+            room,
+            case_id,
+            Disposition::Review,
+            Target::Review,
+            now,
+        )
         .await?;
     let detail = format!("message row {row}: {excess}; moved to review, nothing stored from it");
-    store::events::append(conn, case_id, now, "daemon", "mime_limit", &detail).await?;
+    store::events::append(
+        conn,
+        case_id,
+        now,
+        "daemon",
+        crate::cases::Action::MimeLimit,
+        &detail,
+    )
+    .await?;
     info!(
         uid = rec.fetched.uid,
         parts = rec.inbound.shape.parts,
@@ -478,8 +496,15 @@ async fn team_reply(
     } else {
         Target::Review
     };
-    rec.write(conn, room, case_id.as_deref(), "team", target, now)
-        .await?;
+    rec.write(
+        conn,
+        room,
+        case_id.as_deref(),
+        Disposition::Team,
+        target,
+        now,
+    )
+    .await?;
     crate::team::mail::handle(conn, room, rec.inbound, scope, now).await?;
     Ok(Outcome::TeamMail { case_id })
 }
@@ -513,14 +538,21 @@ async fn returned_notice(
     } else {
         Target::Review
     };
-    rec.write(conn, room, case_id.as_deref(), "team_loop", target, now)
-        .await?;
+    rec.write(
+        conn,
+        room,
+        case_id.as_deref(),
+        Disposition::TeamLoop,
+        target,
+        now,
+    )
+    .await?;
     store::events::append(
         conn,
         case_id.as_deref(),
         now,
         "daemon",
-        "notice_returned",
+        crate::cases::Action::NoticeReturned,
         "a copy of a team notice came back to the mailbox as new mail (a forwarding rule?); recorded, no new notice",
     )
     .await?;
@@ -552,13 +584,21 @@ async fn member_mail(
         &room.config.policy.case_prefix,
     );
     if !commands.is_empty() {
-        rec.write(conn, room, case_id, "team", Target::Review, now)
+        rec.write(conn, room, case_id, Disposition::Team, Target::Review, now)
             .await?;
         let detail = format!(
             "{} command line(s) not executed: the message does not reply to a notification of the daemon",
             commands.len()
         );
-        store::events::append(conn, case_id, now, &rec.sender, "command_refused", &detail).await?;
+        store::events::append(
+            conn,
+            case_id,
+            now,
+            &rec.sender,
+            crate::cases::Action::CommandRefused,
+            &detail,
+        )
+        .await?;
         return Ok(Some(Outcome::Review {
             reason: "team commands without a notification reference",
         }));
@@ -595,7 +635,7 @@ async fn member_mail(
         conn,
         room,
         rec,
-        "team_reply_original",
+        Disposition::TeamReplyOriginal,
         Target::Processed,
         now,
     )
@@ -620,13 +660,21 @@ async fn automatic(
     };
     let Some(id) = case_id else {
         let row = rec
-            .write(conn, room, None, "auto", Target::Review, now)
+            .write(conn, room, None, Disposition::Auto, Target::Review, now)
             .await?;
         // Recorded like any message in review (no case to put it on).
         let detail = format!(
             "message row {row}: automatic mail ({kind:?}) that answers none of our messages"
         );
-        store::events::append(conn, None, now, "daemon", "review", &detail).await?;
+        store::events::append(
+            conn,
+            None,
+            now,
+            "daemon",
+            crate::cases::Action::Review,
+            &detail,
+        )
+        .await?;
         // A request sent through a no-reply web form still reaches a person:
         // the team is told, with `#open` offered.
         if let Some(kind) = classify::match_subject(&room.config.rules, &rec.inbound.subject) {
@@ -635,10 +683,25 @@ async fn automatic(
         }
         return Ok(Outcome::Automatic);
     };
-    rec.write(conn, room, Some(&id), "auto", Target::Processed, now)
-        .await?;
+    rec.write(
+        conn,
+        room,
+        Some(&id),
+        Disposition::Auto,
+        Target::Processed,
+        now,
+    )
+    .await?;
     let detail = format!("{kind:?} in the case thread; no reply");
-    store::events::append(conn, Some(&id), now, "daemon", "automatic_mail", &detail).await?;
+    store::events::append(
+        conn,
+        Some(&id),
+        now,
+        "daemon",
+        crate::cases::Action::AutomaticMail,
+        &detail,
+    )
+    .await?;
     Ok(Outcome::Automatic)
 }
 
@@ -654,14 +717,21 @@ async fn case_reply(
 ) -> Result<Outcome, CaseworkError> {
     let proven_by_reference = rec.referenced.iter().any(|v| v.subject_id == case.id);
     if !proven_by_reference && !case.is_party(&rec.sender) {
-        rec.write(conn, room, Some(&case.id), "review", Target::Review, now)
-            .await?;
+        rec.write(
+            conn,
+            room,
+            Some(&case.id),
+            Disposition::Review,
+            Target::Review,
+            now,
+        )
+        .await?;
         store::events::append(
             conn,
             Some(&case.id),
             now,
             "daemon",
-            "foreign_message",
+            crate::cases::Action::ForeignMessage,
             "a message with the case tag from a sender who is not a party of the case; moved to review",
         )
         .await?;
@@ -671,7 +741,14 @@ async fn case_reply(
         });
     }
     let row = rec
-        .write(conn, room, Some(&case.id), "case", Target::Processed, now)
+        .write(
+            conn,
+            room,
+            Some(&case.id),
+            Disposition::Case,
+            Target::Processed,
+            now,
+        )
         .await?;
     // The code anywhere (people rarely retype it; clients quote our mail), or our Message-ID.
     let haystack = format!("{}\n{}", rec.inbound.subject, rec.inbound.head());
@@ -713,7 +790,7 @@ async fn review(
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let id = rec
-        .write(conn, room, None, "review", Target::Review, now)
+        .write(conn, room, None, Disposition::Review, Target::Review, now)
         .await?;
     let detail = format!(
         "message row {id}: {why}{}",
@@ -721,7 +798,15 @@ async fn review(
             .map(|k| format!("; reads like a {k} request"))
             .unwrap_or_default()
     );
-    store::events::append(conn, None, now, "daemon", "review", &detail).await?;
+    store::events::append(
+        conn,
+        None,
+        now,
+        "daemon",
+        crate::cases::Action::Review,
+        &detail,
+    )
+    .await?;
     crate::team::notify_review(conn, room, id, rec.inbound, why, suggestion, now).await?;
     Ok(Outcome::Review { reason: why })
 }
@@ -736,7 +821,7 @@ async fn open_case(
     let received_at = rec.received_at(now);
     // The message row first, so our acknowledgement can answer it.
     let row = rec
-        .write(conn, room, None, "case", Target::Processed, now)
+        .write(conn, room, None, Disposition::Case, Target::Processed, now)
         .await?;
     let case_id = casework::open_request(
         conn,
@@ -770,7 +855,7 @@ async fn open_case(
                     Some(on),
                     now,
                     "daemon",
-                    "opened_together",
+                    crate::cases::Action::OpenedTogether,
                     &format!("{other} was opened from the same message"),
                 )
                 .await?;
@@ -829,7 +914,7 @@ async fn refuse_oversize(
             size: o.size as i64,
             raw: Some(headers),
             body_text: None,
-            disposition: "review",
+            disposition: Disposition::Review,
             uid_validity: Some(o.uid_validity),
             uid: Some(o.uid),
             target_mailbox: Some(review),
@@ -841,7 +926,7 @@ async fn refuse_oversize(
         case_id,
         now,
         "daemon",
-        "oversize",
+        crate::cases::Action::Oversize,
         &format!(
             "message row {row}: {}; recorded from its headers and moved to review",
             o.why
@@ -880,13 +965,20 @@ async fn delivery_report(
     };
     let Some(reported) = matched else {
         // A report about mail we did not send: kept, for a person to look at.
-        rec.write(conn, room, None, "dsn", Target::Review, now)
+        rec.write(conn, room, None, Disposition::Dsn, Target::Review, now)
             .await?;
         return Ok(Outcome::Automatic);
     };
     let case_id = reported.case_id.as_deref();
-    rec.write(conn, room, case_id, "dsn", Target::Processed, now)
-        .await?;
+    rec.write(
+        conn,
+        room,
+        case_id,
+        Disposition::Dsn,
+        Target::Processed,
+        now,
+    )
+    .await?;
     if dsn.permanent {
         let row_id = reported.id;
         let why = "the recipient's server reported the delivery failed";
@@ -896,11 +988,18 @@ async fn delivery_report(
                 "outbox {row_id} ({}): delivery report says failed",
                 reported.audience
             );
-            store::events::append(conn, Some(id), now, "daemon", "delivery_failed", &detail)
-                .await?;
+            store::events::append(
+                conn,
+                Some(id),
+                now,
+                "daemon",
+                crate::cases::Action::DeliveryFailed,
+                &detail,
+            )
+            .await?;
             // Only a consumer's mail is worth a notice: a notice about a
             // bounced notice would bounce too, for ever.
-            if reported.audience == "consumer"
+            if reported.audience == store::outbox::Audience::Consumer.as_str()
                 && let Some(case) = store::cases::get(conn, id).await?
             {
                 crate::team::notify_delivery_failure(conn, room, &case, now).await?;
@@ -920,7 +1019,7 @@ async fn file_only(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     rec: &Record<'_>,
-    disposition: &str,
+    disposition: Disposition,
     target: Target,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
@@ -962,7 +1061,7 @@ async fn record_failed(
             sha256: &sha,
             size: fetched.size as i64,
             raw: Some(&fetched.raw),
-            disposition: "failed",
+            disposition: Disposition::Failed,
             uid_validity: Some(uid_validity),
             uid: Some(fetched.uid),
             target_mailbox: Some(target_name(room, Target::Review)),
@@ -975,7 +1074,7 @@ async fn record_failed(
         None,
         now,
         "daemon",
-        "processing_failed",
+        crate::cases::Action::ProcessingFailed,
         &format!("message row {id}: {error}"),
     )
     .await?;

@@ -28,6 +28,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 use tracing::{info, warn};
 
+use crate::cases::Action;
 use crate::config::{Config, TeamConfig};
 use crate::store::{Store, StoreError, events, retention};
 
@@ -47,33 +48,15 @@ pub const CODE_TEMPLATES: [&str; 5] = [
     "declaration_rejected",
 ];
 
-/// Event actions whose detail never holds personal data; the detail of any
-/// other action is redacted at purge (an allow-list, so a new action is
-/// redacted until someone decides otherwise). `deny` is kept: its detail is
-/// the basis for the denial, which §7101 requires in the record.
-const SAFE_DETAIL_ACTIONS: &[&str] = &[
-    "opened",
-    "state",
-    "verify",
-    "deny",
-    "complete",
-    "due_date",
-    "reminder",
-    "opt_out_answered",
-    "declaration_received",
-    "declaration_accept",
-    "poa",
-    "verification_submitted",
-    "withdrawn",
-    "consumer_wrote",
-    "withdrawal_unclear",
-    "opened_together",
-    "reply_suppressed",
-    "foreign_message",
-    "refused",
-    "purged",
-    "verification_data_deleted",
-];
+/// Whether an event's detail survives purge: an allow-list
+/// ([`Action::purge_keeps_detail`], the team commands' from their table), so
+/// an unknown action is redacted. `deny` is kept: its detail is the basis for
+/// the denial, which §7101 requires in the record.
+fn keeps_detail(action: &str) -> bool {
+    action
+        .parse::<Action>()
+        .is_ok_and(Action::purge_keeps_detail)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PurgeError {
@@ -307,7 +290,7 @@ async fn delete_verification_data(
         Some(id),
         now,
         "daemon",
-        "verification_data_deleted",
+        crate::cases::Action::VerificationDataDeleted,
         &format!(
             "verification code, {cleared} verification message bodies and {outgoing} stored \
              copies of outgoing mail that carried the code deleted (CCPA regs §7060(d))"
@@ -365,7 +348,7 @@ async fn purge_case(
         } else {
             actor.as_str()
         };
-        let new_detail = if detail.is_empty() || SAFE_DETAIL_ACTIONS.contains(&action.as_str()) {
+        let new_detail = if detail.is_empty() || keeps_detail(&action) {
             detail.as_str()
         } else {
             MARKER
@@ -380,7 +363,7 @@ async fn purge_case(
         Some(id),
         now,
         "daemon",
-        "purged",
+        crate::cases::Action::Purged,
         &format!(
             "personal data removed after {} months: {messages} messages, {attachments} attachments, {redacted} events redacted; the §7101 record is kept",
             config.policy.retention_months
@@ -439,6 +422,42 @@ mod tests {
     }
 
     #[test]
+    fn the_allow_list_is_the_actions_without_personal_data() {
+        let kept: Vec<&str> = Action::ALL
+            .iter()
+            .filter(|a| a.purge_keeps_detail())
+            .map(|a| a.as_str())
+            .collect();
+        let mut want = vec![
+            "opened",
+            "state",
+            "verify",
+            "deny",
+            "complete",
+            "due_date",
+            "reminder",
+            "opt_out_answered",
+            "declaration_received",
+            "declaration_accept",
+            "poa",
+            "verification_submitted",
+            "withdrawn",
+            "consumer_wrote",
+            "withdrawal_unclear",
+            "opened_together",
+            "reply_suppressed",
+            "foreign_message",
+            "refused",
+            "purged",
+            "verification_data_deleted",
+        ];
+        let mut kept = kept;
+        kept.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(kept, want);
+    }
+
+    #[test]
     fn free_text_actions_are_not_safe() {
         for action in [
             "note",
@@ -447,8 +466,8 @@ mod tests {
             "declaration_reject",
             "team_message",
         ] {
-            assert!(!SAFE_DETAIL_ACTIONS.contains(&action), "{action}");
+            assert!(!keeps_detail(action), "{action}");
         }
-        assert!(SAFE_DETAIL_ACTIONS.contains(&"deny"));
+        assert!(keeps_detail("deny"));
     }
 }

@@ -455,7 +455,7 @@ pub(crate) mod testing {
         closed: DateTime<Utc>,
     ) {
         case.state = crate::cases::State::Completed;
-        case.resolution = Some("complied".into());
+        case.resolution = Some(crate::cases::Resolution::Complied);
         case.closed_at = Some(closed);
         super::cases::update(conn, case, closed).await.unwrap();
     }
@@ -480,11 +480,88 @@ pub(crate) mod testing {
                 size: 3,
                 raw: Some(b"raw"),
                 body_text: Some("body"),
-                disposition: "case",
+                disposition: crate::store::messages::Disposition::Case,
                 ..Default::default()
             },
         )
         .await
         .unwrap()
+    }
+}
+
+/// The enums stored as text and the database's guards on those columns.
+#[cfg(test)]
+mod vocabulary {
+    use std::collections::BTreeSet;
+    use std::str::FromStr;
+
+    use crate::cases::{Action, Kind, Resolution, State, Template};
+
+    use super::messages::Disposition;
+    use super::outbox::Audience;
+
+    fn round_trips<T>(all: &[T])
+    where
+        T: Copy + PartialEq + std::fmt::Debug + std::fmt::Display + FromStr,
+    {
+        let mut seen = BTreeSet::new();
+        for v in all {
+            let text = v.to_string();
+            assert!(seen.insert(text.clone()), "{text} twice");
+            assert_eq!(text.parse::<T>().ok(), Some(*v), "{text}");
+            assert!(!text.is_empty() && text == text.to_lowercase(), "{text}");
+        }
+        assert!("no such value".parse::<T>().is_err());
+    }
+
+    #[test]
+    fn every_stored_enum_round_trips() {
+        round_trips(&Kind::ALL);
+        round_trips(&State::ALL);
+        round_trips(&Template::ALL);
+        round_trips(Action::ALL);
+        round_trips(Resolution::ALL);
+        round_trips(Disposition::ALL);
+        round_trips(Audience::ALL);
+    }
+
+    /// The values a guard trigger (migration 0007, or a later one that
+    /// replaced it) lets into its column.
+    async fn guarded(conn: &mut sqlx::SqliteConnection, trigger: &str) -> BTreeSet<String> {
+        let sql: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?")
+                .bind(trigger)
+                .fetch_one(conn)
+                .await
+                .unwrap_or_else(|e| panic!("trigger {trigger}: {e}"));
+        let list = sql
+            .split_once("NOT IN (")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(list, _)| list)
+            .unwrap_or_else(|| panic!("{trigger} has no NOT IN list: {sql}"));
+        list.split(',')
+            .map(|v| v.trim().trim_matches('\'').to_string())
+            .collect()
+    }
+
+    fn texts<T: std::fmt::Display>(all: &[T]) -> BTreeSet<String> {
+        all.iter().map(ToString::to_string).collect()
+    }
+
+    #[tokio::test]
+    async fn the_guard_triggers_accept_exactly_the_enums_values() {
+        let (_dir, store) = super::testing::store().await;
+        let mut conn = store.conn().await.unwrap();
+        let columns = [
+            ("cases_kind", texts(&Kind::ALL)),
+            ("cases_state", texts(&State::ALL)),
+            ("outbox_audience", texts(Audience::ALL)),
+        ];
+        for (prefix, want) in columns {
+            for when in ["insert", "update"] {
+                let trigger = format!("{prefix}_{when}");
+                assert_eq!(guarded(&mut conn, &trigger).await, want, "{trigger}");
+            }
+        }
     }
 }

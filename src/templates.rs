@@ -28,35 +28,20 @@ use handlebars::{
 };
 use serde::Serialize;
 
-use crate::cases::{Case, Kind, State};
+use crate::cases::commands::{self as c, Form};
+use crate::cases::{Case, Kind, State, Template};
 
-/// Templates the daemon sends; `check` fails when one is missing.
-pub const REQUIRED: &[&str] = &[
-    // Consumer-facing.
-    "acknowledgement",
-    "verification_reminder",
-    "delete_confirmation_request",
-    "confirmation_reminder",
-    "withdrawal_confirmation",
-    "denial",
-    "extension_notice",
-    "know_completed",
-    "delete_completed",
-    "opt_out_reply",
-    "agent_declaration_needed",
-    "agent_consumer_confirm",
-    "declaration_rejected",
-    "case_closed_reply",
-    "withdrawal_prompt",
-    "correct_completed",
-    "identity_not_verified",
-    // Team-facing.
-    "team_notice",
-    "team_review_notice",
-    "team_command_result",
-    "team_digest",
-    "team_burst_summary",
-];
+/// Templates the daemon sends; `check` fails when one is missing. Derived
+/// from [`Template::ALL`], the one list of template names.
+pub const REQUIRED: [&str; Template::ALL.len()] = {
+    let mut names = [""; Template::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Template::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// Names of team-facing templates start with this; all others are consumer-facing.
 pub const TEAM_PREFIX: &str = "team_";
@@ -477,7 +462,7 @@ impl Templates {
     pub fn check(&self) -> Vec<TemplateError> {
         let mut errors = Vec::new();
         for name in REQUIRED {
-            if !self.names.contains(*name) {
+            if !self.names.contains(name) {
                 errors.push(TemplateError::Missing {
                     name: (*name).to_string(),
                     dir: self.dir.clone(),
@@ -793,10 +778,11 @@ pub struct CommandHelp {
 }
 
 impl CommandHelp {
-    fn new(usage: &str, help: &str) -> Self {
+    /// A form's hint line for a case of `kind` (the command table's words).
+    fn of(form: &Form, kind: Kind) -> Self {
         CommandHelp {
-            usage: usage.to_string(),
-            help: help.to_string(),
+            usage: form.usage.to_string(),
+            help: (form.help)(kind).to_string(),
         }
     }
 }
@@ -812,101 +798,54 @@ pub fn commands_for(case: &Case) -> Vec<CommandHelp> {
     )
 }
 
+/// Which of the command table's forms apply to a case in this state.
 fn command_hints(
     kind: Kind,
     state: State,
     needs_authorization: bool,
     extended: bool,
 ) -> Vec<CommandHelp> {
-    let mut out = Vec::new();
+    let mut forms: Vec<&Form> = Vec::new();
     if state.is_final() {
-        out.push(CommandHelp::new(
-            "#note TEXT",
-            "add a note to the case record",
-        ));
-        return out;
+        return vec![CommandHelp::of(&c::NOTE_FORM, kind)];
     }
     if needs_authorization {
-        out.push(CommandHelp::new(
-            "#declaration accept",
-            "the agent's signed declaration is in order",
-        ));
-        out.push(CommandHelp::new(
-            "#declaration reject REASON",
-            "the declaration is not sufficient; the agent is told why",
-        ));
-        out.push(CommandHelp::new(
-            "#poa",
-            "the agent holds a power of attorney (Probate Code sections 4121-4130)",
-        ));
+        forms.extend([
+            &c::DECLARATION_ACCEPT_FORM,
+            &c::DECLARATION_REJECT_FORM,
+            &c::POA_FORM,
+        ]);
     }
     let verifying = matches!(
         state,
         State::AwaitingVerification | State::VerificationSubmitted
     );
     if verifying && kind.needs_verification() {
-        out.push(CommandHelp::new(
-            "#verify",
-            "identity and California residency are confirmed",
-        ));
+        forms.push(&c::VERIFY_FORM);
     }
     let completable = match kind {
         Kind::Delete => state == State::Confirmed,
         _ => state == State::Verified,
     };
     if completable {
-        let (done, partial) = match kind {
-            Kind::Delete => (
-                "the deletion is done; the consumer is told",
-                "deleted except what REASON names, with the exception that allows keeping it (lines up to a blank line)",
-            ),
-            Kind::Know => (
-                "send the completion notice (it does not say how the response reached them)",
-                "part withheld: REASON says what and why, and which categories were given instead",
-            ),
-            Kind::Correct => (
-                "the information was corrected; the consumer is told",
-                "corrected in part: REASON says what was not corrected and why",
-            ),
-            Kind::Limit | Kind::OptOut => (
-                "carried out; the consumer is told",
-                "carried out in part: REASON says what was not done and why",
-            ),
-        };
-        out.push(CommandHelp::new("#complete", done));
+        forms.push(&c::COMPLETE_FORM);
         if kind != Kind::Delete {
-            out.push(CommandHelp::new(
-                "#complete sent",
-                "you sent the response yourself; record it, no further mail",
-            ));
+            forms.push(&c::COMPLETE_SENT_FORM);
         }
-        out.push(CommandHelp::new("#complete partial REASON", partial));
+        forms.push(&c::COMPLETE_PARTIAL_FORM);
     }
-    out.push(CommandHelp::new(
-        "#deny REASON",
-        "deny the request; the reason (lines up to a blank line) is sent to the requester",
-    ));
+    forms.push(&c::DENY_FORM);
     if !extended && kind.has_45_day_clock() {
-        out.push(CommandHelp::new(
-            "#extend REASON",
-            "take the one extension; the requester is told the reason and the new date",
-        ));
+        forms.push(&c::EXTEND_FORM);
     }
     if kind.needs_verification() && !matches!(state, State::Confirmed) {
-        out.push(CommandHelp::new(
-            "#close unverified [DETAIL]",
-            "identity could not be verified: the requester is told, counted as denied",
-        ));
+        forms.push(&c::CLOSE_UNVERIFIED_FORM);
     }
-    out.push(CommandHelp::new(
-        "#close REASON",
-        "close without a further reply (e.g. a duplicate)",
-    ));
-    out.push(CommandHelp::new(
-        "#note TEXT",
-        "add a note to the case record",
-    ));
-    out
+    forms.extend([&c::CLOSE_FORM, &c::NOTE_FORM]);
+    forms
+        .into_iter()
+        .map(|form| CommandHelp::of(form, kind))
+        .collect()
 }
 
 /// `{{review.*}}`: a message that matched no rule and no thread.

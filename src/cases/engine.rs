@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{Case, Kind, Policy, State};
+use super::{Action, Case, Kind, Policy, Resolution, State};
 
 /// Who acted; written into the event row's `actor` column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,18 +66,24 @@ pub enum Command {
 }
 
 impl Command {
-    pub fn name(&self) -> &'static str {
+    /// The event it records; its row in [`super::commands::TABLE`].
+    pub fn action(&self) -> Action {
         match self {
-            Command::Verify => "verify",
-            Command::Deny { .. } => "deny",
-            Command::Extend { .. } => "extend",
-            Command::Complete { .. } => "complete",
-            Command::Close { .. } => "close",
-            Command::Note { .. } => "note",
-            Command::DeclarationAccept => "declaration_accept",
-            Command::DeclarationReject { .. } => "declaration_reject",
-            Command::Poa => "poa",
+            Command::Verify => Action::Verify,
+            Command::Deny { .. } => Action::Deny,
+            Command::Extend { .. } => Action::Extend,
+            Command::Complete { .. } => Action::Complete,
+            Command::Close { .. } => Action::Close,
+            Command::Note { .. } => Action::Note,
+            Command::DeclarationAccept => Action::DeclarationAccept,
+            Command::DeclarationReject { .. } => Action::DeclarationReject,
+            Command::Poa => Action::Poa,
         }
+    }
+
+    /// `verify`, `declaration_accept`: the action's name.
+    pub fn name(&self) -> &'static str {
+        self.action().as_str()
     }
 }
 
@@ -115,7 +121,7 @@ pub enum Input {
     /// recorded as sent and the scheduler tries it again from that time.
     /// `None`: it can never go out, and it is recorded as held.
     ReminderHeld {
-        template: String,
+        template: Template,
         until: Option<DateTime<Utc>>,
         why: String,
     },
@@ -183,7 +189,7 @@ pub enum Effect {
     /// Send the named template (see `templates/`) to the audience.
     /// `reason` fills `{{reason}}` for deny/extend/reject templates.
     Send {
-        template: &'static str,
+        template: Template,
         to: Audience,
         reason: Option<String>,
     },
@@ -192,7 +198,7 @@ pub enum Effect {
     /// Append an event row.
     Event {
         actor: Actor,
-        action: String,
+        action: Action,
         detail: String,
     },
 }
@@ -228,46 +234,109 @@ pub enum Refusal {
     EmptyNote,
 }
 
-/// Names of the consumer templates the engine sends (`templates/NAME.*.hbs`).
-pub mod template {
-    pub const ACKNOWLEDGEMENT: &str = "acknowledgement";
-    pub const AGENT_DECLARATION_NEEDED: &str = "agent_declaration_needed";
-    pub const AGENT_CONSUMER_CONFIRM: &str = "agent_consumer_confirm";
-    pub const OPT_OUT_REPLY: &str = "opt_out_reply";
-    pub const DELETE_CONFIRMATION_REQUEST: &str = "delete_confirmation_request";
-    pub const WITHDRAWAL_CONFIRMATION: &str = "withdrawal_confirmation";
-    pub const CASE_CLOSED_REPLY: &str = "case_closed_reply";
-    pub const DENIAL: &str = "denial";
-    pub const EXTENSION_NOTICE: &str = "extension_notice";
-    pub const KNOW_COMPLETED: &str = "know_completed";
-    pub const DELETE_COMPLETED: &str = "delete_completed";
-    pub const DECLARATION_REJECTED: &str = "declaration_rejected";
-    pub const VERIFICATION_REMINDER: &str = "verification_reminder";
-    pub const CONFIRMATION_REMINDER: &str = "confirmation_reminder";
-    pub const WITHDRAWAL_PROMPT: &str = "withdrawal_prompt";
-    pub const CORRECT_COMPLETED: &str = "correct_completed";
-    pub const IDENTITY_NOT_VERIFIED: &str = "identity_not_verified";
+/// Every mail template the daemon renders (`templates/NAME.{subject,text}.hbs`):
+/// the consumer mail the engine sends and the team's notices. `templates
+/// check` and start-up insist on each (`templates::REQUIRED` is this list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Template {
+    Acknowledgement,
+    AgentDeclarationNeeded,
+    AgentConsumerConfirm,
+    OptOutReply,
+    DeleteConfirmationRequest,
+    WithdrawalConfirmation,
+    CaseClosedReply,
+    Denial,
+    ExtensionNotice,
+    KnowCompleted,
+    DeleteCompleted,
+    DeclarationRejected,
+    VerificationReminder,
+    ConfirmationReminder,
+    WithdrawalPrompt,
+    CorrectCompleted,
+    IdentityNotVerified,
+    // Team-facing (names start with `team_`).
+    TeamNotice,
+    TeamReviewNotice,
+    TeamCommandResult,
+    TeamDigest,
+    TeamBurstSummary,
+}
 
-    /// Every name above, for `templates check`.
-    pub const ALL: [&str; 17] = [
-        ACKNOWLEDGEMENT,
-        AGENT_DECLARATION_NEEDED,
-        AGENT_CONSUMER_CONFIRM,
-        OPT_OUT_REPLY,
-        DELETE_CONFIRMATION_REQUEST,
-        WITHDRAWAL_CONFIRMATION,
-        CASE_CLOSED_REPLY,
-        DENIAL,
-        EXTENSION_NOTICE,
-        KNOW_COMPLETED,
-        DELETE_COMPLETED,
-        DECLARATION_REJECTED,
-        VERIFICATION_REMINDER,
-        CONFIRMATION_REMINDER,
-        WITHDRAWAL_PROMPT,
-        CORRECT_COMPLETED,
-        IDENTITY_NOT_VERIFIED,
+impl Template {
+    pub const ALL: [Template; 22] = [
+        Template::Acknowledgement,
+        Template::AgentDeclarationNeeded,
+        Template::AgentConsumerConfirm,
+        Template::OptOutReply,
+        Template::DeleteConfirmationRequest,
+        Template::WithdrawalConfirmation,
+        Template::CaseClosedReply,
+        Template::Denial,
+        Template::ExtensionNotice,
+        Template::KnowCompleted,
+        Template::DeleteCompleted,
+        Template::DeclarationRejected,
+        Template::VerificationReminder,
+        Template::ConfirmationReminder,
+        Template::WithdrawalPrompt,
+        Template::CorrectCompleted,
+        Template::IdentityNotVerified,
+        Template::TeamNotice,
+        Template::TeamReviewNotice,
+        Template::TeamCommandResult,
+        Template::TeamDigest,
+        Template::TeamBurstSummary,
     ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Template::Acknowledgement => "acknowledgement",
+            Template::AgentDeclarationNeeded => "agent_declaration_needed",
+            Template::AgentConsumerConfirm => "agent_consumer_confirm",
+            Template::OptOutReply => "opt_out_reply",
+            Template::DeleteConfirmationRequest => "delete_confirmation_request",
+            Template::WithdrawalConfirmation => "withdrawal_confirmation",
+            Template::CaseClosedReply => "case_closed_reply",
+            Template::Denial => "denial",
+            Template::ExtensionNotice => "extension_notice",
+            Template::KnowCompleted => "know_completed",
+            Template::DeleteCompleted => "delete_completed",
+            Template::DeclarationRejected => "declaration_rejected",
+            Template::VerificationReminder => "verification_reminder",
+            Template::ConfirmationReminder => "confirmation_reminder",
+            Template::WithdrawalPrompt => "withdrawal_prompt",
+            Template::CorrectCompleted => "correct_completed",
+            Template::IdentityNotVerified => "identity_not_verified",
+            Template::TeamNotice => "team_notice",
+            Template::TeamReviewNotice => "team_review_notice",
+            Template::TeamCommandResult => "team_command_result",
+            Template::TeamDigest => "team_digest",
+            Template::TeamBurstSummary => "team_burst_summary",
+        }
+    }
+
+    /// Mail to the privacy team rather than to a consumer.
+    pub fn is_team(self) -> bool {
+        self.as_str().starts_with("team_")
+    }
+}
+
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Template {
+    type Err = super::ParseEnumError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Template::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| super::ParseEnumError(s.to_string()))
+    }
 }
 
 /// The team hears of a deadline this many days ahead (once per due date).
@@ -325,7 +394,7 @@ pub fn open(
     let mut fx = Effects::default();
     fx.event(
         &Actor::Daemon,
-        "opened",
+        Action::Opened,
         format!(
             "{} request{}, {}",
             case.kind,
@@ -340,31 +409,27 @@ pub fn open(
     if req.declarations > 0 {
         fx.event(
             &Actor::Daemon,
-            "declaration_received",
+            Action::DeclarationReceived,
             req.declarations.to_string(),
         );
     }
     if kind == Kind::OptOut {
-        fx.send(template::OPT_OUT_REPLY, Audience::Requester, None);
+        fx.send(Template::OptOutReply, Audience::Requester, None);
         fx.event(
             &Actor::Daemon,
-            "opt_out_answered",
+            Action::OptOutAnswered,
             "opt_out_reply: the company's sale and sharing practice".into(),
         );
     } else {
-        fx.send(template::ACKNOWLEDGEMENT, Audience::Requester, None);
+        fx.send(Template::Acknowledgement, Audience::Requester, None);
     }
     // An agent's proof of authority matters only where identity is verified;
     // an opt-out or limit request is honoured as sent (decisions.md).
     if verifiable && is_agent && req.declarations == 0 {
-        fx.send(
-            template::AGENT_DECLARATION_NEEDED,
-            Audience::Requester,
-            None,
-        );
+        fx.send(Template::AgentDeclarationNeeded, Audience::Requester, None);
     }
     if verifiable && is_agent && case.consumer.is_some() {
-        fx.send(template::AGENT_CONSUMER_CONFIRM, Audience::Consumer, None);
+        fx.send(Template::AgentConsumerConfirm, Audience::Consumer, None);
     }
     fx.notify(Notice::NewCase);
     Transition {
@@ -419,7 +484,7 @@ pub fn apply(
             } else {
                 format!("{template}: {why}")
             };
-            fx.event(&Actor::Daemon, "reminder_held", format!("{why}{when}"));
+            fx.event(&Actor::Daemon, Action::ReminderHeld, format!("{why}{when}"));
             Ok(Transition {
                 case: next,
                 effects: fx.0,
@@ -436,7 +501,7 @@ pub fn apply(
             };
             fx.event(
                 &Actor::Daemon,
-                "acknowledgement_held",
+                Action::AcknowledgementHeld,
                 format!("{why}{when}"),
             );
             Ok(Transition {
@@ -449,11 +514,11 @@ pub fn apply(
 
 /// The first reply a new case of `kind` gets: the opt-out reply, or the
 /// acknowledgement (§7021(a)).
-pub fn first_reply(kind: Kind) -> &'static str {
+pub fn first_reply(kind: Kind) -> Template {
     if kind == Kind::OptOut {
-        template::OPT_OUT_REPLY
+        Template::OptOutReply
     } else {
-        template::ACKNOWLEDGEMENT
+        Template::Acknowledgement
     }
 }
 
@@ -462,15 +527,15 @@ pub fn first_reply(kind: Kind) -> &'static str {
 struct Effects(Vec<Effect>);
 
 impl Effects {
-    fn event(&mut self, actor: &Actor, action: &str, detail: String) {
+    fn event(&mut self, actor: &Actor, action: Action, detail: String) {
         self.0.push(Effect::Event {
             actor: actor.clone(),
-            action: action.to_string(),
+            action,
             detail,
         });
     }
 
-    fn send(&mut self, template: &'static str, to: Audience, reason: Option<String>) {
+    fn send(&mut self, template: Template, to: Audience, reason: Option<String>) {
         self.0.push(Effect::Send {
             template,
             to,
@@ -490,7 +555,7 @@ impl Effects {
         if to.is_final() {
             case.closed_at = Some(now);
         }
-        self.event(actor, "state", format!("{from} -> {to}"));
+        self.event(actor, Action::State, format!("{from} -> {to}"));
     }
 }
 
@@ -582,17 +647,17 @@ fn consumer_reply(
     let mut next = case.clone();
     let mut fx = Effects::default();
     if declarations > 0 {
-        fx.event(actor, "declaration_received", declarations.to_string());
+        fx.event(actor, Action::DeclarationReceived, declarations.to_string());
     }
     if case.state.is_final() {
         fx.event(
             actor,
-            "consumer_wrote",
+            Action::ConsumerWrote,
             format!("the case is {}", case.state),
         );
         fx.notify(Notice::ConsumerWrote);
         if !case.closed_reply_sent {
-            fx.send(template::CASE_CLOSED_REPLY, Audience::Requester, None);
+            fx.send(Template::CaseClosedReply, Audience::Requester, None);
             next.closed_reply_sent = true;
         }
         return Transition {
@@ -617,12 +682,12 @@ fn consumer_reply(
         (_, ReplyIntent::Withdraw) if withdrawable && proves_mailbox => {
             fx.event(
                 actor,
-                "withdrawn",
+                Action::Withdrawn,
                 "the consumer withdrew the request".into(),
             );
             fx.change_state(&mut next, actor, State::Withdrawn, now);
-            next.resolution = Some("withdrawn".into());
-            fx.send(template::WITHDRAWAL_CONFIRMATION, Audience::Requester, None);
+            next.resolution = Some(Resolution::Withdrawn);
+            fx.send(Template::WithdrawalConfirmation, Audience::Requester, None);
             fx.notify(Notice::Withdrawn);
         }
         (state, ReplyIntent::SeemsToWithdraw) if withdrawable && proves_mailbox => {
@@ -632,7 +697,7 @@ fn consumer_reply(
             if state == State::AwaitingVerification {
                 fx.event(
                     actor,
-                    "verification_submitted",
+                    Action::VerificationSubmitted,
                     "the reply proves the mailbox".into(),
                 );
                 fx.change_state(&mut next, actor, State::VerificationSubmitted, now);
@@ -640,16 +705,16 @@ fn consumer_reply(
             }
             fx.event(
                 actor,
-                "withdrawal_unclear",
+                Action::WithdrawalUnclear,
                 "the reply seems to cancel or withdraw; asked to reply WITHDRAW".into(),
             );
-            fx.send(template::WITHDRAWAL_PROMPT, Audience::Requester, None);
+            fx.send(Template::WithdrawalPrompt, Audience::Requester, None);
             fx.notify(Notice::WithdrawalUnclear);
         }
         (State::AwaitingVerification, _) if proves_mailbox => {
             fx.event(
                 actor,
-                "verification_submitted",
+                Action::VerificationSubmitted,
                 "the reply proves the mailbox".into(),
             );
             fx.change_state(&mut next, actor, State::VerificationSubmitted, now);
@@ -661,14 +726,14 @@ fn consumer_reply(
         (State::AwaitingConfirmation, ReplyIntent::Confirm) if proves_mailbox => {
             fx.event(
                 actor,
-                "confirmed",
+                Action::Confirmed,
                 "the consumer confirmed the deletion".into(),
             );
             fx.change_state(&mut next, actor, State::Confirmed, now);
             fx.notify(Notice::DeletionConfirmed);
         }
         _ => {
-            fx.event(actor, "consumer_wrote", String::new());
+            fx.event(actor, Action::ConsumerWrote, String::new());
             fx.notify(Notice::ConsumerWrote);
         }
     }
@@ -712,6 +777,7 @@ fn team(
     now: DateTime<Utc>,
 ) -> Result<Transition, Refusal> {
     let name = command.name();
+    let action = command.action();
     let state = case.state;
     let not_allowed = Refusal::NotAllowed {
         command: name,
@@ -741,12 +807,12 @@ fn team(
             if case.is_agent() && !case.authorization_ok {
                 return Err(Refusal::NeedsAuthorization);
             }
-            fx.event(actor, name, String::new());
+            fx.event(actor, action, String::new());
             next.verified_at = Some(now);
             if case.kind == Kind::Delete {
                 fx.change_state(&mut next, actor, State::AwaitingConfirmation, now);
                 fx.send(
-                    template::DELETE_CONFIRMATION_REQUEST,
+                    Template::DeleteConfirmationRequest,
                     Audience::Requester,
                     None,
                 );
@@ -756,11 +822,11 @@ fn team(
         }
         Command::Deny { reason } => {
             let reason = required(&reason, name)?;
-            fx.event(actor, name, reason.clone());
+            fx.event(actor, action, reason.clone());
             fx.change_state(&mut next, actor, State::Denied, now);
-            next.resolution = Some("denied".into());
+            next.resolution = Some(Resolution::Denied);
             next.denial_reason = Some(reason.clone());
-            fx.send(template::DENIAL, Audience::Requester, Some(reason));
+            fx.send(Template::Denial, Audience::Requester, Some(reason));
         }
         Command::Extend { reason } => {
             // Opt-out and limit have a fixed 15-business-day clock.
@@ -774,25 +840,21 @@ fn team(
             if now > case.due_at {
                 return Err(Refusal::PastDue { due: case.due_at });
             }
-            fx.event(actor, name, reason.clone());
+            fx.event(actor, action, reason.clone());
             next.due_at = policy.extend(case.due_at);
             next.extended = true;
             // The new due date gets its own "approaching" notice.
             next.due_soon_notified = false;
             fx.event(
                 actor,
-                "due_date",
+                Action::DueDate,
                 format!(
                     "{} -> {}",
                     case.due_at.to_rfc3339(),
                     next.due_at.to_rfc3339()
                 ),
             );
-            fx.send(
-                template::EXTENSION_NOTICE,
-                Audience::Requester,
-                Some(reason),
-            );
+            fx.send(Template::ExtensionNotice, Audience::Requester, Some(reason));
         }
         Command::Complete {
             sent_by_team,
@@ -804,12 +866,12 @@ fn team(
             };
             let template = match (case.kind, state) {
                 // The consumer always hears what was deleted and what kept.
-                (Kind::Delete, State::Confirmed) => Some(template::DELETE_COMPLETED),
+                (Kind::Delete, State::Confirmed) => Some(Template::DeleteCompleted),
                 (Kind::Correct, State::Verified) => {
-                    (!sent_by_team).then_some(template::CORRECT_COMPLETED)
+                    (!sent_by_team).then_some(Template::CorrectCompleted)
                 }
                 (Kind::Know | Kind::Limit | Kind::OptOut, State::Verified) => {
-                    (!sent_by_team).then_some(template::KNOW_COMPLETED)
+                    (!sent_by_team).then_some(Template::KnowCompleted)
                 }
                 _ => return Err(not_allowed),
             };
@@ -820,16 +882,13 @@ fn team(
             if let Some(reason) = &partial {
                 detail = format!("in part ({detail}); not done: {reason}");
             }
-            fx.event(actor, name, detail);
+            fx.event(actor, action, detail);
             fx.change_state(&mut next, actor, State::Completed, now);
-            next.resolution = Some(
-                if partial.is_some() {
-                    "partially_complied"
-                } else {
-                    "complied"
-                }
-                .into(),
-            );
+            next.resolution = Some(if partial.is_some() {
+                Resolution::PartiallyComplied
+            } else {
+                Resolution::Complied
+            });
             next.denial_reason = partial.clone();
             if let Some(t) = template {
                 fx.send(t, Audience::Requester, partial);
@@ -841,24 +900,24 @@ fn team(
                 if !case.kind.needs_verification() {
                     return Err(wrong_kind);
                 }
-                fx.event(actor, name, reason.clone());
+                fx.event(actor, action, reason.clone());
                 fx.change_state(&mut next, actor, State::Closed, now);
                 // §7102 counts a request refused for want of verification as denied.
-                next.resolution = Some("denied".into());
+                next.resolution = Some(Resolution::Denied);
                 next.denial_reason = Some(if detail.is_empty() {
                     "identity could not be verified".to_string()
                 } else {
                     format!("identity could not be verified: {detail}")
                 });
                 fx.send(
-                    template::IDENTITY_NOT_VERIFIED,
+                    Template::IdentityNotVerified,
                     Audience::Requester,
                     (!detail.is_empty()).then(|| detail.to_string()),
                 );
             } else {
-                fx.event(actor, name, reason);
+                fx.event(actor, action, reason);
                 fx.change_state(&mut next, actor, State::Closed, now);
-                next.resolution = Some("closed".into());
+                next.resolution = Some(Resolution::Closed);
             }
         }
         Command::Note { text } => {
@@ -866,13 +925,13 @@ fn team(
             if text.is_empty() {
                 return Err(Refusal::EmptyNote);
             }
-            fx.event(actor, name, text.to_string());
+            fx.event(actor, action, text.to_string());
         }
         Command::DeclarationAccept | Command::Poa => {
             if !case.is_agent() {
                 return Err(Refusal::NotAgent { command: name });
             }
-            fx.event(actor, name, String::new());
+            fx.event(actor, action, String::new());
             next.authorization_ok = true;
         }
         Command::DeclarationReject { reason } => {
@@ -880,12 +939,12 @@ fn team(
                 return Err(Refusal::NotAgent { command: name });
             }
             let reason = required(&reason, name)?;
-            fx.event(actor, name, reason.clone());
+            fx.event(actor, action, reason.clone());
             // A rejected declaration withdraws an earlier acceptance: the
             // case must not be verified on the strength of it.
             next.authorization_ok = false;
             fx.send(
-                template::DECLARATION_REJECTED,
+                Template::DeclarationRejected,
                 Audience::Requester,
                 Some(reason),
             );
@@ -914,7 +973,7 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
         fx.send(first, Audience::Requester, None);
         fx.event(
             &actor,
-            "acknowledgement_sent",
+            Action::AcknowledgementSent,
             format!("{first}, held until now"),
         );
         next.acknowledged_at = Some(now);
@@ -933,8 +992,8 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
                     && !reminder_held
                     && case.acknowledged_at.is_some_and(|at| reached(now, at, wait)) =>
             {
-                fx.send(template::VERIFICATION_REMINDER, Audience::Requester, None);
-                fx.event(&actor, "reminder", template::VERIFICATION_REMINDER.into());
+                fx.send(Template::VerificationReminder, Audience::Requester, None);
+                fx.event(&actor, Action::Reminder, Template::VerificationReminder.to_string());
                 next.reminder_sent_at = Some(now);
                 next.reminder_held_until = None;
             }
@@ -944,8 +1003,8 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
                 let asked = case.verified_at.unwrap_or(case.received_at);
                 let reminded = case.reminder_sent_at.is_some_and(|r| r >= asked);
                 if !reminded && !reminder_held && reached(now, asked, wait) {
-                    fx.send(template::CONFIRMATION_REMINDER, Audience::Requester, None);
-                    fx.event(&actor, "reminder", template::CONFIRMATION_REMINDER.into());
+                    fx.send(Template::ConfirmationReminder, Audience::Requester, None);
+                    fx.event(&actor, Action::Reminder, Template::ConfirmationReminder.to_string());
                     next.reminder_sent_at = Some(now);
                     next.reminder_held_until = None;
                 }
@@ -958,7 +1017,7 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
             fx.notify(Notice::Overdue);
             fx.event(
                 &actor,
-                "overdue",
+                Action::Overdue,
                 format!("due {}", case.due_at.to_rfc3339()),
             );
             next.overdue_notified = true;
@@ -968,7 +1027,7 @@ fn tick(case: &Case, policy: &Policy, now: DateTime<Utc>) -> Transition {
         fx.notify(Notice::DeadlineApproaching);
         fx.event(
             &actor,
-            "deadline_approaching",
+            Action::DeadlineApproaching,
             format!("due {}", case.due_at.to_rfc3339()),
         );
         next.due_soon_notified = true;
@@ -1047,7 +1106,7 @@ mod tests {
         case.state = state;
         if state.is_final() {
             case.closed_at = Some(received());
-            case.resolution = Some("test".into());
+            case.resolution = Some(Resolution::Closed);
         }
         case
     }
@@ -1087,7 +1146,7 @@ mod tests {
         apply(case, Input::Tick, &Policy::default(), at).unwrap()
     }
 
-    fn sends(tr: &Transition) -> Vec<(&'static str, Audience)> {
+    fn sends(tr: &Transition) -> Vec<(Template, Audience)> {
         tr.effects
             .iter()
             .filter_map(|e| match e {
@@ -1111,7 +1170,7 @@ mod tests {
         tr.effects
             .iter()
             .filter_map(|e| match e {
-                Effect::Event { action, detail, .. } => Some((action.clone(), detail.clone())),
+                Effect::Event { action, detail, .. } => Some((action.to_string(), detail.clone())),
                 _ => None,
             })
             .collect()
@@ -1299,9 +1358,9 @@ mod tests {
                                     assert_eq!(tr.case.due_at, case.due_at, "{label}");
                                 }
                                 // What the consumer hears, and how §7102 counts it.
-                                let sent: Vec<&str> =
+                                let sent: Vec<Template> =
                                     sends(&tr).into_iter().map(|(t, _)| t).collect();
-                                let resolution = tr.case.resolution.as_deref();
+                                let resolution = tr.case.resolution.map(Resolution::as_str);
                                 match (key, &command) {
                                     (
                                         "complete",
@@ -1311,10 +1370,10 @@ mod tests {
                                         },
                                     ) => {
                                         let want = match kind {
-                                            Kind::Delete => Some(template::DELETE_COMPLETED),
+                                            Kind::Delete => Some(Template::DeleteCompleted),
                                             _ if *sent_by_team => None,
-                                            Kind::Correct => Some(template::CORRECT_COMPLETED),
-                                            _ => Some(template::KNOW_COMPLETED),
+                                            Kind::Correct => Some(Template::CorrectCompleted),
+                                            _ => Some(Template::KnowCompleted),
                                         };
                                         assert_eq!(
                                             sent,
@@ -1335,7 +1394,7 @@ mod tests {
                                     ("close_unverified", _) => {
                                         assert_eq!(
                                             sent,
-                                            [template::IDENTITY_NOT_VERIFIED],
+                                            [Template::IdentityNotVerified],
                                             "{label}"
                                         );
                                         assert_eq!(resolution, Some("denied"), "{label}");
@@ -1345,7 +1404,7 @@ mod tests {
                                         assert_eq!(resolution, Some("closed"), "{label}");
                                     }
                                     ("deny", _) => {
-                                        assert_eq!(sent, [template::DENIAL], "{label}");
+                                        assert_eq!(sent, [Template::Denial], "{label}");
                                         assert_eq!(resolution, Some("denied"), "{label}");
                                     }
                                     _ => {}
@@ -1407,7 +1466,7 @@ mod tests {
             assert_eq!(done.case.state, Completed);
             assert_eq!(
                 sends(&done),
-                [(template::KNOW_COMPLETED, Audience::Requester)]
+                [(Template::KnowCompleted, Audience::Requester)]
             );
         }
     }
@@ -1434,7 +1493,7 @@ mod tests {
         assert_eq!(c.closed_at, None);
         assert_eq!(
             sends(&tr),
-            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+            [(Template::Acknowledgement, Audience::Requester)]
         );
         assert_eq!(notices(&tr), [Notice::NewCase]);
         assert_eq!(events(&tr)[0].0, "opened");
@@ -1454,9 +1513,9 @@ mod tests {
         assert_eq!(
             sends(&tr),
             [
-                (template::ACKNOWLEDGEMENT, Audience::Requester),
-                (template::AGENT_DECLARATION_NEEDED, Audience::Requester),
-                (template::AGENT_CONSUMER_CONFIRM, Audience::Consumer),
+                (Template::Acknowledgement, Audience::Requester),
+                (Template::AgentDeclarationNeeded, Audience::Requester),
+                (Template::AgentConsumerConfirm, Audience::Consumer),
             ]
         );
         assert_eq!(notices(&tr), [Notice::NewCase]);
@@ -1464,7 +1523,7 @@ mod tests {
         let tr = open_it(agent_request(Kind::Know, 2, None));
         assert_eq!(
             sends(&tr),
-            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+            [(Template::Acknowledgement, Audience::Requester)]
         );
         assert!(events(&tr).contains(&("declaration_received".into(), "2".into())));
         assert!(!tr.case.authorization_ok);
@@ -1485,7 +1544,7 @@ mod tests {
         assert_eq!(tr.case.acknowledged_at, Some(now()));
         // 15 business days, the Monday of receipt being day 1: Friday 2026-11-20.
         assert_eq!(tr.case.due_at, t("2026-11-21T07:59:59Z"));
-        assert_eq!(sends(&tr), [(template::OPT_OUT_REPLY, Audience::Requester)]);
+        assert_eq!(sends(&tr), [(Template::OptOutReply, Audience::Requester)]);
         assert_eq!(notices(&tr), [Notice::NewCase]);
         let actions: Vec<String> = events(&tr).into_iter().map(|(a, _)| a).collect();
         assert_eq!(actions, ["opened", "opt_out_answered"]);
@@ -1501,7 +1560,7 @@ mod tests {
         assert_eq!(tr.case.state, V);
         assert_eq!(
             sends(&tr),
-            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+            [(Template::Acknowledgement, Audience::Requester)]
         );
         assert_eq!(notices(&tr), [Notice::NewCase]);
 
@@ -1571,14 +1630,7 @@ mod tests {
     #[test]
     fn consumer_replies_in_open_states() {
         // (state, text, proves_mailbox, new state, notices, sends)
-        type Row = (
-            State,
-            &'static str,
-            bool,
-            State,
-            Vec<Notice>,
-            Vec<&'static str>,
-        );
+        type Row = (State, &'static str, bool, State, Vec<Notice>, Vec<Template>);
         let rows: Vec<Row> = vec![
             (
                 AV,
@@ -1610,7 +1662,7 @@ mod tests {
                 true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
-                vec![template::WITHDRAWAL_CONFIRMATION],
+                vec![Template::WithdrawalConfirmation],
             ),
             // Words that only seem to withdraw: asked to answer WITHDRAW,
             // and the code in the reply still submits the verification.
@@ -1620,7 +1672,7 @@ mod tests {
                 true,
                 VS,
                 vec![Notice::VerificationSubmitted, Notice::WithdrawalUnclear],
-                vec![template::WITHDRAWAL_PROMPT],
+                vec![Template::WithdrawalPrompt],
             ),
             // Withdrawing or confirming needs proof the reply answers our mail.
             (VS, "cancel", false, VS, vec![Notice::ConsumerWrote], vec![]),
@@ -1638,7 +1690,7 @@ mod tests {
                 true,
                 VS,
                 vec![Notice::WithdrawalUnclear],
-                vec![template::WITHDRAWAL_PROMPT],
+                vec![Template::WithdrawalPrompt],
             ),
             (
                 VS,
@@ -1646,7 +1698,7 @@ mod tests {
                 true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
-                vec![template::WITHDRAWAL_CONFIRMATION],
+                vec![Template::WithdrawalConfirmation],
             ),
             (
                 VS,
@@ -1662,7 +1714,7 @@ mod tests {
                 true,
                 V,
                 vec![Notice::WithdrawalUnclear],
-                vec![template::WITHDRAWAL_PROMPT],
+                vec![Template::WithdrawalPrompt],
             ),
             (
                 V,
@@ -1670,7 +1722,7 @@ mod tests {
                 true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
-                vec![template::WITHDRAWAL_CONFIRMATION],
+                vec![Template::WithdrawalConfirmation],
             ),
             (V, "CONFIRM", true, V, vec![Notice::ConsumerWrote], vec![]),
             (
@@ -1720,7 +1772,7 @@ mod tests {
                 true,
                 AC,
                 vec![Notice::WithdrawalUnclear],
-                vec![template::WITHDRAWAL_PROMPT],
+                vec![Template::WithdrawalPrompt],
             ),
             (
                 AC,
@@ -1728,7 +1780,7 @@ mod tests {
                 true,
                 Withdrawn,
                 vec![Notice::Withdrawn],
-                vec![template::WITHDRAWAL_CONFIRMATION],
+                vec![Template::WithdrawalConfirmation],
             ),
             // Once the deletion is confirmed, the team reads everything.
             (
@@ -1754,12 +1806,16 @@ mod tests {
             let label = format!("{from} {text:?}");
             assert_eq!(tr.case.state, to, "{label}");
             assert_eq!(notices(&tr), want_notices, "{label}");
-            let sent: Vec<&str> = sends(&tr).into_iter().map(|(t, _)| t).collect();
+            let sent: Vec<Template> = sends(&tr).into_iter().map(|(t, _)| t).collect();
             assert_eq!(sent, want_sends, "{label}");
             assert_eq!(tr.case.due_at, case.due_at, "{label}");
             if to == Withdrawn {
                 assert_eq!(tr.case.closed_at, Some(now()), "{label}");
-                assert_eq!(tr.case.resolution.as_deref(), Some("withdrawn"), "{label}");
+                assert_eq!(
+                    tr.case.resolution.map(Resolution::as_str),
+                    Some("withdrawn"),
+                    "{label}"
+                );
             }
             let consumer = Actor::Consumer(case.requester.clone());
             assert!(
@@ -1786,7 +1842,7 @@ mod tests {
             assert_eq!(notices(&first), [Notice::ConsumerWrote]);
             assert_eq!(
                 sends(&first),
-                [(template::CASE_CLOSED_REPLY, Audience::Requester)]
+                [(Template::CaseClosedReply, Audience::Requester)]
             );
             assert!(first.case.closed_reply_sent);
             let second = reply(&first.case, "CONFIRM", true);
@@ -1834,7 +1890,7 @@ mod tests {
         assert_eq!(verified.case.verified_at, Some(now()));
         assert_eq!(
             sends(&verified),
-            [(template::DELETE_CONFIRMATION_REQUEST, Audience::Requester)]
+            [(Template::DeleteConfirmationRequest, Audience::Requester)]
         );
 
         let rejected = run(
@@ -1847,7 +1903,7 @@ mod tests {
         assert!(!rejected.case.authorization_ok);
         assert!(matches!(
             &rejected.effects[..],
-            [Effect::Event { .. }, Effect::Send { template: "declaration_rejected", reason: Some(r), .. }]
+            [Effect::Event { .. }, Effect::Send { template: Template::DeclarationRejected, reason: Some(r), .. }]
                 if r == "not notarized"
         ));
         assert_eq!(
@@ -1906,9 +1962,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tr.case.denial_reason.as_deref(), Some("could not verify"));
-        assert_eq!(tr.case.resolution.as_deref(), Some("denied"));
+        assert_eq!(tr.case.resolution.map(Resolution::as_str), Some("denied"));
         assert!(tr.effects.contains(&Effect::Send {
-            template: template::DENIAL,
+            template: Template::Denial,
             to: Audience::Requester,
             reason: Some("could not verify".into()),
         }));
@@ -1923,11 +1979,8 @@ mod tests {
         };
         let know = case_in(Kind::Know, V, false);
         let tr = run(&know, complete(false, None)).unwrap();
-        assert_eq!(
-            sends(&tr),
-            [(template::KNOW_COMPLETED, Audience::Requester)]
-        );
-        assert_eq!(tr.case.resolution.as_deref(), Some("complied"));
+        assert_eq!(sends(&tr), [(Template::KnowCompleted, Audience::Requester)]);
+        assert_eq!(tr.case.resolution.map(Resolution::as_str), Some("complied"));
         let tr = run(&know, complete(true, None)).unwrap();
         assert!(sends(&tr).is_empty());
         assert!(events(&tr).contains(&(
@@ -1940,18 +1993,21 @@ mod tests {
             let tr = run(&delete, complete(sent_by_team, None)).unwrap();
             assert_eq!(
                 sends(&tr),
-                [(template::DELETE_COMPLETED, Audience::Requester)]
+                [(Template::DeleteCompleted, Audience::Requester)]
             );
         }
         // A partial deletion names what was kept and why, in the mail and the record.
         let kept = "order records kept 7 years (tax law, Civ. Code §1798.105(d)(8))";
         let tr = run(&delete, complete(false, Some(kept))).unwrap();
         assert!(tr.effects.contains(&Effect::Send {
-            template: template::DELETE_COMPLETED,
+            template: Template::DeleteCompleted,
             to: Audience::Requester,
             reason: Some(kept.into()),
         }));
-        assert_eq!(tr.case.resolution.as_deref(), Some("partially_complied"));
+        assert_eq!(
+            tr.case.resolution.map(Resolution::as_str),
+            Some("partially_complied")
+        );
         assert_eq!(tr.case.denial_reason.as_deref(), Some(kept));
         assert_eq!(
             run(&delete, complete(false, Some("  "))),
@@ -1962,7 +2018,7 @@ mod tests {
         let tr = run(&correct, complete(false, None)).unwrap();
         assert_eq!(
             sends(&tr),
-            [(template::CORRECT_COMPLETED, Audience::Requester)]
+            [(Template::CorrectCompleted, Audience::Requester)]
         );
 
         let close = run(
@@ -1973,7 +2029,10 @@ mod tests {
         )
         .unwrap();
         assert!(sends(&close).is_empty(), "closing mails no consumer");
-        assert_eq!(close.case.resolution.as_deref(), Some("closed"));
+        assert_eq!(
+            close.case.resolution.map(Resolution::as_str),
+            Some("closed")
+        );
     }
 
     #[test]
@@ -1987,13 +2046,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tr.case.state, Closed);
-        assert_eq!(tr.case.resolution.as_deref(), Some("denied"));
+        assert_eq!(tr.case.resolution.map(Resolution::as_str), Some("denied"));
         assert_eq!(
             tr.case.denial_reason.as_deref(),
             Some("identity could not be verified: no answer in 30 days")
         );
         assert!(tr.effects.contains(&Effect::Send {
-            template: template::IDENTITY_NOT_VERIFIED,
+            template: Template::IdentityNotVerified,
             to: Audience::Requester,
             reason: Some("no answer in 30 days".into()),
         }));
@@ -2044,7 +2103,7 @@ mod tests {
         // Receipt + 89 days: 2026-11-02 + 89 = 2027-01-30.
         assert_eq!(tr.case.due_at, t("2027-01-31T07:59:59Z"));
         assert!(tr.effects.contains(&Effect::Send {
-            template: template::EXTENSION_NOTICE,
+            template: Template::ExtensionNotice,
             to: Audience::Requester,
             reason: Some("complex".into()),
         }));
@@ -2111,7 +2170,7 @@ mod tests {
         let held = apply(
             &tr.case,
             Input::ReminderHeld {
-                template: template::VERIFICATION_REMINDER.into(),
+                template: Template::VerificationReminder,
                 until: Some(day(8)),
                 why: "verification_reminder: limit".into(),
             },
@@ -2126,14 +2185,14 @@ mod tests {
         let sent = tick_at(&held.case, day(8));
         assert_eq!(
             sends(&sent),
-            [(template::VERIFICATION_REMINDER, Audience::Requester)]
+            [(Template::VerificationReminder, Audience::Requester)]
         );
         assert_eq!(sent.case.reminder_held_until, None);
         // Never sendable: recorded as held, not tried again.
         let never = apply(
             &tr.case,
             Input::ReminderHeld {
-                template: template::VERIFICATION_REMINDER.into(),
+                template: Template::VerificationReminder,
                 until: None,
                 why: "verification_reminder: the recipient is the mailbox itself".into(),
             },
@@ -2152,7 +2211,7 @@ mod tests {
         let tr = tick_at(&case, day(7));
         assert_eq!(
             sends(&tr),
-            [(template::VERIFICATION_REMINDER, Audience::Requester)]
+            [(Template::VerificationReminder, Audience::Requester)]
         );
         assert_eq!(tr.case.reminder_sent_at, Some(day(7)));
         let again = tick_at(&tr.case, day(8));
@@ -2187,7 +2246,7 @@ mod tests {
         let tr = tick_at(&case, received() + TimeDelta::days(17));
         assert_eq!(
             sends(&tr),
-            [(template::CONFIRMATION_REMINDER, Audience::Requester)]
+            [(Template::ConfirmationReminder, Audience::Requester)]
         );
         assert!(
             tick_at(&tr.case, received() + TimeDelta::days(20))
@@ -2258,12 +2317,59 @@ mod tests {
         assert_eq!(tr.case, case);
     }
 
+    /// The command table's `sends` is all the consumer mail each command can
+    /// cause, in every state, kind and authorization.
+    #[test]
+    fn the_command_table_names_every_mail_a_command_sends() {
+        use crate::cases::commands::{TABLE, TeamCommand};
+        for verb in TABLE {
+            for form in verb.forms {
+                let arg = form
+                    .usage
+                    .trim_start_matches(&format!("#{}", verb.word))
+                    .replace("[DETAIL]", "")
+                    .replace("REASON", "why")
+                    .replace("TEXT", "why");
+                let Ok(TeamCommand::Case(command)) = (verb.build)(arg.trim()) else {
+                    continue;
+                };
+                for kind in Kind::ALL {
+                    for state in State::ALL {
+                        for (agent, authorized) in [(false, false), (true, false), (true, true)] {
+                            let mut case = case_in(kind, state, agent);
+                            case.authorization_ok = authorized;
+                            let input = Input::Team {
+                                actor: Actor::Team("lead@example.com".into()),
+                                command: command.clone(),
+                            };
+                            let Ok(tr) = apply(&case, input, &Policy::default(), now()) else {
+                                continue;
+                            };
+                            for (template, _) in sends(&tr) {
+                                assert!(
+                                    verb.sends.contains(&template),
+                                    "{} on {kind} {state}: {template} is not in its row",
+                                    form.usage
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_template_name_is_listed() {
-        let mut names = template::ALL.to_vec();
+        for t in Template::ALL {
+            assert_eq!(t.as_str().parse::<Template>().ok(), Some(t));
+            assert_eq!(t.is_team(), t.as_str().starts_with("team_"));
+        }
+        let mut names: Vec<&str> = Template::ALL.iter().map(|t| t.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), template::ALL.len());
+        assert_eq!(names.len(), Template::ALL.len());
+        assert!("no_such_template".parse::<Template>().is_err());
     }
 
     #[test]
@@ -2290,13 +2396,13 @@ mod tests {
         let late_reminder = tick_at(&held.case, now() + TimeDelta::days(8));
         assert_eq!(
             sends(&late_reminder),
-            [(template::ACKNOWLEDGEMENT, Audience::Requester)],
+            [(Template::Acknowledgement, Audience::Requester)],
             "the acknowledgement, not a reminder"
         );
         let sent = tick_at(&held.case, until);
         assert_eq!(
             sends(&sent),
-            [(template::ACKNOWLEDGEMENT, Audience::Requester)]
+            [(Template::Acknowledgement, Audience::Requester)]
         );
         assert_eq!(sent.case.acknowledged_at, Some(until));
         assert_eq!(sent.case.ack_held_until, None);
@@ -2311,7 +2417,7 @@ mod tests {
         opt.ack_held_until = Some(until);
         assert_eq!(
             sends(&tick_at(&opt, until)),
-            [(template::OPT_OUT_REPLY, Audience::Requester)]
+            [(Template::OptOutReply, Audience::Requester)]
         );
         // Held for good (our own address): the scheduler never sends it.
         let stuck = apply(
@@ -2338,7 +2444,7 @@ mod tests {
         let later = tick_at(&case, now() + TimeDelta::days(7));
         assert_eq!(
             sends(&later),
-            vec![(template::VERIFICATION_REMINDER, Audience::Requester)]
+            vec![(Template::VerificationReminder, Audience::Requester)]
         );
     }
 }

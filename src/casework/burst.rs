@@ -71,7 +71,7 @@ pub async fn flush(
         conn,
         room,
         TeamMail {
-            template: "team_burst_summary",
+            template: crate::cases::Template::TeamBurstSummary.as_str(),
             ctx: &ctx,
             purpose: Purpose::Summary,
             subject_id: &summary_id,

@@ -56,7 +56,7 @@ impl From<&Case> for CaseJson {
             extended: c.extended,
             verified_at: c.verified_at.map(rfc3339),
             closed_at: c.closed_at.map(rfc3339),
-            resolution: c.resolution.clone(),
+            resolution: c.resolution.map(|r| r.as_str().to_string()),
             denial_reason: c.denial_reason.clone(),
         }
     }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Datelike, Utc};
 use sqlx::SqliteConnection;
 
 use super::{Op, Result, parse_col};
-use crate::cases::{Case, Kind, State};
+use crate::cases::{Case, Kind, Resolution, State};
 
 /// The `cases` row as stored.
 #[derive(Debug, sqlx::FromRow)]
@@ -57,7 +57,11 @@ impl CaseRow {
             reminder_sent_at: self.reminder_sent_at,
             reminder_held_until: self.reminder_held_until,
             authorization_ok: self.authorization_ok,
-            resolution: self.resolution,
+            resolution: self
+                .resolution
+                .as_deref()
+                .map(|r| parse_col::<Resolution>("cases", r))
+                .transpose()?,
             denial_reason: self.denial_reason,
             closed_reply_sent: self.closed_reply_sent,
             due_soon_notified: self.due_soon_notified,
@@ -163,7 +167,7 @@ fn bind_case<'q>(
         .bind(&c.verification_code)
         .bind(c.reminder_sent_at)
         .bind(c.authorization_ok)
-        .bind(&c.resolution)
+        .bind(c.resolution.map(Resolution::as_str))
         .bind(&c.denial_reason)
         .bind(c.closed_reply_sent)
         .bind(c.due_soon_notified)

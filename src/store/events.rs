@@ -1,5 +1,6 @@
 //! The append-only `events` table (a trigger refuses updates).
 
+use crate::cases::Action;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::SqliteConnection;
@@ -19,14 +20,14 @@ pub async fn append(
     case_id: Option<&str>,
     at: DateTime<Utc>,
     actor: &str,
-    action: &str,
+    action: Action,
     detail: &str,
 ) -> Result<()> {
     sqlx::query("INSERT INTO events (case_id, at, actor, action, detail) VALUES (?, ?, ?, ?, ?)")
         .bind(case_id)
         .bind(at)
         .bind(actor)
-        .bind(action)
+        .bind(action.as_str())
         .bind(detail)
         .execute(conn)
         .await

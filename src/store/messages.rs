@@ -7,6 +7,47 @@ use sqlx::SqliteConnection;
 
 use super::{Op, Result};
 
+crate::cases::vocabulary! {
+    /// What became of a message (`messages.disposition`). Inbound: intake's
+    /// decision; outbound: who it went to.
+    pub enum Disposition {
+        /// Filed on a case (a request, a reply).
+        Case = "case",
+        /// Moved to review for a person to read.
+        Review = "review",
+        /// Automatic mail (an auto-reply, a list), never answered.
+        Auto = "auto",
+        /// A delivery report.
+        Dsn = "dsn",
+        /// The same message again.
+        Duplicate = "duplicate",
+        /// A team member's reply to a notice (commands).
+        Team = "team",
+        /// Our own mail come back.
+        Own = "own",
+        /// Processing failed; the raw bytes are kept.
+        Failed = "failed",
+        /// A team member's mail to a party, found in the Sent folder.
+        TeamReply = "team_reply",
+        /// A team member's mail to a party, with the mailbox in Bcc.
+        TeamBcc = "team_bcc",
+        /// The original of a Bcc'd team mail, filed only: its `team_bcc`
+        /// row is the case's record.
+        TeamReplyOriginal = "team_reply_original",
+        /// A copy of our own team notice come back as new mail.
+        TeamLoop = "team_loop",
+        /// Outbound: mail to a consumer (outbound team mail is `team`).
+        Consumer = "consumer",
+    }
+}
+
+impl Default for Disposition {
+    /// The column's default.
+    fn default() -> Self {
+        Disposition::Case
+    }
+}
+
 /// A message to record.
 #[derive(Debug, Clone, Default)]
 pub struct NewMessage<'a> {
@@ -21,7 +62,7 @@ pub struct NewMessage<'a> {
     pub size: i64,
     pub raw: Option<&'a [u8]>,
     pub body_text: Option<&'a str>,
-    pub disposition: &'a str,
+    pub disposition: Disposition,
     pub uid_validity: Option<u32>,
     pub uid: Option<u32>,
     pub target_mailbox: Option<&'a str>,
@@ -44,7 +85,7 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage<'_>) -> Result<i
     .bind(m.size)
     .bind(m.raw)
     .bind(m.body_text)
-    .bind(m.disposition)
+    .bind(m.disposition.as_str())
     .bind(m.uid_validity.map(i64::from))
     .bind(m.uid.map(i64::from))
     .bind(m.target_mailbox)
@@ -333,7 +374,7 @@ mod tests {
                 subject: "Re: Request to know",
                 at: at(2),
                 sha256: message_id,
-                disposition,
+                disposition: disposition.parse().unwrap(),
                 ..Default::default()
             },
         )

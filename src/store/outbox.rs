@@ -6,11 +6,20 @@ use sqlx::SqliteConnection;
 
 use super::{Op, Result};
 
+crate::cases::vocabulary! {
+    /// Who an outbox row is for (`outbox.audience`, guarded by migration
+    /// 0007). Only consumer mail counts toward the per-sender reply limit.
+    pub enum Audience {
+        Consumer = "consumer",
+        Team = "team",
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewOutbox<'a> {
     pub case_id: Option<&'a str>,
     pub message_id: &'a str,
-    pub audience: &'static str,
+    pub audience: Audience,
     pub template: &'a str,
     pub envelope_from: &'a str,
     pub recipients: &'a [String],
@@ -29,7 +38,7 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewOutbox<'_>) -> Result<i6
     )
     .bind(m.case_id)
     .bind(m.message_id)
-    .bind(m.audience)
+    .bind(m.audience.as_str())
     .bind(m.template)
     .bind(m.envelope_from)
     .bind(recipients)
@@ -426,7 +435,7 @@ mod tests {
     use crate::store::Store;
     use chrono::TimeZone;
 
-    async fn row(conn: &mut SqliteConnection, message_id: &str, audience: &'static str) -> i64 {
+    async fn row(conn: &mut SqliteConnection, message_id: &str, audience: &str) -> i64 {
         let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
         let recipients = vec!["a@example.com".to_string(), "b@example.com".to_string()];
         insert(
@@ -434,7 +443,7 @@ mod tests {
             &NewOutbox {
                 case_id: None,
                 message_id,
-                audience,
+                audience: audience.parse().unwrap(),
                 template: "team_notice",
                 envelope_from: "privacy@example.com",
                 recipients: &recipients,

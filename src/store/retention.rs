@@ -479,7 +479,7 @@ mod tests {
             Some("C-1"),
             at(1),
             "ann@example.org",
-            "note",
+            crate::cases::Action::Note,
             "hi",
         )
         .await

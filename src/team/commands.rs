@@ -11,35 +11,19 @@
 //! command, a quote (`>`) or a signature (`-- `). Parsing stops at the first
 //! other line that is not a command.
 
-use crate::cases::{Command, Kind};
+use crate::cases::Command;
+use crate::cases::commands::{self, split_word};
+use crate::ids::CaseId;
 
-/// What a command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TeamCommand {
-    /// A decision on a case.
-    Case(Command),
-    /// Open a case of this kind from a message in review, with the
-    /// requester taken from the address the team chose.
-    Open(Kind, OpenAs),
-}
-
-/// Whose request a case opened from review is: the message's From address
-/// unless the team names the Reply-To (`#open know reply-to`), as for a web
-/// form that sends from a no-reply address. The review notice shows both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OpenAs {
-    #[default]
-    From,
-    ReplyTo,
-}
+pub use crate::cases::commands::{OpenAs, TeamCommand};
 
 /// One parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {
     /// The line as written (trimmed).
     pub line: String,
-    /// The case the line names, upper-cased, if any.
-    pub case_id: Option<String>,
+    /// The case the line names, its prefix upper-cased, if any.
+    pub case_id: Option<CaseId>,
     /// The command, or why the line could not be understood.
     pub command: Result<TeamCommand, String>,
 }
@@ -83,8 +67,15 @@ pub fn parse(new_text: &str, case_prefix: &str) -> Vec<CommandLine> {
     out
 }
 
-/// The reason a command may continue on the following lines.
+/// The reason a command may continue on the following lines (its row in
+/// the command table says whether it may).
 fn multi_line_reason(command: &mut Command) -> Option<&mut String> {
+    let multi_line = commands::TABLE
+        .iter()
+        .any(|v| v.action == command.action() && v.multi_line);
+    if !multi_line {
+        return None;
+    }
     match command {
         Command::Deny { reason } | Command::Close { reason } => Some(reason),
         Command::Complete {
@@ -110,32 +101,13 @@ fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
         (word, rest)
     };
     let (case_id, rest) = take_case_id(rest, case_prefix);
-    let arg = rest.trim().to_string();
-    let command = match word.as_str() {
-        "verify" => Ok(TeamCommand::Case(Command::Verify)),
-        "deny" => Ok(TeamCommand::Case(Command::Deny { reason: arg })),
-        "extend" => Ok(TeamCommand::Case(Command::Extend { reason: arg })),
-        "complete" => {
-            let (first, more) = split_word(&arg);
-            let partial = first
-                .eq_ignore_ascii_case("partial")
-                .then(|| more.trim().to_string());
-            Ok(TeamCommand::Case(Command::Complete {
-                sent_by_team: partial.is_none() && arg.eq_ignore_ascii_case("sent"),
-                partial,
-            }))
-        }
-        "close" => Ok(TeamCommand::Case(Command::Close { reason: arg })),
-        "note" => Ok(TeamCommand::Case(Command::Note { text: arg })),
-        "declaration accept" => Ok(TeamCommand::Case(Command::DeclarationAccept)),
-        "declaration reject" => Ok(TeamCommand::Case(Command::DeclarationReject {
-            reason: arg,
-        })),
-        "poa" => Ok(TeamCommand::Case(Command::Poa)),
-        "open" => parse_open(&arg),
-        "" => Err("an empty command".to_string()),
-        other => Err(format!(
-            "unknown command `#{other}`; known: #verify, #deny REASON, #extend REASON, #complete, #complete sent, #complete partial REASON, #close REASON, #close unverified, #note TEXT, #declaration accept, #declaration reject REASON, #poa, #open know|delete|correct|limit|opt_out"
+    let arg = rest.trim();
+    let command = match commands::verb(&word) {
+        Some(verb) => (verb.build)(arg),
+        None if word.is_empty() => Err("an empty command".to_string()),
+        None => Err(format!(
+            "unknown command `#{word}`; known: {}",
+            commands::known_forms()
         )),
     };
     CommandLine {
@@ -145,71 +117,44 @@ fn parse_line(line: &str, case_prefix: &str) -> CommandLine {
     }
 }
 
-/// `#open KIND [from|reply-to]`.
-fn parse_open(arg: &str) -> Result<TeamCommand, String> {
-    let lower = arg.to_ascii_lowercase();
-    let (kind, rest) = split_word(&lower);
-    let kind = match kind {
-        "know" => Kind::Know,
-        "delete" => Kind::Delete,
-        "correct" => Kind::Correct,
-        "limit" => Kind::Limit,
-        "opt_out" | "opt-out" => Kind::OptOut,
-        other => {
-            return Err(format!(
-                "`#open` takes know, delete, correct, limit or opt_out, not {other:?}"
-            ));
-        }
-    };
-    let open_as = match rest.trim() {
-        "" | "from" => OpenAs::From,
-        "reply-to" | "replyto" | "reply_to" => OpenAs::ReplyTo,
-        other => {
-            return Err(format!(
-                "`#open {kind}` takes `from` (the default) or `reply-to` after the kind, not {other:?}"
-            ));
-        }
-    };
-    Ok(TeamCommand::Open(kind, open_as))
-}
-
-fn split_word(s: &str) -> (&str, &str) {
-    let s = s.trim_start();
-    match s.find(char::is_whitespace) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, ""),
-    }
-}
-
 /// A case ID (`CCPA-2026-00042`, optionally in brackets) as the next word.
-fn take_case_id<'a>(rest: &'a str, prefix: &str) -> (Option<String>, &'a str) {
+fn take_case_id<'a>(rest: &'a str, prefix: &str) -> (Option<CaseId>, &'a str) {
     let (word, after) = split_word(rest);
     let candidate = word.trim_matches(|c| c == '[' || c == ']' || c == ':' || c == ',');
-    let upper = candidate.to_ascii_uppercase();
-    let looks_like = upper
-        .strip_prefix(&format!("{}-", prefix.to_ascii_uppercase()))
-        .and_then(|r| r.split_once('-'))
-        .is_some_and(|(y, n)| {
-            y.len() == 4
-                && y.bytes().all(|b| b.is_ascii_digit())
-                && !n.is_empty()
-                && n.bytes().all(|b| b.is_ascii_digit())
-        });
-    if looks_like {
-        (Some(upper), after)
-    } else {
-        (None, rest)
+    match CaseId::parse(candidate, prefix) {
+        Some(id) => (Some(id), after),
+        None => (None, rest),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cases::Kind;
 
     fn one(text: &str) -> CommandLine {
         let mut v = parse(text, "CCPA");
         assert_eq!(v.len(), 1, "{text:?} → {v:?}");
         v.remove(0)
+    }
+
+    /// A command's case argument has the case-ID syntax of `ids`: a short
+    /// sequence is no case ID, so it stays part of the argument.
+    #[test]
+    fn a_case_argument_is_a_whole_case_id() {
+        let line = one("#verify CCPA-2026-00042");
+        assert_eq!(
+            line.case_id.map(String::from).as_deref(),
+            Some("CCPA-2026-00042")
+        );
+        let line = one("#note CCPA-2026-42 called back");
+        assert_eq!(line.case_id, None);
+        assert_eq!(
+            line.command,
+            Ok(TeamCommand::Case(Command::Note {
+                text: "CCPA-2026-42 called back".into()
+            }))
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::classify::find_case_tag;
 use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::message::Inbound;
+use crate::store::messages::Disposition;
 use crate::store::{self, NewMessage};
 
 /// Where a team member's mail to a consumer was found.
@@ -54,8 +55,8 @@ pub async fn record(
             size,
             body_text: Some(&inbound.text),
             disposition: match origin {
-                Origin::SentFolder => "team_reply",
-                Origin::Bcc => "team_bcc",
+                Origin::SentFolder => Disposition::TeamReply,
+                Origin::Bcc => Disposition::TeamBcc,
             },
             ..NewMessage::default()
         },
@@ -66,7 +67,7 @@ pub async fn record(
         Some(case_id),
         now,
         &from,
-        "team_correspondence",
+        crate::cases::Action::TeamCorrespondence,
         "a team member's mail to the requester (correspondence; #complete records the response)",
     )
     .await?;
@@ -137,7 +138,9 @@ async fn sent_case(
         .iter()
         .find(|v| v.purpose == Purpose::Reply)
         .map(|v| v.subject_id.clone())
-        .or_else(|| find_case_tag(&inbound.subject, &room.config.policy.case_prefix));
+        .or_else(|| {
+            find_case_tag(&inbound.subject, &room.config.policy.case_prefix).map(String::from)
+        });
     let Some(case_id) = case_id else {
         return Ok(None);
     };

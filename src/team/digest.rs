@@ -116,7 +116,7 @@ pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, Cas
         &mut tx,
         room,
         TeamMail {
-            template: "team_digest",
+            template: crate::cases::Template::TeamDigest.as_str(),
             ctx: &ctx,
             purpose: Purpose::Digest,
             subject_id: &day,

@@ -96,7 +96,7 @@ pub async fn handle(
             scope.case_id(),
             now,
             &sender,
-            "command_refused",
+            crate::cases::Action::CommandRefused,
             &detail,
         )
         .await?;
@@ -110,6 +110,7 @@ pub async fn handle(
                     case_id: l
                         .case_id
                         .clone()
+                        .map(String::from)
                         .or_else(|| scope.case_id().map(str::to_string)),
                     ok: false,
                     message: denied.to_string(),
@@ -125,7 +126,7 @@ pub async fn handle(
             scope.case_id(),
             now,
             &sender,
-            "team_mail",
+            crate::cases::Action::TeamMail,
             "reply to a notification without commands",
         )
         .await?;
@@ -170,7 +171,7 @@ async fn run_line(
                 record_on.as_deref(),
                 now,
                 sender,
-                "command_refused",
+                crate::cases::Action::CommandRefused,
                 &format!("{}: {message}", line.line),
             )
             .await?;
@@ -209,6 +210,7 @@ async fn line_outcome(
     let known = line
         .case_id
         .clone()
+        .map(String::from)
         .or_else(|| scope.case_id().map(str::to_string));
     let refuse = |case_id: Option<String>, message: String| LineOutcome::Refused {
         case_id,
@@ -217,7 +219,7 @@ async fn line_outcome(
     };
     let command = match &line.command {
         Ok(c) => c.clone(),
-        Err(why) => return Ok(refuse(line.case_id.clone(), why.clone())),
+        Err(why) => return Ok(refuse(line.case_id.clone().map(String::from), why.clone())),
     };
     if let TeamCommand::Open(kind, open_as) = command {
         let Scope::Review(row) = scope else {
@@ -233,7 +235,7 @@ async fn line_outcome(
                     Some(&id),
                     now,
                     sender,
-                    "open",
+                    crate::cases::Action::Open,
                     &format!("opened as {kind} from a message in review"),
                 )
                 .await?;
@@ -250,7 +252,8 @@ async fn line_outcome(
     let TeamCommand::Case(command) = command else {
         return Ok(refuse(None, "not a case command".into()));
     };
-    let target = match (scope, &line.case_id) {
+    let named_id = line.case_id.clone().map(String::from);
+    let target = match (scope, &named_id) {
         (Scope::Case(id), None) => id.clone(),
         (Scope::Case(id), Some(named)) if named == id => id.clone(),
         (Scope::Case(id), Some(named)) => {
@@ -260,7 +263,7 @@ async fn line_outcome(
                 Some(id),
                 now,
                 sender,
-                "command_refused",
+                crate::cases::Action::CommandRefused,
                 &format!(
                     "{}: names {named}, but the notification is for {id}",
                     line.line
@@ -291,7 +294,7 @@ async fn line_outcome(
         }
         (Scope::Review(_), _) => {
             return Ok(refuse(
-                line.case_id.clone(),
+                line.case_id.clone().map(String::from),
                 "a review notice takes only `#open KIND` (know, delete, correct, limit or opt_out)"
                     .into(),
             ));
@@ -389,7 +392,11 @@ async fn send_result(
         ));
     }
     ctx.results = results;
-    let rendered = casework::render_context(room, "team_command_result", &ctx)?;
+    let rendered = casework::render_context(
+        room,
+        crate::cases::Template::TeamCommandResult.as_str(),
+        &ctx,
+    )?;
     let message_id = room.keys.generate(
         Purpose::Result,
         &scope.subject_id(),
@@ -403,8 +410,8 @@ async fn send_result(
         room,
         Queued {
             case_id: scope.case_id(),
-            audience: "team",
-            template: "team_command_result",
+            audience: crate::store::outbox::Audience::Team,
+            template: crate::cases::Template::TeamCommandResult.as_str(),
             recipients: vec![member.to_string()],
             rate_key: &rate_key,
             rendered,

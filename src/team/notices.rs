@@ -47,7 +47,15 @@ pub async fn notify_review(
             let detail = format!(
                 "message row {message_row}: review notice held back, {recent} messages from this sender in the last hour (limit {REVIEW_NOTICES_PER_SENDER_PER_HOUR}); it is in the review folder"
             );
-            store::events::append(conn, None, now, "daemon", "notice_throttled", &detail).await?;
+            store::events::append(
+                conn,
+                None,
+                now,
+                "daemon",
+                crate::cases::Action::NoticeThrottled,
+                &detail,
+            )
+            .await?;
             return Ok(());
         }
     }
@@ -74,7 +82,7 @@ pub async fn notify_review(
         conn,
         room,
         TeamMail {
-            template: "team_review_notice",
+            template: crate::cases::Template::TeamReviewNotice.as_str(),
             ctx: &ctx,
             purpose: Purpose::Review,
             subject_id: &row,

@@ -398,7 +398,10 @@ fn describe(t: &TestRoom, c: &Case) -> String {
     flag(c.reminder_sent_at.is_some(), "reminded".into());
     flag(
         c.resolution.is_some(),
-        format!("resolution={}", c.resolution.clone().unwrap_or_default()),
+        format!(
+            "resolution={}",
+            c.resolution.map(|r| r.as_str()).unwrap_or_default()
+        ),
     );
     flag(c.closed_reply_sent, "closed_reply_sent".into());
     flag(c.due_soon_notified, "due_soon_notified".into());

@@ -1,8 +1,10 @@
 //! The 2026 law through the real binary and real servers (issue 11): an
 //! opt-out that also asks for a deletion, a partial deletion, the withdrawal
 //! prompt, the day-of-receipt clock in mail and in `cases`, `#open` from
-//! review keeping the receipt time, and `#close unverified`. Each test reads
-//! what the consumer receives, the case JSON and the `report` figures.
+//! review keeping the receipt time, `#close unverified`, the held
+//! acknowledgement, correct and limit requests, team mail that does not
+//! answer a Know, and the default templates' wording as received. Each test
+//! reads what the consumer receives, the case JSON and the `report` figures.
 
 mod support;
 
@@ -637,5 +639,319 @@ async fn the_loop_guard_never_costs_the_consumer_the_acknowledgement() {
             .iter()
             .any(|e| e["action"] == "reply_limit_overridden"),
         "{c:#}"
+    );
+}
+
+/// The newest mail to `who` whose text contains `needle`, once it is there.
+async fn mail_saying(servers: &MailServers, who: &str, needle: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = servers.fetch_all(who, "INBOX").await;
+        if let Some(m) = all.into_iter().rev().find(|m| flat(m).contains(needle)) {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mail to {who} saying {needle}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// A team member's command, mailed as a reply to the case's team notice.
+async fn command(servers: &MailServers, t: &Team, id: &str, text: &str) {
+    let notice = notice_for(servers, t, id).await;
+    let reply = mail::reply(&t.alice, &notice, Reply::Gmail, text);
+    deliver(servers, t, &t.alice, &reply).await;
+}
+
+/// End of the 15th California business day (no holidays configured), the
+/// day of receipt counted when it is a business day.
+fn fifteen_business_days(received: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::Datelike;
+    let tz = chrono_tz::America::Los_Angeles;
+    let first = received.with_timezone(&tz).date_naive();
+    let mut day = first;
+    let mut counted = 0;
+    loop {
+        if !matches!(day.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) {
+            counted += 1;
+            if counted == 15 {
+                break;
+            }
+        }
+        day = day + Days::new(1);
+    }
+    let offset = (day - first).num_days() as u64;
+    end_of_la_day(received, offset)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn correct_asks_for_documentation_and_says_it_corrected_limit_needs_no_verification() {
+    let servers = MailServers::start();
+    let t = team(servers);
+
+    // Correct (§1798.106, §7023): verified, documentation asked for.
+    let consumer = servers.unique_user("consumer");
+    let request = mail::request(
+        &consumer,
+        &t.mailbox,
+        "California Request to Correct",
+        "My postal address is wrong.\n",
+    );
+    deliver(servers, &t, &consumer, &request).await;
+    let c = support::cases_json(&t.path)[0].clone();
+    let id = c["id"].as_str().unwrap().to_string();
+    assert_eq!(c["kind"], "correct", "{c:#}");
+    assert_eq!(c["state"], "awaiting_verification", "{c:#}");
+    let ack = nth_mail(servers, &consumer, 1).await;
+    assert!(mail::verification_code(&ack).is_some());
+    let text = flat(&ack);
+    assert!(
+        text.contains("send any documentation that supports the correction"),
+        "{text}"
+    );
+    command(servers, &t, &id, "#verify").await;
+    assert_eq!(support::case_json(&t.path, &id)["state"], "verified");
+    command(servers, &t, &id, "#complete").await;
+    let c = support::case_json(&t.path, &id);
+    assert_eq!(c["state"], "completed", "{c:#}");
+    let done = mail_saying(servers, &consumer, "Request to Correct we received").await;
+    let text = flat(&done);
+    assert!(
+        text.contains("We have corrected the information as you asked"),
+        "{text}"
+    );
+    assert_eq!(metrics(&t.path, "correct")["complied"], 1);
+
+    // Limit (§1798.121, §7027): no verification, 15 business days.
+    let limiter = servers.unique_user("limiter");
+    let request = mail::request(
+        &limiter,
+        &t.mailbox,
+        "California Request to Limit",
+        "Limit the use of my sensitive personal information.\n",
+    );
+    deliver(servers, &t, &limiter, &request).await;
+    let c = support::cases_json(&t.path)
+        .into_iter()
+        .find(|c| c["requester"] == limiter.as_str())
+        .expect("the limit request opened a case");
+    let limit_id = c["id"].as_str().unwrap().to_string();
+    let shown = support::case_json(&t.path, &limit_id);
+    assert_eq!(shown["kind"], "limit", "{shown:#}");
+    assert_eq!(shown["state"], "verified", "{shown:#}");
+    assert!(shown["verified_at"].is_null(), "{shown:#}");
+    assert_eq!(
+        time(&shown["due_at"]),
+        fifteen_business_days(time(&shown["received_at"])),
+        "{shown:#}"
+    );
+    let ack = nth_mail(servers, &limiter, 1).await;
+    assert!(mail::verification_code(&ack).is_none(), "{}", flat(&ack));
+    let text = flat(&ack);
+    assert!(
+        text.contains("You do not need to verify your identity"),
+        "{text}"
+    );
+    assert!(!text.contains("Verification code"), "{text}");
+    command(servers, &t, &limit_id, "#complete").await;
+    assert_eq!(support::case_json(&t.path, &limit_id)["state"], "completed");
+    let done = mail_saying(servers, &limiter, "We have limited the use").await;
+    assert!(subject(&done).contains(&limit_id));
+    let m = metrics(&t.path, "limit");
+    assert_eq!(
+        (m["received"].as_u64(), m["complied"].as_u64()),
+        (Some(1), Some(1)),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn team_mail_to_the_consumer_does_not_answer_a_know_only_complete_does() {
+    let servers = MailServers::start();
+    let t = team(servers);
+    let consumer = servers.unique_user("consumer");
+    let request = mail::request(&consumer, &t.mailbox, "California Request to Know", "Hi\n");
+    deliver(servers, &t, &consumer, &request).await;
+    let id = support::cases_json(&t.path)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ack = nth_mail(servers, &consumer, 1).await;
+    command(servers, &t, &id, "#verify").await;
+    assert_eq!(support::case_json(&t.path, &id)["state"], "verified");
+
+    // Alice writes to the consumer from her own client, Bcc'ing the mailbox.
+    let answer = mail::reply(
+        &t.alice,
+        &ack,
+        Reply::Gmail,
+        "We are still gathering your information and will write again soon.",
+    );
+    let answer = String::from_utf8_lossy(&answer)
+        .replacen(&format!("To: {}", t.mailbox), &format!("To: {consumer}"), 1)
+        .into_bytes();
+    servers
+        .send_smtp(&t.alice, &[&consumer, &t.mailbox], &answer)
+        .await;
+    mail_saying(servers, &consumer, "still gathering your information").await;
+    servers
+        .wait_for(&t.mailbox, "INBOX", 1, Duration::from_secs(20))
+        .await;
+    run(&t.path);
+    let c = support::case_json(&t.path, &id);
+    let events = c["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["action"] == "team_correspondence"),
+        "{c:#}"
+    );
+    assert!(
+        !events.iter().any(|e| e["action"] == "substantive_response"),
+        "{c:#}"
+    );
+    assert_eq!(c["state"], "verified", "{c:#}");
+    assert!(c["closed_at"].is_null(), "{c:#}");
+    assert_eq!(metrics(&t.path, "know")["open"], 1);
+
+    // Only #complete answers it; the mail names no channel nobody used.
+    command(servers, &t, &id, "#complete").await;
+    assert_eq!(support::case_json(&t.path, &id)["state"], "completed");
+    let done = mail_saying(servers, &consumer, "We have completed the California").await;
+    assert!(subject(&done).contains(&id));
+    let text = flat(&done);
+    for channel in [
+        "secure channel",
+        "portal",
+        "download",
+        "attached",
+        "by post",
+    ] {
+        assert!(!text.contains(channel), "{channel}: {text}");
+    }
+    assert!(text.contains("If you have not received it"), "{text}");
+    assert_eq!(metrics(&t.path, "know")["complied"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_mail_states_current_law() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let alice = servers.unique_user("alice");
+    let notify = servers.unique_user("team");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .team_members(&[&alice])
+        .team_notify(&[&notify])
+        .set("agents", "require_notarized", "true")
+        .set("policy", "retention_months", "30")
+        .set_str("company", "phone", "+1 415 555 0100");
+    let path = config.write();
+    let t = Team {
+        mailbox,
+        alice,
+        notify,
+        config,
+        path,
+    };
+
+    // An agent without a declaration: current §7063 and §7060(e).
+    let agent = servers.unique_user("agent");
+    let request = mail::request(
+        &agent,
+        &t.mailbox,
+        "California Request to Know",
+        "I am an authorized agent acting on behalf of John Roe. We will send the authorization later.\n",
+    );
+    deliver(servers, &t, &agent, &request).await;
+    let needed = mail_saying(servers, &agent, "proof that the consumer authorized you").await;
+    let text = flat(&needed);
+    assert!(!text.contains("Secretary of State"), "{text}");
+    assert!(
+        text.contains("California Probate Code sections 4121 to 4130"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Example Inc. will reimburse the cost of the notarization"),
+        "{text}"
+    );
+    assert!(text.contains("Phone: +1 415 555 0100"), "{text}");
+
+    // A consumer's Know: back to January 1, 2022; automatic mail is marked so.
+    let asker = servers.unique_user("asker");
+    let request = mail::request(&asker, &t.mailbox, "California Request to Know", "Hi\n");
+    deliver(servers, &t, &asker, &request).await;
+    let ack = nth_mail(servers, &asker, 1).await;
+    let text = flat(&ack);
+    assert!(
+        text.contains("more than 12 months ago, back to January 1, 2022"),
+        "{text}"
+    );
+    assert!(text.contains("Phone: +1 415 555 0100"), "{text}");
+    assert_eq!(
+        support::header(&ack, "Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
+    let know_id = support::cases_json(&t.path)
+        .into_iter()
+        .find(|c| c["requester"] == asker.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The team's decision is not automatic mail.
+    command(servers, &t, &know_id, "#deny We hold no data about you.").await;
+    assert_eq!(support::case_json(&t.path, &know_id)["state"], "denied");
+    let denial = nth_mail(servers, &asker, 2).await;
+    assert!(flat(&denial).contains("We hold no data about you."));
+    assert_eq!(
+        support::header(&denial, "Auto-Submitted").as_deref(),
+        Some("no"),
+        "a team decision is not auto-replied"
+    );
+
+    // A deletion: the retention paragraph follows retention_months.
+    let consumer = servers.unique_user("consumer");
+    let request = mail::request(
+        &consumer,
+        &t.mailbox,
+        "California Request to Delete",
+        "Delete it all.\n",
+    );
+    deliver(servers, &t, &consumer, &request).await;
+    let del_id = support::cases_json(&t.path)
+        .into_iter()
+        .find(|c| c["requester"] == consumer.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    act(&t.path, &del_id, &["verify"]);
+    run(&t.path);
+    let confirm = nth_mail(servers, &consumer, 2).await;
+    let yes = mail::reply(&consumer, &confirm, Reply::Gmail, "CONFIRM");
+    deliver(servers, &t, &consumer, &yes).await;
+    assert_eq!(support::case_json(&t.path, &del_id)["state"], "confirmed");
+    act(&t.path, &del_id, &["complete"]);
+    run(&t.path);
+    let done = mail_saying(
+        servers,
+        &consumer,
+        "We have carried out the Request to Delete",
+    )
+    .await;
+    let text = flat(&done);
+    assert!(
+        text.contains("The personal information covered by the request has been deleted."),
+        "{text}"
+    );
+    assert!(
+        text.contains("30 months after we closed the request we remove your contact details"),
+        "{text}"
+    );
+    assert!(!text.contains("24 months"), "{text}");
+    assert!(text.contains("Phone: +1 415 555 0100"), "{text}");
+    assert_eq!(
+        support::header(&done, "Auto-Submitted").as_deref(),
+        Some("no")
     );
 }

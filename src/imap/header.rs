@@ -1,11 +1,9 @@
 //! Header-only fetch, for messages over `imap.max_message_bytes`: they are
 //! recorded from their headers and sent to review without reading the body.
 
-use std::collections::HashSet;
-
 use futures::TryStreamExt;
 
-use super::{FETCH_BATCH, Imap, ImapError, uid_set};
+use super::{Imap, ImapError};
 
 impl Imap {
     /// The header block of one message (`BODY.PEEK[HEADER]`), or `None` when
@@ -31,35 +29,15 @@ impl Imap {
     }
 
     /// The header blocks of several messages (`BODY.PEEK[HEADER]`) in
-    /// batches of [`FETCH_BATCH`], in UID order; UIDs gone meanwhile are
+    /// batches of [`super::FETCH_BATCH`], in UID order; UIDs gone meanwhile are
     /// absent. The Sent-folder scan decides from these which bodies it needs.
     pub async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
-        let mut wanted: Vec<u32> = uids.to_vec();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut out = Vec::with_capacity(wanted.len());
-        for chunk in wanted.chunks(FETCH_BATCH) {
-            let asked: HashSet<u32> = chunk.iter().copied().collect();
-            let set = uid_set(chunk);
-            let session = self.session()?;
-            let fetched: Result<Vec<(u32, Vec<u8>)>, async_imap::error::Error> = async {
-                let mut stream = session.uid_fetch(&set, "(UID BODY.PEEK[HEADER])").await?;
-                let mut got = Vec::new();
-                while let Some(fetch) = stream.try_next().await? {
-                    if let (Some(uid), Some(header)) = (fetch.uid, fetch.header())
-                        && asked.contains(&uid)
-                    {
-                        got.push((uid, header.to_vec()));
-                    }
-                }
-                Ok(got)
-            }
-            .await;
-            out.extend(fetched.map_err(|e| self.err_command("UID FETCH (headers)", e))?);
-            self.drain_unsolicited();
-        }
-        out.sort_unstable_by_key(|(uid, _)| *uid);
-        out.dedup_by_key(|(uid, _)| *uid);
-        Ok(out)
+        self.fetch_parts(
+            uids,
+            "(UID BODY.PEEK[HEADER])",
+            "UID FETCH (headers)",
+            |f| f.header(),
+        )
+        .await
     }
 }

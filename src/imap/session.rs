@@ -207,6 +207,22 @@ impl Imap {
     /// `\Seen`) in batches of [`FETCH_BATCH`]. UIDs that vanished meanwhile are
     /// simply absent from the result, which is in UID order.
     pub async fn fetch_bodies(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+        self.fetch_parts(uids, "(UID BODY.PEEK[])", "UID FETCH (bodies)", |f| {
+            f.body()
+        })
+        .await
+    }
+
+    /// One part of each message (`item` names it in the FETCH, `pick` takes it
+    /// from the answer) in batches of [`FETCH_BATCH`], in UID order; UIDs gone
+    /// meanwhile, or answered without that part, are absent.
+    pub(crate) async fn fetch_parts(
+        &mut self,
+        uids: &[u32],
+        item: &str,
+        command: &'static str,
+        pick: fn(&async_imap::types::Fetch) -> Option<&[u8]>,
+    ) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
         let mut wanted: Vec<u32> = uids.to_vec();
         wanted.sort_unstable();
         wanted.dedup();
@@ -216,19 +232,19 @@ impl Imap {
             let set = uid_set(chunk);
             let session = self.session()?;
             let fetched: Result<Vec<(u32, Vec<u8>)>, async_imap::error::Error> = async {
-                let mut stream = session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+                let mut stream = session.uid_fetch(&set, item).await?;
                 let mut got = Vec::new();
                 while let Some(fetch) = stream.try_next().await? {
-                    if let (Some(uid), Some(body)) = (fetch.uid, fetch.body())
+                    if let (Some(uid), Some(part)) = (fetch.uid, pick(&fetch))
                         && asked.contains(&uid)
                     {
-                        got.push((uid, body.to_vec()));
+                        got.push((uid, part.to_vec()));
                     }
                 }
                 Ok(got)
             }
             .await;
-            out.extend(fetched.map_err(|e| self.err_command("UID FETCH (bodies)", e))?);
+            out.extend(fetched.map_err(|e| self.err_command(command, e))?);
             self.drain_unsolicited();
         }
         out.sort_unstable_by_key(|(uid, _)| *uid);

@@ -186,6 +186,24 @@ pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<Case>> 
     row.map(CaseRow::into_case).transpose()
 }
 
+/// The cases of `ids` that exist, in ID order: one statement for a whole
+/// intake batch (the burst check) instead of one per case.
+pub async fn get_many(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Case>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let sql = format!(
+        "SELECT {COLUMNS} FROM cases WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"
+    );
+    let rows: Vec<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .op("cases.get_many")?;
+    rows.into_iter().map(CaseRow::into_case).collect()
+}
+
 pub async fn thread(conn: &mut SqliteConnection, id: &str) -> Result<CaseThread> {
     Ok(
         sqlx::query_as("SELECT subject, thread_root, notice_root, manner FROM cases WHERE id = ?")
@@ -310,6 +328,23 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn many_cases_in_one_read() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        open_case(&mut conn, "C-2", at(1)).await;
+        open_case(&mut conn, "C-1", at(1)).await;
+        let ids = ["C-2".to_string(), "C-9".into(), "C-1".into()];
+        let got: Vec<String> = get_many(&mut conn, &ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(got, ["C-1", "C-2"], "existing cases, in ID order");
+        assert!(get_many(&mut conn, &[]).await.unwrap().is_empty());
     }
 
     #[tokio::test]

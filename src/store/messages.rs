@@ -287,17 +287,33 @@ pub async fn last_applied_inbound_id(
     conn: &mut SqliteConnection,
     case_id: &str,
 ) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT m.message_id FROM messages m JOIN cases c ON c.id = m.case_id
-         WHERE m.case_id = ? AND m.direction = 'in' AND m.message_id IS NOT NULL
-           AND (m.disposition = 'case' OR m.message_id = c.thread_root)
-         ORDER BY m.id DESC LIMIT 1",
+    Ok(reply_thread(conn, case_id).await?.last_applied)
+}
+
+/// What a consumer-facing reply threads to: the case's request Message-ID and
+/// [`last_applied_inbound_id`], read in one statement (one round trip to the
+/// SQLite worker per reply instead of two; issue 13).
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReplyThread {
+    pub thread_root: Option<String>,
+    pub last_applied: Option<String>,
+}
+
+/// The [`ReplyThread`] of a case (empty when there is no such case).
+pub async fn reply_thread(conn: &mut SqliteConnection, case_id: &str) -> Result<ReplyThread> {
+    Ok(sqlx::query_as(
+        "SELECT c.thread_root,
+           (SELECT m.message_id FROM messages m
+             WHERE m.case_id = c.id AND m.direction = 'in' AND m.message_id IS NOT NULL
+               AND (m.disposition = 'case' OR m.message_id = c.thread_root)
+             ORDER BY m.id DESC LIMIT 1) AS last_applied
+         FROM cases c WHERE c.id = ?",
     )
     .bind(case_id)
     .fetch_optional(conn)
     .await
-    .op("messages.last_applied_inbound_id")?
-    .flatten())
+    .op("messages.reply_thread")?
+    .unwrap_or_default())
 }
 
 /// Our own newest consumer-facing Message-ID on a case: what a reply
@@ -415,6 +431,13 @@ mod tests {
                 .unwrap()
                 .as_deref(),
             Some("<reply-1@x>")
+        );
+        let thread = reply_thread(&mut conn, "C-1").await.unwrap();
+        assert_eq!(thread.last_applied.as_deref(), Some("<reply-1@x>"));
+        assert_eq!(
+            reply_thread(&mut conn, "C-9").await.unwrap(),
+            ReplyThread::default(),
+            "no such case"
         );
     }
 }

@@ -127,19 +127,20 @@ pub async fn insert(
     Ok(())
 }
 
-/// Writes every engine-owned field of the case back.
+/// Writes every engine-owned field of the case back. The ID is the key, never
+/// written: setting `id`, even to itself, makes SQLite check every table that
+/// references cases for rows of the old key (issue 13: with 100,000 cases an
+/// update read the whole outbox).
 pub async fn update(conn: &mut SqliteConnection, case: &Case, now: DateTime<Utc>) -> Result<()> {
-    let sql =
-        "UPDATE cases SET id = ?, kind = ?, state = ?, requester = ?, agent = ?, consumer = ?,
-        consumer_name = ?, received_at = ?, acknowledged_at = ?, ack_due_at = ?, due_at = ?,
-        extended = ?, verified_at = ?, closed_at = ?, verification_code = ?, reminder_sent_at = ?,
-        authorization_ok = ?, resolution = ?, denial_reason = ?, closed_reply_sent = ?,
-        due_soon_notified = ?, overdue_notified = ?, ack_held_until = ?,
-        reminder_held_until = ?, updated_at = ?
-        WHERE id = ?";
+    let sql = "UPDATE cases SET kind = ?2, state = ?3, requester = ?4, agent = ?5, consumer = ?6,
+        consumer_name = ?7, received_at = ?8, acknowledged_at = ?9, ack_due_at = ?10, due_at = ?11,
+        extended = ?12, verified_at = ?13, closed_at = ?14, verification_code = ?15,
+        reminder_sent_at = ?16, authorization_ok = ?17, resolution = ?18, denial_reason = ?19,
+        closed_reply_sent = ?20, due_soon_notified = ?21, overdue_notified = ?22,
+        ack_held_until = ?23, reminder_held_until = ?24, updated_at = ?25
+        WHERE id = ?1";
     bind_case(sqlx::query(sql), case)
         .bind(now)
-        .bind(&case.id)
         .execute(conn)
         .await
         .op("cases.update")?;

@@ -28,7 +28,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 use tracing::{info, warn};
 
-use crate::cases::Action;
+use crate::cases::{Action, Template};
 use crate::config::{Config, TeamConfig};
 use crate::store::{Store, StoreError, events, retention};
 
@@ -38,15 +38,15 @@ pub const MARKER: &str = "[purged]";
 /// Days after closing before verification data is deleted.
 pub const VERIFICATION_GRACE_DAYS: i64 = 30;
 
-/// The templates whose mail carries the verification code (they render
-/// `case.verification_code`): their stored bodies go with the code.
-pub const CODE_TEMPLATES: [&str; 5] = [
-    "acknowledgement",
-    "verification_reminder",
-    "agent_consumer_confirm",
-    "agent_declaration_needed",
-    "declaration_rejected",
-];
+/// The templates whose mail carries the verification code
+/// ([`Template::carries_verification_code`]): their stored bodies go with
+/// the code.
+pub fn code_templates() -> Vec<Template> {
+    Template::ALL
+        .into_iter()
+        .filter(|t| t.carries_verification_code())
+        .collect()
+}
 
 /// Whether an event's detail survives purge: an allow-list
 /// ([`Action::purge_keeps_detail`], the team commands' from their table), so
@@ -284,7 +284,7 @@ async fn delete_verification_data(
     now: DateTime<Utc>,
 ) -> Result<u64, PurgeError> {
     let (cleared, outgoing) =
-        retention::clear_verification_data(conn, id, &CODE_TEMPLATES, now).await?;
+        retention::clear_verification_data(conn, id, &code_templates(), now).await?;
     events::append(
         conn,
         Some(id),

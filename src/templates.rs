@@ -1165,6 +1165,25 @@ mod tests {
         Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap()
     }
 
+    /// Purge deletes the stored bodies of the templates that say they carry
+    /// the verification code: exactly the shipped ones that render it.
+    #[test]
+    fn templates_that_render_the_code_say_so() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        for template in crate::cases::Template::ALL {
+            let renders_code = ["subject", "text", "html"].iter().any(|part| {
+                fs::read_to_string(dir.join(format!("{template}.{part}.hbs")))
+                    .is_ok_and(|body| body.contains("verification_code"))
+            });
+            assert_eq!(
+                renders_code,
+                template.carries_verification_code(),
+                "{template}: renders the verification code = {renders_code}; \
+                 Template::carries_verification_code must agree"
+            );
+        }
+    }
+
     fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for (name, body) in files {

@@ -95,10 +95,6 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage<'_>) -> Result<i
     Ok(id)
 }
 
-/// An inbound message seen before: the same bytes, or the same Message-ID
-/// from the same sender with the same subject (a copy delivered twice with
-/// other Received lines). The second line of de-duplication after the UID
-/// cursor. A reused Message-ID on a different message is not a duplicate.
 /// How many inbound messages from `from_addr` were taken in since `since`
 /// (the throttle on review notices per sender).
 pub async fn inbound_from_since(
@@ -116,6 +112,15 @@ pub async fn inbound_from_since(
     .op("messages.inbound_from_since")
 }
 
+/// The inbox's duplicate rule: an inbound message seen before is the same
+/// bytes, or the same Message-ID from the same sender with the same subject
+/// (a copy delivered twice with other Received lines). The second line of
+/// de-duplication after the UID cursor. Only inbound rows count, and the
+/// Message-ID alone is not enough: anyone can write any Message-ID, and a
+/// reused one (a broken client, or on purpose) must not swallow a new
+/// request; our own outgoing mail come back is not a duplicate either (it is
+/// `own`). Returns the earlier row and where its original was filed. The
+/// Sent-folder scan has its own rule, [`team_mail_on_record`].
 pub async fn seen_inbound(
     conn: &mut SqliteConnection,
     message_id: Option<&str>,
@@ -222,9 +227,14 @@ pub async fn set_reads_like(
     Ok(())
 }
 
-/// Is any message, in or out, stored with this Message-ID or these bytes?
-/// The team-correspondence rule; inbound mail uses [`seen_inbound`].
-pub async fn seen_any(
+/// The Sent folder's duplicate rule: is a team member's mail already on
+/// record, in or out, by its Message-ID or its bytes? The Sent folder holds
+/// only mail written from our own mailbox, and the same mail may already be
+/// stored under either direction: as correspondence from its Bcc copy (out),
+/// as the filed original of that copy (in, without a sender), or as our own
+/// outgoing mail. Any row with its Message-ID is the same mail, whatever its
+/// sender column says. The inbox uses the stricter [`seen_inbound`].
+pub async fn team_mail_on_record(
     conn: &mut SqliteConnection,
     message_id: Option<&str>,
     sha256: &str,
@@ -236,7 +246,7 @@ pub async fn seen_any(
     .bind(sha256)
     .fetch_one(conn)
     .await
-    .op("messages.seen_any")?;
+    .op("messages.team_mail_on_record")?;
     Ok(n > 0)
 }
 
@@ -290,10 +300,11 @@ pub async fn last_applied_inbound_id(
     Ok(sqlx::query_scalar(
         "SELECT m.message_id FROM messages m JOIN cases c ON c.id = m.case_id
          WHERE m.case_id = ? AND m.direction = 'in' AND m.message_id IS NOT NULL
-           AND (m.disposition = 'case' OR m.message_id = c.thread_root)
+           AND (m.disposition = ? OR m.message_id = c.thread_root)
          ORDER BY m.id DESC LIMIT 1",
     )
     .bind(case_id)
+    .bind(Disposition::Case.as_str())
     .fetch_optional(conn)
     .await
     .op("messages.last_applied_inbound_id")?
@@ -308,9 +319,10 @@ pub async fn last_consumer_mail_id(
 ) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
         "SELECT message_id FROM messages WHERE case_id = ? AND direction = 'out'
-         AND disposition = 'consumer' AND message_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+         AND disposition = ? AND message_id IS NOT NULL ORDER BY id DESC LIMIT 1",
     )
     .bind(case_id)
+    .bind(Disposition::Consumer.as_str())
     .fetch_optional(conn)
     .await
     .op("messages.last_consumer_mail_id")?
@@ -340,19 +352,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn seen_any_matches_message_id_or_bytes() {
+    async fn team_mail_on_record_matches_message_id_or_bytes() {
         let (_dir, store) = store().await;
         let mut conn = store.conn().await.unwrap();
         inbound(&mut conn, None, "a", at(1)).await;
         assert!(
-            seen_any(&mut conn, Some("<m1@example.org>"), "zz")
+            team_mail_on_record(&mut conn, Some("<m1@example.org>"), "zz")
                 .await
                 .unwrap()
         );
-        assert!(seen_any(&mut conn, None, "a").await.unwrap());
-        assert!(!seen_any(&mut conn, None, "zz").await.unwrap());
+        assert!(team_mail_on_record(&mut conn, None, "a").await.unwrap());
+        assert!(!team_mail_on_record(&mut conn, None, "zz").await.unwrap());
         assert!(
-            !seen_any(&mut conn, Some("<other@example.org>"), "zz")
+            !team_mail_on_record(&mut conn, Some("<other@example.org>"), "zz")
                 .await
                 .unwrap()
         );

@@ -9,6 +9,7 @@ use sqlx::SqliteConnection;
 
 use super::cases::final_states_sql;
 use super::{Op, Result};
+use crate::cases::Template;
 
 /// Closed cases whose verification data is still stored and that closed on or
 /// before `cutoff` (the grace period after closing), by ID.
@@ -125,10 +126,11 @@ pub async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bo
 pub async fn clear_verification_data(
     conn: &mut SqliteConnection,
     case_id: &str,
-    code_templates: &[&str],
+    code_templates: &[Template],
     now: DateTime<Utc>,
 ) -> Result<(u64, u64)> {
-    let templates = serde_json::to_string(code_templates).unwrap_or_else(|_| "[]".into());
+    let names: Vec<&str> = code_templates.iter().map(|t| t.as_str()).collect();
+    let templates = serde_json::to_string(&names).unwrap_or_else(|_| "[]".into());
     // The outbox first: it finds mail quoting the code through the stored
     // text of the outgoing message, which the next statement clears.
     let outbox = sqlx::query(
@@ -430,7 +432,7 @@ mod tests {
             .unwrap();
         }
         close_case(&mut conn, &mut case, at(3)).await;
-        let code_templates = ["acknowledgement", "verification_reminder"];
+        let code_templates = [Template::Acknowledgement, Template::VerificationReminder];
         let (_, outgoing) = clear_verification_data(&mut conn, "C-1", &code_templates, at(9))
             .await
             .unwrap();

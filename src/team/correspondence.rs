@@ -152,5 +152,5 @@ pub async fn seen(
     message_id: Option<&str>,
     sha: &str,
 ) -> Result<bool, CaseworkError> {
-    Ok(store::messages::seen_any(conn, message_id, sha).await?)
+    Ok(store::messages::team_mail_on_record(conn, message_id, sha).await?)
 }

@@ -36,6 +36,7 @@ use tracing::{debug, info};
 
 use crate::cases::{Action, Case};
 use crate::classify;
+use crate::ids::CaseId;
 use crate::mailroom::Mailroom;
 use crate::message::attachment::sanitize_filename_nth;
 use crate::message::{Attachment, sniff_type};
@@ -467,7 +468,7 @@ fn type_family(t: &str) -> String {
 }
 
 /// The case's documents, oldest first.
-pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<Document>> {
+pub async fn for_case(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<Vec<Document>> {
     Ok(store::attachments::for_case(conn, case_id).await?)
 }
 
@@ -491,7 +492,7 @@ pub async fn find(conn: &mut SqliteConnection, sha256: &str) -> Result<Document>
 /// reviewer and time. Returns how many rows changed.
 pub async fn review_pending(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
     status: Status,
     reviewer: &str,
     now: DateTime<Utc>,
@@ -504,7 +505,7 @@ pub async fn review_pending(
 /// transaction. Other commands change nothing here.
 pub async fn after_command(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
     command: Action,
     reviewer: &str,
     now: DateTime<Utc>,

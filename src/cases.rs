@@ -67,6 +67,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::CaseId;
+
 pub use clock::Policy;
 pub use engine::{Command, Effect, Input, Refusal, Template, Transition, apply, open};
 
@@ -217,7 +219,7 @@ impl FromStr for State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Case {
     /// `{prefix}-{year}-{seq:05}`, e.g. `CCPA-2026-00042`.
-    pub id: String,
+    pub id: CaseId,
     pub kind: Kind,
     pub state: State,
     /// Address the request came from (the consumer, or the agent).

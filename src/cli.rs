@@ -431,7 +431,11 @@ async fn templates_cmd(
                 Some(id) => {
                     let store = crate::store::Store::open(&config.storage.database).await?;
                     let mut conn = store.conn().await?;
-                    let Some(case) = crate::store::cases::get(&mut conn, &id).await? else {
+                    let found = match crate::ids::CaseId::parse_any(&id) {
+                        Some(case_id) => crate::store::cases::get(&mut conn, &case_id).await?,
+                        None => None,
+                    };
+                    let Some(case) = found else {
                         return Err(cases::no_case(config, &id));
                     };
                     let tz = config.timezone().map_err(|e| Failure::Usage(e.into()))?;

@@ -58,9 +58,9 @@ pub enum Target {
 /// What intake decided for one message (for logs and tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Opened { case_id: String, kind: Kind },
-    Reply { case_id: String },
-    TeamMail { case_id: Option<String> },
+    Opened { case_id: CaseId, kind: Kind },
+    Reply { case_id: CaseId },
+    TeamMail { case_id: Option<CaseId> },
     DeliveryReport,
     Automatic,
     Duplicate,
@@ -275,8 +275,8 @@ async fn gather(
     });
     // The cases the message names: its thread, the notice it answers, a
     // returned notice's, and what automatic mail refers to.
-    let mut named: Vec<String> = Vec::new();
-    named.extend(thread.iter().map(|id| id.to_string()));
+    let mut named: Vec<CaseId> = Vec::new();
+    named.extend(thread.iter().cloned());
     if let Some(crate::team::mail::Scope::Case(id)) =
         crate::team::mail::Scope::from_references(&referenced)
     {
@@ -285,12 +285,13 @@ async fn gather(
     if let Some(v) = in_text.iter().find(|v| v.purpose != Purpose::Reply)
         && matches!(v.purpose, Purpose::Notice | Purpose::Result)
     {
-        named.push(v.subject_id.clone());
+        // We signed these IDs ourselves.
+        named.push(CaseId::from_stored(v.subject_id.clone()));
     }
     if inbound.auto.is_some()
         && let Some(v) = referenced.first()
     {
-        named.push(v.subject_id.clone());
+        named.push(CaseId::from_stored(v.subject_id.clone()));
     }
     named.sort();
     named.dedup();
@@ -568,7 +569,7 @@ async fn team_reply(
     } else {
         Target::Review
     };
-    let case_id = case.map(String::from);
+    let case_id = case;
     rec.write(
         conn,
         room,
@@ -597,7 +598,7 @@ async fn returned_notice(
     trusted: bool,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
-    let case_id = case.map(String::from);
+    let case_id = case;
     let target = if trusted {
         Target::Processed
     } else {
@@ -690,7 +691,7 @@ async fn correspondence(
     )
     .await?;
     Ok(Outcome::TeamMail {
-        case_id: Some(case.into()),
+        case_id: Some(case),
     })
 }
 
@@ -1016,11 +1017,11 @@ async fn delivery_report(
             .await?;
         return Ok(Outcome::Automatic);
     };
-    let case_id = reported.case.as_deref();
+    let case_id = reported.case.as_ref();
     rec.write(
         conn,
         room,
-        case_id,
+        case_id.map(CaseId::as_str),
         Disposition::Dsn,
         Target::Processed,
         now,

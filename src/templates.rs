@@ -732,7 +732,7 @@ impl CaseContext {
     pub fn from_case(case: &Case, tz: Tz, now: DateTime<Utc>) -> CaseContext {
         let due_in_days = days_until(case.due_at, tz, now);
         CaseContext {
-            id: case.id.clone(),
+            id: case.id.to_string(),
             kind: case.kind.as_str().to_string(),
             kind_title: case.kind.title().to_string(),
             state: case.state.as_str().to_string(),

@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{Action, Case, Kind, Policy, Resolution, State};
+use crate::ids::CaseId;
 
 /// Who acted; written into the event row's `actor` column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,7 +382,7 @@ pub const DUE_SOON_DAYS: i64 = 7;
 /// out within 15 business days; an opt-out gets its reply at once. The team
 /// hears of every new case.
 pub fn open(
-    id: String,
+    id: CaseId,
     verification_code: String,
     req: NewRequest,
     policy: &Policy,

@@ -86,7 +86,9 @@ impl Facts {
 
     /// One of our Message-IDs it answers names this case.
     fn answers(&self, case: &Case) -> bool {
-        self.referenced.iter().any(|v| v.subject_id == case.id)
+        self.referenced
+            .iter()
+            .any(|v| v.subject_id == case.id.as_str())
     }
 
     /// The thread case, when the message may touch it: it answers one of
@@ -94,7 +96,7 @@ impl Facts {
     fn own_case(&self) -> Option<CaseId> {
         self.thread_case()
             .filter(|c| self.answers(c) || c.is_party(&self.sender))
-            .map(|c| CaseId::from_stored(c.id.clone()))
+            .map(|c| c.id.clone())
     }
 }
 
@@ -261,7 +263,7 @@ fn mail(inbound: &Inbound, facts: &Facts) -> Mail {
     }
     if let Some(scope) = Scope::from_references(&facts.referenced) {
         let case = match &scope {
-            Scope::Case(id) => facts.case(id).map(|c| CaseId::from_stored(c.id.clone())),
+            Scope::Case(id) => facts.case(id).map(|c| c.id.clone()),
             _ => None,
         };
         return Mail::TeamReply {
@@ -274,7 +276,7 @@ fn mail(inbound: &Inbound, facts: &Facts) -> Mail {
         let case = facts.thread_case();
         if facts.command_lines > 0 {
             return Mail::UnreferencedCommands {
-                case: case.map(|c| CaseId::from_stored(c.id.clone())),
+                case: case.map(|c| c.id.clone()),
                 lines: facts.command_lines,
             };
         }
@@ -289,7 +291,7 @@ fn mail(inbound: &Inbound, facts: &Facts) -> Mail {
                 .any(|a| case.is_party(&a.addr))
         {
             return Mail::Correspondence {
-                case: CaseId::from_stored(case.id.clone()),
+                case: case.id.clone(),
             };
         }
     }
@@ -299,7 +301,7 @@ fn mail(inbound: &Inbound, facts: &Facts) -> Mail {
             _ => None,
         };
         return Mail::ReturnedNotice {
-            case: case.map(|c| CaseId::from_stored(c.id.clone())),
+            case: case.map(|c| c.id.clone()),
             trusted: facts.sender_is_member || facts.sender_is_own,
         };
     }
@@ -308,7 +310,7 @@ fn mail(inbound: &Inbound, facts: &Facts) -> Mail {
             .referenced
             .first()
             .and_then(|v| facts.case(&v.subject_id))
-            .map(|c| CaseId::from_stored(c.id.clone()));
+            .map(|c| c.id.clone());
         // A request sent through a no-reply web form still reaches a person.
         let request = if case.is_none() {
             facts.subject_kind
@@ -322,7 +324,7 @@ fn mail(inbound: &Inbound, facts: &Facts) -> Mail {
         };
     }
     if let Some(case) = facts.thread_case() {
-        let id = CaseId::from_stored(case.id.clone());
+        let id = case.id.clone();
         let by_reference = facts.answers(case);
         if !by_reference && !case.is_party(&facts.sender) {
             return Mail::ForeignTag { case: id };

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::{Op, Result};
+use crate::ids::CaseId;
 
 crate::cases::vocabulary! {
     /// What became of a message (`messages.disposition`). Inbound: intake's
@@ -201,7 +202,11 @@ pub async fn close_stale_unfiled(
 
 /// Links a message row to the case it opened (the row is written first, so
 /// the acknowledgement can answer it).
-pub async fn set_case(conn: &mut SqliteConnection, message_row: i64, case_id: &str) -> Result<()> {
+pub async fn set_case(
+    conn: &mut SqliteConnection,
+    message_row: i64,
+    case_id: &CaseId,
+) -> Result<()> {
     sqlx::query("UPDATE messages SET case_id = ? WHERE id = ?")
         .bind(case_id)
         .bind(message_row)
@@ -277,7 +282,7 @@ pub struct MessageRow {
     pub body_text: Option<String>,
 }
 
-pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<MessageRow>> {
+pub async fn for_case(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<Vec<MessageRow>> {
     sqlx::query_as(
         "SELECT direction, message_id, subject, at, template, from_addr, body_text
          FROM messages WHERE case_id = ? ORDER BY at, id",
@@ -295,7 +300,7 @@ pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<
 /// would break the consumer's thread or leak an internal Message-ID.
 pub async fn last_applied_inbound_id(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
         "SELECT m.message_id FROM messages m JOIN cases c ON c.id = m.case_id
@@ -315,7 +320,7 @@ pub async fn last_applied_inbound_id(
 /// answers when the consumer's side has no message to answer.
 pub async fn last_consumer_mail_id(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
         "SELECT message_id FROM messages WHERE case_id = ? AND direction = 'out'
@@ -345,7 +350,7 @@ mod tests {
             (Some(&b"raw"[..]), None, at(1))
         );
         open_case(&mut conn, "C-1", at(1)).await;
-        set_case(&mut conn, row, "C-1").await.unwrap();
+        set_case(&mut conn, row, &"C-1".into()).await.unwrap();
         let (_, case, _) = stored_inbound(&mut conn, row).await.unwrap().unwrap();
         assert_eq!(case.as_deref(), Some("C-1"));
         assert!(stored_inbound(&mut conn, row + 1).await.unwrap().is_none());
@@ -400,13 +405,15 @@ mod tests {
         let mut conn = store.conn().await.unwrap();
         open_case(&mut conn, "C-1", at(1)).await;
         assert_eq!(
-            last_applied_inbound_id(&mut conn, "C-1").await.unwrap(),
+            last_applied_inbound_id(&mut conn, &"C-1".into())
+                .await
+                .unwrap(),
             None
         );
         message(&mut conn, "out", "consumer", "<ours-1@x>").await;
         message(&mut conn, "out", "team", "<notice-1@x>").await;
         assert_eq!(
-            last_consumer_mail_id(&mut conn, "C-1")
+            last_consumer_mail_id(&mut conn, &"C-1".into())
                 .await
                 .unwrap()
                 .as_deref(),
@@ -422,7 +429,7 @@ mod tests {
             message(&mut conn, "in", disposition, id).await;
         }
         assert_eq!(
-            last_applied_inbound_id(&mut conn, "C-1")
+            last_applied_inbound_id(&mut conn, &"C-1".into())
                 .await
                 .unwrap()
                 .as_deref(),

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use super::{Op, Result};
+use crate::ids::CaseId;
 
 crate::cases::vocabulary! {
     /// Who an outbox row is for (`outbox.audience`, guarded by migration
@@ -72,7 +73,7 @@ pub async fn recent_to(
 /// were queued since `since` (the notice throttle), and when the newest was.
 pub async fn team_mail_for_case_since(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
     since: DateTime<Utc>,
 ) -> Result<(i64, Option<DateTime<Utc>>)> {
     sqlx::query_as(

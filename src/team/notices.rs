@@ -7,7 +7,7 @@ use sqlx::{Connection, SqliteConnection};
 use crate::cases::engine::Notice;
 use crate::cases::{Case, Kind};
 use crate::casework::{self, CaseworkError, TeamMail};
-use crate::ids::Purpose;
+use crate::ids::{CaseId, Purpose};
 use crate::mailroom::Mailroom;
 use crate::message::Inbound;
 use crate::store;
@@ -107,7 +107,7 @@ pub async fn delivery_failed(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     outbox_row: i64,
-    case_id: Option<&str>,
+    case_id: Option<&CaseId>,
     to_consumer: bool,
     error: &str,
     detail: &str,
@@ -119,7 +119,7 @@ pub async fn delivery_failed(
     };
     store::events::append(
         conn,
-        Some(case_id),
+        Some(case_id.as_str()),
         now,
         "daemon",
         crate::cases::Action::DeliveryFailed,

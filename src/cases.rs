@@ -283,6 +283,32 @@ impl Case {
 }
 
 vocabulary! {
+    /// How the request was submitted, for the §7101 record (`cases.manner`).
+    pub enum Manner {
+        /// By the consumer, by mail.
+        Email = "email",
+        /// Through an authorized agent.
+        Agent = "agent",
+    }
+}
+
+impl Default for Manner {
+    /// The column's default.
+    fn default() -> Self {
+        Manner::Email
+    }
+}
+
+/// Lets rows read a `manner` column straight into the enum
+/// (`#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for Manner {
+    type Error = ParseEnumError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+vocabulary! {
     /// How a case reached its final state, for the §7101 record and the
     /// §7102 metrics (`cases.resolution`).
     pub enum Resolution {

@@ -57,7 +57,7 @@ pub struct NewThread<'a> {
     pub subject: &'a str,
     /// Message-ID of the request.
     pub root: Option<&'a str>,
-    pub manner: &'static str,
+    pub manner: crate::cases::Manner,
     /// What opened it (see [`Trigger`]): the guards on the first mail.
     pub trigger: Trigger,
 }
@@ -74,7 +74,7 @@ pub async fn commit_new(
         subject: thread.subject.to_string(),
         thread_root: thread.root.map(str::to_string),
         notice_root: None,
-        manner: thread.manner.to_string(),
+        manner: thread.manner,
     };
     store::cases::insert(conn, &t.case, &row, now).await?;
     carry_out(conn, room, t, thread.trigger, now).await
@@ -909,7 +909,11 @@ pub async fn open_request(
         &NewThread {
             subject: &inbound.subject,
             root: inbound.message_id.as_deref(),
-            manner: if agent.is_agent { "agent" } else { "email" },
+            manner: if agent.is_agent {
+                crate::cases::Manner::Agent
+            } else {
+                crate::cases::Manner::Email
+            },
             trigger: if vouched {
                 Trigger::VouchedAgent
             } else {

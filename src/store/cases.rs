@@ -4,7 +4,7 @@ use chrono::{DateTime, Datelike, Utc};
 use sqlx::SqliteConnection;
 
 use super::{Op, Result, parse_col};
-use crate::cases::{Case, Kind, Resolution, State};
+use crate::cases::{Case, Kind, Manner, Resolution, State};
 use crate::ids::CaseId;
 
 /// The `cases` row as stored.
@@ -82,7 +82,8 @@ pub struct CaseThread {
     pub subject: String,
     pub thread_root: Option<String>,
     pub notice_root: Option<String>,
-    pub manner: String,
+    #[sqlx(try_from = "String")]
+    pub manner: Manner,
 }
 
 /// Reserves the next case sequence number for `prefix` in `year`.
@@ -119,7 +120,7 @@ pub async fn insert(
         .bind(&thread.subject)
         .bind(&thread.thread_root)
         .bind(&thread.notice_root)
-        .bind(&thread.manner)
+        .bind(thread.manner.as_str())
         .bind(now)
         .bind(now)
         .execute(conn)

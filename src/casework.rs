@@ -856,26 +856,16 @@ pub async fn open_request(
     message_row: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<CaseId, CaseworkError> {
-    let names: Vec<&str> = inbound
-        .attachments
-        .iter()
-        .map(|a| a.filename.as_str())
-        .collect();
-    let agent = classify::detect_agent(
-        sender,
-        inbound.head(),
-        &names,
-        &room.config.agents.known_domains,
-    );
+    let agent = classify::agent_of(sender, inbound, &room.config.agents.known_domains);
     let year = store::cases::id_year(received_at, room.policy.timezone);
     let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
     let id = CaseId::new(&room.config.policy.case_prefix, year, seq);
     let declarations = crate::attachments::declaration_count(agent.is_agent, &inbound.attachments);
     let vouched = agent.is_agent
-        && crate::address::in_domains(sender, &room.config.agents.known_domains)
-        && crate::address::authres::authenticated(
-            &room.team().trusted_authserv_ids,
+        && crate::address::authres::vouched_known_agent(
             sender,
+            &room.config.agents.known_domains,
+            &room.team().trusted_authserv_ids,
             &inbound.authentication_results,
         );
     let req = NewRequest {

@@ -314,6 +314,22 @@ static NAME_LINE: LazyLock<Regex> = LazyLock::new(|| {
         .expect("name line pattern is valid")
 });
 
+/// [`detect_agent`] for a parsed message from `sender`: its readable text
+/// and its attachments' names. What intake (storing documents before the
+/// commit) and `casework::open_request` (opening the case) both ask.
+pub fn agent_of<D: AsRef<str>>(
+    sender: &str,
+    inbound: &crate::message::Inbound,
+    known_domains: &[D],
+) -> AgentInfo {
+    let names: Vec<&str> = inbound
+        .attachments
+        .iter()
+        .map(|a| a.filename.as_str())
+        .collect();
+    detect_agent(sender, inbound.head(), &names, known_domains)
+}
+
 /// Decides whether a request comes from an authorized agent (SPEC §7), and
 /// picks the consumer's address and name out of the text when given.
 pub fn detect_agent<A, D>(

@@ -338,12 +338,12 @@ async fn gather(
             &inbound.authentication_results,
         )
         .is_ok(),
-        sender_known_agent: crate::address::in_domains(&sender, &room.config.agents.known_domains)
-            && crate::address::authres::authenticated(
-                &team.trusted_authserv_ids,
-                &sender,
-                &inbound.authentication_results,
-            ),
+        sender_known_agent: crate::address::authres::vouched_known_agent(
+            &sender,
+            &room.config.agents.known_domains,
+            &team.trusted_authserv_ids,
+            &inbound.authentication_results,
+        ),
         sender_answerable: crate::address::parse_mailbox(&sender).is_some(),
         referenced,
         in_text,

@@ -132,17 +132,7 @@ pub fn store_before_commit(
     {
         return Ok(0);
     }
-    let names: Vec<&str> = inbound
-        .attachments
-        .iter()
-        .map(|a| a.filename.as_str())
-        .collect();
-    let agent = classify::detect_agent(
-        sender,
-        inbound.head(),
-        &names,
-        &room.config.agents.known_domains,
-    );
+    let agent = classify::agent_of(sender, inbound, &room.config.agents.known_domains);
     if !agent.is_agent && !threaded {
         return Ok(0);
     }

@@ -87,7 +87,7 @@ impl Blobs {
     }
 
     /// The file of `bytes` when it is already in the store with the right
-    /// size (written moments ago by [`store_before_commit`]); no write, no
+    /// size (written moments ago by [`super::store_before_commit`]); no write, no
     /// sync, no re-read. `None` means [`Blobs::put`] must write it.
     pub fn find_stored(&self, bytes: &[u8]) -> Option<Stored> {
         let sha256 = crate::hash::sha256_hex(bytes);

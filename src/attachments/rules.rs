@@ -62,7 +62,7 @@ fn is_word_processor_type(declared: &str) -> bool {
 }
 
 /// The engine's declaration count for a message that opens a case, before
-/// the case exists (see [`Recorded::declarations`]).
+/// the case exists (see [`super::Recorded::declarations`]).
 pub fn declaration_count(is_agent: bool, attachments: &[Attachment]) -> usize {
     if !is_agent {
         return 0;

@@ -29,7 +29,7 @@ pub struct Facts {
     pub size: u64,
     /// `agents.max_attachment_bytes`.
     pub max_attachment_bytes: u64,
-    /// Who wrote it ([`super::sender_of`]): the From address, or the
+    /// Who wrote it (intake's `sender_of`): the From address, or the
     /// Reply-To of mail sent as the mailbox by someone else; "" when missing.
     pub sender: String,
     /// The sender is the mailbox's own address.

@@ -82,6 +82,11 @@ pub async fn handle(
     scope: &Scope,
     now: DateTime<Utc>,
 ) -> Result<Handled, CaseworkError> {
+    // Who commands is the From address, never a Reply-To: membership and
+    // DKIM (`team.require_dkim`) vouch for the From. (Intake's `sender_of`
+    // takes the Reply-To of mail sent *as* the mailbox, to answer a web
+    // form; commands in such mail are refused here, the mailbox being no
+    // member.)
     let sender = inbound
         .from
         .as_ref()

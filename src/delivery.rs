@@ -365,10 +365,7 @@ async fn fail(
         &mut tx,
         room,
         row.id,
-        row.case_id
-            .clone()
-            .map(crate::ids::CaseId::from_stored)
-            .as_ref(),
+        row.case_id.as_ref(),
         row.audience == store::outbox::Audience::Consumer.as_str(),
         error,
         &format!("{}: {error}", row.template),

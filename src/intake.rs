@@ -310,7 +310,7 @@ async fn gather(
             .await?
             .map(|r| route::Reported {
                 outbox: r.id,
-                case: r.case_id.map(CaseId::from_stored),
+                case: r.case_id,
                 to_consumer: r.audience == store::outbox::Audience::Consumer.as_str(),
             }),
         None => None,

@@ -112,7 +112,7 @@ pub async fn window_opens(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
-    pub case_id: Option<String>,
+    pub case_id: Option<CaseId>,
     pub message_id: String,
     pub audience: String,
     pub template: String,
@@ -200,16 +200,16 @@ pub async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> R
     Ok(())
 }
 
-/// Finds an outbox row by the Message-ID a delivery report quotes.
 /// An outbox row as a delivery report finds it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Reported {
     pub id: i64,
-    pub case_id: Option<String>,
+    pub case_id: Option<CaseId>,
     /// 'consumer' or 'team'.
     pub audience: String,
 }
 
+/// Finds an outbox row by the Message-ID a delivery report quotes.
 pub async fn by_message_id(
     conn: &mut SqliteConnection,
     message_id: &str,

@@ -76,6 +76,9 @@ pub async fn run_once(room: &Mailroom, sender: SmtpSender) -> Result<(), CycleEr
         failed = delivered.failed,
         "Outbox delivered."
     );
+    // Killed here, the mail is sent but not yet copied: the next run copies
+    // it (or, with `sent_copy = "auto"`, finds the server's copy).
+    crate::faults::hit("before_sent_copy");
     sync::append_sent(room, &mut imap).await?;
     logout(imap).await;
     Ok(())

@@ -1379,3 +1379,137 @@ async fn a_config_with_only_imap_smtp_storage_and_company_is_accepted() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Provider folder habits (issue 10 item 6): a server that keeps its own copy
+// of sent mail, and a Sent folder found by its special use.
+// ---------------------------------------------------------------------------
+
+/// The messages of `user`'s `folder` that carry `message_id`.
+async fn copies_of(servers: &MailServers, user: &str, folder: &str, message_id: &str) -> usize {
+    servers
+        .fetch_all(user, folder)
+        .await
+        .iter()
+        .filter(|m| support::header(m, "Message-ID").as_deref() == Some(message_id))
+        .count()
+}
+
+/// One request through the real binary for a mailbox whose server keeps its
+/// own copy of sent mail, with `sent_copy` as given; returns the
+/// acknowledgement's Message-ID once both runs are over and Postfix has
+/// delivered everything.
+///
+/// The first `run --once` is stopped by the `before_sent_copy` fault point
+/// after sending, before it copies to Sent; the second runs once the
+/// server's copy is in Sent, and finishes the copy step. (The server saves
+/// its copy a moment after accepting the mail, as Exchange does; how long
+/// the daemon waits for that is not what this test is about.)
+async fn acknowledge_with_sent_copy(
+    servers: &MailServers,
+    idp: &IdentityProvider,
+    mailbox: &str,
+    sent_copy: &str,
+) -> String {
+    daemon::require_fault_points();
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::oauth(servers, mailbox, idp, OAuthFlow::ClientCredentials).set_str(
+        "smtp",
+        "sent_copy",
+        sent_copy,
+    );
+    let path = config.write();
+    send_request(servers, mailbox, &consumer).await;
+    let mut cmd = daemon::command(&path, &["run", "--once"]);
+    cmd.env("PRIVACY_MAILROOM_FAULT", "before_sent_copy");
+    let out = daemon::run_with_timeout(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(86), "{}", describe(&out));
+    let ack = one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
+    let id = support::header(&ack, "Message-ID").expect("the acknowledgement has a Message-ID");
+    servers
+        .wait_for(mailbox, "Sent", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        copies_of(servers, mailbox, "Sent", &id).await,
+        1,
+        "the server saved its copy of the acknowledgement"
+    );
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
+    assert_eq!(
+        servers.count(&consumer, "INBOX").await,
+        1,
+        "the second run sent nothing again"
+    );
+    id
+}
+
+/// Depends on: `smtp.sent_copy = "auto"` finding the server's own copy (by
+/// Message-ID in the Sent folder) and appending none; `"append"` appending
+/// regardless, beside the server's copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn sent_copy_auto_leaves_one_copy_when_the_server_keeps_its_own() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+
+    let mailbox = servers.server_copy_user("privacy");
+    let id = acknowledge_with_sent_copy(servers, &idp, &mailbox, "auto").await;
+    assert_eq!(
+        copies_of(servers, &mailbox, "Sent", &id).await,
+        1,
+        "exactly one copy of the acknowledgement in Sent: the server's"
+    );
+    assert_eq!(
+        servers.count(&mailbox, "INBOX").await,
+        0,
+        "the server's copy went to Sent, not to the inbox (the request was filed)"
+    );
+
+    let mailbox = servers.server_copy_user("privacy");
+    let id = acknowledge_with_sent_copy(servers, &idp, &mailbox, "append").await;
+    assert_eq!(
+        copies_of(servers, &mailbox, "Sent", &id).await,
+        2,
+        "with \"append\", the daemon's copy beside the server's"
+    );
+}
+
+/// Depends on: the Sent folder found by its special use (RFC 6154 `\Sent`)
+/// when the configured one does not exist, and with `sent_mailbox = "auto"`;
+/// no "Sent" folder created beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sent_folder_is_found_by_its_special_use() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    for sent_mailbox in ["Sent", "auto"] {
+        let mailbox = servers.unique_user("privacy");
+        // Like Exchange: "Sent Items", marked \Sent; no folder called "Sent".
+        servers.create_mailbox(&mailbox, "Sent Items").await;
+        let consumer = servers.unique_user("consumer");
+        let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials)
+            .set_str("imap", "sent_mailbox", sent_mailbox);
+        let path = config.write();
+
+        let (code, lines, out) = check_json(&path);
+        assert_eq!(failed(&lines), Vec::<String>::new(), "{}", describe(&out));
+        assert_eq!(code, Some(0));
+
+        send_request(servers, &mailbox, &consumer).await;
+        let out = daemon::run_once(&path);
+        assert!(out.status.success(), "{}", describe(&out));
+        let ack = one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
+        let id = support::header(&ack, "Message-ID").expect("a Message-ID");
+        assert_eq!(
+            copies_of(servers, &mailbox, "Sent Items", &id).await,
+            1,
+            "sent_mailbox = {sent_mailbox:?}: the copy is in \"Sent Items\"\n{}",
+            describe(&out)
+        );
+        let folders = servers.list_mailboxes(&mailbox).await;
+        assert!(
+            !folders.iter().any(|f| f == "Sent"),
+            "sent_mailbox = {sent_mailbox:?}: no \"Sent\" created: {folders:?}"
+        );
+    }
+}

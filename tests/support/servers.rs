@@ -303,6 +303,18 @@ impl MailServers {
         }
     }
 
+    /// A fresh mailbox whose server keeps its own copy of the mail it sends
+    /// (OAuth mode): whatever it sends through Postfix also lands in its
+    /// "Sent" folder, shortly after Postfix accepted it, as with Gmail and
+    /// Exchange Online. `keepsent-<prefix>-<pid>-<n>@example.test`.
+    pub fn server_copy_user(&self, prefix: &str) -> String {
+        assert!(
+            self.oauth.is_some(),
+            "server-kept Sent copies need MailServers::start_oauth()"
+        );
+        self.unique_user(&format!("keepsent-{prefix}"))
+    }
+
     /// A fresh address Postfix refuses at RCPT with `550 5.1.1` (a
     /// colleague who left): `gone-<pid>-<n>@example.test`.
     pub fn refused_user(&self) -> String {
@@ -608,6 +620,26 @@ passdb {{
 "#
         )
     };
+    // OAuth mode plays the providers' folder habits too: mail to
+    // `USER+Sent` is saved into USER's "Sent" (how the server keeps its own
+    // copy of sent mail, see `MailServers::server_copy_user`), and a folder
+    // named "Sent Items" carries `\Sent` (RFC 6154), like Exchange's.
+    let provider_habits = if oauth {
+        r#"lmtp_save_to_detail_mailbox = yes
+recipient_delimiter = +
+lda_mailbox_autocreate = yes
+"#
+    } else {
+        ""
+    };
+    let sent_items = if oauth {
+        r#"  mailbox "Sent Items" {
+    special_use = \Sent
+  }
+"#
+    } else {
+        ""
+    };
     let conf = format!(
         r#"# Private Dovecot for the privacy-mailroom integration tests.
 protocols = imap lmtp
@@ -638,10 +670,10 @@ first_valid_uid = 1
 namespace inbox {{
   inbox = yes
   separator = /
-}}
+{sent_items}}}
 protocol lmtp {{
   postmaster_address = postmaster@example.test
-}}
+{provider_habits}}}
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
@@ -729,6 +761,11 @@ smtpd_relay_restrictions = permit_mynetworks, reject
 # top, as an MX that authenticated the submitter writes it.
 smtpd_recipient_restrictions = check_recipient_access regexp:{d}/postfix/conf/refused_recipients
 smtpd_sender_restrictions = check_sender_access regexp:{d}/postfix/conf/authenticated_senders
+# Mail sent by a `keepsent-*` mailbox is also delivered to its own
+# `+Sent` address, which the OAuth-mode Dovecot saves into its Sent folder:
+# the server keeps a copy of sent mail, as Gmail and Exchange Online do (see
+# MailServers::server_copy_user).
+sender_bcc_maps = regexp:{d}/postfix/conf/server_sent_copies
 smtpd_peername_lookup = no
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {d}/cert.pem
@@ -762,6 +799,11 @@ readme_directory = no
         format!("/^(mxauth-[^@]*@.*)$/ PREPEND Authentication-Results: {MX_AUTHSERV_ID}; auth=pass smtp.auth=$1\n"),
     )
     .context("write authenticated_senders")?;
+    std::fs::write(
+        conf_dir.join("server_sent_copies"),
+        "/^(keepsent-[^@+]*)@(.+)$/ ${1}+Sent@${2}\n",
+    )
+    .context("write server_sent_copies")?;
     let master_cf = std::fs::read_to_string("/etc/postfix/master.cf")
         .with_context(|| format!("read /etc/postfix/master.cf; {INSTALL_HINT}"))?;
     std::fs::write(

@@ -167,7 +167,12 @@ async fn mailbox_loop(room: &Mailroom, shutdown: &CancellationToken) {
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let wait = reconnect_delay(failures);
+                // A server that says how long to stay away (`[THROTTLED]`,
+                // `Suggested Backoff Time`) is taken at its word.
+                let wait = crate::throttle::at_least(
+                    reconnect_delay(failures),
+                    crate::throttle::imap_hint(&e.to_string()),
+                );
                 let error = crate::logging::Personal(&e).to_string();
                 // No token: the token provider has logged the outage (once).
                 let token_outage = matches!(&e, CycleError::Imap(ImapError::Token(_)));

@@ -553,6 +553,7 @@ impl Config {
             config.rules = crate::classify::default_rules();
         }
         config.validate()?;
+        config.smtp.sent_copy = config.resolved_sent_copy();
         config.deadlines = Some(config.build_policy()?);
         // Members are compared as bare, lower-cased addresses: "Alice
         // <Alice@Example.com>" in the file must still let Alice act.
@@ -563,6 +564,23 @@ impl Config {
             .filter_map(|m| crate::address::parse_mailbox(m).map(|a| a.addr))
             .collect();
         Ok(config)
+    }
+
+    /// `smtp.sent_copy` as the daemon applies it: `"auto"` with SMTP through
+    /// Google's or Microsoft's servers (`smtp.auth = "oauth2"`, provider
+    /// `"google"` or `"microsoft"`) is `"server"`: Gmail and Exchange Online
+    /// always save mail sent through their SMTP in Sent, Exchange a moment
+    /// after accepting it, which a search right after sending can miss. No
+    /// search, and never an APPEND beside the server's copy.
+    fn resolved_sent_copy(&self) -> SentCopy {
+        let provider_keeps_copy = self.smtp.auth == AuthMethod::Oauth2
+            && self.oauth2.as_ref().is_some_and(|o| {
+                matches!(o.provider, OAuthProvider::Google | OAuthProvider::Microsoft)
+            });
+        match self.smtp.sent_copy {
+            SentCopy::Auto if provider_keeps_copy => SentCopy::Server,
+            chosen => chosen,
+        }
     }
 
     /// How many SMTP connections the sender may open at once when it wants

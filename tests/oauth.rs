@@ -1513,3 +1513,49 @@ async fn the_sent_folder_is_found_by_its_special_use() {
         );
     }
 }
+
+/// Depends on: a message taken in once when it is listed again under other
+/// UIDs, as Gmail lists one message under each of its labels: by its bytes,
+/// and by Message-ID with the same sender and subject when a header line
+/// differs. (The test Dovecot has no X-GM-EXT-1; see docs/decisions.md.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_listed_again_under_other_uids_is_taken_in_once() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let raw = support::mail::request(&consumer, &mailbox, "California Request to Know", "Hi\n");
+    // Twice the same bytes (two UIDs), and once with a line a relay added.
+    servers.append(&mailbox, "INBOX", &raw).await;
+    servers.append(&mailbox, "INBOX", &raw).await;
+    let mut relayed = b"Received: from relay.example.test by mx.example.test; Mon, 30 Nov 2026 02:00:00 +0000\r\n".to_vec();
+    relayed.extend_from_slice(&raw);
+    servers.append(&mailbox, "INBOX", &relayed).await;
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials);
+    let path = config.write();
+
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+    one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
+    assert_eq!(support::cases_json(&path).len(), 1, "one request, one case");
+    assert_eq!(
+        servers.count(&mailbox, "INBOX").await,
+        0,
+        "every copy filed"
+    );
+    assert_eq!(servers.count(&mailbox, "Processed").await, 3);
+
+    // The INBOX label put back on the filed message: a fourth UID.
+    let filed = servers.fetch_all(&mailbox, "Processed").await.remove(0);
+    servers.append(&mailbox, "INBOX", &filed).await;
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
+    assert_eq!(support::cases_json(&path).len(), 1);
+    assert_eq!(
+        servers.count(&consumer, "INBOX").await,
+        1,
+        "no second acknowledgement"
+    );
+    assert_eq!(servers.count(&mailbox, "INBOX").await, 0);
+}

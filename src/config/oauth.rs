@@ -349,6 +349,45 @@ name = "Example Inc."
     }
 
     #[test]
+    fn sent_copy_auto_is_server_through_google_or_microsoft_smtp() {
+        use crate::config::SentCopy;
+        let microsoft = "provider = \"microsoft\"\nflow = \"client_credentials\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"abc\"\nclient_secret_env = \"SECRET\"";
+        let google = "provider = \"google\"\nflow = \"service_account\"\nclient_id = \"abc\"\nservice_account_file = \"/etc/sa.json\"";
+        let generic = "provider = \"generic\"\nflow = \"refresh_token\"\nclient_id = \"abc\"\ntoken_url = \"http://127.0.0.1:8080/token\"\nscopes = [\"mail\"]";
+        for (oauth, sent_copy, want) in [
+            // Gmail and Exchange Online keep the copy: no search, no APPEND.
+            (google, None, SentCopy::Server),
+            (microsoft, None, SentCopy::Server),
+            (google, Some("auto"), SentCopy::Server),
+            // What the admin chose explicitly stands.
+            (microsoft, Some("append"), SentCopy::Append),
+            (google, Some("server"), SentCopy::Server),
+            // Any other server: look first.
+            (generic, None, SentCopy::Auto),
+        ] {
+            let mut text = with(oauth);
+            if let Some(v) = sent_copy {
+                text = text.replace(
+                    "auth = \"oauth2\"\n[storage]",
+                    &format!("auth = \"oauth2\"\nsent_copy = \"{v}\"\n[storage]"),
+                );
+            }
+            let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(c.smtp.sent_copy, want, "{oauth} / {sent_copy:?}");
+        }
+        // SMTP through another relay (a password): the provider's habit does
+        // not apply.
+        let relay = with(microsoft).replace(
+            "auth = \"oauth2\"\n[storage]",
+            "username = \"relay\"\npassword = \"pw\"\n[storage]",
+        );
+        assert_eq!(
+            Config::parse(&relay).unwrap().smtp.sent_copy,
+            SentCopy::Auto
+        );
+    }
+
+    #[test]
     fn generic_refresh_token_with_defaults() {
         let c = Config::parse(&with(
             "provider = \"generic\"\nflow = \"refresh_token\"\nclient_id = \"abc\"\ntoken_url = \"http://127.0.0.1:8080/token\"\nscopes = [\"mail\"]\nmechanism = \"oauthbearer\"",

@@ -98,6 +98,9 @@ pub async fn run(
     if let Some((at, true)) = room.oauth.as_ref().and_then(|p| p.certificate_expiry()) {
         warn!(expires = %at.format("%Y-%m-%d"), "The OAuth client certificate expires within 30 days; upload a new one to the app registration (see `privacy-mailroom check`).");
     }
+    if let Some((day, true)) = room.oauth.as_ref().and_then(|p| p.client_secret_expiry()) {
+        warn!(expires = %day, "The OAuth client secret expires within 30 days; create a new one in the app registration and update oauth2.client_secret_expires (see `privacy-mailroom check`).");
+    }
     let mut sender_task = tokio::spawn(sender_loop(room.clone(), sender, shutdown.clone()));
     // The clocks run on their own: reminders and deadline notices go on
     // while the mailbox is unreachable.

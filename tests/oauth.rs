@@ -1559,3 +1559,60 @@ async fn a_message_listed_again_under_other_uids_is_taken_in_once() {
     );
     assert_eq!(servers.count(&mailbox, "INBOX").await, 0);
 }
+
+/// Depends on: `oauth2.client_secret_expires`: `check` passes a secret valid
+/// for long and fails one that expires within 30 days, with the fix; the
+/// daemon warns at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_secret_near_its_expiry_is_reported_by_check_and_at_start() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    let mailbox = servers.unique_user("privacy");
+    let day = |days: i64| {
+        (chrono::Utc::now() + chrono::Duration::days(days))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let secret_line = |lines: &[Value]| {
+        check_line(lines, |n| n == "oauth2 client secret", "the client secret").clone()
+    };
+
+    let later = day(200);
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials)
+        .set_str("oauth2", "client_secret_expires", &later);
+    let path = config.write();
+    let (code, lines, out) = check_json(&path);
+    assert_eq!(failed(&lines), Vec::<String>::new(), "{}", describe(&out));
+    assert_eq!(code, Some(0));
+    let line = secret_line(&lines);
+    assert!(
+        line["detail"].as_str().unwrap_or_default().contains(&later),
+        "{line}"
+    );
+
+    let soon = day(10);
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials)
+        .set_str("oauth2", "client_secret_expires", &soon);
+    let path = config.write();
+    let (code, lines, out) = check_json(&path);
+    assert_ne!(code, Some(0), "{}", describe(&out));
+    let line = secret_line(&lines);
+    assert_eq!(line["ok"], false, "{line}");
+    let detail = line["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&soon) && detail.contains("fix: create a new client secret"),
+        "{detail}"
+    );
+    // Only that line fails: the secret still works today.
+    assert_eq!(failed(&lines).len(), 1, "{:?}", failed(&lines));
+
+    let mut d = daemon::spawn_ready(&path, Duration::from_secs(60));
+    let log = d.log();
+    d.terminate(Duration::from_secs(15));
+    assert!(
+        alarms(&log)
+            .iter()
+            .any(|l| l.contains("client secret expires within 30 days") && l.contains(&soon)),
+        "{log}"
+    );
+}

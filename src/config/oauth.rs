@@ -120,6 +120,13 @@ impl Config {
                 "keep exactly one",
             ));
         }
+        if o.client_secret_expires.is_some() && secrets == 0 {
+            return Err(invalid(
+                "oauth2.client_secret_expires",
+                "is set but no client secret is configured",
+                "remove it, or set client_secret_file (the certificate's expiry is read from the certificate itself)",
+            ));
+        }
         let certificate = o.client_certificate_file.is_some() || o.client_key_file.is_some();
         if certificate && (o.client_certificate_file.is_none() || o.client_key_file.is_none()) {
             return Err(invalid(
@@ -385,6 +392,53 @@ name = "Example Inc."
             Config::parse(&relay).unwrap().smtp.sent_copy,
             SentCopy::Auto
         );
+    }
+
+    #[test]
+    fn client_secret_expires_is_a_day_and_needs_a_secret() {
+        let base = "provider = \"microsoft\"\nflow = \"client_credentials\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"abc\"\nclient_secret_env = \"SECRET\"";
+        for written in ["\"2027-06-30\"", "2027-06-30"] {
+            let c = Config::parse(&with(&format!("{base}\nclient_secret_expires = {written}")))
+                .unwrap_or_else(|e| panic!("{written}: {e}"));
+            assert_eq!(
+                c.oauth2.unwrap().client_secret_expires,
+                chrono::NaiveDate::from_ymd_opt(2027, 6, 30)
+            );
+        }
+        let e = Config::parse(&with(&format!(
+            "{base}\nclient_secret_expires = \"30/06/2027\""
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("config key `oauth2.client_secret_expires`"),
+            "{e}"
+        );
+        let no_secret = with(
+            "provider = \"generic\"\nflow = \"refresh_token\"\nclient_id = \"abc\"\ntoken_url = \"http://127.0.0.1:8080/token\"\nscopes = [\"mail\"]\nclient_secret_expires = \"2027-06-30\"",
+        );
+        let e = Config::parse(&no_secret).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config key `oauth2.client_secret_expires`"),
+            "{e}"
+        );
+        assert!(e.contains("fix:"), "{e}");
+    }
+
+    #[test]
+    fn secrets_warn_thirty_days_ahead() {
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2027, 6, d).unwrap();
+        let expires = day(30);
+        assert!(!crate::oauth::secret_expires_soon(
+            expires,
+            day(1) - chrono::Duration::days(1)
+        ));
+        assert!(crate::oauth::secret_expires_soon(expires, day(1)));
+        assert!(crate::oauth::secret_expires_soon(expires, day(30)));
+        assert!(crate::oauth::secret_expires_soon(
+            expires,
+            day(30) + chrono::Duration::days(3)
+        ));
     }
 
     #[test]

@@ -215,8 +215,21 @@ impl TokenProvider {
         self.inner.settings.mechanism
     }
 
+    /// The token endpoint the flow asks: for a service account, the key
+    /// file's `token_uri` when it names one (as the flow does).
     pub fn token_url(&self) -> String {
-        self.inner.settings.token_url()
+        let s = &self.inner.settings;
+        if s.flow == OAuthFlow::ServiceAccount
+            && let Some(uri) = s
+                .service_account_file
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|text| serde_json::from_slice::<jwt::ServiceAccount>(&text).ok())
+                .and_then(|sa| sa.token_uri)
+        {
+            return uri;
+        }
+        s.token_url()
     }
 
     /// Where the refresh token is kept (`flow = "refresh_token"`).

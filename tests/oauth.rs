@@ -1616,3 +1616,69 @@ async fn a_client_secret_near_its_expiry_is_reported_by_check_and_at_start() {
         "{log}"
     );
 }
+
+/// Depends on: the Google service-account flow (a JWT-bearer assertion signed
+/// with the account's key, the mailbox as its `sub`) logging in to the real
+/// servers; and `sent_copy = "auto"` meaning "server" through Google's SMTP:
+/// the daemon never APPENDs to Sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn google_service_account_logs_in_and_never_appends_to_sent() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ServiceAccount);
+    let path = config.write();
+
+    let (code, lines, out) = check_json(&path);
+    assert_eq!(failed(&lines), Vec::<String>::new(), "{}", describe(&out));
+    assert_eq!(code, Some(0));
+
+    send_request(servers, &mailbox, &consumer).await;
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+    one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
+    assert!(idp.token_requests_for(idp::JWT_BEARER_GRANT) >= 1);
+    assert!(
+        idp.requests()
+            .iter()
+            .filter(|r| r.grant_type == idp::JWT_BEARER_GRANT)
+            .all(|r| r.status == 200),
+        "every assertion accepted: {:?}",
+        idp.requests()
+    );
+    assert!(
+        servers
+            .imap_login_methods(&mailbox)
+            .iter()
+            .any(|m| m == "XOAUTH2"),
+        "{:?}",
+        servers.imap_login_methods(&mailbox)
+    );
+    assert!(!servers.smtp_login_methods(&mailbox).is_empty());
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
+    assert_eq!(
+        servers.count(&mailbox, "Sent").await,
+        0,
+        "no APPEND to Sent through Google's SMTP\n{}",
+        describe(&out)
+    );
+    assert_no_secrets(&idp, &config, &describe(&out));
+
+    // Delegation withdrawn for this mailbox: `check` names it.
+    let other = servers.unique_user("privacy");
+    let config = DaemonConfig::oauth(servers, &other, &idp, OAuthFlow::ServiceAccount)
+        .set_str("imap", "username", &mailbox);
+    let path = config.write();
+    let (code, lines, out) = check_json(&path);
+    assert_ne!(code, Some(0));
+    let token = check_line(&lines, |n| n.starts_with("oauth2 token"), "the token step");
+    assert_eq!(token["ok"], false, "{}", describe(&out));
+    assert!(
+        token["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unauthorized_client"),
+        "{token}"
+    );
+}

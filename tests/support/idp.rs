@@ -5,7 +5,10 @@
 //! It plays what Microsoft Entra and Google do for a mailbox daemon:
 //! - `POST /token`, form-encoded: `client_credentials` (client id and secret
 //!   in the form or HTTP Basic), `refresh_token` (rotating at every use if
-//!   asked), and the device-code grant;
+//!   asked), the device-code grant, and the JWT-bearer grant (RFC 7523) of a
+//!   Google service account with domain-wide delegation: the RS256 assertion
+//!   is verified against the service account's key, its `aud`, lifetime and
+//!   scope checked, and the token is for its `sub`;
 //! - `POST /device`: device authorization; a test approves the code with
 //!   [`IdentityProvider::approve_device`], as the admin would in a browser.
 //!
@@ -31,6 +34,14 @@ use tokio::sync::watch;
 
 use super::servers::OAUTH_ISSUER;
 use super::{MailServers, b64};
+
+/// The JWT-bearer grant type (RFC 7523; Google service accounts).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The scope a Google service account must ask for.
+pub const GOOGLE_MAIL_SCOPE: &str = "https://mail.google.com/";
+/// The RSA key of every test service account (PKCS#8 PEM), the one the
+/// product's own unit tests sign with.
+pub const SERVICE_ACCOUNT_KEY: &str = include_str!("../../src/oauth/testdata/rsa-test-key.pem");
 
 /// The device-code grant type.
 pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -120,10 +131,21 @@ struct State {
     down: bool,
     failing: bool,
     clients: HashMap<String, Client>,
+    /// Service accounts by `client_email`.
+    service_accounts: HashMap<String, ServiceAccount>,
     refresh_tokens: HashMap<String, RefreshToken>,
     devices: Vec<DeviceAuthorization>,
     requests: Vec<Request>,
     issued: Vec<IssuedToken>,
+}
+
+/// A service account: its public key and the mailboxes domain-wide
+/// delegation lets it act for.
+#[derive(Debug, Clone)]
+struct ServiceAccount {
+    /// DER `RSAPublicKey`.
+    public_key: Vec<u8>,
+    delegated: Vec<String>,
 }
 
 /// The running provider; see the module docs.
@@ -166,6 +188,7 @@ impl IdentityProvider {
             down: false,
             failing: false,
             clients: HashMap::new(),
+            service_accounts: HashMap::new(),
             refresh_tokens: HashMap::new(),
             devices: Vec::new(),
             requests: Vec::new(),
@@ -227,6 +250,35 @@ impl IdentityProvider {
                 unauthorized: false,
             },
         );
+    }
+
+    /// Registers a Google-style service account `client_email` (key:
+    /// [`SERVICE_ACCOUNT_KEY`]) with domain-wide delegation for `mailbox`, and
+    /// returns its JSON key file, whose `token_uri` is this provider.
+    pub fn add_service_account(&self, client_email: &str, mailbox: &str) -> String {
+        let der = pem_body(SERVICE_ACCOUNT_KEY);
+        let pair = ring::signature::RsaKeyPair::from_pkcs8(&der)
+            .unwrap_or_else(|e| panic!("the test service account key: {e}"));
+        let public_key = ring::signature::KeyPair::public_key(&pair)
+            .as_ref()
+            .to_vec();
+        self.lock().service_accounts.insert(
+            client_email.to_string(),
+            ServiceAccount {
+                public_key,
+                delegated: vec![mailbox.to_lowercase()],
+            },
+        );
+        json!({
+            "type": "service_account",
+            "project_id": "privacy-mailroom-test",
+            "private_key_id": "test-key-1",
+            "private_key": SERVICE_ACCOUNT_KEY,
+            "client_email": client_email,
+            "client_id": "100000000000000000001",
+            "token_uri": self.token_url(),
+        })
+        .to_string()
     }
 
     /// Registers a public client (no secret: device code and refresh token
@@ -914,6 +966,10 @@ fn token(
                 Some(rt),
             )
         }
+        JWT_BEARER_GRANT => match service_account_grant(state, form) {
+            Ok((email, subject, scope)) => issue(state, grant_type, &email, &subject, &scope, None),
+            Err(refusal) => refusal,
+        },
         "" => oauth_error(400, "invalid_request", "grant_type is missing."),
         _ => oauth_error(
             400,
@@ -921,6 +977,78 @@ fn token(
             "This grant type is not supported here.",
         ),
     }
+}
+
+/// Checks a service account's assertion as Google does: `Ok((client_email,
+/// subject, scope))` or the error answer, worded like Google's.
+fn service_account_grant(
+    state: &State,
+    form: &HashMap<String, String>,
+) -> Result<(String, String, String), (u16, Value)> {
+    let invalid = |why: &str| oauth_error(400, "invalid_grant", why);
+    let assertion = form.get("assertion").cloned().unwrap_or_default();
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let [header, payload, signature] = parts[..] else {
+        return Err(invalid("Invalid JWT: not three segments."));
+    };
+    let decode = |part: &str| -> Option<Value> { serde_json::from_slice(&b64::decode(part)?).ok() };
+    let (Some(header), Some(claims), Some(signature)) =
+        (decode(header), decode(payload), b64::decode(signature))
+    else {
+        return Err(invalid("Invalid JWT: undecodable."));
+    };
+    if header["alg"] != "RS256" {
+        return Err(invalid("Invalid JWT: alg must be RS256."));
+    }
+    let email = claims["iss"].as_str().unwrap_or_default().to_string();
+    let Some(account) = state.service_accounts.get(&email) else {
+        return Err(oauth_error(
+            401,
+            "invalid_client",
+            "The OAuth client was not found.",
+        ));
+    };
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        &account.public_key,
+    )
+    .verify(signed.as_bytes(), &signature)
+    .map_err(|_| invalid("Invalid JWT Signature."))?;
+    let token_url = format!("http://127.0.0.1:{}/token", state.port);
+    if claims["aud"] != token_url.as_str() {
+        return Err(invalid("Invalid JWT: audience is not the token URL."));
+    }
+    let now = unix(SystemTime::now()) as i64;
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap_or(0),
+        claims["exp"].as_i64().unwrap_or(0),
+    );
+    if exp <= now || iat > now + 60 || exp - iat > 3600 {
+        return Err(invalid(
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+        ));
+    }
+    let subject = claims["sub"].as_str().unwrap_or_default().to_lowercase();
+    let scope = claims["scope"].as_str().unwrap_or_default().to_string();
+    if !account.delegated.contains(&subject) || scope != GOOGLE_MAIL_SCOPE {
+        return Err(oauth_error(
+            401,
+            "unauthorized_client",
+            "Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.",
+        ));
+    }
+    Ok((email, subject, scope))
+}
+
+/// The DER bytes of a PEM file's first block.
+fn pem_body(pem: &str) -> Vec<u8> {
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    b64::decode(&body).expect("a PEM body in base64")
 }
 
 fn issue(

@@ -110,6 +110,11 @@ pub struct ImapConfig {
 /// outbox sender's Sent-folder copy.
 pub const IMAP_CONNECTIONS: u32 = 2;
 
+/// Exchange Online accepts at most three concurrent SMTP submissions from
+/// one mailbox and answers a fourth `432 4.3.2 STOREDRV.ClientSubmit; sender
+/// thread limit exceeded`.
+pub const EXCHANGE_SMTP_CONNECTIONS: u32 = 3;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
@@ -585,10 +590,22 @@ impl Config {
 
     /// How many SMTP connections the sender may open at once when it wants
     /// `wanted` (e.g. `smtp.connections`): no more than `imap.max_connections`
-    /// leaves beside the daemon's [`IMAP_CONNECTIONS`], and at least one.
+    /// leaves beside the daemon's [`IMAP_CONNECTIONS`], no more than
+    /// [`EXCHANGE_SMTP_CONNECTIONS`] through Exchange Online, and at least one.
     pub fn smtp_connection_cap(&self, wanted: u32) -> u32 {
+        let through_exchange = self.smtp.auth == AuthMethod::Oauth2
+            && self
+                .oauth2
+                .as_ref()
+                .is_some_and(|o| o.provider == OAuthProvider::Microsoft);
+        let provider_cap = if through_exchange {
+            EXCHANGE_SMTP_CONNECTIONS
+        } else {
+            u32::MAX
+        };
         wanted
             .min(self.imap.max_connections.saturating_sub(IMAP_CONNECTIONS))
+            .min(provider_cap)
             .max(1)
     }
 

@@ -442,6 +442,21 @@ name = "Example Inc."
     }
 
     #[test]
+    fn exchange_gets_at_most_three_smtp_connections() {
+        let microsoft = "provider = \"microsoft\"\nflow = \"client_credentials\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"abc\"\nclient_secret_env = \"SECRET\"";
+        let c = Config::parse(&with(microsoft)).unwrap();
+        assert_eq!(c.smtp_connection_cap(4), 3);
+        assert_eq!(c.smtp_connection_cap(2), 2);
+        let generic = "provider = \"generic\"\nflow = \"refresh_token\"\nclient_id = \"abc\"\ntoken_url = \"http://127.0.0.1:8080/token\"\nscopes = [\"mail\"]";
+        assert_eq!(
+            Config::parse(&with(generic))
+                .unwrap()
+                .smtp_connection_cap(4),
+            4
+        );
+    }
+
+    #[test]
     fn generic_refresh_token_with_defaults() {
         let c = Config::parse(&with(
             "provider = \"generic\"\nflow = \"refresh_token\"\nclient_id = \"abc\"\ntoken_url = \"http://127.0.0.1:8080/token\"\nscopes = [\"mail\"]\nmechanism = \"oauthbearer\"",

@@ -1682,3 +1682,66 @@ async fn google_service_account_logs_in_and_never_appends_to_sent() {
         "{token}"
     );
 }
+
+/// Depends on: the certificate credential of Microsoft's app-only flow (a
+/// `private_key_jwt` client assertion: RS256, the certificate's `x5t`, built
+/// fresh for every request) logging in to the real servers, here with
+/// `provider = "generic"`; `check` shows the certificate's expiry, and names
+/// a certificate the provider does not know.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_certificate_logs_in_with_a_signed_assertion() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::Certificate);
+    let path = config.write();
+
+    let (code, lines, out) = check_json(&path);
+    assert_eq!(failed(&lines), Vec::<String>::new(), "{}", describe(&out));
+    assert_eq!(code, Some(0));
+    let cert = check_line(&lines, |n| n == "oauth2 certificate", "the certificate");
+    assert!(
+        cert["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("valid until"),
+        "{cert}"
+    );
+
+    send_request(servers, &mailbox, &consumer).await;
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+    one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
+    let grants: Vec<_> = idp
+        .requests()
+        .into_iter()
+        .filter(|r| r.grant_type == "client_credentials")
+        .collect();
+    assert!(
+        grants.len() >= 2 && grants.iter().all(|r| r.status == 200),
+        "check's and the run's token requests, each with a valid assertion: {grants:?}"
+    );
+    assert!(
+        servers
+            .imap_login_methods(&mailbox)
+            .iter()
+            .any(|m| m == "XOAUTH2")
+    );
+    assert!(!servers.smtp_login_methods(&mailbox).is_empty());
+
+    // The provider knows this app only by a secret: the certificate is refused.
+    let stranger = config.oauth_client_id();
+    idp.add_client(&stranger, "some-secret", &mailbox);
+    let (code, lines, out) = check_json(&path);
+    assert_ne!(code, Some(0));
+    let token = check_line(&lines, |n| n.starts_with("oauth2 token"), "the token step");
+    assert_eq!(token["ok"], false, "{}", describe(&out));
+    assert!(
+        token["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("AADSTS700027"),
+        "{token}"
+    );
+}

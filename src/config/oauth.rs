@@ -142,13 +142,15 @@ impl Config {
                 "keep one: the certificate (recommended) or the secret",
             ));
         }
+        // Microsoft's certificate credential is RFC 7523's `private_key_jwt`
+        // client authentication, which Keycloak, Okta and others accept too.
         if certificate
-            && (o.provider != OAuthProvider::Microsoft || o.flow != OAuthFlow::ClientCredentials)
+            && (o.provider == OAuthProvider::Google || o.flow != OAuthFlow::ClientCredentials)
         {
             return Err(invalid(
                 "oauth2.client_certificate_file",
-                "a client certificate is only used by provider = \"microsoft\" with flow = \"client_credentials\"",
-                "remove client_certificate_file and client_key_file, or use that provider and flow",
+                "a client certificate is only used with flow = \"client_credentials\" (provider \"microsoft\" or \"generic\")",
+                "remove client_certificate_file and client_key_file, or use that flow",
             ));
         }
         let client_id = o.client_id.as_deref().map(str::trim).unwrap_or_default();
@@ -442,6 +444,15 @@ name = "Example Inc."
     }
 
     #[test]
+    fn a_generic_provider_takes_a_client_certificate() {
+        let c = Config::parse(&with(
+            "provider = \"generic\"\nflow = \"client_credentials\"\nclient_id = \"abc\"\ntoken_url = \"https://idp.example.com/token\"\nscopes = [\"mail\"]\nclient_certificate_file = \"/c.pem\"\nclient_key_file = \"/k.pem\"",
+        ))
+        .unwrap();
+        assert!(c.oauth2.unwrap().client_certificate_file.is_some());
+    }
+
+    #[test]
     fn exchange_gets_at_most_three_smtp_connections() {
         let microsoft = "provider = \"microsoft\"\nflow = \"client_credentials\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"abc\"\nclient_secret_env = \"SECRET\"";
         let c = Config::parse(&with(microsoft)).unwrap();
@@ -543,6 +554,12 @@ name = "Example Inc."
                     "provider = \"microsoft\"\nflow = \"client_credentials\"\ntenant = \"t.example\"\nclient_id = \"a\"\nclient_certificate_file = \"/c.pem\"",
                 ),
                 "client_key_file",
+            ),
+            (
+                with(
+                    "provider = \"google\"\nflow = \"service_account\"\nservice_account_file = \"/sa.json\"\nclient_certificate_file = \"/c.pem\"\nclient_key_file = \"/k.pem\"",
+                ),
+                "client_certificate_file",
             ),
             (
                 with("provider = \"yahoo\"\nflow = \"refresh_token\""),

@@ -40,6 +40,10 @@ const SECTIONS: [&str; 9] = [
 pub enum OAuthFlow {
     ClientCredentials,
     RefreshToken,
+    /// Client credentials with a certificate (`client_certificate_file` +
+    /// `client_key_file`, 0600), as Microsoft's app-only flow, against the
+    /// test provider (`provider = "generic"`).
+    Certificate,
     /// `provider = "google"`, `flow = "service_account"`: a JSON key file
     /// (0600) whose `token_uri` is the test provider, delegated for the mailbox.
     ServiceAccount,
@@ -188,6 +192,21 @@ impl DaemonConfig {
                 config
                     .set_str("oauth2", "flow", "client_credentials")
                     .set_str("oauth2", "client_secret_file", &file.display().to_string())
+            }
+            OAuthFlow::Certificate => {
+                let (cert, key) = idp.add_certificate_client(&client_id, mailbox_user);
+                let cert_file = config.dir().join("oauth2-cert.pem");
+                let key_file = config.dir().join("oauth2-key.pem");
+                write_0600(&cert_file, &cert);
+                write_0600(&key_file, &key);
+                config
+                    .set_str("oauth2", "flow", "client_credentials")
+                    .set_str(
+                        "oauth2",
+                        "client_certificate_file",
+                        &cert_file.display().to_string(),
+                    )
+                    .set_str("oauth2", "client_key_file", &key_file.display().to_string())
             }
             OAuthFlow::ServiceAccount => {
                 let email = format!("{client_id}@privacy-mailroom-test.iam.gserviceaccount.com");

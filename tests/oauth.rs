@@ -1745,3 +1745,62 @@ async fn a_client_certificate_logs_in_with_a_signed_assertion() {
         "{token}"
     );
 }
+
+/// Depends on: an SMTP server's backoff hint honoured (`421 4.7.0 … try
+/// again in 30 seconds` at connection time): after the refusal the outbox
+/// does not knock again within the usual 2–4 s pauses, while intake goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limiting_smtp_server_is_left_alone_as_long_as_it_asks() {
+    let servers = MailServers::start_oauth();
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .set("smtp", "port", servers.throttled_port().to_string())
+        .set_str("smtp", "security", "none");
+    let path = config.write();
+    let before = servers.throttled_refusals();
+    send_request(servers, &mailbox, &consumer).await;
+    let mut d = daemon::spawn(&path);
+    support::wait_for_condition(
+        "the daemon's first SMTP connection refused with 421",
+        Duration::from_secs(60),
+        || servers.throttled_refusals() > before,
+        || d.log(),
+    )
+    .await;
+    let first = std::time::Instant::now();
+    // Intake went on: the request has its case, its reply waits.
+    support::wait_until(
+        Duration::from_secs(30),
+        || d.log(),
+        || async { (support::cases_json(&path).len() == 1).then_some(()) },
+    )
+    .await;
+    // Without the hint the next attempt would come after 2 s, then 4 s, 8 s.
+    while first.elapsed() < Duration::from_secs(20) {
+        assert_eq!(
+            servers.throttled_refusals(),
+            before + 1,
+            "the outbox came back {:?} after being told to wait 30 s\n{}\n{}",
+            first.elapsed(),
+            d.log(),
+            servers.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    d.terminate(Duration::from_secs(15));
+    assert_eq!(
+        servers.count(&consumer, "INBOX").await,
+        0,
+        "nothing was sent"
+    );
+    let log = d.log();
+    assert!(
+        alarms(&log)
+            .iter()
+            .filter(|l| l.contains("SMTP server unreachable"))
+            .count()
+            == 1,
+        "one line for the outage\n{log}"
+    );
+}

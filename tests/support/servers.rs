@@ -109,6 +109,20 @@ impl MailServers {
         self.oauth().submission_port
     }
 
+    /// A Postfix listener (OAuth mode) that refuses every client at once with
+    /// `421 4.7.0 … try again in 30 seconds`, as a provider rate-limiting
+    /// the mailbox does; its refusals are in [`throttled_refusals`]
+    /// (Self::throttled_refusals).
+    pub fn throttled_port(&self) -> u16 {
+        self.oauth().throttled_port
+    }
+
+    /// How many connections the [`throttled_port`](Self::throttled_port)
+    /// listener refused so far.
+    pub fn throttled_refusals(&self) -> usize {
+        count_throttled_refusals(&self.dir)
+    }
+
     /// The HS256 secret Dovecot validates bearer tokens with (OAuth mode).
     pub fn oauth_key(&self) -> &[u8] {
         &self.oauth().key
@@ -351,6 +365,8 @@ impl MailServers {
 struct OAuthSetup {
     /// Postfix's submission listener (STARTTLS, Dovecot SASL).
     submission_port: u16,
+    /// Postfix's listener that answers every client `421 4.7.0`.
+    throttled_port: u16,
     /// The HS256 secret Dovecot trusts (the raw bytes; the key file holds
     /// their base64).
     key: Vec<u8>,
@@ -416,10 +432,11 @@ fn boot(mode: Mode) -> anyhow::Result<MailServers> {
         smtp_port,
         smtps_port,
         submission_port,
+        throttled_port,
     ] = free_ports()?;
     let oauth = match mode {
         Mode::Password => None,
-        Mode::OAuth => Some(write_oauth_files(&dir, submission_port)?),
+        Mode::OAuth => Some(write_oauth_files(&dir, submission_port, throttled_port)?),
     };
     let mut guard = StartupGuard {
         groups: Vec::new(),
@@ -449,7 +466,9 @@ fn boot(mode: Mode) -> anyhow::Result<MailServers> {
         lmtp_port,
         smtp_port,
         smtps_port,
-        oauth.as_ref().map(|o| o.submission_port),
+        oauth
+            .as_ref()
+            .map(|o| (o.submission_port, o.throttled_port)),
     )?;
     // `master -s` makes itself a session (and process group) leader.
     watcher.register_group(master.id())?;
@@ -464,6 +483,24 @@ fn boot(mode: Mode) -> anyhow::Result<MailServers> {
             &dir,
             "Postfix (submission)",
         )?;
+        wait_for_port(
+            o.throttled_port,
+            &mut children[1],
+            &dir,
+            "Postfix (throttled)",
+        )?;
+        // That probe was refused too: wait for its log line, so that a
+        // test's count of refusals starts after it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count_throttled_refusals(&dir) == 0 {
+            if Instant::now() > deadline {
+                bail!(
+                    "Postfix's throttled listener logged no refusal of the start-up probe\n{}",
+                    logs(&dir)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     guard.armed = false;
@@ -720,7 +757,7 @@ fn start_postfix(
     lmtp_port: u16,
     smtp_port: u16,
     smtps_port: u16,
-    submission_port: Option<u16>,
+    oauth_ports: Option<(u16, u16)>,
 ) -> anyhow::Result<Child> {
     let (postfix_uid, _) = lookup_user("postfix")?;
     let conf_dir = dir.join("postfix/conf");
@@ -766,6 +803,8 @@ smtpd_sender_restrictions = check_sender_access regexp:{d}/postfix/conf/authenti
 # the server keeps a copy of sent mail, as Gmail and Exchange Online do (see
 # MailServers::server_copy_user).
 sender_bcc_maps = regexp:{d}/postfix/conf/server_sent_copies
+# The OAuth mode's rate-limiting listener (MailServers::throttled_port).
+throttled_client_restrictions = check_client_access static:{{421 4.7.0 Rate limited: too many connections from this mailbox; try again in 30 seconds}}
 smtpd_peername_lookup = no
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {d}/cert.pem
@@ -808,7 +847,7 @@ readme_directory = no
         .with_context(|| format!("read /etc/postfix/master.cf; {INSTALL_HINT}"))?;
     std::fs::write(
         conf_dir.join("master.cf"),
-        master_cf_for(&master_cf, smtp_port, smtps_port, submission_port, dir),
+        master_cf_for(&master_cf, smtp_port, smtps_port, oauth_ports, dir),
     )
     .context("write master.cf")?;
 
@@ -865,7 +904,7 @@ fn master_cf_for(
     original: &str,
     smtp_port: u16,
     smtps_port: u16,
-    submission_port: Option<u16>,
+    oauth_ports: Option<(u16, u16)>,
     dir: &Path,
 ) -> String {
     let mut out = String::new();
@@ -889,7 +928,15 @@ fn master_cf_for(
     out.push_str(&format!(
         "127.0.0.1:{smtps_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt\n"
     ));
-    if let Some(port) = submission_port {
+    if let Some((port, throttled)) = oauth_ports {
+        // A provider rate-limiting the mailbox: every client is refused at
+        // connection time (client restrictions not delayed) with a 421 that
+        // names the wait (`throttled_client_restrictions` in main.cf).
+        out.push_str(&format!(
+            "127.0.0.1:{throttled} inet n - n - - smtpd -o syslog_name=postfix/throttled \
+             -o smtpd_delay_reject=no \
+             -o smtpd_client_restrictions=$throttled_client_restrictions\n"
+        ));
         // Like port 587 at a mail provider: STARTTLS, then AUTH (verified by
         // Dovecot), and only an authenticated client may relay — loopback's
         // `permit_mynetworks` does not apply here. Every other restriction
@@ -908,7 +955,11 @@ fn master_cf_for(
 
 /// The key file, the `oauth2` passdb's settings and the SMTP deny list for
 /// OAuth mode.
-fn write_oauth_files(dir: &Path, submission_port: u16) -> anyhow::Result<OAuthSetup> {
+fn write_oauth_files(
+    dir: &Path,
+    submission_port: u16,
+    throttled_port: u16,
+) -> anyhow::Result<OAuthSetup> {
     let (_, dovecot_gid) = lookup_user("dovecot")?;
     let conf_dir = dir.join("dovecot");
     let key_dir = conf_dir.join("keys/default/HS256");
@@ -958,6 +1009,7 @@ fn write_oauth_files(dir: &Path, submission_port: u16) -> anyhow::Result<OAuthSe
     }
     Ok(OAuthSetup {
         submission_port,
+        throttled_port,
         key,
         smtp_deny_file,
         smtp_denied: Arc::new(Mutex::new(Vec::new())),
@@ -999,6 +1051,14 @@ service auth {{
 }}
 "#
     )
+}
+
+/// The `421` refusals of the throttled listener in Postfix's log.
+fn count_throttled_refusals(dir: &Path) -> usize {
+    let text = std::fs::read_to_string(dir.join("postfix.log")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("postfix/throttled/") && l.contains(" 421 4.7.0 "))
+        .count()
 }
 
 /// Writes `path` through a temporary file and a rename.

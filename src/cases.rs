@@ -67,6 +67,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::CaseId;
+
 pub use clock::Policy;
 pub use engine::{Command, Effect, Input, Refusal, Template, Transition, apply, open};
 
@@ -217,7 +219,7 @@ impl FromStr for State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Case {
     /// `{prefix}-{year}-{seq:05}`, e.g. `CCPA-2026-00042`.
-    pub id: String,
+    pub id: CaseId,
     pub kind: Kind,
     pub state: State,
     /// Address the request came from (the consumer, or the agent).
@@ -277,6 +279,32 @@ impl Case {
         .into_iter()
         .flatten()
         .any(|a| crate::address::same(a, addr))
+    }
+}
+
+vocabulary! {
+    /// How the request was submitted, for the §7101 record (`cases.manner`).
+    pub enum Manner {
+        /// By the consumer, by mail.
+        Email = "email",
+        /// Through an authorized agent.
+        Agent = "agent",
+    }
+}
+
+impl Default for Manner {
+    /// The column's default.
+    fn default() -> Self {
+        Manner::Email
+    }
+}
+
+/// Lets rows read a `manner` column straight into the enum
+/// (`#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for Manner {
+    type Error = ParseEnumError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

@@ -427,8 +427,9 @@ pub fn parse_case_id(s: &str) -> Option<CaseIdParts> {
 /// [`CaseId::new`] or read with [`CaseId::parse`]: the one syntax the
 /// subject tag, a command's case argument and `cases act` accept. Prints as
 /// the text it holds; derefs to `&str` for the store.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, sqlx::Type)]
 #[serde(transparent)]
+#[sqlx(transparent)]
 pub struct CaseId(String);
 
 impl CaseId {
@@ -453,6 +454,16 @@ impl CaseId {
             .trim();
         let (_, year_seq) = s.split_at(parts.prefix.len());
         Some(CaseId(format!("{}{year_seq}", parts.prefix.to_uppercase())))
+    }
+
+    /// An ID as a person typed it (`cases act`, `cases show`): the case-ID
+    /// syntax under any prefix (cases opened under an earlier
+    /// `policy.case_prefix` stay reachable), kept as written.
+    pub fn parse_any(s: &str) -> Option<CaseId> {
+        parse_case_id(s)?;
+        let s = s.trim();
+        let s = s.strip_prefix('[').unwrap_or(s);
+        Some(CaseId(s.strip_suffix(']').unwrap_or(s).trim().to_string()))
     }
 
     /// An ID read back from the database, which only holds IDs this type
@@ -482,6 +493,15 @@ impl std::ops::Deref for CaseId {
 impl AsRef<str> for CaseId {
     fn as_ref(&self) -> &str {
         &self.0
+    }
+}
+
+/// Unit tests write IDs as literals; the daemon itself only makes them
+/// with [`CaseId::new`] or [`CaseId::parse`].
+#[cfg(test)]
+impl From<&str> for CaseId {
+    fn from(id: &str) -> CaseId {
+        CaseId(id.to_string())
     }
 }
 

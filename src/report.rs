@@ -22,7 +22,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use crate::cases::{Kind, State};
+use crate::cases::{Kind, Manner, State};
 use crate::store::reports::CaseRecordRow;
 use crate::store::{Result, parse_col};
 
@@ -40,7 +40,7 @@ pub struct Record {
     pub received_at: DateTime<Utc>,
     pub kind: Kind,
     /// `email` (from the consumer) or `agent` (through an authorized agent).
-    pub manner: String,
+    pub manner: Manner,
     pub response_date: Option<NaiveDate>,
     pub responded_at: Option<DateTime<Utc>>,
     /// `complied`, `partially_complied`, `denied`, `withdrawn`, `closed`,
@@ -105,7 +105,7 @@ fn unopened_record(
         request_date: received_at.with_timezone(&tz).date_naive(),
         received_at,
         kind,
-        manner: "email".into(),
+        manner: Manner::Email,
         response_date: None,
         responded_at: None,
         response: "not_opened".into(),
@@ -184,7 +184,7 @@ pub fn records_csv(records: &[Record]) -> String {
             r.case_id.clone(),
             r.request_date.to_string(),
             r.kind.to_string(),
-            r.manner.clone(),
+            r.manner.to_string(),
             r.response_date.map(|d| d.to_string()).unwrap_or_default(),
             r.nature_of_response.clone(),
             r.basis_for_denial.clone().unwrap_or_default(),

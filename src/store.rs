@@ -439,7 +439,7 @@ pub(crate) mod testing {
         );
         let thread = super::cases::CaseThread {
             subject: "Request to know".into(),
-            manner: "email".into(),
+            manner: crate::cases::Manner::Email,
             ..Default::default()
         };
         super::cases::insert(conn, &t.case, &thread, received)
@@ -495,7 +495,7 @@ mod vocabulary {
     use std::collections::BTreeSet;
     use std::str::FromStr;
 
-    use crate::cases::{Action, Kind, Resolution, State, Template};
+    use crate::cases::{Action, Kind, Manner, Resolution, State, Template};
 
     use super::messages::Disposition;
     use super::outbox::Audience;
@@ -521,6 +521,7 @@ mod vocabulary {
         round_trips(&Template::ALL);
         round_trips(Action::ALL);
         round_trips(Resolution::ALL);
+        round_trips(Manner::ALL);
         round_trips(Disposition::ALL);
         round_trips(Audience::ALL);
     }
@@ -555,6 +556,9 @@ mod vocabulary {
         let columns = [
             ("cases_kind", texts(&Kind::ALL)),
             ("cases_state", texts(&State::ALL)),
+            ("cases_manner", texts(Manner::ALL)),
+            ("cases_resolution", texts(Resolution::ALL)),
+            ("messages_disposition", texts(Disposition::ALL)),
             ("outbox_audience", texts(Audience::ALL)),
         ];
         for (prefix, want) in columns {

@@ -732,7 +732,7 @@ impl CaseContext {
     pub fn from_case(case: &Case, tz: Tz, now: DateTime<Utc>) -> CaseContext {
         let due_in_days = days_until(case.due_at, tz, now);
         CaseContext {
-            id: case.id.clone(),
+            id: case.id.to_string(),
             kind: case.kind.as_str().to_string(),
             kind_title: case.kind.title().to_string(),
             state: case.state.as_str().to_string(),
@@ -1163,6 +1163,25 @@ mod tests {
 
     fn shipped() -> Templates {
         Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap()
+    }
+
+    /// Purge deletes the stored bodies of the templates that say they carry
+    /// the verification code: exactly the shipped ones that render it.
+    #[test]
+    fn templates_that_render_the_code_say_so() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        for template in crate::cases::Template::ALL {
+            let renders_code = ["subject", "text", "html"].iter().any(|part| {
+                fs::read_to_string(dir.join(format!("{template}.{part}.hbs")))
+                    .is_ok_and(|body| body.contains("verification_code"))
+            });
+            assert_eq!(
+                renders_code,
+                template.carries_verification_code(),
+                "{template}: renders the verification code = {renders_code}; \
+                 Template::carries_verification_code must agree"
+            );
+        }
     }
 
     fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {

@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{Action, Case, Kind, Policy, Resolution, State};
+use crate::ids::CaseId;
 
 /// Who acted; written into the event row's `actor` column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,6 +318,36 @@ impl Template {
         }
     }
 
+    /// Whether its mail carries the verification code (the template renders
+    /// `case.verification_code`): purge deletes the stored bodies of these
+    /// with the code (CCPA regs §7060(d)). A new template must say.
+    pub const fn carries_verification_code(self) -> bool {
+        match self {
+            Template::Acknowledgement
+            | Template::VerificationReminder
+            | Template::AgentConsumerConfirm
+            | Template::AgentDeclarationNeeded
+            | Template::DeclarationRejected => true,
+            Template::OptOutReply
+            | Template::DeleteConfirmationRequest
+            | Template::WithdrawalConfirmation
+            | Template::CaseClosedReply
+            | Template::Denial
+            | Template::ExtensionNotice
+            | Template::KnowCompleted
+            | Template::DeleteCompleted
+            | Template::ConfirmationReminder
+            | Template::WithdrawalPrompt
+            | Template::CorrectCompleted
+            | Template::IdentityNotVerified
+            | Template::TeamNotice
+            | Template::TeamReviewNotice
+            | Template::TeamCommandResult
+            | Template::TeamDigest
+            | Template::TeamBurstSummary => false,
+        }
+    }
+
     /// Mail to the privacy team rather than to a consumer.
     pub fn is_team(self) -> bool {
         self.as_str().starts_with("team_")
@@ -351,7 +382,7 @@ pub const DUE_SOON_DAYS: i64 = 7;
 /// out within 15 business days; an opt-out gets its reply at once. The team
 /// hears of every new case.
 pub fn open(
-    id: String,
+    id: CaseId,
     verification_code: String,
     req: NewRequest,
     policy: &Policy,

@@ -11,13 +11,14 @@ use super::{Action, Failure, ListArgs, StateFilter};
 use crate::cases::Case;
 use crate::cases::engine::Actor;
 use crate::config::Config;
+use crate::ids::CaseId;
 use crate::mailroom::Mailroom;
 use crate::store::{self, CaseFilter, EventRow, MessageRow, Store};
 
 /// One entry of `cases list --json`.
 #[derive(Debug, Serialize)]
 pub struct CaseJson {
-    pub id: String,
+    pub id: crate::ids::CaseId,
     pub kind: String,
     pub state: String,
     pub requester: String,
@@ -154,8 +155,11 @@ pub async fn act(
             }
         },
     };
+    let Some(case_id) = CaseId::parse_any(id) else {
+        return Err(no_case(&room.config, id));
+    };
     let command = action.to_command();
-    match crate::casework::act(room, id, Actor::Cli(who), command, Utc::now()).await {
+    match crate::casework::act(room, &case_id, Actor::Cli(who), command, Utc::now()).await {
         Ok(t) => {
             println!("{}: {}", t.case.id, t.case.state);
             Ok(ExitCode::SUCCESS)
@@ -297,6 +301,10 @@ async fn show_in(
     id: &str,
     json: bool,
 ) -> Result<ExitCode, Failure> {
+    let Some(case_id) = CaseId::parse_any(id) else {
+        return Err(no_case(config, id));
+    };
+    let id = &case_id;
     let mut conn = store.conn().await?;
     let Some(case) = store::cases::get(&mut conn, id).await? else {
         return Err(no_case(config, id));

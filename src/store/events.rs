@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::{Op, Result};
+use crate::ids::CaseId;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EventRow {
@@ -52,7 +53,7 @@ pub async fn count_since(
         .op("events.count_since")
 }
 
-pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<EventRow>> {
+pub async fn for_case(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<Vec<EventRow>> {
     sqlx::query_as("SELECT at, actor, action, detail FROM events WHERE case_id = ? ORDER BY id")
         .bind(case_id)
         .fetch_all(conn)

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use super::{Op, Result};
+use crate::cases::Manner;
 
 /// The facts of one case a §7101 record needs; kept after a purge.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -12,7 +13,8 @@ pub struct CaseRecordRow {
     pub id: String,
     pub kind: String,
     pub state: String,
-    pub manner: String,
+    #[sqlx(try_from = "String")]
+    pub manner: Manner,
     pub received_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
     pub resolution: Option<String>,

@@ -9,13 +9,15 @@ use sqlx::SqliteConnection;
 
 use super::cases::final_states_sql;
 use super::{Op, Result};
+use crate::cases::Template;
+use crate::ids::CaseId;
 
 /// Closed cases whose verification data is still stored and that closed on or
 /// before `cutoff` (the grace period after closing), by ID.
 pub async fn verification_due(
     conn: &mut SqliteConnection,
     cutoff: DateTime<Utc>,
-) -> Result<Vec<String>> {
+) -> Result<Vec<CaseId>> {
     let sql = format!(
         "SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at <= ?
            AND verification_purged_at IS NULL AND purged_at IS NULL
@@ -31,7 +33,7 @@ pub async fn verification_due(
 
 /// Closed cases not purged yet that closed before `cutoff` (now minus
 /// `policy.retention_months`), by ID.
-pub async fn purge_due(conn: &mut SqliteConnection, cutoff: DateTime<Utc>) -> Result<Vec<String>> {
+pub async fn purge_due(conn: &mut SqliteConnection, cutoff: DateTime<Utc>) -> Result<Vec<CaseId>> {
     let sql = format!(
         "SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at < ?
            AND purged_at IS NULL AND state IN ({}) ORDER BY id",
@@ -45,7 +47,7 @@ pub async fn purge_due(conn: &mut SqliteConnection, cutoff: DateTime<Utc>) -> Re
 }
 
 /// How many messages and attachments a case has (what a dry run reports).
-pub async fn case_row_counts(conn: &mut SqliteConnection, case_id: &str) -> Result<(u64, u64)> {
+pub async fn case_row_counts(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<(u64, u64)> {
     let (m, a): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM messages WHERE case_id = ?1),
                 (SELECT COUNT(*) FROM attachments WHERE case_id = ?1)",
@@ -124,11 +126,12 @@ pub async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bo
 /// messages and how many outgoing rows (messages and outbox) were cleared.
 pub async fn clear_verification_data(
     conn: &mut SqliteConnection,
-    case_id: &str,
-    code_templates: &[&str],
+    case_id: &CaseId,
+    code_templates: &[Template],
     now: DateTime<Utc>,
 ) -> Result<(u64, u64)> {
-    let templates = serde_json::to_string(code_templates).unwrap_or_else(|_| "[]".into());
+    let names: Vec<&str> = code_templates.iter().map(|t| t.as_str()).collect();
+    let templates = serde_json::to_string(&names).unwrap_or_else(|_| "[]".into());
     // The outbox first: it finds mail quoting the code through the stored
     // text of the outgoing message, which the next statement clears.
     let outbox = sqlx::query(
@@ -184,7 +187,7 @@ pub async fn clear_verification_data(
 /// consumer and every inbound sender. `None` when there is no such case.
 pub async fn case_addresses(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> Result<Option<Vec<String>>> {
     let parties: Option<(String, Option<String>, Option<String>)> =
         sqlx::query_as("SELECT requester, agent, consumer FROM cases WHERE id = ?")
@@ -228,7 +231,7 @@ pub struct ClearedCase {
 /// [`redact_event`]).
 pub async fn clear_case(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
     marker: &str,
     now: DateTime<Utc>,
 ) -> Result<ClearedCase> {
@@ -294,7 +297,7 @@ pub async fn clear_case(
 pub type EventFacts = (i64, String, String, String);
 
 /// Every event of a case, for purge to decide which to redact.
-pub async fn case_events(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<EventFacts>> {
+pub async fn case_events(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<Vec<EventFacts>> {
     sqlx::query_as("SELECT id, actor, action, detail FROM events WHERE case_id = ?")
         .bind(case_id)
         .fetch_all(conn)
@@ -339,12 +342,12 @@ mod tests {
         assert_eq!(purge_due(&mut conn, at(10)).await.unwrap(), ["C-1"]);
         assert_eq!(
             purge_due(&mut conn, at(2)).await.unwrap(),
-            Vec::<String>::new()
+            Vec::<CaseId>::new()
         );
         assert_eq!(verification_due(&mut conn, at(2)).await.unwrap(), ["C-1"]);
         assert_eq!(purge_due(&mut conn, at(25)).await.unwrap(), ["C-1", "C-2"]);
 
-        clear_verification_data(&mut conn, "C-1", &[], at(10))
+        clear_verification_data(&mut conn, &"C-1".into(), &[], at(10))
             .await
             .unwrap();
         assert!(
@@ -364,19 +367,19 @@ mod tests {
         close_case(&mut conn, &mut case, at(3)).await;
         inbound(&mut conn, Some("C-1"), "b", at(5)).await;
         assert_eq!(
-            clear_verification_data(&mut conn, "C-1", &[], at(9))
+            clear_verification_data(&mut conn, &"C-1".into(), &[], at(9))
                 .await
                 .unwrap(),
             (1, 0)
         );
         // Cleared rows are not counted twice.
         assert_eq!(
-            clear_verification_data(&mut conn, "C-1", &[], at(9))
+            clear_verification_data(&mut conn, &"C-1".into(), &[], at(9))
                 .await
                 .unwrap(),
             (0, 0)
         );
-        let stored = crate::store::cases::get(&mut conn, "C-1")
+        let stored = crate::store::cases::get(&mut conn, &"C-1".into())
             .await
             .unwrap()
             .unwrap();
@@ -430,10 +433,11 @@ mod tests {
             .unwrap();
         }
         close_case(&mut conn, &mut case, at(3)).await;
-        let code_templates = ["acknowledgement", "verification_reminder"];
-        let (_, outgoing) = clear_verification_data(&mut conn, "C-1", &code_templates, at(9))
-            .await
-            .unwrap();
+        let code_templates = [Template::Acknowledgement, Template::VerificationReminder];
+        let (_, outgoing) =
+            clear_verification_data(&mut conn, &"C-1".into(), &code_templates, at(9))
+                .await
+                .unwrap();
         // Three messages (acknowledgement, team reply, reminder) and two sent
         // outbox rows; the pending reminder keeps its raw bytes to be sent.
         assert_eq!(outgoing, 5);
@@ -501,15 +505,23 @@ mod tests {
         .await
         .unwrap();
 
-        let addresses = case_addresses(&mut conn, "C-1").await.unwrap().unwrap();
+        let addresses = case_addresses(&mut conn, &"C-1".into())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(
             addresses.iter().all(|a| a == "ann@example.org"),
             "{addresses:?}"
         );
-        assert!(case_addresses(&mut conn, "C-9").await.unwrap().is_none());
+        assert!(
+            case_addresses(&mut conn, &"C-9".into())
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         // The events trigger refuses a redaction before the case is purged.
-        let events = case_events(&mut conn, "C-1").await.unwrap();
+        let events = case_events(&mut conn, &"C-1".into()).await.unwrap();
         let (id, ..) = events.iter().find(|e| e.2 == "note").cloned().unwrap();
         assert!(
             redact_event(&mut conn, id, "[purged]", "[purged]")
@@ -518,13 +530,16 @@ mod tests {
         );
 
         assert!(file_in_use(&mut conn, "ab").await.unwrap());
-        let cleared = clear_case(&mut conn, "C-1", "[purged]", at(9))
+        let cleared = clear_case(&mut conn, &"C-1".into(), "[purged]", at(9))
             .await
             .unwrap();
         assert_eq!((cleared.messages, cleared.attachments), (1, 1));
         assert_eq!(cleared.hashes, ["ab"]);
         assert!(!file_in_use(&mut conn, "ab").await.unwrap());
-        let addresses = case_addresses(&mut conn, "C-1").await.unwrap().unwrap();
+        let addresses = case_addresses(&mut conn, &"C-1".into())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(addresses.iter().all(|a| a == "[purged]"), "{addresses:?}");
         redact_event(&mut conn, id, "[purged]", "[purged]")
             .await
@@ -556,7 +571,7 @@ mod tests {
             .execute(&mut *conn)
             .await
             .unwrap();
-        let e = crate::store::burst::summary_lists(&mut conn, "S1", "C-1")
+        let e = crate::store::burst::summary_lists(&mut conn, "S1", &"C-1".into())
             .await
             .unwrap_err();
         assert!(e.to_string().contains("burst.summary_lists"), "{e}");

@@ -75,12 +75,12 @@ pub(crate) fn io(
 }
 
 /// The first attachment over `limit` bytes.
-pub fn over_limit(attachments: &[Attachment], limit: u64) -> Option<&Attachment> {
+pub(crate) fn over_limit(attachments: &[Attachment], limit: u64) -> Option<&Attachment> {
     attachments.iter().find(|a| a.bytes.len() as u64 > limit)
 }
 
 /// The header block of a raw message (through the blank line).
-pub fn header_block(raw: &[u8]) -> &[u8] {
+pub(crate) fn header_block(raw: &[u8]) -> &[u8] {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -91,7 +91,7 @@ pub fn header_block(raw: &[u8]) -> &[u8] {
 }
 
 /// A size in words for the team ("30.0 MB").
-pub fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const MB: f64 = 1024.0 * 1024.0;
     if bytes >= 1024 * 1024 {
         format!("{:.1} MiB", bytes as f64 / MB)

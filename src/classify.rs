@@ -160,7 +160,11 @@ pub fn find_case_tag(subject: &str, prefix: &str) -> Option<CaseId> {
 /// the case tag of its subject. The one rule for inbound mail (intake) and
 /// the team's mail found in the Sent folder; whether the case exists and
 /// whether the sender may touch it is for the caller to decide.
-pub fn thread_case_id(referenced: &[Verified], subject: &str, prefix: &str) -> Option<CaseId> {
+pub(crate) fn thread_case_id(
+    referenced: &[Verified],
+    subject: &str,
+    prefix: &str,
+) -> Option<CaseId> {
     referenced
         .iter()
         .find(|v| v.purpose == Purpose::Reply)
@@ -229,7 +233,7 @@ pub fn looks_like_request(text: &str) -> Option<Kind> {
 /// a `kind` request also makes, in that order: "opt me out and delete my
 /// data" is an opt-out and a deletion, and the deletion must not be lost
 /// (issue: opt-out is a request, not a canned reply).
-pub fn also_requested(text: &str, kind: Kind) -> Vec<Kind> {
+pub(crate) fn also_requested(text: &str, kind: Kind) -> Vec<Kind> {
     let text = collapse_whitespace(text);
     [Kind::Know, Kind::Delete, Kind::Correct]
         .into_iter()
@@ -317,7 +321,7 @@ static NAME_LINE: LazyLock<Regex> = LazyLock::new(|| {
 /// [`detect_agent`] for a parsed message from `sender`: its readable text
 /// and its attachments' names. What intake (storing documents before the
 /// commit) and `casework::open_request` (opening the case) both ask.
-pub fn agent_of<D: AsRef<str>>(
+pub(crate) fn agent_of<D: AsRef<str>>(
     sender: &str,
     inbound: &crate::message::Inbound,
     known_domains: &[D],

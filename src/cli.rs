@@ -120,7 +120,7 @@ impl Cli {
     /// each decision's one-line help is its table help, and `cases act
     /// --help` lists every form next to the same command by mail. `main`
     /// parses with this, so the help cannot drift from the table.
-    pub fn command_with_table_help() -> clap::Command {
+    pub(crate) fn command_with_table_help() -> clap::Command {
         use clap::CommandFactory;
         Cli::command().mut_subcommand("cases", |cases| cases.mut_subcommand("act", act_help))
     }
@@ -333,7 +333,7 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
 
 impl Action {
     /// The engine command this action stands for.
-    pub fn to_command(&self) -> crate::cases::Command {
+    pub(crate) fn to_command(&self) -> crate::cases::Command {
         use crate::cases::Command as C;
         match self {
             Action::Verify => C::Verify,
@@ -365,13 +365,13 @@ impl Action {
 }
 
 /// Loads the config named on the command line; a problem is a usage error.
-pub fn load_config(cli: &Cli) -> Result<crate::config::Config, Failure> {
+pub(crate) fn load_config(cli: &Cli) -> Result<crate::config::Config, Failure> {
     let path = crate::config::resolve_path(cli.config.as_deref());
     crate::config::Config::load(&path).map_err(|e| Failure::Usage(e.into()))
 }
 
 /// Opens the database and templates; a broken template set is a usage error.
-pub async fn open_mailroom(
+pub(crate) async fn open_mailroom(
     config: crate::config::Config,
 ) -> Result<crate::mailroom::Mailroom, Failure> {
     use crate::mailroom::SetupError;

@@ -211,7 +211,7 @@ impl Record<'_> {
     }
 }
 
-/// One message: the facts looked up, the [`route`] decided, the route
+/// One message: the facts looked up, the [`route()`] decided, the route
 /// carried out.
 async fn process_one(
     conn: &mut SqliteConnection,
@@ -234,7 +234,7 @@ async fn process_one(
     carry_out(conn, room, &rec, &facts, decided, now).await
 }
 
-/// Everything [`route`] needs that is not in the message itself: the
+/// Everything [`route()`] needs that is not in the message itself: the
 /// store (seen before, the cases it names, the outbox row a report is
 /// about), the keys (our Message-IDs) and the config (team, agents, rules).
 /// Only what the message could use is looked up: a new request with no

@@ -34,15 +34,15 @@ use crate::ids::CaseId;
 use crate::store::{Store, StoreError, events, retention};
 
 /// What replaces a removed name, address or free text.
-pub const MARKER: &str = "[purged]";
+pub(crate) const MARKER: &str = "[purged]";
 
 /// Days after closing before verification data is deleted.
-pub const VERIFICATION_GRACE_DAYS: i64 = 30;
+pub(crate) const VERIFICATION_GRACE_DAYS: i64 = 30;
 
 /// The templates whose mail carries the verification code
 /// ([`Template::carries_verification_code`]): their stored bodies go with
 /// the code.
-pub fn code_templates() -> Vec<Template> {
+pub(crate) fn code_templates() -> Vec<Template> {
     Template::ALL
         .into_iter()
         .filter(|t| t.carries_verification_code())
@@ -144,7 +144,7 @@ pub struct PurgeReport {
 }
 
 /// Cases closed before `now - retention_months` and not purged yet.
-pub fn retention_cutoff(now: DateTime<Utc>, retention_months: u32) -> DateTime<Utc> {
+pub(crate) fn retention_cutoff(now: DateTime<Utc>, retention_months: u32) -> DateTime<Utc> {
     now.checked_sub_months(Months::new(retention_months))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }

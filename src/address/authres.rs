@@ -8,7 +8,7 @@
 /// rule for an agent's new request (`casework::open_request`) and for a
 /// reply in an agent's case (`intake`): such an agent keeps an agent's
 /// exemption from the per-sender limit.
-pub fn vouched_known_agent<D: AsRef<str>, S: AsRef<str>>(
+pub(crate) fn vouched_known_agent<D: AsRef<str>, S: AsRef<str>>(
     sender: &str,
     known_domains: &[D],
     trusted_ids: &[S],

@@ -39,7 +39,7 @@ impl Blobs {
     }
 
     /// `root/sha256/ab/cd/<hex>` for a full lower- or upper-case hex SHA-256.
-    pub fn path_of(&self, sha256: &str) -> Result<PathBuf> {
+    pub(crate) fn path_of(&self, sha256: &str) -> Result<PathBuf> {
         let hex = normalize_hash(sha256)?;
         if hex.len() != 64 {
             return Err(AttachmentError::InvalidHash(sha256.to_string()));
@@ -89,7 +89,7 @@ impl Blobs {
     /// The file of `bytes` when it is already in the store with the right
     /// size (written moments ago by [`super::store_before_commit`]); no write, no
     /// sync, no re-read. `None` means [`Blobs::put`] must write it.
-    pub fn find_stored(&self, bytes: &[u8]) -> Option<Stored> {
+    pub(crate) fn find_stored(&self, bytes: &[u8]) -> Option<Stored> {
         let sha256 = crate::hash::sha256_hex(bytes);
         let path = self.path_of(&sha256).ok()?;
         let meta = std::fs::symlink_metadata(&path).ok()?;

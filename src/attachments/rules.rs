@@ -76,7 +76,7 @@ pub fn declaration_count(is_agent: bool, attachments: &[Attachment]) -> usize {
 /// `application/pdf` vs `application/x-pdf` are one family; `image/jpg` and
 /// `image/jpeg` too. Only a different top-level type or a different
 /// document format counts as a mismatch worth telling the team.
-pub fn type_family(t: &str) -> String {
+pub(crate) fn type_family(t: &str) -> String {
     let t = t.trim().to_ascii_lowercase();
     let (top, sub) = t.split_once('/').unwrap_or((t.as_str(), ""));
     let sub = sub.trim_start_matches("x-");

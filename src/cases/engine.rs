@@ -349,7 +349,8 @@ impl Template {
     }
 
     /// Mail to the privacy team rather than to a consumer.
-    pub fn is_team(self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_team(self) -> bool {
         self.as_str().starts_with("team_")
     }
 }
@@ -371,7 +372,7 @@ impl std::str::FromStr for Template {
 }
 
 /// The team hears of a deadline this many days ahead (once per due date).
-pub const DUE_SOON_DAYS: i64 = 7;
+pub(crate) const DUE_SOON_DAYS: i64 = 7;
 
 /// Starts a case. `id` and `verification_code` are made by the caller (they
 /// need the database sequence and randomness).
@@ -545,7 +546,7 @@ pub fn apply(
 
 /// The first reply a new case of `kind` gets: the opt-out reply, or the
 /// acknowledgement (§7021(a)).
-pub fn first_reply(kind: Kind) -> Template {
+pub(crate) fn first_reply(kind: Kind) -> Template {
     if kind == Kind::OptOut {
         Template::OptOutReply
     } else {
@@ -592,7 +593,7 @@ impl Effects {
 
 /// What a consumer's reply says about a pending decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyIntent {
+pub(crate) enum ReplyIntent {
     Confirm,
     /// The explicit answer we ask for: `WITHDRAW` in capitals, or a reply
     /// whose new text is just the word.
@@ -608,7 +609,7 @@ pub enum ReplyIntent {
 /// negated ("do not confirm") within its clause, means confirm; an explicit
 /// WITHDRAW means withdraw; other unnegated "cancel"/"withdraw" words only
 /// seem to withdraw; confirming and withdrawing at once is unclear.
-pub fn reply_intent(new_text: &str) -> ReplyIntent {
+pub(crate) fn reply_intent(new_text: &str) -> ReplyIntent {
     let clauses: Vec<Vec<String>> = new_text
         .split(['.', ',', ';', ':', '!', '?', '\n', '(', ')'])
         .map(|clause| {
@@ -776,7 +777,7 @@ fn consumer_reply(
 
 /// For `#close unverified [DETAIL]` (or a reason starting "unverifiable"):
 /// the detail after the keyword, trimmed; `None` for any other reason.
-pub fn unverified_close(reason: &str) -> Option<&str> {
+pub(crate) fn unverified_close(reason: &str) -> Option<&str> {
     let reason = reason.trim();
     let end = reason
         .find(|c: char| !c.is_alphabetic())

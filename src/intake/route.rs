@@ -199,11 +199,11 @@ pub struct Route {
 }
 
 /// Review reason: mail from the mailbox's address not written by the daemon.
-pub const NOT_OURS: &str = "it is sent from the mailbox's own address but not by the daemon";
+pub(crate) const NOT_OURS: &str = "it is sent from the mailbox's own address but not by the daemon";
 /// Review reason: a request nobody can answer.
-pub const UNANSWERABLE: &str = "a request whose sender address cannot be answered";
+pub(crate) const UNANSWERABLE: &str = "a request whose sender address cannot be answered";
 /// Review reason: nothing matched.
-pub const UNMATCHED: &str = "no subject rule matched and it is not a reply in a case thread";
+pub(crate) const UNMATCHED: &str = "no subject rule matched and it is not a reply in a case thread";
 
 /// Decides what one message is, in order: a duplicate, too big, over a MIME
 /// cap, a delivery report, from our own address, a reply to a team notice, a

@@ -74,7 +74,10 @@ pub async fn for_case(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<V
 
 /// Up to two distinct hashes starting with `prefix` (lowercase hex): two
 /// mean the prefix is ambiguous.
-pub async fn hashes_with_prefix(conn: &mut SqliteConnection, prefix: &str) -> Result<Vec<String>> {
+pub(crate) async fn hashes_with_prefix(
+    conn: &mut SqliteConnection,
+    prefix: &str,
+) -> Result<Vec<String>> {
     sqlx::query_scalar(
         "SELECT DISTINCT sha256 FROM attachments WHERE substr(sha256, 1, ?) = ? LIMIT 2",
     )

@@ -38,7 +38,7 @@ pub async fn append(
 
 /// How many events of `action` a case (or, with `None`, the caseless log)
 /// has had since `since`: the notices held back since the last one went out.
-pub async fn count_since(
+pub(crate) async fn count_since(
     conn: &mut SqliteConnection,
     case_id: Option<&str>,
     action: &str,

@@ -14,7 +14,7 @@ use crate::ids::CaseId;
 
 /// Closed cases whose verification data is still stored and that closed on or
 /// before `cutoff` (the grace period after closing), by ID.
-pub async fn verification_due(
+pub(crate) async fn verification_due(
     conn: &mut SqliteConnection,
     cutoff: DateTime<Utc>,
 ) -> Result<Vec<CaseId>> {
@@ -33,7 +33,10 @@ pub async fn verification_due(
 
 /// Closed cases not purged yet that closed before `cutoff` (now minus
 /// `policy.retention_months`), by ID.
-pub async fn purge_due(conn: &mut SqliteConnection, cutoff: DateTime<Utc>) -> Result<Vec<CaseId>> {
+pub(crate) async fn purge_due(
+    conn: &mut SqliteConnection,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<CaseId>> {
     let sql = format!(
         "SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at < ?
            AND purged_at IS NULL AND state IN ({}) ORDER BY id",
@@ -47,7 +50,10 @@ pub async fn purge_due(conn: &mut SqliteConnection, cutoff: DateTime<Utc>) -> Re
 }
 
 /// How many messages and attachments a case has (what a dry run reports).
-pub async fn case_row_counts(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<(u64, u64)> {
+pub(crate) async fn case_row_counts(
+    conn: &mut SqliteConnection,
+    case_id: &CaseId,
+) -> Result<(u64, u64)> {
     let (m, a): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM messages WHERE case_id = ?1),
                 (SELECT COUNT(*) FROM attachments WHERE case_id = ?1)",
@@ -62,7 +68,7 @@ pub async fn case_row_counts(conn: &mut SqliteConnection, case_id: &CaseId) -> R
 /// Clears the personal data of mail that never belonged to a case and is
 /// older than `cutoff`: messages, outbox rows (not pending ones) and events.
 /// Rows already cleared are not counted again. Returns the rows changed.
-pub async fn clear_caseless(
+pub(crate) async fn clear_caseless(
     conn: &mut SqliteConnection,
     cutoff: DateTime<Utc>,
     marker: &str,
@@ -104,7 +110,7 @@ pub async fn clear_caseless(
 
 /// Whether an attachment row that is not purged still names the file `sha256`
 /// (a row of no case, or of a case not purged yet).
-pub async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bool> {
+pub(crate) async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bool> {
     let used: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM attachments a LEFT JOIN cases c ON c.id = a.case_id
          WHERE a.sha256 = ? AND (a.case_id IS NULL OR c.purged_at IS NULL)",
@@ -124,7 +130,7 @@ pub async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bo
 /// template, status), as does the case's §7101 record. Outbox rows still
 /// pending are left alone so they can be sent. Returns how many inbound
 /// messages and how many outgoing rows (messages and outbox) were cleared.
-pub async fn clear_verification_data(
+pub(crate) async fn clear_verification_data(
     conn: &mut SqliteConnection,
     case_id: &CaseId,
     code_templates: &[Template],
@@ -185,7 +191,7 @@ pub async fn clear_verification_data(
 
 /// The addresses a case's personal data may appear under: requester, agent,
 /// consumer and every inbound sender. `None` when there is no such case.
-pub async fn case_addresses(
+pub(crate) async fn case_addresses(
     conn: &mut SqliteConnection,
     case_id: &CaseId,
 ) -> Result<Option<Vec<String>>> {
@@ -216,7 +222,7 @@ pub async fn case_addresses(
 
 /// What [`clear_case`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClearedCase {
+pub(crate) struct ClearedCase {
     pub messages: u64,
     pub attachments: u64,
     /// The distinct attachment hashes the case named (their files may now
@@ -229,7 +235,7 @@ pub struct ClearedCase {
 /// messages; its sent outbox mail; its attachments' names and reviewers. Sets
 /// `purged_at` (which the events trigger of migration 0002 requires before
 /// [`redact_event`]).
-pub async fn clear_case(
+pub(crate) async fn clear_case(
     conn: &mut SqliteConnection,
     case_id: &CaseId,
     marker: &str,
@@ -294,10 +300,13 @@ pub async fn clear_case(
 }
 
 /// An event of a case as purge judges it: (id, actor, action, detail).
-pub type EventFacts = (i64, String, String, String);
+pub(crate) type EventFacts = (i64, String, String, String);
 
 /// Every event of a case, for purge to decide which to redact.
-pub async fn case_events(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<Vec<EventFacts>> {
+pub(crate) async fn case_events(
+    conn: &mut SqliteConnection,
+    case_id: &CaseId,
+) -> Result<Vec<EventFacts>> {
     sqlx::query_as("SELECT id, actor, action, detail FROM events WHERE case_id = ?")
         .bind(case_id)
         .fetch_all(conn)
@@ -307,7 +316,7 @@ pub async fn case_events(conn: &mut SqliteConnection, case_id: &CaseId) -> Resul
 
 /// Rewrites one event's actor and detail. Only allowed by the trigger of
 /// migration 0002 once the case's `purged_at` is set.
-pub async fn redact_event(
+pub(crate) async fn redact_event(
     conn: &mut SqliteConnection,
     event_id: i64,
     actor: &str,

@@ -106,7 +106,7 @@ pub async fn from_sent_folder(
 
 /// Whether a Sent-folder message, judged from its header block alone, is
 /// correspondence to record: the scan fetches the body only of these.
-pub async fn wanted_from_sent(
+pub(crate) async fn wanted_from_sent(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     header: &[u8],

@@ -32,7 +32,7 @@ pub enum Scope {
 
 impl Scope {
     /// The scope of the first notification the message references.
-    pub fn from_references(referenced: &[Verified]) -> Option<Scope> {
+    pub(crate) fn from_references(referenced: &[Verified]) -> Option<Scope> {
         referenced.iter().find_map(|v| match v.purpose {
             // We signed these IDs ourselves.
             Purpose::Notice => Some(Scope::Case(CaseId::from_stored(v.subject_id.clone()))),

@@ -15,7 +15,7 @@ use crate::templates::{ReviewContext, Suggestion, TemplateContext, format_date};
 
 /// Review notices per sender and hour; more messages from the same address
 /// within the hour still go to the review folder, without a notice each.
-pub const REVIEW_NOTICES_PER_SENDER_PER_HOUR: i64 = 3;
+pub(crate) const REVIEW_NOTICES_PER_SENDER_PER_HOUR: i64 = 3;
 
 /// Tells the team a message was moved to review (never dropped: CCPA regs §7020(e)).
 /// The notice's Message-ID names the message row, so `#open know|delete` in a

@@ -8,17 +8,17 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// Exchange Online's resource: app-only tokens for IMAP and SMTP.
-pub const MICROSOFT_APP_SCOPE: &str = "https://outlook.office365.com/.default";
+pub(crate) const MICROSOFT_APP_SCOPE: &str = "https://outlook.office365.com/.default";
 /// Delegated scopes (a user's consent through `auth login`).
-pub const MICROSOFT_USER_SCOPES: [&str; 3] = [
+pub(crate) const MICROSOFT_USER_SCOPES: [&str; 3] = [
     "https://outlook.office365.com/IMAP.AccessAsUser.All",
     "https://outlook.office365.com/SMTP.Send",
     "offline_access",
 ];
 /// Gmail over IMAP and SMTP needs the full mail scope.
-pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
-pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
-pub const GOOGLE_DEVICE_URL: &str = "https://oauth2.googleapis.com/device/code";
+pub(crate) const GOOGLE_SCOPE: &str = "https://mail.google.com/";
+pub(crate) const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+pub(crate) const GOOGLE_DEVICE_URL: &str = "https://oauth2.googleapis.com/device/code";
 
 /// The identity provider (`oauth2.provider`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -64,6 +64,11 @@ pub struct OAuthConfig {
     pub client_secret: Option<String>,
     pub client_secret_file: Option<PathBuf>,
     pub client_secret_env: Option<String>,
+    /// When the client secret expires (`"2027-06-30"`): a secret does not
+    /// say so itself, the app registration does. `check` and the daemon
+    /// warn 30 days before.
+    #[serde(default, deserialize_with = "date")]
+    pub client_secret_expires: Option<chrono::NaiveDate>,
     /// Microsoft app-only with a certificate instead of a secret (PEM files).
     pub client_certificate_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
@@ -81,6 +86,24 @@ pub struct OAuthConfig {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub mechanism: SaslMechanism,
+}
+
+/// A day, written `"2027-06-30"` or as a TOML date `2027-06-30`.
+fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<chrono::NaiveDate>, D::Error> {
+    use serde::de::Error as _;
+    let text = match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => s,
+        toml::Value::Datetime(dt) => dt.to_string(),
+        other => {
+            return Err(D::Error::custom(format!(
+                "expected a date like \"2027-06-30\", found {}",
+                other.type_str()
+            )));
+        }
+    };
+    chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{text:?} is not a date like \"2027-06-30\"")))
 }
 
 impl OAuthConfig {
@@ -128,7 +151,7 @@ impl OAuthConfig {
 
     /// Where the refresh token lives: `refresh_token_file`, else beside the
     /// database (the state directory).
-    pub fn refresh_token_path(&self, database: &std::path::Path) -> PathBuf {
+    pub(crate) fn refresh_token_path(&self, database: &std::path::Path) -> PathBuf {
         match &self.refresh_token_file {
             Some(p) => p.clone(),
             None => database
@@ -140,7 +163,7 @@ impl OAuthConfig {
 
     /// Reads the client secret (file contents without the trailing newline).
     /// Errors name the key and the fix, like the config's own.
-    pub fn resolve_client_secret(&self) -> Result<Option<String>, String> {
+    pub(crate) fn resolve_client_secret(&self) -> Result<Option<String>, String> {
         if let Some(s) = &self.client_secret {
             return Ok(Some(s.clone()));
         }

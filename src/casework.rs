@@ -361,10 +361,10 @@ pub async fn send_to_consumer(
         return Ok(false);
     }
     let rendered = render(room, template.as_str(), case, reason, None, now)?;
-    let thread = store::cases::thread(conn, &case.id).await?;
+    let thread = store::messages::reply_thread(conn, &case.id).await?;
     // The consumer's thread: their last message applied to the case, else
     // the request, else our own last mail to them (never team mail).
-    let last_in = match store::messages::last_applied_inbound_id(conn, &case.id).await? {
+    let last_in = match thread.last_applied {
         Some(id) => Some(id),
         None => match thread.thread_root.clone() {
             Some(root) => Some(root),

@@ -17,6 +17,7 @@ mod header;
 mod idle;
 mod session;
 mod stream;
+mod structure;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::tls::TlsError;
 
 pub use connect::Login;
 pub use idle::IdleOutcome;
+pub use structure::LargestPart;
 
 /// IDLE is re-issued at least this often (RFC 2177 says servers may drop an
 /// IDLE after 30 minutes); longer waits passed to [`Imap::idle_wait`] are clamped.

@@ -46,6 +46,20 @@ pub struct Fetched {
     /// When the mailbox received it (IMAP INTERNALDATE): the legal clocks run
     /// from here, not from when the daemon got round to it.
     pub internal_date: Option<DateTime<Utc>>,
+    /// The server's BODYSTRUCTURE showed an attachment over
+    /// `agents.max_attachment_bytes`: only the headers were fetched (`raw` is
+    /// the header block), so a large message never sits in memory whole
+    /// just to be refused.
+    pub refused_part: Option<RefusedPart>,
+}
+
+/// An attachment known from the message's structure to be over
+/// `agents.max_attachment_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedPart {
+    pub filename: Option<String>,
+    /// Its decoded size is at least this.
+    pub at_least: u64,
 }
 
 /// Where the original goes once the transaction committed.
@@ -77,6 +91,7 @@ pub async fn process_batch(
     now: DateTime<Utc>,
 ) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
     let watchdog = crate::systemd::Watchdog::from_env();
+    let started = std::time::Instant::now();
     let limits = room.config.mime_limits();
     let mut parsed = Vec::with_capacity(batch.len());
     for fetched in batch {
@@ -85,33 +100,44 @@ pub async fn process_batch(
         parsed.push(inbound);
         watchdog.ping();
     }
+    let parsed_at = started.elapsed();
+    let max_uid = batch.iter().map(|f| f.uid).max().unwrap_or(0);
+    // Optimistic first: no savepoint per message (two round trips to the
+    // SQLite worker each). If any message fails, the whole batch is rolled
+    // back and written again with a savepoint per message, so the failure
+    // is isolated exactly as before: that message stored raw and sent to
+    // review, the others committed.
     let mut tx = room.store.begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    let mut max_uid = 0;
-    for (fetched, inbound) in batch.iter().zip(&parsed) {
-        max_uid = max_uid.max(fetched.uid);
-        watchdog.ping();
-        // One span per message: every line about it names mailbox and UID.
-        let span = info_span!("message", mailbox, uid = fetched.uid);
-        let outcome = async {
-            let mut sp = tx.begin().await?;
-            match process_one(&mut sp, room, uid_validity, fetched, inbound, now).await {
-                Ok(outcome) => {
-                    sp.commit().await?;
-                    Ok::<_, CaseworkError>(outcome)
-                }
-                Err(e) => {
-                    sp.rollback().await?;
-                    warn!(uid = fetched.uid, error = %crate::logging::Personal(&e), "Message could not be processed; stored raw and sent to review.");
-                    record_failed(&mut tx, room, uid_validity, fetched, &e.to_string(), now).await?;
-                    Ok(Outcome::Failed)
-                }
-            }
+    let results = match write_messages(
+        &mut tx,
+        room,
+        mailbox,
+        uid_validity,
+        batch,
+        &parsed,
+        now,
+        false,
+    )
+    .await
+    {
+        Ok(results) => results,
+        Err(e) => {
+            debug!(error = %crate::logging::Personal(&e), "A message of the batch failed; writing the batch again message by message.");
+            tx.rollback().await?;
+            tx = room.store.begin().await?;
+            write_messages(
+                &mut tx,
+                room,
+                mailbox,
+                uid_validity,
+                batch,
+                &parsed,
+                now,
+                true,
+            )
+            .await?
         }
-        .instrument(span)
-        .await?;
-        results.push((fetched.uid, outcome));
-    }
+    };
     casework::burst::flush(&mut tx, room, now).await?;
     let cursor = store::cursor(&mut tx, mailbox).await?;
     let last = cursor
@@ -130,8 +156,62 @@ pub async fn process_batch(
     // The originals are moved right after this commit; the store runs with
     // `synchronous = FULL`, so it survives a power loss (no request sits in
     // Processed without its row).
+    let written_at = started.elapsed();
     tx.commit().await?;
+    debug!(
+        count = batch.len(),
+        parse_ms = parsed_at.as_millis() as u64,
+        write_ms = (written_at - parsed_at).as_millis() as u64,
+        commit_ms = (started.elapsed() - written_at).as_millis() as u64,
+        "Intake transaction timing."
+    );
     room.outbox_wake.notify_one();
+    Ok(results)
+}
+
+/// Writes the rows of every message of a batch inside `tx`. With
+/// `isolated`, each message runs in its own savepoint and one that fails is
+/// rolled back to it, stored raw and sent to review; without, the first
+/// failure ends the write (the caller rolls back and tries isolated).
+#[allow(clippy::too_many_arguments)]
+async fn write_messages(
+    tx: &mut SqliteConnection,
+    room: &Mailroom,
+    mailbox: &str,
+    uid_validity: u32,
+    batch: &[Fetched],
+    parsed: &[Inbound],
+    now: DateTime<Utc>,
+    isolated: bool,
+) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
+    let watchdog = crate::systemd::Watchdog::from_env();
+    let mut results = Vec::with_capacity(batch.len());
+    for (fetched, inbound) in batch.iter().zip(parsed) {
+        watchdog.ping();
+        // One span per message: every line about it names mailbox and UID.
+        let span = info_span!("message", mailbox, uid = fetched.uid);
+        let outcome = async {
+            if !isolated {
+                return process_one(tx, room, uid_validity, fetched, inbound, now).await;
+            }
+            let mut sp = tx.begin().await?;
+            match process_one(&mut sp, room, uid_validity, fetched, inbound, now).await {
+                Ok(outcome) => {
+                    sp.commit().await?;
+                    Ok::<_, CaseworkError>(outcome)
+                }
+                Err(e) => {
+                    sp.rollback().await?;
+                    warn!(uid = fetched.uid, error = %crate::logging::Personal(&e), "Message could not be processed; stored raw and sent to review.");
+                    record_failed(tx, room, uid_validity, fetched, &e.to_string(), now).await?;
+                    Ok(Outcome::Failed)
+                }
+            }
+        }
+        .instrument(span)
+        .await?;
+        results.push((fetched.uid, outcome));
+    }
     Ok(results)
 }
 
@@ -329,6 +409,7 @@ async fn gather(
         body_missing: fetched.body_missing,
         size: fetched.size,
         max_attachment_bytes: room.config.agents.max_attachment_bytes,
+        refused_part: fetched.refused_part.clone(),
         sender_is_own: room.is_own_address(&sender),
         written_by_us: is_ours(room, inbound),
         sender_is_member,
@@ -478,6 +559,18 @@ async fn oversize(
             "the attachment {filename:?} is {}, over agents.max_attachment_bytes ({})",
             human_size(*bytes),
             human_size(*max)
+        ),
+        Refusal::AttachmentByStructure {
+            filename,
+            at_least,
+            max,
+            size,
+        } => format!(
+            "the attachment {:?} is at least {}, over agents.max_attachment_bytes ({}); the message ({}) was recorded from its headers without reading its body",
+            filename.as_deref().unwrap_or("(no name)"),
+            human_size(*at_least),
+            human_size(*max),
+            human_size(*size)
         ),
         Refusal::Message { size } => format!(
             "the message is {}, over imap.max_message_bytes",

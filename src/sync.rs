@@ -224,17 +224,26 @@ pub async fn drain(
             let (small, large): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = chunk
                 .iter()
                 .partition(|l| u64::from(l.size.unwrap_or(0)) <= max_bytes);
+            // Only a message larger than the attachment limit can carry an
+            // attachment over it: its structure says whether to read the body.
+            let refused = refused_parts(room, imap, &small).await?;
+            let small: Vec<&crate::imap::Listed> = small
+                .into_iter()
+                .filter(|l| !refused.contains_key(&l.uid))
+                .collect();
             // Suspects (a body withheld before) are not fetched with the
             // others: one unreadable message must not take the batch down.
             let (suspects, fresh): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = small
                 .into_iter()
                 .partition(|l| missing.is_suspect(uid_validity, l.uid));
             let fresh_uids: Vec<u32> = fresh.iter().map(|l| l.uid).collect();
+            let started = std::time::Instant::now();
             let mut bodies = fetch_bodies_tolerant(imap, &fresh_uids).await?;
+            let fetched_at = started.elapsed();
             let mut batch = Vec::with_capacity(chunk.len());
             let mut withheld = 0;
             for l in chunk {
-                if large.iter().any(|x| x.uid == l.uid) {
+                if large.iter().any(|x| x.uid == l.uid) || refused.contains_key(&l.uid) {
                     let raw = fetch_header_tolerant(imap, l.uid)
                         .await?
                         .unwrap_or_default();
@@ -245,6 +254,7 @@ pub async fn drain(
                         headers_only: true,
                         body_missing: false,
                         internal_date: l.internal_date,
+                        refused_part: refused.get(&l.uid).cloned(),
                     });
                 } else if let Some(raw) = bodies.remove(&l.uid) {
                     let size = raw.len() as u64;
@@ -255,6 +265,7 @@ pub async fn drain(
                         headers_only: false,
                         body_missing: false,
                         internal_date: l.internal_date,
+                        refused_part: None,
                     });
                 } else if fresh_uids.contains(&l.uid) {
                     // Listed, but no body came: tried alone next cycle.
@@ -270,12 +281,20 @@ pub async fn drain(
             }
             let results =
                 intake::process_batch(room, &mailbox, uid_validity, &batch, Utc::now()).await?;
+            let processed_at = started.elapsed();
             hold_cursor(room, &mailbox, uid_validity, missing).await?;
             taken += results.len();
             for (uid, outcome) in &results {
                 debug!(uid, ?outcome, "Message processed.");
             }
             file_pending(room, imap, uid_validity).await?;
+            debug!(
+                count = batch.len(),
+                fetch_ms = fetched_at.as_millis() as u64,
+                process_ms = (processed_at - fetched_at).as_millis() as u64,
+                file_ms = (started.elapsed() - processed_at).as_millis() as u64,
+                "Intake batch timing."
+            );
             for l in suspects {
                 if let Some(fetched) = fetch_suspect(imap, missing, uid_validity, l).await? {
                     intake::process_batch(room, &mailbox, uid_validity, &[fetched], Utc::now())
@@ -346,6 +365,7 @@ async fn fetch_suspect(
         headers_only: true,
         body_missing: true,
         internal_date: l.internal_date,
+        refused_part: None,
     };
     match missing.attempt(uid_validity, l.uid) {
         Suspect::TryBody => {
@@ -357,6 +377,7 @@ async fn fetch_suspect(
                 headers_only: false,
                 body_missing: false,
                 internal_date: l.internal_date,
+                refused_part: None,
             }))
         }
         Suspect::TryHeader => {
@@ -378,6 +399,46 @@ async fn fetch_suspect(
             Ok(Some(withheld(Vec::new())))
         }
     }
+}
+
+/// The messages of `listed` that carry an attachment over
+/// `agents.max_attachment_bytes`, by the server's BODYSTRUCTURE: they are
+/// refused by size anyway (SPEC §7), so only their headers are fetched. Asked
+/// only for messages larger than that limit; a server that refuses the
+/// question gets the bodies fetched as before.
+async fn refused_parts(
+    room: &Mailroom,
+    imap: &mut Imap,
+    listed: &[&crate::imap::Listed],
+) -> Result<BTreeMap<u32, intake::RefusedPart>, CycleError> {
+    let limit = room.config.agents.max_attachment_bytes;
+    let candidates: Vec<u32> = listed
+        .iter()
+        .filter(|l| u64::from(l.size.unwrap_or(0)) > limit)
+        .map(|l| l.uid)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let parts = match imap.largest_parts(&candidates).await {
+        Ok(parts) => parts,
+        Err(e) if e.is_refusal() => {
+            warn!(error = %crate::logging::Personal(&e), "The server refused to describe large messages; fetching them whole.");
+            return Ok(BTreeMap::new());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(parts
+        .into_iter()
+        .filter(|(_, p)| p.min_decoded > limit)
+        .map(|(uid, p)| {
+            let part = intake::RefusedPart {
+                filename: p.filename,
+                at_least: p.min_decoded,
+            };
+            (uid, part)
+        })
+        .collect())
 }
 
 /// The bodies of `uids`. When the server refuses the batch (NO or BAD: one

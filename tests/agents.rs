@@ -532,6 +532,12 @@ async fn attachment_over_the_limit_is_refused_by_size_and_kept_in_review() {
         .await;
     let text = mail::text_of(&notice[0]);
     assert!(text.contains("max_attachment_bytes"), "{text}");
+    // Judged by the server's BODYSTRUCTURE: the body was never fetched.
+    assert!(
+        text.contains("\"Declaration.pdf\" is at least")
+            && text.contains("without reading its body"),
+        "{text}"
+    );
     assert!(
         text.contains("reads like a Request to Delete"),
         "the team can still open it: {text}"

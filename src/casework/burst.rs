@@ -36,12 +36,7 @@ pub async fn flush(
     }
     let recent = store::cases::count_created_since(conn, now - Duration::minutes(1)).await?;
     let threshold = i64::from(room.team().burst_threshold);
-    let mut cases = Vec::with_capacity(pending.len());
-    for id in &pending {
-        if let Some(case) = store::cases::get(conn, id).await? {
-            cases.push(case);
-        }
-    }
+    let cases = store::cases::get_many(conn, &pending).await?;
     if recent <= threshold || cases.len() < 2 {
         for case in &cases {
             casework::send_notice(conn, room, case, Notice::NewCase, now).await?;
@@ -55,9 +50,8 @@ pub async fn flush(
         0 => base,
         n => format!("{base}-{}", n + 1),
     };
-    for case in &cases {
-        store::burst::add_to_summary(conn, &summary_id, &case.id).await?;
-    }
+    let ids: Vec<&CaseId> = cases.iter().map(|c| &c.id).collect();
+    store::burst::add_all_to_summary(conn, &summary_id, &ids).await?;
     let mut ctx = TemplateContext::from_config(&room.config);
     ctx.summary = Some(SummaryContext {
         id: summary_id.clone(),

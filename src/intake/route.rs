@@ -29,6 +29,9 @@ pub struct Facts {
     pub size: u64,
     /// `agents.max_attachment_bytes`.
     pub max_attachment_bytes: u64,
+    /// The server's BODYSTRUCTURE showed an attachment over that limit, so
+    /// only the headers were fetched (`headers_only` is set too).
+    pub refused_part: Option<super::RefusedPart>,
     /// Who wrote it (intake's `sender_of`): the From address, or the
     /// Reply-To of mail sent as the mailbox by someone else; "" when missing.
     pub sender: String,
@@ -128,6 +131,15 @@ pub enum Refusal {
         filename: String,
         bytes: u64,
         max: u64,
+    },
+    /// An attachment over `agents.max_attachment_bytes`, known from the
+    /// message's BODYSTRUCTURE: the body was never fetched. `at_least` is
+    /// the smallest size it can decode to; `size` the whole message's.
+    AttachmentByStructure {
+        filename: Option<String>,
+        at_least: u64,
+        max: u64,
+        size: u64,
     },
     /// The message is over `imap.max_message_bytes`.
     Message { size: u64 },
@@ -232,7 +244,15 @@ fn mail(inbound: &Inbound, facts: &Facts) -> Mail {
                 bytes: a.bytes.len() as u64,
                 max: facts.max_attachment_bytes,
             },
-            None => Refusal::Message { size: facts.size },
+            None => match &facts.refused_part {
+                Some(part) => Refusal::AttachmentByStructure {
+                    filename: part.filename.clone(),
+                    at_least: part.at_least,
+                    max: facts.max_attachment_bytes,
+                    size: facts.size,
+                },
+                None => Refusal::Message { size: facts.size },
+            },
         };
         return Mail::Oversize {
             case: facts.own_case(),

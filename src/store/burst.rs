@@ -45,8 +45,10 @@ pub async fn take_queued(conn: &mut SqliteConnection) -> Result<Vec<CaseId>> {
 /// suffix): two summaries flushed in the same millisecond get distinct IDs.
 pub async fn summaries_with_base(conn: &mut SqliteConnection, base: &str) -> Result<i64> {
     sqlx::query_scalar(
+        // A range on the primary key ('.' sorts right after '-'), not a
+        // function of the column: a search, never a scan of every summary.
         "SELECT COUNT(DISTINCT summary_id) FROM summary_cases
-         WHERE summary_id = ?1 OR substr(summary_id, 1, length(?1) + 1) = ?1 || '-'",
+         WHERE summary_id = ?1 OR (summary_id >= ?1 || '-' AND summary_id < ?1 || '.')",
     )
     .bind(base)
     .fetch_one(conn)
@@ -54,18 +56,26 @@ pub async fn summaries_with_base(conn: &mut SqliteConnection, base: &str) -> Res
     .op("burst.summaries_with_base")
 }
 
-/// Records that summary `summary_id` lists `case_id`.
-pub async fn add_to_summary(
+/// Records that summary `summary_id` lists every case of `case_ids`, in one
+/// statement.
+pub async fn add_all_to_summary(
     conn: &mut SqliteConnection,
     summary_id: &str,
-    case_id: &CaseId,
+    case_ids: &[&CaseId],
 ) -> Result<()> {
-    sqlx::query("INSERT OR IGNORE INTO summary_cases (summary_id, case_id) VALUES (?, ?)")
-        .bind(summary_id)
-        .bind(case_id)
-        .execute(conn)
-        .await
-        .op("burst.add_to_summary")?;
+    if case_ids.is_empty() {
+        return Ok(());
+    }
+    let ids = serde_json::to_string(case_ids).unwrap_or_else(|_| "[]".into());
+    sqlx::query(
+        "INSERT OR IGNORE INTO summary_cases (summary_id, case_id)
+         SELECT ?, value FROM json_each(?)",
+    )
+    .bind(summary_id)
+    .bind(ids)
+    .execute(conn)
+    .await
+    .op("burst.add_all_to_summary")?;
     Ok(())
 }
 
@@ -110,10 +120,10 @@ mod tests {
         let mut conn = store.conn().await.unwrap();
         open_case(&mut conn, "C-1", at(1)).await;
         open_case(&mut conn, "C-2", at(1)).await;
-        add_to_summary(&mut conn, "S1", &"C-1".into())
+        add_all_to_summary(&mut conn, "S1", &[&"C-1".into()])
             .await
             .unwrap();
-        add_to_summary(&mut conn, "S1", &"C-1".into())
+        add_all_to_summary(&mut conn, "S1", &[&"C-1".into()])
             .await
             .unwrap();
         assert!(summary_lists(&mut conn, "S1", &"C-1".into()).await.unwrap());
@@ -128,17 +138,17 @@ mod tests {
         open_case(&mut conn, "C-1", at(1)).await;
         open_case(&mut conn, "C-2", at(1)).await;
         assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 0);
-        add_to_summary(&mut conn, "S100", &"C-1".into())
+        add_all_to_summary(&mut conn, "S100", &[&"C-1".into()])
             .await
             .unwrap();
-        add_to_summary(&mut conn, "S100", &"C-2".into())
+        add_all_to_summary(&mut conn, "S100", &[&"C-2".into()])
             .await
             .unwrap();
-        add_to_summary(&mut conn, "S1000", &"C-1".into())
+        add_all_to_summary(&mut conn, "S1000", &[&"C-1".into()])
             .await
             .unwrap();
         assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 1);
-        add_to_summary(&mut conn, "S100-2", &"C-2".into())
+        add_all_to_summary(&mut conn, "S100-2", &[&"C-2".into()])
             .await
             .unwrap();
         assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 2);

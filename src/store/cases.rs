@@ -129,19 +129,20 @@ pub async fn insert(
     Ok(())
 }
 
-/// Writes every engine-owned field of the case back.
+/// Writes every engine-owned field of the case back. The ID is the key, never
+/// written: setting `id`, even to itself, makes SQLite check every table that
+/// references cases for rows of the old key (issue 13: with 100,000 cases an
+/// update read the whole outbox).
 pub async fn update(conn: &mut SqliteConnection, case: &Case, now: DateTime<Utc>) -> Result<()> {
-    let sql =
-        "UPDATE cases SET id = ?, kind = ?, state = ?, requester = ?, agent = ?, consumer = ?,
-        consumer_name = ?, received_at = ?, acknowledged_at = ?, ack_due_at = ?, due_at = ?,
-        extended = ?, verified_at = ?, closed_at = ?, verification_code = ?, reminder_sent_at = ?,
-        authorization_ok = ?, resolution = ?, denial_reason = ?, closed_reply_sent = ?,
-        due_soon_notified = ?, overdue_notified = ?, ack_held_until = ?,
-        reminder_held_until = ?, updated_at = ?
-        WHERE id = ?";
+    let sql = "UPDATE cases SET kind = ?2, state = ?3, requester = ?4, agent = ?5, consumer = ?6,
+        consumer_name = ?7, received_at = ?8, acknowledged_at = ?9, ack_due_at = ?10, due_at = ?11,
+        extended = ?12, verified_at = ?13, closed_at = ?14, verification_code = ?15,
+        reminder_sent_at = ?16, authorization_ok = ?17, resolution = ?18, denial_reason = ?19,
+        closed_reply_sent = ?20, due_soon_notified = ?21, overdue_notified = ?22,
+        ack_held_until = ?23, reminder_held_until = ?24, updated_at = ?25
+        WHERE id = ?1";
     bind_case(sqlx::query(sql), case)
         .bind(now)
-        .bind(&case.id)
         .execute(conn)
         .await
         .op("cases.update")?;
@@ -186,6 +187,24 @@ pub async fn get(conn: &mut SqliteConnection, id: &CaseId) -> Result<Option<Case
         .await
         .op("cases.get")?;
     row.map(CaseRow::into_case).transpose()
+}
+
+/// The cases of `ids` that exist, in ID order: one statement for a whole
+/// intake batch (the burst check) instead of one per case.
+pub async fn get_many(conn: &mut SqliteConnection, ids: &[CaseId]) -> Result<Vec<Case>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let sql = format!(
+        "SELECT {COLUMNS} FROM cases WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"
+    );
+    let rows: Vec<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .op("cases.get_many")?;
+    rows.into_iter().map(CaseRow::into_case).collect()
 }
 
 pub async fn thread(conn: &mut SqliteConnection, id: &CaseId) -> Result<CaseThread> {
@@ -312,6 +331,23 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn many_cases_in_one_read() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        open_case(&mut conn, "C-2", at(1)).await;
+        open_case(&mut conn, "C-1", at(1)).await;
+        let ids: [CaseId; 3] = ["C-2".into(), "C-9".into(), "C-1".into()];
+        let got: Vec<String> = get_many(&mut conn, &ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id.to_string())
+            .collect();
+        assert_eq!(got, ["C-1", "C-2"], "existing cases, in ID order");
+        assert!(get_many(&mut conn, &[]).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -302,18 +302,34 @@ pub async fn last_applied_inbound_id(
     conn: &mut SqliteConnection,
     case_id: &CaseId,
 ) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT m.message_id FROM messages m JOIN cases c ON c.id = m.case_id
-         WHERE m.case_id = ? AND m.direction = 'in' AND m.message_id IS NOT NULL
-           AND (m.disposition = ? OR m.message_id = c.thread_root)
-         ORDER BY m.id DESC LIMIT 1",
+    Ok(reply_thread(conn, case_id).await?.last_applied)
+}
+
+/// What a consumer-facing reply threads to: the case's request Message-ID and
+/// [`last_applied_inbound_id`], read in one statement (one round trip to the
+/// SQLite worker per reply instead of two; issue 13).
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReplyThread {
+    pub thread_root: Option<String>,
+    pub last_applied: Option<String>,
+}
+
+/// The [`ReplyThread`] of a case (empty when there is no such case).
+pub async fn reply_thread(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<ReplyThread> {
+    Ok(sqlx::query_as(
+        "SELECT c.thread_root,
+           (SELECT m.message_id FROM messages m
+             WHERE m.case_id = c.id AND m.direction = 'in' AND m.message_id IS NOT NULL
+               AND (m.disposition = ?2 OR m.message_id = c.thread_root)
+             ORDER BY m.id DESC LIMIT 1) AS last_applied
+         FROM cases c WHERE c.id = ?1",
     )
     .bind(case_id)
     .bind(Disposition::Case.as_str())
     .fetch_optional(conn)
     .await
-    .op("messages.last_applied_inbound_id")?
-    .flatten())
+    .op("messages.reply_thread")?
+    .unwrap_or_default())
 }
 
 /// Our own newest consumer-facing Message-ID on a case: what a reply
@@ -434,6 +450,13 @@ mod tests {
                 .unwrap()
                 .as_deref(),
             Some("<reply-1@x>")
+        );
+        let thread = reply_thread(&mut conn, &"C-1".into()).await.unwrap();
+        assert_eq!(thread.last_applied.as_deref(), Some("<reply-1@x>"));
+        assert_eq!(
+            reply_thread(&mut conn, &"C-9".into()).await.unwrap(),
+            ReplyThread::default(),
+            "no such case"
         );
     }
 }

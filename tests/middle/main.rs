@@ -145,3 +145,99 @@ fn assert_covers_the_middle(results: &[(PathBuf, script::Script, Vec<Vec<String>
         );
     }
 }
+
+/// Intake writes a batch without a savepoint per message; when one message
+/// fails, the batch is written again message by message, so the failure
+/// stays isolated: that message is stored raw and goes to review, the others
+/// open their cases and are answered as if nothing happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_message_is_isolated_from_its_batch() {
+    let mut room = room::TestRoom::open(&[]).await;
+    let request = |who: &str| {
+        room::Mail {
+        raw: format!(
+            "From: {who} <{who}@consumer.example>\r\nTo: privacy@example.com\r\n\
+             Subject: California Request to Know\r\nMessage-ID: <{who}@client.example>\r\n\
+             Date: Mon, 02 Mar 2026 09:00:00 -0800\r\n\r\nPlease tell me what you hold about me.\r\n"
+        )
+        .into_bytes(),
+        size: None,
+        headers_only: false,
+    }
+    };
+    {
+        // A fault only this test can cause: opening Bob's case fails.
+        let mut conn = room.room.store.conn().await.expect("a connection");
+        sqlx::query(
+            "CREATE TRIGGER test_fail BEFORE INSERT ON cases
+             WHEN NEW.requester = 'bob@consumer.example'
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        )
+        .execute(&mut *conn)
+        .await
+        .expect("create the trigger");
+    }
+    let outcomes = room
+        .deliver(&[request("ann"), request("bob"), request("cara")])
+        .await;
+    let kinds: Vec<String> = outcomes
+        .iter()
+        .map(|(_, o)| match o {
+            privacy_mailroom::intake::Outcome::Opened { case_id, .. } => {
+                format!("opened {case_id}")
+            }
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["opened CCPA-2026-00001", "Failed", "opened CCPA-2026-00002"],
+        "the failure takes neither its neighbours nor a case number"
+    );
+    let requesters: Vec<String> = room
+        .cases()
+        .await
+        .into_iter()
+        .map(|c| c.requester)
+        .collect();
+    assert_eq!(
+        requesters,
+        ["ann@consumer.example", "cara@consumer.example"]
+    );
+    let inbound = room.inbound_since(0).await;
+    let dispositions: Vec<(&str, Option<&str>)> = inbound
+        .iter()
+        .map(|m| (m.disposition.as_str(), m.target_mailbox.as_deref()))
+        .collect();
+    assert_eq!(
+        dispositions,
+        [
+            ("case", Some("Processed")),
+            ("failed", Some("Review")),
+            ("case", Some("Processed"))
+        ],
+        "every original is recorded and filed"
+    );
+    let acks: Vec<String> = room
+        .outbox_since(0)
+        .await
+        .into_iter()
+        .filter(|o| o.template == "acknowledgement")
+        .map(|o| o.recipients)
+        .collect();
+    assert_eq!(
+        acks,
+        [
+            r#"["ann@consumer.example"]"#,
+            r#"["cara@consumer.example"]"#
+        ],
+        "answered once each, not twice for the batch written again"
+    );
+    assert!(
+        room.events_since(0)
+            .await
+            .iter()
+            .any(|e| e.action == "processing_failed" && e.detail.contains("injected failure")),
+        "the failure is in the log of events"
+    );
+}

@@ -130,6 +130,7 @@ impl TestRoom {
                     headers_only: m.headers_only,
                     body_missing: false,
                     internal_date: Some(self.now),
+                    refused_part: None,
                 }
             })
             .collect();

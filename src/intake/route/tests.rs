@@ -160,6 +160,29 @@ fn table() -> Vec<Row> {
             party: Party::Consumer,
         },
         Row {
+            name: "an attachment over the limit, known from BODYSTRUCTURE: headers only",
+            raw: REQUEST,
+            setup: |_, f| {
+                f.headers_only = true;
+                f.size = 43_000_000;
+                f.max_attachment_bytes = 26_214_400;
+                f.refused_part = Some(crate::intake::RefusedPart {
+                    filename: Some("scan.pdf".into()),
+                    at_least: 30_000_000,
+                });
+            },
+            mail: Mail::Oversize {
+                case: None,
+                refusal: Refusal::AttachmentByStructure {
+                    filename: Some("scan.pdf".into()),
+                    at_least: 30_000_000,
+                    max: 26_214_400,
+                    size: 43_000_000,
+                },
+            },
+            party: Party::Consumer,
+        },
+        Row {
             name: "too big, in the thread of a case it may touch",
             raw: TAGGED,
             setup: |_, f| {

@@ -117,6 +117,10 @@ pub struct SmtpConfig {
     pub from: String,
     #[serde(default = "d_per_conn")]
     pub max_messages_per_connection: u32,
+    /// How many SMTP connections deliver at once during a burst (each still
+    /// bounded by `max_messages_per_connection`).
+    #[serde(default = "d_connections")]
+    pub connections: u32,
     /// `"password"` (default) or `"oauth2"`; the SASL user is `smtp.username`,
     /// else `imap.username`.
     #[serde(default)]
@@ -335,6 +339,9 @@ fn d_max_message() -> u64 {
 }
 fn d_per_conn() -> u32 {
     50
+}
+fn d_connections() -> u32 {
+    4
 }
 fn d_digest() -> String {
     "09:00".into()
@@ -618,6 +625,13 @@ impl Config {
                 "smtp.max_messages_per_connection",
                 "must be at least 1",
                 "e.g. 50",
+            ));
+        }
+        if self.smtp.connections == 0 {
+            return Err(invalid(
+                "smtp.connections",
+                "must be at least 1",
+                "e.g. 4 (1 sends one mail at a time)",
             ));
         }
         crate::address::parse_mailbox(&self.smtp.from).ok_or_else(|| {
@@ -939,6 +953,24 @@ name = "Example Inc."
             "[team]\nrequire_dkim = true\ntrusted_authserv_ids = [\"mx.example.com\"]",
         );
         assert!(Config::parse(&named).is_ok());
+    }
+
+    #[test]
+    fn smtp_connections_are_at_least_one() {
+        let parsed = Config::parse(MINIMAL).expect("minimal config");
+        assert_eq!(parsed.smtp.connections, 4);
+        let zero = MINIMAL.replace("[smtp]", "[smtp]\nconnections = 0");
+        let err = Config::parse(&zero).unwrap_err().to_string();
+        assert!(err.contains("smtp.connections"), "{err}");
+        assert!(err.contains("fix:"), "{err}");
+        let one = MINIMAL.replace("[smtp]", "[smtp]\nconnections = 1");
+        assert_eq!(
+            Config::parse(&one)
+                .expect("one connection")
+                .smtp
+                .connections,
+            1
+        );
     }
 
     #[test]

@@ -678,6 +678,7 @@ mod tests {
             secret: Secret::default(),
             from: "Privacy <privacy@example.com>".into(),
             max_messages_per_connection: 0,
+            connections: 1,
             auth: crate::config::AuthMethod::Password,
             sent_copy: crate::config::SentCopy::Append,
         }

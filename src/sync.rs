@@ -604,27 +604,37 @@ pub async fn file_pending(
     Ok(())
 }
 
-/// `smtp.sent_copy`: whether the server already keeps a copy of this message
-/// in the Sent folder (Gmail and Exchange Online save mail sent through their
-/// SMTP), so that the team does not see every reply twice. `"server"`: always;
-/// `"append"`: never; `"auto"`: when its Message-ID is found there.
-async fn server_kept_copy(
+/// `smtp.sent_copy`: which of `rows` the server already keeps a copy of in
+/// the Sent folder (Gmail and Exchange Online save mail sent through their
+/// SMTP), so that the team does not see every reply twice. `"server"`: all;
+/// `"append"`: none; `"auto"`: those whose Message-ID is found there, asked
+/// for the whole batch at once ([`crate::imap::Imap::message_ids_present`]).
+async fn server_kept_copies(
     room: &Mailroom,
     imap: &mut Imap,
-    raw: &[u8],
-) -> Result<bool, CycleError> {
+    rows: &[(i64, Vec<u8>)],
+) -> Result<std::collections::HashSet<i64>, CycleError> {
     match room.config.smtp.sent_copy {
-        crate::config::SentCopy::Server => Ok(true),
-        crate::config::SentCopy::Append => Ok(false),
+        crate::config::SentCopy::Server => Ok(rows.iter().map(|(id, _)| *id).collect()),
+        crate::config::SentCopy::Append => Ok(std::collections::HashSet::new()),
         crate::config::SentCopy::Auto => {
-            let Some(id) = mail_parser::MessageParser::default()
-                .parse_headers(raw)
-                .and_then(|m| m.message_id().map(str::to_string))
-            else {
-                return Ok(false);
-            };
+            let ids: Vec<(i64, String)> = rows
+                .iter()
+                .filter_map(|(id, raw)| {
+                    mail_parser::MessageParser::default()
+                        .parse_headers(raw)
+                        .and_then(|m| m.message_id().map(str::to_string))
+                        .map(|message_id| (*id, message_id))
+                })
+                .collect();
+            let wanted: Vec<String> = ids.iter().map(|(_, m)| m.clone()).collect();
             let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
-            Ok(imap.has_message_id(&sent, &id).await?)
+            let present = imap.message_ids_present(&sent, &wanted).await?;
+            Ok(ids
+                .into_iter()
+                .filter(|(_, m)| present.contains(m))
+                .map(|(id, _)| id)
+                .collect())
         }
     }
 }
@@ -646,13 +656,17 @@ pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, Cycl
         if rows.is_empty() {
             break;
         }
+        let kept = server_kept_copies(room, imap, &rows).await?;
+        if !kept.is_empty() {
+            let ids: Vec<i64> = kept.iter().copied().collect();
+            let mut conn = room.store.conn().await?;
+            store::outbox::mark_appended_all(&mut conn, &ids, Utc::now()).await?;
+        }
+        let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
         for (id, raw) in rows {
-            if server_kept_copy(room, imap, &raw).await? {
-                let mut conn = room.store.conn().await?;
-                store::outbox::mark_appended(&mut conn, id, Utc::now()).await?;
+            if kept.contains(&id) {
                 continue;
             }
-            let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
             let result = imap.append(&sent, &raw, &["\\Seen"]).await;
             let mut conn = room.store.conn().await?;
             match result {

@@ -246,6 +246,28 @@ pub async fn mark_appended(conn: &mut SqliteConnection, id: i64, now: DateTime<U
     Ok(())
 }
 
+/// [`mark_appended`] for several rows in one statement (copies the server
+/// already kept: `smtp.sent_copy`).
+pub async fn mark_appended_all(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("UPDATE outbox SET appended_at = ? WHERE id IN ({marks})");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        query
+            .execute(&mut *conn)
+            .await
+            .op("outbox.mark_appended_all")?;
+    }
+    Ok(())
+}
+
 /// Records a refused Sent-folder copy.
 pub async fn append_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> Result<()> {
     sqlx::query(

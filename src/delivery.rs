@@ -142,6 +142,9 @@ struct Round<'a> {
     halted: AtomicBool,
     /// The round's turn at the database (see the module docs).
     db: tokio::sync::Mutex<()>,
+    /// Deliveries the server accepted, waiting for the next commit
+    /// (see [`record_sent`]).
+    accepted: Mutex<Vec<(i64, Option<String>)>>,
 }
 
 impl Round<'_> {
@@ -165,6 +168,12 @@ impl Round<'_> {
     /// pooled connection or a transaction, and never across an SMTP exchange.
     async fn db_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.db.lock().await
+    }
+
+    fn lock_accepted(&self) -> std::sync::MutexGuard<'_, Vec<(i64, Option<String>)>> {
+        self.accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn go_on(&self) -> bool {
@@ -201,6 +210,7 @@ pub async fn deliver_due(
         done: Mutex::new(Delivered::default()),
         halted: AtomicBool::new(false),
         db: tokio::sync::Mutex::new(()),
+        accepted: Mutex::new(Vec::new()),
     };
     let result = deliver_rounds(&round).await;
     let done = *round
@@ -417,27 +427,35 @@ async fn deliver_each(round: &Round<'_>, row: &store::OutboxRow) -> Result<Verdi
     })
 }
 
-/// Records a delivery (the whole mail, or one recipient) in its own short
-/// transaction. If the database stays locked even so, the delivery is kept
-/// in the sender's state and recorded next round: the mail is not sent again.
+/// Records a delivery (the whole mail, or one recipient) right after the
+/// server accepted it, before this group sends anything else. Deliveries
+/// that finish while another group's record is being written wait for the
+/// database turn together and go into one short transaction (group commit):
+/// whoever gets the turn writes all that are waiting. If the database stays
+/// locked even so, they are kept in the sender's state and recorded next
+/// round: the mail is not sent again.
 async fn record_sent(round: &Round<'_>, id: i64, recipient: Option<String>) {
+    round.lock_accepted().push((id, recipient));
+    let _turn = round.db_turn().await;
+    let batch = std::mem::take(&mut *round.lock_accepted());
+    if batch.is_empty() {
+        // Written by the group that had the turn before.
+        return;
+    }
     let result = async {
-        let _turn = round.db_turn().await;
         let mut conn = round.room.store.conn().await?;
-        match &recipient {
-            Some(r) => store::outbox::record_recipient_sent(&mut conn, id, r, Utc::now()).await,
-            None => store::outbox::record_sent(&mut conn, id, Utc::now()).await,
-        }
+        store::outbox::record_all_sent(&mut conn, &batch, Utc::now()).await
     }
     .await;
-    let key = (id, recipient);
     match result {
-        Ok(()) => {
-            round.state(|s| s.unrecorded.remove(&key));
-        }
+        Ok(()) => round.state(|s| {
+            for key in &batch {
+                s.unrecorded.remove(key);
+            }
+        }),
         Err(e) => {
-            warn!(outbox = id, error = %e, "Mail delivered but not yet recorded; recording it next round without sending it again.");
-            round.state(|s| s.unrecorded.insert(key));
+            warn!(deliveries = batch.len(), error = %e, "Mail delivered but not yet recorded; recording it next round without sending it again.");
+            round.state(|s| s.unrecorded.extend(batch));
         }
     }
 }

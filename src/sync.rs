@@ -640,8 +640,18 @@ async fn server_kept_copies(
 }
 
 /// Copies sent mail to the Sent folder, so the shared mailbox shows the whole
-/// conversation. A copy that fails is tried again next time.
-pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
+/// conversation. A copy that fails is tried again next time. Stops between
+/// messages once `stop` is cancelled.
+///
+/// Copies are recorded every [`MARK_EVERY`] APPENDs (and before an error is
+/// returned) rather than one sync per copy: a crash in between can append up
+/// to that many copies a second time with `sent_copy = "append"`; with
+/// `"auto"` the next run finds them in the folder.
+pub async fn append_sent(
+    room: &Mailroom,
+    imap: &mut Imap,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<usize, CycleError> {
     let mut count = 0;
     let mut tried = std::collections::HashSet::new();
     loop {
@@ -663,26 +673,40 @@ pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, Cycl
             store::outbox::mark_appended_all(&mut conn, &ids, Utc::now()).await?;
         }
         let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
+        let mut appended: Vec<i64> = Vec::new();
         for (id, raw) in rows {
             if kept.contains(&id) {
                 continue;
             }
+            if stop.is_cancelled() {
+                break;
+            }
             let result = imap.append(&sent, &raw, &["\\Seen"]).await;
-            let mut conn = room.store.conn().await?;
             match result {
                 Ok(()) => {
-                    store::outbox::mark_appended(&mut conn, id, Utc::now()).await?;
+                    appended.push(id);
                     count += 1;
+                    if appended.len() >= MARK_EVERY {
+                        mark_copied(room, &mut appended).await?;
+                    }
                 }
                 // The server refused this one (quota, size): note it, go on.
                 Err(e) if e.is_refusal() => {
                     let error = e.to_string();
                     warn!(outbox = id, error = %crate::logging::Personal(&error), "Sent-folder copy refused.");
+                    let mut conn = room.store.conn().await?;
                     store::outbox::append_failed(&mut conn, id, &error).await?;
                 }
                 // The connection is gone: the rest waits for the next session.
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    mark_copied(room, &mut appended).await?;
+                    return Err(e.into());
+                }
             }
+        }
+        mark_copied(room, &mut appended).await?;
+        if stop.is_cancelled() {
+            break;
         }
     }
     if count > 0 {
@@ -691,14 +715,39 @@ pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, Cycl
     Ok(count)
 }
 
+/// How many Sent-folder copies are recorded in one statement.
+const MARK_EVERY: usize = 25;
+
+/// Records `ids` as copied to Sent (one statement) and empties it.
+async fn mark_copied(room: &Mailroom, ids: &mut Vec<i64>) -> Result<(), CycleError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut conn = room.store.conn().await?;
+    store::outbox::mark_appended_all(&mut conn, ids, Utc::now()).await?;
+    ids.clear();
+    Ok(())
+}
+
 /// Copies sent mail to the Sent folder over a connection of its own (the
-/// outbox sender's, so the inbox session is never interrupted).
-pub async fn copy_to_sent(room: &Mailroom) -> Result<(), CycleError> {
+/// Sent-folder copier's, so the inbox session is never interrupted). Does
+/// not log in when there is nothing to copy.
+pub async fn copy_to_sent(
+    room: &Mailroom,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<(), CycleError> {
+    let waiting = {
+        let mut conn = room.store.conn().await?;
+        store::outbox::unappended(&mut conn, 1).await?
+    };
+    if waiting.is_empty() {
+        return Ok(());
+    }
     let cfg = &room.config.imap;
     let mut imap = login_imap(room).await?;
     let sent = imap.resolve_sent(&cfg.sent_mailbox).await?;
     imap.ensure_mailboxes(&[&sent]).await?;
-    append_sent(room, &mut imap).await?;
+    append_sent(room, &mut imap, stop).await?;
     logout(imap).await;
     Ok(())
 }

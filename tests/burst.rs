@@ -166,7 +166,7 @@ async fn sent_copy_auto_appends_only_the_copies_the_sent_folder_lacks() {
     }
     assert_eq!(servers.count(&mailbox, "Sent").await, 24);
 
-    privacy_mailroom::sync::copy_to_sent(&room)
+    privacy_mailroom::sync::copy_to_sent(&room, &tokio_util::sync::CancellationToken::new())
         .await
         .expect("copy to Sent");
 

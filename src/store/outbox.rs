@@ -236,18 +236,8 @@ pub async fn unappended(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<(
     .op("outbox.unappended")
 }
 
-pub async fn mark_appended(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
-    sqlx::query("UPDATE outbox SET appended_at = ? WHERE id = ?")
-        .bind(now)
-        .bind(id)
-        .execute(conn)
-        .await
-        .op("outbox.mark_appended")?;
-    Ok(())
-}
-
-/// [`mark_appended`] for several rows in one statement (copies the server
-/// already kept: `smtp.sent_copy`).
+/// Records Sent-folder copies, several rows in one statement (copies made,
+/// or kept by the server: `smtp.sent_copy`).
 pub async fn mark_appended_all(
     conn: &mut SqliteConnection,
     ids: &[i64],

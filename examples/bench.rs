@@ -46,7 +46,11 @@
 //! - `BENCH_SMTP_CONNECTIONS`: `smtp.connections` in the config, and the raw
 //!   SMTP clients' connections (default: the key is not written and the
 //!   daemon's default, 4, applies; the raw clients use 4)
-//! - `BENCH_LAND_CONNECTIONS`: IMAP sessions landing the burst (default 4)
+//! - `BENCH_LANDING` (daemon mode): `move` (default: the burst is APPENDed
+//!   to a staging folder before the daemon starts, then lands in the inbox
+//!   with one `UID MOVE`, all at once) or `append` (APPENDed to the inbox
+//!   while the daemon runs, over `BENCH_LAND_CONNECTIONS` sessions)
+//! - `BENCH_LAND_CONNECTIONS`: IMAP sessions APPENDing the burst (default 4)
 //! - `BENCH_LATENCY_SAMPLES`: single requests for the latency (default 20; daemon mode)
 //! - `BENCH_TIMEOUT_SECS`: give up on the run after this long (default 1800)
 //! - `BENCH_KEEP_DB=1`: copy the database to `BENCH_OUT` for a closer look
@@ -90,6 +94,7 @@ struct Settings {
     big_attachment_mb: usize,
     smtp_connections: usize,
     land_connections: usize,
+    landing: Landing,
     latency_samples: usize,
     timeout: Duration,
 }
@@ -98,6 +103,15 @@ struct Settings {
 enum Mode {
     Once,
     Daemon,
+}
+
+/// How the daemon-mode burst reaches the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Landing {
+    /// One `UID MOVE` from a staging folder: the whole burst at once.
+    Move,
+    /// APPENDs over several sessions while the daemon runs.
+    Append,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +151,11 @@ impl Settings {
             Ok("daemon") => Mode::Daemon,
             Ok(other) => return Err(format!("BENCH_MODE={other:?}: use once or daemon")),
         };
+        let landing = match std::env::var("BENCH_LANDING").as_deref() {
+            Err(_) | Ok("") | Ok("move") => Landing::Move,
+            Ok("append") => Landing::Append,
+            Ok(other) => return Err(format!("BENCH_LANDING={other:?}: use move or append")),
+        };
         if mode == Mode::Daemon && profile != Profile::Time {
             return Err("BENCH_PROFILE applies to BENCH_MODE=once only".into());
         }
@@ -155,6 +174,7 @@ impl Settings {
             big_attachment_mb: number("BENCH_BIG_ATTACHMENT_MB", 0)?,
             smtp_connections: number("BENCH_SMTP_CONNECTIONS", 4)?.max(1),
             land_connections: number("BENCH_LAND_CONNECTIONS", 4)?.max(1),
+            landing,
             latency_samples: number("BENCH_LATENCY_SAMPLES", 20)?,
             timeout: Duration::from_secs(number("BENCH_TIMEOUT_SECS", 1800)? as u64),
         })
@@ -849,6 +869,23 @@ async fn daemon_burst(mut b: Bench<'_>, raw_imap: &RawImap) {
     let settings = b.settings;
     let servers = b.servers;
     let db_path = b.config.database_path();
+    if settings.landing == Landing::Move {
+        eprintln!("APPENDing the burst to a staging folder (not watched by the daemon)...");
+        let mut session = servers.imap_session(&b.mailbox).await;
+        session
+            .create(STAGING)
+            .await
+            .unwrap_or_else(|e| fail(&format!("CREATE {STAGING}: {e}")));
+        let _ = session.logout().await;
+        land(
+            servers,
+            &b.mailbox,
+            STAGING,
+            &b.burst,
+            settings.land_connections,
+        )
+        .await;
+    }
 
     eprintln!(
         "Starting {} run and waiting for READY=1...",
@@ -879,17 +916,21 @@ async fn daemon_burst(mut b: Bench<'_>, raw_imap: &RawImap) {
         .unwrap_or_else(|e| fail(&e));
 
     eprintln!(
-        "Landing {} requests over {} IMAP sessions (APPEND) while the daemon runs...",
-        settings.messages, settings.land_connections
+        "Landing {} requests in the inbox ({}) while the daemon runs...",
+        settings.messages,
+        landing_label(settings)
     );
     let first_arrival = Utc::now();
     let t0 = Instant::now();
-    let landing = tokio::spawn(land_owned(
-        servers,
-        b.mailbox.clone(),
-        Arc::new(std::mem::take(&mut b.burst)),
-        settings.land_connections,
-    ));
+    let landing = match settings.landing {
+        Landing::Move => tokio::spawn(land_by_move(servers, b.mailbox.clone())),
+        Landing::Append => tokio::spawn(land_owned(
+            servers,
+            b.mailbox.clone(),
+            Arc::new(std::mem::take(&mut b.burst)),
+            settings.land_connections,
+        )),
+    };
     let n = settings.messages;
     let deadline = t0 + settings.timeout;
     let mut status_session = servers.imap_session(&b.mailbox).await;
@@ -1149,11 +1190,39 @@ impl RssSampler {
     }
 }
 
-/// APPENDs `messages` to `user`'s INBOX over `connections` sessions at once
-/// (message k over session k mod connections); returns how long it took.
+/// The folder the burst waits in before it lands (`BENCH_LANDING=move`).
+const STAGING: &str = "Bench-Staging";
+
+fn landing_label(settings: &Settings) -> String {
+    match settings.landing {
+        Landing::Move => format!("one UID MOVE from {STAGING}"),
+        Landing::Append => format!("APPEND over {} sessions", settings.land_connections),
+    }
+}
+
+/// Moves everything in the staging folder to the inbox with one `UID MOVE`.
+async fn land_by_move(servers: &'static MailServers, user: String) -> Duration {
+    let started = Instant::now();
+    let mut session = servers.imap_session(&user).await;
+    session
+        .select(STAGING)
+        .await
+        .unwrap_or_else(|e| fail(&format!("SELECT {STAGING}: {e}")));
+    session
+        .uid_mv("1:*", "INBOX")
+        .await
+        .unwrap_or_else(|e| fail(&format!("UID MOVE to INBOX: {e}")));
+    let took = started.elapsed();
+    let _ = session.logout().await;
+    took
+}
+
+/// APPENDs `messages` to `user`'s `folder` over `connections` sessions at
+/// once (message k over session k mod connections); returns how long it took.
 async fn land(
     servers: &MailServers,
     user: &str,
+    folder: &str,
     messages: &[Vec<u8>],
     connections: usize,
 ) -> Duration {
@@ -1162,9 +1231,9 @@ async fn land(
         let mut session = servers.imap_session(user).await;
         for (n, raw) in messages.iter().enumerate().skip(lane).step_by(connections) {
             session
-                .append("INBOX", None, None, raw)
+                .append(folder, None, None, raw)
                 .await
-                .unwrap_or_else(|e| panic!("APPEND of message {} to {user}/INBOX: {e}", n + 1));
+                .unwrap_or_else(|e| panic!("APPEND of message {} to {user}/{folder}: {e}", n + 1));
         }
         let _ = session.logout().await;
     });
@@ -1178,7 +1247,7 @@ async fn land_owned(
     messages: Arc<Vec<Vec<u8>>>,
     connections: usize,
 ) -> Duration {
-    land(servers, &user, &messages, connections).await
+    land(servers, &user, "INBOX", &messages, connections).await
 }
 
 /// The daemon-mode figures.
@@ -1236,7 +1305,7 @@ fn daemon_report(b: &Bench<'_>, f: &DaemonFigures, db: &Db, sent_folder: usize) 
     let _ = writeln!(
         out,
         "{:<44} {}{}",
-        format!("  landing (APPEND over {} sessions)", s.land_connections),
+        format!("  landing ({})", landing_label(s)),
         secs_rate(f.landed, n),
         if f.landed.as_secs_f64() > 0.9 * f.drained.as_secs_f64() {
             "  (intake kept pace with the arrivals)"
@@ -1338,7 +1407,7 @@ impl RawImap {
 /// intake batch, one session, as the daemon's mailbox task does.
 async fn raw_imap(servers: &MailServers, burst: &[Vec<u8>], connections: usize) -> RawImap {
     let user = servers.unique_user("raw");
-    let append = land(servers, &user, burst, connections).await;
+    let append = land(servers, &user, "INBOX", burst, connections).await;
     let mut session = servers.imap_session(&user).await;
     session
         .create("Processed")

@@ -196,6 +196,15 @@ async fn check_oauth(r: &mut Report, config: &Config) -> Option<OAuthCheck> {
             r.ok("oauth2 certificate", format!("valid until {date}"));
         }
     }
+    if let Some((day, soon)) = provider.client_secret_expiry() {
+        if soon {
+            r.fail("oauth2 client secret", format!(
+                "the client secret expires on {day} (oauth2.client_secret_expires), within {} days; fix: create a new client secret in the app registration (Certificates & secrets), put its value in the secret file and set client_secret_expires to its expiry",
+                crate::oauth::CREDENTIAL_WARNING_DAYS));
+        } else {
+            r.ok("oauth2 client secret", format!("valid until {day}"));
+        }
+    }
     match provider.token().await {
         Ok(token) => {
             let expiry = match token.expires {

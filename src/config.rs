@@ -98,7 +98,22 @@ pub struct ImapConfig {
     /// `"password"` (default) or `"oauth2"` (token from `[oauth2]`).
     #[serde(default)]
     pub auth: AuthMethod,
+    /// The most connections the daemon holds to this mailbox's servers at
+    /// once, IMAP and SMTP together: providers cap them per mailbox
+    /// (Exchange Online, Gmail) and throttle clients that open more. See
+    /// [`Config::smtp_connection_cap`].
+    #[serde(default = "d_max_connections")]
+    pub max_connections: u32,
 }
+
+/// IMAP connections the daemon holds at most: the mailbox session and the
+/// outbox sender's Sent-folder copy.
+pub const IMAP_CONNECTIONS: u32 = 2;
+
+/// Exchange Online accepts at most three concurrent SMTP submissions from
+/// one mailbox and answers a fourth `432 4.3.2 STOREDRV.ClientSubmit; sender
+/// thread limit exceeded`.
+pub const EXCHANGE_SMTP_CONNECTIONS: u32 = 3;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -337,6 +352,9 @@ fn d_backlog() -> u32 {
 fn d_max_message() -> u64 {
     52_428_800
 }
+fn d_max_connections() -> u32 {
+    6
+}
 fn d_per_conn() -> u32 {
     50
 }
@@ -547,6 +565,10 @@ impl Config {
             config.rules = crate::classify::default_rules();
         }
         config.validate()?;
+        config.smtp.sent_copy = config.resolved_sent_copy();
+        // The sender opens no more SMTP connections than the mailbox's
+        // provider allows beside the IMAP ones (`imap.max_connections`).
+        config.smtp.connections = config.smtp_connection_cap(config.smtp.connections);
         config.deadlines = Some(config.build_policy()?);
         // Members are compared as bare, lower-cased addresses: "Alice
         // <Alice@Example.com>" in the file must still let Alice act.
@@ -557,6 +579,44 @@ impl Config {
             .filter_map(|m| crate::address::parse_mailbox(m).map(|a| a.addr))
             .collect();
         Ok(config)
+    }
+
+    /// `smtp.sent_copy` as the daemon applies it: `"auto"` with SMTP through
+    /// Google's or Microsoft's servers (`smtp.auth = "oauth2"`, provider
+    /// `"google"` or `"microsoft"`) is `"server"`: Gmail and Exchange Online
+    /// always save mail sent through their SMTP in Sent, Exchange a moment
+    /// after accepting it, which a search right after sending can miss. No
+    /// search, and never an APPEND beside the server's copy.
+    fn resolved_sent_copy(&self) -> SentCopy {
+        let provider_keeps_copy = self.smtp.auth == AuthMethod::Oauth2
+            && self.oauth2.as_ref().is_some_and(|o| {
+                matches!(o.provider, OAuthProvider::Google | OAuthProvider::Microsoft)
+            });
+        match self.smtp.sent_copy {
+            SentCopy::Auto if provider_keeps_copy => SentCopy::Server,
+            chosen => chosen,
+        }
+    }
+
+    /// How many SMTP connections the sender may open at once when it wants
+    /// `wanted` (e.g. `smtp.connections`): no more than `imap.max_connections`
+    /// leaves beside the daemon's [`IMAP_CONNECTIONS`], no more than
+    /// [`EXCHANGE_SMTP_CONNECTIONS`] through Exchange Online, and at least one.
+    pub fn smtp_connection_cap(&self, wanted: u32) -> u32 {
+        let through_exchange = self.smtp.auth == AuthMethod::Oauth2
+            && self
+                .oauth2
+                .as_ref()
+                .is_some_and(|o| o.provider == OAuthProvider::Microsoft);
+        let provider_cap = if through_exchange {
+            EXCHANGE_SMTP_CONNECTIONS
+        } else {
+            u32::MAX
+        };
+        wanted
+            .min(self.imap.max_connections.saturating_sub(IMAP_CONNECTIONS))
+            .min(provider_cap)
+            .max(1)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -618,6 +678,16 @@ impl Config {
                 "imap.poll_interval_secs",
                 "must be at least 1",
                 "e.g. 60",
+            ));
+        }
+        if self.imap.max_connections <= IMAP_CONNECTIONS {
+            return Err(invalid(
+                "imap.max_connections",
+                format!(
+                    "{} leaves no SMTP connection beside the daemon's {IMAP_CONNECTIONS} IMAP connections (the mailbox session and the Sent-folder copy)",
+                    self.imap.max_connections
+                ),
+                format!("set at least {}, e.g. 6", IMAP_CONNECTIONS + 1),
             ));
         }
         if self.smtp.max_messages_per_connection == 0 {
@@ -938,6 +1008,32 @@ name = "Example Inc."
 "#;
 
     #[test]
+    fn max_connections_leaves_the_smtp_side_what_imap_does_not_use() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.imap.max_connections, 6);
+        // The default leaves four SMTP connections.
+        assert_eq!(config.smtp_connection_cap(4), 4);
+        assert_eq!(config.smtp_connection_cap(10), 4);
+        assert_eq!(config.smtp_connection_cap(1), 1);
+        assert_eq!(config.smtp_connection_cap(0), 1);
+        let three =
+            Config::parse(&MINIMAL.replace("[smtp]", "max_connections = 3\n[smtp]")).unwrap();
+        assert_eq!(three.smtp_connection_cap(4), 1);
+        for low in [0, 1, 2] {
+            let err = Config::parse(
+                &MINIMAL.replace("[smtp]", &format!("max_connections = {low}\n[smtp]")),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("config key `imap.max_connections`"),
+                "{err}"
+            );
+            assert!(err.contains("fix: set at least 3"), "{err}");
+        }
+    }
+
+    #[test]
     fn require_dkim_needs_trusted_authserv_ids() {
         let on = MINIMAL.replace("[team]", "[team]\nrequire_dkim = true");
         let err = Config::parse(&on).unwrap_err().to_string();
@@ -971,6 +1067,11 @@ name = "Example Inc."
                 .connections,
             1
         );
+        // Capped by what imap.max_connections leaves beside the two IMAP ones.
+        let capped = MINIMAL
+            .replace("[smtp]", "[smtp]\nconnections = 8")
+            .replace("[imap]", "[imap]\nmax_connections = 5");
+        assert_eq!(Config::parse(&capped).expect("capped").smtp.connections, 3);
     }
 
     #[test]

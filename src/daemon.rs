@@ -76,6 +76,9 @@ pub async fn run_once(room: &Mailroom, sender: SmtpSender) -> Result<(), CycleEr
         failed = delivered.failed,
         "Outbox delivered."
     );
+    // Killed here, the mail is sent but not yet copied: the next run copies
+    // it (or, with `sent_copy = "auto"`, finds the server's copy).
+    crate::faults::hit("before_sent_copy");
     sync::append_sent(room, &mut imap, &shutdown).await?;
     logout(imap).await;
     Ok(())
@@ -94,6 +97,9 @@ pub async fn run(
 ) -> Result<(), RunError> {
     if let Some((at, true)) = room.oauth.as_ref().and_then(|p| p.certificate_expiry()) {
         warn!(expires = %at.format("%Y-%m-%d"), "The OAuth client certificate expires within 30 days; upload a new one to the app registration (see `privacy-mailroom check`).");
+    }
+    if let Some((day, true)) = room.oauth.as_ref().and_then(|p| p.client_secret_expiry()) {
+        warn!(expires = %day, "The OAuth client secret expires within 30 days; create a new one in the app registration and update oauth2.client_secret_expires (see `privacy-mailroom check`).");
     }
     // Sent-folder copies on a task of their own: a burst's copies (the
     // server's APPEND pace) never hold up its replies (the MTA's pace).
@@ -186,7 +192,12 @@ async fn mailbox_loop(room: &Mailroom, shutdown: &CancellationToken) {
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let wait = reconnect_delay(failures);
+                // A server that says how long to stay away (`[THROTTLED]`,
+                // `Suggested Backoff Time`) is taken at its word.
+                let wait = crate::throttle::at_least(
+                    reconnect_delay(failures),
+                    crate::throttle::imap_hint(&e.to_string()),
+                );
                 let error = crate::logging::Personal(&e).to_string();
                 // No token: the token provider has logged the outage (once).
                 let token_outage = matches!(&e, CycleError::Imap(ImapError::Token(_)));

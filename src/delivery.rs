@@ -53,6 +53,8 @@ pub struct SenderState {
     outage: Option<DateTime<Utc>>,
     /// Rounds in the current outage, for the pause before the next one.
     outage_rounds: u32,
+    /// How long the server asked us to stay away (`432 4.3.2`, `421 4.7.x`).
+    server_hint: Option<std::time::Duration>,
     /// Deliveries the server accepted but the database could not record yet
     /// (outbox id, and the recipient when delivered one by one). The next
     /// round records them instead of sending the same mail again.
@@ -67,12 +69,16 @@ impl SenderState {
 
     /// The pause before the next round during an outage: 1 s, doubling, at
     /// most a minute (mail queued meanwhile waits for the same server).
+    /// A server's own backoff hint, when longer, wins (see [`crate::throttle`]).
     pub fn outage_pause(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(2u64.saturating_pow(self.outage_rounds.min(6)).min(60))
+        let base =
+            std::time::Duration::from_secs(2u64.saturating_pow(self.outage_rounds.min(6)).min(60));
+        crate::throttle::at_least(base, self.server_hint)
     }
 
     fn outage_starts(&mut self, error: &str, now: DateTime<Utc>) {
         self.outage_rounds = self.outage_rounds.saturating_add(1);
+        self.server_hint = crate::throttle::smtp_hint(error);
         if self.outage.is_none() {
             self.outage = Some(now);
             warn!(error = %crate::logging::Personal(error), "SMTP server unreachable; mail waits in the outbox until it answers again.");
@@ -545,5 +551,23 @@ mod tests {
         state.outage_ends(Utc::now());
         assert!(!state.in_outage());
         assert_eq!(state.outage_pause(), std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_throttling_server_sets_the_outage_pause() {
+        let mut state = SenderState::default();
+        state.outage_starts(
+            "SMTP server h:587: transient error (421): 4.7.0 Try again in 300 seconds",
+            Utc::now(),
+        );
+        let pause = state.outage_pause();
+        assert!(
+            pause >= std::time::Duration::from_secs(300)
+                && pause <= std::time::Duration::from_secs(330),
+            "{pause:?}"
+        );
+        // The next refusal says nothing: back to the usual pace.
+        state.outage_starts("connection refused", Utc::now());
+        assert_eq!(state.outage_pause(), std::time::Duration::from_secs(4));
     }
 }

@@ -13,7 +13,7 @@
 //! `config` sit at the edge.
 //!
 //! Layout, bottom to top (a module uses only the ones below it):
-//! - foundation: `errors`, `faults`, `hash`, `ids`, `systemd`, `tls`, `message`,
+//! - foundation: `errors`, `faults`, `hash`, `ids`, `systemd`, `throttle`, `tls`, `message`,
 //!   then `address`, `cases`, `classify`, `config`;
 //! - edges and persistence: `store` (all SQL), `imap`, `outbox`, `templates`, `logging`;
 //! - the shared context: `mailroom`;
@@ -58,4 +58,5 @@ pub mod sync;
 pub mod systemd;
 pub mod team;
 pub mod templates;
+pub mod throttle;
 pub mod tls;

@@ -163,6 +163,12 @@ struct State {
 /// expires.
 pub const CREDENTIAL_WARNING_DAYS: i64 = 30;
 
+/// Whether a secret that expires at the end of `day` is within the warning
+/// window on `today` (or already expired).
+pub fn secret_expires_soon(day: chrono::NaiveDate, today: chrono::NaiveDate) -> bool {
+    (day - today).num_days() < CREDENTIAL_WARNING_DAYS
+}
+
 /// Requests to the token endpoint may not take longer.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -209,8 +215,21 @@ impl TokenProvider {
         self.inner.settings.mechanism
     }
 
+    /// The token endpoint the flow asks: for a service account, the key
+    /// file's `token_uri` when it names one (as the flow does).
     pub fn token_url(&self) -> String {
-        self.inner.settings.token_url()
+        let s = &self.inner.settings;
+        if s.flow == OAuthFlow::ServiceAccount
+            && let Some(uri) = s
+                .service_account_file
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|text| serde_json::from_slice::<jwt::ServiceAccount>(&text).ok())
+                .and_then(|sa| sa.token_uri)
+        {
+            return uri;
+        }
+        s.token_url()
     }
 
     /// Where the refresh token is kept (`flow = "refresh_token"`).
@@ -317,6 +336,13 @@ impl TokenProvider {
             at,
             at - Utc::now() < chrono::Duration::days(CREDENTIAL_WARNING_DAYS),
         ))
+    }
+
+    /// `oauth2.client_secret_expires`, when set: `(that day, within the
+    /// 30-day warning window)`.
+    pub fn client_secret_expiry(&self) -> Option<(chrono::NaiveDate, bool)> {
+        let day = self.inner.settings.client_secret_expires?;
+        Some((day, secret_expires_soon(day, Utc::now().date_naive())))
     }
 
     /// The fix for a token the mail server refused, by provider (Microsoft:

@@ -38,6 +38,7 @@ fn imap_cfg(servers: &MailServers, user: &str, security: Security) -> ImapConfig
         max_mime_parts: 1000,
         max_mime_depth: 20,
         auth: Default::default(),
+        max_connections: 6,
     }
 }
 

@@ -1379,3 +1379,428 @@ async fn a_config_with_only_imap_smtp_storage_and_company_is_accepted() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Provider folder habits (issue 10 item 6): a server that keeps its own copy
+// of sent mail, and a Sent folder found by its special use.
+// ---------------------------------------------------------------------------
+
+/// The messages of `user`'s `folder` that carry `message_id`.
+async fn copies_of(servers: &MailServers, user: &str, folder: &str, message_id: &str) -> usize {
+    servers
+        .fetch_all(user, folder)
+        .await
+        .iter()
+        .filter(|m| support::header(m, "Message-ID").as_deref() == Some(message_id))
+        .count()
+}
+
+/// One request through the real binary for a mailbox whose server keeps its
+/// own copy of sent mail, with `sent_copy` as given; returns the
+/// acknowledgement's Message-ID once both runs are over and Postfix has
+/// delivered everything.
+///
+/// The first `run --once` is stopped by the `before_sent_copy` fault point
+/// after sending, before it copies to Sent; the second runs once the
+/// server's copy is in Sent, and finishes the copy step. (The server saves
+/// its copy a moment after accepting the mail, as Exchange does; how long
+/// the daemon waits for that is not what this test is about.)
+async fn acknowledge_with_sent_copy(
+    servers: &MailServers,
+    idp: &IdentityProvider,
+    mailbox: &str,
+    sent_copy: &str,
+) -> String {
+    daemon::require_fault_points();
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::oauth(servers, mailbox, idp, OAuthFlow::ClientCredentials).set_str(
+        "smtp",
+        "sent_copy",
+        sent_copy,
+    );
+    let path = config.write();
+    send_request(servers, mailbox, &consumer).await;
+    let mut cmd = daemon::command(&path, &["run", "--once"]);
+    cmd.env("PRIVACY_MAILROOM_FAULT", "before_sent_copy");
+    let out = daemon::run_with_timeout(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(86), "{}", describe(&out));
+    let ack = one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
+    let id = support::header(&ack, "Message-ID").expect("the acknowledgement has a Message-ID");
+    servers
+        .wait_for(mailbox, "Sent", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        copies_of(servers, mailbox, "Sent", &id).await,
+        1,
+        "the server saved its copy of the acknowledgement"
+    );
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
+    assert_eq!(
+        servers.count(&consumer, "INBOX").await,
+        1,
+        "the second run sent nothing again"
+    );
+    id
+}
+
+/// Depends on: `smtp.sent_copy = "auto"` finding the server's own copy (by
+/// Message-ID in the Sent folder) and appending none; `"append"` appending
+/// regardless, beside the server's copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn sent_copy_auto_leaves_one_copy_when_the_server_keeps_its_own() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+
+    let mailbox = servers.server_copy_user("privacy");
+    let id = acknowledge_with_sent_copy(servers, &idp, &mailbox, "auto").await;
+    assert_eq!(
+        copies_of(servers, &mailbox, "Sent", &id).await,
+        1,
+        "exactly one copy of the acknowledgement in Sent: the server's"
+    );
+    assert_eq!(
+        servers.count(&mailbox, "INBOX").await,
+        0,
+        "the server's copy went to Sent, not to the inbox (the request was filed)"
+    );
+
+    let mailbox = servers.server_copy_user("privacy");
+    let id = acknowledge_with_sent_copy(servers, &idp, &mailbox, "append").await;
+    assert_eq!(
+        copies_of(servers, &mailbox, "Sent", &id).await,
+        2,
+        "with \"append\", the daemon's copy beside the server's"
+    );
+}
+
+/// Depends on: the Sent folder found by its special use (RFC 6154 `\Sent`)
+/// when the configured one does not exist, and with `sent_mailbox = "auto"`;
+/// no "Sent" folder created beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sent_folder_is_found_by_its_special_use() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    for sent_mailbox in ["Sent", "auto"] {
+        let mailbox = servers.unique_user("privacy");
+        // Like Exchange: "Sent Items", marked \Sent; no folder called "Sent".
+        servers.create_mailbox(&mailbox, "Sent Items").await;
+        let consumer = servers.unique_user("consumer");
+        let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials)
+            .set_str("imap", "sent_mailbox", sent_mailbox);
+        let path = config.write();
+
+        let (code, lines, out) = check_json(&path);
+        assert_eq!(failed(&lines), Vec::<String>::new(), "{}", describe(&out));
+        assert_eq!(code, Some(0));
+
+        send_request(servers, &mailbox, &consumer).await;
+        let out = daemon::run_once(&path);
+        assert!(out.status.success(), "{}", describe(&out));
+        let ack = one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
+        let id = support::header(&ack, "Message-ID").expect("a Message-ID");
+        assert_eq!(
+            copies_of(servers, &mailbox, "Sent Items", &id).await,
+            1,
+            "sent_mailbox = {sent_mailbox:?}: the copy is in \"Sent Items\"\n{}",
+            describe(&out)
+        );
+        let folders = servers.list_mailboxes(&mailbox).await;
+        assert!(
+            !folders.iter().any(|f| f == "Sent"),
+            "sent_mailbox = {sent_mailbox:?}: no \"Sent\" created: {folders:?}"
+        );
+    }
+}
+
+/// Depends on: a message taken in once when it is listed again under other
+/// UIDs, as Gmail lists one message under each of its labels: by its bytes,
+/// and by Message-ID with the same sender and subject when a header line
+/// differs. (The test Dovecot has no X-GM-EXT-1; see docs/decisions.md.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_listed_again_under_other_uids_is_taken_in_once() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let raw = support::mail::request(&consumer, &mailbox, "California Request to Know", "Hi\n");
+    // Twice the same bytes (two UIDs), and once with a line a relay added.
+    servers.append(&mailbox, "INBOX", &raw).await;
+    servers.append(&mailbox, "INBOX", &raw).await;
+    let mut relayed = b"Received: from relay.example.test by mx.example.test; Mon, 30 Nov 2026 02:00:00 +0000\r\n".to_vec();
+    relayed.extend_from_slice(&raw);
+    servers.append(&mailbox, "INBOX", &relayed).await;
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials);
+    let path = config.write();
+
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+    one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
+    assert_eq!(support::cases_json(&path).len(), 1, "one request, one case");
+    assert_eq!(
+        servers.count(&mailbox, "INBOX").await,
+        0,
+        "every copy filed"
+    );
+    assert_eq!(servers.count(&mailbox, "Processed").await, 3);
+
+    // The INBOX label put back on the filed message: a fourth UID.
+    let filed = servers.fetch_all(&mailbox, "Processed").await.remove(0);
+    servers.append(&mailbox, "INBOX", &filed).await;
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
+    assert_eq!(support::cases_json(&path).len(), 1);
+    assert_eq!(
+        servers.count(&consumer, "INBOX").await,
+        1,
+        "no second acknowledgement"
+    );
+    assert_eq!(servers.count(&mailbox, "INBOX").await, 0);
+}
+
+/// Depends on: `oauth2.client_secret_expires`: `check` passes a secret valid
+/// for long and fails one that expires within 30 days, with the fix; the
+/// daemon warns at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_secret_near_its_expiry_is_reported_by_check_and_at_start() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    let mailbox = servers.unique_user("privacy");
+    let day = |days: i64| {
+        (chrono::Utc::now() + chrono::Duration::days(days))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let secret_line = |lines: &[Value]| {
+        check_line(lines, |n| n == "oauth2 client secret", "the client secret").clone()
+    };
+
+    let later = day(200);
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials)
+        .set_str("oauth2", "client_secret_expires", &later);
+    let path = config.write();
+    let (code, lines, out) = check_json(&path);
+    assert_eq!(failed(&lines), Vec::<String>::new(), "{}", describe(&out));
+    assert_eq!(code, Some(0));
+    let line = secret_line(&lines);
+    assert!(
+        line["detail"].as_str().unwrap_or_default().contains(&later),
+        "{line}"
+    );
+
+    let soon = day(10);
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials)
+        .set_str("oauth2", "client_secret_expires", &soon);
+    let path = config.write();
+    let (code, lines, out) = check_json(&path);
+    assert_ne!(code, Some(0), "{}", describe(&out));
+    let line = secret_line(&lines);
+    assert_eq!(line["ok"], false, "{line}");
+    let detail = line["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&soon) && detail.contains("fix: create a new client secret"),
+        "{detail}"
+    );
+    // Only that line fails: the secret still works today.
+    assert_eq!(failed(&lines).len(), 1, "{:?}", failed(&lines));
+
+    let mut d = daemon::spawn_ready(&path, Duration::from_secs(60));
+    let log = d.log();
+    d.terminate(Duration::from_secs(15));
+    assert!(
+        alarms(&log)
+            .iter()
+            .any(|l| l.contains("client secret expires within 30 days") && l.contains(&soon)),
+        "{log}"
+    );
+}
+
+/// Depends on: the Google service-account flow (a JWT-bearer assertion signed
+/// with the account's key, the mailbox as its `sub`) logging in to the real
+/// servers; and `sent_copy = "auto"` meaning "server" through Google's SMTP:
+/// the daemon never APPENDs to Sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn google_service_account_logs_in_and_never_appends_to_sent() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ServiceAccount);
+    let path = config.write();
+
+    let (code, lines, out) = check_json(&path);
+    assert_eq!(failed(&lines), Vec::<String>::new(), "{}", describe(&out));
+    assert_eq!(code, Some(0));
+
+    send_request(servers, &mailbox, &consumer).await;
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+    one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
+    assert!(idp.token_requests_for(idp::JWT_BEARER_GRANT) >= 1);
+    assert!(
+        idp.requests()
+            .iter()
+            .filter(|r| r.grant_type == idp::JWT_BEARER_GRANT)
+            .all(|r| r.status == 200),
+        "every assertion accepted: {:?}",
+        idp.requests()
+    );
+    assert!(
+        servers
+            .imap_login_methods(&mailbox)
+            .iter()
+            .any(|m| m == "XOAUTH2"),
+        "{:?}",
+        servers.imap_login_methods(&mailbox)
+    );
+    assert!(!servers.smtp_login_methods(&mailbox).is_empty());
+    servers.wait_mail_delivered(Duration::from_secs(30)).await;
+    assert_eq!(
+        servers.count(&mailbox, "Sent").await,
+        0,
+        "no APPEND to Sent through Google's SMTP\n{}",
+        describe(&out)
+    );
+    assert_no_secrets(&idp, &config, &describe(&out));
+
+    // Delegation withdrawn for this mailbox: `check` names it.
+    let other = servers.unique_user("privacy");
+    let config = DaemonConfig::oauth(servers, &other, &idp, OAuthFlow::ServiceAccount)
+        .set_str("imap", "username", &mailbox);
+    let path = config.write();
+    let (code, lines, out) = check_json(&path);
+    assert_ne!(code, Some(0));
+    let token = check_line(&lines, |n| n.starts_with("oauth2 token"), "the token step");
+    assert_eq!(token["ok"], false, "{}", describe(&out));
+    assert!(
+        token["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unauthorized_client"),
+        "{token}"
+    );
+}
+
+/// Depends on: the certificate credential of Microsoft's app-only flow (a
+/// `private_key_jwt` client assertion: RS256, the certificate's `x5t`, built
+/// fresh for every request) logging in to the real servers, here with
+/// `provider = "generic"`; `check` shows the certificate's expiry, and names
+/// a certificate the provider does not know.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_certificate_logs_in_with_a_signed_assertion() {
+    let servers = MailServers::start_oauth();
+    let idp = IdentityProvider::start(servers);
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::Certificate);
+    let path = config.write();
+
+    let (code, lines, out) = check_json(&path);
+    assert_eq!(failed(&lines), Vec::<String>::new(), "{}", describe(&out));
+    assert_eq!(code, Some(0));
+    let cert = check_line(&lines, |n| n == "oauth2 certificate", "the certificate");
+    assert!(
+        cert["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("valid until"),
+        "{cert}"
+    );
+
+    send_request(servers, &mailbox, &consumer).await;
+    let out = daemon::run_once(&path);
+    assert!(out.status.success(), "{}", describe(&out));
+    one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
+    let grants: Vec<_> = idp
+        .requests()
+        .into_iter()
+        .filter(|r| r.grant_type == "client_credentials")
+        .collect();
+    assert!(
+        grants.len() >= 2 && grants.iter().all(|r| r.status == 200),
+        "check's and the run's token requests, each with a valid assertion: {grants:?}"
+    );
+    assert!(
+        servers
+            .imap_login_methods(&mailbox)
+            .iter()
+            .any(|m| m == "XOAUTH2")
+    );
+    assert!(!servers.smtp_login_methods(&mailbox).is_empty());
+
+    // The provider knows this app only by a secret: the certificate is refused.
+    let stranger = config.oauth_client_id();
+    idp.add_client(&stranger, "some-secret", &mailbox);
+    let (code, lines, out) = check_json(&path);
+    assert_ne!(code, Some(0));
+    let token = check_line(&lines, |n| n.starts_with("oauth2 token"), "the token step");
+    assert_eq!(token["ok"], false, "{}", describe(&out));
+    assert!(
+        token["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("AADSTS700027"),
+        "{token}"
+    );
+}
+
+/// Depends on: an SMTP server's backoff hint honoured (`421 4.7.0 … try
+/// again in 30 seconds` at connection time): after the refusal the outbox
+/// does not knock again within the usual 2–4 s pauses, while intake goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limiting_smtp_server_is_left_alone_as_long_as_it_asks() {
+    let servers = MailServers::start_oauth();
+    let mailbox = servers.unique_user("privacy");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .set("smtp", "port", servers.throttled_port().to_string())
+        .set_str("smtp", "security", "none");
+    let path = config.write();
+    let before = servers.throttled_refusals();
+    send_request(servers, &mailbox, &consumer).await;
+    let mut d = daemon::spawn(&path);
+    support::wait_for_condition(
+        "the daemon's first SMTP connection refused with 421",
+        Duration::from_secs(60),
+        || servers.throttled_refusals() > before,
+        || d.log(),
+    )
+    .await;
+    let first = std::time::Instant::now();
+    // Intake went on: the request has its case, its reply waits.
+    support::wait_until(
+        Duration::from_secs(30),
+        || d.log(),
+        || async { (support::cases_json(&path).len() == 1).then_some(()) },
+    )
+    .await;
+    // Without the hint the next attempt would come after 2 s, then 4 s, 8 s.
+    while first.elapsed() < Duration::from_secs(20) {
+        assert_eq!(
+            servers.throttled_refusals(),
+            before + 1,
+            "the outbox came back {:?} after being told to wait 30 s\n{}\n{}",
+            first.elapsed(),
+            d.log(),
+            servers.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    d.terminate(Duration::from_secs(15));
+    assert_eq!(
+        servers.count(&consumer, "INBOX").await,
+        0,
+        "nothing was sent"
+    );
+    let log = d.log();
+    assert!(
+        alarms(&log)
+            .iter()
+            .filter(|l| l.contains("SMTP server unreachable"))
+            .count()
+            == 1,
+        "one line for the outage\n{log}"
+    );
+}

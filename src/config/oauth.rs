@@ -120,6 +120,13 @@ impl Config {
                 "keep exactly one",
             ));
         }
+        if o.client_secret_expires.is_some() && secrets == 0 {
+            return Err(invalid(
+                "oauth2.client_secret_expires",
+                "is set but no client secret is configured",
+                "remove it, or set client_secret_file (the certificate's expiry is read from the certificate itself)",
+            ));
+        }
         let certificate = o.client_certificate_file.is_some() || o.client_key_file.is_some();
         if certificate && (o.client_certificate_file.is_none() || o.client_key_file.is_none()) {
             return Err(invalid(
@@ -135,13 +142,15 @@ impl Config {
                 "keep one: the certificate (recommended) or the secret",
             ));
         }
+        // Microsoft's certificate credential is RFC 7523's `private_key_jwt`
+        // client authentication, which Keycloak, Okta and others accept too.
         if certificate
-            && (o.provider != OAuthProvider::Microsoft || o.flow != OAuthFlow::ClientCredentials)
+            && (o.provider == OAuthProvider::Google || o.flow != OAuthFlow::ClientCredentials)
         {
             return Err(invalid(
                 "oauth2.client_certificate_file",
-                "a client certificate is only used by provider = \"microsoft\" with flow = \"client_credentials\"",
-                "remove client_certificate_file and client_key_file, or use that provider and flow",
+                "a client certificate is only used with flow = \"client_credentials\" (provider \"microsoft\" or \"generic\")",
+                "remove client_certificate_file and client_key_file, or use that flow",
             ));
         }
         let client_id = o.client_id.as_deref().map(str::trim).unwrap_or_default();
@@ -349,6 +358,116 @@ name = "Example Inc."
     }
 
     #[test]
+    fn sent_copy_auto_is_server_through_google_or_microsoft_smtp() {
+        use crate::config::SentCopy;
+        let microsoft = "provider = \"microsoft\"\nflow = \"client_credentials\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"abc\"\nclient_secret_env = \"SECRET\"";
+        let google = "provider = \"google\"\nflow = \"service_account\"\nclient_id = \"abc\"\nservice_account_file = \"/etc/sa.json\"";
+        let generic = "provider = \"generic\"\nflow = \"refresh_token\"\nclient_id = \"abc\"\ntoken_url = \"http://127.0.0.1:8080/token\"\nscopes = [\"mail\"]";
+        for (oauth, sent_copy, want) in [
+            // Gmail and Exchange Online keep the copy: no search, no APPEND.
+            (google, None, SentCopy::Server),
+            (microsoft, None, SentCopy::Server),
+            (google, Some("auto"), SentCopy::Server),
+            // What the admin chose explicitly stands.
+            (microsoft, Some("append"), SentCopy::Append),
+            (google, Some("server"), SentCopy::Server),
+            // Any other server: look first.
+            (generic, None, SentCopy::Auto),
+        ] {
+            let mut text = with(oauth);
+            if let Some(v) = sent_copy {
+                text = text.replace(
+                    "auth = \"oauth2\"\n[storage]",
+                    &format!("auth = \"oauth2\"\nsent_copy = \"{v}\"\n[storage]"),
+                );
+            }
+            let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(c.smtp.sent_copy, want, "{oauth} / {sent_copy:?}");
+        }
+        // SMTP through another relay (a password): the provider's habit does
+        // not apply.
+        let relay = with(microsoft).replace(
+            "auth = \"oauth2\"\n[storage]",
+            "username = \"relay\"\npassword = \"pw\"\n[storage]",
+        );
+        assert_eq!(
+            Config::parse(&relay).unwrap().smtp.sent_copy,
+            SentCopy::Auto
+        );
+    }
+
+    #[test]
+    fn client_secret_expires_is_a_day_and_needs_a_secret() {
+        let base = "provider = \"microsoft\"\nflow = \"client_credentials\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"abc\"\nclient_secret_env = \"SECRET\"";
+        for written in ["\"2027-06-30\"", "2027-06-30"] {
+            let c = Config::parse(&with(&format!("{base}\nclient_secret_expires = {written}")))
+                .unwrap_or_else(|e| panic!("{written}: {e}"));
+            assert_eq!(
+                c.oauth2.unwrap().client_secret_expires,
+                chrono::NaiveDate::from_ymd_opt(2027, 6, 30)
+            );
+        }
+        let e = Config::parse(&with(&format!(
+            "{base}\nclient_secret_expires = \"30/06/2027\""
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("config key `oauth2.client_secret_expires`"),
+            "{e}"
+        );
+        let no_secret = with(
+            "provider = \"generic\"\nflow = \"refresh_token\"\nclient_id = \"abc\"\ntoken_url = \"http://127.0.0.1:8080/token\"\nscopes = [\"mail\"]\nclient_secret_expires = \"2027-06-30\"",
+        );
+        let e = Config::parse(&no_secret).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config key `oauth2.client_secret_expires`"),
+            "{e}"
+        );
+        assert!(e.contains("fix:"), "{e}");
+    }
+
+    #[test]
+    fn secrets_warn_thirty_days_ahead() {
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2027, 6, d).unwrap();
+        let expires = day(30);
+        assert!(!crate::oauth::secret_expires_soon(
+            expires,
+            day(1) - chrono::Duration::days(1)
+        ));
+        assert!(crate::oauth::secret_expires_soon(expires, day(1)));
+        assert!(crate::oauth::secret_expires_soon(expires, day(30)));
+        assert!(crate::oauth::secret_expires_soon(
+            expires,
+            day(30) + chrono::Duration::days(3)
+        ));
+    }
+
+    #[test]
+    fn a_generic_provider_takes_a_client_certificate() {
+        let c = Config::parse(&with(
+            "provider = \"generic\"\nflow = \"client_credentials\"\nclient_id = \"abc\"\ntoken_url = \"https://idp.example.com/token\"\nscopes = [\"mail\"]\nclient_certificate_file = \"/c.pem\"\nclient_key_file = \"/k.pem\"",
+        ))
+        .unwrap();
+        assert!(c.oauth2.unwrap().client_certificate_file.is_some());
+    }
+
+    #[test]
+    fn exchange_gets_at_most_three_smtp_connections() {
+        let microsoft = "provider = \"microsoft\"\nflow = \"client_credentials\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"abc\"\nclient_secret_env = \"SECRET\"";
+        let c = Config::parse(&with(microsoft)).unwrap();
+        assert_eq!(c.smtp_connection_cap(4), 3);
+        assert_eq!(c.smtp_connection_cap(2), 2);
+        let generic = "provider = \"generic\"\nflow = \"refresh_token\"\nclient_id = \"abc\"\ntoken_url = \"http://127.0.0.1:8080/token\"\nscopes = [\"mail\"]";
+        assert_eq!(
+            Config::parse(&with(generic))
+                .unwrap()
+                .smtp_connection_cap(4),
+            4
+        );
+    }
+
+    #[test]
     fn generic_refresh_token_with_defaults() {
         let c = Config::parse(&with(
             "provider = \"generic\"\nflow = \"refresh_token\"\nclient_id = \"abc\"\ntoken_url = \"http://127.0.0.1:8080/token\"\nscopes = [\"mail\"]\nmechanism = \"oauthbearer\"",
@@ -435,6 +554,12 @@ name = "Example Inc."
                     "provider = \"microsoft\"\nflow = \"client_credentials\"\ntenant = \"t.example\"\nclient_id = \"a\"\nclient_certificate_file = \"/c.pem\"",
                 ),
                 "client_key_file",
+            ),
+            (
+                with(
+                    "provider = \"google\"\nflow = \"service_account\"\nservice_account_file = \"/sa.json\"\nclient_certificate_file = \"/c.pem\"\nclient_key_file = \"/k.pem\"",
+                ),
+                "client_certificate_file",
             ),
             (
                 with("provider = \"yahoo\"\nflow = \"refresh_token\""),

@@ -64,6 +64,11 @@ pub struct OAuthConfig {
     pub client_secret: Option<String>,
     pub client_secret_file: Option<PathBuf>,
     pub client_secret_env: Option<String>,
+    /// When the client secret expires (`"2027-06-30"`): a secret does not
+    /// say so itself, the app registration does. `check` and the daemon
+    /// warn 30 days before.
+    #[serde(default, deserialize_with = "date")]
+    pub client_secret_expires: Option<chrono::NaiveDate>,
     /// Microsoft app-only with a certificate instead of a secret (PEM files).
     pub client_certificate_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
@@ -81,6 +86,24 @@ pub struct OAuthConfig {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub mechanism: SaslMechanism,
+}
+
+/// A day, written `"2027-06-30"` or as a TOML date `2027-06-30`.
+fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<chrono::NaiveDate>, D::Error> {
+    use serde::de::Error as _;
+    let text = match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => s,
+        toml::Value::Datetime(dt) => dt.to_string(),
+        other => {
+            return Err(D::Error::custom(format!(
+                "expected a date like \"2027-06-30\", found {}",
+                other.type_str()
+            )));
+        }
+    };
+    chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{text:?} is not a date like \"2027-06-30\"")))
 }
 
 impl OAuthConfig {

@@ -40,6 +40,13 @@ const SECTIONS: [&str; 9] = [
 pub enum OAuthFlow {
     ClientCredentials,
     RefreshToken,
+    /// Client credentials with a certificate (`client_certificate_file` +
+    /// `client_key_file`, 0600), as Microsoft's app-only flow, against the
+    /// test provider (`provider = "generic"`).
+    Certificate,
+    /// `provider = "google"`, `flow = "service_account"`: a JSON key file
+    /// (0600) whose `token_uri` is the test provider, delegated for the mailbox.
+    ServiceAccount,
 }
 
 /// A config file under construction, and the test's state directory (removed
@@ -185,6 +192,39 @@ impl DaemonConfig {
                 config
                     .set_str("oauth2", "flow", "client_credentials")
                     .set_str("oauth2", "client_secret_file", &file.display().to_string())
+            }
+            OAuthFlow::Certificate => {
+                let (cert, key) = idp.add_certificate_client(&client_id, mailbox_user);
+                let cert_file = config.dir().join("oauth2-cert.pem");
+                let key_file = config.dir().join("oauth2-key.pem");
+                write_0600(&cert_file, &cert);
+                write_0600(&key_file, &key);
+                config
+                    .set_str("oauth2", "flow", "client_credentials")
+                    .set_str(
+                        "oauth2",
+                        "client_certificate_file",
+                        &cert_file.display().to_string(),
+                    )
+                    .set_str("oauth2", "client_key_file", &key_file.display().to_string())
+            }
+            OAuthFlow::ServiceAccount => {
+                let email = format!("{client_id}@privacy-mailroom-test.iam.gserviceaccount.com");
+                let key = idp.add_service_account(&email, mailbox_user);
+                let file = config.dir().join("google-sa.json");
+                write_0600(&file, &key);
+                config
+                    .unset("oauth2", "token_url")
+                    .unset("oauth2", "device_authorization_url")
+                    .unset("oauth2", "client_id")
+                    .unset("oauth2", "scopes")
+                    .set_str("oauth2", "provider", "google")
+                    .set_str("oauth2", "flow", "service_account")
+                    .set_str(
+                        "oauth2",
+                        "service_account_file",
+                        &file.display().to_string(),
+                    )
             }
             OAuthFlow::RefreshToken => {
                 idp.add_public_client(&client_id, mailbox_user);

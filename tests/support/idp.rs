@@ -5,7 +5,12 @@
 //! It plays what Microsoft Entra and Google do for a mailbox daemon:
 //! - `POST /token`, form-encoded: `client_credentials` (client id and secret
 //!   in the form or HTTP Basic), `refresh_token` (rotating at every use if
-//!   asked), and the device-code grant;
+//!   asked), the device-code grant, and the JWT-bearer grant (RFC 7523) of a
+//!   Google service account with domain-wide delegation: the RS256 assertion
+//!   is verified against the service account's key, its `aud`, lifetime and
+//!   scope checked, and the token is for its `sub`; and client credentials
+//!   with a `private_key_jwt` client assertion (a certificate, Microsoft's
+//!   app-only way), checked against the registered certificate (`x5t`);
 //! - `POST /device`: device authorization; a test approves the code with
 //!   [`IdentityProvider::approve_device`], as the admin would in a browser.
 //!
@@ -31,6 +36,16 @@ use tokio::sync::watch;
 
 use super::servers::OAUTH_ISSUER;
 use super::{MailServers, b64};
+
+/// `client_assertion_type` of a `private_key_jwt` client (RFC 7523 §2.2).
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The JWT-bearer grant type (RFC 7523; Google service accounts).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The scope a Google service account must ask for.
+pub const GOOGLE_MAIL_SCOPE: &str = "https://mail.google.com/";
+/// The RSA key of every test service account (PKCS#8 PEM), the one the
+/// product's own unit tests sign with.
+pub const SERVICE_ACCOUNT_KEY: &str = include_str!("../../src/oauth/testdata/rsa-test-key.pem");
 
 /// The device-code grant type.
 pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -100,6 +115,9 @@ struct Client {
     mailbox: String,
     refused: bool,
     unauthorized: bool,
+    /// A certificate credential: the DER `RSAPublicKey` and the certificate's
+    /// `x5t` (base64url SHA-1), for `private_key_jwt` client assertions.
+    certificate: Option<(Vec<u8>, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,10 +138,21 @@ struct State {
     down: bool,
     failing: bool,
     clients: HashMap<String, Client>,
+    /// Service accounts by `client_email`.
+    service_accounts: HashMap<String, ServiceAccount>,
     refresh_tokens: HashMap<String, RefreshToken>,
     devices: Vec<DeviceAuthorization>,
     requests: Vec<Request>,
     issued: Vec<IssuedToken>,
+}
+
+/// A service account: its public key and the mailboxes domain-wide
+/// delegation lets it act for.
+#[derive(Debug, Clone)]
+struct ServiceAccount {
+    /// DER `RSAPublicKey`.
+    public_key: Vec<u8>,
+    delegated: Vec<String>,
 }
 
 /// The running provider; see the module docs.
@@ -166,6 +195,7 @@ impl IdentityProvider {
             down: false,
             failing: false,
             clients: HashMap::new(),
+            service_accounts: HashMap::new(),
             refresh_tokens: HashMap::new(),
             devices: Vec::new(),
             requests: Vec::new(),
@@ -225,8 +255,58 @@ impl IdentityProvider {
                 mailbox: mailbox.to_string(),
                 refused: false,
                 unauthorized: false,
+                certificate: None,
             },
         );
+    }
+
+    /// Registers a confidential client with a certificate credential (the
+    /// Microsoft app-only way, RFC 7523 `private_key_jwt`) whose tokens are for
+    /// `mailbox`; returns (certificate PEM, private key PEM) for
+    /// `client_certificate_file` and `client_key_file`.
+    pub fn add_certificate_client(&self, client_id: &str, mailbox: &str) -> (String, String) {
+        let key = rcgen::KeyPair::from_pem(SERVICE_ACCOUNT_KEY)
+            .unwrap_or_else(|e| panic!("the test RSA key for rcgen: {e}"));
+        let cert = rcgen::CertificateParams::new(vec!["privacy-mailroom".to_string()])
+            .and_then(|p| p.self_signed(&key))
+            .unwrap_or_else(|e| panic!("a self-signed test certificate: {e}"));
+        let x5t = b64::encode_url(
+            ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert.der()).as_ref(),
+        );
+        self.lock().clients.insert(
+            client_id.to_string(),
+            Client {
+                secret: None,
+                mailbox: mailbox.to_string(),
+                refused: false,
+                unauthorized: false,
+                certificate: Some((rsa_public_key(), x5t)),
+            },
+        );
+        (cert.pem(), SERVICE_ACCOUNT_KEY.to_string())
+    }
+
+    /// Registers a Google-style service account `client_email` (key:
+    /// [`SERVICE_ACCOUNT_KEY`]) with domain-wide delegation for `mailbox`, and
+    /// returns its JSON key file, whose `token_uri` is this provider.
+    pub fn add_service_account(&self, client_email: &str, mailbox: &str) -> String {
+        self.lock().service_accounts.insert(
+            client_email.to_string(),
+            ServiceAccount {
+                public_key: rsa_public_key(),
+                delegated: vec![mailbox.to_lowercase()],
+            },
+        );
+        json!({
+            "type": "service_account",
+            "project_id": "privacy-mailroom-test",
+            "private_key_id": "test-key-1",
+            "private_key": SERVICE_ACCOUNT_KEY,
+            "client_email": client_email,
+            "client_id": "100000000000000000001",
+            "token_uri": self.token_url(),
+        })
+        .to_string()
     }
 
     /// Registers a public client (no secret: device code and refresh token
@@ -239,6 +319,7 @@ impl IdentityProvider {
                 mailbox: mailbox.to_string(),
                 refused: false,
                 unauthorized: false,
+                certificate: None,
             },
         );
     }
@@ -822,10 +903,18 @@ fn token(
         .cloned()
         .unwrap_or_else(|| DEFAULT_SCOPE.to_string());
     match grant_type {
-        "client_credentials" => match authenticate_client(state, client_id, secret, true) {
-            Ok(mailbox) => issue(state, grant_type, client_id, &mailbox, &scope, None),
-            Err(refusal) => refusal,
-        },
+        "client_credentials" => {
+            let assertion_type = form.get("client_assertion_type").map(String::as_str);
+            let checked = if assertion_type == Some(CLIENT_ASSERTION_TYPE) {
+                certificate_client(state, form, client_id)
+            } else {
+                authenticate_client(state, client_id, secret, true)
+            };
+            match checked {
+                Ok(mailbox) => issue(state, grant_type, client_id, &mailbox, &scope, None),
+                Err(refusal) => refusal,
+            }
+        }
         "refresh_token" => {
             if let Err(refusal) = authenticate_client(state, client_id, secret, false) {
                 return refusal;
@@ -914,6 +1003,10 @@ fn token(
                 Some(rt),
             )
         }
+        JWT_BEARER_GRANT => match service_account_grant(state, form) {
+            Ok((email, subject, scope)) => issue(state, grant_type, &email, &subject, &scope, None),
+            Err(refusal) => refusal,
+        },
         "" => oauth_error(400, "invalid_request", "grant_type is missing."),
         _ => oauth_error(
             400,
@@ -921,6 +1014,153 @@ fn token(
             "This grant type is not supported here.",
         ),
     }
+}
+
+/// Checks a service account's assertion as Google does: `Ok((client_email,
+/// subject, scope))` or the error answer, worded like Google's.
+fn service_account_grant(
+    state: &State,
+    form: &HashMap<String, String>,
+) -> Result<(String, String, String), (u16, Value)> {
+    let invalid = |why: &str| oauth_error(400, "invalid_grant", why);
+    let assertion = form.get("assertion").cloned().unwrap_or_default();
+    let email = unverified_claim(&assertion, "iss");
+    let Some(account) = state.service_accounts.get(&email) else {
+        return Err(oauth_error(
+            401,
+            "invalid_client",
+            "The OAuth client was not found.",
+        ));
+    };
+    let (_, claims) = verified_jwt(&assertion, &account.public_key).map_err(|why| invalid(&why))?;
+    let token_url = format!("http://127.0.0.1:{}/token", state.port);
+    if claims["aud"] != token_url.as_str() {
+        return Err(invalid("Invalid JWT: audience is not the token URL."));
+    }
+    if !short_lived(&claims) {
+        return Err(invalid(
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+        ));
+    }
+    let subject = claims["sub"].as_str().unwrap_or_default().to_lowercase();
+    let scope = claims["scope"].as_str().unwrap_or_default().to_string();
+    if !account.delegated.contains(&subject) || scope != GOOGLE_MAIL_SCOPE {
+        return Err(oauth_error(
+            401,
+            "unauthorized_client",
+            "Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.",
+        ));
+    }
+    Ok((email, subject, scope))
+}
+
+/// A string claim of a JWT, unverified (to find whose key checks it).
+fn unverified_claim(token: &str, name: &str) -> String {
+    decode_claims(token)
+        .and_then(|c| c[name].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The DER `RSAPublicKey` of [`SERVICE_ACCOUNT_KEY`].
+fn rsa_public_key() -> Vec<u8> {
+    let der = pem_body(SERVICE_ACCOUNT_KEY);
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der)
+        .unwrap_or_else(|e| panic!("the test RSA key: {e}"));
+    ring::signature::KeyPair::public_key(&pair)
+        .as_ref()
+        .to_vec()
+}
+
+/// The header and claims of an RS256 JWT whose signature `public_key`
+/// verifies, or why not.
+fn verified_jwt(token: &str, public_key: &[u8]) -> Result<(Value, Value), String> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, payload, signature] = parts[..] else {
+        return Err("Invalid JWT: not three segments.".into());
+    };
+    let decode = |part: &str| -> Option<Value> { serde_json::from_slice(&b64::decode(part)?).ok() };
+    let (Some(header_json), Some(claims), Some(signature)) =
+        (decode(header), decode(payload), b64::decode(signature))
+    else {
+        return Err("Invalid JWT: undecodable.".into());
+    };
+    if header_json["alg"] != "RS256" {
+        return Err("Invalid JWT: alg must be RS256.".into());
+    }
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_key,
+    )
+    .verify(format!("{header}.{payload}").as_bytes(), &signature)
+    .map_err(|_| "Invalid JWT Signature.".to_string())?;
+    Ok((header_json, claims))
+}
+
+/// Whether `iat`/`exp` make a short-lived assertion valid now.
+fn short_lived(claims: &Value) -> bool {
+    let now = unix(SystemTime::now()) as i64;
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap_or(0),
+        claims["exp"].as_i64().unwrap_or(0),
+    );
+    exp > now && iat <= now + 60 && exp - iat <= 3600
+}
+
+/// A `private_key_jwt` client assertion (RFC 7523 §2.2) of a client with a
+/// certificate: `Ok(mailbox)` or the error answer, worded like Entra ID's.
+fn certificate_client(
+    state: &State,
+    form: &HashMap<String, String>,
+    client_id: &str,
+) -> Result<String, (u16, Value)> {
+    let refuse = |why: &str| oauth_error(401, "invalid_client", why);
+    let not_registered = "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application.";
+    let assertion = form.get("client_assertion").cloned().unwrap_or_default();
+    let Some(client) = state.clients.get(client_id) else {
+        return Err(refuse(
+            "AADSTS700016: Application not found in the directory.",
+        ));
+    };
+    let Some((public_key, x5t)) = &client.certificate else {
+        return Err(refuse(not_registered));
+    };
+    let (header, claims) = verified_jwt(&assertion, public_key)
+        .map_err(|why| refuse(&format!("AADSTS700027: {why}")))?;
+    if header["x5t"] != x5t.as_str() {
+        return Err(refuse(not_registered));
+    }
+    let token_url = format!("http://127.0.0.1:{}/token", state.port);
+    if claims["iss"] != client_id
+        || claims["sub"] != client_id
+        || claims["aud"] != token_url.as_str()
+    {
+        return Err(refuse(
+            "AADSTS700023: Client assertion audience claim does not match Realm issuer.",
+        ));
+    }
+    if !short_lived(&claims) || claims["jti"].as_str().unwrap_or_default().is_empty() {
+        return Err(refuse(
+            "AADSTS700024: Client assertion is not within its valid time range.",
+        ));
+    }
+    if client.unauthorized {
+        return Err(oauth_error(
+            400,
+            "unauthorized_client",
+            "Client is unauthorized to retrieve access tokens using this method.",
+        ));
+    }
+    Ok(client.mailbox.clone())
+}
+
+/// The DER bytes of a PEM file's first block.
+fn pem_body(pem: &str) -> Vec<u8> {
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    b64::decode(&body).expect("a PEM body in base64")
 }
 
 fn issue(

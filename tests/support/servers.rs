@@ -109,6 +109,20 @@ impl MailServers {
         self.oauth().submission_port
     }
 
+    /// A Postfix listener (OAuth mode) that refuses every client at once with
+    /// `421 4.7.0 … try again in 30 seconds`, as a provider rate-limiting
+    /// the mailbox does; its refusals are in [`throttled_refusals`]
+    /// (Self::throttled_refusals).
+    pub fn throttled_port(&self) -> u16 {
+        self.oauth().throttled_port
+    }
+
+    /// How many connections the [`throttled_port`](Self::throttled_port)
+    /// listener refused so far.
+    pub fn throttled_refusals(&self) -> usize {
+        count_throttled_refusals(&self.dir)
+    }
+
     /// The HS256 secret Dovecot validates bearer tokens with (OAuth mode).
     pub fn oauth_key(&self) -> &[u8] {
         &self.oauth().key
@@ -303,6 +317,18 @@ impl MailServers {
         }
     }
 
+    /// A fresh mailbox whose server keeps its own copy of the mail it sends
+    /// (OAuth mode): whatever it sends through Postfix also lands in its
+    /// "Sent" folder, shortly after Postfix accepted it, as with Gmail and
+    /// Exchange Online. `keepsent-<prefix>-<pid>-<n>@example.test`.
+    pub fn server_copy_user(&self, prefix: &str) -> String {
+        assert!(
+            self.oauth.is_some(),
+            "server-kept Sent copies need MailServers::start_oauth()"
+        );
+        self.unique_user(&format!("keepsent-{prefix}"))
+    }
+
     /// A fresh address Postfix refuses at RCPT with `550 5.1.1` (a
     /// colleague who left): `gone-<pid>-<n>@example.test`.
     pub fn refused_user(&self) -> String {
@@ -339,6 +365,8 @@ impl MailServers {
 struct OAuthSetup {
     /// Postfix's submission listener (STARTTLS, Dovecot SASL).
     submission_port: u16,
+    /// Postfix's listener that answers every client `421 4.7.0`.
+    throttled_port: u16,
     /// The HS256 secret Dovecot trusts (the raw bytes; the key file holds
     /// their base64).
     key: Vec<u8>,
@@ -404,10 +432,11 @@ fn boot(mode: Mode) -> anyhow::Result<MailServers> {
         smtp_port,
         smtps_port,
         submission_port,
+        throttled_port,
     ] = free_ports()?;
     let oauth = match mode {
         Mode::Password => None,
-        Mode::OAuth => Some(write_oauth_files(&dir, submission_port)?),
+        Mode::OAuth => Some(write_oauth_files(&dir, submission_port, throttled_port)?),
     };
     let mut guard = StartupGuard {
         groups: Vec::new(),
@@ -437,7 +466,9 @@ fn boot(mode: Mode) -> anyhow::Result<MailServers> {
         lmtp_port,
         smtp_port,
         smtps_port,
-        oauth.as_ref().map(|o| o.submission_port),
+        oauth
+            .as_ref()
+            .map(|o| (o.submission_port, o.throttled_port)),
     )?;
     // `master -s` makes itself a session (and process group) leader.
     watcher.register_group(master.id())?;
@@ -452,6 +483,24 @@ fn boot(mode: Mode) -> anyhow::Result<MailServers> {
             &dir,
             "Postfix (submission)",
         )?;
+        wait_for_port(
+            o.throttled_port,
+            &mut children[1],
+            &dir,
+            "Postfix (throttled)",
+        )?;
+        // That probe was refused too: wait for its log line, so that a
+        // test's count of refusals starts after it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count_throttled_refusals(&dir) == 0 {
+            if Instant::now() > deadline {
+                bail!(
+                    "Postfix's throttled listener logged no refusal of the start-up probe\n{}",
+                    logs(&dir)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     guard.armed = false;
@@ -608,6 +657,26 @@ passdb {{
 "#
         )
     };
+    // OAuth mode plays the providers' folder habits too: mail to
+    // `USER+Sent` is saved into USER's "Sent" (how the server keeps its own
+    // copy of sent mail, see `MailServers::server_copy_user`), and a folder
+    // named "Sent Items" carries `\Sent` (RFC 6154), like Exchange's.
+    let provider_habits = if oauth {
+        r#"lmtp_save_to_detail_mailbox = yes
+recipient_delimiter = +
+lda_mailbox_autocreate = yes
+"#
+    } else {
+        ""
+    };
+    let sent_items = if oauth {
+        r#"  mailbox "Sent Items" {
+    special_use = \Sent
+  }
+"#
+    } else {
+        ""
+    };
     let conf = format!(
         r#"# Private Dovecot for the privacy-mailroom integration tests.
 protocols = imap lmtp
@@ -638,10 +707,10 @@ first_valid_uid = 1
 namespace inbox {{
   inbox = yes
   separator = /
-}}
+{sent_items}}}
 protocol lmtp {{
   postmaster_address = postmaster@example.test
-}}
+{provider_habits}}}
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
@@ -688,7 +757,7 @@ fn start_postfix(
     lmtp_port: u16,
     smtp_port: u16,
     smtps_port: u16,
-    submission_port: Option<u16>,
+    oauth_ports: Option<(u16, u16)>,
 ) -> anyhow::Result<Child> {
     let (postfix_uid, _) = lookup_user("postfix")?;
     let conf_dir = dir.join("postfix/conf");
@@ -729,6 +798,13 @@ smtpd_relay_restrictions = permit_mynetworks, reject
 # top, as an MX that authenticated the submitter writes it.
 smtpd_recipient_restrictions = check_recipient_access regexp:{d}/postfix/conf/refused_recipients
 smtpd_sender_restrictions = check_sender_access regexp:{d}/postfix/conf/authenticated_senders
+# Mail sent by a `keepsent-*` mailbox is also delivered to its own
+# `+Sent` address, which the OAuth-mode Dovecot saves into its Sent folder:
+# the server keeps a copy of sent mail, as Gmail and Exchange Online do (see
+# MailServers::server_copy_user).
+sender_bcc_maps = regexp:{d}/postfix/conf/server_sent_copies
+# The OAuth mode's rate-limiting listener (MailServers::throttled_port).
+throttled_client_restrictions = check_client_access static:{{421 4.7.0 Rate limited: too many connections from this mailbox; try again in 30 seconds}}
 smtpd_peername_lookup = no
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {d}/cert.pem
@@ -762,11 +838,16 @@ readme_directory = no
         format!("/^(mxauth-[^@]*@.*)$/ PREPEND Authentication-Results: {MX_AUTHSERV_ID}; auth=pass smtp.auth=$1\n"),
     )
     .context("write authenticated_senders")?;
+    std::fs::write(
+        conf_dir.join("server_sent_copies"),
+        "/^(keepsent-[^@+]*)@(.+)$/ ${1}+Sent@${2}\n",
+    )
+    .context("write server_sent_copies")?;
     let master_cf = std::fs::read_to_string("/etc/postfix/master.cf")
         .with_context(|| format!("read /etc/postfix/master.cf; {INSTALL_HINT}"))?;
     std::fs::write(
         conf_dir.join("master.cf"),
-        master_cf_for(&master_cf, smtp_port, smtps_port, submission_port, dir),
+        master_cf_for(&master_cf, smtp_port, smtps_port, oauth_ports, dir),
     )
     .context("write master.cf")?;
 
@@ -823,7 +904,7 @@ fn master_cf_for(
     original: &str,
     smtp_port: u16,
     smtps_port: u16,
-    submission_port: Option<u16>,
+    oauth_ports: Option<(u16, u16)>,
     dir: &Path,
 ) -> String {
     let mut out = String::new();
@@ -847,7 +928,15 @@ fn master_cf_for(
     out.push_str(&format!(
         "127.0.0.1:{smtps_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt\n"
     ));
-    if let Some(port) = submission_port {
+    if let Some((port, throttled)) = oauth_ports {
+        // A provider rate-limiting the mailbox: every client is refused at
+        // connection time (client restrictions not delayed) with a 421 that
+        // names the wait (`throttled_client_restrictions` in main.cf).
+        out.push_str(&format!(
+            "127.0.0.1:{throttled} inet n - n - - smtpd -o syslog_name=postfix/throttled \
+             -o smtpd_delay_reject=no \
+             -o smtpd_client_restrictions=$throttled_client_restrictions\n"
+        ));
         // Like port 587 at a mail provider: STARTTLS, then AUTH (verified by
         // Dovecot), and only an authenticated client may relay — loopback's
         // `permit_mynetworks` does not apply here. Every other restriction
@@ -866,7 +955,11 @@ fn master_cf_for(
 
 /// The key file, the `oauth2` passdb's settings and the SMTP deny list for
 /// OAuth mode.
-fn write_oauth_files(dir: &Path, submission_port: u16) -> anyhow::Result<OAuthSetup> {
+fn write_oauth_files(
+    dir: &Path,
+    submission_port: u16,
+    throttled_port: u16,
+) -> anyhow::Result<OAuthSetup> {
     let (_, dovecot_gid) = lookup_user("dovecot")?;
     let conf_dir = dir.join("dovecot");
     let key_dir = conf_dir.join("keys/default/HS256");
@@ -916,6 +1009,7 @@ fn write_oauth_files(dir: &Path, submission_port: u16) -> anyhow::Result<OAuthSe
     }
     Ok(OAuthSetup {
         submission_port,
+        throttled_port,
         key,
         smtp_deny_file,
         smtp_denied: Arc::new(Mutex::new(Vec::new())),
@@ -957,6 +1051,14 @@ service auth {{
 }}
 "#
     )
+}
+
+/// The `421` refusals of the throttled listener in Postfix's log.
+fn count_throttled_refusals(dir: &Path) -> usize {
+    let text = std::fs::read_to_string(dir.join("postfix.log")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("postfix/throttled/") && l.contains(" 421 4.7.0 "))
+        .count()
 }
 
 /// Writes `path` through a temporary file and a rename.

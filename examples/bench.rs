@@ -51,6 +51,8 @@
 //!   with one `UID MOVE`, all at once) or `append` (APPENDed to the inbox
 //!   while the daemon runs, over `BENCH_LAND_CONNECTIONS` sessions)
 //! - `BENCH_LAND_CONNECTIONS`: IMAP sessions APPENDing the burst (default 4)
+//! - `BENCH_SENT_COPY`: `smtp.sent_copy` (default `append`: the test Dovecot
+//!   keeps no copy of sent mail)
 //! - `BENCH_LATENCY_SAMPLES`: single requests for the latency (default 20; daemon mode)
 //! - `BENCH_TIMEOUT_SECS`: give up on the run after this long (default 1800)
 //! - `BENCH_KEEP_DB=1`: copy the database to `BENCH_OUT` for a closer look
@@ -261,6 +263,13 @@ async fn main() {
             "trusted_authserv_ids",
             daemon::toml_str_array(&[BENCH_AUTHSERV_ID]),
         );
+    // Dovecot keeps no copy of sent mail: `"auto"` would only wait
+    // `AUTO_COPY_SETTLE` before appending (BENCH_SENT_COPY=auto measures that).
+    config = config.set_str(
+        "smtp",
+        "sent_copy",
+        &std::env::var("BENCH_SENT_COPY").unwrap_or_else(|_| "append".into()),
+    );
     // Left to the daemon's default (4) unless asked for, so that a binary
     // from before the key existed can be measured too.
     if std::env::var_os("BENCH_SMTP_CONNECTIONS").is_some() {

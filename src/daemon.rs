@@ -355,11 +355,12 @@ async fn sent_copy_loop(
     shutdown: CancellationToken,
 ) {
     let mut failing = false;
+    let mut wait = SENT_COPY_RETRY;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(SENT_COPY_RETRY) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         match copy_to_sent(&room, &shutdown).await {
             Ok(()) => failing = false,
@@ -371,6 +372,15 @@ async fn sent_copy_loop(
                 warn!(error = %crate::logging::Personal(&e), "Cannot copy sent mail to the Sent folder; will retry.");
             }
         }
+        // Copies held back for the server's own copy (`sent_copy = "auto"`)
+        // are taken as soon as they are due.
+        wait = match sync::next_copy_due(&room).await {
+            Ok(Some(due)) => (due - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_millis(100), SENT_COPY_RETRY),
+            _ => SENT_COPY_RETRY,
+        };
     }
 }
 

@@ -657,7 +657,8 @@ pub async fn append_sent(
     loop {
         let rows = {
             let mut conn = room.store.conn().await?;
-            store::outbox::unappended(&mut conn, APPEND_BATCH).await?
+            store::outbox::unappended(&mut conn, copy_sent_before(room, Utc::now()), APPEND_BATCH)
+                .await?
         };
         let rows: Vec<_> = rows
             .into_iter()
@@ -715,6 +716,36 @@ pub async fn append_sent(
     Ok(count)
 }
 
+/// With `smtp.sent_copy = "auto"`, how long after SMTP accepted a mail the
+/// Sent folder is first asked for the server's own copy: servers that keep
+/// one (Exchange with a plain SMTP login, some hosted relays) save it a
+/// moment after accepting the mail, and asking at once would find nothing
+/// and append a second copy. Mail sent more recently waits for a later turn
+/// (the daemon's copier wakes when it is due; `run --once` leaves it to the
+/// next run).
+pub const AUTO_COPY_SETTLE: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Mail sent at or before this time may be copied to Sent now.
+fn copy_sent_before(room: &Mailroom, now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    match room.config.smtp.sent_copy {
+        crate::config::SentCopy::Auto => now - AUTO_COPY_SETTLE,
+        crate::config::SentCopy::Append | crate::config::SentCopy::Server => now,
+    }
+}
+
+/// When the oldest Sent-folder copy that is not due yet becomes due, if any
+/// is waiting (see [`AUTO_COPY_SETTLE`]).
+pub async fn next_copy_due(room: &Mailroom) -> Result<Option<chrono::DateTime<Utc>>, CycleError> {
+    let oldest = {
+        let mut conn = room.store.conn().await?;
+        store::outbox::oldest_unappended(&mut conn).await?
+    };
+    let now = Utc::now();
+    Ok(oldest
+        .map(|sent| sent + (now - copy_sent_before(room, now)))
+        .filter(|due| *due > now))
+}
+
 /// How many Sent-folder copies are recorded in one statement.
 const MARK_EVERY: usize = 25;
 
@@ -738,7 +769,7 @@ pub async fn copy_to_sent(
 ) -> Result<(), CycleError> {
     let waiting = {
         let mut conn = room.store.conn().await?;
-        store::outbox::unappended(&mut conn, 1).await?
+        store::outbox::unappended(&mut conn, copy_sent_before(room, Utc::now()), 1).await?
     };
     if waiting.is_empty() {
         return Ok(());

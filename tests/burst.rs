@@ -114,13 +114,14 @@ async fn sent_copy_auto_appends_only_the_copies_the_sent_folder_lacks() {
     let servers = MailServers::start();
     let mailbox = servers.unique_user("privacy");
     let consumer = servers.unique_user("consumer");
-    let config = DaemonConfig::new(servers, &mailbox);
+    let config = DaemonConfig::new(servers, &mailbox).set_str("smtp", "sent_copy", "auto");
     let parsed = Config::parse(&config.to_toml()).expect("the test config parses");
     let room = Mailroom::open(parsed).await.expect("open the mailroom");
 
-    // 70 sent mails (more than one search of 32 Message-IDs); the server
-    // already holds a copy of every third, as Gmail or Exchange would.
-    let now = Utc::now();
+    // 70 mails sent a minute ago (more than one search of 32 Message-IDs);
+    // the server already holds a copy of every third, as Gmail or Exchange
+    // would. One sent just now waits: its server copy may still come.
+    let now = Utc::now() - chrono::Duration::seconds(60);
     let mut raws: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for n in 0..70 {
         let message_id = format!("reply.{n}.{}@example.test", std::process::id());
@@ -165,6 +166,44 @@ async fn sent_copy_auto_appends_only_the_copies_the_sent_folder_lacks() {
         raws.insert(message_id, raw);
     }
     assert_eq!(servers.count(&mailbox, "Sent").await, 24);
+    let young = {
+        let raw = compose(&Outgoing {
+            from: format!("Privacy Team <{mailbox}>"),
+            reply_to: mailbox.clone(),
+            to: vec![consumer.clone()],
+            subject: "Your request CCPA-2026-00070".into(),
+            message_id: format!("reply.young.{}@example.test", std::process::id()),
+            in_reply_to: None,
+            references: Vec::new(),
+            auto_submitted: AutoSubmitted::Replied,
+            text: "We received your request.\n".into(),
+            html: None,
+            date: Utc::now(),
+        })
+        .expect("compose");
+        let mut conn = room.store.conn().await.expect("a connection");
+        let id = store::outbox::insert(
+            &mut conn,
+            &store::outbox::NewOutbox {
+                case_id: None,
+                message_id: &format!("<reply.young.{}@example.test>", std::process::id()),
+                audience: Audience::Consumer,
+                template: "acknowledgement",
+                envelope_from: &mailbox,
+                recipients: std::slice::from_ref(&consumer),
+                rate_key: &consumer,
+                subject: "Your request",
+                raw: &raw,
+                now: Utc::now(),
+            },
+        )
+        .await
+        .expect("queue the mail");
+        store::outbox::mark_sent(&mut conn, id, Utc::now())
+            .await
+            .expect("mark it sent");
+        id
+    };
 
     privacy_mailroom::sync::copy_to_sent(&room, &tokio_util::sync::CancellationToken::new())
         .await
@@ -181,8 +220,13 @@ async fn sent_copy_auto_appends_only_the_copies_the_sent_folder_lacks() {
     let want: BTreeMap<String, usize> = raws.keys().map(|id| (id.clone(), 1)).collect();
     assert_eq!(in_sent, want);
     let mut conn = room.store.conn().await.expect("a connection");
-    let left = store::outbox::unappended(&mut conn, 100)
+    let left = store::outbox::unappended(&mut conn, Utc::now(), 100)
         .await
         .expect("unappended rows");
-    assert!(left.is_empty(), "{} rows not marked copied", left.len());
+    let left: Vec<i64> = left.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        left,
+        vec![young],
+        "every settled row is marked copied; the one sent just now waits for the server's copy"
+    );
 }

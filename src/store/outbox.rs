@@ -224,16 +224,34 @@ pub async fn by_message_id(
 /// Copies to the Sent folder are given up after this many refusals.
 pub const MAX_APPEND_ATTEMPTS: i64 = 5;
 
-pub async fn unappended(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
+/// Sent mail still to be copied to Sent, sent at or before `sent_before`.
+pub async fn unappended(
+    conn: &mut SqliteConnection,
+    sent_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(i64, Vec<u8>)>> {
     sqlx::query_as(
         "SELECT id, raw FROM outbox WHERE status = 'sent' AND appended_at IS NULL
-           AND append_attempts < ? ORDER BY id LIMIT ?",
+           AND append_attempts < ? AND sent_at <= ? ORDER BY id LIMIT ?",
     )
     .bind(MAX_APPEND_ATTEMPTS)
+    .bind(sent_before)
     .bind(limit)
     .fetch_all(conn)
     .await
     .op("outbox.unappended")
+}
+
+/// When the oldest sent mail still to be copied to Sent was sent.
+pub async fn oldest_unappended(conn: &mut SqliteConnection) -> Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar(
+        "SELECT MIN(sent_at) FROM outbox WHERE status = 'sent' AND appended_at IS NULL
+           AND append_attempts < ?",
+    )
+    .bind(MAX_APPEND_ATTEMPTS)
+    .fetch_one(conn)
+    .await
+    .op("outbox.oldest_unappended")
 }
 
 /// Records Sent-folder copies, several rows in one statement (copies made,

@@ -643,7 +643,7 @@ async fn server_kept_copies(
 /// conversation. A copy that fails is tried again next time. Stops between
 /// messages once `stop` is cancelled.
 ///
-/// Copies are recorded every [`MARK_EVERY`] APPENDs (and before an error is
+/// Copies are recorded every `MARK_EVERY` (25) APPENDs (and before an error is
 /// returned) rather than one sync per copy: a crash in between can append up
 /// to that many copies a second time with `sent_copy = "append"`; with
 /// `"auto"` the next run finds them in the folder.

@@ -334,7 +334,7 @@ impl Imap {
 
     /// Which of `message_ids` (without angle brackets) `mailbox` already
     /// holds: one `UID SEARCH` with OR'd `HEADER Message-ID` keys per
-    /// [`MESSAGE_ID_SEARCH_CHUNK`] ids instead of one search each (a burst's
+    /// `MESSAGE_ID_SEARCH_CHUNK` (32) ids instead of one search each (a burst's
     /// Sent copies otherwise cost a search of the whole folder per mail), then
     /// the headers of the few hits, since `HEADER` matches substrings. Opens
     /// the folder read-only (EXAMINE): the caller selects its working folder

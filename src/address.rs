@@ -22,7 +22,7 @@ pub fn domain(addr: &str) -> Option<&str> {
 
 /// Is the address at one of `domains`, or a subdomain of one? (`@` before a
 /// listed domain is allowed; case is ignored.)
-pub fn in_domains<D: AsRef<str>>(addr: &str, domains: &[D]) -> bool {
+pub(crate) fn in_domains<D: AsRef<str>>(addr: &str, domains: &[D]) -> bool {
     let Some(domain) = domain(addr.trim()) else {
         return false;
     };

@@ -67,6 +67,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::CaseId;
+
 pub use clock::Policy;
 pub use engine::{Command, Effect, Input, Refusal, Template, Transition, apply, open};
 
@@ -103,14 +105,14 @@ impl Kind {
     /// Whether the business must verify the requester's identity before
     /// acting. Opt-out (§7026(d)) and limit (§7027(e)) requests are not
     /// verifiable consumer requests: the case opens ready for the team.
-    pub fn needs_verification(self) -> bool {
+    pub(crate) fn needs_verification(self) -> bool {
         matches!(self, Kind::Know | Kind::Delete | Kind::Correct)
     }
 
     /// Whether the 45-day response clock (§7021(b)) with its one extension
     /// applies. Opt-out and limit requests are due within 15 business days
     /// (§7026(f), §7027(g)) and cannot be extended.
-    pub fn has_45_day_clock(self) -> bool {
+    pub(crate) fn has_45_day_clock(self) -> bool {
         self.needs_verification()
     }
 
@@ -189,7 +191,7 @@ impl State {
     }
 
     /// A final state: the case takes no more decisions.
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         matches!(
             self,
             State::Completed | State::Denied | State::Closed | State::Withdrawn
@@ -217,7 +219,7 @@ impl FromStr for State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Case {
     /// `{prefix}-{year}-{seq:05}`, e.g. `CCPA-2026-00042`.
-    pub id: String,
+    pub id: CaseId,
     pub kind: Kind,
     pub state: State,
     /// Address the request came from (the consumer, or the agent).
@@ -262,13 +264,13 @@ pub struct Case {
 }
 
 impl Case {
-    pub fn is_agent(&self) -> bool {
+    pub(crate) fn is_agent(&self) -> bool {
         self.agent.is_some()
     }
 
     /// The requester, the agent or the consumer: whoever may write in the
     /// case's thread by its subject tag alone.
-    pub fn is_party(&self, addr: &str) -> bool {
+    pub(crate) fn is_party(&self, addr: &str) -> bool {
         [
             Some(&self.requester),
             self.agent.as_ref(),
@@ -277,6 +279,32 @@ impl Case {
         .into_iter()
         .flatten()
         .any(|a| crate::address::same(a, addr))
+    }
+}
+
+vocabulary! {
+    /// How the request was submitted, for the §7101 record (`cases.manner`).
+    pub enum Manner {
+        /// By the consumer, by mail.
+        Email = "email",
+        /// Through an authorized agent.
+        Agent = "agent",
+    }
+}
+
+impl Default for Manner {
+    /// The column's default.
+    fn default() -> Self {
+        Manner::Email
+    }
+}
+
+/// Lets rows read a `manner` column straight into the enum
+/// (`#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for Manner {
+    type Error = ParseEnumError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 
@@ -362,7 +390,7 @@ impl Action {
     /// a count, a state change, a template name); the detail of every other
     /// action is replaced. A team command's answer is its row in
     /// [`commands::TABLE`].
-    pub fn purge_keeps_detail(self) -> bool {
+    pub(crate) fn purge_keeps_detail(self) -> bool {
         if let Some(verb) = commands::TABLE.iter().find(|v| v.action == self) {
             return verb.purge_keeps_detail;
         }

@@ -14,7 +14,7 @@ use tracing::{debug, info};
 use crate::cases::engine::{Actor, Audience, NewRequest, Notice};
 use crate::cases::{Action, Case, Command, Effect, Input, Kind, Refusal, Template, Transition};
 use crate::classify;
-use crate::ids::Purpose;
+use crate::ids::{CaseId, Purpose};
 use crate::mailroom::Mailroom;
 use crate::message::Inbound;
 use crate::outbox::compose::{AutoSubmitted, Outgoing, compose};
@@ -57,7 +57,7 @@ pub struct NewThread<'a> {
     pub subject: &'a str,
     /// Message-ID of the request.
     pub root: Option<&'a str>,
-    pub manner: &'static str,
+    pub manner: crate::cases::Manner,
     /// What opened it (see [`Trigger`]): the guards on the first mail.
     pub trigger: Trigger,
 }
@@ -74,7 +74,7 @@ pub async fn commit_new(
         subject: thread.subject.to_string(),
         thread_root: thread.root.map(str::to_string),
         notice_root: None,
-        manner: thread.manner.to_string(),
+        manner: thread.manner,
     };
     store::cases::insert(conn, &t.case, &row, now).await?;
     carry_out(conn, room, t, thread.trigger, now).await
@@ -130,7 +130,7 @@ pub async fn commit_update(
 pub async fn apply_input(
     conn: &mut SqliteConnection,
     room: &Mailroom,
-    case_id: &str,
+    case_id: &CaseId,
     input: Input,
     now: DateTime<Utc>,
 ) -> Result<Transition> {
@@ -143,7 +143,7 @@ pub async fn apply_input(
 pub async fn apply_input_as(
     conn: &mut SqliteConnection,
     room: &Mailroom,
-    case_id: &str,
+    case_id: &CaseId,
     input: Input,
     vouched_agent: bool,
     now: DateTime<Utc>,
@@ -208,7 +208,7 @@ pub async fn apply_input_as(
 /// A refusal is recorded (committed) and returned.
 pub async fn act(
     room: &Mailroom,
-    case_id: &str,
+    case_id: &CaseId,
     actor: Actor,
     command: Command,
     now: DateTime<Utc>,
@@ -569,7 +569,7 @@ pub struct TeamMail<'a> {
     /// What the Message-ID authenticates, and for which case, summary or row.
     pub purpose: Purpose,
     pub subject_id: &'a str,
-    pub case_id: Option<&'a str>,
+    pub case_id: Option<&'a CaseId>,
     /// Ignored for case notices, which thread under the case's first notice.
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
@@ -577,7 +577,7 @@ pub struct TeamMail<'a> {
 
 impl<'a> TeamMail<'a> {
     /// A notice about one case, threaded with the case's other notices.
-    pub fn case_notice(template: &'a str, ctx: &'a TemplateContext, case_id: &'a str) -> Self {
+    pub fn case_notice(template: &'a str, ctx: &'a TemplateContext, case_id: &'a CaseId) -> Self {
         TeamMail {
             template,
             ctx,
@@ -628,7 +628,7 @@ pub async fn queue_for_team(
         conn,
         room,
         Queued {
-            case_id: mail.case_id,
+            case_id: mail.case_id.map(CaseId::as_str),
             audience: store::outbox::Audience::Team,
             template: mail.template,
             recipients: notify,
@@ -855,27 +855,17 @@ pub async fn open_request(
     received_at: DateTime<Utc>,
     message_row: Option<i64>,
     now: DateTime<Utc>,
-) -> Result<String, CaseworkError> {
-    let names: Vec<&str> = inbound
-        .attachments
-        .iter()
-        .map(|a| a.filename.as_str())
-        .collect();
-    let agent = classify::detect_agent(
-        sender,
-        inbound.head(),
-        &names,
-        &room.config.agents.known_domains,
-    );
+) -> Result<CaseId, CaseworkError> {
+    let agent = classify::agent_of(sender, inbound, &room.config.agents.known_domains);
     let year = store::cases::id_year(received_at, room.policy.timezone);
     let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
-    let id = crate::ids::format_case_id(&room.config.policy.case_prefix, year, seq);
+    let id = CaseId::new(&room.config.policy.case_prefix, year, seq);
     let declarations = crate::attachments::declaration_count(agent.is_agent, &inbound.attachments);
     let vouched = agent.is_agent
-        && crate::address::in_domains(sender, &room.config.agents.known_domains)
-        && crate::address::authres::authenticated(
-            &room.team().trusted_authserv_ids,
+        && crate::address::authres::vouched_known_agent(
             sender,
+            &room.config.agents.known_domains,
+            &room.team().trusted_authserv_ids,
             &inbound.authentication_results,
         );
     let req = NewRequest {
@@ -909,7 +899,11 @@ pub async fn open_request(
         &NewThread {
             subject: &inbound.subject,
             root: inbound.message_id.as_deref(),
-            manner: if agent.is_agent { "agent" } else { "email" },
+            manner: if agent.is_agent {
+                crate::cases::Manner::Agent
+            } else {
+                crate::cases::Manner::Email
+            },
             trigger: if vouched {
                 Trigger::VouchedAgent
             } else {

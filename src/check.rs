@@ -26,7 +26,7 @@ use crate::config::{Config, Security};
 use crate::errors::Failure;
 
 /// A certificate expiring within this many days fails the check.
-pub const EXPIRY_WARNING_DAYS: u64 = 14;
+pub(crate) const EXPIRY_WARNING_DAYS: u64 = 14;
 
 /// How long one network step may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);

@@ -12,7 +12,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::cases::Kind;
-use crate::ids::CaseId;
+use crate::ids::{CaseId, Purpose, Verified};
 
 /// One `[[rules]]` entry: a subject phrase list for a kind.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -155,6 +155,24 @@ pub fn find_case_tag(subject: &str, prefix: &str) -> Option<CaseId> {
         .find_map(|c| CaseId::parse(&format!("{}-{}-{}", c[1].trim(), &c[2], &c[3]), prefix))
 }
 
+/// Which case a message threads to: the case our own reply Message-ID names
+/// (in its In-Reply-To or References, HMAC-verified into `referenced`), else
+/// the case tag of its subject. The one rule for inbound mail (intake) and
+/// the team's mail found in the Sent folder; whether the case exists and
+/// whether the sender may touch it is for the caller to decide.
+pub(crate) fn thread_case_id(
+    referenced: &[Verified],
+    subject: &str,
+    prefix: &str,
+) -> Option<CaseId> {
+    referenced
+        .iter()
+        .find(|v| v.purpose == Purpose::Reply)
+        // We signed this ID ourselves, so it has the syntax we made.
+        .map(|v| CaseId::from_stored(v.subject_id.clone()))
+        .or_else(|| find_case_tag(subject, prefix))
+}
+
 /// `[PREFIX-YYYY-NNNNN]`, the prefix checked by the caller.
 static CASE_TAG: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\[([^\[\]]*?)-(\d{4})-(\d{5,})\s*\]").expect("case tag pattern is valid")
@@ -215,7 +233,7 @@ pub fn looks_like_request(text: &str) -> Option<Kind> {
 /// a `kind` request also makes, in that order: "opt me out and delete my
 /// data" is an opt-out and a deletion, and the deletion must not be lost
 /// (issue: opt-out is a request, not a canned reply).
-pub fn also_requested(text: &str, kind: Kind) -> Vec<Kind> {
+pub(crate) fn also_requested(text: &str, kind: Kind) -> Vec<Kind> {
     let text = collapse_whitespace(text);
     [Kind::Know, Kind::Delete, Kind::Correct]
         .into_iter()
@@ -299,6 +317,22 @@ static NAME_LINE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?im)^[ \t]*(?:consumer(?:'s)?(?: full)? name|name of (?:the )?consumer)[ \t]*:[ \t]*(.+)$")
         .expect("name line pattern is valid")
 });
+
+/// [`detect_agent`] for a parsed message from `sender`: its readable text
+/// and its attachments' names. What intake (storing documents before the
+/// commit) and `casework::open_request` (opening the case) both ask.
+pub(crate) fn agent_of<D: AsRef<str>>(
+    sender: &str,
+    inbound: &crate::message::Inbound,
+    known_domains: &[D],
+) -> AgentInfo {
+    let names: Vec<&str> = inbound
+        .attachments
+        .iter()
+        .map(|a| a.filename.as_str())
+        .collect();
+    detect_agent(sender, inbound.head(), &names, known_domains)
+}
 
 /// Decides whether a request comes from an authorized agent (SPEC §7), and
 /// picks the consumer's address and name out of the text when given.
@@ -446,6 +480,28 @@ pub fn is_declaration_name(filename: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_threads_to_our_reply_reference_before_its_tag() {
+        let reply = |id: &str| Verified {
+            purpose: Purpose::Reply,
+            subject_id: id.into(),
+        };
+        let notice = Verified {
+            purpose: Purpose::Notice,
+            subject_id: "CCPA-2026-00009".into(),
+        };
+        let subject = "Re: [ccpa-2026-00002] your request";
+        let thread = |refs: &[Verified]| thread_case_id(refs, subject, "CCPA");
+        assert_eq!(
+            thread(&[notice.clone(), reply("CCPA-2026-00001")]).as_deref(),
+            Some("CCPA-2026-00001")
+        );
+        // A team notice is not the consumer's thread: the tag decides.
+        assert_eq!(thread(&[notice]).as_deref(), Some("CCPA-2026-00002"));
+        assert_eq!(thread(&[]).as_deref(), Some("CCPA-2026-00002"));
+        assert_eq!(thread_case_id(&[], "hello", "CCPA"), None);
+    }
 
     /// Rows of a tab-separated table, skipping comments; `\t` and `\n`
     /// escapes in the first column are expanded.

@@ -114,6 +114,84 @@ pub enum CasesCommand {
     },
 }
 
+impl Cli {
+    /// The command line as clap describes it, with the `cases act` help
+    /// generated from the command table ([`crate::cases::commands::TABLE`]):
+    /// each decision's one-line help is its table help, and `cases act
+    /// --help` lists every form next to the same command by mail. `main`
+    /// parses with this, so the help cannot drift from the table.
+    pub(crate) fn command_with_table_help() -> clap::Command {
+        use clap::CommandFactory;
+        Cli::command().mut_subcommand("cases", |cases| cases.mut_subcommand("act", act_help))
+    }
+
+    /// Parses the process's arguments with [`Cli::command_with_table_help`].
+    pub fn parse_with_table_help() -> Result<Cli, clap::Error> {
+        use clap::FromArgMatches;
+        let matches = Cli::command_with_table_help().try_get_matches()?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
+/// What a form does, per kind of request where that differs:
+/// "the deletion is done…" for a delete, "send the completion notice…" for a
+/// know.
+fn form_help(form: &crate::cases::commands::Form) -> String {
+    let mut texts: Vec<(&'static str, Vec<Kind>)> = Vec::new();
+    for kind in Kind::ALL {
+        let text = (form.help)(kind);
+        match texts.iter_mut().find(|(t, _)| *t == text) {
+            Some((_, kinds)) => kinds.push(kind),
+            None => texts.push((text, vec![kind])),
+        }
+    }
+    if let [(text, _)] = texts.as_slice() {
+        return (*text).to_string();
+    }
+    texts
+        .iter()
+        .map(|(text, kinds)| {
+            let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            format!("{}: {text}", kinds.join("/"))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn act_help(mut act: clap::Command) -> clap::Command {
+    let mut listing =
+        String::from("Forms (each is also a command by mail, in a reply to a team notice):\n");
+    for verb in crate::cases::commands::TABLE {
+        for form in verb.forms {
+            let Some(cli) = form.cli else { continue };
+            let help = form_help(form);
+            listing.push_str(&format!(
+                "  {cli}\n      by mail: {}\n      {help}\n",
+                form.usage
+            ));
+            // The subcommand's one-line help: its first (plain) form's, short
+            // when it differs by kind.
+            let name = cli.split_whitespace().next().unwrap_or(cli);
+            let about =
+                if help.contains(": ") && (form.help)(Kind::Know) != (form.help)(Kind::Delete) {
+                    format!(
+                        "`{}`: what it does depends on the kind (see `cases act --help`)",
+                        form.usage
+                    )
+                } else {
+                    help.clone()
+                };
+            if act
+                .find_subcommand(name)
+                .is_some_and(|sub| sub.get_about().is_none())
+            {
+                act = act.mut_subcommand(name, |sub| sub.about(about));
+            }
+        }
+    }
+    act.after_help(listing)
+}
+
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only cases in STATE: `open` (every state that still needs work), or one of
@@ -143,22 +221,20 @@ pub enum StateFilter {
     Is(State),
 }
 
+/// The decisions of `cases act`. Their help comes from the command table
+/// (`Cli::command_with_table_help`); the doc comments here are only on the
+/// flags.
 #[derive(Debug, Subcommand)]
 pub enum Action {
-    /// The requester's identity is verified.
     Verify,
-    /// Deny the request; the consumer gets the reason.
     Deny {
         #[arg(long)]
         reason: String,
     },
-    /// Extend the due date by `policy.extension_days` (45), once, before the first due date.
     Extend {
         #[arg(long)]
         reason: String,
     },
-    /// The request was carried out (the only way, with `#complete`, to record
-    /// the substantive response).
     Complete {
         /// (All but delete) the team sent the substantive response itself;
         /// no completion mail goes out.
@@ -171,23 +247,18 @@ pub enum Action {
         #[arg(long, requires = "partial")]
         reason: Option<String>,
     },
-    /// Close without a decision (duplicate, spam, ...). A reason starting
-    /// "unverified" closes it because identity could not be verified: the
-    /// requester is told and it counts as denied.
     Close {
         #[arg(long)]
         reason: String,
     },
-    /// Add a note to the case history.
-    Note { text: String },
-    /// Accept the agent's declaration.
+    Note {
+        text: String,
+    },
     DeclarationAccept,
-    /// Reject the agent's declaration.
     DeclarationReject {
         #[arg(long)]
         reason: String,
     },
-    /// Record that the agent holds a power of attorney.
     Poa,
 }
 
@@ -262,7 +333,7 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
 
 impl Action {
     /// The engine command this action stands for.
-    pub fn to_command(&self) -> crate::cases::Command {
+    pub(crate) fn to_command(&self) -> crate::cases::Command {
         use crate::cases::Command as C;
         match self {
             Action::Verify => C::Verify,
@@ -294,13 +365,13 @@ impl Action {
 }
 
 /// Loads the config named on the command line; a problem is a usage error.
-pub fn load_config(cli: &Cli) -> Result<crate::config::Config, Failure> {
+pub(crate) fn load_config(cli: &Cli) -> Result<crate::config::Config, Failure> {
     let path = crate::config::resolve_path(cli.config.as_deref());
     crate::config::Config::load(&path).map_err(|e| Failure::Usage(e.into()))
 }
 
 /// Opens the database and templates; a broken template set is a usage error.
-pub async fn open_mailroom(
+pub(crate) async fn open_mailroom(
     config: crate::config::Config,
 ) -> Result<crate::mailroom::Mailroom, Failure> {
     use crate::mailroom::SetupError;
@@ -431,7 +502,11 @@ async fn templates_cmd(
                 Some(id) => {
                     let store = crate::store::Store::open(&config.storage.database).await?;
                     let mut conn = store.conn().await?;
-                    let Some(case) = crate::store::cases::get(&mut conn, &id).await? else {
+                    let found = match crate::ids::CaseId::parse_any(&id) {
+                        Some(case_id) => crate::store::cases::get(&mut conn, &case_id).await?,
+                        None => None,
+                    };
+                    let Some(case) = found else {
                         return Err(cases::no_case(config, &id));
                     };
                     let tz = config.timezone().map_err(|e| Failure::Usage(e.into()))?;
@@ -462,6 +537,34 @@ mod tests {
     /// Every `cases act` form of the command table parses, and builds the
     /// command its mail form builds: the table, the mail parser and the CLI
     /// cannot drift apart.
+    #[test]
+    fn cases_act_help_is_the_command_table() {
+        let mut cli = Cli::command_with_table_help();
+        let act = cli
+            .find_subcommand_mut("cases")
+            .and_then(|c| c.find_subcommand_mut("act"))
+            .expect("cases act");
+        let help = act.render_long_help().to_string();
+        for verb in TABLE {
+            for form in verb.forms {
+                let Some(cli) = form.cli else { continue };
+                assert!(help.contains(cli), "`cases act --help` lacks {cli}");
+                assert!(
+                    help.contains(form.usage),
+                    "`cases act --help` lacks {}",
+                    form.usage
+                );
+            }
+        }
+        for sub in act.get_subcommands().filter(|s| s.get_name() != "help") {
+            assert!(
+                sub.get_about().is_some(),
+                "`cases act {}` has no help: give it a form in the command table",
+                sub.get_name()
+            );
+        }
+    }
+
     #[test]
     fn every_cli_form_of_the_command_table_builds_the_mail_forms_command() {
         let fill = |s: &str| {

@@ -502,24 +502,17 @@ async fn fail(
     warn!(outbox = row.id, error = %crate::logging::Personal(error), "Delivery failed for good.");
     let _turn = round.db_turn().await;
     let mut tx = room.store.begin().await?;
-    store::outbox::mark_failed(&mut tx, row.id, error).await?;
-    if let Some(case_id) = &row.case_id {
-        store::events::append(
-            &mut tx,
-            Some(case_id),
-            now,
-            "daemon",
-            crate::cases::Action::DeliveryFailed,
-            &format!("{}: {error}", row.template),
-        )
-        .await?;
-        if row.audience == store::outbox::Audience::Consumer.as_str()
-            && let Some(case) = store::cases::get(&mut tx, case_id).await?
-            && let Err(e) = crate::team::notify_delivery_failure(&mut tx, room, &case, now).await
-        {
-            warn!(error = %crate::logging::Personal(&e), "Cannot queue the delivery-failure notice.");
-        }
-    }
+    crate::team::delivery_failed(
+        &mut tx,
+        room,
+        row.id,
+        row.case_id.as_ref(),
+        row.audience == store::outbox::Audience::Consumer.as_str(),
+        error,
+        &format!("{}: {error}", row.template),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -8,7 +8,7 @@
 
 /// Exits the process with status 86 if the fault point `name` is armed.
 #[cfg(feature = "fault-injection")]
-pub fn hit(name: &str) {
+pub(crate) fn hit(name: &str) {
     if std::env::var("PRIVACY_MAILROOM_FAULT").is_ok_and(|v| v == name) {
         eprintln!("fault point {name} reached: exiting as if killed");
         std::process::exit(86);
@@ -18,12 +18,12 @@ pub fn hit(name: &str) {
 /// Without the `fault-injection` feature there are no fault points.
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
-pub fn hit(_name: &str) {}
+pub(crate) fn hit(_name: &str) {}
 
 /// Panics if the fault point `name` is armed: for the test that proves the
 /// daemon exits when its sender task dies.
 #[cfg(feature = "fault-injection")]
-pub fn panic_at(name: &str) {
+pub(crate) fn panic_at(name: &str) {
     if std::env::var("PRIVACY_MAILROOM_FAULT").is_ok_and(|v| v == name) {
         panic!("fault point {name} reached: panicking");
     }
@@ -32,4 +32,4 @@ pub fn panic_at(name: &str) {
 /// Without the `fault-injection` feature there are no fault points.
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
-pub fn panic_at(_name: &str) {}
+pub(crate) fn panic_at(_name: &str) {}

@@ -54,9 +54,6 @@ pub enum Purpose {
     Digest,
 }
 
-/// The name used in the task description; the same type.
-pub type MessageIdKind = Purpose;
-
 impl Purpose {
     pub const ALL: [Purpose; 6] = [
         Purpose::Reply,
@@ -129,7 +126,7 @@ impl fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// Keys from a secret; use [`generate_secret`] (32 random bytes) for a new one.
+    /// Keys from a secret; 32 random bytes for a new one.
     pub fn new(secret: &[u8]) -> Keys {
         // HMAC accepts keys of any length, so this cannot fail; fall back to
         // hashing the key ourselves if a future version ever rejects one.
@@ -239,7 +236,7 @@ impl Keys {
     /// Every valid daemon ID written anywhere in `text` (a forwarded copy of
     /// our mail quotes its reference line or carries its headers), in order,
     /// without duplicates. Reads at most the first [`SCAN_LIMIT`] bytes.
-    pub fn find_in_text(&self, text: &[u8]) -> Vec<Verified> {
+    pub(crate) fn find_in_text(&self, text: &[u8]) -> Vec<Verified> {
         let text = &text[..text.len().min(SCAN_LIMIT)];
         let text = String::from_utf8_lossy(text);
         let candidates = text
@@ -256,7 +253,7 @@ impl Keys {
 }
 
 /// How much of a message [`Keys::find_in_text`] reads.
-pub const SCAN_LIMIT: usize = 512 * 1024;
+pub(crate) const SCAN_LIMIT: usize = 512 * 1024;
 
 fn is_plain_subject(s: &str) -> bool {
     !s.is_empty()
@@ -284,7 +281,8 @@ fn decode_subject(s: &str) -> Option<String> {
 }
 
 /// A new random HMAC key.
-pub fn generate_secret() -> [u8; 32] {
+#[cfg(test)]
+pub(crate) fn generate_secret() -> [u8; 32] {
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     secret
@@ -332,7 +330,7 @@ fn is_code_separator(c: char) -> bool {
 /// with spaces (or a line break) between symbols, and with O/0 and I/L/1
 /// confused. The code must stand on its own: no letter or digit directly before
 /// or after it. An empty or malformed `code` is never found.
-pub fn find_code(text: &str, code: &str) -> bool {
+pub(crate) fn find_code(text: &str, code: &str) -> bool {
     let wanted: Option<Vec<u8>> = code
         .chars()
         .filter(|c| !is_code_separator(*c))
@@ -380,7 +378,7 @@ fn matches_at(chars: &[char], wanted: &[u8]) -> bool {
 
 /// The parts of a case ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaseIdParts {
+pub(crate) struct CaseIdParts {
     pub prefix: String,
     pub year: i32,
     pub seq: u64,
@@ -388,7 +386,7 @@ pub struct CaseIdParts {
 
 /// `{prefix}-{year}-{seq:05}`, e.g. `CCPA-2026-00042`; sequences above 99999
 /// simply get more digits.
-pub fn format_case_id(prefix: &str, year: i32, seq: u64) -> String {
+pub(crate) fn format_case_id(prefix: &str, year: i32, seq: u64) -> String {
     format!("{prefix}-{year:04}-{seq:05}")
 }
 
@@ -396,7 +394,7 @@ pub fn format_case_id(prefix: &str, year: i32, seq: u64) -> String {
 /// dashes; the year has four digits and the sequence at least five. Surrounding
 /// whitespace and brackets (`[CCPA-2026-00042]`) are accepted. Compare the
 /// prefix with the configured one case-insensitively.
-pub fn parse_case_id(s: &str) -> Option<CaseIdParts> {
+pub(crate) fn parse_case_id(s: &str) -> Option<CaseIdParts> {
     let s = s.trim();
     let s = s.strip_prefix('[').unwrap_or(s);
     let s = s.strip_suffix(']').unwrap_or(s).trim();
@@ -427,8 +425,9 @@ pub fn parse_case_id(s: &str) -> Option<CaseIdParts> {
 /// [`CaseId::new`] or read with [`CaseId::parse`]: the one syntax the
 /// subject tag, a command's case argument and `cases act` accept. Prints as
 /// the text it holds; derefs to `&str` for the store.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, sqlx::Type)]
 #[serde(transparent)]
+#[sqlx(transparent)]
 pub struct CaseId(String);
 
 impl CaseId {
@@ -455,9 +454,19 @@ impl CaseId {
         Some(CaseId(format!("{}{year_seq}", parts.prefix.to_uppercase())))
     }
 
+    /// An ID as a person typed it (`cases act`, `cases show`): the case-ID
+    /// syntax under any prefix (cases opened under an earlier
+    /// `policy.case_prefix` stay reachable), kept as written.
+    pub fn parse_any(s: &str) -> Option<CaseId> {
+        parse_case_id(s)?;
+        let s = s.trim();
+        let s = s.strip_prefix('[').unwrap_or(s);
+        Some(CaseId(s.strip_suffix(']').unwrap_or(s).trim().to_string()))
+    }
+
     /// An ID read back from the database, which only holds IDs this type
     /// made.
-    pub fn from_stored(id: String) -> CaseId {
+    pub(crate) fn from_stored(id: String) -> CaseId {
         CaseId(id)
     }
 
@@ -482,6 +491,15 @@ impl std::ops::Deref for CaseId {
 impl AsRef<str> for CaseId {
     fn as_ref(&self) -> &str {
         &self.0
+    }
+}
+
+/// Unit tests write IDs as literals; the daemon itself only makes them
+/// with [`CaseId::new`] or [`CaseId::parse`].
+#[cfg(test)]
+impl From<&str> for CaseId {
+    fn from(id: &str) -> CaseId {
+        CaseId(id.to_string())
     }
 }
 

@@ -20,11 +20,15 @@ use crate::cases::engine::Notice;
 use crate::cases::{Input, Kind};
 use crate::casework::{self, CaseworkError};
 use crate::classify;
-use crate::ids::{Purpose, Verified};
+use crate::ids::{CaseId, Purpose};
 use crate::mailroom::Mailroom;
 use crate::message::{self, Inbound};
 use crate::store::messages::Disposition;
 use crate::store::{self, NewMessage};
+
+pub mod route;
+
+pub use route::{Facts, Mail, Party, Refusal, Route, route};
 
 /// One message fetched from the mailbox.
 #[derive(Debug, Clone)]
@@ -54,9 +58,9 @@ pub enum Target {
 /// What intake decided for one message (for logs and tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Opened { case_id: String, kind: Kind },
-    Reply { case_id: String },
-    TeamMail { case_id: Option<String> },
+    Opened { case_id: CaseId, kind: Kind },
+    Reply { case_id: CaseId },
+    TeamMail { case_id: Option<CaseId> },
     DeliveryReport,
     Automatic,
     Duplicate,
@@ -153,16 +157,14 @@ fn target_name(room: &Mailroom, target: Target) -> &str {
 }
 
 /// One message on its way through intake: what was fetched, what it says,
-/// and the facts every branch needs.
+/// and who wrote it.
 struct Record<'a> {
     uid_validity: u32,
     fetched: &'a Fetched,
     inbound: &'a Inbound,
     sha: &'a str,
-    /// The From address, lower-cased ("" when missing).
-    sender: String,
-    /// Our Message-IDs (HMAC verified) in In-Reply-To and References.
-    referenced: Vec<Verified>,
+    /// Who wrote it ([`sender_of`]; "" when missing).
+    sender: &'a str,
 }
 
 impl Record<'_> {
@@ -207,40 +209,10 @@ impl Record<'_> {
     fn received_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         self.fetched.internal_date.map_or(now, |d| d.min(now))
     }
-
-    /// The case the message belongs to: one whose Message-ID it answers, or
-    /// whose tag it carries from a party of the case.
-    async fn own_case(
-        &self,
-        conn: &mut SqliteConnection,
-        room: &Mailroom,
-    ) -> Result<Option<crate::cases::Case>, CaseworkError> {
-        let Some(id) = self.thread_case_id(&room.config.policy.case_prefix) else {
-            return Ok(None);
-        };
-        let Some(case) = store::cases::get(conn, &id).await? else {
-            return Ok(None);
-        };
-        let answers_ours = self.referenced.iter().any(|v| v.subject_id == case.id);
-        Ok((answers_ours || case.is_party(&self.sender)).then_some(case))
-    }
-
-    /// The case our Reply Message-ID names, else the case of the subject tag.
-    fn thread_case_id(&self, case_prefix: &str) -> Option<String> {
-        self.referenced
-            .iter()
-            .find(|v| v.purpose == Purpose::Reply)
-            .map(|v| v.subject_id.clone())
-            .or_else(|| {
-                classify::find_case_tag(&self.inbound.subject, case_prefix).map(String::from)
-            })
-    }
 }
 
-/// Decides what one message is, in order: a duplicate, too big, a delivery
-/// report, our own, a reply to a team notice, a team member's own mail,
-/// automatic mail, a reply in a case thread, a new request — or, failing all,
-/// a message for review. Never drops anything.
+/// One message: the facts looked up, the [`route()`] decided, the route
+/// carried out.
 async fn process_one(
     conn: &mut SqliteConnection,
     room: &Mailroom,
@@ -250,76 +222,210 @@ async fn process_one(
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let sha = crate::hash::sha256_hex(&fetched.raw);
+    let facts = gather(conn, room, fetched, inbound, &sha).await?;
+    let decided = route(inbound, &facts);
     let rec = Record {
         uid_validity,
         fetched,
         inbound,
         sha: &sha,
-        sender: sender_of(room, inbound),
-        referenced: room.keys.verify_any(
-            inbound
-                .in_reply_to
-                .iter()
-                .chain(inbound.references.iter())
-                .map(String::as_str),
-        ),
+        sender: &facts.sender,
     };
-    if let Some(outcome) = duplicate(conn, room, &rec, now).await? {
-        return Ok(outcome);
+    carry_out(conn, room, &rec, &facts, decided, now).await
+}
+
+/// Everything [`route()`] needs that is not in the message itself: the
+/// store (seen before, the cases it names, the outbox row a report is
+/// about), the keys (our Message-IDs) and the config (team, agents, rules).
+/// Only what the message could use is looked up: a new request with no
+/// reference and no tag costs one query (seen before).
+async fn gather(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    fetched: &Fetched,
+    inbound: &Inbound,
+    sha: &str,
+) -> Result<Facts, CaseworkError> {
+    let sender = sender_of(room, inbound);
+    let prefix = &room.config.policy.case_prefix;
+    let team = room.team();
+    let referenced = room.keys.verify_any(
+        inbound
+            .in_reply_to
+            .iter()
+            .chain(inbound.references.iter())
+            .map(String::as_str),
+    );
+    let in_text = room.keys.find_in_text(&fetched.raw);
+    let thread = classify::thread_case_id(&referenced, &inbound.subject, prefix);
+    let seen_before = store::messages::seen_inbound(
+        conn,
+        inbound.message_id.as_deref(),
+        inbound.from.as_ref().map(|a| a.addr.as_str()),
+        &inbound.subject,
+        sha,
+    )
+    .await?
+    .map(|(_, earlier)| {
+        if earlier.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
+            Target::Review
+        } else {
+            Target::Processed
+        }
+    });
+    // The cases the message names: its thread, the notice it answers, a
+    // returned notice's, and what automatic mail refers to.
+    let mut named: Vec<CaseId> = Vec::new();
+    named.extend(thread.iter().cloned());
+    if let Some(crate::team::mail::Scope::Case(id)) =
+        crate::team::mail::Scope::from_references(&referenced)
+    {
+        named.push(id);
     }
-    if let Some(outcome) = oversize(conn, room, &rec, now).await? {
-        return Ok(outcome);
+    if let Some(v) = in_text.iter().find(|v| v.purpose != Purpose::Reply)
+        && matches!(v.purpose, Purpose::Notice | Purpose::Result)
+    {
+        // We signed these IDs ourselves.
+        named.push(CaseId::from_stored(v.subject_id.clone()));
     }
-    if let Some(excess) = inbound.over_limit {
-        return over_mime_limits(conn, room, &rec, excess, now).await;
+    if inbound.auto.is_some()
+        && let Some(v) = referenced.first()
+    {
+        named.push(CaseId::from_stored(v.subject_id.clone()));
     }
-    if let Some(dsn) = &inbound.dsn {
-        return delivery_report(conn, room, &rec, dsn, now).await;
+    named.sort();
+    named.dedup();
+    let mut cases = Vec::with_capacity(named.len());
+    for id in &named {
+        if let Some(case) = store::cases::get(conn, id).await? {
+            cases.push(case);
+        }
     }
-    if room.is_own_address(&rec.sender) {
-        if is_ours(room, inbound) {
+    let reported = match inbound
+        .dsn
+        .as_ref()
+        .and_then(|d| d.original_message_id.as_deref())
+    {
+        Some(mid) => store::outbox::by_message_id(conn, mid)
+            .await?
+            .map(|r| route::Reported {
+                outbox: r.id,
+                case: r.case_id,
+                to_consumer: r.audience == store::outbox::Audience::Consumer.as_str(),
+            }),
+        None => None,
+    };
+    let sender_is_member = team.is_member(&sender);
+    // Commands count only from a member (anyone else's are never read).
+    let command_lines = if sender_is_member {
+        crate::team::commands::parse(&message::reply_text::new_text(inbound.head()), prefix).len()
+    } else {
+        0
+    };
+    let subject_kind = classify::match_subject(&room.config.rules, &inbound.subject);
+    Ok(Facts {
+        seen_before,
+        headers_only: fetched.headers_only,
+        body_missing: fetched.body_missing,
+        size: fetched.size,
+        max_attachment_bytes: room.config.agents.max_attachment_bytes,
+        sender_is_own: room.is_own_address(&sender),
+        written_by_us: is_ours(room, inbound),
+        sender_is_member,
+        member_authorized: crate::team::auth::authorize(
+            &team,
+            &sender,
+            &inbound.authentication_results,
+        )
+        .is_ok(),
+        sender_known_agent: crate::address::authres::vouched_known_agent(
+            &sender,
+            &room.config.agents.known_domains,
+            &team.trusted_authserv_ids,
+            &inbound.authentication_results,
+        ),
+        sender_answerable: crate::address::parse_mailbox(&sender).is_some(),
+        referenced,
+        in_text,
+        thread,
+        command_lines,
+        cases,
+        reported,
+        subject_kind,
+        // Only read when no rule matched (a body scan).
+        reads_like: match subject_kind {
+            Some(_) => None,
+            None => classify::looks_like_request(inbound.head()),
+        },
+        sender,
+    })
+}
+
+/// Does what the route says. Every branch writes the message row (so
+/// nothing is lost) and files the original to Processed or Review.
+async fn carry_out(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    facts: &Facts,
+    route: Route,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
+    let known = |id: &CaseId| {
+        facts
+            .case(id)
+            .ok_or_else(|| CaseworkError::NoSuchCase(id.to_string()))
+    };
+    match route.mail {
+        Mail::Duplicate { target } => {
+            file_only(conn, room, rec, Disposition::Duplicate, target, now).await?;
+            debug!(
+                uid = rec.fetched.uid,
+                "Duplicate message filed without effects."
+            );
+            Ok(Outcome::Duplicate)
+        }
+        Mail::Oversize { case, refusal } => {
+            oversize(conn, room, rec, case.as_ref(), &refusal, now).await
+        }
+        Mail::OverMimeCaps { case, excess } => {
+            over_mime_limits(conn, room, rec, case.as_ref(), excess, now).await
+        }
+        Mail::DeliveryReport {
+            reported,
+            permanent,
+        } => delivery_report(conn, room, rec, reported.as_ref(), permanent, now).await,
+        Mail::OwnMail => {
             // Our own mail come back (a Bcc or a loop) gets no answer.
             rec.write(conn, room, None, Disposition::Own, Target::Processed, now)
                 .await?;
-            return Ok(Outcome::Automatic);
+            Ok(Outcome::Automatic)
         }
-        // From our address but not written by us (a web form that sends as
-        // the mailbox, without Reply-To): a person must look at it.
-        let why = "it is sent from the mailbox's own address but not by the daemon";
-        let suggestion = classify::match_subject(&room.config.rules, &inbound.subject);
-        return review(conn, room, &rec, why, suggestion, now).await;
-    }
-    if let Some(scope) = crate::team::mail::Scope::from_references(&rec.referenced) {
-        return team_reply(conn, room, &rec, &scope, now).await;
-    }
-    if room.is_member(&rec.sender)
-        && let Some(outcome) = member_mail(conn, room, &rec, now).await?
-    {
-        return Ok(outcome);
-    }
-    if let Some(outcome) = returned_notice(conn, room, &rec, now).await? {
-        return Ok(outcome);
-    }
-    if let Some(kind) = inbound.auto {
-        return automatic(conn, room, &rec, kind, now).await;
-    }
-    let threaded = match rec.thread_case_id(&room.config.policy.case_prefix) {
-        Some(case_id) => store::cases::get(conn, &case_id).await?,
-        None => None,
-    };
-    if let Some(case) = threaded {
-        return case_reply(conn, room, &rec, case, now).await;
-    }
-    if let Some(kind) = classify::match_subject(&room.config.rules, &inbound.subject) {
-        if crate::address::parse_mailbox(&rec.sender).is_none() {
-            let why = "a request whose sender address cannot be answered";
-            return review(conn, room, &rec, why, Some(kind), now).await;
+        Mail::TeamReply {
+            scope,
+            case,
+            member,
+        } => team_reply(conn, room, rec, &scope, case, member, now).await,
+        Mail::UnreferencedCommands { case, lines } => {
+            unreferenced_commands(conn, room, rec, case.as_ref(), lines, now).await
         }
-        return open_case(conn, room, &rec, kind, now).await;
+        Mail::Correspondence { case } => correspondence(conn, room, rec, case, now).await,
+        Mail::ReturnedNotice { case, trusted } => {
+            returned_notice(conn, room, rec, case, trusted, now).await
+        }
+        Mail::Automatic {
+            kind,
+            case,
+            request,
+        } => automatic(conn, room, rec, kind, case.as_ref(), request, now).await,
+        Mail::ForeignTag { case } => foreign_tag(conn, room, rec, known(&case)?, now).await,
+        Mail::Reply { case, by_reference } => {
+            let vouched = route.party == Party::KnownAgent;
+            case_reply(conn, room, rec, known(&case)?, by_reference, vouched, now).await
+        }
+        Mail::Request { kind } => open_case(conn, room, rec, kind, now).await,
+        Mail::Review { why, suggestion } => review(conn, room, rec, why, suggestion, now).await,
     }
-    let why = "no subject rule matched and it is not a reply in a case thread";
-    let suggestion = classify::looks_like_request(inbound.head());
-    review(conn, room, &rec, why, suggestion, now).await
 }
 
 /// Who wrote the message: the From address, except that mail sent *as* the
@@ -349,64 +455,33 @@ fn is_ours(room: &Mailroom, inbound: &Inbound) -> bool {
         .is_some_and(|id| room.keys.verify(id).is_some())
 }
 
-/// The second line of de-duplication after the UID cursor: the same message
-/// (Message-ID or bytes) seen under another UID is filed where the first went.
-async fn duplicate(
-    conn: &mut SqliteConnection,
-    room: &Mailroom,
-    rec: &Record<'_>,
-    now: DateTime<Utc>,
-) -> Result<Option<Outcome>, CaseworkError> {
-    let Some((_, earlier_target)) = store::messages::seen_inbound(
-        conn,
-        rec.inbound.message_id.as_deref(),
-        rec.inbound.from.as_ref().map(|a| a.addr.as_str()),
-        &rec.inbound.subject,
-        rec.sha,
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    let target = if earlier_target.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
-        Target::Review
-    } else {
-        Target::Processed
-    };
-    file_only(conn, room, rec, Disposition::Duplicate, target, now).await?;
-    debug!(
-        uid = rec.fetched.uid,
-        "Duplicate message filed without effects."
-    );
-    Ok(Some(Outcome::Duplicate))
-}
-
 /// Refused by size (SPEC §7): recorded from the headers, review, team told.
 async fn oversize(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     rec: &Record<'_>,
+    case: Option<&CaseId>,
+    refusal: &Refusal,
     now: DateTime<Utc>,
-) -> Result<Option<Outcome>, CaseworkError> {
-    let max_attachment = room.config.agents.max_attachment_bytes;
-    let too_big = crate::attachments::over_limit(&rec.inbound.attachments, max_attachment);
-    if !rec.fetched.headers_only && too_big.is_none() {
-        return Ok(None);
-    }
-    let why = match too_big {
-        _ if rec.fetched.body_missing => format!(
+) -> Result<Outcome, CaseworkError> {
+    use crate::attachments::human_size;
+    let why = match refusal {
+        Refusal::BodyMissing { size } => format!(
             "the mail server listed the message ({}) but did not return its body on several mailbox cycles; recorded from its headers",
-            crate::attachments::human_size(rec.fetched.size)
+            human_size(*size)
         ),
-        Some(a) => format!(
-            "the attachment {:?} is {}, over agents.max_attachment_bytes ({})",
-            a.filename,
-            crate::attachments::human_size(a.bytes.len() as u64),
-            crate::attachments::human_size(max_attachment)
+        Refusal::Attachment {
+            filename,
+            bytes,
+            max,
+        } => format!(
+            "the attachment {filename:?} is {}, over agents.max_attachment_bytes ({})",
+            human_size(*bytes),
+            human_size(*max)
         ),
-        None => format!(
+        Refusal::Message { size } => format!(
             "the message is {}, over imap.max_message_bytes",
-            crate::attachments::human_size(rec.fetched.size)
+            human_size(*size)
         ),
     };
     let o = Oversize {
@@ -416,11 +491,11 @@ async fn oversize(
         size: rec.fetched.size,
         sha256: rec.sha,
         inbound: rec.inbound,
-        case: rec.own_case(conn, room).await?,
+        case,
         why,
     };
     refuse_oversize(conn, room, &o, now).await?;
-    Ok(Some(Outcome::Review { reason: "oversize" }))
+    Ok(Outcome::Review { reason: "oversize" })
 }
 
 /// Over a cap on the MIME structure (`imap.max_mime_parts`,
@@ -432,11 +507,11 @@ async fn over_mime_limits(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     rec: &Record<'_>,
+    case: Option<&CaseId>,
     excess: message::MimeExcess,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
-    let case = rec.own_case(conn, room).await?;
-    let case_id = case.as_ref().map(|c| c.id.as_str());
+    let case_id = case.map(|c| c.as_str());
     let row = rec
         .write(
             conn,
@@ -484,18 +559,17 @@ async fn team_reply(
     room: &Mailroom,
     rec: &Record<'_>,
     scope: &crate::team::mail::Scope,
+    case: Option<CaseId>,
+    member: bool,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
-    let case_id = match scope {
-        crate::team::mail::Scope::Case(id) => store::cases::get(conn, id).await?.map(|c| c.id),
-        _ => None,
-    };
     // A non-member's reply to a notice is kept for a person to look at.
-    let target = if room.is_member(&rec.sender) {
+    let target = if member {
         Target::Processed
     } else {
         Target::Review
     };
+    let case_id = case;
     rec.write(
         conn,
         room,
@@ -520,19 +594,11 @@ async fn returned_notice(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     rec: &Record<'_>,
+    case: Option<CaseId>,
+    trusted: bool,
     now: DateTime<Utc>,
-) -> Result<Option<Outcome>, CaseworkError> {
-    let ours = room.keys.find_in_text(&rec.fetched.raw);
-    let Some(first) = ours.iter().find(|v| v.purpose != Purpose::Reply) else {
-        return Ok(None);
-    };
-    let case_id = match first.purpose {
-        Purpose::Notice | Purpose::Result => store::cases::get(conn, &first.subject_id)
-            .await?
-            .map(|c| c.id),
-        _ => None,
-    };
-    let trusted = room.is_member(&rec.sender) || room.is_own_address(&rec.sender);
+) -> Result<Outcome, CaseworkError> {
+    let case_id = case;
     let target = if trusted {
         Target::Processed
     } else {
@@ -561,68 +627,52 @@ async fn returned_notice(
         case = case_id.as_deref().unwrap_or("-"),
         "A team notice came back as new mail; recorded without a notice."
     );
-    Ok(Some(Outcome::TeamMail { case_id }))
+    Ok(Outcome::TeamMail { case_id })
 }
 
-/// A team member's mail that is not a reply to a notice: commands in it are
-/// not run (they need the notice's HMAC reference); mail to a consumer in a
-/// case thread (Bcc'd to the mailbox) is correspondence. Anything else goes on
-/// through the ordinary branches.
-async fn member_mail(
+/// A team member's commands in mail that is not a reply to a notice: not
+/// run (they need the notice's HMAC reference); review, and the refusal is
+/// recorded.
+async fn unreferenced_commands(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     rec: &Record<'_>,
+    case: Option<&CaseId>,
+    lines: usize,
     now: DateTime<Utc>,
-) -> Result<Option<Outcome>, CaseworkError> {
-    let case = match rec.thread_case_id(&room.config.policy.case_prefix) {
-        Some(id) => store::cases::get(conn, &id).await?,
-        None => None,
-    };
-    let case_id = case.as_ref().map(|c| c.id.as_str());
-    let commands = crate::team::commands::parse(
-        &message::reply_text::new_text(rec.inbound.head()),
-        &room.config.policy.case_prefix,
-    );
-    if !commands.is_empty() {
-        rec.write(conn, room, case_id, Disposition::Team, Target::Review, now)
-            .await?;
-        let detail = format!(
-            "{} command line(s) not executed: the message does not reply to a notification of the daemon",
-            commands.len()
-        );
-        store::events::append(
-            conn,
-            case_id,
-            now,
-            &rec.sender,
-            crate::cases::Action::CommandRefused,
-            &detail,
-        )
+) -> Result<Outcome, CaseworkError> {
+    let case_id = case.map(|c| c.as_str());
+    rec.write(conn, room, case_id, Disposition::Team, Target::Review, now)
         .await?;
-        return Ok(Some(Outcome::Review {
-            reason: "team commands without a notification reference",
-        }));
-    }
-    // Correspondence: the member's own mail to a party of the case, and only
-    // when the sender passes the same checks as a command (DKIM if required).
-    let Some(case) = case else {
-        return Ok(None);
-    };
-    let team = room.team();
-    let authorized =
-        crate::team::auth::authorize(&team, &rec.sender, &rec.inbound.authentication_results);
-    let to_party = rec
-        .inbound
-        .to
-        .iter()
-        .chain(rec.inbound.cc.iter())
-        .any(|a| case.is_party(&a.addr));
-    if authorized.is_err() || !to_party {
-        return Ok(None);
-    }
+    let detail = format!(
+        "{lines} command line(s) not executed: the message does not reply to a notification of the daemon"
+    );
+    store::events::append(
+        conn,
+        case_id,
+        now,
+        rec.sender,
+        crate::cases::Action::CommandRefused,
+        &detail,
+    )
+    .await?;
+    Ok(Outcome::Review {
+        reason: "team commands without a notification reference",
+    })
+}
+
+/// A team member's own mail to a party of the case (the mailbox in Bcc):
+/// correspondence on the case.
+async fn correspondence(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    case: CaseId,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
     crate::team::correspondence::record(
         conn,
-        &case.id,
+        &case,
         rec.inbound,
         rec.sha,
         rec.fetched.size as i64,
@@ -640,9 +690,9 @@ async fn member_mail(
         now,
     )
     .await?;
-    Ok(Some(Outcome::TeamMail {
-        case_id: Some(case.id),
-    }))
+    Ok(Outcome::TeamMail {
+        case_id: Some(case),
+    })
 }
 
 /// Automatic mail never opens a case and never gets a reply: recorded on its
@@ -652,13 +702,11 @@ async fn automatic(
     room: &Mailroom,
     rec: &Record<'_>,
     kind: message::AutoKind,
+    case: Option<&CaseId>,
+    request: Option<Kind>,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
-    let case_id = match rec.referenced.first() {
-        Some(v) => store::cases::get(conn, &v.subject_id).await?.map(|c| c.id),
-        None => None,
-    };
-    let Some(id) = case_id else {
+    let Some(id) = case else {
         let row = rec
             .write(conn, room, None, Disposition::Auto, Target::Review, now)
             .await?;
@@ -677,7 +725,7 @@ async fn automatic(
         .await?;
         // A request sent through a no-reply web form still reaches a person:
         // the team is told, with `#open` offered.
-        if let Some(kind) = classify::match_subject(&room.config.rules, &rec.inbound.subject) {
+        if let Some(kind) = request {
             let why = "automatic mail (no-reply sender or auto-reply headers) with a request's subject line";
             crate::team::notify_review(conn, room, row, rec.inbound, why, Some(kind), now).await?;
         }
@@ -686,7 +734,7 @@ async fn automatic(
     rec.write(
         conn,
         room,
-        Some(&id),
+        Some(id),
         Disposition::Auto,
         Target::Processed,
         now,
@@ -695,7 +743,7 @@ async fn automatic(
     let detail = format!("{kind:?} in the case thread; no reply");
     store::events::append(
         conn,
-        Some(&id),
+        Some(id),
         now,
         "daemon",
         crate::cases::Action::AutomaticMail,
@@ -705,41 +753,52 @@ async fn automatic(
     Ok(Outcome::Automatic)
 }
 
-/// A message in a case thread. From a party of the case (or answering our
-/// Message-ID) it is stored on the case and advances it; the tag alone from
-/// anyone else never touches the case: review, and the team is told.
+/// The case tag alone, from someone who is not a party of the case, never
+/// touches the case: review, and the team is told.
+async fn foreign_tag(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    rec: &Record<'_>,
+    case: &Case,
+    now: DateTime<Utc>,
+) -> Result<Outcome, CaseworkError> {
+    rec.write(
+        conn,
+        room,
+        Some(&case.id),
+        Disposition::Review,
+        Target::Review,
+        now,
+    )
+    .await?;
+    store::events::append(
+        conn,
+        Some(&case.id),
+        now,
+        "daemon",
+        crate::cases::Action::ForeignMessage,
+        "a message with the case tag from a sender who is not a party of the case; moved to review",
+    )
+    .await?;
+    casework::notify_team(conn, room, case, Notice::ConsumerWrote, now).await?;
+    Ok(Outcome::Review {
+        reason: "foreign sender with case tag",
+    })
+}
+
+/// A message in a case thread from a party of the case (or answering our
+/// Message-ID): stored on the case and advances it. `vouched`: the case's
+/// known agent, authenticated by our MX, keeps an agent's exemption from the
+/// per-sender limit in the thread too.
 async fn case_reply(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     rec: &Record<'_>,
-    case: crate::cases::Case,
+    case: &Case,
+    by_reference: bool,
+    vouched: bool,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
-    let proven_by_reference = rec.referenced.iter().any(|v| v.subject_id == case.id);
-    if !proven_by_reference && !case.is_party(&rec.sender) {
-        rec.write(
-            conn,
-            room,
-            Some(&case.id),
-            Disposition::Review,
-            Target::Review,
-            now,
-        )
-        .await?;
-        store::events::append(
-            conn,
-            Some(&case.id),
-            now,
-            "daemon",
-            crate::cases::Action::ForeignMessage,
-            "a message with the case tag from a sender who is not a party of the case; moved to review",
-        )
-        .await?;
-        casework::notify_team(conn, room, &case, Notice::ConsumerWrote, now).await?;
-        return Ok(Outcome::Review {
-            reason: "foreign sender with case tag",
-        });
-    }
     let row = rec
         .write(
             conn,
@@ -752,31 +811,22 @@ async fn case_reply(
         .await?;
     // The code anywhere (people rarely retype it; clients quote our mail), or our Message-ID.
     let haystack = format!("{}\n{}", rec.inbound.subject, rec.inbound.head());
-    let proves = proven_by_reference || crate::ids::find_code(&haystack, &case.verification_code);
+    let proves = by_reference || crate::ids::find_code(&haystack, &case.verification_code);
     // Documents sent later in the thread join the register.
     let declarations =
-        crate::attachments::record(conn, room, &case, row, &rec.inbound.attachments, now)
+        crate::attachments::record(conn, room, case, row, &rec.inbound.attachments, now)
             .await?
             .declarations;
     let input = Input::ConsumerReply {
-        from: rec.sender.clone(),
+        from: rec.sender.to_string(),
         new_text: message::reply_text::new_text(rec.inbound.head()),
         proves_mailbox: proves,
         declarations,
     };
-    // The case's known agent, authenticated by our MX, keeps an agent's
-    // exemption from the per-sender limit in the thread too.
-    let vouched = case.agent.as_deref().is_some_and(|a| {
-        a == rec.sender
-            && crate::address::in_domains(a, &room.config.agents.known_domains)
-            && crate::address::authres::authenticated(
-                &room.team().trusted_authserv_ids,
-                a,
-                &rec.inbound.authentication_results,
-            )
-    });
     casework::apply_input_as(conn, room, &case.id, input, vouched, now).await?;
-    Ok(Outcome::Reply { case_id: case.id })
+    Ok(Outcome::Reply {
+        case_id: case.id.clone(),
+    })
 }
 
 /// For a person: never dropped (CCPA regs §7020(e)). Review, and the team
@@ -828,7 +878,7 @@ async fn open_case(
         room,
         rec.inbound,
         kind,
-        &rec.sender,
+        rec.sender,
         received_at,
         Some(row),
         now,
@@ -843,7 +893,7 @@ async fn open_case(
                 room,
                 rec.inbound,
                 also,
-                &rec.sender,
+                rec.sender,
                 received_at,
                 None,
                 now,
@@ -879,8 +929,8 @@ struct Oversize<'a> {
     /// SHA-256 of the fetched bytes (de-duplication).
     sha256: &'a str,
     inbound: &'a Inbound,
-    /// The case it belongs to (intake decides, as for any reply).
-    case: Option<Case>,
+    /// The case it belongs to (the route decides, as for any reply).
+    case: Option<&'a CaseId>,
     /// Why, for the team: "an attachment of 30 MB is over …".
     why: String,
 }
@@ -896,8 +946,7 @@ async fn refuse_oversize(
     now: DateTime<Utc>,
 ) -> Result<i64, CaseworkError> {
     let inbound = o.inbound;
-    let case = o.case.as_ref();
-    let case_id = case.map(|c| c.id.as_str());
+    let case_id = o.case.map(|c| c.as_str());
     let review = room.config.imap.review_mailbox.as_str();
     let headers = crate::attachments::header_block(o.raw);
     let row = store::messages::insert(
@@ -940,7 +989,7 @@ async fn refuse_oversize(
         "Message recorded from its headers (too large, or its body not returned); sent to review."
     );
     // A new request refused by size can still be opened by the team.
-    let suggestion = match case {
+    let suggestion = match case_id {
         Some(_) => None,
         None => classify::match_subject(&room.config.rules, &inbound.subject),
     };
@@ -952,59 +1001,50 @@ async fn refuse_oversize(
     Ok(row)
 }
 
+/// A delivery report: about our outbox row `reported`, or about mail we did
+/// not send (kept for a person to look at). A permanent failure does what
+/// any given-up mail does ([`crate::team::delivery_failed`]).
 async fn delivery_report(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     rec: &Record<'_>,
-    dsn: &message::Dsn,
+    reported: Option<&route::Reported>,
+    permanent: bool,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
-    let matched = match &dsn.original_message_id {
-        Some(mid) => store::outbox::by_message_id(conn, mid).await?,
-        None => None,
-    };
-    let Some(reported) = matched else {
-        // A report about mail we did not send: kept, for a person to look at.
+    let Some(reported) = reported else {
         rec.write(conn, room, None, Disposition::Dsn, Target::Review, now)
             .await?;
         return Ok(Outcome::Automatic);
     };
-    let case_id = reported.case_id.as_deref();
+    let case_id = reported.case.as_ref();
     rec.write(
         conn,
         room,
-        case_id,
+        case_id.map(CaseId::as_str),
         Disposition::Dsn,
         Target::Processed,
         now,
     )
     .await?;
-    if dsn.permanent {
-        let row_id = reported.id;
-        let why = "the recipient's server reported the delivery failed";
-        store::outbox::mark_failed(conn, row_id, why).await?;
-        if let Some(id) = case_id {
-            let detail = format!(
-                "outbox {row_id} ({}): delivery report says failed",
-                reported.audience
-            );
-            store::events::append(
-                conn,
-                Some(id),
-                now,
-                "daemon",
-                crate::cases::Action::DeliveryFailed,
-                &detail,
-            )
-            .await?;
-            // Only a consumer's mail is worth a notice: a notice about a
-            // bounced notice would bounce too, for ever.
-            if reported.audience == store::outbox::Audience::Consumer.as_str()
-                && let Some(case) = store::cases::get(conn, id).await?
-            {
-                crate::team::notify_delivery_failure(conn, room, &case, now).await?;
-            }
-        }
+    if permanent {
+        let row_id = reported.outbox;
+        let audience = if reported.to_consumer {
+            store::outbox::Audience::Consumer
+        } else {
+            store::outbox::Audience::Team
+        };
+        crate::team::delivery_failed(
+            conn,
+            room,
+            row_id,
+            case_id,
+            reported.to_consumer,
+            "the recipient's server reported the delivery failed",
+            &format!("outbox {row_id} ({audience}): delivery report says failed"),
+            now,
+        )
+        .await?;
         info!(
             outbox = row_id,
             "Delivery report matched; mail marked failed."

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Why the lease could not be taken.
 #[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
+pub(crate) enum LeaseError {
     #[error(
         "another privacy-mailroom ({holder}) is running on {database} and holds {lock}; only one `run` or `run --once` may use a database at a time: stop it first (e.g. `systemctl stop privacy-mailroom`) or let it finish"
     )]
@@ -32,14 +32,13 @@ pub enum LeaseError {
 
 /// The held lease; dropping it (or exiting) releases it.
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     _file: File,
-    path: PathBuf,
 }
 
 impl Lease {
     /// The lock file: the database's path with `.lock` appended.
-    pub fn path_for(database: &Path) -> PathBuf {
+    pub(crate) fn path_for(database: &Path) -> PathBuf {
         let mut name = database.as_os_str().to_owned();
         name.push(".lock");
         PathBuf::from(name)
@@ -81,11 +80,7 @@ impl Lease {
         file.seek(SeekFrom::Start(0)).map_err(open_err)?;
         writeln!(file, "{}", std::process::id()).map_err(open_err)?;
         file.flush().map_err(open_err)?;
-        Ok(Lease { _file: file, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Lease { _file: file })
     }
 }
 
@@ -98,15 +93,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("mailroom.db");
         let first = Lease::acquire(&db).unwrap();
-        assert_eq!(first.path(), dir.path().join("mailroom.db.lock"));
+        assert!(dir.path().join("mailroom.db.lock").exists());
         let err = Lease::acquire(&db).unwrap_err().to_string();
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
         drop(first);
-        let again = Lease::acquire(&db).unwrap();
-        let text = std::fs::read_to_string(again.path()).unwrap();
+        let _again = Lease::acquire(&db).unwrap();
+        let text = std::fs::read_to_string(Lease::path_for(&db)).unwrap();
         assert_eq!(text.trim(), std::process::id().to_string());
     }
 }

@@ -23,7 +23,7 @@ use crate::config::LogFormat;
 static PERSONAL: AtomicBool = AtomicBool::new(false);
 
 /// Installs the global subscriber. Safe to call once; later calls do nothing.
-pub fn init(format: LogFormat, log_personal_data: bool) {
+pub(crate) fn init(format: LogFormat, log_personal_data: bool) {
     PERSONAL.store(log_personal_data, Ordering::Relaxed);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // lettre and async-imap log every protocol line at debug and trace,
@@ -97,7 +97,7 @@ impl<T: std::fmt::Display> std::fmt::Display for Personal<T> {
 /// replaced by `[address]`, unless the admin allowed personal data in logs.
 /// SMTP servers echo recipients ("<jane@example.com>: Recipient address
 /// rejected"), so their answers pass through here before reaching a log line.
-pub fn redact(text: &str) -> Cow<'_, str> {
+pub(crate) fn redact(text: &str) -> Cow<'_, str> {
     if PERSONAL.load(Ordering::Relaxed) {
         return Cow::Borrowed(text);
     }

@@ -64,11 +64,11 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn set_receiving(&self, problem: Option<String>) {
+    pub(crate) fn set_receiving(&self, problem: Option<String>) {
         set(&self.receiving, problem);
     }
 
-    pub fn set_sending(&self, problem: Option<String>) {
+    pub(crate) fn set_sending(&self, problem: Option<String>) {
         set(&self.sending, problem);
     }
 
@@ -148,12 +148,12 @@ impl Mailroom {
 
     /// Refuses templates that would fail at the first mail (strict mode: an
     /// unknown variable is an error here, not a blank in a consumer's mail).
-    pub fn require_sound_templates(&self) -> Result<(), SetupError> {
+    pub(crate) fn require_sound_templates(&self) -> Result<(), SetupError> {
         check_templates(&self.templates(), &self.config.templates.dir)
     }
 
     /// Remembers the config file, so SIGHUP can re-read `[team]` from it.
-    pub fn with_config_path(mut self, path: std::path::PathBuf) -> Mailroom {
+    pub(crate) fn with_config_path(mut self, path: std::path::PathBuf) -> Mailroom {
         self.config_path = Some(path);
         self
     }
@@ -164,11 +164,6 @@ impl Mailroom {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
-    }
-
-    /// Is `addr` in `[team] members`?
-    pub fn is_member(&self, addr: &str) -> bool {
-        self.team().is_member(addr)
     }
 
     /// SIGHUP: reloads the templates and the `[team]` lists. Either both are
@@ -195,7 +190,7 @@ impl Mailroom {
     }
 
     /// Our own addresses: the mailbox and the IMAP login. Mail from them is never answered.
-    pub fn is_own_address(&self, addr: &str) -> bool {
+    pub(crate) fn is_own_address(&self, addr: &str) -> bool {
         let own = [
             self.config.mailbox_address(),
             self.config.imap.username.clone(),

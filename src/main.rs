@@ -9,11 +9,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use privacy_mailroom::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_with_table_help() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -134,7 +134,7 @@ impl std::fmt::Display for MimeExcess {
 /// How much of a body the classifier, the reply-text extraction and the
 /// command parser read. A request, a reply or a command is in the first
 /// lines; a 50 MiB body must not hold the intake transaction for minutes.
-pub const ANALYSIS_LIMIT: usize = 256 * 1024;
+pub(crate) const ANALYSIS_LIMIT: usize = 256 * 1024;
 
 impl Inbound {
     /// The first [`ANALYSIS_LIMIT`] bytes of the text, cut at a character boundary.

@@ -63,11 +63,11 @@ impl AccessToken {
     }
 
     /// When a session logged in with this token should be renewed.
-    pub fn renew_at(&self) -> DateTime<Utc> {
+    pub(crate) fn renew_at(&self) -> DateTime<Utc> {
         cache::renew_at(self.obtained, self.expires)
     }
 
-    pub fn usable(&self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn usable(&self, now: DateTime<Utc>) -> bool {
         cache::usable(self.obtained, self.expires, now)
     }
 
@@ -111,7 +111,7 @@ pub enum OAuthError {
 
 impl OAuthError {
     /// Only a person can fix this (`auth login`): retry rarely, alert once.
-    pub fn needs_reauthorization(&self) -> bool {
+    pub(crate) fn needs_reauthorization(&self) -> bool {
         matches!(
             self,
             OAuthError::Refused {
@@ -161,11 +161,11 @@ struct State {
 
 /// `check` and the daemon warn this many days before the client certificate
 /// expires.
-pub const CREDENTIAL_WARNING_DAYS: i64 = 30;
+pub(crate) const CREDENTIAL_WARNING_DAYS: i64 = 30;
 
 /// Whether a secret that expires at the end of `day` is within the warning
 /// window on `today` (or already expired).
-pub fn secret_expires_soon(day: chrono::NaiveDate, today: chrono::NaiveDate) -> bool {
+pub(crate) fn secret_expires_soon(day: chrono::NaiveDate, today: chrono::NaiveDate) -> bool {
     (day - today).num_days() < CREDENTIAL_WARNING_DAYS
 }
 
@@ -233,7 +233,7 @@ impl TokenProvider {
     }
 
     /// Where the refresh token is kept (`flow = "refresh_token"`).
-    pub fn refresh_token_path(&self) -> Option<&std::path::Path> {
+    pub(crate) fn refresh_token_path(&self) -> Option<&std::path::Path> {
         self.inner.refresh_path.as_deref()
     }
 
@@ -303,7 +303,7 @@ impl TokenProvider {
 
     /// The server refused `used`: drop it, so the next [`TokenProvider::token`]
     /// fetches a new one (the "refresh once and retry" after a refusal).
-    pub async fn invalidate(&self, used: &AccessToken) {
+    pub(crate) async fn invalidate(&self, used: &AccessToken) {
         let mut state = self.inner.state.lock().await;
         if state
             .token
@@ -316,7 +316,10 @@ impl TokenProvider {
 
     /// `auth login`: the device-code flow. `show` gets the text for the person
     /// (URL and code); the refresh token is saved 0600 before this returns.
-    pub async fn device_login(&self, show: impl FnMut(&str)) -> Result<AccessToken, OAuthError> {
+    pub(crate) async fn device_login(
+        &self,
+        show: impl FnMut(&str),
+    ) -> Result<AccessToken, OAuthError> {
         let token = flows::device_login(&self.inner, show).await?;
         let mut state = self.inner.state.lock().await;
         *state = State {
@@ -328,7 +331,7 @@ impl TokenProvider {
 
     /// The client certificate's expiry, when one is configured and readable:
     /// `(expiry, within the 30-day warning window)`.
-    pub fn certificate_expiry(&self) -> Option<(DateTime<Utc>, bool)> {
+    pub(crate) fn certificate_expiry(&self) -> Option<(DateTime<Utc>, bool)> {
         let path = self.inner.settings.client_certificate_file.as_ref()?;
         let pem = std::fs::read(path).ok()?;
         let at = jwt::certificate_not_after(&pem)?;
@@ -340,14 +343,14 @@ impl TokenProvider {
 
     /// `oauth2.client_secret_expires`, when set: `(that day, within the
     /// 30-day warning window)`.
-    pub fn client_secret_expiry(&self) -> Option<(chrono::NaiveDate, bool)> {
+    pub(crate) fn client_secret_expiry(&self) -> Option<(chrono::NaiveDate, bool)> {
         let day = self.inner.settings.client_secret_expires?;
         Some((day, secret_expires_soon(day, Utc::now().date_naive())))
     }
 
     /// The fix for a token the mail server refused, by provider (Microsoft:
     /// from the token's audience and roles).
-    pub fn refusal_advice(&self, token: &AccessToken, user: &str, protocol: &str) -> String {
+    pub(crate) fn refusal_advice(&self, token: &AccessToken, user: &str, protocol: &str) -> String {
         let settings = &self.inner.settings;
         match settings.provider {
             OAuthProvider::Microsoft => format!(

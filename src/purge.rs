@@ -28,25 +28,26 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 use tracing::{info, warn};
 
-use crate::cases::Action;
+use crate::cases::{Action, Template};
 use crate::config::{Config, TeamConfig};
+use crate::ids::CaseId;
 use crate::store::{Store, StoreError, events, retention};
 
 /// What replaces a removed name, address or free text.
-pub const MARKER: &str = "[purged]";
+pub(crate) const MARKER: &str = "[purged]";
 
 /// Days after closing before verification data is deleted.
-pub const VERIFICATION_GRACE_DAYS: i64 = 30;
+pub(crate) const VERIFICATION_GRACE_DAYS: i64 = 30;
 
-/// The templates whose mail carries the verification code (they render
-/// `case.verification_code`): their stored bodies go with the code.
-pub const CODE_TEMPLATES: [&str; 5] = [
-    "acknowledgement",
-    "verification_reminder",
-    "agent_consumer_confirm",
-    "agent_declaration_needed",
-    "declaration_rejected",
-];
+/// The templates whose mail carries the verification code
+/// ([`Template::carries_verification_code`]): their stored bodies go with
+/// the code.
+pub(crate) fn code_templates() -> Vec<Template> {
+    Template::ALL
+        .into_iter()
+        .filter(|t| t.carries_verification_code())
+        .collect()
+}
 
 /// Whether an event's detail survives purge: an allow-list
 /// ([`Action::purge_keeps_detail`], the team commands' from their table), so
@@ -131,9 +132,9 @@ pub async fn cli(
 pub struct PurgeReport {
     pub dry_run: bool,
     /// Cases whose personal data was removed.
-    pub purged_cases: Vec<String>,
+    pub purged_cases: Vec<CaseId>,
     /// Cases whose verification data was deleted.
-    pub verification_deleted: Vec<String>,
+    pub verification_deleted: Vec<CaseId>,
     pub messages: u64,
     pub attachments: u64,
     pub files_removed: u64,
@@ -143,7 +144,7 @@ pub struct PurgeReport {
 }
 
 /// Cases closed before `now - retention_months` and not purged yet.
-pub fn retention_cutoff(now: DateTime<Utc>, retention_months: u32) -> DateTime<Utc> {
+pub(crate) fn retention_cutoff(now: DateTime<Utc>, retention_months: u32) -> DateTime<Utc> {
     now.checked_sub_months(Months::new(retention_months))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
@@ -163,7 +164,7 @@ pub async fn run(
         ..PurgeReport::default()
     };
     let grace_cutoff = now - chrono::Duration::days(VERIFICATION_GRACE_DAYS);
-    let due: Vec<String> = {
+    let due: Vec<CaseId> = {
         let mut conn = store.conn().await?;
         retention::verification_due(&mut conn, grace_cutoff).await?
     };
@@ -178,7 +179,7 @@ pub async fn run(
     }
 
     let cutoff = retention_cutoff(now, config.policy.retention_months);
-    let old: Vec<String> = {
+    let old: Vec<CaseId> = {
         let mut conn = store.conn().await?;
         retention::purge_due(&mut conn, cutoff).await?
     };
@@ -280,11 +281,11 @@ async fn sweep_orphan_files(
 /// case was verified (or closed). Returns how many messages were cleared.
 async fn delete_verification_data(
     conn: &mut SqliteConnection,
-    id: &str,
+    id: &CaseId,
     now: DateTime<Utc>,
 ) -> Result<u64, PurgeError> {
     let (cleared, outgoing) =
-        retention::clear_verification_data(conn, id, &CODE_TEMPLATES, now).await?;
+        retention::clear_verification_data(conn, id, &code_templates(), now).await?;
     events::append(
         conn,
         Some(id),
@@ -311,7 +312,7 @@ async fn purge_case(
     conn: &mut SqliteConnection,
     config: &Config,
     team: &TeamConfig,
-    id: &str,
+    id: &CaseId,
     now: DateTime<Utc>,
 ) -> Result<CasePurge, PurgeError> {
     // The parties' addresses, to recognise them as event actors.

@@ -22,7 +22,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use crate::cases::{Kind, State};
+use crate::cases::{Kind, Manner, State};
 use crate::store::reports::CaseRecordRow;
 use crate::store::{Result, parse_col};
 
@@ -40,7 +40,7 @@ pub struct Record {
     pub received_at: DateTime<Utc>,
     pub kind: Kind,
     /// `email` (from the consumer) or `agent` (through an authorized agent).
-    pub manner: String,
+    pub manner: Manner,
     pub response_date: Option<NaiveDate>,
     pub responded_at: Option<DateTime<Utc>>,
     /// `complied`, `partially_complied`, `denied`, `withdrawn`, `closed`,
@@ -90,7 +90,7 @@ async fn case_records(conn: &mut SqliteConnection, tz: Tz) -> Result<Vec<Record>
 
 /// What `nature_of_response` says of a message that read like a request and
 /// is still in review, no case opened from it (docs/decisions.md).
-pub const NOT_OPENED: &str = "not opened: in review";
+pub(crate) const NOT_OPENED: &str = "not opened: in review";
 
 fn unopened_record(
     row: i64,
@@ -105,7 +105,7 @@ fn unopened_record(
         request_date: received_at.with_timezone(&tz).date_naive(),
         received_at,
         kind,
-        manner: "email".into(),
+        manner: Manner::Email,
         response_date: None,
         responded_at: None,
         response: "not_opened".into(),
@@ -147,7 +147,7 @@ fn to_record(row: CaseRecordRow, tz: Tz) -> Result<Record> {
 }
 
 /// The nature of the response from the final state and resolution.
-pub fn response_of(state: State, resolution: Option<&str>) -> &'static str {
+pub(crate) fn response_of(state: State, resolution: Option<&str>) -> &'static str {
     match state {
         s if !s.is_final() => "open",
         State::Completed if resolution == Some("partially_complied") => "partially_complied",
@@ -175,7 +175,7 @@ fn nature_words(response: &str) -> &'static str {
 }
 
 /// The records as CSV (RFC 4180, CRLF line ends, a header row).
-pub fn records_csv(records: &[Record]) -> String {
+pub(crate) fn records_csv(records: &[Record]) -> String {
     let mut out = String::from(
         "case_id,request_date,kind,manner,response_date,nature_of_response,basis_for_denial,state,purged,message_row\r\n",
     );
@@ -184,7 +184,7 @@ pub fn records_csv(records: &[Record]) -> String {
             r.case_id.clone(),
             r.request_date.to_string(),
             r.kind.to_string(),
-            r.manner.clone(),
+            r.manner.to_string(),
             r.response_date.map(|d| d.to_string()).unwrap_or_default(),
             r.nature_of_response.clone(),
             r.basis_for_denial.clone().unwrap_or_default(),
@@ -289,7 +289,7 @@ pub async fn metrics(conn: &mut SqliteConnection, tz: Tz, year: i32) -> Result<M
 }
 
 /// The median of sorted values (the mean of the middle two for an even count).
-pub fn median(sorted: &[i64]) -> Option<f64> {
+pub(crate) fn median(sorted: &[i64]) -> Option<f64> {
     let n = sorted.len();
     match n {
         0 => None,
@@ -308,7 +308,7 @@ pub fn mean(values: &[i64]) -> Option<f64> {
 }
 
 /// A table for people.
-pub fn metrics_text(m: &Metrics) -> String {
+pub(crate) fn metrics_text(m: &Metrics) -> String {
     let mut out = format!(
         "CCPA regs §7102 metrics for requests received in {} ({})\n\n",
         m.year, m.timezone

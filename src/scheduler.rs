@@ -64,7 +64,7 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
 }
 
 /// `idle, 3 open cases, outbox empty`.
-pub async fn status_line(room: &Mailroom) -> Result<String, CaseworkError> {
+pub(crate) async fn status_line(room: &Mailroom) -> Result<String, CaseworkError> {
     let mut conn = room.store.conn().await?;
     let open = store::cases::count_open(&mut conn).await?;
     let pending = store::outbox::pending_count(&mut conn).await?;
@@ -98,7 +98,7 @@ fn status_text(open: i64, pending: i64, waiting: i64, refused_team: i64) -> Stri
 
 /// The retention purge ([`crate::purge`]), once a day. A failure is logged
 /// and retried on the next tick; it never stops intake.
-pub async fn daily_purge(room: &Mailroom, now: DateTime<Utc>) {
+pub(crate) async fn daily_purge(room: &Mailroom, now: DateTime<Utc>) {
     const JOB: &str = "purge";
     let last = match room.store.conn().await {
         Ok(mut conn) => store::last_run(&mut conn, JOB).await,

@@ -80,7 +80,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// How the database's schema compares with this binary's migrations:
 /// (applied and known, pending, applied but unknown to this binary).
 /// Opens the file read-only and changes nothing (`check`).
-pub async fn migration_status(path: &Path) -> Result<(usize, usize, usize)> {
+pub(crate) async fn migration_status(path: &Path) -> Result<(usize, usize, usize)> {
     use sqlx::ConnectOptions;
     let mut conn = SqliteConnectOptions::new()
         .filename(path)
@@ -115,7 +115,7 @@ pub async fn migration_status(path: &Path) -> Result<(usize, usize, usize)> {
 
 /// A read-only connection to the database file, for `check`: changes
 /// nothing, not even the journal mode.
-pub async fn read_only(path: &Path) -> Result<SqliteConnection> {
+pub(crate) async fn read_only(path: &Path) -> Result<SqliteConnection> {
     use sqlx::ConnectOptions;
     SqliteConnectOptions::new()
         .filename(path)
@@ -184,7 +184,7 @@ impl Store {
     /// both apply the same migration and one would fail ("table … already
     /// exists"): an exclusive `flock` on `<database>.migrate.lock` makes the
     /// second wait and then find nothing left to do.
-    pub async fn migrate(&self) -> Result<()> {
+    pub(crate) async fn migrate(&self) -> Result<()> {
         let mut name = self.path.as_os_str().to_owned();
         name.push(".migrate.lock");
         let lock_path = PathBuf::from(name);
@@ -245,7 +245,7 @@ impl Store {
     }
 
     /// The Message-ID HMAC key: created once, kept in the database.
-    pub async fn hmac_key(&self) -> Result<Vec<u8>> {
+    pub(crate) async fn hmac_key(&self) -> Result<Vec<u8>> {
         let mut tx = self.begin().await?;
         let key: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT value FROM meta WHERE key = 'hmac_key'")
@@ -289,7 +289,7 @@ pub async fn cursor(conn: &mut SqliteConnection, mailbox: &str) -> Result<Option
     }))
 }
 
-pub async fn set_cursor(
+pub(crate) async fn set_cursor(
     conn: &mut SqliteConnection,
     mailbox: &str,
     cursor: Cursor,
@@ -311,7 +311,10 @@ pub async fn set_cursor(
 }
 
 /// When a scheduled job last ran.
-pub async fn last_run(conn: &mut SqliteConnection, job: &str) -> Result<Option<DateTime<Utc>>> {
+pub(crate) async fn last_run(
+    conn: &mut SqliteConnection,
+    job: &str,
+) -> Result<Option<DateTime<Utc>>> {
     sqlx::query_scalar("SELECT last_run FROM schedule WHERE job = ?")
         .bind(job)
         .fetch_optional(conn)
@@ -319,7 +322,11 @@ pub async fn last_run(conn: &mut SqliteConnection, job: &str) -> Result<Option<D
         .op("store.last_run")
 }
 
-pub async fn set_last_run(conn: &mut SqliteConnection, job: &str, at: DateTime<Utc>) -> Result<()> {
+pub(crate) async fn set_last_run(
+    conn: &mut SqliteConnection,
+    job: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO schedule (job, last_run) VALUES (?, ?)
          ON CONFLICT (job) DO UPDATE SET last_run = excluded.last_run",
@@ -333,7 +340,7 @@ pub async fn set_last_run(conn: &mut SqliteConnection, job: &str, at: DateTime<U
 }
 
 /// Creates a directory (and parents) with mode 0700.
-pub fn create_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -347,7 +354,7 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
         StoreError::Permissions {
             path: path.to_owned(),
@@ -439,7 +446,7 @@ pub(crate) mod testing {
         );
         let thread = super::cases::CaseThread {
             subject: "Request to know".into(),
-            manner: "email".into(),
+            manner: crate::cases::Manner::Email,
             ..Default::default()
         };
         super::cases::insert(conn, &t.case, &thread, received)
@@ -495,7 +502,7 @@ mod vocabulary {
     use std::collections::BTreeSet;
     use std::str::FromStr;
 
-    use crate::cases::{Action, Kind, Resolution, State, Template};
+    use crate::cases::{Action, Kind, Manner, Resolution, State, Template};
 
     use super::messages::Disposition;
     use super::outbox::Audience;
@@ -521,6 +528,7 @@ mod vocabulary {
         round_trips(&Template::ALL);
         round_trips(Action::ALL);
         round_trips(Resolution::ALL);
+        round_trips(Manner::ALL);
         round_trips(Disposition::ALL);
         round_trips(Audience::ALL);
     }
@@ -555,6 +563,9 @@ mod vocabulary {
         let columns = [
             ("cases_kind", texts(&Kind::ALL)),
             ("cases_state", texts(&State::ALL)),
+            ("cases_manner", texts(Manner::ALL)),
+            ("cases_resolution", texts(Resolution::ALL)),
+            ("messages_disposition", texts(Disposition::ALL)),
             ("outbox_audience", texts(Audience::ALL)),
         ];
         for (prefix, want) in columns {

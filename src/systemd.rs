@@ -31,7 +31,7 @@ pub fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
-pub fn reloading() {
+pub(crate) fn reloading() {
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         send(&[NotifyState::Reloading, now]);
     }
@@ -39,7 +39,7 @@ pub fn reloading() {
 
 /// The watchdog: pinged from the main loop at half of `WatchdogSec`.
 #[derive(Debug, Clone, Copy)]
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     interval: Option<Duration>,
 }
 
@@ -55,7 +55,7 @@ impl Watchdog {
         self.interval.unwrap_or(Duration::from_secs(3600))
     }
 
-    pub fn ping(&self) {
+    pub(crate) fn ping(&self) {
         if self.interval.is_some() {
             send(&[NotifyState::Watchdog]);
         }

@@ -9,4 +9,4 @@ pub mod digest;
 pub mod mail;
 pub mod notices;
 
-pub use notices::{notify_delivery_failure, notify_review};
+pub use notices::{delivery_failed, notify_delivery_failure, notify_review};

@@ -33,7 +33,7 @@ use crate::cases::{Case, Kind, State, Template};
 
 /// Templates the daemon sends; `check` fails when one is missing. Derived
 /// from [`Template::ALL`], the one list of template names.
-pub const REQUIRED: [&str; Template::ALL.len()] = {
+pub(crate) const REQUIRED: [&str; Template::ALL.len()] = {
     let mut names = [""; Template::ALL.len()];
     let mut i = 0;
     while i < names.len() {
@@ -44,7 +44,7 @@ pub const REQUIRED: [&str; Template::ALL.len()] = {
 };
 
 /// Names of team-facing templates start with this; all others are consumer-facing.
-pub const TEAM_PREFIX: &str = "team_";
+pub(crate) const TEAM_PREFIX: &str = "team_";
 
 /// A template that could not be loaded or rendered.
 #[derive(Debug, thiserror::Error)]
@@ -269,7 +269,7 @@ impl Templates {
     /// The templates an admin configured: `[templates] dir`, with each file
     /// in `override_dir` (when that directory exists) replacing the file of
     /// the same name.
-    pub fn from_config(
+    pub(crate) fn from_config(
         config: &crate::config::TemplatesConfig,
     ) -> Result<Templates, TemplateError> {
         let overrides = config
@@ -290,7 +290,7 @@ impl Templates {
     /// first unreadable file, syntax error, unknown file name, or a template
     /// with an HTML or subject part but no text part (or the reverse). Other
     /// files (README, …) are ignored.
-    pub fn load_with_overrides(
+    pub(crate) fn load_with_overrides(
         dir: &Path,
         overrides: Option<&Path>,
     ) -> Result<Templates, TemplateError> {
@@ -390,7 +390,7 @@ impl Templates {
     }
 
     /// Where the templates came from, for messages: `DIR` or `DIR (overrides in DIR2)`.
-    pub fn describe_dirs(&self) -> String {
+    pub(crate) fn describe_dirs(&self) -> String {
         match &self.override_dir {
             Some(o) if o.is_dir() => format!(
                 "{} (local overrides in {})",
@@ -408,11 +408,6 @@ impl Templates {
 
     pub fn contains(&self, name: &str) -> bool {
         self.names.contains(name)
-    }
-
-    /// Whether the template has an HTML part.
-    pub fn has_html(&self, name: &str) -> bool {
-        self.html_names.contains(name)
     }
 
     /// Renders template `name` with `data` (normally a [`TemplateContext`]).
@@ -539,12 +534,12 @@ fn tidy_text(s: &str) -> String {
 }
 
 /// A date as mail shows it, in the policy time zone: "December 14, 2026".
-pub fn format_date(at: DateTime<Utc>, tz: Tz) -> String {
+pub(crate) fn format_date(at: DateTime<Utc>, tz: Tz) -> String {
     at.with_timezone(&tz).format("%B %-d, %Y").to_string()
 }
 
 /// Readable state names for mail ("awaiting verification").
-pub fn state_title(state: State) -> &'static str {
+pub(crate) fn state_title(state: State) -> &'static str {
     match state {
         State::AwaitingVerification => "awaiting verification",
         State::VerificationSubmitted => "verification submitted",
@@ -612,7 +607,7 @@ impl TemplateContext {
     }
 
     /// The fixed parts from the configuration.
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    pub(crate) fn from_config(config: &crate::config::Config) -> Self {
         TemplateContext::new(
             CompanyContext {
                 name: config.company.name.clone(),
@@ -636,13 +631,8 @@ impl TemplateContext {
         )
     }
 
-    pub fn with_case(mut self, case: CaseContext) -> Self {
+    pub(crate) fn with_case(mut self, case: CaseContext) -> Self {
         self.case = Some(case);
-        self
-    }
-
-    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
         self
     }
 }
@@ -729,10 +719,10 @@ pub struct CaseContext {
 
 impl CaseContext {
     /// The case as templates see it; dates in `tz`, `now` for the days left.
-    pub fn from_case(case: &Case, tz: Tz, now: DateTime<Utc>) -> CaseContext {
+    pub(crate) fn from_case(case: &Case, tz: Tz, now: DateTime<Utc>) -> CaseContext {
         let due_in_days = days_until(case.due_at, tz, now);
         CaseContext {
-            id: case.id.clone(),
+            id: case.id.to_string(),
             kind: case.kind.as_str().to_string(),
             kind_title: case.kind.title().to_string(),
             state: case.state.as_str().to_string(),
@@ -789,7 +779,7 @@ impl CommandHelp {
 
 /// The team commands worth offering for a case in its current state (a hint
 /// for the notice; the engine still decides what is allowed).
-pub fn commands_for(case: &Case) -> Vec<CommandHelp> {
+pub(crate) fn commands_for(case: &Case) -> Vec<CommandHelp> {
     command_hints(
         case.kind,
         case.state,
@@ -936,7 +926,7 @@ pub struct RefusedTeamMail {
 
 /// The most cases one digest list shows: after a burst of thousands, the
 /// digest stays a readable mail.
-pub const DIGEST_LIST_LIMIT: usize = 50;
+pub(crate) const DIGEST_LIST_LIMIT: usize = 50;
 
 /// One entry of `{{digest.by_state}}`.
 #[derive(Debug, Clone, Serialize)]
@@ -948,13 +938,13 @@ pub struct StateCount {
 
 /// A realistic context with every field set: what `templates render NAME`
 /// shows without `--case`, and the first of the [`sample_contexts`].
-pub fn sample_context() -> TemplateContext {
+pub(crate) fn sample_context() -> TemplateContext {
     sample(Kind::Know, true, true)
 }
 
 /// The sample case with the configured `[company]`, `[agents]` and
 /// `[policy]` values: what `templates render NAME` shows without `--case`.
-pub fn sample_context_for(config: &crate::config::Config) -> TemplateContext {
+pub(crate) fn sample_context_for(config: &crate::config::Config) -> TemplateContext {
     let real = TemplateContext::from_config(config);
     let mut ctx = sample_context();
     ctx.company = real.company;
@@ -967,7 +957,7 @@ pub fn sample_context_for(config: &crate::config::Config) -> TemplateContext {
 /// once with every optional field set (an agent case, extended, suggestion,
 /// lists filled) and once with every optional field empty, with
 /// `require_notarized` both ways, so both sides of each `{{#if}}` run.
-pub fn sample_contexts() -> Vec<TemplateContext> {
+pub(crate) fn sample_contexts() -> Vec<TemplateContext> {
     let mut out = Vec::new();
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
         out.push(sample(kind, true, i % 2 == 0));
@@ -1163,6 +1153,25 @@ mod tests {
 
     fn shipped() -> Templates {
         Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap()
+    }
+
+    /// Purge deletes the stored bodies of the templates that say they carry
+    /// the verification code: exactly the shipped ones that render it.
+    #[test]
+    fn templates_that_render_the_code_say_so() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        for template in crate::cases::Template::ALL {
+            let renders_code = ["subject", "text", "html"].iter().any(|part| {
+                fs::read_to_string(dir.join(format!("{template}.{part}.hbs")))
+                    .is_ok_and(|body| body.contains("verification_code"))
+            });
+            assert_eq!(
+                renders_code,
+                template.carries_verification_code(),
+                "{template}: renders the verification code = {renders_code}; \
+                 Template::carries_verification_code must agree"
+            );
+        }
     }
 
     fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {

@@ -8,18 +8,18 @@
 use std::time::Duration;
 
 /// A server that says it throttles but names no time: wait at least this.
-pub const THROTTLED_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const THROTTLED_WAIT: Duration = Duration::from_secs(60);
 
 /// No hint is honoured beyond this: a garbled figure must not stop the
 /// mailbox for a day.
-pub const MAX_HINT: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_HINT: Duration = Duration::from_secs(3600);
 
 /// The wait an IMAP server asks for in a NO, BAD or BYE text (or an error
 /// message quoting one): Exchange Online's `Suggested Backoff Time: N
 /// milliseconds` (a bare number there is milliseconds), or the `[THROTTLED]`
 /// response code (Gmail, Exchange; a time in the text if any, else
 /// [`THROTTLED_WAIT`]). `None` when the text asks for nothing.
-pub fn imap_hint(text: &str) -> Option<Duration> {
+pub(crate) fn imap_hint(text: &str) -> Option<Duration> {
     let lower = text.to_ascii_lowercase();
     if let Some(at) = lower.find("suggested backoff time") {
         let rest = &text[at + "suggested backoff time".len()..];
@@ -41,7 +41,7 @@ pub fn imap_hint(text: &str) -> Option<Duration> {
 /// this mailbox) and `421 4.7.x` (Gmail, Outlook: rate limited, "try again in
 /// N seconds"); the time in the text if any, else [`THROTTLED_WAIT`]. `None`
 /// for every other reply, which keeps the usual backoff.
-pub fn smtp_hint(text: &str) -> Option<Duration> {
+pub(crate) fn smtp_hint(text: &str) -> Option<Duration> {
     let words: Vec<&str> = text
         .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ',' | ';' | ':'))
         .filter(|w| !w.is_empty())
@@ -58,7 +58,7 @@ pub fn smtp_hint(text: &str) -> Option<Duration> {
 /// `base` (the usual backoff), or the server's `hint` when it asks for
 /// longer, plus up to 10 % so that many clients told the same time do not
 /// all come back at once.
-pub fn at_least(base: Duration, hint: Option<Duration>) -> Duration {
+pub(crate) fn at_least(base: Duration, hint: Option<Duration>) -> Duration {
     match hint {
         Some(hint) if hint > base => {
             let spread = u64::try_from(hint.as_millis() / 10).unwrap_or(u64::MAX);

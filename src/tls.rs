@@ -70,7 +70,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
 
 /// Reads every certificate of a PEM file; an empty file is an error because
 /// it almost always means the wrong file was configured.
-pub fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let read_err = |source| TlsError::ReadCa {
         path: path.to_owned(),
         source,
@@ -89,7 +89,7 @@ pub fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// The name the server certificate must match: a DNS name or an IP literal
 /// (IPv6 in brackets is accepted, as people write it in URLs).
-pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(bare.to_owned()).map_err(|_| TlsError::ServerName {
         host: host.to_owned(),
@@ -99,7 +99,7 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
 /// Whether `host` names this machine without asking DNS: `localhost` or a
 /// loopback IP literal. Plain-text connections (`security = "none"`) are only
 /// allowed to such hosts, so passwords never cross a network in clear.
-pub fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
         return true;

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Days, NaiveTime, TimeZone, Utc};
 use serde_json::Value;
-use support::MailServers;
 use support::daemon::{self, DaemonConfig};
 use support::mail::{self, Reply};
+use support::{MailServers, subject};
 
 struct Team {
     mailbox: String,
@@ -42,10 +42,6 @@ fn team(servers: &MailServers) -> Team {
     }
 }
 
-fn run(path: &Path) {
-    support::assert_ok(&daemon::run_once(path), "run --once");
-}
-
 fn act(path: &Path, id: &str, args: &[&str]) {
     let mut all = vec!["cases", "act", id];
     all.extend_from_slice(args);
@@ -58,7 +54,7 @@ async fn deliver(servers: &MailServers, t: &Team, from: &str, raw: &[u8]) {
     servers
         .wait_for(&t.mailbox, "INBOX", 1, Duration::from_secs(20))
         .await;
-    run(&t.path);
+    support::run_once_ok(&t.path);
 }
 
 /// The consumer's `n`-th mail (1-based), once it is there.
@@ -74,10 +70,6 @@ async fn nth_mail(servers: &MailServers, who: &str, n: usize) -> Vec<u8> {
     all[n - 1].clone()
 }
 
-fn subject(raw: &[u8]) -> String {
-    support::header(raw, "Subject").unwrap_or_default()
-}
-
 /// Flowed text on one line, for phrase checks across line breaks.
 fn flat(raw: &[u8]) -> String {
     mail::text_of(raw)
@@ -88,18 +80,9 @@ fn flat(raw: &[u8]) -> String {
 
 /// The team's newest mail whose subject contains `needle`.
 async fn notice_for(servers: &MailServers, t: &Team, needle: &str) -> Vec<u8> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let all = servers.fetch_all(&t.notify, "INBOX").await;
-        if let Some(m) = all.into_iter().rev().find(|m| subject(m).contains(needle)) {
-            return m;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no team mail about {needle}"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    servers
+        .mail_with_subject(&t.notify, needle, Duration::from_secs(30))
+        .await
 }
 
 fn time(v: &Value) -> DateTime<Utc> {
@@ -229,7 +212,7 @@ async fn an_opt_out_that_also_asks_for_deletion_opens_both_cases() {
     );
     assert_eq!(extend.status.code(), Some(2));
     act(&t.path, opt_id, &["complete"]);
-    run(&t.path);
+    support::run_once_ok(&t.path);
     assert_eq!(support::case_json(&t.path, opt_id)["state"], "completed");
     let m = metrics(&t.path, "opt_out");
     assert_eq!(
@@ -257,10 +240,7 @@ async fn a_partial_deletion_names_what_was_kept_and_counts_as_complied_in_part()
         "Delete everything.\n",
     );
     deliver(servers, &t, &consumer, &request).await;
-    let id = support::cases_json(&t.path)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = support::first_case_id(&t.path);
     let ack = nth_mail(servers, &consumer, 1).await;
     assert_eq!(
         support::header(&ack, "Auto-Submitted").as_deref(),
@@ -270,7 +250,7 @@ async fn a_partial_deletion_names_what_was_kept_and_counts_as_complied_in_part()
     let answer = mail::reply(&consumer, &ack, Reply::Gmail, "Jane Doe, Fresno, CA.");
     deliver(servers, &t, &consumer, &answer).await;
     act(&t.path, &id, &["verify"]);
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let confirm = nth_mail(servers, &consumer, 2).await;
     assert_eq!(
         support::header(&confirm, "Auto-Submitted").as_deref(),
@@ -348,7 +328,7 @@ async fn a_partial_deletion_names_what_was_kept_and_counts_as_complied_in_part()
             "Security logs withheld (§7024(d)); their categories are listed.",
         ],
     );
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let done = nth_mail(servers, &asker, 2).await;
     let text = flat(&done);
     assert!(text.contains("Security logs withheld"), "{text}");
@@ -368,10 +348,7 @@ async fn a_reply_that_seems_to_cancel_is_asked_for_withdraw() {
         "Hello\n",
     );
     deliver(servers, &t, &consumer, &request).await;
-    let id = support::cases_json(&t.path)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = support::first_case_id(&t.path);
     let ack = nth_mail(servers, &consumer, 1).await;
     let cancel = mail::reply(
         &consumer,
@@ -414,7 +391,7 @@ async fn the_due_date_counts_the_day_of_receipt_in_mail_and_in_cases() {
     servers
         .append_dated(&t.mailbox, "INBOX", &request, received)
         .await;
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let c = support::cases_json(&t.path)[0].clone();
     let id = c["id"].as_str().unwrap().to_string();
     assert_eq!(time(&c["received_at"]), received);
@@ -438,7 +415,7 @@ async fn the_due_date_counts_the_day_of_receipt_in_mail_and_in_cases() {
 
     // The one extension: receipt + 89, in the notice and in `cases`.
     act(&t.path, &id, &["extend", "--reason", "Archive search."]);
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let extended = end_of_la_day(received, 89);
     assert_eq!(time(&support::case_json(&t.path, &id)["due_at"]), extended);
     let notice = nth_mail(servers, &consumer, 2).await;
@@ -460,14 +437,14 @@ async fn the_due_date_counts_the_day_of_receipt_in_mail_and_in_cases() {
     servers
         .append_dated(&t.mailbox, "INBOX", &loose, earlier)
         .await;
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let review = notice_for(servers, &t, "Review: My account").await;
     let open = mail::reply(&t.alice, &review, Reply::Gmail, "#open delete");
     servers.send_smtp(&t.alice, &[&t.mailbox], &open).await;
     servers
         .wait_for(&t.mailbox, "INBOX", 1, Duration::from_secs(20))
         .await;
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let opened = support::cases_json(&t.path)
         .into_iter()
         .find(|c| c["requester"] == writer.as_str())
@@ -484,10 +461,7 @@ async fn closing_for_want_of_verification_tells_the_consumer_and_counts_as_denie
     let consumer = servers.unique_user("consumer");
     let request = mail::request(&consumer, &t.mailbox, "California Request to Know", "Hi\n");
     deliver(servers, &t, &consumer, &request).await;
-    let id = support::cases_json(&t.path)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = support::first_case_id(&t.path);
     act(
         &t.path,
         &id,
@@ -497,7 +471,7 @@ async fn closing_for_want_of_verification_tells_the_consumer_and_counts_as_denie
             "unverified: no answer to our verification request",
         ],
     );
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let mail = nth_mail(servers, &consumer, 2).await;
     let text = flat(&mail);
     assert!(text.contains("We could not verify your identity"), "{text}");
@@ -549,7 +523,7 @@ async fn a_held_acknowledgement_is_sent_when_the_window_allows() {
     servers
         .wait_for(&t.mailbox, "INBOX", 2, Duration::from_secs(20))
         .await;
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let cases = support::cases_json(&t.path);
     assert_eq!(cases.len(), 2);
     let held: Vec<&Value> = cases
@@ -590,7 +564,7 @@ async fn a_held_acknowledgement_is_sent_when_the_window_allows() {
         .await
         .unwrap();
     pool.close().await;
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let acks = servers
         .wait_for(&consumer, "INBOX", 2, Duration::from_secs(30))
         .await;
@@ -623,13 +597,10 @@ async fn the_loop_guard_never_costs_the_consumer_the_acknowledgement() {
     servers
         .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
         .await;
-    run(&path);
+    support::run_once_ok(&path);
     let ack = nth_mail(servers, &consumer, 1).await;
     assert!(mail::verification_code(&ack).is_some());
-    let id = support::cases_json(&path)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = support::first_case_id(&path);
     let c = support::case_json(&path, &id);
     assert!(c["acknowledged_at"].is_string(), "{c:#}");
     assert!(
@@ -774,10 +745,7 @@ async fn team_mail_to_the_consumer_does_not_answer_a_know_only_complete_does() {
     let consumer = servers.unique_user("consumer");
     let request = mail::request(&consumer, &t.mailbox, "California Request to Know", "Hi\n");
     deliver(servers, &t, &consumer, &request).await;
-    let id = support::cases_json(&t.path)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = support::first_case_id(&t.path);
     let ack = nth_mail(servers, &consumer, 1).await;
     command(servers, &t, &id, "#verify").await;
     assert_eq!(support::case_json(&t.path, &id)["state"], "verified");
@@ -799,7 +767,7 @@ async fn team_mail_to_the_consumer_does_not_answer_a_know_only_complete_does() {
     servers
         .wait_for(&t.mailbox, "INBOX", 1, Duration::from_secs(20))
         .await;
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let c = support::case_json(&t.path, &id);
     let events = c["events"].as_array().unwrap();
     assert!(
@@ -926,13 +894,13 @@ async fn default_mail_states_current_law() {
         .unwrap()
         .to_string();
     act(&t.path, &del_id, &["verify"]);
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let confirm = nth_mail(servers, &consumer, 2).await;
     let yes = mail::reply(&consumer, &confirm, Reply::Gmail, "CONFIRM");
     deliver(servers, &t, &consumer, &yes).await;
     assert_eq!(support::case_json(&t.path, &del_id)["state"], "confirmed");
     act(&t.path, &del_id, &["complete"]);
-    run(&t.path);
+    support::run_once_ok(&t.path);
     let done = mail_saying(
         servers,
         &consumer,

@@ -7,59 +7,11 @@ mod support;
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::daemon::{self, DaemonConfig};
 use support::mail::{self, Reply};
 use support::{MX_AUTHSERV_ID, MailServers};
-
-/// Polls `check` until it holds, failing after 60 s with `what`.
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn subject(raw: &[u8]) -> String {
-    support::header(raw, "Subject").unwrap_or_default()
-}
-
-/// Waits until `user`'s inbox holds a mail whose subject contains `needle`.
-async fn mail_with_subject(servers: &MailServers, user: &str, needle: &str) -> Vec<u8> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let all = servers.fetch_all(user, "INBOX").await;
-        if let Some(m) = all.into_iter().rev().find(|m| subject(m).contains(needle)) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no mail with {needle:?} for {user}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn run_once(path: &Path) -> String {
-    let out = daemon::run_once(path);
-    support::assert_ok(&out, "run --once");
-    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
-}
-
-/// `check --json`, parsed (it exits 1 when a line fails).
-fn check_json(path: &Path) -> Vec<serde_json::Value> {
-    let out = daemon::cli(path, &["check", "--json"]);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check --json printed no JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 /// Collects `STATUS=` lines from a notify socket until one satisfies `want`.
 fn wait_for_status(socket: &UnixDatagram, what: &str, want: impl Fn(&str) -> bool) -> String {
@@ -104,24 +56,19 @@ async fn a_notify_address_refused_at_rcpt_does_not_stop_team_mail() {
         .set_str("team", "digest_time", "00:00");
     let path = config.write();
 
-    servers
-        .send_smtp(
-            &consumer,
-            &[&mailbox],
-            &mail::request(&consumer, &mailbox, "California Request to Know", "Hi\n"),
-        )
-        .await;
-    servers
-        .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
-        .await;
-    let log = run_once(&path);
+    servers.smtp_request(&mailbox, &consumer).await;
+    let log = support::run_once_ok(&path);
     let cases = support::cases_json(&path);
     assert_eq!(cases.len(), 1, "{log}");
     let id = cases[0]["id"].as_str().unwrap().to_string();
 
     // The others get the notice, each in a transaction of their own.
-    let notice = mail_with_subject(servers, &alice, &id).await;
-    let to_bob = mail_with_subject(servers, &bob, &id).await;
+    let notice = servers
+        .mail_with_subject(&alice, &id, Duration::from_secs(60))
+        .await;
+    let to_bob = servers
+        .mail_with_subject(&bob, &id, Duration::from_secs(60))
+        .await;
     assert_eq!(
         support::header(&notice, "Message-ID"),
         support::header(&to_bob, "Message-ID"),
@@ -135,7 +82,7 @@ async fn a_notify_address_refused_at_rcpt_does_not_stop_team_mail() {
     assert!(!log.contains(&gone), "no address in the log: {log}");
 
     // `check` names the refused address while it is still configured.
-    let lines = check_json(&path);
+    let (_, lines, _) = support::check_json(&path);
     let team_mail: Vec<&serde_json::Value> =
         lines.iter().filter(|l| l["name"] == "team mail").collect();
     assert!(
@@ -147,7 +94,7 @@ async fn a_notify_address_refused_at_rcpt_does_not_stop_team_mail() {
 
     // The next digest lists it (the first went out before the refusal).
     support::reset_schedule(&config.database_path(), "digest").await;
-    run_once(&path);
+    support::run_once_ok(&path);
     let deadline = Instant::now() + Duration::from_secs(60);
     let digest = loop {
         let all = servers.fetch_all(&bob, "INBOX").await;
@@ -204,22 +151,12 @@ async fn a_forged_authentication_results_below_the_mxs_own_is_ignored() {
             format!("[\"{MX_AUTHSERV_ID}\"]"),
         );
     let path = config.write();
-    servers
-        .send_smtp(
-            &consumer,
-            &[&mailbox],
-            &mail::request(&consumer, &mailbox, "California Request to Know", "Hi\n"),
-        )
+    servers.smtp_request(&mailbox, &consumer).await;
+    support::run_once_ok(&path);
+    let id = support::first_case_id(&path);
+    let notice = servers
+        .mail_with_subject(&notify, &id, Duration::from_secs(60))
         .await;
-    servers
-        .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
-        .await;
-    run_once(&path);
-    let id = support::cases_json(&path)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let notice = mail_with_subject(servers, &notify, &id).await;
 
     // Bob, logged in as himself, writes From: Alice and adds a forged
     // "dkim=pass" in our MX's name. The MX puts its own verdict on top.
@@ -242,7 +179,7 @@ async fn a_forged_authentication_results_below_the_mxs_own_is_ignored() {
         first_ar.contains("auth=pass") && first_ar.contains(&bob),
         "the MX's own header is on top: {first_ar}"
     );
-    run_once(&path);
+    support::run_once_ok(&path);
     let events = support::case_json(&path, &id)["events"]
         .as_array()
         .unwrap()
@@ -271,7 +208,7 @@ async fn a_forged_authentication_results_below_the_mxs_own_is_ignored() {
     servers
         .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
         .await;
-    run_once(&path);
+    support::run_once_ok(&path);
     let events = support::case_json(&path, &id)["events"]
         .as_array()
         .unwrap()
@@ -290,7 +227,7 @@ async fn a_forged_authentication_results_below_the_mxs_own_is_ignored() {
     // With authentication off, `check` warns (and still passes that line).
     let open = DaemonConfig::new(servers, &mailbox).team_members(&[&alice]);
     let open_path = open.write();
-    let lines = check_json(&open_path);
+    let (_, lines, _) = support::check_json(&open_path);
     let line = lines
         .iter()
         .find(|l| l["name"] == "team commands")
@@ -319,9 +256,12 @@ async fn a_second_instance_on_the_same_database_is_refused_with_the_holders_pid(
     };
     let mut first = daemon::spawn(&path);
     let pid = first.pid();
-    wait_until("the daemon holds the lease", || {
-        std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == pid.to_string())
-    })
+    support::wait_for_condition(
+        "the daemon holds the lease",
+        Duration::from_secs(60),
+        || std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == pid.to_string()),
+        String::new,
+    )
     .await;
 
     for args in [&["run", "--once"][..], &["run"][..]] {
@@ -338,12 +278,15 @@ async fn a_second_instance_on_the_same_database_is_refused_with_the_holders_pid(
 
     // A crashed holder leaves nothing stale: the kernel drops the lock.
     first.kill();
-    run_once(&path);
+    support::run_once_ok(&path);
     let mut second = daemon::spawn(&path);
     let pid2 = second.pid();
-    wait_until("the new daemon holds the lease", || {
-        std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == pid2.to_string())
-    })
+    support::wait_for_condition(
+        "the new daemon holds the lease",
+        Duration::from_secs(60),
+        || std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == pid2.to_string()),
+        String::new,
+    )
     .await;
     second.kill();
 }
@@ -504,10 +447,7 @@ async fn a_delivery_is_recorded_after_a_long_database_lock_and_not_sent_twice() 
     servers
         .wait_for(&consumer, "INBOX", 1, Duration::from_secs(60))
         .await;
-    let id = support::cases_json(&path)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = support::first_case_id(&path);
 
     // A decision from the CLI queues mail; then another process holds the
     // database's write lock well past the pool's 5 s busy timeout while the

@@ -61,8 +61,8 @@ async fn an_attachment_bomb_goes_to_review_while_other_mail_and_cases_act_go_on(
     servers
         .append_request(&mailbox, &first, "California Request to Know")
         .await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
-    let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
+    support::run_once_ok(&path);
+    let id = support::first_case_id(&path);
 
     let bomb = attachment_bomb("agent@bomb.example.org", &mailbox, 100_000);
     assert!(bomb.len() < 10 * 1024 * 1024, "{} bytes", bomb.len());
@@ -176,8 +176,8 @@ async fn large_messages_in_the_sent_folder_do_not_block_intake_or_memory() {
         .append_request(&mailbox, &consumer, "California Request to Know")
         .await;
     // The first run opens a case and sets the Sent-folder cursor.
-    support::assert_ok(&daemon::run_once(&path), "run --once");
-    let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
+    support::run_once_ok(&path);
+    let id = support::first_case_id(&path);
 
     const EXPORTS: usize = 10;
     const SIZE: usize = 40 * 1024 * 1024;
@@ -292,7 +292,7 @@ async fn a_forged_known_agent_gets_the_ordinary_limit_and_no_mail_to_the_consume
     servers
         .wait_for(&mailbox, "INBOX", 7, Duration::from_secs(30))
         .await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
+    support::run_once_ok(&path);
 
     let cases = cases_json(&path);
     assert_eq!(cases.len(), 7);
@@ -364,7 +364,7 @@ async fn plus_tags_count_with_the_bare_address_for_the_per_sender_limit() {
             .append_request(&mailbox, s, "California Request to Know")
             .await;
     }
-    support::assert_ok(&daemon::run_once(&path), "run --once");
+    support::run_once_ok(&path);
     let cases = cases_json(&path);
     assert_eq!(cases.len(), 4);
     let limited: usize = cases
@@ -377,26 +377,6 @@ async fn plus_tags_count_with_the_bare_address_for_the_per_sender_limit() {
         })
         .sum();
     assert_eq!(limited, 2, "four tags of one address share the limit of 2");
-}
-
-/// Waits for the newest mail in `user`'s inbox whose subject contains `needle`.
-async fn mail_with_subject(servers: &MailServers, user: &str, needle: &str) -> Vec<u8> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let all = servers.fetch_all(user, "INBOX").await;
-        if let Some(m) = all.into_iter().rev().find(|m| {
-            support::header(m, "Subject")
-                .unwrap_or_default()
-                .contains(needle)
-        }) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no mail with {needle:?} for {user}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -421,8 +401,10 @@ async fn open_from_review_shows_from_and_reply_to_and_takes_from_by_default() {
     servers
         .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
         .await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
-    let notice = mail_with_subject(servers, &alice, "Review: My account").await;
+    support::run_once_ok(&path);
+    let notice = servers
+        .mail_with_subject(&alice, "Review: My account", Duration::from_secs(60))
+        .await;
     let text = mail::text_of(&notice);
     assert!(text.contains(&format!("From:      {consumer}")), "{text}");
     assert!(text.contains(&format!("Reply-To:  {elsewhere}")), "{text}");
@@ -431,7 +413,7 @@ async fn open_from_review_shows_from_and_reply_to_and_takes_from_by_default() {
     servers
         .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
         .await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
+    support::run_once_ok(&path);
     let cases = cases_json(&path);
     assert_eq!(cases.len(), 1);
     assert_eq!(
@@ -483,8 +465,8 @@ async fn a_members_forwarding_loop_stops_after_the_first_notice() {
     servers
         .append_request(&mailbox, &consumer, "California Request to Know")
         .await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
-    let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
+    support::run_once_ok(&path);
+    let id = support::first_case_id(&path);
     wait_until_for("the new-case notice", 30, async || {
         !team_mail_about(servers, &alice, &id).await.is_empty()
     })
@@ -495,7 +477,7 @@ async fn a_members_forwarding_loop_stops_after_the_first_notice() {
     servers
         .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
         .await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
+    support::run_once_ok(&path);
     wait_until_for("the notice about the stranger", 30, async || {
         team_mail_about(servers, &alice, &id).await.len() == 2
     })
@@ -509,11 +491,11 @@ async fn a_members_forwarding_loop_stops_after_the_first_notice() {
         servers
             .wait_for(&mailbox, "INBOX", 1, Duration::from_secs(20))
             .await;
-        support::assert_ok(&daemon::run_once(&path), "run --once");
+        support::run_once_ok(&path);
         assert_eq!(servers.count(&mailbox, "INBOX").await, 0, "round {round}");
     }
     // Give a wrongly queued notice time to arrive, then count: nothing new.
-    support::assert_ok(&daemon::run_once(&path), "run --once");
+    support::run_once_ok(&path);
     servers.inbox_exactly(&alice, 2).await;
     let returned = events(&path, &id)
         .iter()
@@ -536,8 +518,8 @@ async fn tagged_mail_from_a_stranger_is_throttled_per_case() {
     servers
         .append_request(&mailbox, &consumer, "California Request to Know")
         .await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
-    let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
+    support::run_once_ok(&path);
+    let id = support::first_case_id(&path);
     for n in 0..8 {
         let tagged = mail::request(
             &stranger,
@@ -547,7 +529,7 @@ async fn tagged_mail_from_a_stranger_is_throttled_per_case() {
         );
         servers.append(&mailbox, "INBOX", &tagged).await;
     }
-    support::assert_ok(&daemon::run_once(&path), "run --once");
+    support::run_once_ok(&path);
     // The new-case notice and four about the stranger: five in the hour.
     servers.inbox_exactly(&alice, 5).await;
     let held = events(&path, &id)
@@ -571,8 +553,8 @@ async fn deadline_notices_go_out_while_the_mailbox_is_unreachable() {
     servers
         .append_request(&mailbox, &consumer, "California Request to Know")
         .await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
-    let id = cases_json(&path)[0]["id"].as_str().unwrap().to_string();
+    support::run_once_ok(&path);
+    let id = support::first_case_id(&path);
     support::shift_case_times(&config.database_path(), &id, chrono::Duration::days(-50)).await;
 
     // The IMAP server is gone: nothing listens on the configured port.
@@ -584,8 +566,13 @@ async fn deadline_notices_go_out_while_the_mailbox_is_unreachable() {
     let config = config.imap_port(dead);
     config.write();
     let mut d = daemon::spawn(&path);
-    let overdue =
-        mail_with_subject(servers, &alice, &format!("Overdue: Request to Know [{id}]")).await;
+    let overdue = servers
+        .mail_with_subject(
+            &alice,
+            &format!("Overdue: Request to Know [{id}]"),
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(mail::text_of(&overdue).contains("overdue"));
     assert!(
         d.log().contains("Mailbox session failed"),

@@ -19,7 +19,7 @@ use serde_json::Value;
 use support::daemon::{self, DaemonConfig, OAuthFlow};
 use support::idp::{self, post_form};
 use support::sasl::{Mechanism, SmtpAuthStyle};
-use support::{IdentityProvider, MailServers, Rotation};
+use support::{IdentityProvider, MailServers, Rotation, check_json, stdout};
 
 /// The refusal must carry Dovecot's RFC 7628 error challenge.
 fn assert_bearer_challenge(challenge: &Option<Value>, what: &str) {
@@ -439,10 +439,6 @@ async fn harness_doveadm_kick_ends_a_mailbox_session() {
 /// How long a request may take to be acknowledged by a running daemon.
 const ACK_WAIT: Duration = Duration::from_secs(90);
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn describe(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -514,14 +510,6 @@ fn assert_no_secrets(idp: &IdentityProvider, config: &DaemonConfig, printed: &st
             "a token or secret appears in the daemon's output"
         );
     }
-}
-
-/// `check --json`: (exit status, lines).
-fn check_json(path: &Path) -> (Option<i32>, Vec<Value>, Output) {
-    let out = daemon::cli(path, &["check", "--json"]);
-    let lines: Vec<Value> = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("check --json prints a JSON array ({e}): {}", describe(&out)));
-    (out.status.code(), lines, out)
 }
 
 /// The first check line whose name matches.

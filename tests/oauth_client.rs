@@ -10,15 +10,7 @@ use std::time::Duration;
 
 use support::daemon::{self, DaemonConfig, OAuthFlow};
 use support::mail;
-use support::{IdentityProvider, MailServers, Rotation};
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use support::{IdentityProvider, MailServers, Rotation, stderr, stdout};
 
 /// `check` line `name` (its status and detail), or a panic with the output.
 fn check_line(out: &std::process::Output, name: &str) -> String {
@@ -33,14 +25,6 @@ fn check_line(out: &std::process::Output, name: &str) -> String {
             )
         })
         .to_string()
-}
-
-async fn request_to(servers: &MailServers, mailbox: &str, consumer: &str) {
-    let request = mail::request(consumer, mailbox, "California Request to Know", "Hi\n");
-    servers.send_smtp(consumer, &[mailbox], &request).await;
-    servers
-        .wait_for(mailbox, "INBOX", 1, Duration::from_secs(20))
-        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -60,7 +44,7 @@ async fn client_credentials_check_then_request_answered_over_xoauth2() {
     assert!(check_line(&out, "imap login").contains("AUTHENTICATE XOAUTH2"));
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
 
-    request_to(servers, &mailbox, &consumer).await;
+    servers.smtp_request(&mailbox, &consumer).await;
     let run = daemon::run_once(&path);
     support::assert_ok(&run, "run --once");
     let ack = servers
@@ -113,8 +97,8 @@ async fn rotated_refresh_tokens_are_saved_0600_and_oauthbearer_logs_in() {
     let path = config.write();
     let first = config.saved_refresh_token();
 
-    request_to(servers, &mailbox, &consumer).await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
+    servers.smtp_request(&mailbox, &consumer).await;
+    support::run_once_ok(&path);
     servers
         .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
         .await;
@@ -214,7 +198,7 @@ async fn smtp_refusing_tokens_keeps_intake_going_and_replies_queued() {
         "{smtp}"
     );
 
-    request_to(servers, &mailbox, &consumer).await;
+    servers.smtp_request(&mailbox, &consumer).await;
     let run = daemon::run_once(&path);
     support::assert_ok(&run, "run --once with SMTP refusing");
     assert_eq!(support::cases_json(&path).len(), 1, "intake went on");
@@ -363,8 +347,8 @@ async fn six_kilobyte_tokens_log_in_to_imap_and_smtp_in_two_steps() {
     let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ClientCredentials);
     let path = config.write();
 
-    request_to(servers, &mailbox, &consumer).await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
+    servers.smtp_request(&mailbox, &consumer).await;
+    support::run_once_ok(&path);
     servers
         .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
         .await;
@@ -399,8 +383,8 @@ async fn smtp_alone_can_use_oauth() {
     let out = daemon::cli(&path, &["check"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
 
-    request_to(servers, &mailbox, &consumer).await;
-    support::assert_ok(&daemon::run_once(&path), "run --once");
+    servers.smtp_request(&mailbox, &consumer).await;
+    support::run_once_ok(&path);
     servers
         .wait_for(&consumer, "INBOX", 1, Duration::from_secs(30))
         .await;

@@ -3,6 +3,20 @@
 //! agents (`casework`). Pure; the trusted authserv-ids come from
 //! `team.trusted_authserv_ids`.
 
+/// Whether `sender` is a known agent our own MX vouches for: its domain is
+/// in `agents.known_domains` and [`authenticated`] holds for it. The one
+/// rule for an agent's new request (`casework::open_request`) and for a
+/// reply in an agent's case (`intake`): such an agent keeps an agent's
+/// exemption from the per-sender limit.
+pub(crate) fn vouched_known_agent<D: AsRef<str>, S: AsRef<str>>(
+    sender: &str,
+    known_domains: &[D],
+    trusted_ids: &[S],
+    headers: &[String],
+) -> bool {
+    crate::address::in_domains(sender, known_domains) && authenticated(trusted_ids, sender, headers)
+}
+
 /// Whether our own MX vouches for `sender`, by the rules of RFC 8601:
 ///
 /// - Only the topmost `Authentication-Results` header whose authserv-id is

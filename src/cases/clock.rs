@@ -15,13 +15,13 @@ use super::Kind;
 
 /// Opt-out and limit requests are carried out within this many business
 /// days (§7026(f), §7027(g)); not configurable, the law fixes it.
-pub const OPT_OUT_BUSINESS_DAYS: u32 = 15;
+pub(crate) const OPT_OUT_BUSINESS_DAYS: u32 = 15;
 
 /// The legal maxima of the `[policy]` clocks (§7021(a), §7021(b),
 /// Civ. Code §1798.130(a)(2)(A)); a configuration above them is refused.
-pub const MAX_ACKNOWLEDGE_BUSINESS_DAYS: u32 = 10;
-pub const MAX_RESPOND_DAYS: u32 = 45;
-pub const MAX_EXTENSION_DAYS: u32 = 45;
+pub(crate) const MAX_ACKNOWLEDGE_BUSINESS_DAYS: u32 = 10;
+pub(crate) const MAX_RESPOND_DAYS: u32 = 45;
+pub(crate) const MAX_EXTENSION_DAYS: u32 = 45;
 
 /// Deadline rules, built from `[policy]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl Default for Policy {
 
 impl Policy {
     /// End (23:59:59 local) of the `acknowledge_business_days`-th business day after receipt.
-    pub fn ack_due(&self, received: DateTime<Utc>) -> DateTime<Utc> {
+    pub(crate) fn ack_due(&self, received: DateTime<Utc>) -> DateTime<Utc> {
         let day = self.add_business_days(self.local_date(received), self.acknowledge_business_days);
         self.end_of_local_day(day)
     }
@@ -60,7 +60,7 @@ impl Policy {
     /// End (23:59:59 local) of the `respond_days`-th calendar day, counting
     /// the local day of receipt as day 1 (§7021(b): the period "shall begin on
     /// the day that the business receives the request"): receipt + 44 days.
-    pub fn respond_due(&self, received: DateTime<Utc>) -> DateTime<Utc> {
+    pub(crate) fn respond_due(&self, received: DateTime<Utc>) -> DateTime<Utc> {
         let day = add_days(
             self.local_date(received),
             self.respond_days.saturating_sub(1),
@@ -72,7 +72,7 @@ impl Policy {
     /// receipt as day 1 when it is a business day (the earlier, safe reading
     /// of "within 15 business days from the date the business receives the
     /// request", §7026(f), §7027(g)).
-    pub fn business_days_due(&self, received: DateTime<Utc>, n: u32) -> DateTime<Utc> {
+    pub(crate) fn business_days_due(&self, received: DateTime<Utc>, n: u32) -> DateTime<Utc> {
         let date = self.local_date(received);
         let n = if self.is_business_day(date) {
             n.saturating_sub(1)
@@ -83,7 +83,7 @@ impl Policy {
     }
 
     /// The response deadline of a new request of `kind`.
-    pub fn due_for(&self, kind: Kind, received: DateTime<Utc>) -> DateTime<Utc> {
+    pub(crate) fn due_for(&self, kind: Kind, received: DateTime<Utc>) -> DateTime<Utc> {
         if kind.has_45_day_clock() {
             self.respond_due(received)
         } else {
@@ -99,18 +99,18 @@ impl Policy {
     }
 
     /// The calendar date of `at` in the policy's time zone.
-    pub fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
+    pub(crate) fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
         at.with_timezone(&self.timezone).date_naive()
     }
 
     /// Monday to Friday and not a configured holiday.
-    pub fn is_business_day(&self, date: NaiveDate) -> bool {
+    pub(crate) fn is_business_day(&self, date: NaiveDate) -> bool {
         !matches!(date.weekday(), Weekday::Sat | Weekday::Sun) && !self.holidays.contains(&date)
     }
 
     /// The `n`-th business day strictly after `date` (`n = 0` gives `date`
     /// itself). The day of receipt never counts, even when it is a business day.
-    pub fn add_business_days(&self, date: NaiveDate, n: u32) -> NaiveDate {
+    pub(crate) fn add_business_days(&self, date: NaiveDate, n: u32) -> NaiveDate {
         let mut day = date;
         let mut left = n;
         while left > 0 {
@@ -132,7 +132,7 @@ impl Policy {
     /// twice (a fall-back at midnight) the later one, and when the end of the
     /// day falls in a gap (a spring-forward at midnight, or a skipped day) the
     /// last instant before the gap.
-    pub fn end_of_local_day(&self, date: NaiveDate) -> DateTime<Utc> {
+    pub(crate) fn end_of_local_day(&self, date: NaiveDate) -> DateTime<Utc> {
         let next = date.succ_opt().unwrap_or(date);
         let start = start_of_local_day(&self.timezone, next);
         start

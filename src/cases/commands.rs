@@ -92,29 +92,24 @@ pub struct Verb {
     pub multi_line: bool,
 }
 
-impl Verb {
-    /// The forms of this verb that `cases act` has.
-    pub fn cli_forms(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.forms.iter().filter_map(|f| f.cli)
-    }
-}
+impl Verb {}
 
-pub const VERIFY_FORM: Form = Form {
+pub(crate) const VERIFY_FORM: Form = Form {
     usage: "#verify",
     cli: Some("verify"),
     help: |_| "identity and California residency are confirmed",
 };
-pub const DENY_FORM: Form = Form {
+pub(crate) const DENY_FORM: Form = Form {
     usage: "#deny REASON",
     cli: Some("deny --reason REASON"),
     help: |_| "deny the request; the reason (lines up to a blank line) is sent to the requester",
 };
-pub const EXTEND_FORM: Form = Form {
+pub(crate) const EXTEND_FORM: Form = Form {
     usage: "#extend REASON",
     cli: Some("extend --reason REASON"),
     help: |_| "take the one extension; the requester is told the reason and the new date",
 };
-pub const COMPLETE_FORM: Form = Form {
+pub(crate) const COMPLETE_FORM: Form = Form {
     usage: "#complete",
     cli: Some("complete"),
     help: |kind| match kind {
@@ -124,12 +119,12 @@ pub const COMPLETE_FORM: Form = Form {
         Kind::Limit | Kind::OptOut => "carried out; the consumer is told",
     },
 };
-pub const COMPLETE_SENT_FORM: Form = Form {
+pub(crate) const COMPLETE_SENT_FORM: Form = Form {
     usage: "#complete sent",
     cli: Some("complete --sent-by-team"),
     help: |_| "you sent the response yourself; record it, no further mail",
 };
-pub const COMPLETE_PARTIAL_FORM: Form = Form {
+pub(crate) const COMPLETE_PARTIAL_FORM: Form = Form {
     usage: "#complete partial REASON",
     cli: Some("complete --partial --reason REASON"),
     help: |kind| match kind {
@@ -143,44 +138,44 @@ pub const COMPLETE_PARTIAL_FORM: Form = Form {
         Kind::Limit | Kind::OptOut => "carried out in part: REASON says what was not done and why",
     },
 };
-pub const CLOSE_UNVERIFIED_FORM: Form = Form {
+pub(crate) const CLOSE_UNVERIFIED_FORM: Form = Form {
     usage: "#close unverified [DETAIL]",
     cli: Some("close --reason unverified"),
     help: |_| "identity could not be verified: the requester is told, counted as denied",
 };
-pub const CLOSE_FORM: Form = Form {
+pub(crate) const CLOSE_FORM: Form = Form {
     usage: "#close REASON",
     cli: Some("close --reason REASON"),
     help: |_| "close without a further reply (e.g. a duplicate)",
 };
-pub const NOTE_FORM: Form = Form {
+pub(crate) const NOTE_FORM: Form = Form {
     usage: "#note TEXT",
     cli: Some("note TEXT"),
     help: |_| "add a note to the case record",
 };
-pub const DECLARATION_ACCEPT_FORM: Form = Form {
+pub(crate) const DECLARATION_ACCEPT_FORM: Form = Form {
     usage: "#declaration accept",
     cli: Some("declaration-accept"),
     help: |_| "the agent's signed declaration is in order",
 };
-pub const DECLARATION_REJECT_FORM: Form = Form {
+pub(crate) const DECLARATION_REJECT_FORM: Form = Form {
     usage: "#declaration reject REASON",
     cli: Some("declaration-reject --reason REASON"),
     help: |_| "the declaration is not sufficient; the agent is told why",
 };
-pub const POA_FORM: Form = Form {
+pub(crate) const POA_FORM: Form = Form {
     usage: "#poa",
     cli: Some("poa"),
     help: |_| "the agent holds a power of attorney (Probate Code sections 4121-4130)",
 };
-pub const OPEN_FORM: Form = Form {
+pub(crate) const OPEN_FORM: Form = Form {
     usage: "#open know|delete|correct|limit|opt_out",
     cli: None,
     help: |_| "open a case of this kind from the message in review (`reply-to` after the kind: the requester is the Reply-To address)",
 };
 
 /// Every team command, in the order an unknown command's answer lists them.
-pub const TABLE: &[Verb] = &[
+pub(crate) const TABLE: &[Verb] = &[
     Verb {
         word: "verify",
         build: |_| Ok(TeamCommand::Case(Command::Verify)),
@@ -312,7 +307,7 @@ pub fn verb(word: &str) -> Option<&'static Verb> {
 }
 
 /// The answer to an unknown command: every form, in table order.
-pub fn known_forms() -> String {
+pub(crate) fn known_forms() -> String {
     TABLE
         .iter()
         .flat_map(|v| v.forms.iter().map(|f| f.usage))
@@ -321,7 +316,7 @@ pub fn known_forms() -> String {
 }
 
 /// The first word of `s` and the rest (leading white space skipped).
-pub fn split_word(s: &str) -> (&str, &str) {
+pub(crate) fn split_word(s: &str) -> (&str, &str) {
     let s = s.trim_start();
     match s.find(char::is_whitespace) {
         Some(i) => (&s[..i], &s[i..]),

@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{Action, Case, Kind, Policy, Resolution, State};
+use crate::ids::CaseId;
 
 /// Who acted; written into the event row's `actor` column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,8 +318,39 @@ impl Template {
         }
     }
 
+    /// Whether its mail carries the verification code (the template renders
+    /// `case.verification_code`): purge deletes the stored bodies of these
+    /// with the code (CCPA regs §7060(d)). A new template must say.
+    pub const fn carries_verification_code(self) -> bool {
+        match self {
+            Template::Acknowledgement
+            | Template::VerificationReminder
+            | Template::AgentConsumerConfirm
+            | Template::AgentDeclarationNeeded
+            | Template::DeclarationRejected => true,
+            Template::OptOutReply
+            | Template::DeleteConfirmationRequest
+            | Template::WithdrawalConfirmation
+            | Template::CaseClosedReply
+            | Template::Denial
+            | Template::ExtensionNotice
+            | Template::KnowCompleted
+            | Template::DeleteCompleted
+            | Template::ConfirmationReminder
+            | Template::WithdrawalPrompt
+            | Template::CorrectCompleted
+            | Template::IdentityNotVerified
+            | Template::TeamNotice
+            | Template::TeamReviewNotice
+            | Template::TeamCommandResult
+            | Template::TeamDigest
+            | Template::TeamBurstSummary => false,
+        }
+    }
+
     /// Mail to the privacy team rather than to a consumer.
-    pub fn is_team(self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_team(self) -> bool {
         self.as_str().starts_with("team_")
     }
 }
@@ -340,7 +372,7 @@ impl std::str::FromStr for Template {
 }
 
 /// The team hears of a deadline this many days ahead (once per due date).
-pub const DUE_SOON_DAYS: i64 = 7;
+pub(crate) const DUE_SOON_DAYS: i64 = 7;
 
 /// Starts a case. `id` and `verification_code` are made by the caller (they
 /// need the database sequence and randomness).
@@ -351,7 +383,7 @@ pub const DUE_SOON_DAYS: i64 = 7;
 /// out within 15 business days; an opt-out gets its reply at once. The team
 /// hears of every new case.
 pub fn open(
-    id: String,
+    id: CaseId,
     verification_code: String,
     req: NewRequest,
     policy: &Policy,
@@ -514,7 +546,7 @@ pub fn apply(
 
 /// The first reply a new case of `kind` gets: the opt-out reply, or the
 /// acknowledgement (§7021(a)).
-pub fn first_reply(kind: Kind) -> Template {
+pub(crate) fn first_reply(kind: Kind) -> Template {
     if kind == Kind::OptOut {
         Template::OptOutReply
     } else {
@@ -561,7 +593,7 @@ impl Effects {
 
 /// What a consumer's reply says about a pending decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyIntent {
+pub(crate) enum ReplyIntent {
     Confirm,
     /// The explicit answer we ask for: `WITHDRAW` in capitals, or a reply
     /// whose new text is just the word.
@@ -577,7 +609,7 @@ pub enum ReplyIntent {
 /// negated ("do not confirm") within its clause, means confirm; an explicit
 /// WITHDRAW means withdraw; other unnegated "cancel"/"withdraw" words only
 /// seem to withdraw; confirming and withdrawing at once is unclear.
-pub fn reply_intent(new_text: &str) -> ReplyIntent {
+pub(crate) fn reply_intent(new_text: &str) -> ReplyIntent {
     let clauses: Vec<Vec<String>> = new_text
         .split(['.', ',', ';', ':', '!', '?', '\n', '(', ')'])
         .map(|clause| {
@@ -745,7 +777,7 @@ fn consumer_reply(
 
 /// For `#close unverified [DETAIL]` (or a reason starting "unverifiable"):
 /// the detail after the keyword, trimmed; `None` for any other reason.
-pub fn unverified_close(reason: &str) -> Option<&str> {
+pub(crate) fn unverified_close(reason: &str) -> Option<&str> {
     let reason = reason.trim();
     let end = reason
         .find(|c: char| !c.is_alphabetic())

@@ -10,7 +10,7 @@ use tracing::info;
 
 use super::{self as casework, CaseworkError, TeamMail};
 use crate::cases::engine::Notice;
-use crate::ids::Purpose;
+use crate::ids::{CaseId, Purpose};
 use crate::mailroom::Mailroom;
 use crate::store;
 use crate::templates::{CaseContext, SummaryContext, TemplateContext};
@@ -18,7 +18,7 @@ use crate::templates::{CaseContext, SummaryContext, TemplateContext};
 /// Holds a new-case notice back until [`flush`].
 pub async fn queue(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
     Ok(store::burst::queue_notice(conn, case_id, now).await?)
@@ -93,7 +93,7 @@ pub async fn flush(
 pub async fn lists(
     conn: &mut SqliteConnection,
     summary_id: &str,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> Result<bool, CaseworkError> {
     Ok(store::burst::summary_lists(conn, summary_id, case_id).await?)
 }

@@ -11,13 +11,14 @@ use super::{Action, Failure, ListArgs, StateFilter};
 use crate::cases::Case;
 use crate::cases::engine::Actor;
 use crate::config::Config;
+use crate::ids::CaseId;
 use crate::mailroom::Mailroom;
 use crate::store::{self, CaseFilter, EventRow, MessageRow, Store};
 
 /// One entry of `cases list --json`.
 #[derive(Debug, Serialize)]
-pub struct CaseJson {
-    pub id: String,
+pub(crate) struct CaseJson {
+    pub id: crate::ids::CaseId,
     pub kind: String,
     pub state: String,
     pub requester: String,
@@ -64,7 +65,7 @@ impl From<&Case> for CaseJson {
 
 /// `cases show --json`: the case plus its history.
 #[derive(Debug, Serialize)]
-pub struct CaseDetailJson {
+pub(crate) struct CaseDetailJson {
     #[serde(flatten)]
     pub case: CaseJson,
     pub events: Vec<EventJson>,
@@ -73,7 +74,7 @@ pub struct CaseDetailJson {
 }
 
 #[derive(Debug, Serialize)]
-pub struct EventJson {
+pub(crate) struct EventJson {
     pub at: String,
     pub actor: String,
     pub action: String,
@@ -81,7 +82,7 @@ pub struct EventJson {
 }
 
 #[derive(Debug, Serialize)]
-pub struct MessageJson {
+pub(crate) struct MessageJson {
     pub direction: String,
     pub message_id: Option<String>,
     pub subject: String,
@@ -90,7 +91,7 @@ pub struct MessageJson {
 }
 
 #[derive(Debug, Serialize)]
-pub struct AttachmentJson {
+pub(crate) struct AttachmentJson {
     pub filename: String,
     pub sha256: String,
     pub size: i64,
@@ -154,8 +155,11 @@ pub async fn act(
             }
         },
     };
+    let Some(case_id) = CaseId::parse_any(id) else {
+        return Err(no_case(&room.config, id));
+    };
     let command = action.to_command();
-    match crate::casework::act(room, id, Actor::Cli(who), command, Utc::now()).await {
+    match crate::casework::act(room, &case_id, Actor::Cli(who), command, Utc::now()).await {
         Ok(t) => {
             println!("{}: {}", t.case.id, t.case.state);
             Ok(ExitCode::SUCCESS)
@@ -171,7 +175,7 @@ pub async fn act(
 /// The person running the command: `SUDO_USER` (an admin using sudo), else
 /// the login UID's user (survives `su`), else `USER`. `None` when none is
 /// known, e.g. from a service unit without a login session.
-pub fn invoking_person() -> Option<String> {
+pub(crate) fn invoking_person() -> Option<String> {
     let non_empty = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     non_empty(std::env::var("SUDO_USER").ok())
         .or_else(|| non_empty(login_uid().and_then(user_name)))
@@ -208,7 +212,7 @@ fn user_name(uid: u32) -> Option<String> {
 }
 
 /// A case ID that names no case: say what one looks like.
-pub fn no_case(config: &Config, id: &str) -> Failure {
+pub(crate) fn no_case(config: &Config, id: &str) -> Failure {
     let year = Utc::now()
         .with_timezone(&config.timezone().unwrap_or(chrono_tz::UTC))
         .year();
@@ -297,6 +301,10 @@ async fn show_in(
     id: &str,
     json: bool,
 ) -> Result<ExitCode, Failure> {
+    let Some(case_id) = CaseId::parse_any(id) else {
+        return Err(no_case(config, id));
+    };
+    let id = &case_id;
     let mut conn = store.conn().await?;
     let Some(case) = store::cases::get(&mut conn, id).await? else {
         return Err(no_case(config, id));

@@ -14,7 +14,7 @@ const EXAMPLE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config/
 
 /// What an admin reads for one problem in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Explained {
+pub(crate) struct Explained {
     /// `imap.port`, or a section name (`imap`) when no key is involved.
     pub key: String,
     /// 1-based line number, when known.
@@ -473,7 +473,7 @@ fn known_keys(section: Option<&str>) -> Vec<String> {
 }
 
 /// The known key nearest to `typed`, when it is near enough to be a typo.
-pub fn closest<'a>(typed: &str, known: &'a [String]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(typed: &str, known: &'a [String]) -> Option<&'a str> {
     let limit = (typed.chars().count() / 3).max(2);
     known
         .iter()

@@ -53,14 +53,14 @@ fn host_of(rest: &str) -> &str {
 
 impl Config {
     /// Whether IMAP or SMTP logs in with a token.
-    pub fn uses_oauth(&self) -> bool {
+    pub(crate) fn uses_oauth(&self) -> bool {
         self.imap.auth == AuthMethod::Oauth2 || self.smtp.auth == AuthMethod::Oauth2
     }
 
     /// The token provider for `auth = "oauth2"`; `None` when neither edge
     /// uses OAuth. The service account acts for the mailbox (`imap.username`);
     /// the refresh token lives beside the database unless configured.
-    pub fn token_provider(
+    pub(crate) fn token_provider(
         &self,
     ) -> Result<Option<crate::oauth::TokenProvider>, crate::oauth::OAuthError> {
         match &self.oauth2 {
@@ -75,7 +75,7 @@ impl Config {
     }
 
     /// The SMTP SASL user: `smtp.username`, else the mailbox (`imap.username`).
-    pub fn smtp_login(&self) -> String {
+    pub(crate) fn smtp_login(&self) -> String {
         self.smtp
             .username
             .clone()

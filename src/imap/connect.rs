@@ -45,7 +45,7 @@ impl Imap {
     }
 
     /// [`Imap::connect`] with a password or an OAuth token (`imap.auth`).
-    pub async fn connect_as(cfg: &ImapConfig, login: Login<'_>) -> Result<Imap, ImapError> {
+    pub(crate) async fn connect_as(cfg: &ImapConfig, login: Login<'_>) -> Result<Imap, ImapError> {
         let host = cfg.host.clone();
         let port = cfg.port;
         if cfg.security == Security::None && !tls::is_loopback_host(&host) {

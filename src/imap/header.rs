@@ -8,7 +8,7 @@ use super::{Imap, ImapError};
 impl Imap {
     /// The header block of one message (`BODY.PEEK[HEADER]`), or `None` when
     /// the UID is gone.
-    pub async fn fetch_header(&mut self, uid: u32) -> Result<Option<Vec<u8>>, ImapError> {
+    pub(crate) async fn fetch_header(&mut self, uid: u32) -> Result<Option<Vec<u8>>, ImapError> {
         let session = self.session()?;
         let fetched: Result<Option<Vec<u8>>, async_imap::error::Error> = async {
             let mut stream = session
@@ -31,7 +31,10 @@ impl Imap {
     /// The header blocks of several messages (`BODY.PEEK[HEADER]`) in
     /// batches of [`super::FETCH_BATCH`], in UID order; UIDs gone meanwhile are
     /// absent. The Sent-folder scan decides from these which bodies it needs.
-    pub async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+    pub(crate) async fn fetch_headers(
+        &mut self,
+        uids: &[u32],
+    ) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
         self.fetch_parts(
             uids,
             "(UID BODY.PEEK[HEADER])",

@@ -217,7 +217,7 @@ fn cut_at_char_boundary(s: &str, max: usize) -> &str {
 }
 
 /// File extension for a declared content type, for names we have to invent.
-pub fn extension_for(declared_type: &str) -> &'static str {
+pub(crate) fn extension_for(declared_type: &str) -> &'static str {
     match declared_type.trim().to_ascii_lowercase().as_str() {
         "application/pdf" => "pdf",
         "image/png" => "png",

@@ -93,7 +93,7 @@ const BOUNCE_SUBJECTS: &[&str] = &[
 const DELAY_SUBJECTS: &[&str] = &["delay", "warning", "verzögert", "verzoegert"];
 
 /// Says whether (and why) a message is automatic mail that must get no reply.
-pub fn detect(msg: &mail_parser::Message<'_>) -> Option<AutoKind> {
+pub(crate) fn detect(msg: &mail_parser::Message<'_>) -> Option<AutoKind> {
     if is_delivery_report(msg) {
         return Some(AutoKind::DeliveryReport);
     }
@@ -120,7 +120,7 @@ pub fn detect(msg: &mail_parser::Message<'_>) -> Option<AutoKind> {
 
 /// Whether `addr` is one of `own` (case-insensitive; a `+tag` in the local
 /// part is ignored on both sides, so `privacy+x@example.com` is ours too).
-pub fn is_own_address(addr: &str, own: &[impl AsRef<str>]) -> bool {
+pub(crate) fn is_own_address(addr: &str, own: &[impl AsRef<str>]) -> bool {
     let addr = strip_subaddress(addr);
     own.iter().any(|o| strip_subaddress(o.as_ref()) == addr)
 }
@@ -138,7 +138,7 @@ fn strip_subaddress(addr: &str) -> String {
 }
 
 /// Whether the address belongs to a mailer daemon or a no-reply sender.
-pub fn is_daemon_address(addr: &str) -> bool {
+pub(crate) fn is_daemon_address(addr: &str) -> bool {
     // Broken headers can leave words before the address proper.
     let addr = addr.split_whitespace().last().unwrap_or_default();
     let addr = addr.trim_start_matches('<').trim_end_matches('>');
@@ -158,7 +158,7 @@ pub fn is_daemon_address(addr: &str) -> bool {
 /// Fills a [`Dsn`] for a delivery status notification: structured for
 /// `multipart/report; report-type=delivery-status`, best effort for the
 /// plain-text bounces some servers still send.
-pub fn delivery_report(msg: &mail_parser::Message<'_>) -> Option<Dsn> {
+pub(crate) fn delivery_report(msg: &mail_parser::Message<'_>) -> Option<Dsn> {
     let status_parts: Vec<String> = msg
         .parts
         .iter()

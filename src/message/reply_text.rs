@@ -185,7 +185,7 @@ const BLOCKS: [&str; 31] = [
 /// elements and `<br>` into line breaks, prefixes the content of
 /// `<blockquote>` with "> " per level (so [`new_text`] drops it), and decodes
 /// entities. Forgiving: broken markup yields what could be read.
-pub fn html_to_text(html: &str) -> String {
+pub(crate) fn html_to_text(html: &str) -> String {
     let mut out = HtmlText::default();
     let mut rest = html;
     while let Some(lt) = rest.find('<') {
@@ -437,7 +437,7 @@ impl HtmlText {
 
 /// Decodes character references: the common named ones and all numeric
 /// ones. Unknown or malformed references stay as written.
-pub fn decode_entities(s: &str) -> String {
+pub(crate) fn decode_entities(s: &str) -> String {
     if !s.contains('&') {
         return s.to_string();
     }

@@ -6,7 +6,7 @@ use super::settings::{OAuthFlow, OAuthProvider};
 use super::jwt::Claims;
 
 /// The fix for a token endpoint error (`error` code, `error_description`).
-pub fn token_error(
+pub(crate) fn token_error(
     provider: OAuthProvider,
     flow: OAuthFlow,
     code: &str,
@@ -42,7 +42,7 @@ pub fn token_error(
 }
 
 /// The number after `AADSTS` in a Microsoft error description.
-pub fn aadsts_code(description: &str) -> Option<u32> {
+pub(crate) fn aadsts_code(description: &str) -> Option<u32> {
     let at = description.find("AADSTS")?;
     let digits: String = description[at + 6..]
         .chars()
@@ -85,7 +85,7 @@ fn aadsts_fix(code: u32) -> Option<&'static str> {
 /// Exchange refused a token it accepted as genuine (`NO AUTHENTICATE failed`,
 /// `User is authenticated but not connected`): says which piece is missing,
 /// from the token's audience and roles, and prints the cmdlets.
-pub fn exchange_refusal(
+pub(crate) fn exchange_refusal(
     claims: Option<&Claims>,
     client_id: &str,
     mailbox: &str,

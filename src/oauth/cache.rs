@@ -7,18 +7,18 @@ use chrono::{DateTime, Utc};
 
 /// A token is never used for a login this close to its expiry: the server may
 /// end the session right after (Exchange: `BYE … AccessTokenExpired`).
-pub const MAX_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const MAX_MARGIN: Duration = Duration::from_secs(60);
 
 /// The safety margin for a token that lives `lifetime`: 60 s, or a quarter of
 /// a shorter lifetime (a 20 s token is still usable for 15 s).
-pub fn margin(lifetime: Duration) -> Duration {
+pub(crate) fn margin(lifetime: Duration) -> Duration {
     MAX_MARGIN.min(lifetime / 4)
 }
 
 /// When a token obtained at `obtained` and expiring at `expires` should be
 /// replaced: `margin` before `expires`. A token without an expiry is assumed
 /// to live an hour (RFC 6749 lets a server leave `expires_in` out).
-pub fn renew_at(obtained: DateTime<Utc>, expires: Option<DateTime<Utc>>) -> DateTime<Utc> {
+pub(crate) fn renew_at(obtained: DateTime<Utc>, expires: Option<DateTime<Utc>>) -> DateTime<Utc> {
     let expires = expires.unwrap_or(obtained + chrono::Duration::hours(1));
     let lifetime = (expires - obtained).to_std().unwrap_or(Duration::ZERO);
     let margin = chrono::Duration::from_std(margin(lifetime)).unwrap_or_default();
@@ -27,14 +27,18 @@ pub fn renew_at(obtained: DateTime<Utc>, expires: Option<DateTime<Utc>>) -> Date
 
 /// Whether a token may still be used at `now` (for a login, or to keep a
 /// session open).
-pub fn usable(obtained: DateTime<Utc>, expires: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+pub(crate) fn usable(
+    obtained: DateTime<Utc>,
+    expires: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
     now < renew_at(obtained, expires)
 }
 
 /// How long to wait before asking the token endpoint again after `failures`
 /// failures in a row: 2 s doubling up to 5 minutes, with ±25 % jitter so a
 /// fleet does not hammer the provider in step.
-pub fn retry_after(failures: u32, jitter: f64) -> Duration {
+pub(crate) fn retry_after(failures: u32, jitter: f64) -> Duration {
     let base = 2u64.saturating_pow(failures.clamp(1, 9)).min(300) as f64;
     let factor = 0.75 + 0.5 * jitter.clamp(0.0, 1.0);
     Duration::from_millis((base * factor * 1000.0) as u64)
@@ -42,7 +46,7 @@ pub fn retry_after(failures: u32, jitter: f64) -> Duration {
 
 /// After `invalid_grant` nothing changes until someone runs `auth login`: try
 /// again only this rarely (or at once when the refresh token file changes).
-pub const REAUTH_RETRY: Duration = Duration::from_secs(15 * 60);
+pub(crate) const REAUTH_RETRY: Duration = Duration::from_secs(15 * 60);
 
 #[cfg(test)]
 mod tests {

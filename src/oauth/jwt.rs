@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 /// Problems with a key or certificate. Never carries key material.
 #[derive(Debug, thiserror::Error)]
-pub enum JwtError {
+pub(crate) enum JwtError {
     #[error(
         "{what} is not a PEM RSA private key (PKCS#8 \"BEGIN PRIVATE KEY\" or PKCS#1 \"BEGIN RSA PRIVATE KEY\")"
     )]
@@ -33,7 +33,7 @@ pub enum JwtError {
 }
 
 /// An RSA key that signs assertions.
-pub struct Signer {
+pub(crate) struct Signer {
     key: RsaKeyPair,
 }
 
@@ -82,7 +82,7 @@ impl Signer {
 /// The SHA-1 and SHA-256 thumbprints of the first certificate in `pem`
 /// (base64url), for the `x5t` and `x5t#S256` headers Microsoft matches the
 /// uploaded certificate by, and its `notAfter` when it can be read.
-pub fn thumbprints(pem: &[u8], what: &str) -> Result<(String, String), JwtError> {
+pub(crate) fn thumbprints(pem: &[u8], what: &str) -> Result<(String, String), JwtError> {
     let cert = CertificateDer::from_pem_slice(pem).map_err(|_| JwtError::Certificate {
         what: what.to_string(),
     })?;
@@ -96,7 +96,7 @@ pub fn thumbprints(pem: &[u8], what: &str) -> Result<(String, String), JwtError>
 
 /// When the first certificate in `pem` expires (X.509 `notAfter`), so that
 /// `check` and the daemon can warn before Microsoft starts refusing it.
-pub fn certificate_not_after(pem: &[u8]) -> Option<DateTime<Utc>> {
+pub(crate) fn certificate_not_after(pem: &[u8]) -> Option<DateTime<Utc>> {
     let cert = CertificateDer::from_pem_slice(pem).ok()?;
     let (_, certificate, _) = der_tlv(cert.as_ref())?;
     let (_, mut tbs, _) = der_tlv(certificate)?;
@@ -173,7 +173,7 @@ impl std::fmt::Debug for ServiceAccount {
 const ASSERTION_LIFETIME_SECS: i64 = 600;
 
 /// The JWT bearer assertion for a Google service account acting for `subject`.
-pub fn google_assertion(
+pub(crate) fn google_assertion(
     sa: &ServiceAccount,
     signer: &Signer,
     subject: &str,
@@ -198,7 +198,7 @@ pub fn google_assertion(
 }
 
 /// The client assertion for a Microsoft app registration with a certificate.
-pub fn microsoft_assertion(
+pub(crate) fn microsoft_assertion(
     client_id: &str,
     signer: &Signer,
     thumbprints: &(String, String),
@@ -239,7 +239,7 @@ pub struct Claims {
 }
 
 /// Decodes the payload of a JWT access token; `None` for opaque tokens.
-pub fn peek_claims(token: &str) -> Option<Claims> {
+pub(crate) fn peek_claims(token: &str) -> Option<Claims> {
     let payload = token.split('.').nth(1)?;
     let raw = URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))

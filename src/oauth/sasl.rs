@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::settings::SaslMechanism;
 
 /// The mechanism's name on the wire.
-pub fn mechanism_name(mechanism: SaslMechanism) -> &'static str {
+pub(crate) fn mechanism_name(mechanism: SaslMechanism) -> &'static str {
     match mechanism {
         SaslMechanism::Xoauth2 => "XOAUTH2",
         SaslMechanism::Oauthbearer => "OAUTHBEARER",
@@ -36,7 +36,7 @@ pub fn initial_response(mechanism: SaslMechanism, user: &str, token: &str) -> Ve
 
 /// What the client answers to the error challenge: XOAUTH2 an empty line,
 /// OAUTHBEARER the `%x01` "dummy" response of RFC 7628 §3.2.3.
-pub fn error_ack(mechanism: SaslMechanism) -> &'static [u8] {
+pub(crate) fn error_ack(mechanism: SaslMechanism) -> &'static [u8] {
     match mechanism {
         SaslMechanism::Xoauth2 => b"",
         SaslMechanism::Oauthbearer => b"\x01",
@@ -44,22 +44,26 @@ pub fn error_ack(mechanism: SaslMechanism) -> &'static [u8] {
 }
 
 /// Base64 of the initial response, as sent on the wire.
-pub fn encoded_initial_response(mechanism: SaslMechanism, user: &str, token: &str) -> String {
+pub(crate) fn encoded_initial_response(
+    mechanism: SaslMechanism,
+    user: &str,
+    token: &str,
+) -> String {
     STANDARD.encode(initial_response(mechanism, user, token))
 }
 
 /// The longest SMTP command line (RFC 4954 §4: 512 octets including CRLF, as
 /// RFC 5321 allows). A longer initial response goes in the two-step form.
-pub const SMTP_LINE_LIMIT: usize = 512;
+pub(crate) const SMTP_LINE_LIMIT: usize = 512;
 
 /// Whether `AUTH MECH <response>` fits on one SMTP command line.
-pub fn fits_inline(mechanism: SaslMechanism, encoded: &str) -> bool {
+pub(crate) fn fits_inline(mechanism: SaslMechanism, encoded: &str) -> bool {
     "AUTH ".len() + mechanism_name(mechanism).len() + 1 + encoded.len() + 2 <= SMTP_LINE_LIMIT
 }
 
 /// The server's JSON error challenge, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ServerError {
+pub(crate) struct ServerError {
     /// Google and Microsoft: `"400"`, `"401"`; RFC 7628: `"invalid_token"`,
     /// `"insufficient_scope"`, `"invalid_request"`.
     #[serde(default)]

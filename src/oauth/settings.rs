@@ -8,17 +8,17 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// Exchange Online's resource: app-only tokens for IMAP and SMTP.
-pub const MICROSOFT_APP_SCOPE: &str = "https://outlook.office365.com/.default";
+pub(crate) const MICROSOFT_APP_SCOPE: &str = "https://outlook.office365.com/.default";
 /// Delegated scopes (a user's consent through `auth login`).
-pub const MICROSOFT_USER_SCOPES: [&str; 3] = [
+pub(crate) const MICROSOFT_USER_SCOPES: [&str; 3] = [
     "https://outlook.office365.com/IMAP.AccessAsUser.All",
     "https://outlook.office365.com/SMTP.Send",
     "offline_access",
 ];
 /// Gmail over IMAP and SMTP needs the full mail scope.
-pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
-pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
-pub const GOOGLE_DEVICE_URL: &str = "https://oauth2.googleapis.com/device/code";
+pub(crate) const GOOGLE_SCOPE: &str = "https://mail.google.com/";
+pub(crate) const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+pub(crate) const GOOGLE_DEVICE_URL: &str = "https://oauth2.googleapis.com/device/code";
 
 /// The identity provider (`oauth2.provider`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -151,7 +151,7 @@ impl OAuthConfig {
 
     /// Where the refresh token lives: `refresh_token_file`, else beside the
     /// database (the state directory).
-    pub fn refresh_token_path(&self, database: &std::path::Path) -> PathBuf {
+    pub(crate) fn refresh_token_path(&self, database: &std::path::Path) -> PathBuf {
         match &self.refresh_token_file {
             Some(p) => p.clone(),
             None => database
@@ -163,7 +163,7 @@ impl OAuthConfig {
 
     /// Reads the client secret (file contents without the trailing newline).
     /// Errors name the key and the fix, like the config's own.
-    pub fn resolve_client_secret(&self) -> Result<Option<String>, String> {
+    pub(crate) fn resolve_client_secret(&self) -> Result<Option<String>, String> {
         if let Some(s) = &self.client_secret {
             return Ok(Some(s.clone()));
         }

@@ -19,7 +19,7 @@ pub fn read(path: &Path) -> std::io::Result<Option<String>> {
 }
 
 /// Writes `token` to `path` atomically with mode 0600.
-pub fn save(path: &Path, token: &str) -> std::io::Result<()> {
+pub(crate) fn save(path: &Path, token: &str) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

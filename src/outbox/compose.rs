@@ -24,7 +24,7 @@ pub enum AutoSubmitted {
 }
 
 impl AutoSubmitted {
-    pub fn header_value(self) -> &'static str {
+    pub(crate) fn header_value(self) -> &'static str {
         match self {
             AutoSubmitted::Replied => "auto-replied",
             AutoSubmitted::Generated => "auto-generated",

@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::{Op, Result};
+use crate::ids::CaseId;
 
 /// One row of the register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -62,7 +63,7 @@ pub async fn insert(conn: &mut SqliteConnection, d: &NewDocument<'_>) -> Result<
 }
 
 /// The case's documents, oldest first.
-pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<Document>> {
+pub async fn for_case(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<Vec<Document>> {
     let sql = format!("SELECT {COLUMNS} FROM attachments WHERE case_id = ? ORDER BY id");
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(case_id)
@@ -73,7 +74,10 @@ pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<
 
 /// Up to two distinct hashes starting with `prefix` (lowercase hex): two
 /// mean the prefix is ambiguous.
-pub async fn hashes_with_prefix(conn: &mut SqliteConnection, prefix: &str) -> Result<Vec<String>> {
+pub(crate) async fn hashes_with_prefix(
+    conn: &mut SqliteConnection,
+    prefix: &str,
+) -> Result<Vec<String>> {
     sqlx::query_scalar(
         "SELECT DISTINCT sha256 FROM attachments WHERE substr(sha256, 1, ?) = ? LIMIT 2",
     )
@@ -99,7 +103,7 @@ pub async fn newest(conn: &mut SqliteConnection, sha256: &str) -> Result<Documen
 /// reviewer and time. Returns how many rows changed.
 pub async fn review_pending(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
     status: &str,
     reviewer: &str,
     now: DateTime<Utc>,
@@ -152,7 +156,7 @@ mod tests {
             .await
             .unwrap();
 
-        let docs = for_case(&mut conn, "C-1").await.unwrap();
+        let docs = for_case(&mut conn, &"C-1".into()).await.unwrap();
         let names: Vec<&str> = docs.iter().map(|d| d.filename.as_str()).collect();
         assert_eq!(names, ["one.pdf", "two.pdf", "again.pdf"]);
         assert!(docs.iter().all(|d| d.status == "pending_review"));
@@ -172,15 +176,27 @@ mod tests {
         assert!(newest(&mut conn, "ffff").await.is_err());
 
         assert_eq!(
-            review_pending(&mut conn, "C-1", "accepted", "team@example.com", at(2))
-                .await
-                .unwrap(),
+            review_pending(
+                &mut conn,
+                &"C-1".into(),
+                "accepted",
+                "team@example.com",
+                at(2)
+            )
+            .await
+            .unwrap(),
             3
         );
         assert_eq!(
-            review_pending(&mut conn, "C-1", "rejected", "team@example.com", at(2))
-                .await
-                .unwrap(),
+            review_pending(
+                &mut conn,
+                &"C-1".into(),
+                "rejected",
+                "team@example.com",
+                at(2)
+            )
+            .await
+            .unwrap(),
             0
         );
         // The CHECK constraint of migration 0001 keeps the status vocabulary.
@@ -188,7 +204,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            review_pending(&mut conn, "C-1", "maybe", "t", at(2))
+            review_pending(&mut conn, &"C-1".into(), "maybe", "t", at(2))
                 .await
                 .is_err()
         );

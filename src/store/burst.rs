@@ -6,11 +6,12 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use super::{Op, Result};
+use crate::ids::CaseId;
 
 /// Holds a new-case notice back (once per case).
 pub async fn queue_notice(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
     now: DateTime<Utc>,
 ) -> Result<()> {
     sqlx::query(
@@ -25,8 +26,8 @@ pub async fn queue_notice(
 }
 
 /// Takes every held-back notice off the queue, by case ID.
-pub async fn take_queued(conn: &mut SqliteConnection) -> Result<Vec<String>> {
-    let pending: Vec<String> =
+pub async fn take_queued(conn: &mut SqliteConnection) -> Result<Vec<CaseId>> {
+    let pending: Vec<CaseId> =
         sqlx::query_scalar("SELECT case_id FROM pending_new_case_notices ORDER BY case_id")
             .fetch_all(&mut *conn)
             .await
@@ -57,7 +58,7 @@ pub async fn summaries_with_base(conn: &mut SqliteConnection, base: &str) -> Res
 pub async fn add_to_summary(
     conn: &mut SqliteConnection,
     summary_id: &str,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> Result<()> {
     sqlx::query("INSERT OR IGNORE INTO summary_cases (summary_id, case_id) VALUES (?, ?)")
         .bind(summary_id)
@@ -72,7 +73,7 @@ pub async fn add_to_summary(
 pub async fn summary_lists(
     conn: &mut SqliteConnection,
     summary_id: &str,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM summary_cases WHERE summary_id = ? AND case_id = ?",
@@ -96,9 +97,9 @@ mod tests {
         let mut conn = store.conn().await.unwrap();
         open_case(&mut conn, "C-2", at(1)).await;
         open_case(&mut conn, "C-1", at(1)).await;
-        queue_notice(&mut conn, "C-2", at(1)).await.unwrap();
-        queue_notice(&mut conn, "C-1", at(1)).await.unwrap();
-        queue_notice(&mut conn, "C-1", at(1)).await.unwrap();
+        queue_notice(&mut conn, &"C-2".into(), at(1)).await.unwrap();
+        queue_notice(&mut conn, &"C-1".into(), at(1)).await.unwrap();
+        queue_notice(&mut conn, &"C-1".into(), at(1)).await.unwrap();
         assert_eq!(take_queued(&mut conn).await.unwrap(), ["C-1", "C-2"]);
         assert!(take_queued(&mut conn).await.unwrap().is_empty());
     }
@@ -109,11 +110,15 @@ mod tests {
         let mut conn = store.conn().await.unwrap();
         open_case(&mut conn, "C-1", at(1)).await;
         open_case(&mut conn, "C-2", at(1)).await;
-        add_to_summary(&mut conn, "S1", "C-1").await.unwrap();
-        add_to_summary(&mut conn, "S1", "C-1").await.unwrap();
-        assert!(summary_lists(&mut conn, "S1", "C-1").await.unwrap());
-        assert!(!summary_lists(&mut conn, "S1", "C-2").await.unwrap());
-        assert!(!summary_lists(&mut conn, "S2", "C-1").await.unwrap());
+        add_to_summary(&mut conn, "S1", &"C-1".into())
+            .await
+            .unwrap();
+        add_to_summary(&mut conn, "S1", &"C-1".into())
+            .await
+            .unwrap();
+        assert!(summary_lists(&mut conn, "S1", &"C-1".into()).await.unwrap());
+        assert!(!summary_lists(&mut conn, "S1", &"C-2".into()).await.unwrap());
+        assert!(!summary_lists(&mut conn, "S2", &"C-1".into()).await.unwrap());
     }
 
     #[tokio::test]
@@ -123,11 +128,19 @@ mod tests {
         open_case(&mut conn, "C-1", at(1)).await;
         open_case(&mut conn, "C-2", at(1)).await;
         assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 0);
-        add_to_summary(&mut conn, "S100", "C-1").await.unwrap();
-        add_to_summary(&mut conn, "S100", "C-2").await.unwrap();
-        add_to_summary(&mut conn, "S1000", "C-1").await.unwrap();
+        add_to_summary(&mut conn, "S100", &"C-1".into())
+            .await
+            .unwrap();
+        add_to_summary(&mut conn, "S100", &"C-2".into())
+            .await
+            .unwrap();
+        add_to_summary(&mut conn, "S1000", &"C-1".into())
+            .await
+            .unwrap();
         assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 1);
-        add_to_summary(&mut conn, "S100-2", "C-2").await.unwrap();
+        add_to_summary(&mut conn, "S100-2", &"C-2".into())
+            .await
+            .unwrap();
         assert_eq!(summaries_with_base(&mut conn, "S100").await.unwrap(), 2);
     }
 }

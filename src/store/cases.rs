@@ -4,12 +4,13 @@ use chrono::{DateTime, Datelike, Utc};
 use sqlx::SqliteConnection;
 
 use super::{Op, Result, parse_col};
-use crate::cases::{Case, Kind, Resolution, State};
+use crate::cases::{Case, Kind, Manner, Resolution, State};
+use crate::ids::CaseId;
 
 /// The `cases` row as stored.
 #[derive(Debug, sqlx::FromRow)]
 struct CaseRow {
-    id: String,
+    id: CaseId,
     kind: String,
     state: String,
     requester: String,
@@ -81,7 +82,8 @@ pub struct CaseThread {
     pub subject: String,
     pub thread_root: Option<String>,
     pub notice_root: Option<String>,
-    pub manner: String,
+    #[sqlx(try_from = "String")]
+    pub manner: Manner,
 }
 
 /// Reserves the next case sequence number for `prefix` in `year`.
@@ -118,7 +120,7 @@ pub async fn insert(
         .bind(&thread.subject)
         .bind(&thread.thread_root)
         .bind(&thread.notice_root)
-        .bind(&thread.manner)
+        .bind(thread.manner.as_str())
         .bind(now)
         .bind(now)
         .execute(conn)
@@ -176,7 +178,7 @@ fn bind_case<'q>(
         .bind(c.reminder_held_until)
 }
 
-pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<Case>> {
+pub async fn get(conn: &mut SqliteConnection, id: &CaseId) -> Result<Option<Case>> {
     let sql = format!("SELECT {COLUMNS} FROM cases WHERE id = ?");
     let row: Option<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -186,7 +188,7 @@ pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<Case>> 
     row.map(CaseRow::into_case).transpose()
 }
 
-pub async fn thread(conn: &mut SqliteConnection, id: &str) -> Result<CaseThread> {
+pub async fn thread(conn: &mut SqliteConnection, id: &CaseId) -> Result<CaseThread> {
     Ok(
         sqlx::query_as("SELECT subject, thread_root, notice_root, manner FROM cases WHERE id = ?")
             .bind(id)
@@ -197,7 +199,7 @@ pub async fn thread(conn: &mut SqliteConnection, id: &str) -> Result<CaseThread>
     )
 }
 
-pub async fn set_notice_root(conn: &mut SqliteConnection, id: &str, root: &str) -> Result<()> {
+pub async fn set_notice_root(conn: &mut SqliteConnection, id: &CaseId, root: &str) -> Result<()> {
     sqlx::query("UPDATE cases SET notice_root = ? WHERE id = ? AND notice_root IS NULL")
         .bind(root)
         .bind(id)
@@ -331,12 +333,12 @@ mod tests {
         assert_eq!(count_created_since(&mut conn, at(1)).await.unwrap(), 0);
 
         // A held acknowledgement (the engine's AcknowledgementHeld) round-trips.
-        let mut held = get(&mut conn, "C-2").await.unwrap().unwrap();
+        let mut held = get(&mut conn, &"C-2".into()).await.unwrap().unwrap();
         assert!(held.acknowledged_at.is_some() && held.ack_held_until.is_none());
         held.acknowledged_at = None;
         held.ack_held_until = Some(at(3));
         update(&mut conn, &held, at(2)).await.unwrap();
-        let back = get(&mut conn, "C-2").await.unwrap().unwrap();
+        let back = get(&mut conn, &"C-2".into()).await.unwrap().unwrap();
         assert_eq!(back.acknowledged_at, None);
         assert_eq!(back.ack_held_until, Some(at(3)));
     }

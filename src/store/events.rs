@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::{Op, Result};
+use crate::ids::CaseId;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EventRow {
@@ -37,7 +38,7 @@ pub async fn append(
 
 /// How many events of `action` a case (or, with `None`, the caseless log)
 /// has had since `since`: the notices held back since the last one went out.
-pub async fn count_since(
+pub(crate) async fn count_since(
     conn: &mut SqliteConnection,
     case_id: Option<&str>,
     action: &str,
@@ -52,7 +53,7 @@ pub async fn count_since(
         .op("events.count_since")
 }
 
-pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<EventRow>> {
+pub async fn for_case(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<Vec<EventRow>> {
     sqlx::query_as("SELECT at, actor, action, detail FROM events WHERE case_id = ? ORDER BY id")
         .bind(case_id)
         .fetch_all(conn)

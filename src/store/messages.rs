@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::{Op, Result};
+use crate::ids::CaseId;
 
 crate::cases::vocabulary! {
     /// What became of a message (`messages.disposition`). Inbound: intake's
@@ -95,10 +96,6 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage<'_>) -> Result<i
     Ok(id)
 }
 
-/// An inbound message seen before: the same bytes, or the same Message-ID
-/// from the same sender with the same subject (a copy delivered twice with
-/// other Received lines). The second line of de-duplication after the UID
-/// cursor. A reused Message-ID on a different message is not a duplicate.
 /// How many inbound messages from `from_addr` were taken in since `since`
 /// (the throttle on review notices per sender).
 pub async fn inbound_from_since(
@@ -116,6 +113,15 @@ pub async fn inbound_from_since(
     .op("messages.inbound_from_since")
 }
 
+/// The inbox's duplicate rule: an inbound message seen before is the same
+/// bytes, or the same Message-ID from the same sender with the same subject
+/// (a copy delivered twice with other Received lines). The second line of
+/// de-duplication after the UID cursor. Only inbound rows count, and the
+/// Message-ID alone is not enough: anyone can write any Message-ID, and a
+/// reused one (a broken client, or on purpose) must not swallow a new
+/// request; our own outgoing mail come back is not a duplicate either (it is
+/// `own`). Returns the earlier row and where its original was filed. The
+/// Sent-folder scan has its own rule, [`team_mail_on_record`].
 pub async fn seen_inbound(
     conn: &mut SqliteConnection,
     message_id: Option<&str>,
@@ -196,7 +202,11 @@ pub async fn close_stale_unfiled(
 
 /// Links a message row to the case it opened (the row is written first, so
 /// the acknowledgement can answer it).
-pub async fn set_case(conn: &mut SqliteConnection, message_row: i64, case_id: &str) -> Result<()> {
+pub async fn set_case(
+    conn: &mut SqliteConnection,
+    message_row: i64,
+    case_id: &CaseId,
+) -> Result<()> {
     sqlx::query("UPDATE messages SET case_id = ? WHERE id = ?")
         .bind(case_id)
         .bind(message_row)
@@ -222,9 +232,14 @@ pub async fn set_reads_like(
     Ok(())
 }
 
-/// Is any message, in or out, stored with this Message-ID or these bytes?
-/// The team-correspondence rule; inbound mail uses [`seen_inbound`].
-pub async fn seen_any(
+/// The Sent folder's duplicate rule: is a team member's mail already on
+/// record, in or out, by its Message-ID or its bytes? The Sent folder holds
+/// only mail written from our own mailbox, and the same mail may already be
+/// stored under either direction: as correspondence from its Bcc copy (out),
+/// as the filed original of that copy (in, without a sender), or as our own
+/// outgoing mail. Any row with its Message-ID is the same mail, whatever its
+/// sender column says. The inbox uses the stricter [`seen_inbound`].
+pub async fn team_mail_on_record(
     conn: &mut SqliteConnection,
     message_id: Option<&str>,
     sha256: &str,
@@ -236,7 +251,7 @@ pub async fn seen_any(
     .bind(sha256)
     .fetch_one(conn)
     .await
-    .op("messages.seen_any")?;
+    .op("messages.team_mail_on_record")?;
     Ok(n > 0)
 }
 
@@ -267,7 +282,7 @@ pub struct MessageRow {
     pub body_text: Option<String>,
 }
 
-pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<MessageRow>> {
+pub async fn for_case(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<Vec<MessageRow>> {
     sqlx::query_as(
         "SELECT direction, message_id, subject, at, template, from_addr, body_text
          FROM messages WHERE case_id = ? ORDER BY at, id",
@@ -285,15 +300,16 @@ pub async fn for_case(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<
 /// would break the consumer's thread or leak an internal Message-ID.
 pub async fn last_applied_inbound_id(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
         "SELECT m.message_id FROM messages m JOIN cases c ON c.id = m.case_id
          WHERE m.case_id = ? AND m.direction = 'in' AND m.message_id IS NOT NULL
-           AND (m.disposition = 'case' OR m.message_id = c.thread_root)
+           AND (m.disposition = ? OR m.message_id = c.thread_root)
          ORDER BY m.id DESC LIMIT 1",
     )
     .bind(case_id)
+    .bind(Disposition::Case.as_str())
     .fetch_optional(conn)
     .await
     .op("messages.last_applied_inbound_id")?
@@ -304,13 +320,14 @@ pub async fn last_applied_inbound_id(
 /// answers when the consumer's side has no message to answer.
 pub async fn last_consumer_mail_id(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
         "SELECT message_id FROM messages WHERE case_id = ? AND direction = 'out'
-         AND disposition = 'consumer' AND message_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+         AND disposition = ? AND message_id IS NOT NULL ORDER BY id DESC LIMIT 1",
     )
     .bind(case_id)
+    .bind(Disposition::Consumer.as_str())
     .fetch_optional(conn)
     .await
     .op("messages.last_consumer_mail_id")?
@@ -333,26 +350,26 @@ mod tests {
             (Some(&b"raw"[..]), None, at(1))
         );
         open_case(&mut conn, "C-1", at(1)).await;
-        set_case(&mut conn, row, "C-1").await.unwrap();
+        set_case(&mut conn, row, &"C-1".into()).await.unwrap();
         let (_, case, _) = stored_inbound(&mut conn, row).await.unwrap().unwrap();
         assert_eq!(case.as_deref(), Some("C-1"));
         assert!(stored_inbound(&mut conn, row + 1).await.unwrap().is_none());
     }
 
     #[tokio::test]
-    async fn seen_any_matches_message_id_or_bytes() {
+    async fn team_mail_on_record_matches_message_id_or_bytes() {
         let (_dir, store) = store().await;
         let mut conn = store.conn().await.unwrap();
         inbound(&mut conn, None, "a", at(1)).await;
         assert!(
-            seen_any(&mut conn, Some("<m1@example.org>"), "zz")
+            team_mail_on_record(&mut conn, Some("<m1@example.org>"), "zz")
                 .await
                 .unwrap()
         );
-        assert!(seen_any(&mut conn, None, "a").await.unwrap());
-        assert!(!seen_any(&mut conn, None, "zz").await.unwrap());
+        assert!(team_mail_on_record(&mut conn, None, "a").await.unwrap());
+        assert!(!team_mail_on_record(&mut conn, None, "zz").await.unwrap());
         assert!(
-            !seen_any(&mut conn, Some("<other@example.org>"), "zz")
+            !team_mail_on_record(&mut conn, Some("<other@example.org>"), "zz")
                 .await
                 .unwrap()
         );
@@ -388,13 +405,15 @@ mod tests {
         let mut conn = store.conn().await.unwrap();
         open_case(&mut conn, "C-1", at(1)).await;
         assert_eq!(
-            last_applied_inbound_id(&mut conn, "C-1").await.unwrap(),
+            last_applied_inbound_id(&mut conn, &"C-1".into())
+                .await
+                .unwrap(),
             None
         );
         message(&mut conn, "out", "consumer", "<ours-1@x>").await;
         message(&mut conn, "out", "team", "<notice-1@x>").await;
         assert_eq!(
-            last_consumer_mail_id(&mut conn, "C-1")
+            last_consumer_mail_id(&mut conn, &"C-1".into())
                 .await
                 .unwrap()
                 .as_deref(),
@@ -410,7 +429,7 @@ mod tests {
             message(&mut conn, "in", disposition, id).await;
         }
         assert_eq!(
-            last_applied_inbound_id(&mut conn, "C-1")
+            last_applied_inbound_id(&mut conn, &"C-1".into())
                 .await
                 .unwrap()
                 .as_deref(),

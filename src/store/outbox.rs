@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use super::{Op, Result};
+use crate::ids::CaseId;
 
 crate::cases::vocabulary! {
     /// Who an outbox row is for (`outbox.audience`, guarded by migration
@@ -72,7 +73,7 @@ pub async fn recent_to(
 /// were queued since `since` (the notice throttle), and when the newest was.
 pub async fn team_mail_for_case_since(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
     since: DateTime<Utc>,
 ) -> Result<(i64, Option<DateTime<Utc>>)> {
     sqlx::query_as(
@@ -111,7 +112,7 @@ pub async fn window_opens(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
-    pub case_id: Option<String>,
+    pub case_id: Option<CaseId>,
     pub message_id: String,
     pub audience: String,
     pub template: String,
@@ -199,16 +200,16 @@ pub async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> R
     Ok(())
 }
 
-/// Finds an outbox row by the Message-ID a delivery report quotes.
 /// An outbox row as a delivery report finds it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Reported {
     pub id: i64,
-    pub case_id: Option<String>,
+    pub case_id: Option<CaseId>,
     /// 'consumer' or 'team'.
     pub audience: String,
 }
 
+/// Finds an outbox row by the Message-ID a delivery report quotes.
 pub async fn by_message_id(
     conn: &mut SqliteConnection,
     message_id: &str,

@@ -5,14 +5,16 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use super::{Op, Result};
+use crate::cases::Manner;
 
 /// The facts of one case a §7101 record needs; kept after a purge.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct CaseRecordRow {
+pub(crate) struct CaseRecordRow {
     pub id: String,
     pub kind: String,
     pub state: String,
-    pub manner: String,
+    #[sqlx(try_from = "String")]
+    pub manner: Manner,
     pub received_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
     pub resolution: Option<String>,
@@ -21,7 +23,7 @@ pub struct CaseRecordRow {
 }
 
 /// Every case, oldest received first.
-pub async fn case_records(conn: &mut SqliteConnection) -> Result<Vec<CaseRecordRow>> {
+pub(crate) async fn case_records(conn: &mut SqliteConnection) -> Result<Vec<CaseRecordRow>> {
     sqlx::query_as(
         "SELECT id, kind, state, manner, received_at, closed_at, resolution, denial_reason, purged_at
          FROM cases ORDER BY received_at, id",
@@ -33,12 +35,12 @@ pub async fn case_records(conn: &mut SqliteConnection) -> Result<Vec<CaseRecordR
 
 /// A message that read like a request but opened no case: (message row,
 /// received at, the kind it read like, whether the caseless purge cleared it).
-pub type UnopenedRow = (i64, DateTime<Utc>, String, bool);
+pub(crate) type UnopenedRow = (i64, DateTime<Utc>, String, bool);
 
 /// Inbound messages in review that read like a request and belong to no case
 /// (one opened from it by `#open` is covered by the case's record), oldest
 /// first.
-pub async fn unopened_requests(conn: &mut SqliteConnection) -> Result<Vec<UnopenedRow>> {
+pub(crate) async fn unopened_requests(conn: &mut SqliteConnection) -> Result<Vec<UnopenedRow>> {
     sqlx::query_as(
         "SELECT id, at, reads_like, from_addr IS '[purged]'
          FROM messages

@@ -9,13 +9,15 @@ use sqlx::SqliteConnection;
 
 use super::cases::final_states_sql;
 use super::{Op, Result};
+use crate::cases::Template;
+use crate::ids::CaseId;
 
 /// Closed cases whose verification data is still stored and that closed on or
 /// before `cutoff` (the grace period after closing), by ID.
-pub async fn verification_due(
+pub(crate) async fn verification_due(
     conn: &mut SqliteConnection,
     cutoff: DateTime<Utc>,
-) -> Result<Vec<String>> {
+) -> Result<Vec<CaseId>> {
     let sql = format!(
         "SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at <= ?
            AND verification_purged_at IS NULL AND purged_at IS NULL
@@ -31,7 +33,10 @@ pub async fn verification_due(
 
 /// Closed cases not purged yet that closed before `cutoff` (now minus
 /// `policy.retention_months`), by ID.
-pub async fn purge_due(conn: &mut SqliteConnection, cutoff: DateTime<Utc>) -> Result<Vec<String>> {
+pub(crate) async fn purge_due(
+    conn: &mut SqliteConnection,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<CaseId>> {
     let sql = format!(
         "SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at < ?
            AND purged_at IS NULL AND state IN ({}) ORDER BY id",
@@ -45,7 +50,10 @@ pub async fn purge_due(conn: &mut SqliteConnection, cutoff: DateTime<Utc>) -> Re
 }
 
 /// How many messages and attachments a case has (what a dry run reports).
-pub async fn case_row_counts(conn: &mut SqliteConnection, case_id: &str) -> Result<(u64, u64)> {
+pub(crate) async fn case_row_counts(
+    conn: &mut SqliteConnection,
+    case_id: &CaseId,
+) -> Result<(u64, u64)> {
     let (m, a): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM messages WHERE case_id = ?1),
                 (SELECT COUNT(*) FROM attachments WHERE case_id = ?1)",
@@ -60,7 +68,7 @@ pub async fn case_row_counts(conn: &mut SqliteConnection, case_id: &str) -> Resu
 /// Clears the personal data of mail that never belonged to a case and is
 /// older than `cutoff`: messages, outbox rows (not pending ones) and events.
 /// Rows already cleared are not counted again. Returns the rows changed.
-pub async fn clear_caseless(
+pub(crate) async fn clear_caseless(
     conn: &mut SqliteConnection,
     cutoff: DateTime<Utc>,
     marker: &str,
@@ -102,7 +110,7 @@ pub async fn clear_caseless(
 
 /// Whether an attachment row that is not purged still names the file `sha256`
 /// (a row of no case, or of a case not purged yet).
-pub async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bool> {
+pub(crate) async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bool> {
     let used: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM attachments a LEFT JOIN cases c ON c.id = a.case_id
          WHERE a.sha256 = ? AND (a.case_id IS NULL OR c.purged_at IS NULL)",
@@ -122,13 +130,14 @@ pub async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bo
 /// template, status), as does the case's §7101 record. Outbox rows still
 /// pending are left alone so they can be sent. Returns how many inbound
 /// messages and how many outgoing rows (messages and outbox) were cleared.
-pub async fn clear_verification_data(
+pub(crate) async fn clear_verification_data(
     conn: &mut SqliteConnection,
-    case_id: &str,
-    code_templates: &[&str],
+    case_id: &CaseId,
+    code_templates: &[Template],
     now: DateTime<Utc>,
 ) -> Result<(u64, u64)> {
-    let templates = serde_json::to_string(code_templates).unwrap_or_else(|_| "[]".into());
+    let names: Vec<&str> = code_templates.iter().map(|t| t.as_str()).collect();
+    let templates = serde_json::to_string(&names).unwrap_or_else(|_| "[]".into());
     // The outbox first: it finds mail quoting the code through the stored
     // text of the outgoing message, which the next statement clears.
     let outbox = sqlx::query(
@@ -182,9 +191,9 @@ pub async fn clear_verification_data(
 
 /// The addresses a case's personal data may appear under: requester, agent,
 /// consumer and every inbound sender. `None` when there is no such case.
-pub async fn case_addresses(
+pub(crate) async fn case_addresses(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> Result<Option<Vec<String>>> {
     let parties: Option<(String, Option<String>, Option<String>)> =
         sqlx::query_as("SELECT requester, agent, consumer FROM cases WHERE id = ?")
@@ -213,7 +222,7 @@ pub async fn case_addresses(
 
 /// What [`clear_case`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClearedCase {
+pub(crate) struct ClearedCase {
     pub messages: u64,
     pub attachments: u64,
     /// The distinct attachment hashes the case named (their files may now
@@ -226,9 +235,9 @@ pub struct ClearedCase {
 /// messages; its sent outbox mail; its attachments' names and reviewers. Sets
 /// `purged_at` (which the events trigger of migration 0002 requires before
 /// [`redact_event`]).
-pub async fn clear_case(
+pub(crate) async fn clear_case(
     conn: &mut SqliteConnection,
-    case_id: &str,
+    case_id: &CaseId,
     marker: &str,
     now: DateTime<Utc>,
 ) -> Result<ClearedCase> {
@@ -291,10 +300,13 @@ pub async fn clear_case(
 }
 
 /// An event of a case as purge judges it: (id, actor, action, detail).
-pub type EventFacts = (i64, String, String, String);
+pub(crate) type EventFacts = (i64, String, String, String);
 
 /// Every event of a case, for purge to decide which to redact.
-pub async fn case_events(conn: &mut SqliteConnection, case_id: &str) -> Result<Vec<EventFacts>> {
+pub(crate) async fn case_events(
+    conn: &mut SqliteConnection,
+    case_id: &CaseId,
+) -> Result<Vec<EventFacts>> {
     sqlx::query_as("SELECT id, actor, action, detail FROM events WHERE case_id = ?")
         .bind(case_id)
         .fetch_all(conn)
@@ -304,7 +316,7 @@ pub async fn case_events(conn: &mut SqliteConnection, case_id: &str) -> Result<V
 
 /// Rewrites one event's actor and detail. Only allowed by the trigger of
 /// migration 0002 once the case's `purged_at` is set.
-pub async fn redact_event(
+pub(crate) async fn redact_event(
     conn: &mut SqliteConnection,
     event_id: i64,
     actor: &str,
@@ -339,12 +351,12 @@ mod tests {
         assert_eq!(purge_due(&mut conn, at(10)).await.unwrap(), ["C-1"]);
         assert_eq!(
             purge_due(&mut conn, at(2)).await.unwrap(),
-            Vec::<String>::new()
+            Vec::<CaseId>::new()
         );
         assert_eq!(verification_due(&mut conn, at(2)).await.unwrap(), ["C-1"]);
         assert_eq!(purge_due(&mut conn, at(25)).await.unwrap(), ["C-1", "C-2"]);
 
-        clear_verification_data(&mut conn, "C-1", &[], at(10))
+        clear_verification_data(&mut conn, &"C-1".into(), &[], at(10))
             .await
             .unwrap();
         assert!(
@@ -364,19 +376,19 @@ mod tests {
         close_case(&mut conn, &mut case, at(3)).await;
         inbound(&mut conn, Some("C-1"), "b", at(5)).await;
         assert_eq!(
-            clear_verification_data(&mut conn, "C-1", &[], at(9))
+            clear_verification_data(&mut conn, &"C-1".into(), &[], at(9))
                 .await
                 .unwrap(),
             (1, 0)
         );
         // Cleared rows are not counted twice.
         assert_eq!(
-            clear_verification_data(&mut conn, "C-1", &[], at(9))
+            clear_verification_data(&mut conn, &"C-1".into(), &[], at(9))
                 .await
                 .unwrap(),
             (0, 0)
         );
-        let stored = crate::store::cases::get(&mut conn, "C-1")
+        let stored = crate::store::cases::get(&mut conn, &"C-1".into())
             .await
             .unwrap()
             .unwrap();
@@ -430,10 +442,11 @@ mod tests {
             .unwrap();
         }
         close_case(&mut conn, &mut case, at(3)).await;
-        let code_templates = ["acknowledgement", "verification_reminder"];
-        let (_, outgoing) = clear_verification_data(&mut conn, "C-1", &code_templates, at(9))
-            .await
-            .unwrap();
+        let code_templates = [Template::Acknowledgement, Template::VerificationReminder];
+        let (_, outgoing) =
+            clear_verification_data(&mut conn, &"C-1".into(), &code_templates, at(9))
+                .await
+                .unwrap();
         // Three messages (acknowledgement, team reply, reminder) and two sent
         // outbox rows; the pending reminder keeps its raw bytes to be sent.
         assert_eq!(outgoing, 5);
@@ -501,15 +514,23 @@ mod tests {
         .await
         .unwrap();
 
-        let addresses = case_addresses(&mut conn, "C-1").await.unwrap().unwrap();
+        let addresses = case_addresses(&mut conn, &"C-1".into())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(
             addresses.iter().all(|a| a == "ann@example.org"),
             "{addresses:?}"
         );
-        assert!(case_addresses(&mut conn, "C-9").await.unwrap().is_none());
+        assert!(
+            case_addresses(&mut conn, &"C-9".into())
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         // The events trigger refuses a redaction before the case is purged.
-        let events = case_events(&mut conn, "C-1").await.unwrap();
+        let events = case_events(&mut conn, &"C-1".into()).await.unwrap();
         let (id, ..) = events.iter().find(|e| e.2 == "note").cloned().unwrap();
         assert!(
             redact_event(&mut conn, id, "[purged]", "[purged]")
@@ -518,13 +539,16 @@ mod tests {
         );
 
         assert!(file_in_use(&mut conn, "ab").await.unwrap());
-        let cleared = clear_case(&mut conn, "C-1", "[purged]", at(9))
+        let cleared = clear_case(&mut conn, &"C-1".into(), "[purged]", at(9))
             .await
             .unwrap();
         assert_eq!((cleared.messages, cleared.attachments), (1, 1));
         assert_eq!(cleared.hashes, ["ab"]);
         assert!(!file_in_use(&mut conn, "ab").await.unwrap());
-        let addresses = case_addresses(&mut conn, "C-1").await.unwrap().unwrap();
+        let addresses = case_addresses(&mut conn, &"C-1".into())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(addresses.iter().all(|a| a == "[purged]"), "{addresses:?}");
         redact_event(&mut conn, id, "[purged]", "[purged]")
             .await
@@ -556,7 +580,7 @@ mod tests {
             .execute(&mut *conn)
             .await
             .unwrap();
-        let e = crate::store::burst::summary_lists(&mut conn, "S1", "C-1")
+        let e = crate::store::burst::summary_lists(&mut conn, "S1", &"C-1".into())
             .await
             .unwrap_err();
         assert!(e.to_string().contains("burst.summary_lists"), "{e}");

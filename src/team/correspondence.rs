@@ -9,8 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use crate::casework::CaseworkError;
-use crate::classify::find_case_tag;
-use crate::ids::Purpose;
+use crate::classify::thread_case_id;
 use crate::mailroom::Mailroom;
 use crate::message::Inbound;
 use crate::store::messages::Disposition;
@@ -107,7 +106,7 @@ pub async fn from_sent_folder(
 
 /// Whether a Sent-folder message, judged from its header block alone, is
 /// correspondence to record: the scan fetches the body only of these.
-pub async fn wanted_from_sent(
+pub(crate) async fn wanted_from_sent(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     header: &[u8],
@@ -134,20 +133,17 @@ async fn sent_case(
     let referenced = room
         .keys
         .verify_any(inbound.in_reply_to.iter().chain(inbound.references.iter()));
-    let case_id = referenced
-        .iter()
-        .find(|v| v.purpose == Purpose::Reply)
-        .map(|v| v.subject_id.clone())
-        .or_else(|| {
-            find_case_tag(&inbound.subject, &room.config.policy.case_prefix).map(String::from)
-        });
-    let Some(case_id) = case_id else {
+    let Some(case_id) = thread_case_id(
+        &referenced,
+        &inbound.subject,
+        &room.config.policy.case_prefix,
+    ) else {
         return Ok(None);
     };
     Ok(store::cases::get(conn, &case_id)
         .await?
         .is_some()
-        .then_some(case_id))
+        .then(|| case_id.into()))
 }
 
 /// Has this message been seen already (by Message-ID or content)?
@@ -156,5 +152,5 @@ pub async fn seen(
     message_id: Option<&str>,
     sha: &str,
 ) -> Result<bool, CaseworkError> {
-    Ok(store::messages::seen_any(conn, message_id, sha).await?)
+    Ok(store::messages::team_mail_on_record(conn, message_id, sha).await?)
 }

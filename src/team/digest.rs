@@ -19,7 +19,7 @@ use crate::templates::{
 const JOB: &str = "digest";
 
 /// Sends today's digest if it is due and not yet sent. Returns whether it went out.
-pub async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, CaseworkError> {
+pub(crate) async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bool, CaseworkError> {
     let team = room.team();
     if team.notify.is_empty() {
         return Ok(false);

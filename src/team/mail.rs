@@ -12,7 +12,7 @@ use super::commands::{self, CommandLine, TeamCommand};
 use crate::cases::Input;
 use crate::cases::engine::Actor;
 use crate::casework::{self, CaseworkError, Queued};
-use crate::ids::{Purpose, Verified};
+use crate::ids::{CaseId, Purpose, Verified};
 use crate::mailroom::Mailroom;
 use crate::message::{Inbound, reply_text};
 use crate::outbox::compose::AutoSubmitted;
@@ -23,7 +23,7 @@ use crate::templates::{CommandResult, TemplateContext};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// A case notice: that case.
-    Case(String),
+    Case(CaseId),
     /// A burst summary: the cases it lists.
     Summary(String),
     /// A review notice: `#open` for that message row.
@@ -32,13 +32,14 @@ pub enum Scope {
 
 impl Scope {
     /// The scope of the first notification the message references.
-    pub fn from_references(referenced: &[Verified]) -> Option<Scope> {
+    pub(crate) fn from_references(referenced: &[Verified]) -> Option<Scope> {
         referenced.iter().find_map(|v| match v.purpose {
-            Purpose::Notice => Some(Scope::Case(v.subject_id.clone())),
+            // We signed these IDs ourselves.
+            Purpose::Notice => Some(Scope::Case(CaseId::from_stored(v.subject_id.clone()))),
             Purpose::Summary => Some(Scope::Summary(v.subject_id.clone())),
             Purpose::Review => v.subject_id.parse().ok().map(Scope::Review),
             Purpose::Result => Some(if crate::ids::parse_case_id(&v.subject_id).is_some() {
-                Scope::Case(v.subject_id.clone())
+                Scope::Case(CaseId::from_stored(v.subject_id.clone()))
             } else {
                 Scope::Summary(v.subject_id.clone())
             }),
@@ -46,7 +47,7 @@ impl Scope {
         })
     }
 
-    fn case_id(&self) -> Option<&str> {
+    fn case_id(&self) -> Option<&CaseId> {
         match self {
             Scope::Case(id) => Some(id),
             _ => None,
@@ -55,7 +56,8 @@ impl Scope {
 
     fn subject_id(&self) -> String {
         match self {
-            Scope::Case(id) | Scope::Summary(id) => id.clone(),
+            Scope::Case(id) => id.to_string(),
+            Scope::Summary(id) => id.clone(),
             Scope::Review(row) => row.to_string(),
         }
     }
@@ -80,6 +82,11 @@ pub async fn handle(
     scope: &Scope,
     now: DateTime<Utc>,
 ) -> Result<Handled, CaseworkError> {
+    // Who commands is the From address, never a Reply-To: membership and
+    // DKIM (`team.require_dkim`) vouch for the From. (Intake's `sender_of`
+    // takes the Reply-To of mail sent *as* the mailbox, to answer a web
+    // form; commands in such mail are refused here, the mailbox being no
+    // member.)
     let sender = inbound
         .from
         .as_ref()
@@ -93,7 +100,7 @@ pub async fn handle(
         let detail = format!("{} command line(s) not executed: {denied}", lines.len());
         store::events::append(
             conn,
-            scope.case_id(),
+            scope.case_id().map(CaseId::as_str),
             now,
             &sender,
             crate::cases::Action::CommandRefused,
@@ -110,8 +117,8 @@ pub async fn handle(
                     case_id: l
                         .case_id
                         .clone()
-                        .map(String::from)
-                        .or_else(|| scope.case_id().map(str::to_string)),
+                        .or_else(|| scope.case_id().cloned())
+                        .map(String::from),
                     ok: false,
                     message: denied.to_string(),
                 })
@@ -123,7 +130,7 @@ pub async fn handle(
     if lines.is_empty() {
         store::events::append(
             conn,
-            scope.case_id(),
+            scope.case_id().map(CaseId::as_str),
             now,
             &sender,
             crate::cases::Action::TeamMail,
@@ -177,7 +184,7 @@ async fn run_line(
             .await?;
             Ok(CommandResult {
                 line: line.line.clone(),
-                case_id,
+                case_id: case_id.map(String::from),
                 ok: false,
                 message,
             })
@@ -192,8 +199,8 @@ enum LineOutcome {
     /// Refused before reaching a case: `case_id` is what the result mail
     /// names, `record_on` the case the refusal is recorded on.
     Refused {
-        case_id: Option<String>,
-        record_on: Option<String>,
+        case_id: Option<CaseId>,
+        record_on: Option<CaseId>,
         message: String,
     },
 }
@@ -207,19 +214,15 @@ async fn line_outcome(
     now: DateTime<Utc>,
 ) -> Result<LineOutcome, CaseworkError> {
     // A refusal is recorded on the case the line names, else the notice's.
-    let known = line
-        .case_id
-        .clone()
-        .map(String::from)
-        .or_else(|| scope.case_id().map(str::to_string));
-    let refuse = |case_id: Option<String>, message: String| LineOutcome::Refused {
+    let known = line.case_id.clone().or_else(|| scope.case_id().cloned());
+    let refuse = |case_id: Option<CaseId>, message: String| LineOutcome::Refused {
         case_id,
         record_on: known.clone(),
         message,
     };
     let command = match &line.command {
         Ok(c) => c.clone(),
-        Err(why) => return Ok(refuse(line.case_id.clone().map(String::from), why.clone())),
+        Err(why) => return Ok(refuse(line.case_id.clone(), why.clone())),
     };
     if let TeamCommand::Open(kind, open_as) = command {
         let Scope::Review(row) = scope else {
@@ -241,7 +244,7 @@ async fn line_outcome(
                 .await?;
                 Ok(LineOutcome::Done(CommandResult {
                     line: line.line.clone(),
-                    case_id: Some(id),
+                    case_id: Some(id.into()),
                     ok: true,
                     message: format!("opened a {kind} case and acknowledged it"),
                 }))
@@ -252,7 +255,7 @@ async fn line_outcome(
     let TeamCommand::Case(command) = command else {
         return Ok(refuse(None, "not a case command".into()));
     };
-    let named_id = line.case_id.clone().map(String::from);
+    let named_id = line.case_id.clone();
     let target = match (scope, &named_id) {
         (Scope::Case(id), None) => id.clone(),
         (Scope::Case(id), Some(named)) if named == id => id.clone(),
@@ -272,7 +275,7 @@ async fn line_outcome(
             .await?;
             return Ok(LineOutcome::Done(CommandResult {
                 line: line.line.clone(),
-                case_id: Some(named.clone()),
+                case_id: Some(named.to_string()),
                 ok: false,
                 message: format!("this notification authenticates commands for {id} only"),
             }));
@@ -294,7 +297,7 @@ async fn line_outcome(
         }
         (Scope::Review(_), _) => {
             return Ok(refuse(
-                line.case_id.clone().map(String::from),
+                line.case_id.clone(),
                 "a review notice takes only `#open KIND` (know, delete, correct, limit or opt_out)"
                     .into(),
             ));
@@ -308,7 +311,7 @@ async fn line_outcome(
         match casework::apply_input(conn, room, &target, input, now).await {
             Ok(t) => LineOutcome::Done(CommandResult {
                 line: line.line.clone(),
-                case_id: Some(target),
+                case_id: Some(target.to_string()),
                 ok: true,
                 message: format!(
                     "done: the case is now {}",
@@ -317,12 +320,12 @@ async fn line_outcome(
             }),
             Err(CaseworkError::Refused(r)) => LineOutcome::Done(CommandResult {
                 line: line.line.clone(),
-                case_id: Some(target),
+                case_id: Some(target.to_string()),
                 ok: false,
                 message: r.to_string(),
             }),
-            Err(CaseworkError::NoSuchCase(id)) => {
-                refuse(Some(id.clone()), format!("there is no case {id}"))
+            Err(CaseworkError::NoSuchCase(_)) => {
+                refuse(Some(target.clone()), format!("there is no case {target}"))
             }
             Err(e) => return Err(e),
         },
@@ -339,7 +342,7 @@ async fn open_from_review(
     kind: crate::cases::Kind,
     open_as: crate::team::commands::OpenAs,
     now: DateTime<Utc>,
-) -> Result<Result<String, String>, CaseworkError> {
+) -> Result<Result<crate::ids::CaseId, String>, CaseworkError> {
     let stored = store::messages::stored_inbound(conn, row).await?;
     let Some((raw, case_id, at)) = stored else {
         return Ok(Err("the message is no longer stored".into()));
@@ -409,7 +412,7 @@ async fn send_result(
         conn,
         room,
         Queued {
-            case_id: scope.case_id(),
+            case_id: scope.case_id().map(CaseId::as_str),
             audience: crate::store::outbox::Audience::Team,
             template: crate::cases::Template::TeamCommandResult.as_str(),
             recipients: vec![member.to_string()],

@@ -2,12 +2,12 @@
 //! case transition (review, delivery failures).
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use sqlx::{Connection, SqliteConnection};
 
 use crate::cases::engine::Notice;
 use crate::cases::{Case, Kind};
 use crate::casework::{self, CaseworkError, TeamMail};
-use crate::ids::Purpose;
+use crate::ids::{CaseId, Purpose};
 use crate::mailroom::Mailroom;
 use crate::message::Inbound;
 use crate::store;
@@ -15,7 +15,7 @@ use crate::templates::{ReviewContext, Suggestion, TemplateContext, format_date};
 
 /// Review notices per sender and hour; more messages from the same address
 /// within the hour still go to the review folder, without a notice each.
-pub const REVIEW_NOTICES_PER_SENDER_PER_HOUR: i64 = 3;
+pub(crate) const REVIEW_NOTICES_PER_SENDER_PER_HOUR: i64 = 3;
 
 /// Tells the team a message was moved to review (never dropped: CCPA regs §7020(e)).
 /// The notice's Message-ID names the message row, so `#open know|delete` in a
@@ -93,6 +93,54 @@ pub async fn notify_review(
         now,
     )
     .await
+}
+
+/// What giving up a mail does, wherever that was learnt (the SMTP server
+/// refused it for good in `delivery`, or a delivery report came back in
+/// `intake`): the outbox row is marked failed with `error`, its case records
+/// `detail`, and a consumer's mail that cannot be delivered is put before the
+/// team. Only a consumer's mail is worth a notice: a notice about a bounced
+/// notice would bounce too, for ever. A notice that cannot be queued is
+/// logged, not returned: the failure itself is recorded either way.
+#[allow(clippy::too_many_arguments)]
+pub async fn delivery_failed(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    outbox_row: i64,
+    case_id: Option<&CaseId>,
+    to_consumer: bool,
+    error: &str,
+    detail: &str,
+    now: DateTime<Utc>,
+) -> Result<(), store::StoreError> {
+    store::outbox::mark_failed(conn, outbox_row, error).await?;
+    let Some(case_id) = case_id else {
+        return Ok(());
+    };
+    store::events::append(
+        conn,
+        Some(case_id.as_str()),
+        now,
+        "daemon",
+        crate::cases::Action::DeliveryFailed,
+        detail,
+    )
+    .await?;
+    if !to_consumer {
+        return Ok(());
+    }
+    let Some(case) = store::cases::get(conn, case_id).await? else {
+        return Ok(());
+    };
+    let mut sp = conn.begin().await?;
+    match notify_delivery_failure(&mut sp, room, &case, now).await {
+        Ok(()) => sp.commit().await?,
+        Err(e) => {
+            sp.rollback().await?;
+            tracing::warn!(error = %crate::logging::Personal(&e), "Cannot queue the delivery-failure notice.");
+        }
+    }
+    Ok(())
 }
 
 /// Tells the team a consumer mail of a case could not be delivered.

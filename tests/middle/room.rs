@@ -177,9 +177,11 @@ impl TestRoom {
         else {
             panic!("`{line}` is not a case command");
         };
+        let case_id = privacy_mailroom::ids::CaseId::parse_any(case_id)
+            .unwrap_or_else(|| panic!("`{case_id}` is not a case ID"));
         privacy_mailroom::casework::act(
             &self.room,
-            case_id,
+            &case_id,
             Actor::Cli("cli:tester".into()),
             command,
             self.now,
@@ -206,7 +208,10 @@ impl TestRoom {
 
     pub async fn case(&self, id: &str) -> Option<Case> {
         let mut conn = self.room.store.conn().await.expect("a connection");
-        store::cases::get(&mut conn, id).await.expect("read a case")
+        let id = privacy_mailroom::ids::CaseId::parse_any(id)?;
+        store::cases::get(&mut conn, &id)
+            .await
+            .expect("read a case")
     }
 
     /// Inbound message rows after `after`: (id, disposition, target mailbox, case).

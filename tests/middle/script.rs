@@ -275,7 +275,7 @@ async fn snapshot(t: &TestRoom) -> Vec<(String, String)> {
     t.cases()
         .await
         .iter()
-        .map(|c| (c.id.clone(), describe(t, c)))
+        .map(|c| (c.id.to_string(), describe(t, c)))
         .collect()
 }
 
@@ -317,7 +317,7 @@ async fn observe(t: &TestRoom, marks: &mut Marks) -> Vec<String> {
     let cases = t.cases().await;
     let lines: Vec<(String, String)> = cases
         .iter()
-        .map(|c| (c.id.clone(), describe(t, c)))
+        .map(|c| (c.id.to_string(), describe(t, c)))
         .collect();
     for (id, line) in &lines {
         if !marks.cases.iter().any(|(i, l)| i == id && l == line) {

@@ -25,6 +25,17 @@ pub fn cases_json(config: &Path) -> Vec<Value> {
     serde_json::from_slice(&out.stdout).expect("cases list --json prints a JSON array")
 }
 
+/// The ID of the first case `cases list --json` prints (the only one, in
+/// most tests).
+pub fn first_case_id(config: &Path) -> String {
+    let cases = cases_json(config);
+    cases
+        .first()
+        .and_then(|c| c["id"].as_str())
+        .unwrap_or_else(|| panic!("no case yet: {cases:?}"))
+        .to_string()
+}
+
 /// `cases show ID --json`.
 pub fn case_json(config: &Path, id: &str) -> Value {
     let out = daemon::cli(config, &["cases", "show", id, "--json"]);

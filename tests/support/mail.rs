@@ -118,6 +118,37 @@ impl super::MailServers {
         self.append(mailbox, "INBOX", &request(from, mailbox, subject, "Hi\n"))
             .await;
     }
+
+    /// Sends a "California Request to Know" from `from` to `mailbox` through
+    /// Postfix (SMTP) and waits until it is in the INBOX (the first message
+    /// there).
+    pub async fn smtp_request(&self, mailbox: &str, from: &str) {
+        let raw = request(from, mailbox, "California Request to Know", "Hi\n");
+        self.send_smtp(from, &[mailbox], &raw).await;
+        self.wait_for(mailbox, "INBOX", 1, std::time::Duration::from_secs(20))
+            .await;
+    }
+
+    /// Waits up to `timeout` until `user`'s INBOX holds a mail whose Subject
+    /// contains `needle`; returns the newest such mail.
+    pub async fn mail_with_subject(
+        &self,
+        user: &str,
+        needle: &str,
+        timeout: std::time::Duration,
+    ) -> Vec<u8> {
+        super::wait_until(
+            timeout,
+            || format!("a mail with {needle:?} in its subject reaches {user}"),
+            || async {
+                let all = self.fetch_all(user, "INBOX").await;
+                all.into_iter()
+                    .rev()
+                    .find(|m| super::subject(m).contains(needle))
+            },
+        )
+        .await
+    }
 }
 
 impl super::MailServers {

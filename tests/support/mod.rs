@@ -23,7 +23,7 @@ mod smtp;
 mod tls;
 
 pub use cases::{
-    assert_ok, case_json, cases_json, outbox_counts, outbox_due_now, reset_schedule,
+    assert_ok, case_json, cases_json, first_case_id, outbox_counts, outbox_due_now, reset_schedule,
     shift_case_times,
 };
 pub use idp::{IdentityProvider, Rotation};
@@ -72,6 +72,44 @@ pub async fn wait_for_condition(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// The raw Subject header of a message ("" when absent).
+pub fn subject(raw: &[u8]) -> String {
+    header(raw, "Subject").unwrap_or_default()
+}
+
+/// A command's standard output as text.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command's standard error as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `run --once`, which must succeed; returns its log (stderr, then stdout).
+pub fn run_once_ok(config: &std::path::Path) -> String {
+    let out = daemon::run_once(config);
+    assert_ok(&out, "run --once");
+    stderr(&out) + &stdout(&out)
+}
+
+/// `check --json`: its exit status, its lines, and the whole output (it
+/// exits 1 when a line fails, so the status is not asserted here).
+pub fn check_json(
+    config: &std::path::Path,
+) -> (Option<i32>, Vec<serde_json::Value>, std::process::Output) {
+    let out = daemon::cli(config, &["check", "--json"]);
+    let lines = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json printed no JSON array ({e}):\n{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        )
+    });
+    (out.status.code(), lines, out)
 }
 
 /// The unfolded value of the first header called `name` (case-insensitive)

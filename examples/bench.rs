@@ -1,24 +1,59 @@
-//! `scripts/bench`: intake speed and memory for a burst of requests.
+//! `scripts/bench`: intake speed, reply rate and memory for a burst of
+//! requests, next to the mail servers' own limits measured in the same run.
 //!
-//! Starts the integration tests' private Dovecot and Postfix, APPENDs a burst
-//! of realistic requests (Know, Delete, opt-out, authorized agents with a
-//! small PDF) to the privacy mailbox over one IMAP session, then runs the
-//! release binary `privacy-mailroom run --once` under `/usr/bin/time -v` and
-//! reports wall time, messages per second, maximum resident memory, and the
-//! intake, delivery and Sent-copy phases from the daemon's log timestamps.
+//! Starts the integration tests' private Dovecot and Postfix and generates a
+//! burst of realistic requests (Know, Delete, opt-out, authorized agents with
+//! a small PDF). Two modes:
+//!
+//! - `once` (the default): APPENDs the burst to the privacy mailbox over one
+//!   IMAP session, then runs `privacy-mailroom run --once` under
+//!   `/usr/bin/time -v` and reports wall time, messages per second, maximum
+//!   resident memory, and the intake, delivery and Sent-copy phases from the
+//!   daemon's log timestamps.
+//! - `daemon`: starts `privacy-mailroom run` (IDLE) on an empty inbox, waits
+//!   for `READY=1`, lands the burst in the inbox the way mail arrives (APPEND
+//!   over several IMAP sessions at once, the fastest way in; see
+//!   docs/benchmark.md), and measures intake (first arrival → inbox drained
+//!   and N cases in the database), the replies Postfix accepted per second,
+//!   peak RSS (`/proc` every 50 ms), and arrival → acknowledgement latency
+//!   (median of single requests sent one at a time after the burst).
+//!
+//! Both modes also measure the physical limits on the same servers: raw
+//! `UID FETCH` and `UID MOVE` of the same messages in the daemon's batch size
+//! (on another mailbox, before the daemon runs), and raw SMTP (plain clients
+//! pushing as many messages of the replies' average size through the same
+//! Postfix over `smtp.connections` connections, after it). Each figure is
+//! printed next to its limit with the ratio.
+//!
 //! Finally it checks the result: one case per message, the inbox empty, every
 //! original in Processed, the outbox delivered and copied to Sent.
 //!
 //! Settings (environment):
+//! - `BENCH_MODE`: `once` (default) or `daemon`
 //! - `BENCH_MESSAGES`: how many requests (default 5000)
 //! - `BENCH_BIN`: the binary to measure (default `target/release/privacy-mailroom`)
 //! - `BENCH_OUT`: where the log, `time -v` output, RSS samples and summary go
 //!   (default `target/bench`)
 //! - `BENCH_PROFILE`: `time` (default), `perf` (`perf record -g` around the
 //!   run; `perf.data` in `BENCH_OUT`) or `massif` (valgrind's heap profiler;
-//!   slow, use a few hundred messages)
+//!   slow, use a few hundred messages); `once` mode only
 //! - `BENCH_AGENT_DESKS`: how many sender addresses the agent service uses
-//!   (default 5; each gets at most `policy.max_auto_replies_per_day` replies)
+//!   (default 5)
+//! - `BENCH_SEED_CASES`: closed cases (with their messages, events and sent
+//!   mail) written into the database before the run (default 0)
+//! - `BENCH_BIG_ATTACHMENT_MB`: one request in the burst carries an
+//!   attachment of this many MiB (default 0: none)
+//! - `BENCH_SMTP_CONNECTIONS`: `smtp.connections` in the config, and the raw
+//!   SMTP clients' connections (default: the key is not written and the
+//!   daemon's default, 4, applies; the raw clients use 4)
+//! - `BENCH_LANDING` (daemon mode): `move` (default: the burst is APPENDed
+//!   to a staging folder before the daemon starts, then lands in the inbox
+//!   with one `UID MOVE`, all at once) or `append` (APPENDed to the inbox
+//!   while the daemon runs, over `BENCH_LAND_CONNECTIONS` sessions)
+//! - `BENCH_LAND_CONNECTIONS`: IMAP sessions APPENDing the burst (default 4)
+//! - `BENCH_SENT_COPY`: `smtp.sent_copy` (default `append`: the test Dovecot
+//!   keeps no copy of sent mail)
+//! - `BENCH_LATENCY_SAMPLES`: single requests for the latency (default 20; daemon mode)
 //! - `BENCH_TIMEOUT_SECS`: give up on the run after this long (default 1800)
 //! - `BENCH_KEEP_DB=1`: copy the database to `BENCH_OUT` for a closer look
 //!
@@ -30,22 +65,55 @@ mod support;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
 use support::MailServers;
 use support::daemon::{self, DaemonConfig};
 
 const AGENT_DOMAIN: &str = "rights-agent.example.com";
 
+/// The authserv-id of the bench's pretend MX: the agents' mail carries its
+/// `Authentication-Results` with an aligned `dkim=pass`, and the config
+/// trusts it (`team.trusted_authserv_ids`), so known-agent privileges apply.
+const BENCH_AUTHSERV_ID: &str = "mx.bench.privacy-mailroom.test";
+
+/// The daemon's intake batch (`sync::BATCH`): the raw FETCH and MOVE use it.
+const INTAKE_BATCH: usize = privacy_mailroom::sync::BATCH;
+
 /// The benchmark's settings, from the environment.
 struct Settings {
+    mode: Mode,
     messages: usize,
     bin: PathBuf,
     out: PathBuf,
     profile: Profile,
     agent_desks: usize,
+    seed_cases: usize,
+    big_attachment_mb: usize,
+    smtp_connections: usize,
+    land_connections: usize,
+    landing: Landing,
+    latency_samples: usize,
     timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Once,
+    Daemon,
+}
+
+/// How the daemon-mode burst reaches the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Landing {
+    /// One `UID MOVE` from a staging folder: the whole burst at once.
+    Move,
+    /// APPENDs over several sessions while the daemon runs.
+    Append,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,19 +148,53 @@ impl Settings {
                 return Err(format!("BENCH_PROFILE={other:?}: use time, perf or massif"));
             }
         };
+        let mode = match std::env::var("BENCH_MODE").as_deref() {
+            Err(_) | Ok("") | Ok("once") => Mode::Once,
+            Ok("daemon") => Mode::Daemon,
+            Ok(other) => return Err(format!("BENCH_MODE={other:?}: use once or daemon")),
+        };
+        let landing = match std::env::var("BENCH_LANDING").as_deref() {
+            Err(_) | Ok("") | Ok("move") => Landing::Move,
+            Ok("append") => Landing::Append,
+            Ok(other) => return Err(format!("BENCH_LANDING={other:?}: use move or append")),
+        };
+        if mode == Mode::Daemon && profile != Profile::Time {
+            return Err("BENCH_PROFILE applies to BENCH_MODE=once only".into());
+        }
         let messages = number("BENCH_MESSAGES", 5000)?;
         if messages == 0 {
             return Err("BENCH_MESSAGES must be at least 1".into());
         }
         Ok(Settings {
+            mode,
             messages,
             bin: path("BENCH_BIN", root.join("target/release/privacy-mailroom")),
             out: path("BENCH_OUT", root.join("target/bench")),
             profile,
             agent_desks: number("BENCH_AGENT_DESKS", 5)?.max(1),
+            seed_cases: number("BENCH_SEED_CASES", 0)?,
+            big_attachment_mb: number("BENCH_BIG_ATTACHMENT_MB", 0)?,
+            smtp_connections: number("BENCH_SMTP_CONNECTIONS", 4)?.max(1),
+            land_connections: number("BENCH_LAND_CONNECTIONS", 4)?.max(1),
+            landing,
+            latency_samples: number("BENCH_LATENCY_SAMPLES", 20)?,
             timeout: Duration::from_secs(number("BENCH_TIMEOUT_SECS", 1800)? as u64),
         })
     }
+}
+
+/// Everything a mode needs.
+struct Bench<'a> {
+    settings: &'a Settings,
+    servers: &'static MailServers,
+    mailbox: String,
+    config: DaemonConfig,
+    config_path: PathBuf,
+    /// The generated requests.
+    burst: Vec<Vec<u8>>,
+    bytes: usize,
+    /// The highest case, outbox and message ids before the run (the seed).
+    base: Base,
 }
 
 #[tokio::main]
@@ -119,8 +221,12 @@ async fn main() {
 
     // The burst.
     let started = Instant::now();
+    let big_at = (settings.big_attachment_mb > 0).then_some(settings.messages / 2);
     let burst: Vec<(Mix, Vec<u8>)> = (0..settings.messages)
-        .map(|i| request(i, &mailbox, settings.agent_desks))
+        .map(|i| match big_at {
+            Some(b) if b == i => big_request(i, &mailbox, settings.big_attachment_mb),
+            _ => request(i, &mailbox, settings.agent_desks),
+        })
         .collect();
     let bytes: usize = burst.iter().map(|(_, raw)| raw.len()).sum();
     let mut counts = [0usize; 5];
@@ -128,7 +234,7 @@ async fn main() {
         counts[*mix as usize] += 1;
     }
     eprintln!(
-        "Generated {} requests ({}) in {:.1} s: know {}, delete {}, opt-out {}, agent {} (+{} with PDF).",
+        "Generated {} requests ({}) in {:.1} s: know {}, delete {}, opt-out {}, agent {} (+{} with PDF){}.",
         burst.len(),
         mib(bytes as u64),
         started.elapsed().as_secs_f64(),
@@ -137,24 +243,119 @@ async fn main() {
         counts[Mix::OptOut as usize],
         counts[Mix::Agent as usize],
         counts[Mix::AgentPdf as usize],
+        big_at.map_or(String::new(), |_| format!(
+            "; one with a {} MiB attachment",
+            settings.big_attachment_mb
+        )),
     );
-    let append_time = bulk_append(servers, &mailbox, burst.iter().map(|(_, raw)| raw)).await;
-    drop(burst);
-    eprintln!(
-        "APPENDed them to INBOX over one IMAP session in {:.1} s ({:.0}/s).",
-        append_time.as_secs_f64(),
-        settings.messages as f64 / append_time.as_secs_f64()
-    );
+    let burst: Vec<Vec<u8>> = burst.into_iter().map(|(_, raw)| raw).collect();
 
-    let config = DaemonConfig::new(servers, &mailbox)
+    let mut config = DaemonConfig::new(servers, &mailbox)
         .team_members(&[&member])
         .team_notify(&[&team])
         .set(
             "agents",
             "known_domains",
             daemon::toml_str_array(&[AGENT_DOMAIN]),
+        )
+        .set(
+            "team",
+            "trusted_authserv_ids",
+            daemon::toml_str_array(&[BENCH_AUTHSERV_ID]),
         );
+    // Dovecot keeps no copy of sent mail: `"auto"` would only wait
+    // `AUTO_COPY_SETTLE` before appending (BENCH_SENT_COPY=auto measures that).
+    config = config.set_str(
+        "smtp",
+        "sent_copy",
+        &std::env::var("BENCH_SENT_COPY").unwrap_or_else(|_| "append".into()),
+    );
+    // Left to the daemon's default (4) unless asked for, so that a binary
+    // from before the key existed can be measured too.
+    if std::env::var_os("BENCH_SMTP_CONNECTIONS").is_some() {
+        config = config.set("smtp", "connections", settings.smtp_connections.to_string());
+    }
+    if settings.big_attachment_mb > 0 {
+        // Room for the big request: base64 adds a third, plus the text.
+        let attachment = settings.big_attachment_mb as u64 * 1024 * 1024;
+        config = config
+            .set(
+                "imap",
+                "max_message_bytes",
+                (attachment * 14 / 10 + 4 * 1024 * 1024)
+                    .max(52_428_800)
+                    .to_string(),
+            )
+            .set(
+                "agents",
+                "max_attachment_bytes",
+                (attachment + 1024 * 1024).max(26_214_400).to_string(),
+            );
+    }
     let config_path = config.write();
+
+    let base = if settings.seed_cases > 0 {
+        eprintln!("Seeding {} closed cases...", settings.seed_cases);
+        let started = Instant::now();
+        let base = seed_cases(
+            &settings.bin,
+            &config_path,
+            &config.database_path(),
+            settings.seed_cases,
+        )
+        .await
+        .unwrap_or_else(|e| fail(&e));
+        eprintln!(
+            "Seeded {} closed cases in {:.1} s.",
+            settings.seed_cases,
+            started.elapsed().as_secs_f64()
+        );
+        base
+    } else {
+        Base::default()
+    };
+
+    let bench = Bench {
+        settings: &settings,
+        servers,
+        mailbox,
+        config,
+        config_path,
+        burst,
+        bytes,
+        base,
+    };
+    eprintln!(
+        "Raw limits: APPEND, UID FETCH and UID MOVE (batches of {INTAKE_BATCH}) of the same {} messages on another mailbox...",
+        settings.messages
+    );
+    let raw_imap = raw_imap(servers, &bench.burst, settings.land_connections).await;
+    eprintln!(
+        "  APPEND over {} sessions {:.0}/s, FETCH {:.0}/s, MOVE {:.0}/s, FETCH+MOVE {:.0}/s.",
+        settings.land_connections,
+        raw_imap.rate(raw_imap.append),
+        raw_imap.rate(raw_imap.fetch),
+        raw_imap.rate(raw_imap.moved),
+        raw_imap.rate(raw_imap.fetch + raw_imap.moved),
+    );
+    match settings.mode {
+        Mode::Once => once(bench, &raw_imap).await,
+        Mode::Daemon => daemon_burst(bench, &raw_imap).await,
+    }
+}
+
+/// `run --once` on the APPENDed burst.
+async fn once(b: Bench<'_>, raw_imap: &RawImap) {
+    let settings = b.settings;
+    let servers = b.servers;
+    let append_time = bulk_append(servers, &b.mailbox, b.burst.iter()).await;
+    eprintln!(
+        "APPENDed them to INBOX over one IMAP session in {:.1} s ({:.0}/s).",
+        append_time.as_secs_f64(),
+        settings.messages as f64 / append_time.as_secs_f64()
+    );
+    let reply_size = average_size(&b.burst);
+    drop(b.burst);
 
     // The measured run.
     eprintln!(
@@ -162,8 +363,8 @@ async fn main() {
         settings.bin.display(),
         settings.profile
     );
-    let run = run_daemon(&settings, &config_path);
-    let log = std::fs::read_to_string(config.dir().join("daemon.log")).unwrap_or_default();
+    let run = run_daemon(settings, &b.config_path);
+    let log = std::fs::read_to_string(b.config.dir().join("daemon.log")).unwrap_or_default();
     let _ = std::fs::write(settings.out.join("daemon.log"), &log);
     write_rss_csv(&settings.out.join("rss.csv"), &run.samples);
     let time = std::fs::read_to_string(settings.out.join("time.txt"))
@@ -171,7 +372,6 @@ async fn main() {
         .unwrap_or_default();
     let phases = LogSummary::parse(&log);
 
-    // Correctness.
     let mut problems = Vec::new();
     if !run.success {
         problems.push(format!(
@@ -181,63 +381,74 @@ async fn main() {
         ));
     }
     let list_started = Instant::now();
-    let cases = cases_list(&settings.bin, &config_path);
+    let listed = cases_list(&settings.bin, &b.config_path);
     let list_time = list_started.elapsed();
-    match &cases {
-        Ok(n) if *n == settings.messages => {}
-        Ok(n) => problems.push(format!(
-            "cases list --json shows {n} cases, expected {}",
-            settings.messages
-        )),
-        Err(e) => problems.push(e.clone()),
+    if let Err(e) = &listed {
+        problems.push(e.clone());
     }
-    let inbox = servers.count(&mailbox, "INBOX").await;
-    if inbox != 0 {
-        problems.push(format!("{inbox} message(s) still in INBOX"));
-    }
-    let processed = servers.count(&mailbox, "Processed").await;
-    if processed != settings.messages {
-        problems.push(format!(
-            "{processed} message(s) in Processed, expected {}",
-            settings.messages
-        ));
-    }
-    let review = servers.count(&mailbox, "Review").await;
-    if review != 0 {
-        problems.push(format!("{review} message(s) in Review, expected none"));
-    }
-    let sent_folder = servers.count(&mailbox, "Sent").await;
-    let db = match Db::read(&config.database_path()).await {
+    let db = match Db::read(&b.config.database_path(), &b.base).await {
         Ok(db) => db,
         Err(e) => {
             problems.push(e);
             Db::default()
         }
     };
-    if db.pending + db.failed > 0 {
-        problems.push(format!(
-            "outbox not delivered: {} pending, {} failed",
-            db.pending, db.failed
-        ));
-    }
-    if sent_folder != db.sent {
-        problems.push(format!(
-            "Sent folder holds {sent_folder} message(s), the outbox sent {}",
-            db.sent
-        ));
-    }
+    let raw_smtp = raw_smtp_limit(
+        servers,
+        &b.mailbox,
+        db.sent,
+        db.average_size.unwrap_or(reply_size),
+        settings.smtp_connections,
+    )
+    .await;
+    let checked = check_result(
+        servers,
+        &b.mailbox,
+        &db,
+        settings.messages,
+        settings.messages,
+    )
+    .await;
+    problems.extend(checked.problems);
 
-    let report = report(&Report {
-        settings: &settings,
-        bytes,
+    let mut report = report(&Report {
+        settings,
+        bytes: b.bytes,
         append_time,
         run: &run,
         time: &time,
         phases: &phases,
         db: &db,
         list_time,
-        sent_folder,
+        sent_folder: checked.sent_folder,
     });
+    let intake = phases
+        .took_in
+        .as_ref()
+        .map(|(t, _)| secs(run.started_at, *t));
+    let delivery = phases
+        .took_in
+        .as_ref()
+        .zip(phases.delivered.as_ref())
+        .map(|((a, _), (b, _))| secs(*a, *b));
+    report.push_str(&limits_report(
+        settings,
+        raw_imap,
+        &raw_smtp,
+        intake.map(|s| settings.messages as f64 / s.max(1e-6)),
+        delivery.map(|s| db.sent as f64 / s.max(1e-6)),
+    ));
+    finish(settings, &b.config, report, &problems, checked.processed);
+}
+
+/// Prints the report, keeps the database if asked, exits 1 on problems.
+fn finish(
+    settings: &Settings,
+    config: &DaemonConfig,
+    report: String,
+    problems: &[String],
+    processed: usize,
+) {
     let _ = std::fs::write(settings.out.join("summary.txt"), &report);
     if std::env::var("BENCH_KEEP_DB").is_ok_and(|v| v == "1") {
         for suffix in ["", "-wal"] {
@@ -250,17 +461,78 @@ async fn main() {
     println!("{report}");
     if problems.is_empty() {
         println!(
-            "OK: {} cases, INBOX empty, {} originals in Processed, outbox delivered and copied to Sent.",
-            settings.messages, processed
+            "OK: {} cases, INBOX empty, {processed} originals in Processed, outbox delivered and copied to Sent.",
+            settings.messages,
         );
         println!("Details: {}", settings.out.display());
     } else {
-        for p in &problems {
+        for p in problems {
             eprintln!("FAILED: {p}");
         }
         eprintln!("Log: {}", settings.out.join("daemon.log").display());
         std::process::exit(1);
     }
+}
+
+/// What the end-of-run checks found.
+struct Checked {
+    problems: Vec<String>,
+    processed: usize,
+    sent_folder: usize,
+}
+
+/// One case per request, the inbox empty, every original in Processed,
+/// nothing in Review, the outbox delivered and copied to Sent.
+async fn check_result(
+    servers: &MailServers,
+    mailbox: &str,
+    db: &Db,
+    cases: usize,
+    originals: usize,
+) -> Checked {
+    let mut problems = Vec::new();
+    if db.cases != cases {
+        problems.push(format!(
+            "the database holds {} new cases, expected {cases}",
+            db.cases
+        ));
+    }
+    let inbox = servers.count(mailbox, "INBOX").await;
+    if inbox != 0 {
+        problems.push(format!("{inbox} message(s) still in INBOX"));
+    }
+    let processed = servers.count(mailbox, "Processed").await;
+    if processed != originals {
+        problems.push(format!(
+            "{processed} message(s) in Processed, expected {originals}"
+        ));
+    }
+    let review = servers.count(mailbox, "Review").await;
+    if review != 0 {
+        problems.push(format!("{review} message(s) in Review, expected none"));
+    }
+    let sent_folder = servers.count(mailbox, "Sent").await;
+    if db.pending + db.failed > 0 {
+        problems.push(format!(
+            "outbox not delivered: {} pending, {} failed",
+            db.pending, db.failed
+        ));
+    }
+    if sent_folder != db.sent {
+        problems.push(format!(
+            "Sent folder holds {sent_folder} message(s), the outbox sent {}",
+            db.sent
+        ));
+    }
+    Checked {
+        problems,
+        processed,
+        sent_folder,
+    }
+}
+
+fn average_size(messages: &[Vec<u8>]) -> usize {
+    messages.iter().map(Vec::len).sum::<usize>() / messages.len().max(1)
 }
 
 fn fail(message: &str) -> ! {
@@ -406,8 +678,14 @@ fn request(i: usize, mailbox: &str, agent_desks: usize) -> (Mix, Vec<u8>) {
             )
         }
     };
+    // Our MX vouches for the agent's mail (issue 12: known-agent privileges
+    // need it), as it would after checking the agent's DKIM signature.
+    let authenticated = match mix {
+        Mix::Agent | Mix::AgentPdf => agent_authentication_results(),
+        _ => String::new(),
+    };
     let head = format!(
-        "From: {from}\r\nTo: {mailbox}\r\nSubject: {subject}\r\nMessage-ID: <bench-{i}-{}@client.example.test>\r\nDate: {}\r\nMIME-Version: 1.0\r\n",
+        "{authenticated}From: {from}\r\nTo: {mailbox}\r\nSubject: {subject}\r\nMessage-ID: <bench-{i}-{}@client.example.test>\r\nDate: {}\r\nMIME-Version: 1.0\r\n",
         std::process::id(),
         Utc::now().to_rfc2822()
     );
@@ -442,6 +720,51 @@ fn request(i: usize, mailbox: &str, agent_desks: usize) -> (Mix, Vec<u8>) {
         _ => format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{text}"),
     };
     (mix, format!("{head}{body}").into_bytes())
+}
+
+/// The header the bench's pretend MX puts on the agent's mail:
+/// `dkim=pass` for the agent's own domain, from a trusted authserv-id.
+fn agent_authentication_results() -> String {
+    format!(
+        "Authentication-Results: {BENCH_AUTHSERV_ID};\r\n\tdkim=pass header.d={AGENT_DOMAIN} header.s=bench header.b=AbCdEf12;\r\n\tspf=pass smtp.mailfrom={AGENT_DOMAIN}\r\n"
+    )
+}
+
+/// Request `i` as an authorized agent's, with a signed authorization of
+/// `mb` MiB (a PDF padded with an embedded scan): the memory test's big
+/// message.
+fn big_request(i: usize, mailbox: &str, mb: usize) -> (Mix, Vec<u8>) {
+    let mut pdf = b"%PDF-1.4\n1 0 obj\n<< /Type /XObject /Subtype /Image /Length ".to_vec();
+    let size = mb * 1024 * 1024;
+    pdf.extend_from_slice(format!("{size} >>\nstream\n").as_bytes());
+    let mut x = i as u64;
+    while pdf.len() < size {
+        x = mix64(x);
+        pdf.extend_from_slice(&x.to_le_bytes());
+    }
+    pdf.extend_from_slice(b"\nendstream\nendobj\n%%EOF\n");
+    let boundary = format!("=_big_{i:x}");
+    let text = crlf(&format!(
+        "Hello,\n\nWe are an authorized agent acting on behalf of our client Big Scan, a California \
+         resident. Under the CCPA, please delete the consumer's personal information.\n\n\
+         Consumer name: Big Scan\nConsumer email: big.scan.{i}@consumer.example\nAgent reference: RA-{i:07}\n\n\
+         The consumer's signed authorization is attached (a scan).\n\nKind regards,\nRequests Desk\n"
+    ));
+    let raw = format!(
+        "{}From: Rights Agent Requests <requests-big@{AGENT_DOMAIN}>\r\nTo: {mailbox}\r\n\
+         Subject: California Request to Delete\r\nMessage-ID: <bench-big-{i}-{}@client.example.test>\r\n\
+         Date: {}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
+         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n\
+         --{boundary}\r\nContent-Type: application/pdf; name=\"authorization-scan.pdf\"\r\n\
+         Content-Disposition: attachment; filename=\"authorization-scan.pdf\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--{boundary}--\r\n",
+        agent_authentication_results(),
+        std::process::id(),
+        Utc::now().to_rfc2822(),
+        base64_lines(&pdf)
+    );
+    (Mix::AgentPdf, raw.into_bytes())
 }
 
 const FOOTER: &str = "This e-mail and any attachments are confidential and may be privileged. If you are not the \
@@ -546,6 +869,1028 @@ async fn bulk_append<'a>(
     }
     let _ = session.logout().await;
     started.elapsed()
+}
+
+// ------------------------------------------------------------ daemon mode
+
+/// `run` with IDLE on an empty inbox; the burst lands while it runs.
+async fn daemon_burst(mut b: Bench<'_>, raw_imap: &RawImap) {
+    let settings = b.settings;
+    let servers = b.servers;
+    let db_path = b.config.database_path();
+    if settings.landing == Landing::Move {
+        eprintln!("APPENDing the burst to a staging folder (not watched by the daemon)...");
+        let mut session = servers.imap_session(&b.mailbox).await;
+        session
+            .create(STAGING)
+            .await
+            .unwrap_or_else(|e| fail(&format!("CREATE {STAGING}: {e}")));
+        let _ = session.logout().await;
+        land(
+            servers,
+            &b.mailbox,
+            STAGING,
+            &b.burst,
+            settings.land_connections,
+        )
+        .await;
+    }
+
+    eprintln!(
+        "Starting {} run and waiting for READY=1...",
+        settings.bin.display()
+    );
+    let mut running = start_daemon(settings, &b.config_path);
+    let pid = running.daemon.pid();
+    let sampler = RssSampler::start(pid);
+    let ready_at = Instant::now();
+    while !running.ready.load(Ordering::Relaxed) {
+        if let Some(status) = running.daemon.try_status() {
+            fail(&format!(
+                "the daemon exited ({status}) before READY=1\n{}",
+                tail(&running.daemon.log(), 20)
+            ));
+        }
+        if ready_at.elapsed() > Duration::from_secs(120) {
+            fail(&format!(
+                "no READY=1 within 120 s\n{}",
+                tail(&running.daemon.log(), 20)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A read-only view of the daemon's database, for the progress checks.
+    let watch = Watch::open(&db_path, &b.base)
+        .await
+        .unwrap_or_else(|e| fail(&e));
+
+    eprintln!(
+        "Landing {} requests in the inbox ({}) while the daemon runs...",
+        settings.messages,
+        landing_label(settings)
+    );
+    let first_arrival = Utc::now();
+    let t0 = Instant::now();
+    let landing = match settings.landing {
+        Landing::Move => tokio::spawn(land_by_move(servers, b.mailbox.clone())),
+        Landing::Append => tokio::spawn(land_owned(
+            servers,
+            b.mailbox.clone(),
+            Arc::new(std::mem::take(&mut b.burst)),
+            settings.land_connections,
+        )),
+    };
+    let n = settings.messages;
+    let deadline = t0 + settings.timeout;
+    let mut status_session = servers.imap_session(&b.mailbox).await;
+    let mut landed: Option<Duration> = None;
+    let mut landing = Some(landing);
+    // Inbox drained and N cases in the database.
+    let drained = loop {
+        if landing
+            .as_ref()
+            .is_some_and(tokio::task::JoinHandle::is_finished)
+            && let Some(handle) = landing.take()
+        {
+            landed = Some(
+                handle
+                    .await
+                    .unwrap_or_else(|e| fail(&format!("landing: {e}"))),
+            );
+        }
+        let cases = watch.cases().await;
+        if cases >= n && landed.is_some() {
+            let inbox = status_session
+                .status("INBOX", "(MESSAGES)")
+                .await
+                .map(|s| s.exists as usize)
+                .unwrap_or(usize::MAX);
+            if inbox == 0 {
+                break t0.elapsed();
+            }
+        }
+        if Instant::now() > deadline {
+            fail(&format!(
+                "intake did not finish within {:?}: {cases} of {n} cases\n{}",
+                settings.timeout,
+                tail(&running.daemon.log(), 20)
+            ));
+        }
+        if running.daemon.try_status().is_some() {
+            fail(&format!(
+                "the daemon exited during the burst\n{}",
+                tail(&running.daemon.log(), 20)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let landed = landed.unwrap_or(drained);
+    let drained_at = first_arrival + chrono::Duration::from_std(drained).unwrap_or_default();
+    eprintln!(
+        "Intake: {n} cases and an empty inbox {:.2} s after the first arrival ({:.0}/s); landing took {:.2} s.",
+        drained.as_secs_f64(),
+        n as f64 / drained.as_secs_f64(),
+        landed.as_secs_f64()
+    );
+    // Every reply of the burst accepted by Postfix, and copied to Sent.
+    let copied = loop {
+        let o = watch.outbox().await;
+        if o.due_pending == 0 && o.not_copied == 0 {
+            break t0.elapsed();
+        }
+        if Instant::now() > deadline {
+            fail(&format!(
+                "the outbox was not delivered and copied within {:?}: {} due, {} not in Sent\n{}",
+                settings.timeout,
+                o.due_pending,
+                o.not_copied,
+                tail(&running.daemon.log(), 20)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let burst_outbox = watch.outbox().await;
+    let peak_burst = sampler.peak();
+
+    // Latency: single requests, one at a time.
+    let mut latencies = Vec::new();
+    for k in 0..settings.latency_samples {
+        // A Know request (index ≡ 0 mod 20) from a fresh consumer.
+        let i = 1_000_000 + 20 * k;
+        let (_, raw) = request(i, &b.mailbox, settings.agent_desks);
+        let consumer = support::header(&raw, "From")
+            .map(|f| support::mail::addr_of(&f))
+            .unwrap_or_default();
+        let sent_from = Utc::now();
+        servers.append(&b.mailbox, "INBOX", &raw).await;
+        let latency = loop {
+            if let Some(at) = watch.acknowledged(&consumer).await {
+                break (at - sent_from).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            }
+            if Instant::now() > deadline {
+                fail(&format!(
+                    "no acknowledgement for latency request {k}\n{}",
+                    tail(&running.daemon.log(), 20)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        latencies.push(latency);
+    }
+    // Its Sent copies, before the daemon stops.
+    let settle = Instant::now();
+    while watch.outbox().await.not_copied > 0 && settle.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = status_session.logout().await;
+    watch.close().await;
+    let status = running
+        .daemon
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+    let samples = sampler.stop();
+    let log = std::fs::read_to_string(b.config.dir().join("daemon.log")).unwrap_or_default();
+    let _ = std::fs::write(settings.out.join("daemon.log"), &log);
+    write_rss_csv(&settings.out.join("rss.csv"), &samples);
+
+    let mut problems = Vec::new();
+    if !status.success() {
+        problems.push(format!(
+            "the daemon exited {status} after SIGTERM; last log lines:\n{}",
+            tail(&log, 15)
+        ));
+    }
+    let db = match Db::read(&db_path, &b.base).await {
+        Ok(db) => db,
+        Err(e) => {
+            problems.push(e);
+            Db::default()
+        }
+    };
+    eprintln!(
+        "Raw SMTP: {} messages of {} bytes over {} connections to the same Postfix...",
+        burst_outbox.sent, burst_outbox.average_size, settings.smtp_connections
+    );
+    let raw_smtp = raw_smtp_limit(
+        servers,
+        &b.mailbox,
+        burst_outbox.sent,
+        burst_outbox.average_size,
+        settings.smtp_connections,
+    )
+    .await;
+    let expected = n + settings.latency_samples;
+    let checked = check_result(servers, &b.mailbox, &db, expected, expected).await;
+    problems.extend(checked.problems);
+
+    let figures = DaemonFigures {
+        drained,
+        landed,
+        copied,
+        first_arrival,
+        drained_at,
+        outbox: burst_outbox,
+        peak_burst,
+        peak_all: samples.iter().map(|(_, k)| *k).max(),
+        latencies,
+    };
+    let mut report = daemon_report(&b, &figures, &db, checked.sent_folder);
+    let delivery_rate = figures
+        .outbox
+        .delivery_secs()
+        .map(|s| figures.outbox.sent as f64 / s);
+    report.push_str(&limits_report(
+        settings,
+        raw_imap,
+        &raw_smtp,
+        Some(n as f64 / drained.as_secs_f64()),
+        delivery_rate,
+    ));
+    finish(settings, &b.config, report, &problems, checked.processed);
+}
+
+/// The daemon under test and whether it said `READY=1`.
+struct RunningDaemon {
+    daemon: daemon::Daemon,
+    ready: Arc<AtomicBool>,
+}
+
+/// Starts `BIN --config X run` with a notify socket; a thread drains the
+/// socket for the whole run (READY, STATUS lines) and sets `ready`.
+fn start_daemon(settings: &Settings, config: &Path) -> RunningDaemon {
+    let socket_path = config
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path)
+        .unwrap_or_else(|e| fail(&format!("bind {}: {e}", socket_path.display())));
+    let ready = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ready);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    let mut cmd = Command::new(&settings.bin);
+    cmd.arg("--config")
+        .arg(config)
+        .arg("run")
+        .env_remove("PRIVACY_MAILROOM_CONFIG")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("NO_COLOR", "1")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(std::process::Stdio::null());
+    RunningDaemon {
+        daemon: daemon::spawn_with(cmd, config),
+        ready,
+    }
+}
+
+/// (when, VmRSS in KiB).
+type Samples = Vec<(DateTime<Utc>, u64)>;
+
+/// VmRSS of one process every 50 ms, on a thread of its own.
+struct RssSampler {
+    samples: Arc<std::sync::Mutex<Samples>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (Arc::clone(&samples), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                if let Some(kib) = rss_kib(pid) {
+                    s.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((Utc::now(), kib));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        RssSampler {
+            samples,
+            stop,
+            thread,
+        }
+    }
+
+    fn peak(&self) -> Option<u64> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.iter().map(|(_, k)| *k).max()
+    }
+
+    fn stop(self) -> Vec<(DateTime<Utc>, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The folder the burst waits in before it lands (`BENCH_LANDING=move`).
+const STAGING: &str = "Bench-Staging";
+
+fn landing_label(settings: &Settings) -> String {
+    match settings.landing {
+        Landing::Move => format!("one UID MOVE from {STAGING}"),
+        Landing::Append => format!("APPEND over {} sessions", settings.land_connections),
+    }
+}
+
+/// Moves everything in the staging folder to the inbox with one `UID MOVE`.
+async fn land_by_move(servers: &'static MailServers, user: String) -> Duration {
+    let started = Instant::now();
+    let mut session = servers.imap_session(&user).await;
+    session
+        .select(STAGING)
+        .await
+        .unwrap_or_else(|e| fail(&format!("SELECT {STAGING}: {e}")));
+    session
+        .uid_mv("1:*", "INBOX")
+        .await
+        .unwrap_or_else(|e| fail(&format!("UID MOVE to INBOX: {e}")));
+    let took = started.elapsed();
+    let _ = session.logout().await;
+    took
+}
+
+/// APPENDs `messages` to `user`'s `folder` over `connections` sessions at
+/// once (message k over session k mod connections); returns how long it took.
+async fn land(
+    servers: &MailServers,
+    user: &str,
+    folder: &str,
+    messages: &[Vec<u8>],
+    connections: usize,
+) -> Duration {
+    let started = Instant::now();
+    let lanes = (0..connections.min(messages.len()).max(1)).map(|lane| async move {
+        let mut session = servers.imap_session(user).await;
+        for (n, raw) in messages.iter().enumerate().skip(lane).step_by(connections) {
+            session
+                .append(folder, None, None, raw)
+                .await
+                .unwrap_or_else(|e| panic!("APPEND of message {} to {user}/{folder}: {e}", n + 1));
+        }
+        let _ = session.logout().await;
+    });
+    futures::future::join_all(lanes).await;
+    started.elapsed()
+}
+
+async fn land_owned(
+    servers: &'static MailServers,
+    user: String,
+    messages: Arc<Vec<Vec<u8>>>,
+    connections: usize,
+) -> Duration {
+    land(servers, &user, "INBOX", &messages, connections).await
+}
+
+/// The daemon-mode figures.
+struct DaemonFigures {
+    drained: Duration,
+    landed: Duration,
+    copied: Duration,
+    first_arrival: DateTime<Utc>,
+    drained_at: DateTime<Utc>,
+    outbox: OutboxProgress,
+    peak_burst: Option<u64>,
+    peak_all: Option<u64>,
+    latencies: Vec<f64>,
+}
+
+fn daemon_report(b: &Bench<'_>, f: &DaemonFigures, db: &Db, sent_folder: usize) -> String {
+    let s = b.settings;
+    let n = s.messages;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nprivacy-mailroom run (IDLE): a burst of {n} requests ({}) landing while it runs; {}",
+        mib(b.bytes as u64),
+        s.bin.display()
+    );
+    let mut extras = Vec::new();
+    if s.seed_cases > 0 {
+        extras.push(format!(
+            "{} closed cases in the database before",
+            s.seed_cases
+        ));
+    }
+    if s.big_attachment_mb > 0 {
+        extras.push(format!(
+            "one request with a {} MiB attachment",
+            s.big_attachment_mb
+        ));
+    }
+    extras.push(format!("smtp.connections = {}", s.smtp_connections));
+    let _ = writeln!(out, "({})", extras.join("; "));
+    let _ = writeln!(out, "{:-<78}", "");
+    let secs_rate = |d: Duration, count: usize| {
+        format!(
+            "{:.2} s, {:.0}/s",
+            d.as_secs_f64(),
+            count as f64 / d.as_secs_f64().max(1e-6)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "{:<44} {}",
+        "intake (first arrival → drained, N cases)",
+        secs_rate(f.drained, n)
+    );
+    let _ = writeln!(
+        out,
+        "{:<44} {}{}",
+        format!("  landing ({})", landing_label(s)),
+        secs_rate(f.landed, n),
+        if f.landed.as_secs_f64() > 0.9 * f.drained.as_secs_f64() {
+            "  (intake kept pace with the arrivals)"
+        } else {
+            ""
+        }
+    );
+    let o = &f.outbox;
+    let in_window = o.accepted_by(f.drained_at);
+    let window = secs(f.first_arrival, f.drained_at);
+    let _ = writeln!(
+        out,
+        "{:<44} {} of {} in the intake window ({:.0}/s)",
+        "replies accepted by Postfix",
+        in_window,
+        o.sent,
+        in_window as f64 / window.max(1e-6)
+    );
+    if let (Some(first), Some(last)) = (o.first_sent, o.last_sent) {
+        let _ = writeln!(
+            out,
+            "{:<44} {:.2} s after the first arrival; first to last {:.2} s, {:.0}/s",
+            "  all replies accepted",
+            secs(f.first_arrival, last),
+            secs(first, last),
+            o.sent as f64 / secs(first, last).max(1e-6)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<44} {:.2} s after the first arrival",
+        "  all copied to Sent",
+        f.copied.as_secs_f64()
+    );
+    let rss = |k: Option<u64>| k.map_or("-".to_string(), |k| mib(k * 1024));
+    let _ = writeln!(
+        out,
+        "{:<44} {} (burst), {} (whole run)",
+        "peak RSS",
+        rss(f.peak_burst),
+        rss(f.peak_all)
+    );
+    let mut sorted = f.latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    if !sorted.is_empty() {
+        let median = if sorted.len() % 2 == 1 {
+            sorted[sorted.len() / 2]
+        } else {
+            (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
+        };
+        let _ = writeln!(
+            out,
+            "{:<44} median {median:.3} s (min {:.3}, max {:.3}; {} requests one at a time)",
+            "arrival → acknowledgement accepted",
+            sorted[0],
+            sorted[sorted.len() - 1],
+            sorted.len()
+        );
+    }
+    let _ = writeln!(out, "{:-<78}", "");
+    let templates: Vec<String> = db
+        .by_template
+        .iter()
+        .map(|(a, t, c)| format!("{t} {c}{}", if a == "team" { " (team)" } else { "" }))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Outbox: {} sent, {} pending, {} failed, {} not in Sent (Sent folder: {sent_folder}); {} replies suppressed by the per-sender limit",
+        db.sent, db.pending, db.failed, db.not_copied, db.suppressed
+    );
+    let _ = writeln!(out, "  {}", templates.join(", "));
+    let _ = writeln!(
+        out,
+        "Database: {} after the run; {} declaration documents stored",
+        mib(db.bytes),
+        db.declarations
+    );
+    out
+}
+
+// ------------------------------------------------------------ raw limits
+
+/// The mail server's own pace for the burst, on another mailbox.
+struct RawImap {
+    messages: usize,
+    append: Duration,
+    fetch: Duration,
+    moved: Duration,
+}
+
+impl RawImap {
+    fn rate(&self, d: Duration) -> f64 {
+        self.messages as f64 / d.as_secs_f64().max(1e-6)
+    }
+}
+
+/// APPENDs the burst to a fresh user's INBOX, then times `UID FETCH` of the
+/// whole messages and `UID MOVE` to Processed in batches of the daemon's
+/// intake batch, one session, as the daemon's mailbox task does.
+async fn raw_imap(servers: &MailServers, burst: &[Vec<u8>], connections: usize) -> RawImap {
+    let user = servers.unique_user("raw");
+    let append = land(servers, &user, "INBOX", burst, connections).await;
+    let mut session = servers.imap_session(&user).await;
+    session
+        .create("Processed")
+        .await
+        .unwrap_or_else(|e| fail(&format!("CREATE Processed: {e}")));
+    session
+        .select("INBOX")
+        .await
+        .unwrap_or_else(|e| fail(&format!("SELECT INBOX: {e}")));
+    let mut uids: Vec<u32> = session
+        .uid_search("ALL")
+        .await
+        .unwrap_or_else(|e| fail(&format!("UID SEARCH: {e}")))
+        .into_iter()
+        .collect();
+    uids.sort_unstable();
+    let ranges: Vec<String> = uids
+        .chunks(INTAKE_BATCH)
+        .map(|c| format!("{}:{}", c[0], c[c.len() - 1]))
+        .collect();
+    let started = Instant::now();
+    let mut fetched = 0usize;
+    for range in &ranges {
+        let messages: Vec<_> = session
+            .uid_fetch(range, "(UID RFC822.SIZE BODY.PEEK[])")
+            .await
+            .unwrap_or_else(|e| fail(&format!("UID FETCH: {e}")))
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| fail(&format!("UID FETCH: {e}")));
+        fetched += messages.iter().filter(|m| m.body().is_some()).count();
+    }
+    let fetch = started.elapsed();
+    if fetched != burst.len() {
+        fail(&format!(
+            "raw FETCH got {fetched} of {} messages",
+            burst.len()
+        ));
+    }
+    let started = Instant::now();
+    for range in &ranges {
+        session
+            .uid_mv(range, "Processed")
+            .await
+            .unwrap_or_else(|e| fail(&format!("UID MOVE: {e}")));
+    }
+    let moved = started.elapsed();
+    let _ = session.logout().await;
+    RawImap {
+        messages: burst.len(),
+        append,
+        fetch,
+        moved,
+    }
+}
+
+/// How fast plain SMTP clients get `count` messages of `size` bytes accepted.
+struct RawSmtp {
+    count: usize,
+    size: usize,
+    connections: usize,
+    took: Duration,
+}
+
+impl RawSmtp {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.took.as_secs_f64().max(1e-6)
+    }
+}
+
+/// Pushes `count` messages of about `size` bytes through the test Postfix
+/// over `connections` connections at once, each reconnecting after 50
+/// messages (`max_messages_per_connection`'s default), with `TCP_NODELAY`
+/// and STARTTLS like the daemon's sender. Waits for Postfix's queue to be
+/// empty before and after, so neither phase pays for the other's delivery.
+async fn raw_smtp_limit(
+    servers: &'static MailServers,
+    from: &str,
+    count: usize,
+    size: usize,
+    connections: usize,
+) -> RawSmtp {
+    servers.wait_mail_delivered(Duration::from_secs(600)).await;
+    let count = count.max(1);
+    let started = Instant::now();
+    let lanes = (0..connections.min(count)).map(|lane| {
+        let from = from.to_string();
+        tokio::spawn(async move {
+            let mine: Vec<usize> = (lane..count).step_by(connections).collect();
+            for chunk in mine.chunks(50) {
+                let mut conn = smtp_connect(servers).await;
+                for &k in chunk {
+                    let to = format!("rawsink-{}-{k}@consumer.example", std::process::id());
+                    let raw = filler_message(&from, &to, k, size);
+                    let envelope = lettre::address::Envelope::new(
+                        Some(
+                            from.parse()
+                                .unwrap_or_else(|e| fail(&format!("{from}: {e}"))),
+                        ),
+                        vec![to.parse().unwrap_or_else(|e| fail(&format!("{to}: {e}")))],
+                    )
+                    .unwrap_or_else(|e| fail(&format!("envelope: {e}")));
+                    conn.send(&envelope, &raw)
+                        .await
+                        .unwrap_or_else(|e| fail(&format!("raw SMTP send: {e}")));
+                }
+                let _ = conn.quit().await;
+            }
+        })
+    });
+    for lane in futures::future::join_all(lanes).await {
+        lane.unwrap_or_else(|e| fail(&format!("raw SMTP lane: {e}")));
+    }
+    let took = started.elapsed();
+    servers.wait_mail_delivered(Duration::from_secs(600)).await;
+    RawSmtp {
+        count,
+        size,
+        connections,
+        took,
+    }
+}
+
+async fn smtp_connect(
+    servers: &MailServers,
+) -> lettre::transport::smtp::client::AsyncSmtpConnection {
+    use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+    use lettre::transport::smtp::extension::ClientId;
+    let ca = std::fs::read(servers.ca_pem_path()).unwrap_or_else(|e| fail(&format!("CA: {e}")));
+    let tls = TlsParameters::builder("localhost".to_string())
+        .add_root_certificate(
+            Certificate::from_pem(&ca).unwrap_or_else(|e| fail(&format!("CA: {e}"))),
+        )
+        .build_rustls()
+        .unwrap_or_else(|e| fail(&format!("TLS: {e}")));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", servers.smtp_port()))
+        .await
+        .unwrap_or_else(|e| fail(&format!("connect to Postfix: {e}")));
+    let _ = tcp.set_nodelay(true);
+    let hello = ClientId::default();
+    let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
+        .await
+        .unwrap_or_else(|e| fail(&format!("SMTP greeting: {e}")));
+    conn.starttls(tls, &hello)
+        .await
+        .unwrap_or_else(|e| fail(&format!("STARTTLS: {e}")));
+    conn
+}
+
+/// A plain-text message of about `size` bytes.
+fn filler_message(from: &str, to: &str, k: usize, size: usize) -> Vec<u8> {
+    let head = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: raw SMTP limit {k}\r\nMessage-ID: <raw-{k}-{}@bench.example.test>\r\nDate: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
+        std::process::id(),
+        Utc::now().to_rfc2822()
+    );
+    let mut raw = head.into_bytes();
+    let line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
+    while raw.len() + line.len() <= size.max(200) {
+        raw.extend_from_slice(line);
+    }
+    raw
+}
+
+/// The daemon's figures beside the limits, with the ratio.
+fn limits_report(
+    settings: &Settings,
+    imap: &RawImap,
+    smtp: &RawSmtp,
+    intake_rate: Option<f64>,
+    delivery_rate: Option<f64>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Against the servers' own limits (same run):");
+    let _ = writeln!(
+        out,
+        "{:<44} {:>10} {:>12} {:>8}",
+        "", "daemon/s", "limit/s", "ratio"
+    );
+    let line = |out: &mut String, name: &str, daemon: Option<f64>, limit: f64| {
+        let d = daemon.map_or("-".to_string(), |d| format!("{d:.0}"));
+        let ratio = daemon.map_or("-".to_string(), |d| format!("{:.0} %", 100.0 * d / limit));
+        let _ = writeln!(out, "{name:<44} {d:>10} {limit:>12.0} {ratio:>8}");
+    };
+    line(
+        &mut out,
+        &format!("intake vs raw FETCH+MOVE (batches of {INTAKE_BATCH})"),
+        intake_rate,
+        imap.rate(imap.fetch + imap.moved),
+    );
+    let _ = writeln!(
+        out,
+        "  raw FETCH {:.0}/s ({:.2} s), raw UID MOVE {:.0}/s ({:.2} s), APPEND over {} sessions {:.0}/s",
+        imap.rate(imap.fetch),
+        imap.fetch.as_secs_f64(),
+        imap.rate(imap.moved),
+        imap.moved.as_secs_f64(),
+        settings.land_connections,
+        imap.rate(imap.append),
+    );
+    line(
+        &mut out,
+        &format!("replies vs raw SMTP ({} connections)", smtp.connections),
+        delivery_rate,
+        smtp.rate(),
+    );
+    let _ = writeln!(
+        out,
+        "  raw SMTP: {} messages of {} bytes in {:.2} s",
+        smtp.count,
+        smtp.size,
+        smtp.took.as_secs_f64()
+    );
+    out
+}
+
+// ------------------------------------------------------------ the database
+
+/// What the database held before the run (the seed): new rows are above.
+#[derive(Debug, Default, Clone, Copy)]
+struct Base {
+    cases: usize,
+    outbox_id: i64,
+}
+
+/// A read-only view of the daemon's database while it runs.
+struct Watch {
+    pool: sqlx::SqlitePool,
+    base: Base,
+}
+
+/// The burst's outbox so far.
+#[derive(Debug, Default, Clone)]
+struct OutboxProgress {
+    sent: usize,
+    /// Pending rows due now (held replies wait for later and are not counted).
+    due_pending: usize,
+    not_copied: usize,
+    average_size: usize,
+    first_sent: Option<DateTime<Utc>>,
+    last_sent: Option<DateTime<Utc>>,
+    /// Every row's `sent_at`, sorted.
+    sent_at: Vec<DateTime<Utc>>,
+}
+
+impl OutboxProgress {
+    fn accepted_by(&self, at: DateTime<Utc>) -> usize {
+        self.sent_at.partition_point(|t| *t <= at)
+    }
+
+    fn delivery_secs(&self) -> Option<f64> {
+        Some(secs(self.first_sent?, self.last_sent?)).filter(|s| *s > 0.0)
+    }
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl Watch {
+    async fn open(path: &Path, base: &Base) -> Result<Watch, String> {
+        let url = format!("sqlite://{}?mode=ro", path.display());
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        Ok(Watch { pool, base: *base })
+    }
+
+    async fn cases(&self) -> usize {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM cases")
+            .fetch_one(&self.pool)
+            .await
+            .map_or(0, |n| (n as usize).saturating_sub(self.base.cases))
+    }
+
+    async fn outbox(&self) -> OutboxProgress {
+        type Row = (String, Option<String>, Option<String>, String, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT status, sent_at, appended_at, next_attempt_at, LENGTH(raw) FROM outbox WHERE id > ?",
+        )
+        .bind(self.base.outbox_id)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_default();
+        let now = Utc::now();
+        let mut p = OutboxProgress::default();
+        let mut bytes = 0i64;
+        for (status, sent_at, appended_at, next, size) in rows {
+            match status.as_str() {
+                "sent" => {
+                    p.sent += 1;
+                    bytes += size;
+                    if appended_at.is_none() {
+                        p.not_copied += 1;
+                    }
+                    if let Some(at) = sent_at.as_deref().and_then(parse_time) {
+                        p.sent_at.push(at);
+                    }
+                }
+                "pending" if parse_time(&next).is_none_or(|t| t <= now) => p.due_pending += 1,
+                _ => {}
+            }
+        }
+        p.sent_at.sort_unstable();
+        p.first_sent = p.sent_at.first().copied();
+        p.last_sent = p.sent_at.last().copied();
+        p.average_size = (bytes / (p.sent.max(1) as i64)) as usize;
+        p
+    }
+
+    /// When the reply to `consumer`'s request was accepted by the MTA.
+    async fn acknowledged(&self, consumer: &str) -> Option<DateTime<Utc>> {
+        let at: Option<String> = sqlx::query_scalar(
+            "SELECT sent_at FROM outbox WHERE rate_key = ? AND status = 'sent' AND id > ? LIMIT 1",
+        )
+        .bind(consumer.to_lowercase())
+        .bind(self.base.outbox_id)
+        .fetch_optional(&self.pool)
+        .await
+        .ok()
+        .flatten();
+        at.as_deref().and_then(parse_time)
+    }
+
+    async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+/// Writes `count` closed cases, each with its request and acknowledgement
+/// (messages rows), four events and a sent, copied outbox row, in one
+/// transaction of `INSERT … SELECT` over a counter, so 100,000 take seconds.
+/// They were received 45 to 645 days ago and closed 20 days later, and their
+/// verification data is already purged, so neither purge has work to do.
+async fn seed_cases(bin: &Path, config: &Path, db: &Path, count: usize) -> Result<Base, String> {
+    // The daemon's own binary creates the database and its schema.
+    cases_list(bin, config)?;
+    let url = format!("sqlite://{}", db.display());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .map_err(|e| format!("open {}: {e}", db.display()))?;
+    let q = |what: &str| {
+        let what = what.to_string();
+        move |e: sqlx::Error| format!("seed {what}: {e}")
+    };
+    let mut tx = pool.begin().await.map_err(q("begin"))?;
+    let now = Utc::now();
+    let body = "Hello,\r\n\r\nUnder the California Consumer Privacy Act I ask you to tell me which personal \
+information you have collected about me, the categories of sources, the purposes, and the third parties \
+you disclosed it to.\r\n\r\nFull name: Seed Consumer\r\nPostal address: 100 Oak Street, Fresno, CA 93701\r\n\r\n\
+Thank you.\r\n";
+    sqlx::query(
+        "CREATE TEMP TABLE seed AS
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         SELECT i,
+                strftime('%Y-%m-%dT%H:%M:%S+00:00', ?2, '-' || (45 + i % 600) || ' days', '-' || (i % 86400) || ' seconds') AS received,
+                strftime('%Y-%m-%dT%H:%M:%S+00:00', ?2, '-' || (25 + i % 600) || ' days', '-' || (i % 86400) || ' seconds') AS closed,
+                CASE i % 20 WHEN 0 THEN 'opt_out' WHEN 1 THEN 'opt_out' WHEN 2 THEN 'opt_out'
+                     ELSE CASE i % 3 WHEN 0 THEN 'delete' ELSE 'know' END END AS kind,
+                'seed.consumer.' || i || '@consumer.example' AS requester
+         FROM n",
+    )
+    .bind(count as i64)
+    .bind(now.format("%Y-%m-%dT%H:%M:%S").to_string())
+    .execute(&mut *tx)
+    .await
+    .map_err(q("counter"))?;
+    let prefix = "CCPA";
+    sqlx::query(
+        "INSERT INTO cases (id, kind, state, requester, consumer, consumer_name, subject, received_at,
+             acknowledged_at, ack_due_at, due_at, verified_at, closed_at, verification_code,
+             resolution, thread_root, manner, verification_purged_at, created_at, updated_at)
+         SELECT ?1 || '-' || substr(received, 1, 4) || '-' || printf('%05d', i), kind,
+                CASE WHEN i % 10 = 9 THEN 'denied' WHEN i % 10 = 8 THEN 'withdrawn' ELSE 'completed' END,
+                requester, requester, 'Seed Consumer ' || i, 'California Request to Know', received,
+                received, strftime('%Y-%m-%dT%H:%M:%S+00:00', received, '+10 days'),
+                strftime('%Y-%m-%dT%H:%M:%S+00:00', received, '+45 days'), received, closed, '',
+                CASE WHEN i % 10 = 9 THEN 'denied' WHEN i % 10 = 8 THEN 'withdrawn' ELSE 'complied' END,
+                '<seed-' || i || '@client.example.test>', 'email',
+                strftime('%Y-%m-%dT%H:%M:%S+00:00', closed, '+30 days'), received, closed
+         FROM seed",
+    )
+    .bind(prefix)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("cases"))?;
+    sqlx::query(
+        "INSERT INTO messages (case_id, direction, message_id, subject, from_addr, at, template, sha256,
+             size, raw, body_text, disposition, target_mailbox, filed_at)
+         SELECT ?1 || '-' || substr(received, 1, 4) || '-' || printf('%05d', i), 'in',
+                '<seed-' || i || '@client.example.test>', 'California Request to Know', requester, received,
+                NULL, printf('%064x', i), length(?2) + 200,
+                CAST('From: ' || requester || char(13, 10) || 'Subject: California Request to Know' || char(13, 10) ||
+                     'Message-ID: <seed-' || i || '@client.example.test>' || char(13, 10, 13, 10) || ?2 AS BLOB),
+                ?2, 'case', 'Processed', received
+         FROM seed
+         UNION ALL
+         SELECT ?1 || '-' || substr(received, 1, 4) || '-' || printf('%05d', i), 'out',
+                '<seed-ack-' || i || '@privacy.example.test>', 'Re: California Request to Know', NULL, received,
+                'acknowledgement', printf('%064x', i + 1000000000), 1500, NULL, NULL, 'case', NULL, NULL
+         FROM seed",
+    )
+    .bind(prefix)
+    .bind(body)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("messages"))?;
+    sqlx::query(
+        "INSERT INTO events (case_id, at, actor, action, detail)
+         SELECT ?1 || '-' || substr(received, 1, 4) || '-' || printf('%05d', i),
+                CASE WHEN e.k = 3 THEN closed ELSE received END, e.actor, e.action, e.detail
+         FROM seed CROSS JOIN (
+                SELECT 0 AS k, 'daemon' AS actor, 'opened' AS action, 'request by e-mail' AS detail
+                UNION ALL SELECT 1, 'daemon', 'acknowledgement_sent', 'acknowledgement'
+                UNION ALL SELECT 2, 'alice@example.test', 'verify', 'identity verified'
+                UNION ALL SELECT 3, 'alice@example.test', 'complete', 'closed') AS e
+         ORDER BY i, e.k",
+    )
+    .bind(prefix)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("events"))?;
+    sqlx::query(
+        "INSERT INTO outbox (case_id, message_id, audience, template, envelope_from, recipients, rate_key,
+             subject, raw, status, attempts, next_attempt_at, created_at, sent_at, appended_at)
+         SELECT ?1 || '-' || substr(received, 1, 4) || '-' || printf('%05d', i),
+                '<seed-ack-' || i || '@privacy.example.test>', 'consumer', 'acknowledgement',
+                'privacy@example.test', '[\"' || requester || '\"]', requester,
+                'Re: California Request to Know', CAST(?2 AS BLOB), 'sent', 1, received, received,
+                received, received
+         FROM seed",
+    )
+    .bind(prefix)
+    .bind(body)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("outbox"))?;
+    // New cases continue the sequences above the seeded numbers.
+    sqlx::query(
+        "INSERT INTO case_seq (prefix, year, last)
+         SELECT ?1, CAST(substr(received, 1, 4) AS INTEGER), MAX(i) FROM seed GROUP BY 2",
+    )
+    .bind(prefix)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("case_seq"))?;
+    sqlx::query("DROP TABLE seed")
+        .execute(&mut *tx)
+        .await
+        .map_err(q("drop"))?;
+    tx.commit().await.map_err(q("commit"))?;
+    let cases: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cases")
+        .fetch_one(&pool)
+        .await
+        .map_err(q("count"))?;
+    let outbox_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .map_err(q("outbox id"))?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+        .map_err(q("checkpoint"))?;
+    pool.close().await;
+    Ok(Base {
+        cases: cases as usize,
+        outbox_id,
+    })
 }
 
 // ----------------------------------------------------------- the measured run
@@ -795,13 +2140,17 @@ fn cases_list(bin: &Path, config: &Path) -> Result<usize, String> {
     Ok(cases.len())
 }
 
-/// What the database holds after the run.
+/// What the database holds after the run, beside the seed.
 #[derive(Debug, Default)]
 struct Db {
+    /// New cases (not the seeded ones).
+    cases: usize,
     sent: usize,
     pending: usize,
     failed: usize,
     not_copied: usize,
+    /// The mean size of the mail sent, for the raw SMTP limit.
+    average_size: Option<usize>,
     /// (audience, template, count)
     by_template: Vec<(String, String, i64)>,
     suppressed: i64,
@@ -810,15 +2159,21 @@ struct Db {
 }
 
 impl Db {
-    async fn read(path: &Path) -> Result<Db, String> {
+    async fn read(path: &Path, base: &Base) -> Result<Db, String> {
         let url = format!("sqlite://{}?mode=ro", path.display());
         let pool = sqlx::SqlitePool::connect(&url)
             .await
             .map_err(|e| format!("open {}: {e}", path.display()))?;
         let q = |e: sqlx::Error| format!("query {}: {e}", path.display());
         let mut db = Db::default();
+        let cases: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cases")
+            .fetch_one(&pool)
+            .await
+            .map_err(q)?;
+        db.cases = (cases as usize).saturating_sub(base.cases);
         let status: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+            sqlx::query_as("SELECT status, COUNT(*) FROM outbox WHERE id > ? GROUP BY status")
+                .bind(base.outbox_id)
                 .fetch_all(&pool)
                 .await
                 .map_err(q)?;
@@ -831,14 +2186,24 @@ impl Db {
             }
         }
         db.not_copied = sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM outbox WHERE status = 'sent' AND appended_at IS NULL",
+            "SELECT COUNT(*) FROM outbox WHERE id > ? AND status = 'sent' AND appended_at IS NULL",
         )
+        .bind(base.outbox_id)
         .fetch_one(&pool)
         .await
         .map_err(q)? as usize;
-        db.by_template = sqlx::query_as(
-            "SELECT audience, template, COUNT(*) FROM outbox GROUP BY audience, template ORDER BY 3 DESC",
+        db.average_size = sqlx::query_scalar::<_, Option<f64>>(
+            "SELECT AVG(LENGTH(raw)) FROM outbox WHERE id > ? AND status = 'sent'",
         )
+        .bind(base.outbox_id)
+        .fetch_one(&pool)
+        .await
+        .map_err(q)?
+        .map(|v| v as usize);
+        db.by_template = sqlx::query_as(
+            "SELECT audience, template, COUNT(*) FROM outbox WHERE id > ? GROUP BY audience, template ORDER BY 3 DESC",
+        )
+        .bind(base.outbox_id)
         .fetch_all(&pool)
         .await
         .map_err(q)?;

@@ -132,6 +132,10 @@ pub struct SmtpConfig {
     pub from: String,
     #[serde(default = "d_per_conn")]
     pub max_messages_per_connection: u32,
+    /// How many SMTP connections deliver at once during a burst (each still
+    /// bounded by `max_messages_per_connection`).
+    #[serde(default = "d_connections")]
+    pub connections: u32,
     /// `"password"` (default) or `"oauth2"`; the SASL user is `smtp.username`,
     /// else `imap.username`.
     #[serde(default)]
@@ -354,6 +358,9 @@ fn d_max_connections() -> u32 {
 fn d_per_conn() -> u32 {
     50
 }
+fn d_connections() -> u32 {
+    4
+}
 fn d_digest() -> String {
     "09:00".into()
 }
@@ -559,6 +566,9 @@ impl Config {
         }
         config.validate()?;
         config.smtp.sent_copy = config.resolved_sent_copy();
+        // The sender opens no more SMTP connections than the mailbox's
+        // provider allows beside the IMAP ones (`imap.max_connections`).
+        config.smtp.connections = config.smtp_connection_cap(config.smtp.connections);
         config.deadlines = Some(config.build_policy()?);
         // Members are compared as bare, lower-cased addresses: "Alice
         // <Alice@Example.com>" in the file must still let Alice act.
@@ -685,6 +695,13 @@ impl Config {
                 "smtp.max_messages_per_connection",
                 "must be at least 1",
                 "e.g. 50",
+            ));
+        }
+        if self.smtp.connections == 0 {
+            return Err(invalid(
+                "smtp.connections",
+                "must be at least 1",
+                "e.g. 4 (1 sends one mail at a time)",
             ));
         }
         crate::address::parse_mailbox(&self.smtp.from).ok_or_else(|| {
@@ -1032,6 +1049,29 @@ name = "Example Inc."
             "[team]\nrequire_dkim = true\ntrusted_authserv_ids = [\"mx.example.com\"]",
         );
         assert!(Config::parse(&named).is_ok());
+    }
+
+    #[test]
+    fn smtp_connections_are_at_least_one() {
+        let parsed = Config::parse(MINIMAL).expect("minimal config");
+        assert_eq!(parsed.smtp.connections, 4);
+        let zero = MINIMAL.replace("[smtp]", "[smtp]\nconnections = 0");
+        let err = Config::parse(&zero).unwrap_err().to_string();
+        assert!(err.contains("smtp.connections"), "{err}");
+        assert!(err.contains("fix:"), "{err}");
+        let one = MINIMAL.replace("[smtp]", "[smtp]\nconnections = 1");
+        assert_eq!(
+            Config::parse(&one)
+                .expect("one connection")
+                .smtp
+                .connections,
+            1
+        );
+        // Capped by what imap.max_connections leaves beside the two IMAP ones.
+        let capped = MINIMAL
+            .replace("[smtp]", "[smtp]\nconnections = 8")
+            .replace("[imap]", "[imap]\nmax_connections = 5");
+        assert_eq!(Config::parse(&capped).expect("capped").smtp.connections, 3);
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub async fn run_once(room: &Mailroom, sender: SmtpSender) -> Result<(), CycleEr
     // Killed here, the mail is sent but not yet copied: the next run copies
     // it (or, with `sent_copy = "auto"`, finds the server's copy).
     crate::faults::hit("before_sent_copy");
-    sync::append_sent(room, &mut imap).await?;
+    sync::append_sent(room, &mut imap, &shutdown).await?;
     logout(imap).await;
     Ok(())
 }
@@ -101,7 +101,20 @@ pub async fn run(
     if let Some((day, true)) = room.oauth.as_ref().and_then(|p| p.client_secret_expiry()) {
         warn!(expires = %day, "The OAuth client secret expires within 30 days; create a new one in the app registration and update oauth2.client_secret_expires (see `privacy-mailroom check`).");
     }
-    let mut sender_task = tokio::spawn(sender_loop(room.clone(), sender, shutdown.clone()));
+    // Sent-folder copies on a task of their own: a burst's copies (the
+    // server's APPEND pace) never hold up its replies (the MTA's pace).
+    let copy_wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let copier_task = tokio::spawn(sent_copy_loop(
+        room.clone(),
+        copy_wake.clone(),
+        shutdown.clone(),
+    ));
+    let mut sender_task = tokio::spawn(sender_loop(
+        room.clone(),
+        sender,
+        copy_wake,
+        shutdown.clone(),
+    ));
     // The clocks run on their own: reminders and deadline notices go on
     // while the mailbox is unreachable.
     let scheduler_task = tokio::spawn(scheduler_loop(room.clone(), shutdown.clone()));
@@ -134,6 +147,15 @@ pub async fn run(
         .is_err()
     {
         warn!("Scheduler did not stop within 3 s.");
+    }
+    // The copier stops between messages; what is left is copied after the restart.
+    let abort_copier = copier_task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(3), copier_task)
+        .await
+        .is_err()
+    {
+        warn!("Sent-folder copies did not stop within 3 s.");
+        abort_copier.abort();
     }
     // The sender stops between messages; one stuck in a slow SMTP exchange
     // is abandoned (it stays pending and goes out after the restart).
@@ -320,6 +342,48 @@ async fn mailbox_session(
     }
 }
 
+/// How often the Sent-folder copier looks again without being woken (a copy
+/// that failed is retried then).
+const SENT_COPY_RETRY: Duration = Duration::from_secs(60);
+
+/// Copies sent mail to the Sent folder over its own IMAP connection whenever
+/// the sender delivered some, so a burst's replies and their copies go on
+/// side by side. A failure is logged and tried again at the next wake-up.
+async fn sent_copy_loop(
+    room: Mailroom,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut failing = false;
+    let mut wait = SENT_COPY_RETRY;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match copy_to_sent(&room, &shutdown).await {
+            Ok(()) => failing = false,
+            Err(e) if failing => {
+                debug!(error = %crate::logging::Personal(&e), "Sent-folder copy still failing.");
+            }
+            Err(e) => {
+                failing = true;
+                warn!(error = %crate::logging::Personal(&e), "Cannot copy sent mail to the Sent folder; will retry.");
+            }
+        }
+        // Copies held back for the server's own copy (`sent_copy = "auto"`)
+        // are taken as soon as they are due.
+        wait = match sync::next_copy_due(&room).await {
+            Ok(Some(due)) => (due - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_millis(100), SENT_COPY_RETRY),
+            _ => SENT_COPY_RETRY,
+        };
+    }
+}
+
 /// How often the scheduler looks at the clocks.
 const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -352,10 +416,15 @@ async fn publish_status(room: &Mailroom) {
 }
 
 /// Delivers the outbox whenever intake or a command queued mail, and retries on
-/// schedule; copies sent mail to the Sent folder over its own IMAP connection.
+/// schedule; after each round that sent mail it wakes [`sent_copy_loop`].
 /// While the SMTP server is unreachable it pauses between rounds (see
 /// [`delivery::SenderState::outage_pause`]) instead of trying every mail.
-async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationToken) {
+async fn sender_loop(
+    room: Mailroom,
+    sender: SmtpSender,
+    copy_wake: std::sync::Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     let mut state = delivery::SenderState::default();
     loop {
         crate::faults::panic_at("sender_panic");
@@ -377,9 +446,7 @@ async fn sender_loop(room: Mailroom, sender: SmtpSender, shutdown: CancellationT
                     failed = d.failed,
                     "Outbox delivered."
                 );
-                if let Err(e) = copy_to_sent(&room).await {
-                    warn!(error = %crate::logging::Personal(&e), "Cannot copy sent mail to the Sent folder; will retry.");
-                }
+                copy_wake.notify_one();
             }
             Ok(_) => {}
             Err(e) => {

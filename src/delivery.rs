@@ -4,11 +4,22 @@
 //! recipient in a transaction of its own, with each verdict recorded, so one
 //! refused address never blocks the others; an SMTP outage is logged once.
 //!
+//! A round delivers over up to `smtp.connections` SMTP connections at once:
+//! the due rows are grouped by recipients, each group goes out in order
+//! (one person's mails arrive in the order they were queued), and the groups
+//! run side by side. The database is reached by one of them at a time, so a
+//! delivery round never holds more than one of the store's pooled
+//! connections: intake keeps the others.
+//!
 //! The rows live in the `outbox` table ([`crate::store::outbox`]); composing is
 //! [`crate::outbox::compose`], the SMTP client [`crate::outbox::smtp`]; the
 //! Sent-folder copy is `sync::append_sent`, on the IMAP side.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt as _;
 
 use chrono::{DateTime, Duration, Utc};
 use tracing::{Instrument, info, info_span, warn};
@@ -21,7 +32,7 @@ use crate::store::{self, StoreError};
 pub const RETRY_FOR: Duration = Duration::days(3);
 
 /// How many rows one delivery round reads at a time.
-const BATCH: i64 = 100;
+const BATCH: i64 = 200;
 
 /// What one delivery round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -125,10 +136,64 @@ fn per_recipient(row: &store::OutboxRow) -> bool {
     row.audience == store::outbox::Audience::Team.as_str() || row.recipient_list().len() > 1
 }
 
+/// One delivery round, shared by the groups of rows running side by side.
+struct Round<'a> {
+    room: &'a Mailroom,
+    sender: &'a SmtpSender,
+    now: DateTime<Utc>,
+    stop: &'a tokio_util::sync::CancellationToken,
+    state: Mutex<&'a mut SenderState>,
+    done: Mutex<Delivered>,
+    /// The SMTP server is unreachable or the store failed: start no more mail.
+    halted: AtomicBool,
+    /// The round's turn at the database (see the module docs).
+    db: tokio::sync::Mutex<()>,
+    /// Deliveries the server accepted, waiting for the next commit
+    /// (see [`record_sent`]).
+    accepted: Mutex<Vec<(i64, Option<String>)>>,
+}
+
+impl Round<'_> {
+    /// Runs `f` on the sender's state; never held across an `.await`.
+    fn state<R>(&self, f: impl FnOnce(&mut SenderState) -> R) -> R {
+        let mut guard = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Delivered)) {
+        f(&mut self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
+    /// Waits for the round's turn at the database: hold it while using a
+    /// pooled connection or a transaction, and never across an SMTP exchange.
+    async fn db_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.db.lock().await
+    }
+
+    fn lock_accepted(&self) -> std::sync::MutexGuard<'_, Vec<(i64, Option<String>)>> {
+        self.accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn go_on(&self) -> bool {
+        !self.stop.is_cancelled() && !self.halted.load(Ordering::Relaxed)
+    }
+}
+
 /// Sends every pending mail that is due. A transient failure (4xx, network)
 /// schedules a retry; a permanent one (5xx), or retries past three days, marks
 /// the mail failed and tells the team. Team mail goes to each recipient in
 /// its own SMTP transaction and each outcome is recorded.
+///
+/// Up to [`SmtpSender::connections`] mails are in flight at once; mails to the
+/// same recipients go out one after the other, in the order they were queued.
 ///
 /// When no SMTP session can be set up the round stops at once (every mail
 /// would fail the same way) and the outage is logged once, in `state`.
@@ -142,104 +207,162 @@ pub async fn deliver_due(
     stop: &tokio_util::sync::CancellationToken,
     state: &mut SenderState,
 ) -> Result<Delivered, StoreError> {
-    let mut done = Delivered::default();
+    let round = Round {
+        room,
+        sender,
+        now,
+        stop,
+        state: Mutex::new(state),
+        done: Mutex::new(Delivered::default()),
+        halted: AtomicBool::new(false),
+        db: tokio::sync::Mutex::new(()),
+        accepted: Mutex::new(Vec::new()),
+    };
+    let result = deliver_rounds(&round).await;
+    let done = *round
+        .done
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    result.map(|()| done)
+}
+
+async fn deliver_rounds(round: &Round<'_>) -> Result<(), StoreError> {
     let mut seen = HashSet::new();
-    loop {
-        if stop.is_cancelled() {
-            return Ok(done);
-        }
+    while round.go_on() {
         let rows = {
-            let mut conn = room.store.conn().await?;
-            store::outbox::due(&mut conn, now, BATCH).await?
+            let _turn = round.db_turn().await;
+            let mut conn = round.room.store.conn().await?;
+            store::outbox::due(&mut conn, round.now, BATCH).await?
         };
         let rows: Vec<_> = rows.into_iter().filter(|r| seen.insert(r.id)).collect();
         if rows.is_empty() {
-            return Ok(done);
+            return Ok(());
         }
-        for row in rows {
-            if stop.is_cancelled() {
-                return Ok(done);
-            }
-            // One span per delivery: every line about it names the row.
-            let span = info_span!("delivery", outbox = row.id, template = %row.template);
-            let go_on = deliver_one(room, sender, &row, now, &mut done, state)
-                .instrument(span)
-                .await?;
-            if !go_on {
-                return Ok(done);
+        let results: Vec<Result<(), StoreError>> = futures::stream::iter(by_recipients(rows))
+            .map(|group| deliver_group(round, group))
+            .buffer_unordered(round.sender.connections().max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), StoreError>>()?;
+    }
+    Ok(())
+}
+
+/// The rows grouped by their recipients (bare, lower-cased), each group in
+/// queue order, the groups in the order of their first row.
+fn by_recipients(rows: Vec<store::OutboxRow>) -> Vec<Vec<store::OutboxRow>> {
+    let mut groups: Vec<(String, Vec<store::OutboxRow>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for row in rows {
+        let mut keys: Vec<String> = row
+            .recipient_list()
+            .iter()
+            .map(|r| recipient_key(r))
+            .collect();
+        keys.sort();
+        let key = keys.join(",");
+        match index.get(&key) {
+            Some(&i) => groups[i].1.push(row),
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key, vec![row]));
             }
         }
     }
+    groups.into_iter().map(|(_, rows)| rows).collect()
+}
+
+/// Delivers one group's rows in order, until the round halts or stops.
+async fn deliver_group(round: &Round<'_>, rows: Vec<store::OutboxRow>) -> Result<(), StoreError> {
+    for row in rows {
+        if !round.go_on() {
+            return Ok(());
+        }
+        // One span per delivery: every line about it names the row.
+        let span = info_span!("delivery", outbox = row.id, template = %row.template);
+        match deliver_one(round, &row).instrument(span).await {
+            Ok(true) => {}
+            Ok(false) => {
+                round.halted.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e) => {
+                round.halted.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sends one due row and records the verdict. Returns `false` when the SMTP
 /// server is unreachable: the round stops there.
-async fn deliver_one(
-    room: &Mailroom,
-    sender: &SmtpSender,
-    row: &store::OutboxRow,
-    now: DateTime<Utc>,
-    done: &mut Delivered,
-    state: &mut SenderState,
-) -> Result<bool, StoreError> {
+async fn deliver_one(round: &Round<'_>, row: &store::OutboxRow) -> Result<bool, StoreError> {
+    let room = round.room;
+    let now = round.now;
     let verdict = if per_recipient(row) {
-        deliver_each(room, sender, row, state).await?
+        deliver_each(round, row).await?
     } else {
-        deliver_whole(sender, row, state).await
+        deliver_whole(round, row).await
     };
     let expired = now - row.created_at >= RETRY_FOR;
     match verdict {
         Verdict::Sent => {
-            state.outage_ends(Utc::now());
-            record_sent(room, row.id, None, state).await;
-            done.sent += 1;
+            round.state(|s| s.outage_ends(Utc::now()));
+            record_sent(round, row.id, None).await;
+            round.count(|d| d.sent += 1);
         }
         Verdict::Unreachable(e) if !expired => {
-            state.outage_starts(&e, Utc::now());
-            let mut conn = room.store.conn().await?;
-            store::outbox::mark_waiting(&mut conn, now, &e).await?;
-            done.unreachable = true;
+            // The first group to find the server down speaks for the round.
+            if !round.halted.swap(true, Ordering::Relaxed) {
+                round.state(|s| s.outage_starts(&e, Utc::now()));
+                let _turn = round.db_turn().await;
+                let mut conn = room.store.conn().await?;
+                store::outbox::mark_waiting(&mut conn, now, &e).await?;
+            }
+            round.count(|d| d.unreachable = true);
             return Ok(false);
         }
         Verdict::Retry(e) if !expired => {
-            state.outage_ends(Utc::now());
+            round.state(|s| s.outage_ends(Utc::now()));
             let next = now + backoff(row.attempts);
             warn!(outbox = row.id, attempts = row.attempts + 1, error = %crate::logging::Personal(&e), "Delivery deferred; will retry.");
+            let _turn = round.db_turn().await;
             let mut tx = room.store.begin().await?;
             store::outbox::mark_retry(&mut tx, row.id, next, &e).await?;
             tx.commit().await?;
-            done.retried += 1;
+            round.count(|d| d.retried += 1);
         }
         Verdict::Retry(e) | Verdict::Unreachable(e) | Verdict::Failed(e) => {
             if per_recipient(row) {
-                settle_rest(room, row, &e, now).await?;
-                if refused_some_but_not_all(room, row.id).await? {
+                settle_rest(round, row, &e, now).await?;
+                if refused_some_but_not_all(round, row.id).await? {
                     // Retries ran out for some, others got it.
-                    record_sent(room, row.id, None, state).await;
-                    done.sent += 1;
+                    record_sent(round, row.id, None).await;
+                    round.count(|d| d.sent += 1);
                     return Ok(true);
                 }
             }
-            fail(room, row, &e, now).await?;
-            done.failed += 1;
+            fail(round, row, &e, now).await?;
+            round.count(|d| d.failed += 1);
         }
     }
     Ok(true)
 }
 
 /// One SMTP transaction for all recipients (a consumer's mail).
-async fn deliver_whole(
-    sender: &SmtpSender,
-    row: &store::OutboxRow,
-    state: &SenderState,
-) -> Verdict {
-    if state.unrecorded.contains(&(row.id, None)) {
+async fn deliver_whole(round: &Round<'_>, row: &store::OutboxRow) -> Verdict {
+    if round.state(|s| s.unrecorded.contains(&(row.id, None))) {
         // Delivered in an earlier round; only the record is missing.
         return Verdict::Sent;
     }
     let recipients = row.recipient_list();
     let to: Vec<&str> = recipients.iter().map(String::as_str).collect();
-    match sender.send_raw(&row.envelope_from, &to, &row.raw).await {
+    match round
+        .sender
+        .send_raw(&row.envelope_from, &to, &row.raw)
+        .await
+    {
         Ok(()) => Verdict::Sent,
         Err(SendError::Transient(e)) => Verdict::Retry(e),
         Err(SendError::Unreachable(e)) => Verdict::Unreachable(e),
@@ -250,13 +373,10 @@ async fn deliver_whole(
 /// One SMTP transaction per recipient not yet settled; each delivery or
 /// refusal for good is recorded at once, so a retry goes only to those
 /// still waiting and nobody gets the mail twice.
-async fn deliver_each(
-    room: &Mailroom,
-    sender: &SmtpSender,
-    row: &store::OutboxRow,
-    state: &mut SenderState,
-) -> Result<Verdict, StoreError> {
+async fn deliver_each(round: &Round<'_>, row: &store::OutboxRow) -> Result<Verdict, StoreError> {
+    let room = round.room;
     let settled = {
+        let _turn = round.db_turn().await;
         let mut conn = room.store.conn().await?;
         store::outbox::settled_recipients(&mut conn, row.id).await?
     };
@@ -269,21 +389,23 @@ async fn deliver_each(
             continue;
         }
         let unrecorded = (row.id, Some(key.clone()));
-        let result = if state.unrecorded.contains(&unrecorded) {
+        let result = if round.state(|s| s.unrecorded.contains(&unrecorded)) {
             Ok(())
         } else {
-            sender
+            round
+                .sender
                 .send_raw(&row.envelope_from, &[recipient.as_str()], &row.raw)
                 .await
         };
         match result {
             Ok(()) => {
                 sent_any = true;
-                state.outage_ends(Utc::now());
-                record_sent(room, row.id, Some(key), state).await;
+                round.state(|s| s.outage_ends(Utc::now()));
+                record_sent(round, row.id, Some(key)).await;
             }
             Err(SendError::Permanent(e)) => {
                 warn!(outbox = row.id, recipient = i + 1, error = %crate::logging::Personal(&e), "Recipient refused for good; the others still get the mail.");
+                let _turn = round.db_turn().await;
                 let mut conn = room.store.conn().await?;
                 store::outbox::settle_recipient(
                     &mut conn,
@@ -311,38 +433,48 @@ async fn deliver_each(
     })
 }
 
-/// Records a delivery (the whole mail, or one recipient) in its own short
-/// transaction. If the database stays locked even so, the delivery is kept
-/// in `state` and recorded next round: the mail is not sent again.
-async fn record_sent(room: &Mailroom, id: i64, recipient: Option<String>, state: &mut SenderState) {
+/// Records a delivery (the whole mail, or one recipient) right after the
+/// server accepted it, before this group sends anything else. Deliveries
+/// that finish while another group's record is being written wait for the
+/// database turn together and go into one short transaction (group commit):
+/// whoever gets the turn writes all that are waiting. If the database stays
+/// locked even so, they are kept in the sender's state and recorded next
+/// round: the mail is not sent again.
+async fn record_sent(round: &Round<'_>, id: i64, recipient: Option<String>) {
+    round.lock_accepted().push((id, recipient));
+    let _turn = round.db_turn().await;
+    let batch = std::mem::take(&mut *round.lock_accepted());
+    if batch.is_empty() {
+        // Written by the group that had the turn before.
+        return;
+    }
     let result = async {
-        let mut conn = room.store.conn().await?;
-        match &recipient {
-            Some(r) => store::outbox::record_recipient_sent(&mut conn, id, r, Utc::now()).await,
-            None => store::outbox::record_sent(&mut conn, id, Utc::now()).await,
-        }
+        let mut conn = round.room.store.conn().await?;
+        store::outbox::record_all_sent(&mut conn, &batch, Utc::now()).await
     }
     .await;
-    let key = (id, recipient);
     match result {
-        Ok(()) => {
-            state.unrecorded.remove(&key);
-        }
+        Ok(()) => round.state(|s| {
+            for key in &batch {
+                s.unrecorded.remove(key);
+            }
+        }),
         Err(e) => {
-            warn!(outbox = id, error = %e, "Mail delivered but not yet recorded; recording it next round without sending it again.");
-            state.unrecorded.insert(key);
+            warn!(deliveries = batch.len(), error = %e, "Mail delivered but not yet recorded; recording it next round without sending it again.");
+            round.state(|s| s.unrecorded.extend(batch));
         }
     }
 }
 
 /// Marks every recipient not yet settled as refused (retries ran out).
 async fn settle_rest(
-    room: &Mailroom,
+    round: &Round<'_>,
     row: &store::OutboxRow,
     error: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let mut tx = room.store.begin().await?;
+    let _turn = round.db_turn().await;
+    let mut tx = round.room.store.begin().await?;
     for recipient in row.recipient_list() {
         let key = recipient_key(&recipient);
         store::outbox::settle_recipient(&mut tx, row.id, &key, false, Some(error), now).await?;
@@ -351,8 +483,9 @@ async fn settle_rest(
     Ok(())
 }
 
-async fn refused_some_but_not_all(room: &Mailroom, id: i64) -> Result<bool, StoreError> {
-    let mut conn = room.store.conn().await?;
+async fn refused_some_but_not_all(round: &Round<'_>, id: i64) -> Result<bool, StoreError> {
+    let _turn = round.db_turn().await;
+    let mut conn = round.room.store.conn().await?;
     let settled = store::outbox::settled_recipients(&mut conn, id).await?;
     Ok(settled.iter().any(|(_, s)| s == "sent") && settled.iter().any(|(_, s)| s == "failed"))
 }
@@ -360,12 +493,14 @@ async fn refused_some_but_not_all(room: &Mailroom, id: i64) -> Result<bool, Stor
 /// Gives a mail up for good: recorded on its case, and a consumer's mail
 /// that cannot be delivered is put before the team.
 async fn fail(
-    room: &Mailroom,
+    round: &Round<'_>,
     row: &store::OutboxRow,
     error: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let room = round.room;
     warn!(outbox = row.id, error = %crate::logging::Personal(error), "Delivery failed for good.");
+    let _turn = round.db_turn().await;
     let mut tx = room.store.begin().await?;
     crate::team::delivery_failed(
         &mut tx,

@@ -665,40 +665,61 @@ pub async fn file_pending(
     Ok(())
 }
 
-/// `smtp.sent_copy`: whether the server already keeps a copy of this message
-/// in the Sent folder (Gmail and Exchange Online save mail sent through their
-/// SMTP), so that the team does not see every reply twice. `"server"`: always;
-/// `"append"`: never; `"auto"`: when its Message-ID is found there.
-async fn server_kept_copy(
+/// `smtp.sent_copy`: which of `rows` the server already keeps a copy of in
+/// the Sent folder (Gmail and Exchange Online save mail sent through their
+/// SMTP), so that the team does not see every reply twice. `"server"`: all;
+/// `"append"`: none; `"auto"`: those whose Message-ID is found there, asked
+/// for the whole batch at once ([`crate::imap::Imap::message_ids_present`]).
+async fn server_kept_copies(
     room: &Mailroom,
     imap: &mut Imap,
-    raw: &[u8],
-) -> Result<bool, CycleError> {
+    rows: &[(i64, Vec<u8>)],
+) -> Result<std::collections::HashSet<i64>, CycleError> {
     match room.config.smtp.sent_copy {
-        crate::config::SentCopy::Server => Ok(true),
-        crate::config::SentCopy::Append => Ok(false),
+        crate::config::SentCopy::Server => Ok(rows.iter().map(|(id, _)| *id).collect()),
+        crate::config::SentCopy::Append => Ok(std::collections::HashSet::new()),
         crate::config::SentCopy::Auto => {
-            let Some(id) = mail_parser::MessageParser::default()
-                .parse_headers(raw)
-                .and_then(|m| m.message_id().map(str::to_string))
-            else {
-                return Ok(false);
-            };
+            let ids: Vec<(i64, String)> = rows
+                .iter()
+                .filter_map(|(id, raw)| {
+                    mail_parser::MessageParser::default()
+                        .parse_headers(raw)
+                        .and_then(|m| m.message_id().map(str::to_string))
+                        .map(|message_id| (*id, message_id))
+                })
+                .collect();
+            let wanted: Vec<String> = ids.iter().map(|(_, m)| m.clone()).collect();
             let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
-            Ok(imap.has_message_id(&sent, &id).await?)
+            let present = imap.message_ids_present(&sent, &wanted).await?;
+            Ok(ids
+                .into_iter()
+                .filter(|(_, m)| present.contains(m))
+                .map(|(id, _)| id)
+                .collect())
         }
     }
 }
 
 /// Copies sent mail to the Sent folder, so the shared mailbox shows the whole
-/// conversation. A copy that fails is tried again next time.
-pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
+/// conversation. A copy that fails is tried again next time. Stops between
+/// messages once `stop` is cancelled.
+///
+/// Copies are recorded every `MARK_EVERY` (25) APPENDs (and before an error is
+/// returned) rather than one sync per copy: a crash in between can append up
+/// to that many copies a second time with `sent_copy = "append"`; with
+/// `"auto"` the next run finds them in the folder.
+pub async fn append_sent(
+    room: &Mailroom,
+    imap: &mut Imap,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<usize, CycleError> {
     let mut count = 0;
     let mut tried = std::collections::HashSet::new();
     loop {
         let rows = {
             let mut conn = room.store.conn().await?;
-            store::outbox::unappended(&mut conn, APPEND_BATCH).await?
+            store::outbox::unappended(&mut conn, copy_sent_before(room, Utc::now()), APPEND_BATCH)
+                .await?
         };
         let rows: Vec<_> = rows
             .into_iter()
@@ -707,29 +728,47 @@ pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, Cycl
         if rows.is_empty() {
             break;
         }
+        let kept = server_kept_copies(room, imap, &rows).await?;
+        if !kept.is_empty() {
+            let ids: Vec<i64> = kept.iter().copied().collect();
+            let mut conn = room.store.conn().await?;
+            store::outbox::mark_appended_all(&mut conn, &ids, Utc::now()).await?;
+        }
+        let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
+        let mut appended: Vec<i64> = Vec::new();
         for (id, raw) in rows {
-            if server_kept_copy(room, imap, &raw).await? {
-                let mut conn = room.store.conn().await?;
-                store::outbox::mark_appended(&mut conn, id, Utc::now()).await?;
+            if kept.contains(&id) {
                 continue;
             }
-            let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
+            if stop.is_cancelled() {
+                break;
+            }
             let result = imap.append(&sent, &raw, &["\\Seen"]).await;
-            let mut conn = room.store.conn().await?;
             match result {
                 Ok(()) => {
-                    store::outbox::mark_appended(&mut conn, id, Utc::now()).await?;
+                    appended.push(id);
                     count += 1;
+                    if appended.len() >= MARK_EVERY {
+                        mark_copied(room, &mut appended).await?;
+                    }
                 }
                 // The server refused this one (quota, size): note it, go on.
                 Err(e) if e.is_refusal() => {
                     let error = e.to_string();
                     warn!(outbox = id, error = %crate::logging::Personal(&error), "Sent-folder copy refused.");
+                    let mut conn = room.store.conn().await?;
                     store::outbox::append_failed(&mut conn, id, &error).await?;
                 }
                 // The connection is gone: the rest waits for the next session.
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    mark_copied(room, &mut appended).await?;
+                    return Err(e.into());
+                }
             }
+        }
+        mark_copied(room, &mut appended).await?;
+        if stop.is_cancelled() {
+            break;
         }
     }
     if count > 0 {
@@ -738,14 +777,69 @@ pub async fn append_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, Cycl
     Ok(count)
 }
 
+/// With `smtp.sent_copy = "auto"`, how long after SMTP accepted a mail the
+/// Sent folder is first asked for the server's own copy: servers that keep
+/// one (Exchange with a plain SMTP login, some hosted relays) save it a
+/// moment after accepting the mail, and asking at once would find nothing
+/// and append a second copy. Mail sent more recently waits for a later turn
+/// (the daemon's copier wakes when it is due; `run --once` leaves it to the
+/// next run).
+pub const AUTO_COPY_SETTLE: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Mail sent at or before this time may be copied to Sent now.
+fn copy_sent_before(room: &Mailroom, now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    match room.config.smtp.sent_copy {
+        crate::config::SentCopy::Auto => now - AUTO_COPY_SETTLE,
+        crate::config::SentCopy::Append | crate::config::SentCopy::Server => now,
+    }
+}
+
+/// When the oldest Sent-folder copy that is not due yet becomes due, if any
+/// is waiting (see [`AUTO_COPY_SETTLE`]).
+pub async fn next_copy_due(room: &Mailroom) -> Result<Option<chrono::DateTime<Utc>>, CycleError> {
+    let oldest = {
+        let mut conn = room.store.conn().await?;
+        store::outbox::oldest_unappended(&mut conn).await?
+    };
+    let now = Utc::now();
+    Ok(oldest
+        .map(|sent| sent + (now - copy_sent_before(room, now)))
+        .filter(|due| *due > now))
+}
+
+/// How many Sent-folder copies are recorded in one statement.
+const MARK_EVERY: usize = 25;
+
+/// Records `ids` as copied to Sent (one statement) and empties it.
+async fn mark_copied(room: &Mailroom, ids: &mut Vec<i64>) -> Result<(), CycleError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut conn = room.store.conn().await?;
+    store::outbox::mark_appended_all(&mut conn, ids, Utc::now()).await?;
+    ids.clear();
+    Ok(())
+}
+
 /// Copies sent mail to the Sent folder over a connection of its own (the
-/// outbox sender's, so the inbox session is never interrupted).
-pub async fn copy_to_sent(room: &Mailroom) -> Result<(), CycleError> {
+/// Sent-folder copier's, so the inbox session is never interrupted). Does
+/// not log in when there is nothing to copy.
+pub async fn copy_to_sent(
+    room: &Mailroom,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<(), CycleError> {
+    let waiting = {
+        let mut conn = room.store.conn().await?;
+        store::outbox::unappended(&mut conn, copy_sent_before(room, Utc::now()), 1).await?
+    };
+    if waiting.is_empty() {
+        return Ok(());
+    }
     let cfg = &room.config.imap;
     let mut imap = login_imap(room).await?;
     let sent = imap.resolve_sent(&cfg.sent_mailbox).await?;
     imap.ensure_mailboxes(&[&sent]).await?;
-    append_sent(room, &mut imap).await?;
+    append_sent(room, &mut imap, stop).await?;
     logout(imap).await;
     Ok(())
 }

@@ -52,6 +52,7 @@ fn smtp_cfg(servers: &MailServers, per_connection: u32) -> SmtpConfig {
         secret: Secret::default(),
         from: "Privacy Team <privacy@example.test>".into(),
         max_messages_per_connection: per_connection,
+        connections: 1,
         auth: Default::default(),
         sent_copy: Default::default(),
     }

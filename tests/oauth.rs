@@ -1615,7 +1615,12 @@ async fn google_service_account_logs_in_and_never_appends_to_sent() {
     let idp = IdentityProvider::start(servers);
     let mailbox = servers.unique_user("privacy");
     let consumer = servers.unique_user("consumer");
-    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ServiceAccount);
+    // The default (the test config says "append" for the test Dovecot).
+    let config = DaemonConfig::oauth(servers, &mailbox, &idp, OAuthFlow::ServiceAccount).set_str(
+        "smtp",
+        "sent_copy",
+        "auto",
+    );
     let path = config.write();
 
     let (code, lines, out) = check_json(&path);

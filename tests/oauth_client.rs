@@ -52,8 +52,8 @@ async fn client_credentials_check_then_request_answered_over_xoauth2() {
         .await;
     assert_eq!(ack.len(), 1);
     assert_eq!(support::cases_json(&path).len(), 1);
-    // sent_copy = "auto" (the default): this server keeps no copy of its
-    // own, so the daemon appends exactly one.
+    // sent_copy = "append" (the test config's): this server keeps no copy
+    // of its own, so the daemon appends exactly one.
     assert_eq!(servers.count(&mailbox, "Sent").await, 1);
     // One process, one token: IMAP, SMTP and the Sent copy share it.
     assert_eq!(

@@ -332,29 +332,50 @@ impl Imap {
         Ok(())
     }
 
-    /// Whether `mailbox` holds a message with this Message-ID (without the
-    /// angle brackets). Opens the folder read-only (EXAMINE): the caller
-    /// selects its working folder again afterwards.
-    pub async fn has_message_id(
+    /// Which of `message_ids` (without angle brackets) `mailbox` already
+    /// holds: one `UID SEARCH` with OR'd `HEADER Message-ID` keys per
+    /// `MESSAGE_ID_SEARCH_CHUNK` (32) ids instead of one search each (a burst's
+    /// Sent copies otherwise cost a search of the whole folder per mail), then
+    /// the headers of the few hits, since `HEADER` matches substrings. Opens
+    /// the folder read-only (EXAMINE): the caller selects its working folder
+    /// again afterwards.
+    pub async fn message_ids_present(
         &mut self,
         mailbox: &str,
-        message_id: &str,
-    ) -> Result<bool, ImapError> {
+        message_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, ImapError> {
+        let mut present = std::collections::HashSet::new();
+        if message_ids.is_empty() {
+            return Ok(present);
+        }
         let encoded = encode_mailbox_name(mailbox);
         let result = self.session()?.examine(&encoded).await;
         result.map_err(|e| self.err_command(format!("EXAMINE {mailbox:?}"), e))?;
-        let quoted = format!(
-            "\"<{}>\"",
-            message_id.replace('\\', "\\\\").replace('"', "\\\"")
-        );
-        let result = self
-            .session()?
-            .uid_search(format!("HEADER Message-ID {quoted}"))
-            .await;
-        let found = result.map_err(|e| self.err_command("UID SEARCH HEADER Message-ID", e))?;
+        let mut hits: Vec<u32> = Vec::new();
+        for chunk in message_ids.chunks(MESSAGE_ID_SEARCH_CHUNK) {
+            let result = self.session()?.uid_search(message_id_search(chunk)).await;
+            let found = result.map_err(|e| self.err_command("UID SEARCH HEADER Message-ID", e))?;
+            hits.extend(found);
+        }
         self.drain_unsolicited();
         self.new_data_pending = false;
-        Ok(!found.is_empty())
+        if hits.is_empty() {
+            return Ok(present);
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        let wanted: std::collections::HashSet<&str> =
+            message_ids.iter().map(String::as_str).collect();
+        for (_, header) in self.fetch_headers(&hits).await? {
+            if let Some(id) = mail_parser::MessageParser::default()
+                .parse_headers(&header)
+                .and_then(|m| m.message_id().map(str::to_string))
+                && wanted.contains(id.as_str())
+            {
+                present.insert(id);
+            }
+        }
+        Ok(present)
     }
 
     /// NOOP, for polling when the server has no IDLE. Returns whether the
@@ -371,5 +392,52 @@ impl Imap {
     pub async fn logout(mut self) -> Result<(), ImapError> {
         let result = self.session()?.logout().await;
         result.map_err(|e| self.err_command("LOGOUT", e))
+    }
+}
+
+/// How many Message-IDs one `UID SEARCH` asks for: about 80 bytes each, so a
+/// command stays far below servers' line limits (Dovecot: 64 KiB).
+pub const MESSAGE_ID_SEARCH_CHUNK: usize = 32;
+
+/// `HEADER Message-ID "<a>"`, or for several ids the prefix-`OR` form
+/// `OR HEADER Message-ID "<a>" OR HEADER Message-ID "<b>" HEADER Message-ID "<c>"`.
+fn message_id_search(ids: &[String]) -> String {
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            format!(
+                "HEADER Message-ID \"<{}>\"",
+                id.replace('\\', "\\\\").replace('"', "\\\"")
+            )
+        })
+        .collect();
+    let mut query = String::new();
+    for (i, key) in keys.iter().enumerate() {
+        if i + 1 < keys.len() {
+            query.push_str("OR ");
+        }
+        query.push_str(key);
+        if i + 1 < keys.len() {
+            query.push(' ');
+        }
+    }
+    query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_searches_are_ored_in_prefix_form() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            message_id_search(&ids(&["a@x"])),
+            "HEADER Message-ID \"<a@x>\""
+        );
+        assert_eq!(
+            message_id_search(&ids(&["a@x", "b@x", "c\"@x"])),
+            "OR HEADER Message-ID \"<a@x>\" OR HEADER Message-ID \"<b@x>\" HEADER Message-ID \"<c\\\"@x>\""
+        );
     }
 }

@@ -1,9 +1,12 @@
 //! Delivering composed messages over SMTP with lettre.
 //!
-//! One connection is kept open and reused for up to
-//! `max_messages_per_connection` messages, then closed with QUIT and a new one
-//! opened: real servers refuse more per connection (OpenSMTPD answers `452 Too
-//! many messages sent` after 100), and lettre's pool has no such cap. The
+//! Up to `smtp.connections` connections deliver at once (a burst's replies
+//! at the MTA's pace rather than one round trip at a time). Each is kept open
+//! and reused for up to `max_messages_per_connection` messages, then closed
+//! with QUIT and a new one opened: real servers refuse more per connection
+//! (OpenSMTPD answers `452 Too many messages sent` after 100), and lettre's
+//! pool has no such cap. A connection is opened only when every open one is
+//! busy, so mail sent one at a time keeps using a single connection. The
 //! connection is driven through lettre's `AsyncSmtpConnection`, so that every
 //! problem before MAIL FROM (connect, TLS, STARTTLS, AUTH) counts as transient
 //! — a wrong password must not fail every queued reply for good — and only the
@@ -22,7 +25,7 @@ use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
 use lettre::transport::smtp::extension::ClientId;
-use tokio::sync::Mutex;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::{SaslMechanism, Security, SmtpConfig};
@@ -155,8 +158,8 @@ struct Open {
     last_used: Instant,
 }
 
-/// Sends raw messages over one reused SMTP connection (see the module docs).
-/// Shareable: sends are serialised by an internal lock.
+/// Sends raw messages over up to `smtp.connections` reused SMTP connections
+/// (see the module docs). Shareable: each send borrows one connection.
 pub struct SmtpSender {
     host: String,
     port: u16,
@@ -170,7 +173,11 @@ pub struct SmtpSender {
     problem: std::sync::Mutex<Option<String>>,
     max_per_connection: u32,
     hello: ClientId,
-    open: Mutex<Option<Open>>,
+    /// One permit per connection that may be in use at once.
+    slots: Semaphore,
+    connections: usize,
+    /// Open connections not in use, the most recently used last.
+    idle: std::sync::Mutex<Vec<Open>>,
 }
 
 impl std::fmt::Debug for SmtpSender {
@@ -182,6 +189,7 @@ impl std::fmt::Debug for SmtpSender {
             .field("auth", &self.credentials.is_some())
             .field("oauth", &self.oauth.is_some())
             .field("max_per_connection", &self.max_per_connection)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -226,6 +234,7 @@ impl SmtpSender {
             )?)),
             Security::Starttls | Security::None => None,
         };
+        let connections = usize::try_from(cfg.connections.max(1)).unwrap_or(1);
         let credentials = match (&cfg.username, password) {
             (Some(user), Some(pass)) => Some(Credentials::new(user.clone(), pass.to_owned())),
             (Some(_), None) => return Err(SmtpError::MissingPassword),
@@ -242,7 +251,9 @@ impl SmtpSender {
             problem: std::sync::Mutex::new(None),
             max_per_connection: cfg.max_messages_per_connection.max(1),
             hello: ClientId::default(),
-            open: Mutex::new(None),
+            slots: Semaphore::new(connections),
+            connections,
+            idle: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -280,25 +291,26 @@ impl SmtpSender {
         raw: &[u8],
     ) -> Result<(), SendError> {
         let envelope = envelope(envelope_from, to)?;
-        let mut guard = self.open.lock().await;
-
-        if let Some(open) = guard.as_mut()
+        // The semaphore is never closed; a closed one would only mean no limit.
+        let _slot = self.slots.acquire().await.ok();
+        let mut idle = self.take_idle();
+        if let Some(open) = idle.as_mut()
             && !self.reusable(open).await
-            && let Some(mut old) = guard.take()
+            && let Some(mut old) = idle.take()
         {
             let _ = tokio::time::timeout(COMMAND_TIMEOUT, old.conn.quit()).await;
         }
-        let open = match guard.as_mut() {
+        let mut open = match idle {
             Some(open) => open,
             None => {
                 let connected = self.connect().await;
                 self.set_problem(connected.as_ref().err().map(ToString::to_string));
                 let conn = connected.map_err(|e| SendError::Unreachable(e.to_string()))?;
-                guard.insert(Open {
+                Open {
                     conn,
                     sent: 0,
                     last_used: Instant::now(),
-                })
+                }
             }
         };
 
@@ -307,31 +319,46 @@ impl SmtpSender {
         match result {
             Ok(Ok(_response)) => {
                 open.sent += 1;
-                if open.sent >= self.max_per_connection
-                    && let Some(mut done) = guard.take()
-                {
-                    let _ = tokio::time::timeout(COMMAND_TIMEOUT, done.conn.quit()).await;
+                if open.sent >= self.max_per_connection {
+                    let _ = tokio::time::timeout(COMMAND_TIMEOUT, open.conn.quit()).await;
+                } else {
+                    self.put_idle(open);
                 }
                 Ok(())
             }
-            Ok(Err(e)) => {
-                // lettre has aborted the connection; open a fresh one next time.
-                *guard = None;
-                Err(self.classify(&e))
-            }
-            Err(_) => {
-                *guard = None;
-                Err(SendError::Transient(
-                    SmtpError::Timeout {
-                        host: self.host.clone(),
-                        port: self.port,
-                        what: "the message transfer",
-                        secs: SEND_TIMEOUT.as_secs(),
-                    }
-                    .to_string(),
-                ))
-            }
+            // lettre has aborted the connection; it is dropped, and a fresh
+            // one is opened next time.
+            Ok(Err(e)) => Err(self.classify(&e)),
+            Err(_) => Err(SendError::Transient(
+                SmtpError::Timeout {
+                    host: self.host.clone(),
+                    port: self.port,
+                    what: "the message transfer",
+                    secs: SEND_TIMEOUT.as_secs(),
+                }
+                .to_string(),
+            )),
         }
+    }
+
+    /// How many connections may deliver at once (`smtp.connections`).
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Open>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection (the likeliest to be alive).
+    fn take_idle(&self) -> Option<Open> {
+        self.idle().pop()
+    }
+
+    fn put_idle(&self, open: Open) {
+        self.idle().push(open);
     }
 
     /// Whether the open connection may carry one more message: under the
@@ -362,9 +389,10 @@ impl SmtpSender {
         }
     }
 
-    /// Closes the open connection politely, if any.
+    /// Closes the idle connections politely.
     pub async fn close(&self) {
-        if let Some(mut open) = self.open.lock().await.take() {
+        let idle = std::mem::take(&mut *self.idle());
+        for mut open in idle {
             let _ = tokio::time::timeout(COMMAND_TIMEOUT, open.conn.quit()).await;
         }
     }
@@ -678,6 +706,7 @@ mod tests {
             secret: Secret::default(),
             from: "Privacy <privacy@example.com>".into(),
             max_messages_per_connection: 0,
+            connections: 1,
             auth: crate::config::AuthMethod::Password,
             sent_copy: crate::config::SentCopy::Append,
         }

@@ -225,25 +225,55 @@ pub async fn by_message_id(
 /// Copies to the Sent folder are given up after this many refusals.
 pub const MAX_APPEND_ATTEMPTS: i64 = 5;
 
-pub async fn unappended(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
+/// Sent mail still to be copied to Sent, sent at or before `sent_before`.
+pub async fn unappended(
+    conn: &mut SqliteConnection,
+    sent_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(i64, Vec<u8>)>> {
     sqlx::query_as(
         "SELECT id, raw FROM outbox WHERE status = 'sent' AND appended_at IS NULL
-           AND append_attempts < ? ORDER BY id LIMIT ?",
+           AND append_attempts < ? AND sent_at <= ? ORDER BY id LIMIT ?",
     )
     .bind(MAX_APPEND_ATTEMPTS)
+    .bind(sent_before)
     .bind(limit)
     .fetch_all(conn)
     .await
     .op("outbox.unappended")
 }
 
-pub async fn mark_appended(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
-    sqlx::query("UPDATE outbox SET appended_at = ? WHERE id = ?")
-        .bind(now)
-        .bind(id)
-        .execute(conn)
-        .await
-        .op("outbox.mark_appended")?;
+/// When the oldest sent mail still to be copied to Sent was sent.
+pub async fn oldest_unappended(conn: &mut SqliteConnection) -> Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar(
+        "SELECT MIN(sent_at) FROM outbox WHERE status = 'sent' AND appended_at IS NULL
+           AND append_attempts < ?",
+    )
+    .bind(MAX_APPEND_ATTEMPTS)
+    .fetch_one(conn)
+    .await
+    .op("outbox.oldest_unappended")
+}
+
+/// Records Sent-folder copies, several rows in one statement (copies made,
+/// or kept by the server: `smtp.sent_copy`).
+pub async fn mark_appended_all(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("UPDATE outbox SET appended_at = ? WHERE id IN ({marks})");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        query
+            .execute(&mut *conn)
+            .await
+            .op("outbox.mark_appended_all")?;
+    }
     Ok(())
 }
 
@@ -390,23 +420,43 @@ where
     Ok(())
 }
 
-/// [`mark_sent`] in its own transaction, waiting long for the lock.
-pub async fn record_sent(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
-    patiently(conn, async |c: &mut SqliteConnection| {
-        mark_sent(c, id, now).await
-    })
-    .await
-}
-
-/// [`settle_recipient`] (delivered) in its own transaction, waiting long for the lock.
-pub async fn record_recipient_sent(
+/// Several deliveries accepted by the server, in one transaction, waiting
+/// long for the lock: each `(outbox id, None)` is [`mark_sent`], each
+/// `(outbox id, Some(recipient))` is [`settle_recipient`] (delivered). The
+/// sender records what finished while the previous commit was running in one
+/// go (group commit): one sync instead of one per mail.
+pub async fn record_all_sent(
     conn: &mut SqliteConnection,
-    outbox_id: i64,
-    recipient: &str,
+    deliveries: &[(i64, Option<String>)],
     now: DateTime<Utc>,
 ) -> Result<()> {
     patiently(conn, async |c: &mut SqliteConnection| {
-        settle_recipient(c, outbox_id, recipient, true, None, now).await
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *c)
+            .await
+            .op("outbox.record_all_sent.begin")?;
+        let written = async {
+            for (id, recipient) in deliveries {
+                match recipient {
+                    Some(r) => settle_recipient(&mut *c, *id, r, true, None, now).await?,
+                    None => mark_sent(&mut *c, *id, now).await?,
+                }
+            }
+            Ok::<(), super::StoreError>(())
+        }
+        .await;
+        let end = if written.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        let ended = sqlx::query(end)
+            .execute(&mut *c)
+            .await
+            .op("outbox.record_all_sent.end");
+        written?;
+        ended?;
+        Ok(())
     })
     .await
 }
@@ -510,6 +560,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deliveries_are_recorded_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("mailroom.db")).await.unwrap();
+        let mut conn = store.conn().await.unwrap();
+        let whole = row(&mut conn, "<a@x>", "consumer").await;
+        let team = row(&mut conn, "<b@x>", "team").await;
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        record_all_sent(
+            &mut conn,
+            &[(whole, None), (team, Some("A@Example.com".into()))],
+            now,
+        )
+        .await
+        .unwrap();
+        // The whole mail is sent; the team mail has one recipient settled.
+        assert_eq!(pending_count(&mut conn).await.unwrap(), 1);
+        assert_eq!(
+            settled_recipients(&mut conn, team).await.unwrap(),
+            vec![("a@example.com".to_string(), "sent".to_string())]
+        );
+    }
+
+    #[tokio::test]
     async fn waiting_mail_is_counted_and_recorded_patiently() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("mailroom.db")).await.unwrap();
@@ -522,7 +595,9 @@ mod tests {
             .unwrap();
         let (count, since) = waiting(&mut conn).await.unwrap();
         assert_eq!((count, since), (1, Some(now)));
-        record_sent(&mut conn, id, now).await.unwrap();
+        record_all_sent(&mut conn, &[(id, None)], now)
+            .await
+            .unwrap();
         assert_eq!(waiting(&mut conn).await.unwrap().0, 0);
         assert_eq!(pending_count(&mut conn).await.unwrap(), 0);
         let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")

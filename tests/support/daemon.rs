@@ -114,6 +114,10 @@ impl DaemonConfig {
             .set_str("smtp", "security", "starttls")
             .set_str("smtp", "ca_file", &ca)
             .set_str("smtp", "from", &format!("Privacy Team <{mailbox_user}>"))
+            // The test Dovecot keeps no copy of sent mail, so the daemon
+            // appends its own at once; tests of `"auto"` (which waits
+            // `sync::AUTO_COPY_SETTLE` for the server's copy) set it.
+            .set_str("smtp", "sent_copy", "append")
             .set("team", "members", "[]")
             .set("team", "notify", "[]")
             // The digest depends on the hour; tests that want it set a time.

@@ -13,8 +13,8 @@ mod oauth;
 pub use explain::is_secret_key;
 
 /// Where the config is looked for when `--config` is not given.
-pub const DEFAULT_PATH: &str = "/etc/privacy-mailroom/config.toml";
-pub const ENV_PATH: &str = "PRIVACY_MAILROOM_CONFIG";
+pub(crate) const DEFAULT_PATH: &str = "/etc/privacy-mailroom/config.toml";
+pub(crate) const ENV_PATH: &str = "PRIVACY_MAILROOM_CONFIG";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,12 +108,12 @@ pub struct ImapConfig {
 
 /// IMAP connections the daemon holds at most: the mailbox session and the
 /// outbox sender's Sent-folder copy.
-pub const IMAP_CONNECTIONS: u32 = 2;
+pub(crate) const IMAP_CONNECTIONS: u32 = 2;
 
 /// Exchange Online accepts at most three concurrent SMTP submissions from
 /// one mailbox and answers a fourth `432 4.3.2 STOREDRV.ClientSubmit; sender
 /// thread limit exceeded`.
-pub const EXCHANGE_SMTP_CONNECTIONS: u32 = 3;
+pub(crate) const EXCHANGE_SMTP_CONNECTIONS: u32 = 3;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,14 +165,14 @@ pub struct TeamConfig {
 
 impl TeamConfig {
     /// Is `addr` in `members` (stored as bare, lower-cased addresses)?
-    pub fn is_member(&self, addr: &str) -> bool {
+    pub(crate) fn is_member(&self, addr: &str) -> bool {
         self.members
             .iter()
             .any(|m| m.trim().eq_ignore_ascii_case(addr.trim()))
     }
 
     /// When the daily digest goes out (local time), or `None` when it is `"off"`.
-    pub fn digest_at(&self) -> Result<Option<chrono::NaiveTime>, chrono::ParseError> {
+    pub(crate) fn digest_at(&self) -> Result<Option<chrono::NaiveTime>, chrono::ParseError> {
         if self.digest_time.trim().eq_ignore_ascii_case("off") {
             return Ok(None);
         }
@@ -483,10 +483,10 @@ fn location(path: &Path, line: Option<usize>) -> String {
 /// The shortest Message-ID key accepted: 256 bits, the HMAC-SHA256 output.
 /// A shorter key makes the notices' Message-IDs, and so mailed commands,
 /// guessable.
-pub const MIN_KEY_BYTES: usize = 32;
+pub(crate) const MIN_KEY_BYTES: usize = 32;
 
 /// Refuses a `storage.key_file` whose content is too short to be a key.
-pub fn check_key_file(path: &Path, key: &[u8]) -> Result<(), ConfigError> {
+pub(crate) fn check_key_file(path: &Path, key: &[u8]) -> Result<(), ConfigError> {
     if key.len() >= MIN_KEY_BYTES {
         return Ok(());
     }
@@ -514,7 +514,7 @@ fn invalid(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Con
 }
 
 /// Which file to read: `--config`, else `$PRIVACY_MAILROOM_CONFIG`, else the default.
-pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+pub(crate) fn resolve_path(cli: Option<&Path>) -> PathBuf {
     if let Some(p) = cli {
         return p.to_owned();
     }
@@ -602,7 +602,7 @@ impl Config {
     /// `wanted` (e.g. `smtp.connections`): no more than `imap.max_connections`
     /// leaves beside the daemon's [`IMAP_CONNECTIONS`], no more than
     /// [`EXCHANGE_SMTP_CONNECTIONS`] through Exchange Online, and at least one.
-    pub fn smtp_connection_cap(&self, wanted: u32) -> u32 {
+    pub(crate) fn smtp_connection_cap(&self, wanted: u32) -> u32 {
         let through_exchange = self.smtp.auth == AuthMethod::Oauth2
             && self
                 .oauth2
@@ -863,7 +863,7 @@ impl Config {
     /// The deadline rules of `[policy]`, parsed at load. A bad time zone or
     /// holiday is the config-key error, never a silent default zone.
     /// The caps on one message's MIME structure, for [`crate::message::parse_with`].
-    pub fn mime_limits(&self) -> crate::message::MimeLimits {
+    pub(crate) fn mime_limits(&self) -> crate::message::MimeLimits {
         crate::message::MimeLimits {
             max_parts: self.imap.max_mime_parts,
             max_depth: self.imap.max_mime_depth,
@@ -891,22 +891,18 @@ impl Config {
     }
 
     /// The mailbox's own address (from `smtp.from`), lower-cased.
-    pub fn mailbox_address(&self) -> String {
+    pub(crate) fn mailbox_address(&self) -> String {
         crate::address::parse_mailbox(&self.smtp.from)
             .map(|m| m.addr)
             .unwrap_or_default()
     }
 
     /// The domain our Message-IDs carry.
-    pub fn message_id_domain(&self) -> String {
+    pub(crate) fn message_id_domain(&self) -> String {
         let addr = self.mailbox_address();
         addr.rsplit_once('@')
             .map(|(_, d)| d.to_string())
             .unwrap_or_else(|| "privacy-mailroom.invalid".into())
-    }
-
-    pub fn is_member(&self, addr: &str) -> bool {
-        self.team.is_member(addr)
     }
 }
 
@@ -956,7 +952,7 @@ impl Secret {
     }
 
     /// Reads the secret (file contents without the trailing newline).
-    pub fn resolve(&self, section: &str) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn resolve(&self, section: &str) -> Result<Option<String>, ConfigError> {
         if let Some(p) = &self.password {
             return Ok(Some(p.clone()));
         }

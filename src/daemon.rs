@@ -33,7 +33,7 @@ pub enum RunError {
 }
 
 /// The SMTP sender the outbox task uses, with its password resolved.
-pub fn smtp_sender(room: &Mailroom) -> Result<SmtpSender, CycleError> {
+pub(crate) fn smtp_sender(room: &Mailroom) -> Result<SmtpSender, CycleError> {
     if room.config.smtp.auth == crate::config::AuthMethod::Oauth2
         && let Some(provider) = &room.oauth
     {

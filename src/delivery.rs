@@ -29,7 +29,7 @@ use crate::outbox::smtp::{SendError, SmtpSender};
 use crate::store::{self, StoreError};
 
 /// 4xx answers are retried this long before the mail is given up (SPEC §8).
-pub const RETRY_FOR: Duration = Duration::days(3);
+pub(crate) const RETRY_FOR: Duration = Duration::days(3);
 
 /// How many rows one delivery round reads at a time.
 const BATCH: i64 = 200;
@@ -47,7 +47,7 @@ pub struct Delivered {
 
 /// What the sender remembers from one round to the next.
 #[derive(Debug, Default)]
-pub struct SenderState {
+pub(crate) struct SenderState {
     /// Since when the SMTP server has been unreachable: one log line when
     /// an outage starts and one when it ends, not one per mail and attempt.
     outage: Option<DateTime<Utc>>,
@@ -63,14 +63,14 @@ pub struct SenderState {
 
 impl SenderState {
     /// Whether the SMTP server is currently unreachable.
-    pub fn in_outage(&self) -> bool {
+    pub(crate) fn in_outage(&self) -> bool {
         self.outage.is_some()
     }
 
     /// The pause before the next round during an outage: 1 s, doubling, at
     /// most a minute (mail queued meanwhile waits for the same server).
     /// A server's own backoff hint, when longer, wins (see [`crate::throttle`]).
-    pub fn outage_pause(&self) -> std::time::Duration {
+    pub(crate) fn outage_pause(&self) -> std::time::Duration {
         let base =
             std::time::Duration::from_secs(2u64.saturating_pow(self.outage_rounds.min(6)).min(60));
         crate::throttle::at_least(base, self.server_hint)
@@ -200,7 +200,7 @@ impl Round<'_> {
 ///
 /// Stops between messages once `stop` is cancelled (SIGTERM): what is left
 /// stays pending and goes out after the restart.
-pub async fn deliver_due(
+pub(crate) async fn deliver_due(
     room: &Mailroom,
     sender: &SmtpSender,
     now: DateTime<Utc>,

@@ -31,17 +31,17 @@ pub use structure::LargestPart;
 
 /// IDLE is re-issued at least this often (RFC 2177 says servers may drop an
 /// IDLE after 30 minutes); longer waits passed to [`Imap::idle_wait`] are clamped.
-pub const MAX_IDLE: Duration = Duration::from_secs(25 * 60);
+pub(crate) const MAX_IDLE: Duration = Duration::from_secs(25 * 60);
 
 /// How long a read or write may stall outside IDLE before the connection is
 /// considered dead.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Timeout for TCP connect and the TLS handshake.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// UIDs per FETCH command: keeps memory and command lines bounded.
-pub const FETCH_BATCH: usize = 50;
+pub(crate) const FETCH_BATCH: usize = 50;
 
 /// A logged-in IMAP session (see the module docs).
 pub struct Imap {
@@ -201,7 +201,7 @@ pub enum ImapError {
 impl ImapError {
     /// The server answered this one command NO or BAD (a quota, a size
     /// limit): the session is still usable, only the command failed.
-    pub fn is_refusal(&self) -> bool {
+    pub(crate) fn is_refusal(&self) -> bool {
         matches!(
             self,
             ImapError::Command {
@@ -241,7 +241,7 @@ impl Imap {
 
     /// When this session's OAuth token nears its expiry: the daemon logs out
     /// and in again with a fresh token before then. `None` for passwords.
-    pub fn renew_at(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn renew_at(&self) -> Option<DateTime<Utc>> {
         self.renew_at
     }
 
@@ -278,7 +278,7 @@ impl Imap {
 
 /// A compact UID set for a command line: sorted, de-duplicated, with runs
 /// written as ranges (`1:5,7,9:12`). Empty input gives an empty string.
-pub fn uid_set(uids: &[u32]) -> String {
+pub(crate) fn uid_set(uids: &[u32]) -> String {
     let mut sorted = uids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
@@ -306,7 +306,7 @@ pub fn uid_set(uids: &[u32]) -> String {
 
 /// Encodes a mailbox name in IMAP's modified UTF-7 (RFC 3501 §5.1.3), so a
 /// folder configured as "Erledigt/Geprüft" reaches the server as it expects.
-pub fn encode_mailbox_name(name: &str) -> String {
+pub(crate) fn encode_mailbox_name(name: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
     fn flush(out: &mut String, units: &mut Vec<u16>) {
         if units.is_empty() {
@@ -351,7 +351,7 @@ pub fn encode_mailbox_name(name: &str) -> String {
 
 /// Decodes a mailbox name as the server lists it (modified UTF-7), the
 /// inverse of [`encode_mailbox_name`]. A malformed run is kept as it is.
-pub fn decode_mailbox_name(name: &str) -> String {
+pub(crate) fn decode_mailbox_name(name: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
     let mut out = String::with_capacity(name.len());
     let mut rest = name;

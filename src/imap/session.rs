@@ -86,7 +86,7 @@ impl Imap {
     /// `\Sent` (RFC 6154: "Sent Items", "\[Gmail\]/Sent Mail"); else the
     /// configured name (or "Sent" for `"auto"`), created by the caller.
     /// Remembered for [`Imap::sent_folder`].
-    pub async fn resolve_sent(&mut self, configured: &str) -> Result<String, ImapError> {
+    pub(crate) async fn resolve_sent(&mut self, configured: &str) -> Result<String, ImapError> {
         let session = self.session()?;
         let listed: Result<Vec<(String, bool)>, async_imap::error::Error> = async {
             session
@@ -339,7 +339,7 @@ impl Imap {
     /// the headers of the few hits, since `HEADER` matches substrings. Opens
     /// the folder read-only (EXAMINE): the caller selects its working folder
     /// again afterwards.
-    pub async fn message_ids_present(
+    pub(crate) async fn message_ids_present(
         &mut self,
         mailbox: &str,
         message_ids: &[String],
@@ -397,7 +397,7 @@ impl Imap {
 
 /// How many Message-IDs one `UID SEARCH` asks for: about 80 bytes each, so a
 /// command stays far below servers' line limits (Dovecot: 64 KiB).
-pub const MESSAGE_ID_SEARCH_CHUNK: usize = 32;
+pub(crate) const MESSAGE_ID_SEARCH_CHUNK: usize = 32;
 
 /// `HEADER Message-ID "<a>"`, or for several ids the prefix-`OR` form
 /// `OR HEADER Message-ID "<a>" OR HEADER Message-ID "<b>" HEADER Message-ID "<c>"`.

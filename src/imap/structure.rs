@@ -25,7 +25,7 @@ impl Imap {
     /// The largest non-text part of each message (`UID FETCH (BODYSTRUCTURE)`),
     /// in UID order; UIDs gone meanwhile, or messages without such a part,
     /// are absent.
-    pub async fn largest_parts(
+    pub(crate) async fn largest_parts(
         &mut self,
         uids: &[u32],
     ) -> Result<Vec<(u32, LargestPart)>, ImapError> {
@@ -58,7 +58,7 @@ impl Imap {
 
 /// The largest part that would be an attachment: any leaf that is not text,
 /// or text sent as an attachment; an attached message counts whole.
-pub fn largest_part(structure: &BodyStructure<'_>) -> Option<LargestPart> {
+pub(crate) fn largest_part(structure: &BodyStructure<'_>) -> Option<LargestPart> {
     match structure {
         BodyStructure::Multipart { bodies, .. } => bodies
             .iter()
@@ -104,7 +104,7 @@ fn part(
 /// maximum, what mail clients write) make it 57 of 78; counted as 7 of 10 so
 /// that lines down to 48 characters are still never over-counted.
 /// Quoted-printable at worst encodes every byte as `=XX`.
-pub fn min_decoded(encoding: &ContentEncoding<'_>, octets: u64) -> u64 {
+pub(crate) fn min_decoded(encoding: &ContentEncoding<'_>, octets: u64) -> u64 {
     match encoding {
         ContentEncoding::Base64 => octets / 10 * 7,
         ContentEncoding::QuotedPrintable => octets / 3,

@@ -259,7 +259,7 @@ impl SmtpSender {
 
     /// For `smtp.auth = "oauth2"`: logs in as `user` with tokens from
     /// `provider`, over `oauth2.mechanism` only (never PLAIN or LOGIN).
-    pub fn with_oauth(
+    pub(crate) fn with_oauth(
         cfg: &SmtpConfig,
         provider: TokenProvider,
         user: String,
@@ -375,7 +375,7 @@ impl SmtpSender {
 
     /// Why the last attempt to connect and log in failed, or `None` when it
     /// worked: sending health, reported apart from receiving.
-    pub fn last_problem(&self) -> Option<String> {
+    pub(crate) fn last_problem(&self) -> Option<String> {
         match self.problem.lock() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),

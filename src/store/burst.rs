@@ -9,7 +9,7 @@ use super::{Op, Result};
 use crate::ids::CaseId;
 
 /// Holds a new-case notice back (once per case).
-pub async fn queue_notice(
+pub(crate) async fn queue_notice(
     conn: &mut SqliteConnection,
     case_id: &CaseId,
     now: DateTime<Utc>,
@@ -26,7 +26,7 @@ pub async fn queue_notice(
 }
 
 /// Takes every held-back notice off the queue, by case ID.
-pub async fn take_queued(conn: &mut SqliteConnection) -> Result<Vec<CaseId>> {
+pub(crate) async fn take_queued(conn: &mut SqliteConnection) -> Result<Vec<CaseId>> {
     let pending: Vec<CaseId> =
         sqlx::query_scalar("SELECT case_id FROM pending_new_case_notices ORDER BY case_id")
             .fetch_all(&mut *conn)
@@ -43,7 +43,7 @@ pub async fn take_queued(conn: &mut SqliteConnection) -> Result<Vec<CaseId>> {
 
 /// How many summaries already carry the ID `base` (alone or with a `-N`
 /// suffix): two summaries flushed in the same millisecond get distinct IDs.
-pub async fn summaries_with_base(conn: &mut SqliteConnection, base: &str) -> Result<i64> {
+pub(crate) async fn summaries_with_base(conn: &mut SqliteConnection, base: &str) -> Result<i64> {
     sqlx::query_scalar(
         // A range on the primary key ('.' sorts right after '-'), not a
         // function of the column: a search, never a scan of every summary.
@@ -58,7 +58,7 @@ pub async fn summaries_with_base(conn: &mut SqliteConnection, base: &str) -> Res
 
 /// Records that summary `summary_id` lists every case of `case_ids`, in one
 /// statement.
-pub async fn add_all_to_summary(
+pub(crate) async fn add_all_to_summary(
     conn: &mut SqliteConnection,
     summary_id: &str,
     case_ids: &[&CaseId],
@@ -80,7 +80,7 @@ pub async fn add_all_to_summary(
 }
 
 /// Does the summary list the case?
-pub async fn summary_lists(
+pub(crate) async fn summary_lists(
     conn: &mut SqliteConnection,
     summary_id: &str,
     case_id: &CaseId,

@@ -87,7 +87,7 @@ pub struct CaseThread {
 }
 
 /// Reserves the next case sequence number for `prefix` in `year`.
-pub async fn next_seq(conn: &mut SqliteConnection, prefix: &str, year: i32) -> Result<u64> {
+pub(crate) async fn next_seq(conn: &mut SqliteConnection, prefix: &str, year: i32) -> Result<u64> {
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO case_seq (prefix, year, last) VALUES (?, ?, 1)
          ON CONFLICT (prefix, year) DO UPDATE SET last = last + 1
@@ -102,7 +102,7 @@ pub async fn next_seq(conn: &mut SqliteConnection, prefix: &str, year: i32) -> R
 }
 
 /// The year a case number carries: the local year of receipt.
-pub fn id_year(received: DateTime<Utc>, tz: chrono_tz::Tz) -> i32 {
+pub(crate) fn id_year(received: DateTime<Utc>, tz: chrono_tz::Tz) -> i32 {
     received.with_timezone(&tz).year()
 }
 
@@ -191,7 +191,7 @@ pub async fn get(conn: &mut SqliteConnection, id: &CaseId) -> Result<Option<Case
 
 /// The cases of `ids` that exist, in ID order: one statement for a whole
 /// intake batch (the burst check) instead of one per case.
-pub async fn get_many(conn: &mut SqliteConnection, ids: &[CaseId]) -> Result<Vec<Case>> {
+pub(crate) async fn get_many(conn: &mut SqliteConnection, ids: &[CaseId]) -> Result<Vec<Case>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -218,7 +218,11 @@ pub async fn thread(conn: &mut SqliteConnection, id: &CaseId) -> Result<CaseThre
     )
 }
 
-pub async fn set_notice_root(conn: &mut SqliteConnection, id: &CaseId, root: &str) -> Result<()> {
+pub(crate) async fn set_notice_root(
+    conn: &mut SqliteConnection,
+    id: &CaseId,
+    root: &str,
+) -> Result<()> {
     sqlx::query("UPDATE cases SET notice_root = ? WHERE id = ? AND notice_root IS NULL")
         .bind(root)
         .bind(id)
@@ -230,7 +234,7 @@ pub async fn set_notice_root(conn: &mut SqliteConnection, id: &CaseId, root: &st
 
 /// The final states as an SQL list (`'completed', 'denied', …`), derived
 /// from [`State::is_final`]: the one place SQL learns which cases are closed.
-pub fn final_states_sql() -> String {
+pub(crate) fn final_states_sql() -> String {
     State::ALL
         .iter()
         .filter(|s| s.is_final())
@@ -240,7 +244,7 @@ pub fn final_states_sql() -> String {
 }
 
 /// How many cases are open (in a non-final state).
-pub async fn count_open(conn: &mut SqliteConnection) -> Result<i64> {
+pub(crate) async fn count_open(conn: &mut SqliteConnection) -> Result<i64> {
     let sql = format!(
         "SELECT COUNT(*) FROM cases WHERE state NOT IN ({})",
         final_states_sql()
@@ -253,7 +257,10 @@ pub async fn count_open(conn: &mut SqliteConnection) -> Result<i64> {
 
 /// How many cases were opened after `since` (the burst rule counts the
 /// last minute).
-pub async fn count_created_since(conn: &mut SqliteConnection, since: DateTime<Utc>) -> Result<i64> {
+pub(crate) async fn count_created_since(
+    conn: &mut SqliteConnection,
+    since: DateTime<Utc>,
+) -> Result<i64> {
     sqlx::query_scalar("SELECT COUNT(*) FROM cases WHERE created_at > ?")
         .bind(since)
         .fetch_one(conn)

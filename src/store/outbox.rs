@@ -54,7 +54,7 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewOutbox<'_>) -> Result<i6
 }
 
 /// Automatic consumer-facing mails to `rate_key` since `since`.
-pub async fn recent_to(
+pub(crate) async fn recent_to(
     conn: &mut SqliteConnection,
     rate_key: &str,
     since: DateTime<Utc>,
@@ -71,7 +71,7 @@ pub async fn recent_to(
 
 /// How many team notices (`team_notice`, not command results) about a case
 /// were queued since `since` (the notice throttle), and when the newest was.
-pub async fn team_mail_for_case_since(
+pub(crate) async fn team_mail_for_case_since(
     conn: &mut SqliteConnection,
     case_id: &CaseId,
     since: DateTime<Utc>,
@@ -89,7 +89,7 @@ pub async fn team_mail_for_case_since(
 /// When fewer than `limit` consumer mails to `rate_key` will have been
 /// queued in the 24 hours before: the moment the `limit`-th newest one since
 /// `since` leaves the window. `None` when fewer than `limit` are in it.
-pub async fn window_opens(
+pub(crate) async fn window_opens(
     conn: &mut SqliteConnection,
     rate_key: &str,
     since: DateTime<Utc>,
@@ -124,7 +124,7 @@ pub struct OutboxRow {
 }
 
 impl OutboxRow {
-    pub fn recipient_list(&self) -> Vec<String> {
+    pub(crate) fn recipient_list(&self) -> Vec<String> {
         serde_json::from_str(&self.recipients).unwrap_or_default()
     }
 }
@@ -148,14 +148,14 @@ pub async fn due(
 }
 
 /// When the next pending mail is due, if any.
-pub async fn next_due(conn: &mut SqliteConnection) -> Result<Option<DateTime<Utc>>> {
+pub(crate) async fn next_due(conn: &mut SqliteConnection) -> Result<Option<DateTime<Utc>>> {
     sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
         .fetch_one(conn)
         .await
         .op("outbox.next_due")
 }
 
-pub async fn pending_count(conn: &mut SqliteConnection) -> Result<i64> {
+pub(crate) async fn pending_count(conn: &mut SqliteConnection) -> Result<i64> {
     sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
         .fetch_one(conn)
         .await
@@ -172,7 +172,7 @@ pub async fn mark_sent(conn: &mut SqliteConnection, id: i64, now: DateTime<Utc>)
     Ok(())
 }
 
-pub async fn mark_retry(
+pub(crate) async fn mark_retry(
     conn: &mut SqliteConnection,
     id: i64,
     next: DateTime<Utc>,
@@ -188,7 +188,7 @@ pub async fn mark_retry(
     Ok(())
 }
 
-pub async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> Result<()> {
+pub(crate) async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> Result<()> {
     sqlx::query(
         "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
     )
@@ -202,7 +202,7 @@ pub async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> R
 
 /// An outbox row as a delivery report finds it.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Reported {
+pub(crate) struct Reported {
     pub id: i64,
     pub case_id: Option<CaseId>,
     /// 'consumer' or 'team'.
@@ -210,7 +210,7 @@ pub struct Reported {
 }
 
 /// Finds an outbox row by the Message-ID a delivery report quotes.
-pub async fn by_message_id(
+pub(crate) async fn by_message_id(
     conn: &mut SqliteConnection,
     message_id: &str,
 ) -> Result<Option<Reported>> {
@@ -223,7 +223,7 @@ pub async fn by_message_id(
 
 /// Sent mail not yet copied to the Sent folder.
 /// Copies to the Sent folder are given up after this many refusals.
-pub const MAX_APPEND_ATTEMPTS: i64 = 5;
+pub(crate) const MAX_APPEND_ATTEMPTS: i64 = 5;
 
 /// Sent mail still to be copied to Sent, sent at or before `sent_before`.
 pub async fn unappended(
@@ -244,7 +244,9 @@ pub async fn unappended(
 }
 
 /// When the oldest sent mail still to be copied to Sent was sent.
-pub async fn oldest_unappended(conn: &mut SqliteConnection) -> Result<Option<DateTime<Utc>>> {
+pub(crate) async fn oldest_unappended(
+    conn: &mut SqliteConnection,
+) -> Result<Option<DateTime<Utc>>> {
     sqlx::query_scalar(
         "SELECT MIN(sent_at) FROM outbox WHERE status = 'sent' AND appended_at IS NULL
            AND append_attempts < ?",
@@ -257,7 +259,7 @@ pub async fn oldest_unappended(conn: &mut SqliteConnection) -> Result<Option<Dat
 
 /// Records Sent-folder copies, several rows in one statement (copies made,
 /// or kept by the server: `smtp.sent_copy`).
-pub async fn mark_appended_all(
+pub(crate) async fn mark_appended_all(
     conn: &mut SqliteConnection,
     ids: &[i64],
     now: DateTime<Utc>,
@@ -278,7 +280,7 @@ pub async fn mark_appended_all(
 }
 
 /// Records a refused Sent-folder copy.
-pub async fn append_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> Result<()> {
+pub(crate) async fn append_failed(conn: &mut SqliteConnection, id: i64, error: &str) -> Result<()> {
     sqlx::query(
         "UPDATE outbox SET append_attempts = append_attempts + 1, append_error = ? WHERE id = ?",
     )
@@ -292,7 +294,7 @@ pub async fn append_failed(conn: &mut SqliteConnection, id: i64, error: &str) ->
 
 /// The recipients of a mail whose delivery is settled, lower-cased:
 /// delivered or refused for good. The others are still to be tried.
-pub async fn settled_recipients(
+pub(crate) async fn settled_recipients(
     conn: &mut SqliteConnection,
     outbox_id: i64,
 ) -> Result<Vec<(String, String)>> {
@@ -307,7 +309,7 @@ pub async fn settled_recipients(
 
 /// Records what became of one recipient of a mail (`sent` or `failed`).
 /// Recording it twice keeps the first verdict.
-pub async fn settle_recipient(
+pub(crate) async fn settle_recipient(
     conn: &mut SqliteConnection,
     outbox_id: i64,
     recipient: &str,
@@ -332,11 +334,11 @@ pub async fn settle_recipient(
 
 /// How far back the status line, `check` and the digest look for team mail
 /// a server refused.
-pub const FAILED_TEAM_MAIL_DAYS: i64 = 7;
+pub(crate) const FAILED_TEAM_MAIL_DAYS: i64 = 7;
 
 /// One team recipient the server refused for good.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct FailedTeamMail {
+pub(crate) struct FailedTeamMail {
     pub outbox_id: i64,
     pub case_id: Option<String>,
     pub template: String,
@@ -347,7 +349,7 @@ pub struct FailedTeamMail {
 
 /// Team mail refused for good since `since`, newest first: per recipient,
 /// so one colleague's dead address is named while the others got the mail.
-pub async fn failed_team_mail(
+pub(crate) async fn failed_team_mail(
     conn: &mut SqliteConnection,
     since: DateTime<Utc>,
     limit: i64,
@@ -366,7 +368,10 @@ pub async fn failed_team_mail(
 }
 
 /// How many team recipients were refused for good since `since`.
-pub async fn failed_team_count(conn: &mut SqliteConnection, since: DateTime<Utc>) -> Result<i64> {
+pub(crate) async fn failed_team_count(
+    conn: &mut SqliteConnection,
+    since: DateTime<Utc>,
+) -> Result<i64> {
     sqlx::query_scalar(
         "SELECT COUNT(*) FROM outbox_recipients r JOIN outbox o ON o.id = r.outbox_id
          WHERE r.status = 'failed' AND o.audience = 'team' AND r.at > ?",
@@ -391,7 +396,7 @@ pub async fn waiting(conn: &mut SqliteConnection) -> Result<(i64, Option<DateTim
 /// How long recording a delivery waits for another writer. A mail that went
 /// out but is not recorded would be sent again, so this waits much longer
 /// than the pool's usual 5 s (a long intake transaction can hold the lock).
-pub const RECORD_BUSY_TIMEOUT_MS: u32 = 60_000;
+pub(crate) const RECORD_BUSY_TIMEOUT_MS: u32 = 60_000;
 
 /// The pool's usual busy timeout, restored after a patient write.
 const USUAL_BUSY_TIMEOUT_MS: u32 = 5_000;
@@ -425,7 +430,7 @@ where
 /// `(outbox id, Some(recipient))` is [`settle_recipient`] (delivered). The
 /// sender records what finished while the previous commit was running in one
 /// go (group commit): one sync instead of one per mail.
-pub async fn record_all_sent(
+pub(crate) async fn record_all_sent(
     conn: &mut SqliteConnection,
     deliveries: &[(i64, Option<String>)],
     now: DateTime<Utc>,
@@ -464,7 +469,7 @@ pub async fn record_all_sent(
 /// The SMTP server is unreachable: every due mail waits, with the reason.
 /// Attempts are not counted (nothing was tried for them); the sender's
 /// outage pause decides when to try again.
-pub async fn mark_waiting(
+pub(crate) async fn mark_waiting(
     conn: &mut SqliteConnection,
     now: DateTime<Utc>,
     error: &str,

@@ -296,7 +296,9 @@ pub async fn drain(
                 "Intake batch timing."
             );
             for l in suspects {
-                if let Some(fetched) = fetch_suspect(imap, missing, uid_validity, l).await? {
+                let fetched = fetch_suspect(imap, missing, uid_validity, l).await?;
+                let withheld_again = fetched.is_none();
+                if let Some(fetched) = fetched {
                     intake::process_batch(room, &mailbox, uid_validity, &[fetched], Utc::now())
                         .await?;
                     missing.forget(l.uid);
@@ -304,6 +306,13 @@ pub async fn drain(
                 }
                 hold_cursor(room, &mailbox, uid_validity, missing).await?;
                 file_pending(room, imap, uid_validity).await?;
+                if withheld_again {
+                    // Dovecot may end the session a moment after it failed
+                    // to read a message: the next suspect's fetch would die
+                    // with it and count against an innocent message. One
+                    // failed suspect per turn; the rest wait for the next.
+                    break;
+                }
             }
             // A long burst must not look like a hang to systemd.
             crate::systemd::Watchdog::from_env().ping();

@@ -90,6 +90,15 @@ pub async fn process_batch(
     batch: &[Fetched],
     now: DateTime<Utc>,
 ) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
+    let parsed = parse_batch(room, batch);
+    write_batch(room, mailbox, uid_validity, batch, &parsed, now).await
+}
+
+/// The CPU half of a batch: parses every message (mail-parser, MIME caps)
+/// and writes the attachment files it may register. Touches no database, so
+/// the IMAP loop runs it on a blocking thread while the previous batch is
+/// written ([`crate::sync::drain`]).
+pub fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
     let watchdog = crate::systemd::Watchdog::from_env();
     let started = std::time::Instant::now();
     let limits = room.config.mime_limits();
@@ -100,7 +109,26 @@ pub async fn process_batch(
         parsed.push(inbound);
         watchdog.ping();
     }
-    let parsed_at = started.elapsed();
+    debug!(
+        count = batch.len(),
+        parse_ms = started.elapsed().as_millis() as u64,
+        "Intake parse timing."
+    );
+    parsed
+}
+
+/// The database half of a batch: writes the rows of every message of
+/// `batch` (parsed by [`parse_batch`], in the same order), advances the
+/// cursor over it and commits. Returns each UID with its outcome.
+pub async fn write_batch(
+    room: &Mailroom,
+    mailbox: &str,
+    uid_validity: u32,
+    batch: &[Fetched],
+    parsed: &[Inbound],
+    now: DateTime<Utc>,
+) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
+    let started = std::time::Instant::now();
     let max_uid = batch.iter().map(|f| f.uid).max().unwrap_or(0);
     // Optimistic first: no savepoint per message (two round trips to the
     // SQLite worker each). If any message fails, the whole batch is rolled
@@ -114,7 +142,7 @@ pub async fn process_batch(
         mailbox,
         uid_validity,
         batch,
-        &parsed,
+        parsed,
         now,
         false,
     )
@@ -131,7 +159,7 @@ pub async fn process_batch(
                 mailbox,
                 uid_validity,
                 batch,
-                &parsed,
+                parsed,
                 now,
                 true,
             )
@@ -160,8 +188,7 @@ pub async fn process_batch(
     tx.commit().await?;
     debug!(
         count = batch.len(),
-        parse_ms = parsed_at.as_millis() as u64,
-        write_ms = (written_at - parsed_at).as_millis() as u64,
+        write_ms = written_at.as_millis() as u64,
         commit_ms = (started.elapsed() - written_at).as_millis() as u64,
         "Intake transaction timing."
     );

@@ -285,30 +285,39 @@ impl Record<'_> {
         target: Target,
         now: DateTime<Utc>,
     ) -> Result<i64, CaseworkError> {
+        let message = self.message(room, case_id, disposition, target, now);
+        Ok(store::messages::insert(conn, &message).await?)
+    }
+
+    /// The inbound message row [`Record::write`] inserts.
+    fn message<'b>(
+        &'b self,
+        room: &'b Mailroom,
+        case_id: Option<&'b str>,
+        disposition: Disposition,
+        target: Target,
+        now: DateTime<Utc>,
+    ) -> NewMessage<'b> {
         let from = self.inbound.from.as_ref().map(|a| a.addr.as_str());
-        Ok(store::messages::insert(
-            conn,
-            &NewMessage {
-                case_id,
-                direction: "in",
-                message_id: self.inbound.message_id.as_deref(),
-                subject: &self.inbound.subject,
-                from_addr: from,
-                // Mailbox receipt, so a case `#open`ed from review later
-                // keeps the clock the law starts at receipt (§7021(b)).
-                at: self.received_at(now),
-                template: None,
-                sha256: self.sha,
-                size: self.fetched.size as i64,
-                raw: Some(&self.fetched.raw),
-                body_text: Some(&self.inbound.text),
-                disposition,
-                uid_validity: Some(self.uid_validity),
-                uid: Some(self.fetched.uid),
-                target_mailbox: Some(target_name(room, target)),
-            },
-        )
-        .await?)
+        NewMessage {
+            case_id,
+            direction: "in",
+            message_id: self.inbound.message_id.as_deref(),
+            subject: &self.inbound.subject,
+            from_addr: from,
+            // Mailbox receipt, so a case `#open`ed from review later
+            // keeps the clock the law starts at receipt (§7021(b)).
+            at: self.received_at(now),
+            template: None,
+            sha256: self.sha,
+            size: self.fetched.size as i64,
+            raw: Some(&self.fetched.raw),
+            body_text: Some(&self.inbound.text),
+            disposition,
+            uid_validity: Some(self.uid_validity),
+            uid: Some(self.fetched.uid),
+            target_mailbox: Some(target_name(room, target)),
+        }
     }
 
     /// When the mailbox received the message (IMAP INTERNALDATE); never in
@@ -989,10 +998,9 @@ async fn open_case(
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let received_at = rec.received_at(now);
-    // The message row first, so our acknowledgement can answer it.
-    let row = rec
-        .write(conn, room, None, Disposition::Case, Target::Processed, now)
-        .await?;
+    // Stored with the case, before its effects, so our acknowledgement can
+    // answer it.
+    let message = rec.message(room, None, Disposition::Case, Target::Processed, now);
     let case_id = casework::open_request(
         conn,
         room,
@@ -1000,7 +1008,7 @@ async fn open_case(
         kind,
         rec.sender,
         received_at,
-        Some(row),
+        casework::RequestMail::New(&message),
         now,
     )
     .await?;
@@ -1015,7 +1023,7 @@ async fn open_case(
                 also,
                 rec.sender,
                 received_at,
-                None,
+                casework::RequestMail::Sibling,
                 now,
             )
             .await?;

@@ -97,7 +97,7 @@ pub async fn process_batch(
 /// The CPU half of a batch: parses every message (mail-parser, MIME caps)
 /// and writes the attachment files it may register. Touches no database, so
 /// the IMAP loop runs it on a blocking thread while the previous batch is
-/// written ([`crate::sync::drain`]).
+/// written (`sync::drain`).
 pub fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
     let watchdog = crate::systemd::Watchdog::from_env();
     let started = std::time::Instant::now();

@@ -401,13 +401,22 @@ async fn write_parsed(
         "Intake batch timing."
     );
     for l in &suspects {
-        if let Some(fetched) = fetch_suspect(imap, missing, uid_validity, l).await? {
+        let fetched = fetch_suspect(imap, missing, uid_validity, l).await?;
+        let withheld_again = fetched.is_none();
+        if let Some(fetched) = fetched {
             intake::process_batch(room, mailbox, uid_validity, &[fetched], Utc::now()).await?;
             missing.forget(l.uid);
             taken += 1;
         }
         hold_cursor(room, mailbox, uid_validity, missing).await?;
         file_pending(room, imap, uid_validity).await?;
+        if withheld_again {
+            // Dovecot may end the session a moment after it failed
+            // to read a message: the next suspect's fetch would die
+            // with it and count against an innocent message. One
+            // failed suspect per turn; the rest wait for the next.
+            break;
+        }
     }
     Ok(taken)
 }

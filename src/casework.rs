@@ -70,6 +70,22 @@ pub async fn commit_new(
     thread: &NewThread<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    commit_new_with(conn, room, t, thread, None, now).await?;
+    Ok(())
+}
+
+/// [`commit_new`], storing the mail that opened the case with it: the
+/// message row is inserted already linked to the case (one statement
+/// instead of an insert and an update; issue 13), before the effects, so
+/// the acknowledgement answers it. Returns the message row.
+async fn commit_new_with(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    t: &Transition,
+    thread: &NewThread<'_>,
+    message: Option<&store::messages::NewMessage<'_>>,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>> {
     let row = store::cases::CaseThread {
         subject: thread.subject.to_string(),
         thread_root: thread.root.map(str::to_string),
@@ -77,7 +93,29 @@ pub async fn commit_new(
         manner: thread.manner,
     };
     store::cases::insert(conn, &t.case, &row, now).await?;
-    carry_out(conn, room, t, thread.trigger, now).await
+    let message_row = match message {
+        Some(m) => {
+            let linked = store::messages::NewMessage {
+                case_id: Some(t.case.id.as_str()),
+                ..m.clone()
+            };
+            Some(store::messages::insert(conn, &linked).await?)
+        }
+        None => None,
+    };
+    carry_out(conn, room, t, thread.trigger, now).await?;
+    Ok(message_row)
+}
+
+/// The mail a request came in, for [`open_request`].
+#[derive(Debug, Clone, Copy)]
+pub enum RequestMail<'a> {
+    /// Already stored (a message `#open`ed from review): linked to the case.
+    Stored(i64),
+    /// Not stored yet: stored with the case, linked to it.
+    New(&'a store::messages::NewMessage<'a>),
+    /// A further case opened from the same message (stored with the first).
+    Sibling,
 }
 
 /// What caused a transition: the per-sender reply limit (SPEC §8) is a guard
@@ -231,7 +269,15 @@ async fn carry_out(
     // Reminders a guard held back: their `reminder` event would claim a
     // mail that never went out (the engine records them as held instead).
     let mut held_reminders: Vec<&str> = Vec::new();
+    // Consecutive events go in one statement (one round trip to the SQLite
+    // worker instead of one each; issue 13), written before the next
+    // effect so the log keeps the engine's order.
+    let mut events: Vec<store::events::NewEvent<'_>> = Vec::new();
     for effect in &t.effects {
+        if !matches!(effect, Effect::Event { .. }) && !events.is_empty() {
+            store::events::append_many(conn, &t.case.id, now, &events).await?;
+            events.clear();
+        }
         match effect {
             Effect::Event {
                 actor,
@@ -241,8 +287,11 @@ async fn carry_out(
                 if *action == Action::Reminder && held_reminders.contains(&detail.as_str()) {
                     continue;
                 }
-                store::events::append(conn, Some(&t.case.id), now, &actor.label(), *action, detail)
-                    .await?;
+                events.push(store::events::NewEvent {
+                    actor: actor.label(),
+                    action: *action,
+                    detail,
+                });
             }
             Effect::Send {
                 template,
@@ -265,6 +314,9 @@ async fn carry_out(
                 notify_team(conn, room, &t.case, *notice, now).await?;
             }
         }
+    }
+    if !events.is_empty() {
+        store::events::append_many(conn, &t.case.id, now, &events).await?;
     }
     Ok(())
 }
@@ -853,7 +905,7 @@ pub async fn open_request(
     kind: Kind,
     sender: &str,
     received_at: DateTime<Utc>,
-    message_row: Option<i64>,
+    mail: RequestMail<'_>,
     now: DateTime<Utc>,
 ) -> Result<CaseId, CaseworkError> {
     let agent = classify::agent_of(sender, inbound, &room.config.agents.known_domains);
@@ -892,7 +944,7 @@ pub async fn open_request(
         &room.policy,
         now,
     );
-    commit_new(
+    let stored = commit_new_with(
         conn,
         room,
         &t,
@@ -910,11 +962,22 @@ pub async fn open_request(
                 Trigger::Automatic
             },
         },
+        match mail {
+            RequestMail::New(m) => Some(m),
+            RequestMail::Stored(_) | RequestMail::Sibling => None,
+        },
         now,
     )
     .await?;
+    let message_row = match mail {
+        RequestMail::Stored(row) => {
+            store::messages::set_case(conn, row, &id).await?;
+            Some(row)
+        }
+        RequestMail::New(_) => stored,
+        RequestMail::Sibling => None,
+    };
     if let Some(message_row) = message_row {
-        store::messages::set_case(conn, message_row, &id).await?;
         crate::attachments::record(conn, room, &t.case, message_row, &inbound.attachments, now)
             .await?;
     }

@@ -90,6 +90,15 @@ pub async fn process_batch(
     batch: &[Fetched],
     now: DateTime<Utc>,
 ) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
+    let parsed = parse_batch(room, batch);
+    write_batch(room, mailbox, uid_validity, batch, &parsed, now).await
+}
+
+/// The CPU half of a batch: parses every message (mail-parser, MIME caps)
+/// and writes the attachment files it may register. Touches no database, so
+/// the IMAP loop runs it on a blocking thread while the previous batch is
+/// written (`sync::drain`).
+pub fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
     let watchdog = crate::systemd::Watchdog::from_env();
     let started = std::time::Instant::now();
     let limits = room.config.mime_limits();
@@ -100,7 +109,26 @@ pub async fn process_batch(
         parsed.push(inbound);
         watchdog.ping();
     }
-    let parsed_at = started.elapsed();
+    debug!(
+        count = batch.len(),
+        parse_ms = started.elapsed().as_millis() as u64,
+        "Intake parse timing."
+    );
+    parsed
+}
+
+/// The database half of a batch: writes the rows of every message of
+/// `batch` (parsed by [`parse_batch`], in the same order), advances the
+/// cursor over it and commits. Returns each UID with its outcome.
+pub async fn write_batch(
+    room: &Mailroom,
+    mailbox: &str,
+    uid_validity: u32,
+    batch: &[Fetched],
+    parsed: &[Inbound],
+    now: DateTime<Utc>,
+) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
+    let started = std::time::Instant::now();
     let max_uid = batch.iter().map(|f| f.uid).max().unwrap_or(0);
     // Optimistic first: no savepoint per message (two round trips to the
     // SQLite worker each). If any message fails, the whole batch is rolled
@@ -114,7 +142,7 @@ pub async fn process_batch(
         mailbox,
         uid_validity,
         batch,
-        &parsed,
+        parsed,
         now,
         false,
     )
@@ -131,7 +159,7 @@ pub async fn process_batch(
                 mailbox,
                 uid_validity,
                 batch,
-                &parsed,
+                parsed,
                 now,
                 true,
             )
@@ -160,8 +188,7 @@ pub async fn process_batch(
     tx.commit().await?;
     debug!(
         count = batch.len(),
-        parse_ms = parsed_at.as_millis() as u64,
-        write_ms = (written_at - parsed_at).as_millis() as u64,
+        write_ms = written_at.as_millis() as u64,
         commit_ms = (started.elapsed() - written_at).as_millis() as u64,
         "Intake transaction timing."
     );
@@ -258,30 +285,39 @@ impl Record<'_> {
         target: Target,
         now: DateTime<Utc>,
     ) -> Result<i64, CaseworkError> {
+        let message = self.message(room, case_id, disposition, target, now);
+        Ok(store::messages::insert(conn, &message).await?)
+    }
+
+    /// The inbound message row [`Record::write`] inserts.
+    fn message<'b>(
+        &'b self,
+        room: &'b Mailroom,
+        case_id: Option<&'b str>,
+        disposition: Disposition,
+        target: Target,
+        now: DateTime<Utc>,
+    ) -> NewMessage<'b> {
         let from = self.inbound.from.as_ref().map(|a| a.addr.as_str());
-        Ok(store::messages::insert(
-            conn,
-            &NewMessage {
-                case_id,
-                direction: "in",
-                message_id: self.inbound.message_id.as_deref(),
-                subject: &self.inbound.subject,
-                from_addr: from,
-                // Mailbox receipt, so a case `#open`ed from review later
-                // keeps the clock the law starts at receipt (§7021(b)).
-                at: self.received_at(now),
-                template: None,
-                sha256: self.sha,
-                size: self.fetched.size as i64,
-                raw: Some(&self.fetched.raw),
-                body_text: Some(&self.inbound.text),
-                disposition,
-                uid_validity: Some(self.uid_validity),
-                uid: Some(self.fetched.uid),
-                target_mailbox: Some(target_name(room, target)),
-            },
-        )
-        .await?)
+        NewMessage {
+            case_id,
+            direction: "in",
+            message_id: self.inbound.message_id.as_deref(),
+            subject: &self.inbound.subject,
+            from_addr: from,
+            // Mailbox receipt, so a case `#open`ed from review later
+            // keeps the clock the law starts at receipt (§7021(b)).
+            at: self.received_at(now),
+            template: None,
+            sha256: self.sha,
+            size: self.fetched.size as i64,
+            raw: Some(&self.fetched.raw),
+            body_text: Some(&self.inbound.text),
+            disposition,
+            uid_validity: Some(self.uid_validity),
+            uid: Some(self.fetched.uid),
+            target_mailbox: Some(target_name(room, target)),
+        }
     }
 
     /// When the mailbox received the message (IMAP INTERNALDATE); never in
@@ -962,10 +998,9 @@ async fn open_case(
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let received_at = rec.received_at(now);
-    // The message row first, so our acknowledgement can answer it.
-    let row = rec
-        .write(conn, room, None, Disposition::Case, Target::Processed, now)
-        .await?;
+    // Stored with the case, before its effects, so our acknowledgement can
+    // answer it.
+    let message = rec.message(room, None, Disposition::Case, Target::Processed, now);
     let case_id = casework::open_request(
         conn,
         room,
@@ -973,7 +1008,7 @@ async fn open_case(
         kind,
         rec.sender,
         received_at,
-        Some(row),
+        casework::RequestMail::New(&message),
         now,
     )
     .await?;
@@ -988,7 +1023,7 @@ async fn open_case(
                 also,
                 rec.sender,
                 received_at,
-                None,
+                casework::RequestMail::Sibling,
                 now,
             )
             .await?;

@@ -12,6 +12,7 @@
 //! itself (sessions, IDLE, commands) is [`crate::imap`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -220,6 +221,7 @@ pub async fn drain(
         if listed.is_empty() {
             break;
         }
+        let mut pending: Option<Parsing> = None;
         for chunk in batches(&listed, max_bytes) {
             let (small, large): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = chunk
                 .iter()
@@ -279,47 +281,42 @@ pub async fn drain(
                     "Message bodies not returned by the server; retrying them one by one."
                 );
             }
-            let results =
-                intake::process_batch(room, &mailbox, uid_validity, &batch, Utc::now()).await?;
-            let processed_at = started.elapsed();
-            hold_cursor(room, &mailbox, uid_validity, missing).await?;
-            taken += results.len();
-            for (uid, outcome) in &results {
-                debug!(uid, ?outcome, "Message processed.");
+            // The batch is parsed on a blocking thread while the previous
+            // one is written: the write mostly waits on the SQLite worker,
+            // the parse is pure CPU. Batches are still written, committed
+            // and moved one after the other, in UID order.
+            let batch = Arc::new(batch);
+            let parse = {
+                let room = room.clone();
+                let batch = Arc::clone(&batch);
+                tokio::task::spawn_blocking(move || intake::parse_batch(&room, &batch))
+            };
+            if let Some(previous) = pending.take() {
+                taken +=
+                    write_parsed(room, imap, &mailbox, uid_validity, missing, previous).await?;
             }
-            file_pending(room, imap, uid_validity).await?;
-            debug!(
-                count = batch.len(),
-                fetch_ms = fetched_at.as_millis() as u64,
-                process_ms = (processed_at - fetched_at).as_millis() as u64,
-                file_ms = (started.elapsed() - processed_at).as_millis() as u64,
-                "Intake batch timing."
-            );
-            for l in suspects {
-                let fetched = fetch_suspect(imap, missing, uid_validity, l).await?;
-                let withheld_again = fetched.is_none();
-                if let Some(fetched) = fetched {
-                    intake::process_batch(room, &mailbox, uid_validity, &[fetched], Utc::now())
-                        .await?;
-                    missing.forget(l.uid);
-                    taken += 1;
-                }
-                hold_cursor(room, &mailbox, uid_validity, missing).await?;
-                file_pending(room, imap, uid_validity).await?;
-                if withheld_again {
-                    // Dovecot may end the session a moment after it failed
-                    // to read a message: the next suspect's fetch would die
-                    // with it and count against an innocent message. One
-                    // failed suspect per turn; the rest wait for the next.
-                    break;
-                }
-            }
+            pending = Some(Parsing {
+                batch,
+                parse,
+                suspects: suspects.into_iter().copied().collect(),
+                started,
+                fetched_at,
+            });
             // A long burst must not look like a hang to systemd.
             crate::systemd::Watchdog::from_env().ping();
             after = after.max(chunk.iter().map(|l| l.uid).max().unwrap_or(after));
             if shutdown.is_cancelled() {
+                if let Some(last) = pending.take() {
+                    taken +=
+                        write_parsed(room, imap, &mailbox, uid_validity, missing, last).await?;
+                }
                 return Ok(taken);
             }
+        }
+        // Everything listed is written before the next listing (or the
+        // first-pass cursor) looks past it.
+        if let Some(last) = pending.take() {
+            taken += write_parsed(room, imap, &mailbox, uid_validity, missing, last).await?;
         }
     }
     if first_pass {
@@ -345,6 +342,81 @@ pub async fn drain(
     }
     if taken > 0 {
         info!(count = taken, "Took in new mail.");
+    }
+    Ok(taken)
+}
+
+/// A fetched batch whose parse runs on a blocking thread.
+struct Parsing {
+    batch: Arc<Vec<Fetched>>,
+    parse: tokio::task::JoinHandle<Vec<crate::message::Inbound>>,
+    /// The batch's suspects, each tried alone once the batch is written.
+    suspects: Vec<crate::imap::Listed>,
+    started: std::time::Instant,
+    fetched_at: std::time::Duration,
+}
+
+/// Writes and commits a parsed batch, then moves its originals and tries its
+/// suspects one by one. Returns how many messages were taken in.
+async fn write_parsed(
+    room: &Mailroom,
+    imap: &mut Imap,
+    mailbox: &str,
+    uid_validity: u32,
+    missing: &mut MissingBodies,
+    parsing: Parsing,
+) -> Result<usize, CycleError> {
+    let Parsing {
+        batch,
+        parse,
+        suspects,
+        started,
+        fetched_at,
+    } = parsing;
+    let parsed = match parse.await {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            // Only a panic outside the parser (which catches its own) gets
+            // here; parse again on this thread rather than lose the batch.
+            warn!(error = %e, "Intake parse task failed; parsing the batch again.");
+            intake::parse_batch(room, &batch)
+        }
+    };
+    let parsed_at = started.elapsed();
+    let results =
+        intake::write_batch(room, mailbox, uid_validity, &batch, &parsed, Utc::now()).await?;
+    let processed_at = started.elapsed();
+    hold_cursor(room, mailbox, uid_validity, missing).await?;
+    let mut taken = results.len();
+    for (uid, outcome) in &results {
+        debug!(uid, ?outcome, "Message processed.");
+    }
+    file_pending(room, imap, uid_validity).await?;
+    debug!(
+        count = batch.len(),
+        fetch_ms = fetched_at.as_millis() as u64,
+        parse_wait_ms = (parsed_at.saturating_sub(fetched_at)).as_millis() as u64,
+        process_ms = (processed_at.saturating_sub(parsed_at)).as_millis() as u64,
+        file_ms = (started.elapsed().saturating_sub(processed_at)).as_millis() as u64,
+        "Intake batch timing."
+    );
+    for l in &suspects {
+        let fetched = fetch_suspect(imap, missing, uid_validity, l).await?;
+        let withheld_again = fetched.is_none();
+        if let Some(fetched) = fetched {
+            intake::process_batch(room, mailbox, uid_validity, &[fetched], Utc::now()).await?;
+            missing.forget(l.uid);
+            taken += 1;
+        }
+        hold_cursor(room, mailbox, uid_validity, missing).await?;
+        file_pending(room, imap, uid_validity).await?;
+        if withheld_again {
+            // Dovecot may end the session a moment after it failed
+            // to read a message: the next suspect's fetch would die
+            // with it and count against an innocent message. One
+            // failed suspect per turn; the rest wait for the next.
+            break;
+        }
     }
     Ok(taken)
 }

@@ -36,6 +36,46 @@ pub async fn append(
     Ok(())
 }
 
+/// One event of [`append_many`].
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub actor: String,
+    pub action: Action,
+    pub detail: &'a str,
+}
+
+/// Appends events to one case in one statement, in the given order (their
+/// ids follow it, and the case's log is read in id order).
+pub async fn append_many(
+    conn: &mut SqliteConnection,
+    case_id: &str,
+    at: DateTime<Utc>,
+    events: &[NewEvent<'_>],
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from("INSERT INTO events (case_id, at, actor, action, detail) VALUES ");
+    for i in 0..events.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?)");
+    }
+    // Only placeholders are formatted in; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for e in events {
+        query = query
+            .bind(case_id)
+            .bind(at)
+            .bind(e.actor.as_str())
+            .bind(e.action.as_str())
+            .bind(e.detail);
+    }
+    query.execute(conn).await.op("events.append_many")?;
+    Ok(())
+}
+
 /// How many events of `action` a case (or, with `None`, the caseless log)
 /// has had since `since`: the notices held back since the last one went out.
 pub(crate) async fn count_since(

@@ -370,8 +370,17 @@ async fn open_from_review(
             None => return Ok(Err("the message has no sender to answer".into())),
         },
     };
-    let id =
-        casework::open_request(conn, room, &inbound, kind, &sender, at, Some(row), now).await?;
+    let id = casework::open_request(
+        conn,
+        room,
+        &inbound,
+        kind,
+        &sender,
+        at,
+        casework::RequestMail::Stored(row),
+        now,
+    )
+    .await?;
     Ok(Ok(id))
 }
 

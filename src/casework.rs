@@ -53,7 +53,7 @@ pub type Result<T, E = CaseworkError> = std::result::Result<T, E>;
 
 /// Threading facts of a new case.
 #[derive(Debug, Clone, Default)]
-pub struct NewThread<'a> {
+pub(crate) struct NewThread<'a> {
     pub subject: &'a str,
     /// Message-ID of the request.
     pub root: Option<&'a str>,
@@ -62,19 +62,8 @@ pub struct NewThread<'a> {
     pub trigger: Trigger,
 }
 
-/// Writes a freshly opened case and carries out its effects.
-pub async fn commit_new(
-    conn: &mut SqliteConnection,
-    room: &Mailroom,
-    t: &Transition,
-    thread: &NewThread<'_>,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    commit_new_with(conn, room, t, thread, None, now).await?;
-    Ok(())
-}
-
-/// [`commit_new`], storing the mail that opened the case with it: the
+/// Writes a freshly opened case and carries out its effects, storing the
+/// mail that opened the case with it (when given): the
 /// message row is inserted already linked to the case (one statement
 /// instead of an insert and an update; issue 13), before the effects, so
 /// the acknowledgement answers it. Returns the message row.
@@ -109,7 +98,7 @@ async fn commit_new_with(
 
 /// The mail a request came in, for [`open_request`].
 #[derive(Debug, Clone, Copy)]
-pub enum RequestMail<'a> {
+pub(crate) enum RequestMail<'a> {
     /// Already stored (a message `#open`ed from review): linked to the case.
     Stored(i64),
     /// Not stored yet: stored with the case, linked to it.
@@ -129,7 +118,7 @@ pub enum RequestMail<'a> {
 /// that earns an agent's privileges: no per-sender limit, and the mail to
 /// the consumer the agent names. A From line alone earns nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// Inbound mail (a request, a reply).
     #[default]
     Automatic,
@@ -152,7 +141,7 @@ impl Trigger {
 }
 
 /// Writes an updated case and carries out its effects.
-pub async fn commit_update(
+pub(crate) async fn commit_update(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     t: &Transition,
@@ -165,7 +154,7 @@ pub async fn commit_update(
 
 /// Applies one input to a stored case; a refusal is recorded as an event and
 /// returned. The caller commits the transaction.
-pub async fn apply_input(
+pub(crate) async fn apply_input(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case_id: &CaseId,
@@ -178,7 +167,7 @@ pub async fn apply_input(
 /// [`apply_input`], with the trigger of a consumer reply raised to
 /// [`Trigger::VouchedAgent`] when intake found the reply to come from the
 /// case's known agent, authenticated by our MX.
-pub async fn apply_input_as(
+pub(crate) async fn apply_input_as(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case_id: &CaseId,
@@ -323,7 +312,7 @@ async fn carry_out(
 
 /// A consumer-facing mail the engine asked for.
 #[derive(Debug, Clone, Copy)]
-pub struct ConsumerMail<'a> {
+pub(crate) struct ConsumerMail<'a> {
     pub template: Template,
     pub to: Audience,
     pub reason: Option<&'a str>,
@@ -339,7 +328,7 @@ fn is_reminder(template: Template) -> bool {
 
 /// Queues a consumer-facing mail, unless a guard says no; a mail held back is
 /// an event on the case. Returns whether the mail was queued.
-pub async fn send_to_consumer(
+pub(crate) async fn send_to_consumer(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
@@ -540,7 +529,7 @@ async fn held_back(
 
 /// Tells the team. New-case notices wait for the end of the batch, where a
 /// burst collapses them into one summary (see [`burst`]).
-pub async fn notify_team(
+pub(crate) async fn notify_team(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
@@ -560,13 +549,13 @@ pub async fn notify_team(
 /// At most this many team notices about one case within an hour (command
 /// results do not count); the rest are recorded (`notice_throttled`) and
 /// counted in the next notice.
-pub const NOTICES_PER_CASE_PER_HOUR: i64 = 5;
+pub(crate) const NOTICES_PER_CASE_PER_HOUR: i64 = 5;
 
 /// Queues a team notice now, threaded per case, unless the case had
 /// [`NOTICES_PER_CASE_PER_HOUR`] team mails in the last hour (a loop, or a
 /// stranger writing with the tag again and again): then the notice is held
 /// back as an event, and the next notice says how many were.
-pub async fn send_notice(
+pub(crate) async fn send_notice(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
@@ -629,7 +618,11 @@ pub struct TeamMail<'a> {
 
 impl<'a> TeamMail<'a> {
     /// A notice about one case, threaded with the case's other notices.
-    pub fn case_notice(template: &'a str, ctx: &'a TemplateContext, case_id: &'a CaseId) -> Self {
+    pub(crate) fn case_notice(
+        template: &'a str,
+        ctx: &'a TemplateContext,
+        case_id: &'a CaseId,
+    ) -> Self {
         TeamMail {
             template,
             ctx,
@@ -643,7 +636,7 @@ impl<'a> TeamMail<'a> {
 }
 
 /// Renders and queues a team mail; nothing when `[team] notify` is empty.
-pub async fn queue_for_team(
+pub(crate) async fn queue_for_team(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     mail: TeamMail<'_>,
@@ -795,7 +788,7 @@ pub fn render(
 }
 
 /// What templates see of a case (and, for a notice, its wording and commands).
-pub fn case_context(
+pub(crate) fn case_context(
     room: &Mailroom,
     case: &Case,
     reason: Option<&str>,
@@ -831,7 +824,11 @@ pub fn case_context(
 }
 
 /// Renders any template with the running template set.
-pub fn render_context(room: &Mailroom, template: &str, ctx: &TemplateContext) -> Result<Rendered> {
+pub(crate) fn render_context(
+    room: &Mailroom,
+    template: &str,
+    ctx: &TemplateContext,
+) -> Result<Rendered> {
     room.templates()
         .render(template, ctx)
         .map_err(|source| CaseworkError::Template {
@@ -898,7 +895,7 @@ fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
 /// already belongs to another (an opt-out that also asks to delete); the row
 /// stays with the first.
 #[allow(clippy::too_many_arguments)]
-pub async fn open_request(
+pub(crate) async fn open_request(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     inbound: &Inbound,

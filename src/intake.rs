@@ -98,7 +98,7 @@ pub async fn process_batch(
 /// and writes the attachment files it may register. Touches no database, so
 /// the IMAP loop runs it on a blocking thread while the previous batch is
 /// written (`sync::drain`).
-pub fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
+pub(crate) fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
     let watchdog = crate::systemd::Watchdog::from_env();
     let started = std::time::Instant::now();
     let limits = room.config.mime_limits();
@@ -120,7 +120,7 @@ pub fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
 /// The database half of a batch: writes the rows of every message of
 /// `batch` (parsed by [`parse_batch`], in the same order), advances the
 /// cursor over it and commits. Returns each UID with its outcome.
-pub async fn write_batch(
+pub(crate) async fn write_batch(
     room: &Mailroom,
     mailbox: &str,
     uid_validity: u32,

@@ -49,7 +49,7 @@ pub enum CycleError {
 }
 
 /// At most this many bytes of messages in memory per intake batch.
-pub const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+pub(crate) const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Splits listed messages into intake batches of at most [`BATCH`] messages
 /// and [`BATCH_BYTES`] bytes (a message over `max_bytes` is fetched as headers
@@ -78,7 +78,7 @@ fn batches(listed: &[crate::imap::Listed], max_bytes: u64) -> Vec<&[crate::imap:
 /// unreadable mail file, a server bug) is tried alone on this many mailbox
 /// cycles; then its header is asked for once, and failing that it is recorded
 /// without one. Either way it goes to review with a notice.
-pub const BODY_ATTEMPTS: u32 = 3;
+pub(crate) const BODY_ATTEMPTS: u32 = 3;
 
 /// Messages whose body the server withheld, with the attempts so far.
 ///
@@ -151,7 +151,7 @@ impl MissingBodies {
 }
 
 /// Logs in with a password or an OAuth token (`imap.auth`).
-pub async fn login_imap(room: &Mailroom) -> Result<Imap, CycleError> {
+pub(crate) async fn login_imap(room: &Mailroom) -> Result<Imap, CycleError> {
     let cfg = &room.config.imap;
     if cfg.auth == crate::config::AuthMethod::Oauth2
         && let Some(provider) = &room.oauth
@@ -164,7 +164,7 @@ pub async fn login_imap(room: &Mailroom) -> Result<Imap, CycleError> {
 
 /// Logs in, creates the folders the daemon files into (the Sent folder
 /// found by its special use where needed), selects the mailbox.
-pub async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleError> {
+pub(crate) async fn connect_imap(room: &Mailroom) -> Result<(Imap, SelectInfo), CycleError> {
     let cfg = &room.config.imap;
     let mut imap = login_imap(room).await?;
     let sent = imap.resolve_sent(&cfg.sent_mailbox).await?;
@@ -423,12 +423,12 @@ async fn write_parsed(
 
 /// How many Sent-folder messages one scan round handles (headers fetched,
 /// judged, bodies fetched, recorded, cursor advanced).
-pub const SENT_BATCH: usize = 50;
+pub(crate) const SENT_BATCH: usize = 50;
 
 /// The largest Sent-folder message whose body the scan reads. Correspondence
 /// recording needs the headers and the text a member typed; a 40 MB data
 /// export sent from the shared mailbox is recorded from its headers alone.
-pub const SENT_BODY_LIMIT: u64 = 1024 * 1024;
+pub(crate) const SENT_BODY_LIMIT: u64 = 1024 * 1024;
 
 /// One attempt at a suspect message, counted before the fetch (which may end
 /// the session). Returns what to take in, or `None` to try again next cycle
@@ -604,7 +604,7 @@ async fn hold_cursor(
 /// only for a message that belongs to a case and is at most
 /// [`SENT_BODY_LIMIT`]; each round commits and advances the cursor. A message
 /// that fails to record is logged and passed over, never retried for ever.
-pub async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
+pub(crate) async fn scan_sent(room: &Mailroom, imap: &mut Imap) -> Result<usize, CycleError> {
     let sent = imap.sent_folder(&room.config.imap.sent_mailbox).to_string();
     let key = format!("sent:{sent}");
     let info = imap.select(&sent).await?;
@@ -719,7 +719,7 @@ async fn scan_sent_round(
 /// Moves originals whose effects are committed to their folder, then marks
 /// them filed. Run before every intake too, so a crash between commit and
 /// move is finished on restart without doing anything twice.
-pub async fn file_pending(
+pub(crate) async fn file_pending(
     room: &Mailroom,
     imap: &mut Imap,
     uid_validity: u32,
@@ -789,7 +789,7 @@ async fn server_kept_copies(
 /// returned) rather than one sync per copy: a crash in between can append up
 /// to that many copies a second time with `sent_copy = "append"`; with
 /// `"auto"` the next run finds them in the folder.
-pub async fn append_sent(
+pub(crate) async fn append_sent(
     room: &Mailroom,
     imap: &mut Imap,
     stop: &tokio_util::sync::CancellationToken,
@@ -877,7 +877,9 @@ fn copy_sent_before(room: &Mailroom, now: chrono::DateTime<Utc>) -> chrono::Date
 
 /// When the oldest Sent-folder copy that is not due yet becomes due, if any
 /// is waiting (see [`AUTO_COPY_SETTLE`]).
-pub async fn next_copy_due(room: &Mailroom) -> Result<Option<chrono::DateTime<Utc>>, CycleError> {
+pub(crate) async fn next_copy_due(
+    room: &Mailroom,
+) -> Result<Option<chrono::DateTime<Utc>>, CycleError> {
     let oldest = {
         let mut conn = room.store.conn().await?;
         store::outbox::oldest_unappended(&mut conn).await?

@@ -38,7 +38,7 @@ pub async fn append(
 
 /// One event of [`append_many`].
 #[derive(Debug, Clone)]
-pub struct NewEvent<'a> {
+pub(crate) struct NewEvent<'a> {
     pub actor: String,
     pub action: Action,
     pub detail: &'a str,
@@ -46,7 +46,7 @@ pub struct NewEvent<'a> {
 
 /// Appends events to one case in one statement, in the given order (their
 /// ids follow it, and the case's log is read in id order).
-pub async fn append_many(
+pub(crate) async fn append_many(
     conn: &mut SqliteConnection,
     case_id: &str,
     at: DateTime<Utc>,

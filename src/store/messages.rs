@@ -98,7 +98,7 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage<'_>) -> Result<i
 
 /// How many inbound messages from `from_addr` were taken in since `since`
 /// (the throttle on review notices per sender).
-pub async fn inbound_from_since(
+pub(crate) async fn inbound_from_since(
     conn: &mut SqliteConnection,
     from_addr: &str,
     since: DateTime<Utc>,
@@ -122,7 +122,7 @@ pub async fn inbound_from_since(
 /// request; our own outgoing mail come back is not a duplicate either (it is
 /// `own`). Returns the earlier row and where its original was filed. The
 /// Sent-folder scan has its own rule, [`team_mail_on_record`].
-pub async fn seen_inbound(
+pub(crate) async fn seen_inbound(
     conn: &mut SqliteConnection,
     message_id: Option<&str>,
     from_addr: Option<&str>,
@@ -146,7 +146,7 @@ pub async fn seen_inbound(
 }
 
 /// Originals committed but not yet moved, in this UIDVALIDITY.
-pub async fn unfiled(
+pub(crate) async fn unfiled(
     conn: &mut SqliteConnection,
     uid_validity: u32,
 ) -> Result<Vec<(i64, u32, String)>> {
@@ -167,7 +167,7 @@ pub async fn unfiled(
 
 /// Marks originals filed once their MOVE succeeded. Rows of an older
 /// UIDVALIDITY can never be moved by UID again; they are closed too.
-pub async fn mark_filed(
+pub(crate) async fn mark_filed(
     conn: &mut SqliteConnection,
     ids: &[i64],
     now: DateTime<Utc>,
@@ -183,7 +183,7 @@ pub async fn mark_filed(
     Ok(())
 }
 
-pub async fn close_stale_unfiled(
+pub(crate) async fn close_stale_unfiled(
     conn: &mut SqliteConnection,
     current_uid_validity: u32,
     now: DateTime<Utc>,
@@ -202,7 +202,7 @@ pub async fn close_stale_unfiled(
 
 /// Links a message row to the case it opened (the row is written first, so
 /// the acknowledgement can answer it).
-pub async fn set_case(
+pub(crate) async fn set_case(
     conn: &mut SqliteConnection,
     message_row: i64,
     case_id: &CaseId,
@@ -218,7 +218,7 @@ pub async fn set_case(
 
 /// Notes the kind a message in review reads like (the review notice offered
 /// `#open`): a §7101 record row until a case is opened from it.
-pub async fn set_reads_like(
+pub(crate) async fn set_reads_like(
     conn: &mut SqliteConnection,
     message_row: i64,
     kind: &str,
@@ -239,7 +239,7 @@ pub async fn set_reads_like(
 /// as the filed original of that copy (in, without a sender), or as our own
 /// outgoing mail. Any row with its Message-ID is the same mail, whatever its
 /// sender column says. The inbox uses the stricter [`seen_inbound`].
-pub async fn team_mail_on_record(
+pub(crate) async fn team_mail_on_record(
     conn: &mut SqliteConnection,
     message_id: Option<&str>,
     sha256: &str,
@@ -257,10 +257,13 @@ pub async fn team_mail_on_record(
 
 /// Raw bytes (absent when only headers were kept), case and receipt time of
 /// a stored inbound message.
-pub type StoredInbound = (Option<Vec<u8>>, Option<String>, DateTime<Utc>);
+pub(crate) type StoredInbound = (Option<Vec<u8>>, Option<String>, DateTime<Utc>);
 
 /// The stored inbound message of row `id`, if there is one.
-pub async fn stored_inbound(conn: &mut SqliteConnection, id: i64) -> Result<Option<StoredInbound>> {
+pub(crate) async fn stored_inbound(
+    conn: &mut SqliteConnection,
+    id: i64,
+) -> Result<Option<StoredInbound>> {
     sqlx::query_as("SELECT raw, case_id, at FROM messages WHERE id = ? AND direction = 'in'")
         .bind(id)
         .fetch_optional(conn)
@@ -298,7 +301,8 @@ pub async fn for_case(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<V
 /// next consumer-facing mail answers (In-Reply-To). Never team mail, a
 /// bounce, automatic mail or a stranger's message kept for review — those
 /// would break the consumer's thread or leak an internal Message-ID.
-pub async fn last_applied_inbound_id(
+#[cfg(test)]
+pub(crate) async fn last_applied_inbound_id(
     conn: &mut SqliteConnection,
     case_id: &CaseId,
 ) -> Result<Option<String>> {
@@ -306,16 +310,19 @@ pub async fn last_applied_inbound_id(
 }
 
 /// What a consumer-facing reply threads to: the case's request Message-ID and
-/// [`last_applied_inbound_id`], read in one statement (one round trip to the
+/// the newest inbound message applied to it, read in one statement (one round trip to the
 /// SQLite worker per reply instead of two; issue 13).
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
-pub struct ReplyThread {
+pub(crate) struct ReplyThread {
     pub thread_root: Option<String>,
     pub last_applied: Option<String>,
 }
 
 /// The [`ReplyThread`] of a case (empty when there is no such case).
-pub async fn reply_thread(conn: &mut SqliteConnection, case_id: &CaseId) -> Result<ReplyThread> {
+pub(crate) async fn reply_thread(
+    conn: &mut SqliteConnection,
+    case_id: &CaseId,
+) -> Result<ReplyThread> {
     Ok(sqlx::query_as(
         "SELECT c.thread_root,
            (SELECT m.message_id FROM messages m
@@ -334,7 +341,7 @@ pub async fn reply_thread(conn: &mut SqliteConnection, case_id: &CaseId) -> Resu
 
 /// Our own newest consumer-facing Message-ID on a case: what a reply
 /// answers when the consumer's side has no message to answer.
-pub async fn last_consumer_mail_id(
+pub(crate) async fn last_consumer_mail_id(
     conn: &mut SqliteConnection,
     case_id: &CaseId,
 ) -> Result<Option<String>> {

@@ -202,7 +202,7 @@ pub(crate) async fn mark_failed(conn: &mut SqliteConnection, id: i64, error: &st
 
 /// An outbox row as a delivery report finds it.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct Reported {
+pub struct Reported {
     pub id: i64,
     pub case_id: Option<CaseId>,
     /// 'consumer' or 'team'.

@@ -1714,7 +1714,7 @@ impl Watch {
         .bind(self.base.outbox_id)
         .fetch_all(&self.pool)
         .await
-        .unwrap_or_default();
+        .unwrap_or_else(|e| fail(&format!("reading the outbox's pending rows: {e}")));
         let now = Utc::now();
         let due = next
             .iter()
@@ -1729,7 +1729,7 @@ impl Watch {
         .bind(self.base.outbox_id)
         .fetch_one(&self.pool)
         .await
-        .unwrap_or(i64::MAX);
+        .unwrap_or_else(|e| fail(&format!("counting the replies not in Sent: {e}")));
         (0, usize::try_from(not_copied).unwrap_or(usize::MAX))
     }
 

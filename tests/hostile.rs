@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::daemon::{self, DaemonConfig};
@@ -21,6 +21,41 @@ async fn wait_until_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> b
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Where most tests here start: a privacy mailbox whose one team member,
+/// alice, also gets the notices, and one consumer's Request to Know taken
+/// in by `run --once` (the case `id`).
+/// Keep `config` bound while the test runs: it owns the temporary
+/// directory that holds the config file and the database.
+struct OneCase {
+    mailbox: String,
+    alice: String,
+    config: DaemonConfig,
+    path: PathBuf,
+    id: String,
+}
+
+async fn one_case(servers: &'static MailServers) -> OneCase {
+    let mailbox = servers.unique_user("privacy");
+    let alice = servers.unique_user("alice");
+    let consumer = servers.unique_user("consumer");
+    let config = DaemonConfig::new(servers, &mailbox)
+        .team_members(&[&alice])
+        .team_notify(&[&alice]);
+    let path = config.write();
+    servers
+        .append_request(&mailbox, &consumer, "California Request to Know")
+        .await;
+    support::run_once_ok(&path);
+    let id = support::first_case_id(&path);
+    OneCase {
+        mailbox,
+        alice,
+        config,
+        path,
+        id,
     }
 }
 
@@ -49,20 +84,15 @@ fn attachment_bomb(from: &str, to: &str, parts: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attachment_bomb_goes_to_review_while_other_mail_and_cases_act_go_on() {
     let servers = MailServers::start();
-    let mailbox = servers.unique_user("privacy");
-    let alice = servers.unique_user("alice");
-    let first = servers.unique_user("consumer");
-    let config = DaemonConfig::new(servers, &mailbox)
-        .team_members(&[&alice])
-        .team_notify(&[&alice]);
-    let path = config.write();
-
     // A case to act on while the bomb is taken in.
-    servers
-        .append_request(&mailbox, &first, "California Request to Know")
-        .await;
-    support::run_once_ok(&path);
-    let id = support::first_case_id(&path);
+    let OneCase {
+        mailbox,
+        alice,
+        config,
+        path,
+        id,
+        ..
+    } = one_case(servers).await;
 
     let bomb = attachment_bomb("agent@bomb.example.org", &mailbox, 100_000);
     assert!(bomb.len() < 10 * 1024 * 1024, "{} bytes", bomb.len());
@@ -454,19 +484,14 @@ fn forward(from: &str, to: &str, original: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_members_forwarding_loop_stops_after_the_first_notice() {
     let servers = MailServers::start();
-    let mailbox = servers.unique_user("privacy");
-    let alice = servers.unique_user("alice");
-    let consumer = servers.unique_user("consumer");
+    let OneCase {
+        mailbox,
+        alice,
+        config: _config,
+        path,
+        id,
+    } = one_case(servers).await;
     let stranger = servers.unique_user("stranger");
-    let config = DaemonConfig::new(servers, &mailbox)
-        .team_members(&[&alice])
-        .team_notify(&[&alice]);
-    let path = config.write();
-    servers
-        .append_request(&mailbox, &consumer, "California Request to Know")
-        .await;
-    support::run_once_ok(&path);
-    let id = support::first_case_id(&path);
     wait_until_for("the new-case notice", 30, async || {
         !team_mail_about(servers, &alice, &id).await.is_empty()
     })
@@ -507,19 +532,14 @@ async fn a_members_forwarding_loop_stops_after_the_first_notice() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tagged_mail_from_a_stranger_is_throttled_per_case() {
     let servers = MailServers::start();
-    let mailbox = servers.unique_user("privacy");
-    let alice = servers.unique_user("alice");
-    let consumer = servers.unique_user("consumer");
+    let OneCase {
+        mailbox,
+        alice,
+        config: _config,
+        path,
+        id,
+    } = one_case(servers).await;
     let stranger = servers.unique_user("stranger");
-    let config = DaemonConfig::new(servers, &mailbox)
-        .team_members(&[&alice])
-        .team_notify(&[&alice]);
-    let path = config.write();
-    servers
-        .append_request(&mailbox, &consumer, "California Request to Know")
-        .await;
-    support::run_once_ok(&path);
-    let id = support::first_case_id(&path);
     for n in 0..8 {
         let tagged = mail::request(
             &stranger,
@@ -543,18 +563,13 @@ async fn tagged_mail_from_a_stranger_is_throttled_per_case() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deadline_notices_go_out_while_the_mailbox_is_unreachable() {
     let servers = MailServers::start();
-    let mailbox = servers.unique_user("privacy");
-    let alice = servers.unique_user("alice");
-    let consumer = servers.unique_user("consumer");
-    let config = DaemonConfig::new(servers, &mailbox)
-        .team_members(&[&alice])
-        .team_notify(&[&alice]);
-    let path = config.write();
-    servers
-        .append_request(&mailbox, &consumer, "California Request to Know")
-        .await;
-    support::run_once_ok(&path);
-    let id = support::first_case_id(&path);
+    let OneCase {
+        alice,
+        config,
+        path,
+        id,
+        ..
+    } = one_case(servers).await;
     support::shift_case_times(&config.database_path(), &id, chrono::Duration::days(-50)).await;
 
     // The IMAP server is gone: nothing listens on the configured port.

@@ -254,44 +254,35 @@ async fn harness_identity_provider_plays_each_flow_and_fault() {
     );
 
     // Refusals.
-    let (status, body) = post_form(
-        port,
-        "/token",
-        "grant_type=client_credentials",
-        Some(("app", "wrong")),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("invalid_client"))
+        token_error(
+            port,
+            "grant_type=client_credentials",
+            Some(("app", "wrong"))
+        )
+        .await,
+        (401, Some("invalid_client".to_string()))
     );
     idp.refuse_client("app", true);
-    let (status, body) = post_form(
-        port,
-        "/token",
-        "grant_type=client_credentials",
-        Some(("app", "s3cret")),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("invalid_client"))
+        token_error(
+            port,
+            "grant_type=client_credentials",
+            Some(("app", "s3cret"))
+        )
+        .await,
+        (401, Some("invalid_client".to_string()))
     );
     idp.refuse_client("app", false);
     idp.unauthorize_client("app", true);
-    let (status, body) = post_form(
-        port,
-        "/token",
-        "grant_type=client_credentials",
-        Some(("app", "s3cret")),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("unauthorized_client"))
+        token_error(
+            port,
+            "grant_type=client_credentials",
+            Some(("app", "s3cret"))
+        )
+        .await,
+        (400, Some("unauthorized_client".to_string()))
     );
     idp.unauthorize_client("app", false);
 
@@ -319,20 +310,14 @@ async fn harness_identity_provider_plays_each_flow_and_fault() {
         idp.latest_refresh_token(&mailbox).as_deref(),
         Some(newest.as_str())
     );
-    let (status, body) = post_form(port, "/token", &refresh(&rotated), None)
-        .await
-        .unwrap();
     assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant"))
+        token_error(port, &refresh(&rotated), None).await,
+        (400, Some("invalid_grant".to_string()))
     );
     idp.revoke_refresh_tokens_of(&mailbox);
-    let (status, body) = post_form(port, "/token", &refresh(&newest), None)
-        .await
-        .unwrap();
     assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant"))
+        token_error(port, &refresh(&newest), None).await,
+        (400, Some("invalid_grant".to_string()))
     );
 
     // Device code: pending until the admin approves.
@@ -352,10 +337,9 @@ async fn harness_identity_provider_plays_each_flow_and_fault() {
         "grant_type={}&client_id=app&device_code={device_code}",
         idp::DEVICE_GRANT.replace(':', "%3A")
     );
-    let (status, body) = post_form(port, "/token", &poll, None).await.unwrap();
     assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("authorization_pending"))
+        token_error(port, &poll, None).await,
+        (400, Some("authorization_pending".to_string()))
     );
     idp.approve_device(&user_code, &mailbox);
     let (status, body) = post_form(port, "/token", &poll, None).await.unwrap();
@@ -364,17 +348,14 @@ async fn harness_identity_provider_plays_each_flow_and_fault() {
 
     // Failing: 503, counted.
     idp.fail_requests(true);
-    let (status, body) = post_form(
-        port,
-        "/token",
-        "grant_type=client_credentials",
-        Some(("app", "s3cret")),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        (status, body["error"].as_str()),
-        (503, Some("temporarily_unavailable"))
+        token_error(
+            port,
+            "grant_type=client_credentials",
+            Some(("app", "s3cret"))
+        )
+        .await,
+        (503, Some("temporarily_unavailable".to_string()))
     );
     assert_eq!(idp.failed_requests(), 1);
     idp.fail_requests(false);
@@ -438,6 +419,12 @@ async fn harness_doveadm_kick_ends_a_mailbox_session() {
 
 /// How long a request may take to be acknowledged by a running daemon.
 const ACK_WAIT: Duration = Duration::from_secs(90);
+
+/// The token endpoint's HTTP status and OAuth `error` code for `form`.
+async fn token_error(port: u16, form: &str, basic: Option<(&str, &str)>) -> (u16, Option<String>) {
+    let (status, body) = post_form(port, "/token", form, basic).await.unwrap();
+    (status, body["error"].as_str().map(str::to_string))
+}
 
 fn describe(out: &Output) -> String {
     format!(

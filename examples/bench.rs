@@ -1384,23 +1384,7 @@ fn daemon_report(b: &Bench<'_>, f: &DaemonFigures, db: &Db, sent_folder: usize) 
         );
     }
     let _ = writeln!(out, "{:-<78}", "");
-    let templates: Vec<String> = db
-        .by_template
-        .iter()
-        .map(|(a, t, c)| format!("{t} {c}{}", if a == "team" { " (team)" } else { "" }))
-        .collect();
-    let _ = writeln!(
-        out,
-        "Outbox: {} sent, {} pending, {} failed, {} not in Sent (Sent folder: {sent_folder}); {} replies suppressed by the per-sender limit",
-        db.sent, db.pending, db.failed, db.not_copied, db.suppressed
-    );
-    let _ = writeln!(out, "  {}", templates.join(", "));
-    let _ = writeln!(
-        out,
-        "Database: {} after the run; {} declaration documents stored",
-        mib(db.bytes),
-        db.declarations
-    );
+    db.summarize(&mut out, sent_folder);
     out
 }
 
@@ -2196,6 +2180,30 @@ struct Db {
 }
 
 impl Db {
+    /// The outbox, its templates and the database's size: the same lines
+    /// under both modes' reports.
+    fn summarize(&self, out: &mut String, sent_folder: usize) {
+        let templates: Vec<String> = self
+            .by_template
+            .iter()
+            .map(|(a, t, c)| format!("{t} {c}{}", if a == "team" { " (team)" } else { "" }))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Outbox: {} sent, {} pending, {} failed, {} not in Sent (Sent folder: {sent_folder}); {} replies suppressed by the per-sender limit",
+            self.sent, self.pending, self.failed, self.not_copied, self.suppressed
+        );
+        let _ = writeln!(out, "  {}", templates.join(", "));
+        let _ = writeln!(
+            out,
+            "Database: {} after the run; {} declaration documents stored",
+            mib(self.bytes),
+            self.declarations
+        );
+    }
+}
+
+impl Db {
     async fn read(path: &Path, base: &Base) -> Result<Db, String> {
         let url = format!("sqlite://{}?mode=ro", path.display());
         let pool = sqlx::SqlitePool::connect(&url)
@@ -2399,23 +2407,7 @@ fn report(r: &Report<'_>) -> String {
         p.copied.as_ref().map_or("-", |(_, f)| f.as_str()),
     );
     let db = r.db;
-    let templates: Vec<String> = db
-        .by_template
-        .iter()
-        .map(|(a, t, c)| format!("{t} {c}{}", if a == "team" { " (team)" } else { "" }))
-        .collect();
-    let _ = writeln!(
-        out,
-        "Outbox: {} sent, {} pending, {} failed, {} not in Sent (Sent folder: {}); {} replies suppressed by the per-sender limit",
-        db.sent, db.pending, db.failed, db.not_copied, r.sent_folder, db.suppressed
-    );
-    let _ = writeln!(out, "  {}", templates.join(", "));
-    let _ = writeln!(
-        out,
-        "Database: {} after the run; {} declaration documents stored",
-        mib(db.bytes),
-        db.declarations
-    );
+    db.summarize(&mut out, r.sent_folder);
     out
 }
 

@@ -81,18 +81,28 @@ async fn commit_new_with(
         notice_root: None,
         manner: thread.manner,
     };
-    store::cases::insert(conn, &t.case, &row, now).await?;
     let message_row = match message {
         Some(m) => {
             let linked = store::messages::NewMessage {
                 case_id: Some(t.case.id.as_str()),
                 ..m.clone()
             };
-            Some(store::messages::insert(conn, &linked).await?)
+            Some(store::cases::insert_with_message(conn, &t.case, &row, &linked, now).await?)
         }
-        None => None,
+        None => {
+            store::cases::insert(conn, &t.case, &row, now).await?;
+            None
+        }
     };
-    carry_out(conn, room, t, thread.trigger, now).await?;
+    // A new case's replies answer its request: what
+    // `messages::reply_thread` would read back, known without the round
+    // trip. Without a Message-ID the first reply is the thread, and a second
+    // one in the same transition answers it (read from the store).
+    let known = thread.root.map(|root| store::messages::ReplyThread {
+        thread_root: Some(root.to_string()),
+        last_applied: Some(root.to_string()),
+    });
+    carry_out(conn, room, t, thread.trigger, known.as_ref(), now).await?;
     Ok(message_row)
 }
 
@@ -149,7 +159,7 @@ pub(crate) async fn commit_update(
     now: DateTime<Utc>,
 ) -> Result<()> {
     store::cases::update(conn, &t.case, now).await?;
-    carry_out(conn, room, t, trigger, now).await
+    carry_out(conn, room, t, trigger, None, now).await
 }
 
 /// Applies one input to a stored case; a refusal is recorded as an event and
@@ -248,11 +258,15 @@ pub async fn act(
     result
 }
 
+/// Carries out a transition's effects; `known_thread` is the case's
+/// [`store::messages::ReplyThread`] when the caller knows it (a case opened in
+/// this transaction), so replies need not read it back.
 async fn carry_out(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     t: &Transition,
     trigger: Trigger,
+    known_thread: Option<&store::messages::ReplyThread>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     // Reminders a guard held back: their `reminder` event would claim a
@@ -292,6 +306,7 @@ async fn carry_out(
                     to: *to,
                     reason: reason.as_deref(),
                     trigger,
+                    thread: known_thread,
                 };
                 if !send_to_consumer(conn, room, &t.case, &mail, now).await?
                     && is_reminder(*template)
@@ -317,6 +332,8 @@ pub(crate) struct ConsumerMail<'a> {
     pub to: Audience,
     pub reason: Option<&'a str>,
     pub trigger: Trigger,
+    /// What the reply threads to, when known; read from the store if not.
+    pub thread: Option<&'a store::messages::ReplyThread>,
 }
 
 fn is_reminder(template: Template) -> bool {
@@ -340,6 +357,7 @@ pub(crate) async fn send_to_consumer(
         to,
         reason,
         trigger,
+        thread,
     } = *mail;
     let recipient = match to {
         Audience::Requester => Some(case.requester.clone()),
@@ -402,7 +420,10 @@ pub(crate) async fn send_to_consumer(
         return Ok(false);
     }
     let rendered = render(room, template.as_str(), case, reason, None, now)?;
-    let thread = store::messages::reply_thread(conn, &case.id).await?;
+    let thread = match thread {
+        Some(known) => known.clone(),
+        None => store::messages::reply_thread(conn, &case.id).await?,
+    };
     // The consumer's thread: their last message applied to the case, else
     // the request, else our own last mail to them (never team mail).
     let last_in = match thread.last_applied {
@@ -729,7 +750,8 @@ pub async fn queue(
         source,
     })?;
     let envelope_from = room.config.mailbox_address();
-    store::outbox::insert(
+    let sha = crate::hash::sha256_hex(&raw);
+    store::outbox::insert_with_record(
         conn,
         &NewOutbox {
             case_id: q.case_id,
@@ -743,11 +765,6 @@ pub async fn queue(
             raw: &raw,
             now,
         },
-    )
-    .await?;
-    let sha = crate::hash::sha256_hex(&raw);
-    store::messages::insert(
-        conn,
         &NewMessage {
             case_id: q.case_id,
             direction: "out",

@@ -65,6 +65,10 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Names the store operation a failed query belongs to.
+/// A query being bound: functions that bind one table's columns take and
+/// return it, so a statement of several inserts binds each in turn.
+pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
 pub(crate) trait Op<T> {
     fn op(self, op: &'static str) -> Result<T>;
 }

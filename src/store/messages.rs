@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::SqliteConnection;
+use sqlx::{Row as _, SqliteConnection};
 
 use super::{Op, Result};
 use crate::ids::CaseId;
@@ -70,30 +70,39 @@ pub struct NewMessage<'a> {
 }
 
 pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage<'_>) -> Result<i64> {
-    let id = sqlx::query_scalar(
-        "INSERT INTO messages (case_id, direction, message_id, subject, from_addr, at, template,
+    let sql = format!("{INSERT} RETURNING id");
+    let row = bind(sqlx::query(sqlx::AssertSqlSafe(sql)), m)
+        .fetch_one(conn)
+        .await
+        .op("messages.insert")?;
+    row.try_get(0).op("messages.insert")
+}
+
+/// The statement [`insert`] runs, without its `RETURNING`: other tables'
+/// inserts put it after their own in one round trip to the SQLite worker
+/// (`cases::insert_with_message`, `outbox::insert_with_record`; issue 13).
+pub(super) const INSERT: &str =
+    "INSERT INTO messages (case_id, direction, message_id, subject, from_addr, at, template,
             sha256, size, raw, body_text, disposition, uid_validity, uid, target_mailbox)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(m.case_id)
-    .bind(m.direction)
-    .bind(m.message_id)
-    .bind(m.subject)
-    .bind(m.from_addr)
-    .bind(m.at)
-    .bind(m.template)
-    .bind(m.sha256)
-    .bind(m.size)
-    .bind(m.raw)
-    .bind(m.body_text)
-    .bind(m.disposition.as_str())
-    .bind(m.uid_validity.map(i64::from))
-    .bind(m.uid.map(i64::from))
-    .bind(m.target_mailbox)
-    .fetch_one(conn)
-    .await
-    .op("messages.insert")?;
-    Ok(id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Binds the 15 parameters of [`INSERT`], in order.
+pub(super) fn bind<'q>(q: super::Query<'q>, m: &NewMessage<'_>) -> super::Query<'q> {
+    q.bind(m.case_id)
+        .bind(m.direction)
+        .bind(m.message_id)
+        .bind(m.subject)
+        .bind(m.from_addr)
+        .bind(m.at)
+        .bind(m.template)
+        .bind(m.sha256)
+        .bind(m.size)
+        .bind(m.raw)
+        .bind(m.body_text)
+        .bind(m.disposition.as_str())
+        .bind(m.uid_validity.map(i64::from))
+        .bind(m.uid.map(i64::from))
+        .bind(m.target_mailbox)
 }
 
 /// How many inbound messages from `from_addr` were taken in since `since`

@@ -81,17 +81,37 @@ async fn commit_new_with(
         notice_root: None,
         manner: thread.manner,
     };
-    let message_row = match message {
+    let (message_row, written) = match message {
         Some(m) => {
             let linked = store::messages::NewMessage {
                 case_id: Some(t.case.id.as_str()),
                 ..m.clone()
             };
-            Some(store::cases::insert_with_message(conn, &t.case, &row, &linked, now).await?)
+            // The events the transition opens with go in the same
+            // statement batch; the effects after them are carried out below.
+            let leading: Vec<store::events::NewEvent<'_>> = t
+                .effects
+                .iter()
+                .map_while(|effect| match effect {
+                    Effect::Event {
+                        actor,
+                        action,
+                        detail,
+                    } => Some(store::events::NewEvent {
+                        actor: actor.label(),
+                        action: *action,
+                        detail,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let id = store::cases::insert_with_message(conn, &t.case, &row, &leading, &linked, now)
+                .await?;
+            (Some(id), leading.len())
         }
         None => {
             store::cases::insert(conn, &t.case, &row, now).await?;
-            None
+            (None, 0)
         }
     };
     // A new case's replies answer its request: what
@@ -102,7 +122,17 @@ async fn commit_new_with(
         thread_root: Some(root.to_string()),
         last_applied: Some(root.to_string()),
     });
-    carry_out(conn, room, t, thread.trigger, known.as_ref(), now).await?;
+    let rest = t.effects.get(written..).unwrap_or_default();
+    carry_out(
+        conn,
+        room,
+        &t.case,
+        rest,
+        thread.trigger,
+        known.as_ref(),
+        now,
+    )
+    .await?;
     Ok(message_row)
 }
 
@@ -159,7 +189,7 @@ pub(crate) async fn commit_update(
     now: DateTime<Utc>,
 ) -> Result<()> {
     store::cases::update(conn, &t.case, now).await?;
-    carry_out(conn, room, t, trigger, None, now).await
+    carry_out(conn, room, &t.case, &t.effects, trigger, None, now).await
 }
 
 /// Applies one input to a stored case; a refusal is recorded as an event and
@@ -258,13 +288,15 @@ pub async fn act(
     result
 }
 
-/// Carries out a transition's effects; `known_thread` is the case's
-/// [`store::messages::ReplyThread`] when the caller knows it (a case opened in
-/// this transaction), so replies need not read it back.
+/// Carries out a transition's effects on `case` (its new state, already
+/// written); `known_thread` is the case's [`store::messages::ReplyThread`]
+/// when the caller knows it (a case opened in this transaction), so replies
+/// need not read it back.
 async fn carry_out(
     conn: &mut SqliteConnection,
     room: &Mailroom,
-    t: &Transition,
+    case: &Case,
+    effects: &[Effect],
     trigger: Trigger,
     known_thread: Option<&store::messages::ReplyThread>,
     now: DateTime<Utc>,
@@ -276,9 +308,9 @@ async fn carry_out(
     // worker instead of one each; issue 13), written before the next
     // effect so the log keeps the engine's order.
     let mut events: Vec<store::events::NewEvent<'_>> = Vec::new();
-    for effect in &t.effects {
+    for effect in effects {
         if !matches!(effect, Effect::Event { .. }) && !events.is_empty() {
-            store::events::append_many(conn, &t.case.id, now, &events).await?;
+            store::events::append_many(conn, &case.id, now, &events).await?;
             events.clear();
         }
         match effect {
@@ -308,19 +340,18 @@ async fn carry_out(
                     trigger,
                     thread: known_thread,
                 };
-                if !send_to_consumer(conn, room, &t.case, &mail, now).await?
-                    && is_reminder(*template)
+                if !send_to_consumer(conn, room, case, &mail, now).await? && is_reminder(*template)
                 {
                     held_reminders.push(template.as_str());
                 }
             }
             Effect::Notify(notice) => {
-                notify_team(conn, room, &t.case, *notice, now).await?;
+                notify_team(conn, room, case, *notice, now).await?;
             }
         }
     }
     if !events.is_empty() {
-        store::events::append_many(conn, &t.case.id, now, &events).await?;
+        store::events::append_many(conn, &case.id, now, &events).await?;
     }
     Ok(())
 }

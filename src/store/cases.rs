@@ -124,22 +124,27 @@ pub async fn insert(
     Ok(())
 }
 
-/// Inserts a new case and the message that opened it in one statement batch
-/// (one round trip to the SQLite worker instead of two; issue 13). Returns
-/// the message row.
+/// Inserts a new case, its first `events` (at `now`) and the message that
+/// opened it in one statement batch: one round trip to the SQLite worker
+/// instead of three (issue 13). Returns the message row.
 pub(crate) async fn insert_with_message(
     conn: &mut SqliteConnection,
     case: &Case,
     thread: &CaseThread,
+    events: &[super::events::NewEvent<'_>],
     message: &super::NewMessage<'_>,
     now: DateTime<Utc>,
 ) -> Result<i64> {
-    let sql = format!(
-        "{};\n{} RETURNING id;",
-        insert_sql(),
-        super::messages::INSERT
-    );
+    let mut sql = insert_sql();
+    sql.push_str(";\n");
+    if !events.is_empty() {
+        sql.push_str(&super::events::many_sql(events.len()));
+        sql.push_str(";\n");
+    }
+    sql.push_str(super::messages::INSERT);
+    sql.push_str(" RETURNING id;");
     let q = bind_insert(sqlx::query(sqlx::AssertSqlSafe(sql)), case, thread, now);
+    let q = super::events::bind_many(q, case.id.as_str(), now, events);
     let row = super::messages::bind(q, message)
         .fetch_one(conn)
         .await
@@ -375,6 +380,134 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    /// The case, its events and its message in one statement batch: every
+    /// parameter lands in its own column (a miscount would shift them or
+    /// leave some NULL), and the message is linked.
+    #[tokio::test]
+    async fn a_case_its_events_and_its_message_in_one_batch() {
+        use crate::cases::Action;
+        use crate::store::{NewMessage, events};
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        let req = crate::cases::engine::NewRequest {
+            kind: Kind::Delete,
+            requester: "ann@example.org".into(),
+            agent: None,
+            consumer: Some("ann@example.org".into()),
+            consumer_name: Some("Ann".into()),
+            received_at: at(1),
+            declarations: 0,
+        };
+        let t = crate::cases::open(
+            "C-7".into(),
+            "654321".into(),
+            req,
+            &crate::cases::Policy::default(),
+            at(1),
+        );
+        let thread = CaseThread {
+            subject: "Request to delete".into(),
+            thread_root: Some("root@example.org".into()),
+            notice_root: None,
+            manner: Manner::Email,
+        };
+        let evs = [
+            events::NewEvent {
+                actor: "daemon".into(),
+                action: Action::Opened,
+                detail: "first",
+            },
+            events::NewEvent {
+                actor: "ann@example.org".into(),
+                action: Action::State,
+                detail: "second",
+            },
+        ];
+        let message = NewMessage {
+            case_id: Some("C-7"),
+            direction: "in",
+            message_id: Some("root@example.org"),
+            subject: "Request to delete",
+            from_addr: Some("ann@example.org"),
+            at: at(1),
+            sha256: "abc",
+            size: 3,
+            raw: Some(b"raw"),
+            body_text: Some("text"),
+            uid_validity: Some(9),
+            uid: Some(4),
+            target_mailbox: Some("Processed"),
+            ..NewMessage::default()
+        };
+        let id = insert_with_message(&mut conn, &t.case, &thread, &evs, &message, at(2))
+            .await
+            .unwrap();
+
+        let back = get(&mut conn, &"C-7".into()).await.unwrap().unwrap();
+        assert_eq!(back, t.case);
+        assert_eq!(
+            self::thread(&mut conn, &"C-7".into())
+                .await
+                .unwrap()
+                .thread_root,
+            thread.thread_root
+        );
+        let logged: Vec<(String, String, String)> = events::for_case(&mut conn, &"C-7".into())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.actor, e.action, e.detail))
+            .collect();
+        assert_eq!(
+            logged,
+            [
+                ("daemon".into(), "opened".into(), "first".into()),
+                ("ann@example.org".into(), "state".into(), "second".into()),
+            ]
+        );
+        let row: (String, String, Vec<u8>, i64, String) = sqlx::query_as(
+            "SELECT case_id, message_id, raw, uid, target_mailbox FROM messages WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            row,
+            (
+                "C-7".into(),
+                "root@example.org".into(),
+                b"raw".to_vec(),
+                4,
+                "Processed".into()
+            )
+        );
+
+        // Without events the batch is the case and the message.
+        let mut other = t.case.clone();
+        other.id = "C-8".into();
+        let second = insert_with_message(
+            &mut conn,
+            &other,
+            &thread,
+            &[],
+            &NewMessage {
+                case_id: Some("C-8"),
+                ..message.clone()
+            },
+            at(2),
+        )
+        .await
+        .unwrap();
+        assert!(second > id);
+        assert!(
+            events::for_case(&mut conn, &"C-8".into())
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

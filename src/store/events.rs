@@ -55,15 +55,36 @@ pub(crate) async fn append_many(
     if events.is_empty() {
         return Ok(());
     }
+    let query = bind_many(
+        sqlx::query(sqlx::AssertSqlSafe(many_sql(events.len()))),
+        case_id,
+        at,
+        events,
+    );
+    query.execute(conn).await.op("events.append_many")?;
+    Ok(())
+}
+
+/// The statement of [`append_many`] for `n` events (`n` ≥ 1), so other
+/// inserts can run it in their statement batch (`cases::insert_with_message`).
+pub(super) fn many_sql(n: usize) -> String {
     let mut sql = String::from("INSERT INTO events (case_id, at, actor, action, detail) VALUES ");
-    for i in 0..events.len() {
+    for i in 0..n {
         if i > 0 {
             sql.push_str(", ");
         }
         sql.push_str("(?, ?, ?, ?, ?)");
     }
-    // Only placeholders are formatted in; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    sql
+}
+
+/// Binds the parameters of [`many_sql`] for `events`, in order.
+pub(super) fn bind_many<'q>(
+    mut query: super::Query<'q>,
+    case_id: &str,
+    at: DateTime<Utc>,
+    events: &[NewEvent<'_>],
+) -> super::Query<'q> {
     for e in events {
         query = query
             .bind(case_id)
@@ -72,8 +93,7 @@ pub(crate) async fn append_many(
             .bind(e.action.as_str())
             .bind(e.detail);
     }
-    query.execute(conn).await.op("events.append_many")?;
-    Ok(())
+    query
 }
 
 /// How many events of `action` a case (or, with `None`, the caseless log)

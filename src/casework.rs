@@ -81,7 +81,7 @@ async fn commit_new_with(
         notice_root: None,
         manner: thread.manner,
     };
-    let (message_row, written) = match message {
+    let (message_row, written, notice_queued) = match message {
         Some(m) => {
             let linked = store::messages::NewMessage {
                 case_id: Some(t.case.id.as_str()),
@@ -105,13 +105,22 @@ async fn commit_new_with(
                     _ => None,
                 })
                 .collect();
-            let id = store::cases::insert_with_message(conn, &t.case, &row, &leading, &linked, now)
+            // Its new-case notice waits for the end of the batch in any
+            // case (`notify_team`): queued here, in the same batch, and
+            // left out of the effects carried out below.
+            let notice_queued = !room.team().notify.is_empty()
+                && t.effects.contains(&Effect::Notify(Notice::NewCase));
+            let opening = store::cases::Opening {
+                events: &leading,
+                notice_queued,
+            };
+            let id = store::cases::insert_with_message(conn, &t.case, &row, &opening, &linked, now)
                 .await?;
-            (Some(id), leading.len())
+            (Some(id), leading.len(), notice_queued)
         }
         None => {
             store::cases::insert(conn, &t.case, &row, now).await?;
-            (None, 0)
+            (None, 0, false)
         }
     };
     // A new case's replies answer its request: what
@@ -122,12 +131,18 @@ async fn commit_new_with(
         thread_root: Some(root.to_string()),
         last_applied: Some(root.to_string()),
     });
-    let rest = t.effects.get(written..).unwrap_or_default();
+    let rest: Vec<Effect> = t
+        .effects
+        .iter()
+        .skip(written)
+        .filter(|e| !(notice_queued && **e == Effect::Notify(Notice::NewCase)))
+        .cloned()
+        .collect();
     carry_out(
         conn,
         room,
         &t.case,
-        rest,
+        &rest,
         thread.trigger,
         known.as_ref(),
         now,

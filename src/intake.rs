@@ -213,16 +213,46 @@ async fn write_messages(
 ) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
     let watchdog = crate::systemd::Watchdog::from_env();
     let mut results = Vec::with_capacity(batch.len());
-    for (fetched, inbound) in batch.iter().zip(parsed) {
+    let shas: Vec<String> = batch
+        .iter()
+        .map(|f| crate::hash::sha256_hex(&f.raw))
+        .collect();
+    // Whether each message was seen before the batch, in one statement
+    // (one round trip per batch instead of one per message; issue 13).
+    let keys: Vec<store::messages::SeenKey<'_>> = parsed
+        .iter()
+        .zip(&shas)
+        .map(|(inbound, sha)| seen_key(inbound, sha))
+        .collect();
+    let seen_before_batch = store::messages::seen_inbound_many(tx, &keys).await?;
+    for (i, (fetched, inbound)) in batch.iter().zip(parsed).enumerate() {
         watchdog.ping();
+        let sha = shas.get(i).map_or("", String::as_str);
+        // A message whose bytes or Message-ID an earlier one of this batch
+        // shares may be a duplicate of a row written in this transaction:
+        // the store is asked again. Otherwise the batch's answer holds.
+        let seen = match keys.get(..i) {
+            Some(earlier)
+                if !earlier.iter().any(|k| {
+                    k.sha256 == sha
+                        || (k.message_id.is_some() && k.message_id == inbound.message_id.as_deref())
+                }) =>
+            {
+                seen_before_batch.get(i).cloned().map(Seen::Known)
+            }
+            _ => None,
+        }
+        .unwrap_or(Seen::Ask);
         // One span per message: every line about it names mailbox and UID.
         let span = info_span!("message", mailbox, uid = fetched.uid);
         let outcome = async {
             if !isolated {
-                return process_one(tx, room, uid_validity, fetched, inbound, now).await;
+                return process_one(tx, room, uid_validity, fetched, inbound, sha, seen, now)
+                    .await;
             }
             let mut sp = tx.begin().await?;
-            match process_one(&mut sp, room, uid_validity, fetched, inbound, now).await {
+            match process_one(&mut sp, room, uid_validity, fetched, inbound, sha, seen, now).await
+            {
                 Ok(outcome) => {
                     sp.commit().await?;
                     Ok::<_, CaseworkError>(outcome)
@@ -327,24 +357,45 @@ impl Record<'_> {
     }
 }
 
+/// What [`store::messages::seen_inbound`] compares of a message.
+fn seen_key<'a>(inbound: &'a Inbound, sha: &'a str) -> store::messages::SeenKey<'a> {
+    store::messages::SeenKey {
+        message_id: inbound.message_id.as_deref(),
+        from_addr: inbound.from.as_ref().map(|a| a.addr.as_str()),
+        subject: &inbound.subject,
+        sha256: sha,
+    }
+}
+
+/// Whether a message was seen before, when the batch already knows.
+#[derive(Debug, Clone)]
+enum Seen {
+    /// The earlier inbound row and where its original was filed.
+    Known(Option<(i64, Option<String>)>),
+    /// Ask the store.
+    Ask,
+}
+
 /// One message: the facts looked up, the [`route()`] decided, the route
 /// carried out.
+#[allow(clippy::too_many_arguments)]
 async fn process_one(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     uid_validity: u32,
     fetched: &Fetched,
     inbound: &Inbound,
+    sha: &str,
+    seen: Seen,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
-    let sha = crate::hash::sha256_hex(&fetched.raw);
-    let facts = gather(conn, room, fetched, inbound, &sha).await?;
+    let facts = gather(conn, room, fetched, inbound, sha, seen).await?;
     let decided = route(inbound, &facts);
     let rec = Record {
         uid_validity,
         fetched,
         inbound,
-        sha: &sha,
+        sha,
         sender: &facts.sender,
     };
     carry_out(conn, room, &rec, &facts, decided, now).await
@@ -361,6 +412,7 @@ async fn gather(
     fetched: &Fetched,
     inbound: &Inbound,
     sha: &str,
+    seen: Seen,
 ) -> Result<Facts, CaseworkError> {
     let sender = sender_of(room, inbound);
     let prefix = &room.config.policy.case_prefix;
@@ -374,15 +426,21 @@ async fn gather(
     );
     let in_text = room.keys.find_in_text(&fetched.raw);
     let thread = classify::thread_case_id(&referenced, &inbound.subject, prefix);
-    let seen_before = store::messages::seen_inbound(
-        conn,
-        inbound.message_id.as_deref(),
-        inbound.from.as_ref().map(|a| a.addr.as_str()),
-        &inbound.subject,
-        sha,
-    )
-    .await?
-    .map(|(_, earlier)| {
+    let seen = match seen {
+        Seen::Known(answer) => answer,
+        Seen::Ask => {
+            let key = seen_key(inbound, sha);
+            store::messages::seen_inbound(
+                conn,
+                key.message_id,
+                key.from_addr,
+                key.subject,
+                key.sha256,
+            )
+            .await?
+        }
+    };
+    let seen_before = seen.map(|(_, earlier)| {
         if earlier.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
             Target::Review
         } else {

@@ -14,16 +14,19 @@ pub(crate) async fn queue_notice(
     case_id: &CaseId,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT OR IGNORE INTO pending_new_case_notices (case_id, queued_at) VALUES (?, ?)",
-    )
-    .bind(case_id)
-    .bind(now)
-    .execute(conn)
-    .await
-    .op("burst.queue_notice")?;
+    sqlx::query(QUEUE_NOTICE)
+        .bind(case_id)
+        .bind(now)
+        .execute(conn)
+        .await
+        .op("burst.queue_notice")?;
     Ok(())
 }
+
+/// The statement of [`queue_notice`] (case ID, time), also run in a new
+/// case's statement batch (`cases::insert_with_message`).
+pub(super) const QUEUE_NOTICE: &str =
+    "INSERT OR IGNORE INTO pending_new_case_notices (case_id, queued_at) VALUES (?, ?)";
 
 /// Takes every held-back notice off the queue, by case ID.
 pub(crate) async fn take_queued(conn: &mut SqliteConnection) -> Result<Vec<CaseId>> {

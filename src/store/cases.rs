@@ -124,27 +124,46 @@ pub async fn insert(
     Ok(())
 }
 
-/// Inserts a new case, its first `events` (at `now`) and the message that
+/// A new case's rows besides its own, written in its statement batch by
+/// [`insert_with_message`].
+#[derive(Debug, Default)]
+pub(crate) struct Opening<'a> {
+    /// The events its transition opens with (at `now`).
+    pub events: &'a [super::events::NewEvent<'a>],
+    /// Its new-case notice held back for the end of the batch
+    /// (`burst::queue_notice`).
+    pub notice_queued: bool,
+}
+
+/// Inserts a new case, the rows of its `opening` and the message that
 /// opened it in one statement batch: one round trip to the SQLite worker
-/// instead of three (issue 13). Returns the message row.
+/// instead of up to four (issue 13). Returns the message row.
 pub(crate) async fn insert_with_message(
     conn: &mut SqliteConnection,
     case: &Case,
     thread: &CaseThread,
-    events: &[super::events::NewEvent<'_>],
+    opening: &Opening<'_>,
     message: &super::NewMessage<'_>,
     now: DateTime<Utc>,
 ) -> Result<i64> {
+    let events = opening.events;
     let mut sql = insert_sql();
     sql.push_str(";\n");
     if !events.is_empty() {
         sql.push_str(&super::events::many_sql(events.len()));
         sql.push_str(";\n");
     }
+    if opening.notice_queued {
+        sql.push_str(super::burst::QUEUE_NOTICE);
+        sql.push_str(";\n");
+    }
     sql.push_str(super::messages::INSERT);
     sql.push_str(" RETURNING id;");
-    let q = bind_insert(sqlx::query(sqlx::AssertSqlSafe(sql)), case, thread, now);
-    let q = super::events::bind_many(q, case.id.as_str(), now, events);
+    let mut q = bind_insert(sqlx::query(sqlx::AssertSqlSafe(sql)), case, thread, now);
+    q = super::events::bind_many(q, case.id.as_str(), now, events);
+    if opening.notice_queued {
+        q = q.bind(&case.id).bind(now);
+    }
     let row = super::messages::bind(q, message)
         .fetch_one(conn)
         .await
@@ -441,7 +460,11 @@ mod tests {
             target_mailbox: Some("Processed"),
             ..NewMessage::default()
         };
-        let id = insert_with_message(&mut conn, &t.case, &thread, &evs, &message, at(2))
+        let opening = Opening {
+            events: &evs,
+            notice_queued: true,
+        };
+        let id = insert_with_message(&mut conn, &t.case, &thread, &opening, &message, at(2))
             .await
             .unwrap();
 
@@ -485,14 +508,20 @@ mod tests {
             )
         );
 
-        // Without events the batch is the case and the message.
+        assert_eq!(
+            crate::store::burst::take_queued(&mut conn).await.unwrap(),
+            [CaseId::from("C-7")],
+            "the new-case notice is held back"
+        );
+
+        // Without events or notice the batch is the case and the message.
         let mut other = t.case.clone();
         other.id = "C-8".into();
         let second = insert_with_message(
             &mut conn,
             &other,
             &thread,
-            &[],
+            &Opening::default(),
             &NewMessage {
                 case_id: Some("C-8"),
                 ..message.clone()
@@ -502,6 +531,12 @@ mod tests {
         .await
         .unwrap();
         assert!(second > id);
+        assert!(
+            crate::store::burst::take_queued(&mut conn)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(
             events::for_case(&mut conn, &"C-8".into())
                 .await

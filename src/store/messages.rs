@@ -138,20 +138,67 @@ pub(crate) async fn seen_inbound(
     subject: &str,
     sha256: &str,
 ) -> Result<Option<(i64, Option<String>)>> {
-    sqlx::query_as(
-        "SELECT id, target_mailbox FROM messages WHERE direction = 'in'
-           AND (sha256 = ?
-                OR (? IS NOT NULL AND message_id = ? AND from_addr IS ? AND subject = ?))
-         ORDER BY id LIMIT 1",
+    let key = SeenKey {
+        message_id,
+        from_addr,
+        subject,
+        sha256,
+    };
+    Ok(seen_inbound_many(conn, &[key]).await?.pop().flatten())
+}
+
+/// What [`seen_inbound`] compares of a message.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct SeenKey<'a> {
+    #[serde(rename = "m")]
+    pub message_id: Option<&'a str>,
+    #[serde(rename = "f")]
+    pub from_addr: Option<&'a str>,
+    #[serde(rename = "s")]
+    pub subject: &'a str,
+    #[serde(rename = "h")]
+    pub sha256: &'a str,
+}
+
+/// [`seen_inbound`] for many messages in one statement (intake reads a
+/// whole batch's answers at once; issue 13). The answers are in the order of
+/// `keys`.
+pub(crate) async fn seen_inbound_many(
+    conn: &mut SqliteConnection,
+    keys: &[SeenKey<'_>],
+) -> Result<Vec<Option<(i64, Option<String>)>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let json = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+    // `+e.from_addr`: the Message-ID index, not the sender's. A sender's
+    // index holds every message from an agent desk (thousands), a
+    // Message-ID's one or two; SQLite picked the sender's.
+    let rows: Vec<(i64, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT k.key, m.id, m.target_mailbox
+         FROM json_each(?) k
+         LEFT JOIN messages m ON m.id = (
+           SELECT e.id FROM messages e WHERE e.direction = 'in'
+              AND (e.sha256 = k.value ->> 'h'
+                   OR (k.value ->> 'm' IS NOT NULL AND e.message_id = k.value ->> 'm'
+                       AND +e.from_addr IS k.value ->> 'f' AND e.subject = k.value ->> 's'))
+            ORDER BY e.id LIMIT 1)
+         ORDER BY k.key",
     )
-    .bind(sha256)
-    .bind(message_id)
-    .bind(message_id)
-    .bind(from_addr)
-    .bind(subject)
-    .fetch_optional(conn)
+    .bind(json)
+    .fetch_all(conn)
     .await
-    .op("messages.seen_inbound")
+    .op("messages.seen_inbound")?;
+    let mut answers = vec![None; keys.len()];
+    for (index, id, target) in rows {
+        if let (Some(slot), Some(id)) = (
+            usize::try_from(index).ok().and_then(|i| answers.get_mut(i)),
+            id,
+        ) {
+            *slot = Some((id, target));
+        }
+    }
+    Ok(answers)
 }
 
 /// Originals committed but not yet moved, in this UIDVALIDITY.
@@ -370,6 +417,88 @@ pub(crate) async fn last_consumer_mail_id(
 mod tests {
     use super::*;
     use crate::store::testing::{at, inbound, open_case, store};
+
+    /// The inbox's duplicate rule, many messages in one statement: the
+    /// earliest inbound row with the same bytes, or the same Message-ID from
+    /// the same sender with the same subject; never an outgoing row.
+    #[tokio::test]
+    async fn seen_inbound_many_answers_each_key_in_order() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        let row = |direction: &'static str,
+                   mid: Option<&'static str>,
+                   from: Option<&'static str>,
+                   subject: &'static str,
+                   sha: &'static str,
+                   target: &'static str| NewMessage {
+            direction,
+            message_id: mid,
+            from_addr: from,
+            subject,
+            sha256: sha,
+            at: at(1),
+            target_mailbox: Some(target),
+            ..NewMessage::default()
+        };
+        let first = insert(
+            &mut conn,
+            &row("in", Some("a@x"), Some("ann@x"), "Know", "h1", "Processed"),
+        )
+        .await
+        .unwrap();
+        let later = insert(
+            &mut conn,
+            &row("in", Some("a@x"), Some("ann@x"), "Know", "h2", "Review"),
+        )
+        .await
+        .unwrap();
+        insert(
+            &mut conn,
+            &row("out", Some("o@x"), None, "Ack", "h3", "Sent"),
+        )
+        .await
+        .unwrap();
+        let nobody = insert(&mut conn, &row("in", None, None, "", "h4", "Review"))
+            .await
+            .unwrap();
+        let key = |mid: Option<&'static str>,
+                   from: Option<&'static str>,
+                   subject: &'static str,
+                   sha: &'static str| SeenKey {
+            message_id: mid,
+            from_addr: from,
+            subject,
+            sha256: sha,
+        };
+        let cases = [
+            // (key, expected)
+            (key(None, None, "x", "h2"), Some((later, "Review"))),
+            (
+                key(Some("a@x"), Some("ann@x"), "Know", "new"),
+                Some((first, "Processed")),
+            ),
+            (key(Some("a@x"), Some("bob@x"), "Know", "new"), None),
+            (key(Some("a@x"), Some("ann@x"), "Other", "new"), None),
+            (key(Some("o@x"), None, "Ack", "new"), None),
+            (key(None, None, "Ack", "h3"), None),
+            (key(None, None, "", "h4"), Some((nobody, "Review"))),
+            (key(None, None, "", "new"), None),
+        ];
+        let keys: Vec<SeenKey<'_>> = cases.iter().map(|(k, _)| *k).collect();
+        let got = seen_inbound_many(&mut conn, &keys).await.unwrap();
+        let want: Vec<Option<(i64, Option<String>)>> = cases
+            .iter()
+            .map(|(_, e)| e.map(|(id, t)| (id, Some(t.to_string()))))
+            .collect();
+        assert_eq!(got, want);
+        for (k, expected) in &cases {
+            let one = seen_inbound(&mut conn, k.message_id, k.from_addr, k.subject, k.sha256)
+                .await
+                .unwrap();
+            assert_eq!(one.map(|(id, _)| id), expected.map(|(id, _)| id), "{k:?}");
+        }
+        assert!(seen_inbound_many(&mut conn, &[]).await.unwrap().is_empty());
+    }
 
     #[tokio::test]
     async fn stored_inbound_messages_and_their_case() {

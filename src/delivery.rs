@@ -285,6 +285,8 @@ fn by_recipients(rows: Vec<store::OutboxRow>) -> Vec<Vec<store::OutboxRow>> {
 /// Delivers one group's rows in order, until the round halts or stops.
 async fn deliver_group(round: &Round<'_>, rows: Vec<store::OutboxRow>) -> Result<(), StoreError> {
     for row in rows {
+        // A burst is taken in first (see `Draining`).
+        round.room.intake.wait().await;
         if !round.go_on() {
             return Ok(());
         }

@@ -54,6 +54,79 @@ pub struct Mailroom {
     /// Receiving and sending fail independently (SMTP AUTH switched off while
     /// IMAP works): each is reported on its own.
     pub health: Arc<Health>,
+    /// Whether intake is draining the inbox; delivery and the Sent copier
+    /// let it finish first.
+    pub intake: Draining,
+}
+
+/// Whether intake is draining the inbox. While it is, delivery and the Sent
+/// copier wait (up to [`Draining::MAX_WAIT`] per drain): on a machine where
+/// the mail server and the MTA share the daemon's cores, answering a burst
+/// while it is taken in slows both, and the whole burst is answered later
+/// than when it is taken in first and answered after (issue 13,
+/// docs/benchmark.md). A single message loses nothing: its reply cannot go
+/// before its commit anyway. A drain that never ends (a mail flood) holds
+/// them back at most `MAX_WAIT`.
+#[derive(Debug, Clone)]
+pub struct Draining {
+    /// When the current drain started; `None` between drains.
+    since: Arc<tokio::sync::watch::Sender<Option<std::time::Instant>>>,
+}
+
+impl Default for Draining {
+    fn default() -> Self {
+        Draining {
+            since: Arc::new(tokio::sync::watch::Sender::new(None)),
+        }
+    }
+}
+
+impl Draining {
+    /// The longest delivery and the Sent copier wait for one drain.
+    pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Marks a drain; it ends when the guard is dropped (also on error).
+    pub(crate) fn start(&self) -> DrainGuard {
+        self.since.send_replace(Some(std::time::Instant::now()));
+        DrainGuard {
+            since: Arc::clone(&self.since),
+        }
+    }
+
+    /// Returns once no drain runs, or the current one has run
+    /// [`Self::MAX_WAIT`].
+    pub(crate) async fn wait(&self) {
+        self.wait_at_most(Self::MAX_WAIT).await;
+    }
+
+    async fn wait_at_most(&self, max: std::time::Duration) {
+        let mut rx = self.since.subscribe();
+        loop {
+            let Some(started) = *rx.borrow_and_update() else {
+                return;
+            };
+            let Some(left) = max.checked_sub(started.elapsed()) else {
+                return;
+            };
+            match tokio::time::timeout(left, rx.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or the sender is gone.
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Ends a drain when dropped.
+#[derive(Debug)]
+pub(crate) struct DrainGuard {
+    since: Arc<tokio::sync::watch::Sender<Option<std::time::Instant>>>,
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        self.since.send_replace(None);
+    }
 }
 
 /// The last problem of each edge, for the status line; `None` is healthy.
@@ -136,6 +209,7 @@ impl Mailroom {
             templates: Arc::new(RwLock::new(Arc::new(templates))),
             keys: Arc::new(Keys::new(&key)),
             outbox_wake: Arc::new(Notify::new()),
+            intake: Draining::default(),
         })
     }
 
@@ -212,4 +286,36 @@ fn check_templates(templates: &Templates, dir: &std::path::Path) -> Result<(), S
             .collect::<Vec<_>>()
             .join("; "),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt as _;
+
+    #[tokio::test]
+    async fn waiting_for_a_drain_ends_with_it_or_at_the_cap() {
+        let draining = Draining::default();
+        // No drain: at once.
+        assert!(draining.wait().now_or_never().is_some());
+
+        // A drain holds the waiter until its guard goes.
+        let guard = draining.start();
+        let mut waiter = Box::pin(draining.wait());
+        assert!(
+            (&mut waiter).now_or_never().is_none(),
+            "waits while draining"
+        );
+        drop(guard);
+        waiter.await;
+
+        // A drain that goes on is waited for no longer than the cap.
+        let _endless = draining.start();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            draining.wait_at_most(std::time::Duration::from_millis(1)),
+        )
+        .await
+        .expect("the cap ends the wait");
+    }
 }

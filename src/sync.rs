@@ -216,6 +216,8 @@ pub async fn drain(
 
     let max_bytes = room.config.imap.max_message_bytes;
     let mut taken = 0;
+    // Delivery and the Sent copier wait while this runs.
+    let _draining = room.intake.start();
     loop {
         let listed = imap.list_new(after, since).await?;
         if listed.is_empty() {
@@ -797,6 +799,8 @@ pub(crate) async fn append_sent(
     let mut count = 0;
     let mut tried = std::collections::HashSet::new();
     loop {
+        // A burst is taken in first (see `Draining`).
+        room.intake.wait().await;
         let rows = {
             let mut conn = room.store.conn().await?;
             store::outbox::unappended(&mut conn, copy_sent_before(room, Utc::now()), APPEND_BATCH)

@@ -34,8 +34,8 @@ pub(crate) const RETRY_FOR: Duration = Duration::days(3);
 /// How many rows one delivery round reads at a time. Each round ends with
 /// its slowest group while the other connections idle, so larger rounds
 /// keep them busier: 500 gave replies 70 % of raw SMTP against 65 % for 200
-/// on tmpfs, but raised the daemon's steady RSS in a 20,000-request burst
-/// from 40–50 MiB to 60 MiB, too close to the 64 MiB goal (issue 13).
+/// on tmpfs, but a 3,000-request burst peaked at 48 MiB instead of 41 MiB,
+/// with the memory goal at 64 MiB (issue 13, docs/benchmark.md).
 const BATCH: i64 = 200;
 
 /// What one delivery round did.

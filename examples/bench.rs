@@ -1153,6 +1153,8 @@ fn start_daemon(settings: &Settings, config: &Path) -> RunningDaemon {
         .env_remove("PRIVACY_MAILROOM_CONFIG")
         .env("NOTIFY_SOCKET", &socket_path)
         .env("NO_COLOR", "1")
+        // As the packaged systemd unit runs it.
+        .env("MALLOC_ARENA_MAX", "2")
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -1957,6 +1959,8 @@ fn run_daemon(settings: &Settings, config: &Path) -> Run {
         .args(["run", "--once"])
         .env_remove("PRIVACY_MAILROOM_CONFIG")
         .env("NO_COLOR", "1")
+        // As the packaged systemd unit runs it.
+        .env("MALLOC_ARENA_MAX", "2")
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

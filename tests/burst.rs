@@ -94,9 +94,14 @@ async fn a_burst_of_replies_goes_out_over_several_connections_and_nobody_gets_on
         },
     )
     .await;
+    // The daemon holds at most 4 connections (its semaphore is held until
+    // a connection is closed). Postfix logs each session's end from its own
+    // smtpd process, after the client has gone: a session closed after its
+    // third mail can be logged as ending after the next one is logged as
+    // starting, so the log may show one more than were open.
     assert!(
-        (2..=4).contains(&most),
-        "{most} SMTP sessions open at once, expected 2 to 4:\n{}",
+        (2..=5).contains(&most),
+        "{most} SMTP sessions open at once in Postfix's log, expected 2 to 4 (5 when a closing session is logged late):\n{}",
         read_log()
     );
     assert!(

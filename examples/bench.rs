@@ -1123,6 +1123,20 @@ struct RunningDaemon {
     ready: Arc<AtomicBool>,
 }
 
+/// The environment both modes run the daemon in: the config from
+/// `--config` only, plain logs at `RUST_LOG` (info by default), no stdin,
+/// and the malloc setting of the packaged systemd unit.
+fn daemon_environment(cmd: &mut Command) {
+    cmd.env_remove("PRIVACY_MAILROOM_CONFIG")
+        .env("NO_COLOR", "1")
+        .env("MALLOC_ARENA_MAX", "2")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(std::process::Stdio::null());
+}
+
 /// Starts `BIN --config X run` with a notify socket; a thread drains the
 /// socket for the whole run (READY, STATUS lines) and sets `ready`.
 fn start_daemon(settings: &Settings, config: &Path) -> RunningDaemon {
@@ -1150,16 +1164,8 @@ fn start_daemon(settings: &Settings, config: &Path) -> RunningDaemon {
     cmd.arg("--config")
         .arg(config)
         .arg("run")
-        .env_remove("PRIVACY_MAILROOM_CONFIG")
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("NO_COLOR", "1")
-        // As the packaged systemd unit runs it.
-        .env("MALLOC_ARENA_MAX", "2")
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(std::process::Stdio::null());
+        .env("NOTIFY_SOCKET", &socket_path);
+    daemon_environment(&mut cmd);
     RunningDaemon {
         daemon: daemon::spawn_with(cmd, config),
         ready,
@@ -1956,16 +1962,8 @@ fn run_daemon(settings: &Settings, config: &Path) -> Run {
     cmd.arg(&settings.bin)
         .arg("--config")
         .arg(config)
-        .args(["run", "--once"])
-        .env_remove("PRIVACY_MAILROOM_CONFIG")
-        .env("NO_COLOR", "1")
-        // As the packaged systemd unit runs it.
-        .env("MALLOC_ARENA_MAX", "2")
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(std::process::Stdio::null());
+        .args(["run", "--once"]);
+    daemon_environment(&mut cmd);
     let started_at = Utc::now();
     let mut d = daemon::spawn_with(cmd, config);
     let deadline = Instant::now() + settings.timeout;

@@ -428,17 +428,7 @@ async fn gather(
     let thread = classify::thread_case_id(&referenced, &inbound.subject, prefix);
     let seen = match seen {
         Seen::Known(answer) => answer,
-        Seen::Ask => {
-            let key = seen_key(inbound, sha);
-            store::messages::seen_inbound(
-                conn,
-                key.message_id,
-                key.from_addr,
-                key.subject,
-                key.sha256,
-            )
-            .await?
-        }
+        Seen::Ask => store::messages::seen_inbound(conn, &seen_key(inbound, sha)).await?,
     };
     let seen_before = seen.map(|(_, earlier)| {
         if earlier.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {

@@ -133,18 +133,12 @@ pub(crate) async fn inbound_from_since(
 /// Sent-folder scan has its own rule, [`team_mail_on_record`].
 pub(crate) async fn seen_inbound(
     conn: &mut SqliteConnection,
-    message_id: Option<&str>,
-    from_addr: Option<&str>,
-    subject: &str,
-    sha256: &str,
+    key: &SeenKey<'_>,
 ) -> Result<Option<(i64, Option<String>)>> {
-    let key = SeenKey {
-        message_id,
-        from_addr,
-        subject,
-        sha256,
-    };
-    Ok(seen_inbound_many(conn, &[key]).await?.pop().flatten())
+    Ok(seen_inbound_many(conn, std::slice::from_ref(key))
+        .await?
+        .pop()
+        .flatten())
 }
 
 /// What [`seen_inbound`] compares of a message.
@@ -492,9 +486,7 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         for (k, expected) in &cases {
-            let one = seen_inbound(&mut conn, k.message_id, k.from_addr, k.subject, k.sha256)
-                .await
-                .unwrap();
+            let one = seen_inbound(&mut conn, k).await.unwrap();
             assert_eq!(one.map(|(id, _)| id), expected.map(|(id, _)| id), "{k:?}");
         }
         assert!(seen_inbound_many(&mut conn, &[]).await.unwrap().is_empty());

@@ -512,7 +512,6 @@ pub(crate) async fn mark_waiting(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
     use chrono::TimeZone;
 
     async fn row(conn: &mut SqliteConnection, message_id: &str, audience: &str) -> i64 {
@@ -539,8 +538,7 @@ mod tests {
 
     #[tokio::test]
     async fn recipient_verdicts_are_kept_once_and_refusals_listed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("mailroom.db")).await.unwrap();
+        let (_dir, store) = crate::store::testing::store().await;
         let mut conn = store.conn().await.unwrap();
         let team = row(&mut conn, "<t@x>", "team").await;
         let consumer = row(&mut conn, "<c@x>", "consumer").await;
@@ -590,8 +588,7 @@ mod tests {
 
     #[tokio::test]
     async fn deliveries_are_recorded_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("mailroom.db")).await.unwrap();
+        let (_dir, store) = crate::store::testing::store().await;
         let mut conn = store.conn().await.unwrap();
         let whole = row(&mut conn, "<a@x>", "consumer").await;
         let team = row(&mut conn, "<b@x>", "team").await;
@@ -613,8 +610,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiting_mail_is_counted_and_recorded_patiently() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("mailroom.db")).await.unwrap();
+        let (_dir, store) = crate::store::testing::store().await;
         let mut conn = store.conn().await.unwrap();
         let id = row(&mut conn, "<w@x>", "consumer").await;
         assert_eq!(waiting(&mut conn).await.unwrap().0, 0);

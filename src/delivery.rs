@@ -254,9 +254,8 @@ async fn deliver_rounds(round: &Round<'_>) -> Result<(), StoreError> {
             .buffer_unordered(round.sender.connections().max(1))
             .collect()
             .await;
-        // Recorded before the next read of due rows, which must not see
-        // them as due again.
-        flush_sent(round).await;
+        // The next read of due rows goes through `db_turn`, which records
+        // this round's deliveries first: they are not read as due again.
         results.into_iter().collect::<Result<(), StoreError>>()?;
     }
     Ok(())

@@ -422,72 +422,70 @@ pub async fn waiting(conn: &mut SqliteConnection) -> Result<(i64, Option<DateTim
 /// than the pool's usual 5 s (a long intake transaction can hold the lock).
 pub(crate) const RECORD_BUSY_TIMEOUT_MS: u32 = 60_000;
 
-/// The pool's usual busy timeout, restored after a patient write.
+/// The pool's usual busy timeout, restored after a patient write
+/// ([`record_all_sent`]).
 const USUAL_BUSY_TIMEOUT_MS: u32 = 5_000;
-
-/// Runs `write` in its own short (autocommit) transaction on `conn`, waiting
-/// up to [`RECORD_BUSY_TIMEOUT_MS`] for the write lock instead of the usual 5 s.
-async fn patiently<F>(conn: &mut SqliteConnection, write: F) -> Result<()>
-where
-    F: AsyncFnOnce(&mut SqliteConnection) -> Result<()>,
-{
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "PRAGMA busy_timeout = {RECORD_BUSY_TIMEOUT_MS}"
-    )))
-    .execute(&mut *conn)
-    .await
-    .op("outbox.patiently.busy_timeout")?;
-    let result = write(&mut *conn).await;
-    let reset = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "PRAGMA busy_timeout = {USUAL_BUSY_TIMEOUT_MS}"
-    )))
-    .execute(&mut *conn)
-    .await
-    .op("outbox.patiently.reset_busy_timeout");
-    result?;
-    reset?;
-    Ok(())
-}
 
 /// Several deliveries accepted by the server, in one transaction, waiting
 /// long for the lock: each `(outbox id, None)` is [`mark_sent`], each
 /// `(outbox id, Some(recipient))` is [`settle_recipient`] (delivered). The
 /// sender records what finished while the previous commit was running in one
 /// go (group commit): one sync instead of one per mail.
+///
+/// Whole mails take two round trips to the SQLite worker in all (the busy
+/// timeout, `BEGIN` and one `UPDATE` for all of them; `COMMIT` and the
+/// usual timeout), not one per mail: with the worker idle between
+/// deliveries each hand-off cost about a millisecond, and the sender's
+/// groups waited on them (issue 13).
 pub(crate) async fn record_all_sent(
     conn: &mut SqliteConnection,
     deliveries: &[(i64, Option<String>)],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    patiently(conn, async |c: &mut SqliteConnection| {
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *c)
-            .await
-            .op("outbox.record_all_sent.begin")?;
-        let written = async {
-            for (id, recipient) in deliveries {
-                match recipient {
-                    Some(r) => settle_recipient(&mut *c, *id, r, true, None, now).await?,
-                    None => mark_sent(&mut *c, *id, now).await?,
-                }
+    let whole: Vec<i64> = deliveries
+        .iter()
+        .filter(|(_, recipient)| recipient.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    let ids = serde_json::to_string(&whole).unwrap_or_else(|_| "[]".to_string());
+    let written = async {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA busy_timeout = {RECORD_BUSY_TIMEOUT_MS};
+             BEGIN IMMEDIATE;
+             UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL
+              WHERE id IN (SELECT value FROM json_each(?));"
+        )))
+        .bind(now)
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await
+        .op("outbox.record_all_sent")?;
+        for (id, recipient) in deliveries {
+            if let Some(r) = recipient {
+                settle_recipient(&mut *conn, *id, r, true, None, now).await?;
             }
-            Ok::<(), super::StoreError>(())
         }
-        .await;
-        let end = if written.is_ok() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
-        let ended = sqlx::query(end)
-            .execute(&mut *c)
-            .await
-            .op("outbox.record_all_sent.end");
-        written?;
-        ended?;
-        Ok(())
-    })
-    .await
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "COMMIT; PRAGMA busy_timeout = {USUAL_BUSY_TIMEOUT_MS};"
+        )))
+        .execute(&mut *conn)
+        .await
+        .op("outbox.record_all_sent.commit")?;
+        Ok::<(), super::StoreError>(())
+    }
+    .await;
+    if written.is_err() {
+        // Whichever statement failed, the transaction (if it began) is
+        // rolled back and the usual timeout restored.
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA busy_timeout = {USUAL_BUSY_TIMEOUT_MS}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .op("outbox.record_all_sent.reset_busy_timeout")?;
+    }
+    written
 }
 
 /// The SMTP server is unreachable: every due mail waits, with the reason.
@@ -630,5 +628,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(timeout, 5000, "the usual busy timeout is back");
+    }
+
+    #[tokio::test]
+    async fn a_failed_record_rolls_back_and_restores_the_timeout() {
+        let (_dir, store) = crate::store::testing::store().await;
+        let mut conn = store.conn().await.unwrap();
+        let id = row(&mut conn, "<f@x>", "consumer").await;
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        // No outbox row 999999: its recipient cannot be settled.
+        let failed =
+            record_all_sent(&mut conn, &[(id, None), (999_999, Some("a@x".into()))], now).await;
+        assert!(failed.is_err());
+        assert_eq!(pending_count(&mut conn).await.unwrap(), 1, "rolled back");
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(timeout, 5000);
+        // No transaction was left open: the next record commits.
+        record_all_sent(&mut conn, &[(id, None)], now)
+            .await
+            .unwrap();
+        assert_eq!(pending_count(&mut conn).await.unwrap(), 0);
     }
 }

@@ -158,8 +158,13 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        // No ping before handing out a pooled connection: a SQLite
+        // connection is a file, not a socket that can drop, and the ping was
+        // a round trip to its worker thread on every `conn()` and `begin()`
+        // (issue 13: a fifth of the sender's recording time).
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(|source| StoreError::Open {

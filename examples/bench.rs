@@ -1942,7 +1942,7 @@ fn run_daemon(settings: &Settings, config: &Path) -> Run {
         Profile::Perf => {
             let mut c = Command::new("perf");
             c.arg("record")
-                .args(["-F", "499", "-g", "-o"])
+                .args(["-F", "1999", "-g", "-o"])
                 .arg(settings.out.join("perf.data"))
                 .args(["--", "/usr/bin/time"]);
             c

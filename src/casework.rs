@@ -966,11 +966,14 @@ pub(crate) async fn open_request(
     sender: &str,
     received_at: DateTime<Utc>,
     mail: RequestMail<'_>,
+    numbers: &mut store::cases::CaseNumbers,
     now: DateTime<Utc>,
 ) -> Result<CaseId, CaseworkError> {
     let agent = classify::agent_of(sender, inbound, &room.config.agents.known_domains);
     let year = store::cases::id_year(received_at, room.policy.timezone);
-    let seq = store::cases::next_seq(conn, &room.config.policy.case_prefix, year).await?;
+    let seq = numbers
+        .next(conn, &room.config.policy.case_prefix, year)
+        .await?;
     let id = CaseId::new(&room.config.policy.case_prefix, year, seq);
     let declarations = crate::attachments::declaration_count(agent.is_agent, &inbound.attachments);
     let vouched = agent.is_agent

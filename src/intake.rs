@@ -225,6 +225,8 @@ async fn write_messages(
         .map(|(inbound, sha)| seen_key(inbound, sha))
         .collect();
     let seen_before_batch = store::messages::seen_inbound_many(tx, &keys).await?;
+    // The batch's new cases are numbered from one block (see `CaseNumbers`).
+    let mut numbers = store::cases::CaseNumbers::reserving(batch.len());
     for (i, (fetched, inbound)) in batch.iter().zip(parsed).enumerate() {
         watchdog.ping();
         let sha = shas.get(i).map_or("", String::as_str);
@@ -247,11 +249,35 @@ async fn write_messages(
         let span = info_span!("message", mailbox, uid = fetched.uid);
         let outcome = async {
             if !isolated {
-                return process_one(tx, room, uid_validity, fetched, inbound, sha, seen, now)
-                    .await;
+                return process_one(
+                    tx,
+                    room,
+                    uid_validity,
+                    fetched,
+                    inbound,
+                    sha,
+                    seen,
+                    &mut numbers,
+                    now,
+                )
+                .await;
             }
             let mut sp = tx.begin().await?;
-            match process_one(&mut sp, room, uid_validity, fetched, inbound, sha, seen, now).await
+            // Rolled back, the message's numbers (and a block reserved for
+            // it) are handed out again.
+            let before = numbers.clone();
+            match process_one(
+                &mut sp,
+                room,
+                uid_validity,
+                fetched,
+                inbound,
+                sha,
+                seen,
+                &mut numbers,
+                now,
+            )
+            .await
             {
                 Ok(outcome) => {
                     sp.commit().await?;
@@ -259,6 +285,7 @@ async fn write_messages(
                 }
                 Err(e) => {
                     sp.rollback().await?;
+                    numbers = before;
                     warn!(uid = fetched.uid, error = %crate::logging::Personal(&e), "Message could not be processed; stored raw and sent to review.");
                     record_failed(tx, room, uid_validity, fetched, &e.to_string(), now).await?;
                     Ok(Outcome::Failed)
@@ -269,6 +296,7 @@ async fn write_messages(
         .await?;
         results.push((fetched.uid, outcome));
     }
+    numbers.give_back(tx).await?;
     Ok(results)
 }
 
@@ -387,6 +415,7 @@ async fn process_one(
     inbound: &Inbound,
     sha: &str,
     seen: Seen,
+    numbers: &mut store::cases::CaseNumbers,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let facts = gather(conn, room, fetched, inbound, sha, seen).await?;
@@ -398,7 +427,7 @@ async fn process_one(
         sha,
         sender: &facts.sender,
     };
-    carry_out(conn, room, &rec, &facts, decided, now).await
+    carry_out(conn, room, &rec, &facts, decided, numbers, now).await
 }
 
 /// Everything [`route()`] needs that is not in the message itself: the
@@ -534,6 +563,7 @@ async fn carry_out(
     rec: &Record<'_>,
     facts: &Facts,
     route: Route,
+    numbers: &mut store::cases::CaseNumbers,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let known = |id: &CaseId| {
@@ -588,7 +618,7 @@ async fn carry_out(
             let vouched = route.party == Party::KnownAgent;
             case_reply(conn, room, rec, known(&case)?, by_reference, vouched, now).await
         }
-        Mail::Request { kind } => open_case(conn, room, rec, kind, now).await,
+        Mail::Request { kind } => open_case(conn, room, rec, kind, numbers, now).await,
         Mail::Review { why, suggestion } => review(conn, room, rec, why, suggestion, now).await,
     }
 }
@@ -1043,6 +1073,7 @@ async fn open_case(
     room: &Mailroom,
     rec: &Record<'_>,
     kind: Kind,
+    numbers: &mut store::cases::CaseNumbers,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let received_at = rec.received_at(now);
@@ -1057,6 +1088,7 @@ async fn open_case(
         rec.sender,
         received_at,
         casework::RequestMail::New(&message),
+        numbers,
         now,
     )
     .await?;
@@ -1072,6 +1104,7 @@ async fn open_case(
                 rec.sender,
                 received_at,
                 casework::RequestMail::Sibling,
+                numbers,
                 now,
             )
             .await?;

@@ -378,6 +378,7 @@ async fn open_from_review(
         &sender,
         at,
         casework::RequestMail::Stored(row),
+        &mut store::cases::CaseNumbers::one_at_a_time(),
         now,
     )
     .await?;

@@ -81,7 +81,8 @@ async fn commit_new_with(
         notice_root: None,
         manner: thread.manner,
     };
-    let (message_row, written, notice_queued) = match message {
+    let requester_key = crate::address::rate_key(&t.case.requester);
+    let (opened, written, notice_queued) = match message {
         Some(m) => {
             let linked = store::messages::NewMessage {
                 case_id: Some(t.case.id.as_str()),
@@ -113,10 +114,14 @@ async fn commit_new_with(
             let opening = store::cases::Opening {
                 events: &leading,
                 notice_queued,
+                // The first reply goes to the requester: its per-sender
+                // count is read in the same batch.
+                recent_to: Some((&requester_key, recent_since(now))),
             };
-            let id = store::cases::insert_with_message(conn, &t.case, &row, &opening, &linked, now)
-                .await?;
-            (Some(id), leading.len(), notice_queued)
+            let opened =
+                store::cases::insert_with_message(conn, &t.case, &row, &opening, &linked, now)
+                    .await?;
+            (Some(opened), leading.len(), notice_queued)
         }
         None => {
             store::cases::insert(conn, &t.case, &row, now).await?;
@@ -138,17 +143,30 @@ async fn commit_new_with(
         .filter(|e| !(notice_queued && **e == Effect::Notify(Notice::NewCase)))
         .cloned()
         .collect();
-    carry_out(
-        conn,
-        room,
-        &t.case,
-        &rest,
-        thread.trigger,
-        known.as_ref(),
-        now,
-    )
-    .await?;
-    Ok(message_row)
+    let known = Known {
+        thread: known.as_ref(),
+        recent_to: opened
+            .and_then(|o| o.recent_to)
+            .map(|count| (requester_key.as_str(), count)),
+    };
+    carry_out(conn, room, &t.case, &rest, thread.trigger, known, now).await?;
+    Ok(opened.map(|o| o.message_row))
+}
+
+/// What the caller of [`carry_out`] already knows about a case opened in
+/// this transaction, so its replies need not read it back.
+#[derive(Debug, Clone, Copy, Default)]
+struct Known<'a> {
+    /// The case's reply thread.
+    thread: Option<&'a store::messages::ReplyThread>,
+    /// A rate key's per-sender count, read right after the case's rows went
+    /// in: it holds for the first consumer mail only.
+    recent_to: Option<(&'a str, i64)>,
+}
+
+/// Where the per-sender limit's 24 hours start.
+fn recent_since(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::hours(24)
 }
 
 /// The mail a request came in, for [`open_request`].
@@ -204,7 +222,16 @@ pub(crate) async fn commit_update(
     now: DateTime<Utc>,
 ) -> Result<()> {
     store::cases::update(conn, &t.case, now).await?;
-    carry_out(conn, room, &t.case, &t.effects, trigger, None, now).await
+    carry_out(
+        conn,
+        room,
+        &t.case,
+        &t.effects,
+        trigger,
+        Known::default(),
+        now,
+    )
+    .await
 }
 
 /// Applies one input to a stored case; a refusal is recorded as an event and
@@ -304,18 +331,17 @@ pub async fn act(
 }
 
 /// Carries out a transition's effects on `case` (its new state, already
-/// written); `known_thread` is the case's [`store::messages::ReplyThread`]
-/// when the caller knows it (a case opened in this transaction), so replies
-/// need not read it back.
+/// written), with what the caller already `known`s of the case.
 async fn carry_out(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
     effects: &[Effect],
     trigger: Trigger,
-    known_thread: Option<&store::messages::ReplyThread>,
+    known: Known<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let mut recent_to = known.recent_to;
     // Reminders a guard held back: their `reminder` event would claim a
     // mail that never went out (the engine records them as held instead).
     let mut held_reminders: Vec<&str> = Vec::new();
@@ -353,7 +379,9 @@ async fn carry_out(
                     to: *to,
                     reason: reason.as_deref(),
                     trigger,
-                    thread: known_thread,
+                    thread: known.thread,
+                    // After the first mail the count may have grown.
+                    recent_to: recent_to.take(),
                 };
                 if !send_to_consumer(conn, room, case, &mail, now).await? && is_reminder(*template)
                 {
@@ -380,6 +408,9 @@ pub(crate) struct ConsumerMail<'a> {
     pub trigger: Trigger,
     /// What the reply threads to, when known; read from the store if not.
     pub thread: Option<&'a store::messages::ReplyThread>,
+    /// A rate key's per-sender count, when known; read from the store for
+    /// any other key.
+    pub recent_to: Option<(&'a str, i64)>,
 }
 
 fn is_reminder(template: Template) -> bool {
@@ -404,6 +435,7 @@ pub(crate) async fn send_to_consumer(
         reason,
         trigger,
         thread,
+        recent_to,
     } = *mail;
     let recipient = match to {
         Audience::Requester => Some(case.requester.clone()),
@@ -414,7 +446,16 @@ pub(crate) async fn send_to_consumer(
     };
     // `+tags` do not make another sender for the per-sender limit.
     let rate_key = crate::address::rate_key(&recipient);
-    if let Some(hold) = held_back(conn, room, case, template, &rate_key, trigger, now).await? {
+    let known_recent = recent_to
+        .filter(|(key, _)| *key == rate_key)
+        .map(|(_, count)| count);
+    let guard = Guarded {
+        template,
+        rate_key: &rate_key,
+        known_recent,
+        trigger,
+    };
+    if let Some(hold) = held_back(conn, room, case, &guard, now).await? {
         info!(case = %case.id, template = template.as_str(), "Reply held back by a guard.");
         store::events::append(
             conn,
@@ -520,16 +561,31 @@ struct Hold {
     until: Option<DateTime<Utc>>,
 }
 
+/// A consumer-facing mail before its guards ([`held_back`]).
+#[derive(Debug, Clone, Copy)]
+struct Guarded<'a> {
+    template: Template,
+    /// The recipient's rate key.
+    rate_key: &'a str,
+    /// Its per-sender count, when the caller read it already.
+    known_recent: Option<i64>,
+    trigger: Trigger,
+}
+
 /// Why a consumer-facing mail must not go out, if it must not.
 async fn held_back(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
-    template: Template,
-    recipient: &str,
-    trigger: Trigger,
+    guarded: &Guarded<'_>,
     now: DateTime<Utc>,
 ) -> Result<Option<Hold>> {
+    let Guarded {
+        template,
+        rate_key: recipient,
+        known_recent,
+        trigger,
+    } = *guarded;
     let never = |why: String| Some(Hold { why, until: None });
     if room.is_own_address(recipient) {
         return Ok(never(format!(
@@ -561,8 +617,11 @@ async fn held_back(
     }
     let max = room.config.policy.max_auto_replies_per_day;
     let limit = i64::from(max);
-    let since = now - chrono::Duration::hours(24);
-    let recent = store::outbox::recent_to(conn, recipient, since).await?;
+    let since = recent_since(now);
+    let recent = match known_recent {
+        Some(count) => count,
+        None => store::outbox::recent_to(conn, recipient, since).await?,
+    };
     if recent < limit {
         return Ok(None);
     }

@@ -238,11 +238,25 @@ pub(crate) struct Opening<'a> {
     /// Its new-case notice held back for the end of the batch
     /// (`burst::queue_notice`).
     pub notice_queued: bool,
+    /// Counts the automatic mails to this rate key since this time
+    /// ([`super::outbox::recent_to`]) after the rows are in, for the
+    /// per-sender limit of the case's first reply.
+    pub recent_to: Option<(&'a str, DateTime<Utc>)>,
+}
+
+/// What [`insert_with_message`] read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Opened {
+    /// The message's row.
+    pub message_row: i64,
+    /// The count [`Opening::recent_to`] asked for.
+    pub recent_to: Option<i64>,
 }
 
 /// Inserts a new case, the rows of its `opening` and the message that
-/// opened it in one statement batch: one round trip to the SQLite worker
-/// instead of up to four (issue 13). Returns the message row.
+/// opened it in one statement batch, with the per-sender count its first
+/// reply needs: one round trip to the SQLite worker instead of up to five
+/// (issue 13).
 pub(crate) async fn insert_with_message(
     conn: &mut SqliteConnection,
     case: &Case,
@@ -250,7 +264,7 @@ pub(crate) async fn insert_with_message(
     opening: &Opening<'_>,
     message: &super::NewMessage<'_>,
     now: DateTime<Utc>,
-) -> Result<i64> {
+) -> Result<Opened> {
     let events = opening.events;
     let mut sql = insert_sql();
     sql.push_str(";\n");
@@ -264,16 +278,38 @@ pub(crate) async fn insert_with_message(
     }
     sql.push_str(super::messages::INSERT);
     sql.push_str(" RETURNING id;");
+    if opening.recent_to.is_some() {
+        sql.push_str(super::outbox::RECENT_TO);
+        sql.push(';');
+    }
     let mut q = bind_insert(sqlx::query(sqlx::AssertSqlSafe(sql)), case, thread, now);
     q = super::events::bind_many(q, case.id.as_str(), now, events);
     if opening.notice_queued {
         q = q.bind(&case.id).bind(now);
     }
-    let row = super::messages::bind(q, message)
-        .fetch_one(conn)
-        .await
-        .op("cases.insert_with_message")?;
-    row.try_get(0).op("cases.insert_with_message")
+    q = super::messages::bind(q, message);
+    if let Some((rate_key, since)) = opening.recent_to {
+        q = q.bind(rate_key).bind(since);
+    }
+    // One row from the message's RETURNING, then the count's.
+    let rows = q.fetch_all(conn).await.op("cases.insert_with_message")?;
+    let value = |i: usize| -> Result<Option<i64>> {
+        rows.get(i)
+            .map(|row| row.try_get(0))
+            .transpose()
+            .op("cases.insert_with_message")
+    };
+    let message_row = match value(0)? {
+        Some(id) => id,
+        None => return Err(sqlx::Error::RowNotFound).op("cases.insert_with_message"),
+    };
+    Ok(Opened {
+        message_row,
+        recent_to: match opening.recent_to {
+            Some(_) => value(1)?,
+            None => None,
+        },
+    })
 }
 
 fn insert_sql() -> String {
@@ -601,13 +637,35 @@ mod tests {
             target_mailbox: Some("Processed"),
             ..NewMessage::default()
         };
+        // One automatic mail to Ann in the last day: the batch counts it.
+        let recipients = vec!["ann@example.org".to_string()];
+        crate::store::outbox::insert(
+            &mut conn,
+            &crate::store::outbox::NewOutbox {
+                case_id: None,
+                message_id: "earlier@example.com",
+                audience: crate::store::outbox::Audience::Consumer,
+                template: "acknowledgement",
+                envelope_from: "privacy@example.com",
+                recipients: &recipients,
+                rate_key: "ann@example.org",
+                subject: "s",
+                raw: b"raw",
+                now: at(1),
+            },
+        )
+        .await
+        .unwrap();
         let opening = Opening {
             events: &evs,
             notice_queued: true,
+            recent_to: Some(("ann@example.org", at(0))),
         };
-        let id = insert_with_message(&mut conn, &t.case, &thread, &opening, &message, at(2))
+        let opened = insert_with_message(&mut conn, &t.case, &thread, &opening, &message, at(2))
             .await
             .unwrap();
+        assert_eq!(opened.recent_to, Some(1), "the per-sender count");
+        let id = opened.message_row;
 
         let back = get(&mut conn, &"C-7".into()).await.unwrap().unwrap();
         assert_eq!(back, t.case);
@@ -671,7 +729,8 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(second > id);
+        assert_eq!(second.recent_to, None);
+        assert!(second.message_row > id);
         assert!(
             crate::store::burst::take_queued(&mut conn)
                 .await

@@ -77,19 +77,23 @@ fn bind<'q>(q: super::Query<'q>, m: &NewOutbox<'_>) -> super::Query<'q> {
         .bind(m.now)
 }
 
+/// Counts the automatic consumer-facing mails to a rate key (`?`) since a
+/// time (`?`): the per-sender limit. Shared with the new case's statement
+/// batch (`cases::insert_with_message`).
+pub(super) const RECENT_TO: &str =
+    "SELECT COUNT(*) FROM outbox WHERE rate_key = ? AND audience = 'consumer' AND created_at > ?";
+
 /// Automatic consumer-facing mails to `rate_key` since `since`.
 pub(crate) async fn recent_to(
     conn: &mut SqliteConnection,
     rate_key: &str,
     since: DateTime<Utc>,
 ) -> Result<i64> {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM outbox WHERE rate_key = ? AND audience = 'consumer' AND created_at > ?",
-    )
-    .bind(rate_key)
-    .bind(since)
-    .fetch_one(conn)
-    .await
+    sqlx::query_scalar(RECENT_TO)
+        .bind(rate_key)
+        .bind(since)
+        .fetch_one(conn)
+        .await
         .op("outbox.recent_to")
 }
 

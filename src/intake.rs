@@ -225,7 +225,7 @@ async fn write_messages(
         .map(|(inbound, sha)| seen_key(inbound, sha))
         .collect();
     let seen_before_batch = store::messages::seen_inbound_many(tx, &keys).await?;
-    // The batch's new cases are numbered from one block (see `CaseNumbers`).
+    // The batch's cases are numbered from one block (see `CaseNumbers`).
     let mut numbers = store::cases::CaseNumbers::reserving(batch.len());
     for (i, (fetched, inbound)) in batch.iter().zip(parsed).enumerate() {
         watchdog.ping();
@@ -600,7 +600,7 @@ async fn carry_out(
             scope,
             case,
             member,
-        } => team_reply(conn, room, rec, &scope, case, member, now).await,
+        } => team_reply(conn, room, rec, &scope, case, member, numbers, now).await,
         Mail::UnreferencedCommands { case, lines } => {
             unreferenced_commands(conn, room, rec, case.as_ref(), lines, now).await
         }
@@ -761,6 +761,7 @@ async fn over_mime_limits(
 }
 
 /// A reply to a team notice: commands, if the sender may give them.
+#[allow(clippy::too_many_arguments)]
 async fn team_reply(
     conn: &mut SqliteConnection,
     room: &Mailroom,
@@ -768,6 +769,7 @@ async fn team_reply(
     scope: &crate::team::mail::Scope,
     case: Option<CaseId>,
     member: bool,
+    numbers: &mut store::cases::CaseNumbers,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     // A non-member's reply to a notice is kept for a person to look at.
@@ -786,7 +788,7 @@ async fn team_reply(
         now,
     )
     .await?;
-    crate::team::mail::handle(conn, room, rec.inbound, scope, now).await?;
+    crate::team::mail::handle(conn, room, rec.inbound, scope, numbers, now).await?;
     Ok(Outcome::TeamMail { case_id })
 }
 

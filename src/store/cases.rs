@@ -86,54 +86,27 @@ pub struct CaseThread {
     pub manner: Manner,
 }
 
-/// Reserves the next case sequence number for `prefix` in `year`.
-pub(crate) async fn next_seq(conn: &mut SqliteConnection, prefix: &str, year: i32) -> Result<u64> {
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO case_seq (prefix, year, last) VALUES (?, ?, 1)
-         ON CONFLICT (prefix, year) DO UPDATE SET last = last + 1
-         RETURNING last",
-    )
-    .bind(prefix)
-    .bind(year)
-    .fetch_one(conn)
-    .await
-    .op("cases.next_seq")?;
-    Ok(seq as u64)
-}
-
 /// Where the numbers of the cases opened in one transaction come from.
 ///
-/// One at a time ([`CaseNumbers::one_at_a_time`]), each number is
-/// [`next_seq`]: one round trip to the SQLite worker per case. Reserving
-/// ([`CaseNumbers::reserving`]), intake takes a block of numbers for the
-/// batch in one round trip, hands them out in order, and gives back what
-/// it did not use before its commit ([`CaseNumbers::give_back`]): a new
-/// request costs one round trip fewer (issue 13).
-///
-/// The block is reserved in `case_seq` itself, so anyone else who numbers a
-/// case in the same transaction (a team `#open` from review) numbers it
-/// after the block: no number is handed out twice. Numbers are given back
-/// only while nobody numbered after the block, so the numbers stay
-/// consecutive unless a team `#open` came in the same batch as new
-/// requests; then the rest of the block stays unused.
+/// Numbers are reserved in `case_seq` a block at a time, in one round trip,
+/// handed out in order, and what was not used is given back before the
+/// transaction commits ([`CaseNumbers::give_back`]). Intake numbers a
+/// batch's cases from one block instead of one round trip per case
+/// (issue 13); whatever opens a case in the same transaction (a team
+/// `#open`) is handed the same `CaseNumbers`, so the numbers stay
+/// consecutive. Numbers are given back only while nobody numbered a case
+/// after the block, so a number is never handed out twice.
 #[derive(Debug, Clone)]
 pub(crate) struct CaseNumbers {
-    /// How many numbers a block holds; 0 numbers one at a time.
+    /// How many numbers a block holds.
     block: u64,
     /// Per (prefix, year): the next number to hand out and the block's last.
     blocks: Vec<(String, i32, u64, u64)>,
 }
 
 impl CaseNumbers {
-    /// Each number read from the store when it is needed.
-    pub(crate) fn one_at_a_time() -> Self {
-        CaseNumbers {
-            block: 0,
-            blocks: Vec::new(),
-        }
-    }
-
-    /// Numbers reserved `block` at a time (at least one).
+    /// Numbers reserved `block` at a time (at least one); one at a time
+    /// costs a round trip per case, as a single new case does anyway.
     pub(crate) fn reserving(block: usize) -> Self {
         CaseNumbers {
             block: (block as u64).max(1),
@@ -148,9 +121,6 @@ impl CaseNumbers {
         prefix: &str,
         year: i32,
     ) -> Result<u64> {
-        if self.block == 0 {
-            return next_seq(conn, prefix, year).await;
-        }
         let found = self
             .blocks
             .iter_mut()
@@ -190,7 +160,8 @@ impl CaseNumbers {
     }
 }
 
-/// Reserves `count` case numbers for `prefix` in `year`; returns the last.
+/// Reserves `count` case numbers for `prefix` in `year` (the first year's
+/// row is created); returns the last.
 async fn reserve(conn: &mut SqliteConnection, prefix: &str, year: i32, count: u64) -> Result<u64> {
     let last: i64 = sqlx::query_scalar(
         "INSERT INTO case_seq (prefix, year, last) VALUES (?, ?, ?)
@@ -543,8 +514,8 @@ mod tests {
     }
 
     /// A reserved block hands out consecutive numbers and gives back the
-    /// rest; a case numbered one at a time meanwhile comes after the block,
-    /// and then the rest of the block stays unused.
+    /// rest; a case numbered by someone else meanwhile comes after the
+    /// block, and then the rest of the block stays unused.
     #[tokio::test]
     async fn case_numbers_come_from_a_block_and_are_never_handed_out_twice() {
         let (_dir, store) = store().await;
@@ -558,24 +529,23 @@ mod tests {
         got.push(block.next(&mut conn, "CA", 2027).await.unwrap());
         assert_eq!(got, [1, 2, 3, 1]);
         block.give_back(&mut conn).await.unwrap();
-        assert_eq!(next_seq(&mut conn, "CA", 2026).await.unwrap(), 4);
-        assert_eq!(next_seq(&mut conn, "CA", 2027).await.unwrap(), 2);
+        assert_eq!(reserve(&mut conn, "CA", 2026, 1).await.unwrap(), 4);
+        assert_eq!(reserve(&mut conn, "CA", 2027, 1).await.unwrap(), 2);
 
-        // A team `#open` numbers a case while the block is out.
+        // Someone numbers a case while the block is out.
         let mut block = CaseNumbers::reserving(5);
         assert_eq!(block.next(&mut conn, "CA", 2026).await.unwrap(), 5);
-        let mut single = CaseNumbers::one_at_a_time();
-        assert_eq!(single.next(&mut conn, "CA", 2026).await.unwrap(), 10);
+        assert_eq!(reserve(&mut conn, "CA", 2026, 1).await.unwrap(), 10);
         assert_eq!(block.next(&mut conn, "CA", 2026).await.unwrap(), 6);
         block.give_back(&mut conn).await.unwrap();
-        assert_eq!(next_seq(&mut conn, "CA", 2026).await.unwrap(), 11);
+        assert_eq!(reserve(&mut conn, "CA", 2026, 1).await.unwrap(), 11);
 
         // A block used up is followed by the next one.
         let mut block = CaseNumbers::reserving(1);
         assert_eq!(block.next(&mut conn, "CA", 2026).await.unwrap(), 12);
         assert_eq!(block.next(&mut conn, "CA", 2026).await.unwrap(), 13);
         block.give_back(&mut conn).await.unwrap();
-        assert_eq!(next_seq(&mut conn, "CA", 2026).await.unwrap(), 14);
+        assert_eq!(reserve(&mut conn, "CA", 2026, 1).await.unwrap(), 14);
     }
 
     /// The case, its events and its message in one statement batch: every

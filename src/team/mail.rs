@@ -75,11 +75,13 @@ pub enum Handled {
 }
 
 /// Handles a reply to a notification. The caller has written the message row.
-pub async fn handle(
+/// A `#open` numbers its case from `numbers`, the transaction's own.
+pub(crate) async fn handle(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     inbound: &Inbound,
     scope: &Scope,
+    numbers: &mut crate::store::cases::CaseNumbers,
     now: DateTime<Utc>,
 ) -> Result<Handled, CaseworkError> {
     // Who commands is the From address, never a Reply-To: membership and
@@ -141,7 +143,7 @@ pub async fn handle(
     }
     let mut results = Vec::with_capacity(lines.len());
     for line in &lines {
-        results.push(run_line(conn, room, &sender, scope, line, now).await?);
+        results.push(run_line(conn, room, &sender, scope, line, numbers, now).await?);
     }
     let executed = results.iter().filter(|r| r.ok).count();
     let refused = results.len() - executed;
@@ -159,9 +161,10 @@ async fn run_line(
     sender: &str,
     scope: &Scope,
     line: &CommandLine,
+    numbers: &mut crate::store::cases::CaseNumbers,
     now: DateTime<Utc>,
 ) -> Result<CommandResult, CaseworkError> {
-    let outcome = line_outcome(conn, room, sender, scope, line, now).await?;
+    let outcome = line_outcome(conn, room, sender, scope, line, numbers, now).await?;
     match outcome {
         LineOutcome::Done(result) => Ok(result),
         LineOutcome::Refused {
@@ -211,6 +214,7 @@ async fn line_outcome(
     sender: &str,
     scope: &Scope,
     line: &CommandLine,
+    numbers: &mut crate::store::cases::CaseNumbers,
     now: DateTime<Utc>,
 ) -> Result<LineOutcome, CaseworkError> {
     // A refusal is recorded on the case the line names, else the notice's.
@@ -231,7 +235,7 @@ async fn line_outcome(
                 "`#open` works only in a reply to a review notice".into(),
             ));
         };
-        return match open_from_review(conn, room, *row, kind, open_as, now).await? {
+        return match open_from_review(conn, room, *row, kind, open_as, numbers, now).await? {
             Ok(id) => {
                 store::events::append(
                     conn,
@@ -341,6 +345,7 @@ async fn open_from_review(
     row: i64,
     kind: crate::cases::Kind,
     open_as: crate::team::commands::OpenAs,
+    numbers: &mut crate::store::cases::CaseNumbers,
     now: DateTime<Utc>,
 ) -> Result<Result<crate::ids::CaseId, String>, CaseworkError> {
     let stored = store::messages::stored_inbound(conn, row).await?;
@@ -378,7 +383,7 @@ async fn open_from_review(
         &sender,
         at,
         casework::RequestMail::Stored(row),
-        &mut store::cases::CaseNumbers::one_at_a_time(),
+        numbers,
         now,
     )
     .await?;

@@ -247,38 +247,22 @@ async fn write_messages(
         .unwrap_or(Seen::Ask);
         // One span per message: every line about it names mailbox and UID.
         let span = info_span!("message", mailbox, uid = fetched.uid);
+        let arrived = Arrived {
+            uid_validity,
+            fetched,
+            inbound,
+            sha,
+            seen,
+        };
         let outcome = async {
             if !isolated {
-                return process_one(
-                    tx,
-                    room,
-                    uid_validity,
-                    fetched,
-                    inbound,
-                    sha,
-                    seen,
-                    &mut numbers,
-                    now,
-                )
-                .await;
+                return process_one(tx, room, arrived, &mut numbers, now).await;
             }
             let mut sp = tx.begin().await?;
             // Rolled back, the message's numbers (and a block reserved for
             // it) are handed out again.
             let before = numbers.clone();
-            match process_one(
-                &mut sp,
-                room,
-                uid_validity,
-                fetched,
-                inbound,
-                sha,
-                seen,
-                &mut numbers,
-                now,
-            )
-            .await
-            {
+            match process_one(&mut sp, room, arrived, &mut numbers, now).await {
                 Ok(outcome) => {
                     sp.commit().await?;
                     Ok::<_, CaseworkError>(outcome)
@@ -404,20 +388,33 @@ enum Seen {
     Ask,
 }
 
+/// A message of the batch as [`process_one`] takes it.
+#[derive(Debug)]
+struct Arrived<'a> {
+    uid_validity: u32,
+    fetched: &'a Fetched,
+    inbound: &'a Inbound,
+    /// SHA-256 of the fetched bytes.
+    sha: &'a str,
+    seen: Seen,
+}
+
 /// One message: the facts looked up, the [`route()`] decided, the route
 /// carried out.
-#[allow(clippy::too_many_arguments)]
 async fn process_one(
     conn: &mut SqliteConnection,
     room: &Mailroom,
-    uid_validity: u32,
-    fetched: &Fetched,
-    inbound: &Inbound,
-    sha: &str,
-    seen: Seen,
+    arrived: Arrived<'_>,
     numbers: &mut store::cases::CaseNumbers,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
+    let Arrived {
+        uid_validity,
+        fetched,
+        inbound,
+        sha,
+        seen,
+    } = arrived;
     let facts = gather(conn, room, fetched, inbound, sha, seen).await?;
     let decided = route(inbound, &facts);
     let rec = Record {

@@ -435,7 +435,7 @@ pub(crate) async fn send_to_consumer(
         reason,
         trigger,
         thread,
-        recent_to,
+        recent_to: _,
     } = *mail;
     let recipient = match to {
         Audience::Requester => Some(case.requester.clone()),
@@ -446,16 +446,7 @@ pub(crate) async fn send_to_consumer(
     };
     // `+tags` do not make another sender for the per-sender limit.
     let rate_key = crate::address::rate_key(&recipient);
-    let known_recent = recent_to
-        .filter(|(key, _)| *key == rate_key)
-        .map(|(_, count)| count);
-    let guard = Guarded {
-        template,
-        rate_key: &rate_key,
-        known_recent,
-        trigger,
-    };
-    if let Some(hold) = held_back(conn, room, case, &guard, now).await? {
+    if let Some(hold) = held_back(conn, room, case, mail, &rate_key, now).await? {
         info!(case = %case.id, template = template.as_str(), "Reply held back by a guard.");
         store::events::append(
             conn,
@@ -561,31 +552,19 @@ struct Hold {
     until: Option<DateTime<Utc>>,
 }
 
-/// A consumer-facing mail before its guards ([`held_back`]).
-#[derive(Debug, Clone, Copy)]
-struct Guarded<'a> {
-    template: Template,
-    /// The recipient's rate key.
-    rate_key: &'a str,
-    /// Its per-sender count, when the caller read it already.
-    known_recent: Option<i64>,
-    trigger: Trigger,
-}
-
-/// Why a consumer-facing mail must not go out, if it must not.
+/// Why a consumer-facing `mail` to `recipient` (its rate key) must not go
+/// out, if it must not.
 async fn held_back(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     case: &Case,
-    guarded: &Guarded<'_>,
+    mail: &ConsumerMail<'_>,
+    recipient: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Hold>> {
-    let Guarded {
-        template,
-        rate_key: recipient,
-        known_recent,
-        trigger,
-    } = *guarded;
+    let ConsumerMail {
+        template, trigger, ..
+    } = *mail;
     let never = |why: String| Some(Hold { why, until: None });
     if room.is_own_address(recipient) {
         return Ok(never(format!(
@@ -618,9 +597,9 @@ async fn held_back(
     let max = room.config.policy.max_auto_replies_per_day;
     let limit = i64::from(max);
     let since = recent_since(now);
-    let recent = match known_recent {
-        Some(count) => count,
-        None => store::outbox::recent_to(conn, recipient, since).await?,
+    let recent = match mail.recent_to {
+        Some((key, count)) if key == recipient => count,
+        _ => store::outbox::recent_to(conn, recipient, since).await?,
     };
     if recent < limit {
         return Ok(None);

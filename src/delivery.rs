@@ -189,6 +189,11 @@ impl Round<'_> {
         turn
     }
 
+    /// Writes every delivery still waiting for its record (the turn does).
+    async fn write_waiting(&self) {
+        drop(self.db_turn().await);
+    }
+
     fn lock_accepted(&self) -> std::sync::MutexGuard<'_, Vec<(i64, Option<String>)>> {
         self.accepted
             .lock()
@@ -239,9 +244,9 @@ pub(crate) async fn deliver_due(
         round.to_record.notify_one();
         result
     };
+    // Whatever the round ended with, the recorder's last turn comes after
+    // it: every delivery is recorded when both are done.
     let (result, ()) = futures::future::join(rounds, recorder(&round)).await;
-    // Whatever the round ended with, its deliveries are recorded.
-    flush_sent(&round).await;
     let done = *round
         .done
         .lock()
@@ -493,7 +498,7 @@ async fn record_sent(round: &Round<'_>, id: i64, recipient: Option<String>) {
         round.to_record.notify_one();
         return;
     }
-    let _turn = round.db_turn().await;
+    round.write_waiting().await;
 }
 
 /// Writes the deliveries the groups hand over ([`record_sent`]) while they
@@ -502,17 +507,11 @@ async fn recorder(round: &Round<'_>) {
     loop {
         round.to_record.notified().await;
         let done = round.groups_done.load(Ordering::Acquire);
-        // The turn writes every delivery waiting (see `db_turn`).
-        drop(round.db_turn().await);
+        round.write_waiting().await;
         if done {
             return;
         }
     }
-}
-
-/// Writes every delivery still waiting for its record (the end of a round).
-async fn flush_sent(round: &Round<'_>) {
-    let _turn = round.db_turn().await;
 }
 
 /// How many accepted deliveries may wait for their record while the groups

@@ -100,8 +100,19 @@ pub struct CaseThread {
 pub(crate) struct CaseNumbers {
     /// How many numbers a block holds.
     block: u64,
-    /// Per (prefix, year): the next number to hand out and the block's last.
-    blocks: Vec<(String, i32, u64, u64)>,
+    /// The current block of each (prefix, year).
+    blocks: Vec<Block>,
+}
+
+/// Case numbers reserved for one prefix and year.
+#[derive(Debug, Clone)]
+struct Block {
+    prefix: String,
+    year: i32,
+    /// The next number to hand out; past `last` when the block is used up.
+    next: u64,
+    /// The block's last number, as `case_seq` holds it.
+    last: u64,
 }
 
 impl CaseNumbers {
@@ -124,18 +135,22 @@ impl CaseNumbers {
         let found = self
             .blocks
             .iter_mut()
-            .find(|(p, y, next, last)| p == prefix && *y == year && next <= last);
-        if let Some((_, _, next, _)) = found {
-            let seq = *next;
-            *next += 1;
+            .find(|b| b.prefix == prefix && b.year == year && b.next <= b.last);
+        if let Some(block) = found {
+            let seq = block.next;
+            block.next += 1;
             return Ok(seq);
         }
         let last = reserve(conn, prefix, year, self.block).await?;
         let first = last + 1 - self.block;
         self.blocks
-            .retain(|(p, y, _, _)| !(p == prefix && *y == year));
-        self.blocks
-            .push((prefix.to_string(), year, first + 1, last));
+            .retain(|b| !(b.prefix == prefix && b.year == year));
+        self.blocks.push(Block {
+            prefix: prefix.to_string(),
+            year,
+            next: first + 1,
+            last,
+        });
         Ok(first)
     }
 
@@ -143,15 +158,15 @@ impl CaseNumbers {
     /// numbered a case after the block (then they stay unused). Call it
     /// before the transaction commits.
     pub(crate) async fn give_back(&mut self, conn: &mut SqliteConnection) -> Result<()> {
-        for (prefix, year, next, last) in std::mem::take(&mut self.blocks) {
-            if next > last {
+        for block in std::mem::take(&mut self.blocks) {
+            if block.next > block.last {
                 continue;
             }
             sqlx::query("UPDATE case_seq SET last = ? WHERE prefix = ? AND year = ? AND last = ?")
-                .bind((next - 1) as i64)
-                .bind(&prefix)
-                .bind(year)
-                .bind(last as i64)
+                .bind((block.next - 1) as i64)
+                .bind(&block.prefix)
+                .bind(block.year)
+                .bind(block.last as i64)
                 .execute(&mut *conn)
                 .await
                 .op("cases.give_back")?;

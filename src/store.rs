@@ -69,6 +69,13 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// return it, so a statement of several inserts binds each in turn.
 pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
+/// A list as the JSON text a statement reads with `json_each(?)` (one
+/// parameter for any number of values). Serialising strings, numbers and
+/// plain structs cannot fail; `[]` is the empty list all the same.
+pub(crate) fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
 pub(crate) trait Op<T> {
     fn op(self, op: &'static str) -> Result<T>;
 }

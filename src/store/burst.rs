@@ -69,7 +69,7 @@ pub(crate) async fn add_all_to_summary(
     if case_ids.is_empty() {
         return Ok(());
     }
-    let ids = serde_json::to_string(case_ids).unwrap_or_else(|_| "[]".into());
+    let ids = super::json_list(case_ids);
     sqlx::query(
         "INSERT OR IGNORE INTO summary_cases (summary_id, case_id)
          SELECT ?, value FROM json_each(?)",

@@ -383,7 +383,7 @@ pub(crate) async fn get_many(conn: &mut SqliteConnection, ids: &[CaseId]) -> Res
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let ids = super::json_list(ids);
     let sql = format!(
         "SELECT {COLUMNS} FROM cases WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"
     );

@@ -164,7 +164,7 @@ pub(crate) async fn seen_inbound_many(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let json = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+    let json = super::json_list(keys);
     // `+e.from_addr`: the Message-ID index, not the sender's. A sender's
     // index holds every message from an agent desk (thousands), a
     // Message-ID's one or two; SQLite picked the sender's.
@@ -223,7 +223,7 @@ pub(crate) async fn mark_filed(
     now: DateTime<Utc>,
 ) -> Result<()> {
     // One statement for the whole batch (the ids travel as a JSON array).
-    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let ids = super::json_list(ids);
     sqlx::query("UPDATE messages SET filed_at = ? WHERE id IN (SELECT value FROM json_each(?))")
         .bind(now)
         .bind(ids)

@@ -63,7 +63,7 @@ const INSERT: &str =
 
 /// Binds the 11 parameters of [`INSERT`], in order.
 fn bind<'q>(q: super::Query<'q>, m: &NewOutbox<'_>) -> super::Query<'q> {
-    let recipients = serde_json::to_string(m.recipients).unwrap_or_else(|_| "[]".into());
+    let recipients = super::json_list(m.recipients);
     q.bind(m.case_id)
         .bind(m.message_id)
         .bind(m.audience.as_str())
@@ -451,7 +451,7 @@ pub(crate) async fn record_all_sent(
         .filter(|(_, recipient)| recipient.is_none())
         .map(|(id, _)| *id)
         .collect();
-    let ids = serde_json::to_string(&whole).unwrap_or_else(|_| "[]".to_string());
+    let ids = super::json_list(&whole);
     let written = async {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "PRAGMA busy_timeout = {RECORD_BUSY_TIMEOUT_MS};

@@ -137,7 +137,7 @@ pub(crate) async fn clear_verification_data(
     now: DateTime<Utc>,
 ) -> Result<(u64, u64)> {
     let names: Vec<&str> = code_templates.iter().map(|t| t.as_str()).collect();
-    let templates = serde_json::to_string(&names).unwrap_or_else(|_| "[]".into());
+    let templates = super::json_list(&names);
     // The outbox first: it finds mail quoting the code through the stored
     // text of the outgoing message, which the next statement clears.
     let outbox = sqlx::query(

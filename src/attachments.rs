@@ -76,7 +76,7 @@ pub(crate) fn io(
 
 /// The first attachment over `limit` bytes.
 pub(crate) fn over_limit(attachments: &[Attachment], limit: u64) -> Option<&Attachment> {
-    attachments.iter().find(|a| a.bytes.len() as u64 > limit)
+    attachments.iter().find(|a| a.size() > limit)
 }
 
 /// The header block of a raw message (through the blank line).
@@ -118,6 +118,7 @@ mod tests {
             filename: "a".into(),
             declared_type: "text/plain".into(),
             bytes: vec![0; 10],
+            stored: None,
         };
         let big = Attachment {
             bytes: vec![0; 11],

@@ -51,6 +51,33 @@ pub struct Fetched {
     /// the header block), so a large message never sits in memory whole
     /// just to be refused.
     pub refused_part: Option<RefusedPart>,
+    /// A large message fetched part by part (`sync::spool`): `raw` is then
+    /// its skeleton, and the whole message and its big attachments are
+    /// files in the blob store.
+    pub spooled: Option<Spooled>,
+}
+
+impl Fetched {
+    /// SHA-256 of the message as received (the de-duplication key, and
+    /// the name of a spooled message's file).
+    pub fn sha256(&self) -> String {
+        match &self.spooled {
+            Some(s) => s.sha256.clone(),
+            None => crate::hash::sha256_hex(&self.raw),
+        }
+    }
+}
+
+/// What a large message fetched part by part left in the blob store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spooled {
+    /// SHA-256 of the whole message: its file in the blob store.
+    pub sha256: String,
+    /// Stands for part `i` in the skeleton as `{marker}{i}`; it carries a
+    /// random nonce, so a sender cannot forge it.
+    pub marker: String,
+    /// The contents of the parts taken out of the skeleton, in order.
+    pub parts: Vec<message::StoredContent>,
 }
 
 /// An attachment known from the message's structure to be over
@@ -104,7 +131,10 @@ pub(crate) fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
     let limits = room.config.mime_limits();
     let mut parsed = Vec::with_capacity(batch.len());
     for fetched in batch {
-        let inbound = message::parse_with(&fetched.raw, &limits);
+        let mut inbound = message::parse_with(&fetched.raw, &limits);
+        if let Some(spooled) = &fetched.spooled {
+            unspool(&mut inbound, spooled);
+        }
         prestore_files(room, fetched.uid, &inbound);
         parsed.push(inbound);
         watchdog.ping();
@@ -213,10 +243,7 @@ async fn write_messages(
 ) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
     let watchdog = crate::systemd::Watchdog::from_env();
     let mut results = Vec::with_capacity(batch.len());
-    let shas: Vec<String> = batch
-        .iter()
-        .map(|f| crate::hash::sha256_hex(&f.raw))
-        .collect();
+    let shas: Vec<String> = batch.iter().map(Fetched::sha256).collect();
     // Whether each message was seen before the batch, in one statement
     // (one round trip per batch instead of one per message; issue 13).
     let keys: Vec<store::messages::SeenKey<'_>> = parsed
@@ -288,6 +315,20 @@ async fn write_messages(
 /// transaction opens (see [`crate::attachments::store_before_commit`]). A
 /// failure is only logged: `record` tries again inside the transaction, and
 /// a message that fails there goes to review.
+/// Puts the contents a spooled message's skeleton stands for back in its
+/// attachments: each part whose decoded body is a marker gets the stored
+/// file's hash, size and first bytes instead of bytes in memory.
+fn unspool(inbound: &mut Inbound, spooled: &Spooled) {
+    for a in &mut inbound.attachments {
+        let part = message::split::marker_index(&a.bytes, &spooled.marker)
+            .and_then(|i| spooled.parts.get(i));
+        if let Some(part) = part {
+            a.bytes = Vec::new();
+            a.stored = Some(part.clone());
+        }
+    }
+}
+
 fn prestore_files(room: &Mailroom, uid: u32, inbound: &Inbound) {
     let sender = sender_of(room, inbound);
     let threaded = !inbound.in_reply_to.is_empty()
@@ -353,7 +394,11 @@ impl Record<'_> {
             template: None,
             sha256: self.sha,
             size: self.fetched.size as i64,
-            raw: Some(&self.fetched.raw),
+            raw: match self.fetched.spooled {
+                Some(_) => None,
+                None => Some(&self.fetched.raw),
+            },
+            raw_file: self.fetched.spooled.is_some(),
             body_text: Some(&self.inbound.text),
             disposition,
             uid_validity: Some(self.uid_validity),
@@ -1170,6 +1215,7 @@ async fn refuse_oversize(
             sha256: o.sha256,
             size: o.size as i64,
             raw: Some(headers),
+            raw_file: false,
             body_text: None,
             disposition: Disposition::Review,
             uid_validity: Some(o.uid_validity),
@@ -1300,7 +1346,7 @@ async fn record_failed(
     error: &str,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
-    let sha = crate::hash::sha256_hex(&fetched.raw);
+    let sha = fetched.sha256();
     let id = store::messages::insert(
         conn,
         &NewMessage {
@@ -1308,7 +1354,11 @@ async fn record_failed(
             at: now,
             sha256: &sha,
             size: fetched.size as i64,
-            raw: Some(&fetched.raw),
+            raw: match fetched.spooled {
+                Some(_) => None,
+                None => Some(&fetched.raw),
+            },
+            raw_file: fetched.spooled.is_some(),
             disposition: Disposition::Failed,
             uid_validity: Some(uid_validity),
             uid: Some(fetched.uid),

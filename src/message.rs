@@ -6,6 +6,7 @@ pub mod attachment;
 pub mod auto;
 pub mod parse;
 pub mod reply_text;
+pub(crate) mod split;
 
 use chrono::{DateTime, Utc};
 
@@ -27,7 +28,36 @@ pub struct Attachment {
     pub filename: String,
     /// The content type the sender declared, lower-case `type/subtype`.
     pub declared_type: String,
+    /// The decoded content; empty when it is [`Attachment::stored`].
     pub bytes: Vec<u8>,
+    /// The content of a large message's attachment, written to the blob
+    /// store as it was fetched instead of held here (`sync::spool`).
+    pub stored: Option<StoredContent>,
+}
+
+/// An attachment's content already in the blob store: a large message is
+/// fetched part by part, and its big attachments never sit in memory whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredContent {
+    /// SHA-256 of the decoded content: its file in the blob store.
+    pub sha256: String,
+    pub size: u64,
+    /// Its first bytes, enough to tell the type by content ([`attachment::sniff_type`]).
+    pub head: Vec<u8>,
+}
+
+impl Attachment {
+    /// The decoded size, wherever the content is.
+    pub fn size(&self) -> u64 {
+        self.stored
+            .as_ref()
+            .map_or(self.bytes.len() as u64, |s| s.size)
+    }
+
+    /// The leading bytes that tell the type by content.
+    pub fn head(&self) -> &[u8] {
+        self.stored.as_ref().map_or(&self.bytes, |s| &s.head)
+    }
 }
 
 /// What a delivery status notification reports.

@@ -27,6 +27,8 @@ use crate::mailroom::Mailroom;
 use crate::outbox::smtp::SmtpError;
 use crate::store::{self, StoreError};
 
+mod spool;
+
 /// How many messages one intake transaction takes.
 pub const BATCH: usize = 200;
 
@@ -46,6 +48,10 @@ pub enum CycleError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Smtp(#[from] SmtpError),
+    /// A large message could not be written to the blob store as it was
+    /// fetched (`spool`); the message stays in the inbox for the next cycle.
+    #[error(transparent)]
+    Spool(#[from] crate::attachments::AttachmentError),
 }
 
 /// At most this many bytes of messages in memory per intake batch.
@@ -60,7 +66,12 @@ fn batches(listed: &[crate::imap::Listed], max_bytes: u64) -> Vec<&[crate::imap:
     let mut bytes = 0u64;
     for (i, l) in listed.iter().enumerate() {
         let size = u64::from(l.size.unwrap_or(0));
-        let size = if size > max_bytes { 0 } else { size };
+        // Headers only, or fetched piece by piece: next to nothing in memory.
+        let size = if size > max_bytes || size > spool::SPOOL_ABOVE {
+            0
+        } else {
+            size
+        };
         if i > start && (i - start >= BATCH || bytes + size > BATCH_BYTES) {
             out.push(&listed[start..i]);
             start = i;
@@ -215,6 +226,7 @@ pub async fn drain(
     file_pending(room, imap, uid_validity).await?;
 
     let max_bytes = room.config.imap.max_message_bytes;
+    let blobs = crate::attachments::Blobs::new(&room.config.storage.attachments_dir);
     let mut taken = 0;
     // Delivery and the Sent copier wait while this runs.
     let _draining = room.intake.start();
@@ -240,6 +252,11 @@ pub async fn drain(
             let (suspects, fresh): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = small
                 .into_iter()
                 .partition(|l| missing.is_suspect(uid_validity, l.uid));
+            // A large message is read piece by piece, never whole (`spool`).
+            let (spooled, fresh): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = fresh
+                .into_iter()
+                .partition(|l| u64::from(l.size.unwrap_or(0)) > spool::SPOOL_ABOVE);
+            let spooled_uids: Vec<u32> = spooled.iter().map(|l| l.uid).collect();
             let fresh_uids: Vec<u32> = fresh.iter().map(|l| l.uid).collect();
             let started = std::time::Instant::now();
             let mut bodies = fetch_bodies_tolerant(imap, &fresh_uids).await?;
@@ -259,6 +276,7 @@ pub async fn drain(
                         body_missing: false,
                         internal_date: l.internal_date,
                         refused_part: refused.get(&l.uid).cloned(),
+                        spooled: None,
                     });
                 } else if let Some(raw) = bodies.remove(&l.uid) {
                     let size = raw.len() as u64;
@@ -270,7 +288,16 @@ pub async fn drain(
                         body_missing: false,
                         internal_date: l.internal_date,
                         refused_part: None,
+                        spooled: None,
                     });
+                } else if spooled_uids.contains(&l.uid) {
+                    match spool::spool(&blobs, imap, l).await? {
+                        Some(fetched) => batch.push(fetched),
+                        None => {
+                            missing.missed(uid_validity, l.uid);
+                            withheld += 1;
+                        }
+                    }
                 } else if fresh_uids.contains(&l.uid) {
                     // Listed, but no body came: tried alone next cycle.
                     missing.missed(uid_validity, l.uid);
@@ -403,7 +430,7 @@ async fn write_parsed(
         "Intake batch timing."
     );
     for l in &suspects {
-        let fetched = fetch_suspect(imap, missing, uid_validity, l).await?;
+        let fetched = fetch_suspect(room, imap, missing, uid_validity, l).await?;
         let withheld_again = fetched.is_none();
         if let Some(fetched) = fetched {
             intake::process_batch(room, mailbox, uid_validity, &[fetched], Utc::now()).await?;
@@ -436,6 +463,7 @@ pub(crate) const SENT_BODY_LIMIT: u64 = 1024 * 1024;
 /// the session). Returns what to take in, or `None` to try again next cycle
 /// (or when it is gone).
 async fn fetch_suspect(
+    room: &Mailroom,
     imap: &mut Imap,
     missing: &mut MissingBodies,
     uid_validity: u32,
@@ -449,8 +477,13 @@ async fn fetch_suspect(
         body_missing: true,
         internal_date: l.internal_date,
         refused_part: None,
+        spooled: None,
     };
     match missing.attempt(uid_validity, l.uid) {
+        Suspect::TryBody if u64::from(l.size.unwrap_or(0)) > spool::SPOOL_ABOVE => {
+            let blobs = crate::attachments::Blobs::new(&room.config.storage.attachments_dir);
+            spool::spool(&blobs, imap, l).await
+        }
         Suspect::TryBody => {
             let mut bodies = fetch_bodies_tolerant(imap, &[l.uid]).await?;
             Ok(bodies.remove(&l.uid).map(|raw| Fetched {
@@ -461,6 +494,7 @@ async fn fetch_suspect(
                 body_missing: false,
                 internal_date: l.internal_date,
                 refused_part: None,
+                spooled: None,
             }))
         }
         Suspect::TryHeader => {

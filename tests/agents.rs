@@ -593,6 +593,112 @@ async fn attachment_over_the_limit_is_refused_by_size_and_kept_in_review() {
     assert_eq!(servers.count(&mailbox, "Review").await, 2);
 }
 
+/// A large message is read piece by piece and never held whole (issue 13):
+/// its declaration goes to the store as it streams, the message row names
+/// the stored original by its hash, and the team gets the identical bytes
+/// out. A small attachment beside it stays in the message as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_declaration_is_taken_in_piece_by_piece() {
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let agent = servers.unique_user("agent");
+    let config = DaemonConfig::new(servers, &mailbox);
+    let path = config.write();
+
+    // 6 MiB, over the 2 MiB above which a message is spooled; bytes that
+    // do not repeat, so a part mixed up with another cannot pass.
+    let mut big = pdf("large");
+    let mut x: u32 = 0x2545_f491;
+    while big.len() < 6 * 1024 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        big.extend_from_slice(&x.to_le_bytes());
+    }
+    let small = pdf("small");
+    let request = with_attachments(
+        &agent,
+        &mailbox,
+        "California Request to Delete",
+        "",
+        &agent_body("Jane Doe", "jane@consumer.example.test"),
+        &[
+            att("Declaration.pdf", "application/pdf", big.clone()),
+            att("Letter.pdf", "application/pdf", small.clone()),
+        ],
+    );
+    deliver(servers, &path, &agent, &mailbox, &request).await;
+    let c = case_by(&path, &agent);
+    assert_eq!(c["kind"], "delete", "{c:#}");
+    let docs: Vec<(String, String, u64, String)> = c["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["filename"].as_str().unwrap().to_string(),
+                a["sha256"].as_str().unwrap().to_string(),
+                a["size"].as_u64().unwrap(),
+                a["content_type"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        docs,
+        vec![
+            (
+                "Declaration.pdf".to_string(),
+                sha256_hex(&big),
+                big.len() as u64,
+                "application/pdf".to_string()
+            ),
+            (
+                "Letter.pdf".to_string(),
+                sha256_hex(&small),
+                small.len() as u64,
+                "application/pdf".to_string()
+            ),
+        ],
+        "{c:#}"
+    );
+    let out = config.dir().join("large.pdf");
+    let export = cli(
+        &path,
+        &[
+            "attachments",
+            "export",
+            &sha256_hex(&big),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    support::assert_ok(&export, "attachments export");
+    assert!(std::fs::read(&out).unwrap() == big, "identical bytes out");
+
+    // The original is the store's file of its hash, identical to the copy
+    // filed on the server; the row holds no bytes of it.
+    let original = servers.fetch_all(&mailbox, "Processed").await.remove(0);
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", config.database_path().display()))
+        .await
+        .expect("open the database");
+    let (sha, raw_file, raw_len): (String, bool, Option<i64>) =
+        sqlx::query_as("SELECT sha256, raw_file, length(raw) FROM messages WHERE direction = 'in'")
+            .fetch_one(&db)
+            .await
+            .expect("the message row");
+    assert_eq!((raw_file, raw_len), (true, None));
+    assert_eq!(sha, sha256_hex(&original));
+    let file = config
+        .attachments_dir()
+        .join("sha256")
+        .join(&sha[..2])
+        .join(&sha[2..4])
+        .join(&sha);
+    assert!(std::fs::read(&file).unwrap() == original);
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(servers.count(&mailbox, "INBOX").await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_file_names_are_stored_safely() {
     let servers = MailServers::start();

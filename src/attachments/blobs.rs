@@ -11,6 +11,8 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use super::{AttachmentError, Result, io};
 
 /// A file in the store.
@@ -86,6 +88,30 @@ impl Blobs {
         })
     }
 
+    /// A file written piece by piece (a large message fetched in chunks) and
+    /// named by its hash once complete ([`BlobWriter::finish`]): its content
+    /// never needs to be in memory whole.
+    pub(crate) fn writer(&self) -> Result<BlobWriter> {
+        create_private_dirs(&self.root, &self.root)?;
+        let tmp = self
+            .root
+            .join(format!(".tmp-{:016x}", rand::random::<u64>()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        Ok(BlobWriter {
+            blobs: self.clone(),
+            file: Some(std::io::BufWriter::with_capacity(256 * 1024, file)),
+            tmp,
+            hasher: Sha256::new(),
+            size: 0,
+            head: Vec::new(),
+        })
+    }
+
     /// The file of `bytes` when it is already in the store with the right
     /// size (written moments ago by [`super::store_before_commit`]); no write, no
     /// sync, no re-read. `None` means [`Blobs::put`] must write it.
@@ -99,6 +125,21 @@ impl Blobs {
             path,
             fresh: false,
         })
+    }
+
+    /// The file of `sha256` written earlier by a [`BlobWriter`]: it must be
+    /// there with its `size`, or the register would name a missing file.
+    pub(crate) fn find(&self, sha256: &str, size: u64) -> Result<Stored> {
+        let path = self.path_of(sha256)?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() && meta.len() == size => Ok(Stored {
+                sha256: sha256.to_string(),
+                size,
+                path,
+                fresh: false,
+            }),
+            _ => Err(AttachmentError::NotFound(sha256.to_string())),
+        }
     }
 
     /// The stored bytes, checked against their hash.
@@ -130,6 +171,77 @@ impl Blobs {
         };
         write_atomically(&dir, out, &bytes)?;
         Ok(bytes.len() as u64)
+    }
+}
+
+/// How many leading bytes a [`BlobWriter`] keeps: enough for
+/// [`crate::message::sniff_type`].
+pub(crate) const HEAD_BYTES: usize = 64;
+
+/// A blob being written: hashed as it goes, fsynced and renamed to its
+/// hash's name by [`BlobWriter::finish`]. Dropped unfinished, it removes its
+/// temporary file.
+#[derive(Debug)]
+pub(crate) struct BlobWriter {
+    blobs: Blobs,
+    file: Option<std::io::BufWriter<File>>,
+    tmp: PathBuf,
+    hasher: Sha256,
+    size: u64,
+    head: Vec<u8>,
+}
+
+impl BlobWriter {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        file.write_all(bytes).map_err(io("write", &self.tmp))?;
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        if self.head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+        }
+        Ok(())
+    }
+
+    /// Syncs the file and renames it into place under its hash (an
+    /// identical file already there is kept). Returns it and its first bytes.
+    pub(crate) fn finish(mut self) -> Result<(Stored, Vec<u8>)> {
+        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let file = self.file.take().map(std::io::BufWriter::into_inner);
+        let file = match file {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return Err(io("write", &self.tmp)(e.into_error())),
+            None => return Err(io("write", &self.tmp)(std::io::ErrorKind::Other.into())),
+        };
+        file.sync_all().map_err(io("sync", &self.tmp))?;
+        drop(file);
+        let path = self.blobs.path_of(&sha256)?;
+        let dir = path.parent().unwrap_or(self.blobs.root()).to_owned();
+        create_private_dirs(self.blobs.root(), &dir)?;
+        let fresh =
+            !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == self.size);
+        std::fs::rename(&self.tmp, &path).map_err(io("rename into place", &path))?;
+        if let Ok(d) = File::open(&dir) {
+            // Not every file system can sync a folder; the data is synced.
+            let _ = d.sync_all();
+        }
+        let stored = Stored {
+            sha256,
+            size: self.size,
+            path,
+            fresh,
+        };
+        Ok((stored, std::mem::take(&mut self.head)))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // Unfinished, or renamed already (then there is nothing to remove).
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
@@ -263,6 +375,39 @@ mod tests {
         std::fs::write(&s.path, b"short").unwrap();
         assert!(blobs.put(b"hello declaration").unwrap().fresh);
         assert_eq!(blobs.get(&s.sha256).unwrap(), b"hello declaration");
+    }
+
+    #[test]
+    fn a_blob_written_in_pieces_is_named_by_its_hash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("attachments");
+        let blobs = Blobs::new(&root);
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+        let mut w = blobs.writer().unwrap();
+        for piece in bytes.chunks(4096) {
+            w.write(piece).unwrap();
+        }
+        let (stored, head) = w.finish().unwrap();
+        assert_eq!(stored.sha256, crate::hash::sha256_hex(&bytes));
+        assert_eq!(stored.size, 300_000);
+        assert!(stored.fresh);
+        assert_eq!(head, bytes[..HEAD_BYTES]);
+        assert_eq!(blobs.get(&stored.sha256).unwrap(), bytes);
+        assert_eq!(mode(&stored.path), 0o600);
+        // The same content again is the same file; an abandoned writer
+        // leaves nothing behind.
+        let mut again = blobs.writer().unwrap();
+        again.write(&bytes).unwrap();
+        assert!(!again.finish().unwrap().0.fresh);
+        let mut abandoned = blobs.writer().unwrap();
+        abandoned.write(b"half").unwrap();
+        drop(abandoned);
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

@@ -57,14 +57,18 @@ pub async fn record(
     let blobs = Blobs::new(&room.config.storage.attachments_dir);
     let mut recorded = Recorded::default();
     for (n, a) in attachments.iter().enumerate() {
-        let stored = match blobs.find_stored(&a.bytes) {
-            Some(stored) => stored,
-            None => blobs.put(&a.bytes)?,
+        let stored = match &a.stored {
+            // Written to the store as the message was fetched.
+            Some(content) => blobs.find(&content.sha256, content.size)?,
+            None => match blobs.find_stored(&a.bytes) {
+                Some(stored) => stored,
+                None => blobs.put(&a.bytes)?,
+            },
         };
         // Sanitised at parse time already; again here, as the register is
         // what the team's tools read (idempotent on a clean name).
         let filename = sanitize_filename_nth(Some(&a.filename), &a.declared_type, n + 1);
-        let sniffed = sniff_type(&a.bytes);
+        let sniffed = sniff_type(a.head());
         store::attachments::insert(
             conn,
             &store::attachments::NewDocument {
@@ -137,7 +141,8 @@ pub fn store_before_commit(
         return Ok(0);
     }
     let blobs = Blobs::new(&room.config.storage.attachments_dir);
-    for a in &inbound.attachments {
+    // Those already stored were written as the message was fetched.
+    for a in inbound.attachments.iter().filter(|a| a.stored.is_none()) {
         blobs.put(&a.bytes)?;
     }
     Ok(inbound.attachments.len())

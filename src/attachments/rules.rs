@@ -46,7 +46,7 @@ pub fn could_be_declaration(a: &Attachment) -> bool {
     if classify::is_declaration_name(&a.filename) {
         return true;
     }
-    let sniffed = sniff_type(&a.bytes);
+    let sniffed = sniff_type(a.head());
     sniffed == "application/pdf"
         || sniffed.starts_with("image/")
         || sniffed == "application/msword"
@@ -98,6 +98,7 @@ mod tests {
             filename: name.into(),
             declared_type: ty.into(),
             bytes: bytes.to_vec(),
+            stored: None,
         };
         let cases = [
             (att("Declaration.pdf", "application/pdf", b"%PDF-1.4"), true),

@@ -213,6 +213,35 @@ impl Imap {
         .await
     }
 
+    /// Up to `len` bytes of one message from `offset` on (`BODY.PEEK[]<offset.len>`,
+    /// RFC 3501 partial fetch): a large message is read in pieces, so it is
+    /// never in memory whole (`sync::spool`). Empty past the end; `None` when
+    /// the UID is gone or the server answers without the body.
+    pub(crate) async fn fetch_range(
+        &mut self,
+        uid: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, ImapError> {
+        let item = format!("(UID BODY.PEEK[]<{offset}.{len}>)");
+        let session = self.session()?;
+        let fetched: Result<Option<Vec<u8>>, async_imap::error::Error> = async {
+            let mut stream = session.uid_fetch(uid.to_string(), &item).await?;
+            let mut got = None;
+            while let Some(fetch) = stream.try_next().await? {
+                if fetch.uid == Some(uid) {
+                    // NIL past the end is an empty piece, like `""`.
+                    got = Some(fetch.body().map(<[u8]>::to_vec).unwrap_or_default());
+                }
+            }
+            Ok(got)
+        }
+        .await;
+        let out = fetched.map_err(|e| self.err_command("UID FETCH (partial)", e))?;
+        self.drain_unsolicited();
+        Ok(out)
+    }
+
     /// One part of each message (`item` names it in the FETCH, `pick` takes it
     /// from the answer) in batches of [`FETCH_BATCH`], in UID order; UIDs gone
     /// meanwhile, or answered without that part, are absent.

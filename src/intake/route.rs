@@ -235,13 +235,13 @@ fn mail(inbound: &Inbound, facts: &Facts) -> Mail {
     let too_big = inbound
         .attachments
         .iter()
-        .find(|a| a.bytes.len() as u64 > facts.max_attachment_bytes);
+        .find(|a| a.size() > facts.max_attachment_bytes);
     if facts.headers_only || too_big.is_some() {
         let refusal = match too_big {
             _ if facts.body_missing => Refusal::BodyMissing { size: facts.size },
             Some(a) => Refusal::Attachment {
                 filename: a.filename.clone(),
-                bytes: a.bytes.len() as u64,
+                bytes: a.size(),
                 max: facts.max_attachment_bytes,
             },
             None => match &facts.refused_part {

@@ -63,6 +63,7 @@ pub(crate) fn extract(msg: &mail_parser::Message<'_>, raw: &[u8]) -> Vec<Attachm
             filename,
             declared_type,
             bytes,
+            stored: None,
         });
     }
     out

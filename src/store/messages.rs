@@ -62,6 +62,9 @@ pub struct NewMessage<'a> {
     pub sha256: &'a str,
     pub size: i64,
     pub raw: Option<&'a [u8]>,
+    /// The raw bytes are the blob store's file named by `sha256`, not `raw`
+    /// (a large message taken in part by part).
+    pub raw_file: bool,
     pub body_text: Option<&'a str>,
     pub disposition: Disposition,
     pub uid_validity: Option<u32>,
@@ -83,10 +86,11 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage<'_>) -> Result<i
 /// (`cases::insert_with_message`, `outbox::insert_with_record`; issue 13).
 pub(super) const INSERT: &str =
     "INSERT INTO messages (case_id, direction, message_id, subject, from_addr, at, template,
-            sha256, size, raw, body_text, disposition, uid_validity, uid, target_mailbox)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+            sha256, size, raw, raw_file, body_text, disposition, uid_validity, uid,
+            target_mailbox)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-/// Binds the 15 parameters of [`INSERT`], in order.
+/// Binds the 16 parameters of [`INSERT`], in order.
 pub(super) fn bind<'q>(q: super::Query<'q>, m: &NewMessage<'_>) -> super::Query<'q> {
     q.bind(m.case_id)
         .bind(m.direction)
@@ -98,6 +102,7 @@ pub(super) fn bind<'q>(q: super::Query<'q>, m: &NewMessage<'_>) -> super::Query<
         .bind(m.sha256)
         .bind(m.size)
         .bind(m.raw)
+        .bind(m.raw_file)
         .bind(m.body_text)
         .bind(m.disposition.as_str())
         .bind(m.uid_validity.map(i64::from))
@@ -305,20 +310,30 @@ pub(crate) async fn team_mail_on_record(
     Ok(n > 0)
 }
 
-/// Raw bytes (absent when only headers were kept), case and receipt time of
-/// a stored inbound message.
-pub(crate) type StoredInbound = (Option<Vec<u8>>, Option<String>, DateTime<Utc>);
+/// A stored inbound message, as `#open` on a review notice reads it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub(crate) struct StoredInbound {
+    /// Absent when only the headers were kept, or when `raw_file`.
+    pub raw: Option<Vec<u8>>,
+    /// The raw bytes are the blob store's file named by `sha256`.
+    pub raw_file: bool,
+    pub sha256: String,
+    pub case_id: Option<String>,
+    pub at: DateTime<Utc>,
+}
 
 /// The stored inbound message of row `id`, if there is one.
 pub(crate) async fn stored_inbound(
     conn: &mut SqliteConnection,
     id: i64,
 ) -> Result<Option<StoredInbound>> {
-    sqlx::query_as("SELECT raw, case_id, at FROM messages WHERE id = ? AND direction = 'in'")
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-        .op("messages.stored_inbound")
+    sqlx::query_as(
+        "SELECT raw, raw_file, sha256, case_id, at FROM messages WHERE id = ? AND direction = 'in'",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .op("messages.stored_inbound")
 }
 
 /// A message as `cases show` lists it.
@@ -497,15 +512,15 @@ mod tests {
         let (_dir, store) = store().await;
         let mut conn = store.conn().await.unwrap();
         let row = inbound(&mut conn, None, "a", at(1)).await;
-        let (raw, case, when) = stored_inbound(&mut conn, row).await.unwrap().unwrap();
+        let got = stored_inbound(&mut conn, row).await.unwrap().unwrap();
         assert_eq!(
-            (raw.as_deref(), case, when),
-            (Some(&b"raw"[..]), None, at(1))
+            (got.raw.as_deref(), got.raw_file, got.case_id, got.at),
+            (Some(&b"raw"[..]), false, None, at(1))
         );
         open_case(&mut conn, "C-1", at(1)).await;
         set_case(&mut conn, row, &"C-1".into()).await.unwrap();
-        let (_, case, _) = stored_inbound(&mut conn, row).await.unwrap().unwrap();
-        assert_eq!(case.as_deref(), Some("C-1"));
+        let got = stored_inbound(&mut conn, row).await.unwrap().unwrap();
+        assert_eq!(got.case_id.as_deref(), Some("C-1"));
         assert!(stored_inbound(&mut conn, row + 1).await.unwrap().is_none());
     }
 

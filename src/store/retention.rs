@@ -74,8 +74,8 @@ pub(crate) async fn clear_caseless(
     marker: &str,
 ) -> Result<u64> {
     let messages = sqlx::query(
-        "UPDATE messages SET raw = NULL, body_text = NULL, subject = ?1, from_addr = ?1,
-                message_id = NULL
+        "UPDATE messages SET raw = NULL, raw_file = 0, body_text = NULL, subject = ?1,
+                from_addr = ?1, message_id = NULL
          WHERE case_id IS NULL AND at < ?2 AND from_addr IS NOT ?1",
     )
     .bind(marker)
@@ -108,12 +108,14 @@ pub(crate) async fn clear_caseless(
     Ok(messages + outbox + events)
 }
 
-/// Whether an attachment row that is not purged still names the file `sha256`
-/// (a row of no case, or of a case not purged yet).
+/// Whether a row still names the file `sha256`: an attachment row that is
+/// not purged (of no case, or of a case not purged yet), or a message whose
+/// raw bytes are that file (a large message taken in part by part).
 pub(crate) async fn file_in_use(conn: &mut SqliteConnection, sha256: &str) -> Result<bool> {
     let used: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM attachments a LEFT JOIN cases c ON c.id = a.case_id
-         WHERE a.sha256 = ? AND (a.case_id IS NULL OR c.purged_at IS NULL)",
+        "SELECT (SELECT COUNT(*) FROM attachments a LEFT JOIN cases c ON c.id = a.case_id
+                 WHERE a.sha256 = ?1 AND (a.case_id IS NULL OR c.purged_at IS NULL))
+              + (SELECT COUNT(*) FROM messages WHERE sha256 = ?1 AND raw_file = 1)",
     )
     .bind(sha256)
     .fetch_one(conn)
@@ -170,10 +172,10 @@ pub(crate) async fn clear_verification_data(
     .op("retention.clear_verification_data.outgoing")?
     .rows_affected();
     let cleared = sqlx::query(
-        "UPDATE messages SET raw = NULL, body_text = NULL
+        "UPDATE messages SET raw = NULL, raw_file = 0, body_text = NULL
          WHERE case_id = ?1 AND direction = 'in'
            AND at <= (SELECT COALESCE(verified_at, closed_at) FROM cases WHERE id = ?1)
-           AND (raw IS NOT NULL OR body_text IS NOT NULL)",
+           AND (raw IS NOT NULL OR raw_file = 1 OR body_text IS NOT NULL)",
     )
     .bind(case_id)
     .execute(&mut *conn)
@@ -258,7 +260,7 @@ pub(crate) async fn clear_case(
     .await
     .op("retention.clear_case.case")?;
     let messages = sqlx::query(
-        "UPDATE messages SET subject = '', raw = NULL, body_text = NULL,
+        "UPDATE messages SET subject = '', raw = NULL, raw_file = 0, body_text = NULL,
             from_addr = CASE WHEN from_addr IS NULL THEN NULL ELSE ?1 END
          WHERE case_id = ?2",
     )

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::auth::{self, Denied};
 use super::commands::{self, CommandLine, TeamCommand};
@@ -349,14 +349,27 @@ async fn open_from_review(
     now: DateTime<Utc>,
 ) -> Result<Result<crate::ids::CaseId, String>, CaseworkError> {
     let stored = store::messages::stored_inbound(conn, row).await?;
-    let Some((raw, case_id, at)) = stored else {
+    let Some(stored) = stored else {
         return Ok(Err("the message is no longer stored".into()));
     };
-    if let Some(id) = case_id {
+    if let Some(id) = stored.case_id {
         return Ok(Err(format!("the message already belongs to {id}")));
     }
-    let Some(raw) = raw else {
-        return Ok(Err("only the headers of that message were kept".into()));
+    let at = stored.at;
+    let raw = match stored.raw {
+        Some(raw) => raw,
+        // A large message taken in part by part: its bytes are a file.
+        None if stored.raw_file => {
+            let blobs = crate::attachments::Blobs::new(&room.config.storage.attachments_dir);
+            match blobs.get(&stored.sha256) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    warn!(row, error = %e, "The stored message file cannot be read.");
+                    return Ok(Err("the stored copy of that message cannot be read".into()));
+                }
+            }
+        }
+        None => return Ok(Err("only the headers of that message were kept".into())),
     };
     let inbound = crate::message::parse(&raw);
     let from = inbound

@@ -131,6 +131,7 @@ impl TestRoom {
                     body_missing: false,
                     internal_date: Some(self.now),
                     refused_part: None,
+                    spooled: None,
                 }
             })
             .collect();

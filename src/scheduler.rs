@@ -4,10 +4,11 @@
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
+use crate::cases::Case;
 use crate::cases::Input;
 use crate::casework::{self, CaseworkError};
 use crate::mailroom::Mailroom;
-use crate::store::{self, CaseFilter};
+use crate::store;
 
 /// Runs every scheduled job that is due at `now`.
 pub async fn run_due(room: &Mailroom, now: DateTime<Utc>) -> Result<(), CaseworkError> {
@@ -20,40 +21,19 @@ pub async fn run_due(room: &Mailroom, now: DateTime<Utc>) -> Result<(), Casework
 /// Gives every open case its `Tick`: reminders, due-soon and overdue notices.
 /// Each case in its own transaction, so one bad case cannot stop the others.
 pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, CaseworkError> {
-    let open = {
-        let mut conn = room.store.conn().await?;
-        store::cases::list(
-            &mut conn,
-            &CaseFilter {
-                open_only: true,
-                ..CaseFilter::default()
-            },
-            now,
-        )
-        .await?
-    };
     let mut changed = 0;
-    for case in open {
-        // A cheap look at the snapshot first; most cases have nothing due.
-        let due = match crate::cases::apply(&case, Input::Tick, &room.policy, now) {
-            Ok(t) => t.case != case || !t.effects.is_empty(),
-            Err(_) => false,
+    let mut after: Option<crate::ids::CaseId> = None;
+    loop {
+        let page = {
+            let mut conn = room.store.conn().await?;
+            store::cases::open_page(&mut conn, after.as_ref(), TICK_PAGE).await?
         };
-        if !due {
-            continue;
-        }
-        // Then for real, on the case as it is now inside the write
-        // transaction: a team decision committed meanwhile (e.g. `cases act
-        // deny` from the CLI) must not be overwritten by a stale copy.
-        let mut tx = room.store.begin().await?;
-        match casework::apply_input(&mut tx, room, &case.id, Input::Tick, now).await {
-            Ok(_) => {
-                tx.commit().await?;
-                changed += 1;
-            }
-            Err(e) => {
-                warn!(case = %case.id, error = %crate::logging::Personal(&e), "Scheduled work on a case failed.")
-            }
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some(last.id.clone());
+        for case in page {
+            changed += tick_one(room, &case, now).await?;
         }
     }
     if changed > 0 {
@@ -61,6 +41,40 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
         room.outbox_wake.notify_one();
     }
     Ok(changed)
+}
+
+/// Open cases read at a time: a burst leaves tens of thousands open, and
+/// the scheduler runs every minute.
+const TICK_PAGE: u32 = 500;
+
+/// The tick for one case: 1 when it changed.
+async fn tick_one(
+    room: &Mailroom,
+    case: &Case,
+    now: DateTime<Utc>,
+) -> Result<usize, CaseworkError> {
+    // A cheap look at the snapshot first; most cases have nothing due.
+    let due = match crate::cases::apply(case, Input::Tick, &room.policy, now) {
+        Ok(t) => t.case != *case || !t.effects.is_empty(),
+        Err(_) => false,
+    };
+    if !due {
+        return Ok(0);
+    }
+    // Then for real, on the case as it is now inside the write
+    // transaction: a team decision committed meanwhile (e.g. `cases act
+    // deny` from the CLI) must not be overwritten by a stale copy.
+    let mut tx = room.store.begin().await?;
+    match casework::apply_input(&mut tx, room, &case.id, Input::Tick, now).await {
+        Ok(_) => {
+            tx.commit().await?;
+            Ok(1)
+        }
+        Err(e) => {
+            warn!(case = %case.id, error = %crate::logging::Personal(&e), "Scheduled work on a case failed.");
+            Ok(0)
+        }
+    }
 }
 
 /// `idle, 3 open cases, outbox empty`.

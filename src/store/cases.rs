@@ -511,6 +511,27 @@ pub async fn list(
     Ok(out)
 }
 
+/// Up to `limit` open cases with an ID after `after`, in ID order: the
+/// scheduler reads them a page at a time, so that a burst's 20,000 open
+/// cases are never all in memory at once (issue 13).
+pub async fn open_page(
+    conn: &mut SqliteConnection,
+    after: Option<&CaseId>,
+    limit: u32,
+) -> Result<Vec<Case>> {
+    let finals = final_states_sql();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM cases WHERE state NOT IN ({finals}) AND id > ? ORDER BY id LIMIT ?"
+    );
+    let rows: Vec<CaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(after.map_or("", CaseId::as_str))
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+        .op("cases.open_page")?;
+    rows.into_iter().map(CaseRow::into_case).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,6 +766,30 @@ mod tests {
             .collect();
         assert_eq!(got, ["C-1", "C-2"], "existing cases, in ID order");
         assert!(get_many(&mut conn, &[]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn open_cases_page_by_page_in_id_order() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        for id in ["C-3", "C-1", "C-4", "C-2"] {
+            open_case(&mut conn, id, at(1)).await;
+        }
+        let mut c3 = get(&mut conn, &"C-3".into()).await.unwrap().unwrap();
+        close_case(&mut conn, &mut c3, at(2)).await;
+        let mut pages = Vec::new();
+        let mut after: Option<CaseId> = None;
+        loop {
+            let page = open_page(&mut conn, after.as_ref(), 2).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            pages.push(page.iter().map(|c| c.id.to_string()).collect::<Vec<_>>());
+        }
+        assert_eq!(
+            pages,
+            [vec!["C-1", "C-2"], vec!["C-4"]],
+            "closed C-3 left out"
+        );
     }
 
     #[tokio::test]

@@ -574,6 +574,38 @@ mod tests {
         );
     }
 
+    /// A spooled message's original is a blob-store file named by its hash:
+    /// in use while a row says so, free for the sweep once every path that
+    /// clears `raw` has cleared the flag too.
+    #[tokio::test]
+    async fn a_spooled_original_is_in_use_until_its_raw_is_cleared() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        let set_file = "UPDATE messages SET raw = NULL, raw_file = 1 WHERE id = ?";
+        let caseless = inbound(&mut conn, None, "f1", at(1)).await;
+        sqlx::query(set_file)
+            .bind(caseless)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert!(file_in_use(&mut conn, "f1").await.unwrap());
+        clear_caseless(&mut conn, at(10), "[purged]").await.unwrap();
+        assert!(!file_in_use(&mut conn, "f1").await.unwrap());
+
+        open_case(&mut conn, "C-1", at(1)).await;
+        let of_case = inbound(&mut conn, Some("C-1"), "f2", at(1)).await;
+        sqlx::query(set_file)
+            .bind(of_case)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert!(file_in_use(&mut conn, "f2").await.unwrap());
+        clear_case(&mut conn, &"C-1".into(), "[purged]", at(9))
+            .await
+            .unwrap();
+        assert!(!file_in_use(&mut conn, "f2").await.unwrap());
+    }
+
     #[tokio::test]
     async fn errors_name_the_operation() {
         let (_dir, store) = store().await;

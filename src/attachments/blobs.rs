@@ -175,7 +175,7 @@ impl Blobs {
 }
 
 /// How many leading bytes a [`BlobWriter`] keeps: enough for
-/// [`crate::message::sniff_type`].
+/// the type sniff of the register.
 pub(crate) const HEAD_BYTES: usize = 64;
 
 /// A blob being written: hashed as it goes, fsynced and renamed to its

@@ -1027,9 +1027,18 @@ mod tests {
         let sizes: Vec<usize> = batches(&many, u64::MAX).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, [BATCH, BATCH, 20]);
         let mib = 1024 * 1024;
+        let spool = spool::SPOOL_ABOVE as u32;
+        let largest_whole = listed(&vec![spool; 20]);
+        let sizes: Vec<usize> = batches(&largest_whole, u64::MAX)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        let per_batch = (BATCH_BYTES / spool::SPOOL_ABOVE) as usize;
+        assert_eq!(sizes, [per_batch, 20 - per_batch]);
+        // Read piece by piece: never in memory whole, so they cost nothing.
         let big = listed(&[20 * mib, 20 * mib, 10 * mib, 30 * mib]);
         let sizes: Vec<usize> = batches(&big, u64::MAX).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, [1, 2, 1]);
+        assert_eq!(sizes, [4]);
         // Over the message limit: only headers are fetched, so it costs nothing.
         let huge = listed(&[60 * mib, 60 * mib]);
         assert_eq!(batches(&huge, 50 * u64::from(mib)).len(), 1);

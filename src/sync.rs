@@ -1028,7 +1028,7 @@ mod tests {
         assert_eq!(sizes, [BATCH, BATCH, 20]);
         let mib = 1024 * 1024;
         let spool = spool::SPOOL_ABOVE as u32;
-        let largest_whole = listed(&vec![spool; 20]);
+        let largest_whole = listed(&[spool; 20]);
         let sizes: Vec<usize> = batches(&largest_whole, u64::MAX)
             .iter()
             .map(|b| b.len())

@@ -144,9 +144,16 @@ async fn an_attachment_bomb_goes_to_review_while_other_mail_and_cases_act_go_on(
             .any(|m| mail::text_of(m).contains("imap.max_mime_parts"))
     })
     .await;
-    // Nothing of it was stored as a document, and no case was opened for it.
+    // Nothing of it was stored as a document, and no case was opened for
+    // it. Over 2 MiB, it was read piece by piece: its original is the one
+    // file, named by its hash.
+    let review = servers.fetch_all(&mailbox, "Review").await;
+    let original = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&review[0]))
+    };
     let stored = walk_files(&config.attachments_dir());
-    assert_eq!(stored, 0, "no attachment file stored");
+    assert_eq!(stored, [original], "no attachment file stored");
     assert!(
         d.try_status().is_none(),
         "the daemon is still running:\n{}",
@@ -156,17 +163,22 @@ async fn an_attachment_bomb_goes_to_review_while_other_mail_and_cases_act_go_on(
     d.terminate(Duration::from_secs(15));
 }
 
-fn walk_files(dir: &Path) -> usize {
+/// The names of the files under `dir`, at any depth.
+fn walk_files(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return Vec::new();
     };
     entries
         .flatten()
-        .map(|e| {
+        .flat_map(|e| {
             let p = e.path();
-            if p.is_dir() { walk_files(&p) } else { 1 }
+            if p.is_dir() {
+                walk_files(&p)
+            } else {
+                vec![e.file_name().to_string_lossy().into_owned()]
+            }
         })
-        .sum()
+        .collect()
 }
 
 /// The daemon's peak resident memory (VmHWM), in bytes.

@@ -34,8 +34,8 @@ pub use route::{Facts, Mail, Party, Refusal, Route, route};
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub uid: u32,
-    /// `None` when the message was over `imap.max_message_bytes` and only its
-    /// headers were read.
+    /// The message; its header block when `headers_only`; its skeleton
+    /// when `spooled`.
     pub raw: Vec<u8>,
     pub size: u64,
     pub headers_only: bool,
@@ -65,6 +65,20 @@ impl Fetched {
             Some(s) => s.sha256.clone(),
             None => crate::hash::sha256_hex(&self.raw),
         }
+    }
+
+    /// The bytes the message row keeps: none for a spooled message, whose
+    /// original is the blob store's file instead ([`Fetched::raw_in_file`]).
+    fn raw_to_keep(&self) -> Option<&[u8]> {
+        match self.spooled {
+            Some(_) => None,
+            None => Some(&self.raw),
+        }
+    }
+
+    /// The original is the blob store's file named by [`Fetched::sha256`].
+    fn raw_in_file(&self) -> bool {
+        self.spooled.is_some()
     }
 }
 
@@ -311,10 +325,6 @@ async fn write_messages(
     Ok(results)
 }
 
-/// Writes the attachment files a message may register before the write
-/// transaction opens (see [`crate::attachments::store_before_commit`]). A
-/// failure is only logged: `record` tries again inside the transaction, and
-/// a message that fails there goes to review.
 /// Puts the contents a spooled message's skeleton stands for back in its
 /// attachments: each part whose decoded body is a marker gets the stored
 /// file's hash, size and first bytes instead of bytes in memory.
@@ -329,6 +339,10 @@ fn unspool(inbound: &mut Inbound, spooled: &Spooled) {
     }
 }
 
+/// Writes the attachment files a message may register before the write
+/// transaction opens (see [`crate::attachments::store_before_commit`]). A
+/// failure is only logged: `record` tries again inside the transaction, and
+/// a message that fails there goes to review.
 fn prestore_files(room: &Mailroom, uid: u32, inbound: &Inbound) {
     let sender = sender_of(room, inbound);
     let threaded = !inbound.in_reply_to.is_empty()
@@ -394,11 +408,8 @@ impl Record<'_> {
             template: None,
             sha256: self.sha,
             size: self.fetched.size as i64,
-            raw: match self.fetched.spooled {
-                Some(_) => None,
-                None => Some(&self.fetched.raw),
-            },
-            raw_file: self.fetched.spooled.is_some(),
+            raw: self.fetched.raw_to_keep(),
+            raw_file: self.fetched.raw_in_file(),
             body_text: Some(&self.inbound.text),
             disposition,
             uid_validity: Some(self.uid_validity),
@@ -1354,11 +1365,8 @@ async fn record_failed(
             at: now,
             sha256: &sha,
             size: fetched.size as i64,
-            raw: match fetched.spooled {
-                Some(_) => None,
-                None => Some(&fetched.raw),
-            },
-            raw_file: fetched.spooled.is_some(),
+            raw: fetched.raw_to_keep(),
+            raw_file: fetched.raw_in_file(),
             disposition: Disposition::Failed,
             uid_validity: Some(uid_validity),
             uid: Some(fetched.uid),

@@ -93,15 +93,8 @@ impl Blobs {
     /// never needs to be in memory whole.
     pub(crate) fn writer(&self) -> Result<BlobWriter> {
         create_private_dirs(&self.root, &self.root)?;
-        let tmp = self
-            .root
-            .join(format!(".tmp-{:016x}", rand::random::<u64>()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
+        let tmp = temporary_name(&self.root);
+        let file = create_private_file(&tmp)?;
         Ok(BlobWriter {
             blobs: self.clone(),
             file: Some(std::io::BufWriter::with_capacity(256 * 1024, file)),
@@ -116,19 +109,13 @@ impl Blobs {
     /// size (written moments ago by [`super::store_before_commit`]); no write, no
     /// sync, no re-read. `None` means [`Blobs::put`] must write it.
     pub(crate) fn find_stored(&self, bytes: &[u8]) -> Option<Stored> {
-        let sha256 = crate::hash::sha256_hex(bytes);
-        let path = self.path_of(&sha256).ok()?;
-        let meta = std::fs::symlink_metadata(&path).ok()?;
-        (meta.is_file() && meta.len() == bytes.len() as u64).then_some(Stored {
-            sha256,
-            size: meta.len(),
-            path,
-            fresh: false,
-        })
+        self.find(&crate::hash::sha256_hex(bytes), bytes.len() as u64)
+            .ok()
     }
 
-    /// The file of `sha256` written earlier by a [`BlobWriter`]: it must be
-    /// there with its `size`, or the register would name a missing file.
+    /// The file of `sha256` with `size` bytes, written earlier (by a
+    /// [`BlobWriter`], or by [`Blobs::put`] before the transaction); not
+    /// re-read. Missing, the register would name a missing file.
     pub(crate) fn find(&self, sha256: &str, size: u64) -> Result<Stored> {
         let path = self.path_of(sha256)?;
         match std::fs::symlink_metadata(&path) {
@@ -223,11 +210,7 @@ impl BlobWriter {
         create_private_dirs(self.blobs.root(), &dir)?;
         let fresh =
             !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == self.size);
-        std::fs::rename(&self.tmp, &path).map_err(io("rename into place", &path))?;
-        if let Ok(d) = File::open(&dir) {
-            // Not every file system can sync a folder; the data is synced.
-            let _ = d.sync_all();
-        }
+        rename_into_place(&self.tmp, &path, &dir)?;
         let stored = Stored {
             sha256,
             size: self.size,
@@ -280,28 +263,45 @@ fn create_private_dirs(root: &Path, dir: &Path) -> Result<()> {
 /// A temporary file in `dir` (0600, created exclusively), synced, renamed to
 /// `path`, then the folder synced so the rename survives a crash.
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+    let tmp = temporary_name(dir);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
+        let mut file = create_private_file(&tmp)?;
         file.write_all(bytes).map_err(io("write", &tmp))?;
         file.sync_all().map_err(io("sync", &tmp))?;
         drop(file);
-        std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
-        if let Ok(d) = File::open(dir) {
-            // Not every file system can sync a folder; the data is synced.
-            let _ = d.sync_all();
-        }
-        Ok(())
+        rename_into_place(&tmp, path, dir)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A fresh temporary file name in `dir`, which the sweep never takes for a
+/// stored file (its name is no hash).
+fn temporary_name(dir: &Path) -> PathBuf {
+    dir.join(format!(".tmp-{:016x}", rand::random::<u64>()))
+}
+
+/// Creates `path` exclusively, mode 0600 (its content is personal data).
+fn create_private_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("create", path))
+}
+
+/// Renames the synced `tmp` to `path`, then syncs the folder `dir` so the
+/// rename survives a crash.
+fn rename_into_place(tmp: &Path, path: &Path, dir: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(io("rename into place", path))?;
+    if let Ok(d) = File::open(dir) {
+        // Not every file system can sync a folder; the data is synced.
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

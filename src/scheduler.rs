@@ -4,8 +4,7 @@
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::cases::Case;
-use crate::cases::Input;
+use crate::cases::{Case, Input};
 use crate::casework::{self, CaseworkError};
 use crate::mailroom::Mailroom;
 use crate::store;
@@ -33,7 +32,7 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
         };
         after = Some(last.id.clone());
         for case in page {
-            changed += tick_one(room, &case, now).await?;
+            changed += usize::from(tick_one(room, &case, now).await?);
         }
     }
     if changed > 0 {
@@ -47,19 +46,15 @@ pub async fn tick_cases(room: &Mailroom, now: DateTime<Utc>) -> Result<usize, Ca
 /// the scheduler runs every minute.
 const TICK_PAGE: u32 = 500;
 
-/// The tick for one case: 1 when it changed.
-async fn tick_one(
-    room: &Mailroom,
-    case: &Case,
-    now: DateTime<Utc>,
-) -> Result<usize, CaseworkError> {
+/// The tick for one case: whether it changed.
+async fn tick_one(room: &Mailroom, case: &Case, now: DateTime<Utc>) -> Result<bool, CaseworkError> {
     // A cheap look at the snapshot first; most cases have nothing due.
     let due = match crate::cases::apply(case, Input::Tick, &room.policy, now) {
         Ok(t) => t.case != *case || !t.effects.is_empty(),
         Err(_) => false,
     };
     if !due {
-        return Ok(0);
+        return Ok(false);
     }
     // Then for real, on the case as it is now inside the write
     // transaction: a team decision committed meanwhile (e.g. `cases act
@@ -68,11 +63,11 @@ async fn tick_one(
     match casework::apply_input(&mut tx, room, &case.id, Input::Tick, now).await {
         Ok(_) => {
             tx.commit().await?;
-            Ok(1)
+            Ok(true)
         }
         Err(e) => {
             warn!(case = %case.id, error = %crate::logging::Personal(&e), "Scheduled work on a case failed.");
-            Ok(0)
+            Ok(false)
         }
     }
 }

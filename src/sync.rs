@@ -226,7 +226,6 @@ pub async fn drain(
     file_pending(room, imap, uid_validity).await?;
 
     let max_bytes = room.config.imap.max_message_bytes;
-    let blobs = crate::attachments::Blobs::new(&room.config.storage.attachments_dir);
     let mut taken = 0;
     // Delivery and the Sent copier wait while this runs.
     let _draining = room.intake.start();
@@ -291,7 +290,7 @@ pub async fn drain(
                         spooled: None,
                     });
                 } else if spooled_uids.contains(&l.uid) {
-                    match spool::spool(&blobs, imap, l).await? {
+                    match spool::spool(room, imap, l).await? {
                         Some(fetched) => batch.push(fetched),
                         None => {
                             missing.missed(uid_validity, l.uid);
@@ -481,8 +480,7 @@ async fn fetch_suspect(
     };
     match missing.attempt(uid_validity, l.uid) {
         Suspect::TryBody if u64::from(l.size.unwrap_or(0)) > spool::SPOOL_ABOVE => {
-            let blobs = crate::attachments::Blobs::new(&room.config.storage.attachments_dir);
-            spool::spool(&blobs, imap, l).await
+            spool::spool(room, imap, l).await
         }
         Suspect::TryBody => {
             let mut bodies = fetch_bodies_tolerant(imap, &[l.uid]).await?;

@@ -17,6 +17,7 @@ use crate::attachments::blobs::BlobWriter;
 use crate::attachments::{AttachmentError, Blobs};
 use crate::imap::{Imap, Listed};
 use crate::intake::{Fetched, Spooled};
+use crate::mailroom::Mailroom;
 use crate::message::StoredContent;
 use crate::message::split::{PartOut, Splitter};
 
@@ -37,11 +38,12 @@ const MIN_PART: usize = 256 * 1024;
 /// server returned no body (the UID is gone, or it withholds the body):
 /// the caller treats it like a body missing from a batch fetch.
 pub(super) async fn spool(
-    blobs: &Blobs,
+    room: &Mailroom,
     imap: &mut Imap,
     listed: &Listed,
 ) -> Result<Option<Fetched>, CycleError> {
     let marker = format!("PRIVACYMAILROOMPART{:032x}N", rand::random::<u128>());
+    let blobs = &Blobs::new(&room.config.storage.attachments_dir);
     let mut splitter = Splitter::new(&marker, MIN_PART);
     let mut raw = blobs.writer()?;
     let mut parts = PartFiles::new(blobs);

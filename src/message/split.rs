@@ -1896,6 +1896,19 @@ mod tests {
         assert_eq!(splitter.finish(&mut Broken).expect("no call"), raw);
     }
 
+    /// `input` decoded one byte at a time (the hardest chunking), ended as
+    /// at a delimiter or not.
+    fn decode_bytewise(encoding: Encoding, input: &[u8], at_delimiter: bool) -> Vec<u8> {
+        let mut decoder = Decoder::new(encoding);
+        let mut sink = Sink::default();
+        sink.begin(0).expect("collects");
+        for b in input {
+            decoder.feed(&[*b], &mut sink).expect("collects");
+        }
+        decoder.finish(at_delimiter, &mut sink).expect("collects");
+        sink.parts.swap_remove(0)
+    }
+
     #[test]
     fn decoders_match_mail_parser_on_clean_input() {
         use mail_parser::decoders::base64::base64_decode;
@@ -1910,15 +1923,9 @@ mod tests {
             b"QQ==QUI=",
         ];
         for input in base64 {
-            let mut decoder = Decoder::new(Encoding::Base64);
-            let mut sink = Sink::default();
-            sink.begin(0).expect("collects");
-            for b in input.iter() {
-                decoder.feed(&[*b], &mut sink).expect("collects");
-            }
-            decoder.finish(true, &mut sink).expect("collects");
+            let got = decode_bytewise(Encoding::Base64, input, true);
             let want = base64_decode(input).expect("valid");
-            assert_eq!(sink.parts[0], want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(input));
         }
         let quoted: &[&[u8]] = &[
             b"plain text",
@@ -1929,16 +1936,10 @@ mod tests {
             b"a\r\nb\nc",
         ];
         for input in quoted {
-            let mut decoder = Decoder::new(Encoding::QuotedPrintable);
-            let mut sink = Sink::default();
-            sink.begin(0).expect("collects");
-            for b in input.iter() {
-                decoder.feed(&[*b], &mut sink).expect("collects");
-            }
-            decoder.finish(false, &mut sink).expect("collects");
+            let got = decode_bytewise(Encoding::QuotedPrintable, input, false);
             let want = quoted_printable_decode(input).unwrap_or_else(|| input.to_vec());
             assert_eq!(
-                String::from_utf8_lossy(&sink.parts[0]),
+                String::from_utf8_lossy(&got),
                 String::from_utf8_lossy(&want),
                 "{:?}",
                 String::from_utf8_lossy(input)

@@ -355,6 +355,16 @@ async fn once(b: Bench<'_>, raw_imap: &RawImap) {
         settings.messages as f64 / append_time.as_secs_f64()
     );
     let reply_size = average_size(&b.burst);
+    eprintln!("Limit: the same intake without servers, in this process...");
+    let unserved = intake_without_servers(&b.config_path, &b.burst)
+        .await
+        .unwrap_or_else(|e| fail(&format!("intake without servers: {e}")));
+    eprintln!(
+        "  {} messages in {:.2} s ({:.0}/s).",
+        unserved.0,
+        unserved.1.as_secs_f64(),
+        unserved.0 as f64 / unserved.1.as_secs_f64()
+    );
     drop(b.burst);
 
     // The measured run.
@@ -431,14 +441,108 @@ async fn once(b: Bench<'_>, raw_imap: &RawImap) {
         .as_ref()
         .zip(phases.delivered.as_ref())
         .map(|((a, _), (b, _))| secs(*a, *b));
+    let intake_rate = intake.map(|s| settings.messages as f64 / s.max(1e-6));
     report.push_str(&limits_report(
         settings,
         raw_imap,
         &raw_smtp,
-        intake.map(|s| settings.messages as f64 / s.max(1e-6)),
+        intake_rate,
         delivery.map(|s| db.sent as f64 / s.max(1e-6)),
     ));
+    let limit = unserved.0 as f64 / unserved.1.as_secs_f64().max(1e-6);
+    let _ = writeln!(
+        report,
+        "{:<44} {:>10} {limit:>12.0} {:>8}",
+        "intake vs the same without servers",
+        intake_rate.map_or("-".to_string(), |d| format!("{d:.0}")),
+        intake_rate.map_or("-".to_string(), |d| format!("{:.0} %", 100.0 * d / limit)),
+    );
+    let _ = writeln!(
+        report,
+        "  in this process, its own store in $TMPDIR, parse beside write as in the daemon: the daemon's own ceiling"
+    );
     finish(settings, &b.config, report, &problems, checked.processed);
+}
+
+/// The daemon's own intake ceiling: the same messages through the same
+/// parse and write as `sync::drain` (the next batch parsed on a blocking
+/// thread while the last one is written), in this process, on a store of
+/// its own in `$TMPDIR`, with no IMAP around them. Messages the daemon
+/// would read piece by piece (over 2 MiB) are left out.
+async fn intake_without_servers(
+    config_path: &Path,
+    burst: &[Vec<u8>],
+) -> Result<(usize, Duration), String> {
+    use privacy_mailroom::intake::{self, Fetched};
+    let dir = tempfile::Builder::new()
+        .prefix("pmr-bench-store-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let mut config =
+        privacy_mailroom::config::Config::load(config_path).map_err(|e| e.to_string())?;
+    config.storage.database = dir.path().join("mailroom.db");
+    config.storage.attachments_dir = dir.path().join("attachments");
+    let room = privacy_mailroom::mailroom::Mailroom::open(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = Utc::now();
+    let small: Vec<&Vec<u8>> = burst
+        .iter()
+        .filter(|m| m.len() <= 2 * 1024 * 1024)
+        .collect();
+    let batches: Vec<Arc<Vec<Fetched>>> = small
+        .chunks(INTAKE_BATCH)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let batch = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, raw)| Fetched {
+                    uid: (i * INTAKE_BATCH + j + 1) as u32,
+                    raw: raw.to_vec(),
+                    size: raw.len() as u64,
+                    headers_only: false,
+                    body_missing: false,
+                    internal_date: Some(now),
+                    refused_part: None,
+                    spooled: None,
+                })
+                .collect();
+            Arc::new(batch)
+        })
+        .collect();
+    let started = Instant::now();
+    let mut pending = None;
+    for batch in batches {
+        let parse = {
+            let room = room.clone();
+            let batch = Arc::clone(&batch);
+            tokio::task::spawn_blocking(move || intake::parse_batch(&room, &batch))
+        };
+        if let Some((previous, parse)) = pending.take() {
+            write_unserved(&room, previous, parse, now).await?;
+        }
+        pending = Some((batch, parse));
+    }
+    if let Some((previous, parse)) = pending {
+        write_unserved(&room, previous, parse, now).await?;
+    }
+    let took = started.elapsed();
+    room.store.close().await;
+    Ok((small.len(), took))
+}
+
+async fn write_unserved(
+    room: &privacy_mailroom::mailroom::Mailroom,
+    batch: Arc<Vec<privacy_mailroom::intake::Fetched>>,
+    parse: tokio::task::JoinHandle<Vec<privacy_mailroom::message::Inbound>>,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let parsed = parse.await.map_err(|e| e.to_string())?;
+    privacy_mailroom::intake::write_batch(room, "INBOX", 1, &batch, &parsed, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Prints the report, keeps the database if asked, exits 1 on problems.

@@ -139,7 +139,7 @@ pub async fn process_batch(
 /// and writes the attachment files it may register. Touches no database, so
 /// the IMAP loop runs it on a blocking thread while the previous batch is
 /// written (`sync::drain`).
-pub(crate) fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
+pub fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
     let watchdog = crate::systemd::Watchdog::from_env();
     let started = std::time::Instant::now();
     let limits = room.config.mime_limits();
@@ -164,7 +164,28 @@ pub(crate) fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
 /// The database half of a batch: writes the rows of every message of
 /// `batch` (parsed by [`parse_batch`], in the same order), advances the
 /// cursor over it and commits. Returns each UID with its outcome.
-pub(crate) async fn write_batch(
+pub async fn write_batch(
+    room: &Mailroom,
+    mailbox: &str,
+    uid_validity: u32,
+    batch: &[Fetched],
+    parsed: &[Inbound],
+    now: DateTime<Utc>,
+) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
+    // Every statement's result wakes the waiting thread: spinning briefly
+    // first spares most of those wake-ups (see `store::spin`).
+    store::spin::spin_first(write_batch_in(
+        room,
+        mailbox,
+        uid_validity,
+        batch,
+        parsed,
+        now,
+    ))
+    .await
+}
+
+async fn write_batch_in(
     room: &Mailroom,
     mailbox: &str,
     uid_validity: u32,

@@ -12,6 +12,7 @@ pub mod messages;
 pub mod outbox;
 pub mod reports;
 pub mod retention;
+pub(crate) mod spin;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};

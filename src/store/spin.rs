@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 /// How long a poll spins before the runtime may park the thread: a few
 /// statements' time. A wait longer than that (the commit's `fsync`, another
 /// writer's lock) parks as usual after it. Intake without servers took in
-/// 2,900–3,000/s with 50 µs to 1 ms, against 1,800–2,300/s without
-/// spinning; 100 µs keeps a tokio worker's turn short.
+/// 2,200–3,100/s with any spin from 50 µs to 1 ms, against 1,800–2,300/s
+/// without; 100 µs keeps a tokio worker's turn short.
 const SPIN: Duration = Duration::from_micros(100);
 
 /// Runs `future`, polling it again for up to [`SPIN`] whenever it is pending

@@ -82,38 +82,60 @@ async fn commit_new_with(
         manner: thread.manner,
     };
     let requester_key = crate::address::rate_key(&t.case.requester);
+    // A new case's replies answer its request: what
+    // `messages::reply_thread` would read back, known without the round
+    // trip. Without a Message-ID the first reply is the thread, and a second
+    // one in the same transition answers it (read from the store).
+    let known = thread.root.map(|root| store::messages::ReplyThread {
+        thread_root: Some(root.to_string()),
+        last_applied: Some(root.to_string()),
+    });
+    // The events the transition opens with go in the case's statement
+    // batch; the effects after them are carried out below.
+    let leading: Vec<store::events::NewEvent<'_>> = t
+        .effects
+        .iter()
+        .map_while(|effect| match effect {
+            Effect::Event {
+                actor,
+                action,
+                detail,
+            } => Some(store::events::NewEvent {
+                actor: actor.label(),
+                action: *action,
+                detail,
+            }),
+            _ => None,
+        })
+        .collect();
+    let first = match (message, &known) {
+        (Some(_), Some(known)) => first_reply(
+            room,
+            t,
+            leading.len(),
+            thread.trigger,
+            known,
+            &requester_key,
+            now,
+        )?,
+        _ => None,
+    };
     let (opened, written, notice_queued) = match message {
         Some(m) => {
             let linked = store::messages::NewMessage {
                 case_id: Some(t.case.id.as_str()),
                 ..m.clone()
             };
-            // The events the transition opens with go in the same
-            // statement batch; the effects after them are carried out below.
-            let leading: Vec<store::events::NewEvent<'_>> = t
-                .effects
-                .iter()
-                .map_while(|effect| match effect {
-                    Effect::Event {
-                        actor,
-                        action,
-                        detail,
-                    } => Some(store::events::NewEvent {
-                        actor: actor.label(),
-                        action: *action,
-                        detail,
-                    }),
-                    _ => None,
-                })
-                .collect();
             // Its new-case notice waits for the end of the batch in any
             // case (`notify_team`): queued here, in the same batch, and
             // left out of the effects carried out below.
             let notice_queued = !room.team().notify.is_empty()
                 && t.effects.contains(&Effect::Notify(Notice::NewCase));
+            let rows = first.as_ref().map(|f| (f.mail.outbox(), f.mail.record()));
             let opening = store::cases::Opening {
                 events: &leading,
                 notice_queued,
+                first_mail: rows.as_ref().map(|(mail, record)| (mail, record)),
                 // The first reply goes to the requester: its per-sender
                 // count is read in the same batch.
                 recent_to: Some((&requester_key, recent_since(now))),
@@ -128,29 +150,97 @@ async fn commit_new_with(
             (None, 0, false)
         }
     };
-    // A new case's replies answer its request: what
-    // `messages::reply_thread` would read back, known without the round
-    // trip. Without a Message-ID the first reply is the thread, and a second
-    // one in the same transition answers it (read from the store).
-    let known = thread.root.map(|root| store::messages::ReplyThread {
-        thread_root: Some(root.to_string()),
-        last_applied: Some(root.to_string()),
-    });
+    let mut recent_to = opened.and_then(|o| o.recent_to);
+    let mut first_sent = false;
+    if let Some(first) = &first {
+        // The count includes the reply just written.
+        let before = recent_to.map(|count| count - 1);
+        let limit = i64::from(room.config.policy.max_auto_replies_per_day);
+        if first.limited && before.is_none_or(|count| count >= limit) {
+            // Over the limit: taken back, and the reply goes through the
+            // guard below like any other mail (held, or sent anyway).
+            store::outbox::withdraw(conn, &first.mail.q.message_id).await?;
+        } else {
+            first_sent = true;
+        }
+        // Read again for a later mail: the count may have grown.
+        recent_to = if first_sent { None } else { before };
+    }
     let rest: Vec<Effect> = t
         .effects
         .iter()
-        .skip(written)
+        .skip(written + usize::from(first_sent))
         .filter(|e| !(notice_queued && **e == Effect::Notify(Notice::NewCase)))
         .cloned()
         .collect();
     let known = Known {
         thread: known.as_ref(),
-        recent_to: opened
-            .and_then(|o| o.recent_to)
-            .map(|count| (requester_key.as_str(), count)),
+        recent_to: recent_to.map(|count| (requester_key.as_str(), count)),
     };
     carry_out(conn, room, &t.case, &rest, thread.trigger, known, now).await?;
     Ok(opened.map(|o| o.message_row))
+}
+
+/// A new case's first reply, composed before the case is written.
+struct FirstReply<'a> {
+    mail: Composed<'a>,
+    /// Whether the per-sender limit applies ([`Guard::Limited`]).
+    limited: bool,
+}
+
+/// The reply a new case's transition asks for right after its opening
+/// events (at `index`), composed, when it can be written with the case: it
+/// goes to the requester (whose count the case's batch reads), threads
+/// under the request (`thread`), and no guard that needs no count holds it
+/// back.
+fn first_reply<'a>(
+    room: &Mailroom,
+    t: &'a Transition,
+    index: usize,
+    trigger: Trigger,
+    thread: &store::messages::ReplyThread,
+    requester_key: &'a str,
+    now: DateTime<Utc>,
+) -> Result<Option<FirstReply<'a>>> {
+    let Some(Effect::Send {
+        template,
+        to,
+        reason,
+    }) = t.effects.get(index)
+    else {
+        return Ok(None);
+    };
+    let mail = ConsumerMail {
+        template: *template,
+        to: *to,
+        reason: reason.as_deref(),
+        trigger,
+        thread: Some(thread),
+        recent_to: None,
+    };
+    let Some(recipient) = recipient_of(&t.case, *to) else {
+        return Ok(None);
+    };
+    if is_reminder(*template) || crate::address::rate_key(&recipient) != requester_key {
+        return Ok(None);
+    }
+    let limited = match guard(room, &t.case, &mail, requester_key) {
+        Guard::Never(_) => return Ok(None),
+        Guard::Unlimited => false,
+        Guard::Limited => true,
+    };
+    let last_in = thread.last_applied.clone();
+    let mail = consumer_mail(
+        room,
+        &t.case,
+        &mail,
+        recipient,
+        requester_key,
+        thread,
+        last_in,
+        now,
+    )?;
+    Ok(Some(FirstReply { mail, limited }))
 }
 
 /// What the caller of [`carry_out`] already knows about a case opened in
@@ -430,18 +520,9 @@ pub(crate) async fn send_to_consumer(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let ConsumerMail {
-        template,
-        to,
-        reason,
-        trigger,
-        thread,
-        recent_to: _,
+        template, thread, ..
     } = *mail;
-    let recipient = match to {
-        Audience::Requester => Some(case.requester.clone()),
-        Audience::Consumer => case.consumer.clone(),
-    };
-    let Some(recipient) = recipient else {
+    let Some(recipient) = recipient_of(case, mail.to) else {
         return Ok(false);
     };
     // `+tags` do not make another sender for the per-sender limit.
@@ -497,20 +578,49 @@ pub(crate) async fn send_to_consumer(
         }
         return Ok(false);
     }
-    let rendered = render(room, template.as_str(), case, reason, None, now)?;
     let thread = match thread {
         Some(known) => known.clone(),
         None => store::messages::reply_thread(conn, &case.id).await?,
     };
     // The consumer's thread: their last message applied to the case, else
     // the request, else our own last mail to them (never team mail).
-    let last_in = match thread.last_applied {
+    let last_in = match thread.last_applied.clone() {
         Some(id) => Some(id),
         None => match thread.thread_root.clone() {
             Some(root) => Some(root),
             None => store::messages::last_consumer_mail_id(conn, &case.id).await?,
         },
     };
+    let composed = consumer_mail(
+        room, case, mail, recipient, &rate_key, &thread, last_in, now,
+    )?;
+    store::outbox::insert_with_record(conn, &composed.outbox(), &composed.record()).await?;
+    Ok(true)
+}
+
+/// The address a consumer-facing mail goes to, if the case has one.
+fn recipient_of(case: &Case, to: Audience) -> Option<String> {
+    match to {
+        Audience::Requester => Some(case.requester.clone()),
+        Audience::Consumer => case.consumer.clone(),
+    }
+}
+
+/// Renders and composes a consumer-facing `mail` to `recipient`, threaded
+/// under `thread` and answering `last_in`.
+#[allow(clippy::too_many_arguments)]
+fn consumer_mail<'a>(
+    room: &Mailroom,
+    case: &'a Case,
+    mail: &ConsumerMail<'_>,
+    recipient: String,
+    rate_key: &'a str,
+    thread: &store::messages::ReplyThread,
+    last_in: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<Composed<'a>> {
+    let template = mail.template;
+    let rendered = render(room, template.as_str(), case, mail.reason, None, now)?;
     let mut references: Vec<String> = Vec::new();
     for id in [thread.thread_root.clone(), last_in.clone()]
         .into_iter()
@@ -523,26 +633,22 @@ pub(crate) async fn send_to_consumer(
     let message_id = room
         .keys
         .generate(Purpose::Reply, &case.id, &room.config.message_id_domain());
-    let auto_submitted = trigger.auto_submitted();
-    queue(
-        conn,
+    Composed::new(
         room,
         Queued {
             case_id: Some(&case.id),
             audience: store::outbox::Audience::Consumer,
             template: template.as_str(),
             recipients: vec![recipient],
-            rate_key: &rate_key,
+            rate_key,
             rendered,
             message_id,
             in_reply_to: last_in,
             references,
-            auto_submitted,
+            auto_submitted: mail.trigger.auto_submitted(),
         },
         now,
     )
-    .await?;
-    Ok(true)
 }
 
 /// Why a consumer-facing mail is held back, and until when it may go.
@@ -550,6 +656,52 @@ struct Hold {
     why: String,
     /// When the per-sender window allows it; `None`: never.
     until: Option<DateTime<Utc>>,
+}
+
+/// What the guards that need no count say of a consumer-facing mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Guard {
+    /// Never to go out, and why.
+    Never(String),
+    /// Not subject to the per-sender limit.
+    Unlimited,
+    /// Goes out while the per-sender count is under the limit.
+    Limited,
+}
+
+/// The guards on a consumer-facing `mail` to `recipient` (its rate key)
+/// that need nothing from the store.
+fn guard(room: &Mailroom, case: &Case, mail: &ConsumerMail<'_>, recipient: &str) -> Guard {
+    let ConsumerMail {
+        template, trigger, ..
+    } = *mail;
+    if room.is_own_address(recipient) {
+        return Guard::Never(format!("{template}: the recipient is the mailbox itself"));
+    }
+    let known_agent =
+        |addr: &str| crate::address::in_domains(addr, &room.config.agents.known_domains);
+    // Anyone can claim to be an agent and name a "consumer": the daemon
+    // writes to that third party only for agents the company knows, and only
+    // when our MX authenticated the agent's mail.
+    if template == Template::AgentConsumerConfirm {
+        if !case.agent.as_deref().is_some_and(known_agent) {
+            return Guard::Never(format!(
+                "{template}: the agent's domain is not in agents.known_domains; the team decides whether to contact the consumer"
+            ));
+        }
+        if trigger != Trigger::VouchedAgent {
+            return Guard::Never(format!(
+                "{template}: the agent's mail was not authenticated by our mail server (no aligned dkim=pass or auth=pass from team.trusted_authserv_ids); the team decides whether to contact the consumer"
+            ));
+        }
+    }
+    // The per-sender limit is a loop guard for automatic mail. Known agent
+    // services file many requests at once, each to be acknowledged, when
+    // their mail is authenticated.
+    if trigger == Trigger::Team || (trigger == Trigger::VouchedAgent && known_agent(recipient)) {
+        return Guard::Unlimited;
+    }
+    Guard::Limited
 }
 
 /// Why a consumer-facing `mail` to `recipient` (its rate key) must not go
@@ -562,37 +714,11 @@ async fn held_back(
     recipient: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Hold>> {
-    let ConsumerMail {
-        template, trigger, ..
-    } = *mail;
-    let never = |why: String| Some(Hold { why, until: None });
-    if room.is_own_address(recipient) {
-        return Ok(never(format!(
-            "{template}: the recipient is the mailbox itself"
-        )));
-    }
-    let known_agent =
-        |addr: &str| crate::address::in_domains(addr, &room.config.agents.known_domains);
-    // Anyone can claim to be an agent and name a "consumer": the daemon
-    // writes to that third party only for agents the company knows, and only
-    // when our MX authenticated the agent's mail.
-    if template == Template::AgentConsumerConfirm {
-        if !case.agent.as_deref().is_some_and(known_agent) {
-            return Ok(never(format!(
-                "{template}: the agent's domain is not in agents.known_domains; the team decides whether to contact the consumer"
-            )));
-        }
-        if trigger != Trigger::VouchedAgent {
-            return Ok(never(format!(
-                "{template}: the agent's mail was not authenticated by our mail server (no aligned dkim=pass or auth=pass from team.trusted_authserv_ids); the team decides whether to contact the consumer"
-            )));
-        }
-    }
-    // The per-sender limit is a loop guard for automatic mail. Known agent
-    // services file many requests at once, each to be acknowledged, when
-    // their mail is authenticated.
-    if trigger == Trigger::Team || (trigger == Trigger::VouchedAgent && known_agent(recipient)) {
-        return Ok(None);
+    let template = mail.template;
+    match guard(room, case, mail, recipient) {
+        Guard::Never(why) => return Ok(Some(Hold { why, until: None })),
+        Guard::Unlimited => return Ok(None),
+        Guard::Limited => {}
     }
     let max = room.config.policy.max_auto_replies_per_day;
     let limit = i64::from(max);
@@ -815,50 +941,78 @@ pub async fn queue(
     q: Queued<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let from = room.config.smtp.from.clone();
-    let outgoing = Outgoing {
-        from: from.clone(),
-        reply_to: from,
-        to: q.recipients.clone(),
-        subject: q.rendered.subject.clone(),
-        message_id: q.message_id.clone(),
-        in_reply_to: q.in_reply_to.clone(),
-        references: q.references.clone(),
-        auto_submitted: q.auto_submitted,
-        text: q.rendered.text.clone(),
-        html: q.rendered.html.clone(),
-        date: now,
-    };
-    let raw = compose(&outgoing).map_err(|source| CaseworkError::Compose {
-        template: q.template.to_string(),
-        source,
-    })?;
-    let envelope_from = room.config.mailbox_address();
-    let sha = crate::hash::sha256_hex(&raw);
-    store::outbox::insert_with_record(
-        conn,
-        &NewOutbox {
+    let mail = Composed::new(room, q, now)?;
+    store::outbox::insert_with_record(conn, &mail.outbox(), &mail.record()).await?;
+    Ok(())
+}
+
+/// A mail composed for the outbox: the bytes to send and what its two rows
+/// (the outbox row and its record in `messages`) hold.
+pub(crate) struct Composed<'a> {
+    q: Queued<'a>,
+    raw: Vec<u8>,
+    sha256: String,
+    envelope_from: String,
+    now: DateTime<Utc>,
+}
+
+impl<'a> Composed<'a> {
+    fn new(room: &Mailroom, q: Queued<'a>, now: DateTime<Utc>) -> Result<Composed<'a>> {
+        let from = room.config.smtp.from.clone();
+        let outgoing = Outgoing {
+            from: from.clone(),
+            reply_to: from,
+            to: q.recipients.clone(),
+            subject: q.rendered.subject.clone(),
+            message_id: q.message_id.clone(),
+            in_reply_to: q.in_reply_to.clone(),
+            references: q.references.clone(),
+            auto_submitted: q.auto_submitted,
+            text: q.rendered.text.clone(),
+            html: q.rendered.html.clone(),
+            date: now,
+        };
+        let raw = compose(&outgoing).map_err(|source| CaseworkError::Compose {
+            template: q.template.to_string(),
+            source,
+        })?;
+        Ok(Composed {
+            sha256: crate::hash::sha256_hex(&raw),
+            raw,
+            envelope_from: room.config.mailbox_address(),
+            q,
+            now,
+        })
+    }
+
+    fn outbox(&self) -> NewOutbox<'_> {
+        let q = &self.q;
+        NewOutbox {
             case_id: q.case_id,
             message_id: &q.message_id,
             audience: q.audience,
             template: q.template,
-            envelope_from: &envelope_from,
+            envelope_from: &self.envelope_from,
             recipients: &q.recipients,
             rate_key: q.rate_key,
             subject: &q.rendered.subject,
-            raw: &raw,
-            now,
-        },
-        &NewMessage {
+            raw: &self.raw,
+            now: self.now,
+        }
+    }
+
+    fn record(&self) -> NewMessage<'_> {
+        let q = &self.q;
+        NewMessage {
             case_id: q.case_id,
             direction: "out",
             message_id: Some(&q.message_id),
             subject: &q.rendered.subject,
-            from_addr: Some(&envelope_from),
-            at: now,
+            from_addr: Some(&self.envelope_from),
+            at: self.now,
             template: Some(q.template),
-            sha256: &sha,
-            size: raw.len() as i64,
+            sha256: &self.sha256,
+            size: self.raw.len() as i64,
             raw: None,
             body_text: Some(&q.rendered.text),
             disposition: match q.audience {
@@ -866,10 +1020,8 @@ pub async fn queue(
                 store::outbox::Audience::Team => store::messages::Disposition::Team,
             },
             ..NewMessage::default()
-        },
-    )
-    .await?;
-    Ok(())
+        }
+    }
 }
 
 /// Renders a template for a case.

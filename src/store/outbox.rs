@@ -56,13 +56,13 @@ pub(crate) async fn insert_with_record(
     Ok(())
 }
 
-const INSERT: &str =
+pub(super) const INSERT: &str =
     "INSERT INTO outbox (case_id, message_id, audience, template, envelope_from, recipients,
             rate_key, subject, raw, next_attempt_at, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Binds the 11 parameters of [`INSERT`], in order.
-fn bind<'q>(q: super::Query<'q>, m: &NewOutbox<'_>) -> super::Query<'q> {
+pub(super) fn bind<'q>(q: super::Query<'q>, m: &NewOutbox<'_>) -> super::Query<'q> {
     let recipients = super::json_list(m.recipients);
     q.bind(m.case_id)
         .bind(m.message_id)
@@ -82,6 +82,21 @@ fn bind<'q>(q: super::Query<'q>, m: &NewOutbox<'_>) -> super::Query<'q> {
 /// batch (`cases::insert_with_message`).
 pub(super) const RECENT_TO: &str =
     "SELECT COUNT(*) FROM outbox WHERE rate_key = ? AND audience = 'consumer' AND created_at > ?";
+
+/// Takes back a mail queued in this transaction, with its record: a new
+/// case's first reply, written with the case before the per-sender limit
+/// could be read, when the limit holds it back (`casework`).
+pub(crate) async fn withdraw(conn: &mut SqliteConnection, message_id: &str) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM outbox WHERE message_id = ?1;
+         DELETE FROM messages WHERE message_id = ?1 AND direction = 'out';",
+    )
+    .bind(message_id)
+    .execute(conn)
+    .await
+    .op("outbox.withdraw")?;
+    Ok(())
+}
 
 /// Automatic consumer-facing mails to `rate_key` since `since`.
 pub(crate) async fn recent_to(

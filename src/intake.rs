@@ -174,91 +174,75 @@ pub async fn write_batch(
 ) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
     // Every statement's result wakes the waiting thread: spinning briefly
     // first spares most of those wake-ups (see `store::spin`).
-    store::spin::spin_first(write_batch_in(
-        room,
-        mailbox,
-        uid_validity,
-        batch,
-        parsed,
-        now,
-    ))
-    .await
-}
-
-async fn write_batch_in(
-    room: &Mailroom,
-    mailbox: &str,
-    uid_validity: u32,
-    batch: &[Fetched],
-    parsed: &[Inbound],
-    now: DateTime<Utc>,
-) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
-    let started = std::time::Instant::now();
-    let max_uid = batch.iter().map(|f| f.uid).max().unwrap_or(0);
-    // Optimistic first: no savepoint per message (two round trips to the
-    // SQLite worker each). If any message fails, the whole batch is rolled
-    // back and written again with a savepoint per message, so the failure
-    // is isolated exactly as before: that message stored raw and sent to
-    // review, the others committed.
-    let mut tx = room.store.begin().await?;
-    let results = match write_messages(
-        &mut tx,
-        room,
-        mailbox,
-        uid_validity,
-        batch,
-        parsed,
-        now,
-        false,
-    )
-    .await
-    {
-        Ok(results) => results,
-        Err(e) => {
-            debug!(error = %crate::logging::Personal(&e), "A message of the batch failed; writing the batch again message by message.");
-            tx.rollback().await?;
-            tx = room.store.begin().await?;
-            write_messages(
-                &mut tx,
-                room,
-                mailbox,
-                uid_validity,
-                batch,
-                parsed,
-                now,
-                true,
-            )
-            .await?
-        }
-    };
-    casework::burst::flush(&mut tx, room, now).await?;
-    let cursor = store::cursor(&mut tx, mailbox).await?;
-    let last = cursor
-        .filter(|c| c.uid_validity == uid_validity)
-        .map_or(0, |c| c.last_uid);
-    store::set_cursor(
-        &mut tx,
-        mailbox,
-        store::Cursor {
+    store::spin::spin_first(async {
+        let started = std::time::Instant::now();
+        let max_uid = batch.iter().map(|f| f.uid).max().unwrap_or(0);
+        // Optimistic first: no savepoint per message (two round trips to the
+        // SQLite worker each). If any message fails, the whole batch is rolled
+        // back and written again with a savepoint per message, so the failure
+        // is isolated exactly as before: that message stored raw and sent to
+        // review, the others committed.
+        let mut tx = room.store.begin().await?;
+        let results = match write_messages(
+            &mut tx,
+            room,
+            mailbox,
             uid_validity,
-            last_uid: last.max(max_uid),
-        },
-        now,
-    )
-    .await?;
-    // The originals are moved right after this commit; the store runs with
-    // `synchronous = FULL`, so it survives a power loss (no request sits in
-    // Processed without its row).
-    let written_at = started.elapsed();
-    tx.commit().await?;
-    debug!(
-        count = batch.len(),
-        write_ms = written_at.as_millis() as u64,
-        commit_ms = (started.elapsed() - written_at).as_millis() as u64,
-        "Intake transaction timing."
-    );
-    room.outbox_wake.notify_one();
-    Ok(results)
+            batch,
+            parsed,
+            now,
+            false,
+        )
+        .await
+        {
+            Ok(results) => results,
+            Err(e) => {
+                debug!(error = %crate::logging::Personal(&e), "A message of the batch failed; writing the batch again message by message.");
+                tx.rollback().await?;
+                tx = room.store.begin().await?;
+                write_messages(
+                    &mut tx,
+                    room,
+                    mailbox,
+                    uid_validity,
+                    batch,
+                    parsed,
+                    now,
+                    true,
+                )
+                .await?
+            }
+        };
+        casework::burst::flush(&mut tx, room, now).await?;
+        let cursor = store::cursor(&mut tx, mailbox).await?;
+        let last = cursor
+            .filter(|c| c.uid_validity == uid_validity)
+            .map_or(0, |c| c.last_uid);
+        store::set_cursor(
+            &mut tx,
+            mailbox,
+            store::Cursor {
+                uid_validity,
+                last_uid: last.max(max_uid),
+            },
+            now,
+        )
+        .await?;
+        // The originals are moved right after this commit; the store runs with
+        // `synchronous = FULL`, so it survives a power loss (no request sits in
+        // Processed without its row).
+        let written_at = started.elapsed();
+        tx.commit().await?;
+        debug!(
+            count = batch.len(),
+            write_ms = written_at.as_millis() as u64,
+            commit_ms = (started.elapsed() - written_at).as_millis() as u64,
+            "Intake transaction timing."
+        );
+        room.outbox_wake.notify_one();
+        Ok::<_, CaseworkError>(results)
+    })
+    .await
 }
 
 /// Writes the rows of every message of a batch inside `tx`. With

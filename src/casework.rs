@@ -155,8 +155,7 @@ async fn commit_new_with(
     if let Some(first) = &first {
         // The count includes the reply just written.
         let before = recent_to.map(|count| count - 1);
-        let limit = i64::from(room.config.policy.max_auto_replies_per_day);
-        if first.limited && before.is_none_or(|count| count >= limit) {
+        if first.limited && !before.is_some_and(|count| under_limit(room, count)) {
             // Over the limit: taken back, and the reply goes through the
             // guard below like any other mail (held, or sent anyway).
             store::outbox::withdraw(conn, &first.mail.q.message_id).await?;
@@ -252,6 +251,12 @@ struct Known<'a> {
     /// A rate key's per-sender count, read right after the case's rows went
     /// in: it holds for the first consumer mail only.
     recent_to: Option<(&'a str, i64)>,
+}
+
+/// Whether `recent` automatic replies to one sender in 24 hours leave room
+/// for another under the per-sender limit.
+fn under_limit(room: &Mailroom, recent: i64) -> bool {
+    recent < i64::from(room.config.policy.max_auto_replies_per_day)
 }
 
 /// Where the per-sender limit's 24 hours start.
@@ -727,7 +732,7 @@ async fn held_back(
         Some((key, count)) if key == recipient => count,
         _ => store::outbox::recent_to(conn, recipient, since).await?,
     };
-    if recent < limit {
+    if under_limit(room, recent) {
         return Ok(None);
     }
     let why = format!(

@@ -468,7 +468,7 @@ async fn once(b: Bench<'_>, raw_imap: &RawImap) {
 /// parse and write as `sync::drain` (the next batch parsed on a blocking
 /// thread while the last one is written), in this process, on a store of
 /// its own in `$TMPDIR`, with no IMAP around them. Messages the daemon
-/// would read piece by piece (over 2 MiB) are left out.
+/// would read piece by piece (over `sync::SPOOL_ABOVE`) are left out.
 async fn intake_without_servers(
     config_path: &Path,
     burst: &[Vec<u8>],
@@ -488,7 +488,7 @@ async fn intake_without_servers(
     let now = Utc::now();
     let small: Vec<&Vec<u8>> = burst
         .iter()
-        .filter(|m| m.len() <= 2 * 1024 * 1024)
+        .filter(|m| m.len() as u64 <= privacy_mailroom::sync::SPOOL_ABOVE)
         .collect();
     let batches: Vec<Arc<Vec<Fetched>>> = small
         .chunks(INTAKE_BATCH)

@@ -28,6 +28,7 @@ use crate::outbox::smtp::SmtpError;
 use crate::store::{self, StoreError};
 
 mod spool;
+pub use spool::SPOOL_ABOVE;
 
 /// How many messages one intake transaction takes.
 pub const BATCH: usize = 200;

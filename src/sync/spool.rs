@@ -25,7 +25,7 @@ use super::CycleError;
 
 /// Messages larger than this are spooled. Below it a message is fetched
 /// with its batch and parsed in memory (about three times its size, briefly).
-pub(crate) const SPOOL_ABOVE: u64 = 2 * 1024 * 1024;
+pub const SPOOL_ABOVE: u64 = 2 * 1024 * 1024;
 
 /// Bytes asked for per FETCH: the most of the message in memory at once.
 const PIECE: u64 = 1024 * 1024;

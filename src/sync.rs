@@ -235,117 +235,81 @@ pub async fn drain(
         if listed.is_empty() {
             break;
         }
+        // Two lanes run side by side: the IMAP session moves the batch
+        // committed last round and fetches the next chunk while the store
+        // writes the batch parsed last round (and a blocking thread parses
+        // the chunk fetched last round). Batches are still written, committed
+        // and moved one after the other, in UID order, and no original moves
+        // before its batch is committed.
         let mut pending: Option<Parsing> = None;
+        let mut unmoved = false;
         for chunk in batches(&listed, max_bytes) {
-            let (small, large): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = chunk
-                .iter()
-                .partition(|l| u64::from(l.size.unwrap_or(0)) <= max_bytes);
-            // Only a message larger than the attachment limit can carry an
-            // attachment over it: its structure says whether to read the body.
-            let refused = refused_parts(room, imap, &small).await?;
-            let small: Vec<&crate::imap::Listed> = small
-                .into_iter()
-                .filter(|l| !refused.contains_key(&l.uid))
-                .collect();
-            // Suspects (a body withheld before) are not fetched with the
-            // others: one unreadable message must not take the batch down.
-            let (suspects, fresh): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = small
-                .into_iter()
-                .partition(|l| missing.is_suspect(uid_validity, l.uid));
-            // A large message is read piece by piece, never whole (`spool`).
-            let (spooled, fresh): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = fresh
-                .into_iter()
-                .partition(|l| u64::from(l.size.unwrap_or(0)) > spool::SPOOL_ABOVE);
-            let spooled_uids: Vec<u32> = spooled.iter().map(|l| l.uid).collect();
-            let fresh_uids: Vec<u32> = fresh.iter().map(|l| l.uid).collect();
-            let started = std::time::Instant::now();
-            let mut bodies = fetch_bodies_tolerant(imap, &fresh_uids).await?;
-            let fetched_at = started.elapsed();
-            let mut batch = Vec::with_capacity(chunk.len());
-            let mut withheld = 0;
-            for l in chunk {
-                if large.iter().any(|x| x.uid == l.uid) || refused.contains_key(&l.uid) {
-                    let raw = fetch_header_tolerant(imap, l.uid)
-                        .await?
-                        .unwrap_or_default();
-                    batch.push(Fetched {
-                        uid: l.uid,
-                        raw,
-                        size: u64::from(l.size.unwrap_or(0)),
-                        headers_only: true,
-                        body_missing: false,
-                        internal_date: l.internal_date,
-                        refused_part: refused.get(&l.uid).cloned(),
-                        spooled: None,
-                    });
-                } else if let Some(raw) = bodies.remove(&l.uid) {
-                    let size = raw.len() as u64;
-                    batch.push(Fetched {
-                        uid: l.uid,
-                        raw,
-                        size,
-                        headers_only: false,
-                        body_missing: false,
-                        internal_date: l.internal_date,
-                        refused_part: None,
-                        spooled: None,
-                    });
-                } else if spooled_uids.contains(&l.uid) {
-                    match spool::spool(room, imap, l).await? {
-                        Some(fetched) => batch.push(fetched),
-                        None => {
-                            missing.missed(uid_validity, l.uid);
-                            withheld += 1;
-                        }
-                    }
-                } else if fresh_uids.contains(&l.uid) {
-                    // Listed, but no body came: tried alone next cycle.
-                    missing.missed(uid_validity, l.uid);
-                    withheld += 1;
+            let move_first = std::mem::take(&mut unmoved);
+            let seen_missing: &MissingBodies = missing;
+            let imap_lane = async {
+                let moved = if move_first {
+                    move_committed(room, imap, uid_validity).await?
+                } else {
+                    Vec::new()
+                };
+                let fetched = fetch_chunk(room, imap, uid_validity, seen_missing, chunk).await?;
+                Ok::<_, CycleError>((moved, fetched))
+            };
+            let store_lane = async {
+                match pending.take() {
+                    Some(parsing) => write_parsed(room, &mailbox, uid_validity, parsing)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
                 }
+            };
+            let (imap_done, store_done) = tokio::join!(imap_lane, store_lane);
+            let written = store_done?;
+            let (moved, fetched) = imap_done?;
+            // Marked only now: the store lane's transaction held the write lock.
+            mark_moved(room, &moved).await?;
+            for uid in &fetched.missed {
+                missing.missed(uid_validity, *uid);
             }
-            if withheld > 0 {
-                info!(
-                    count = withheld,
-                    "Message bodies not returned by the server; retrying them one by one."
-                );
+            if let Some(written) = written {
+                taken += after_write(room, imap, &mailbox, uid_validity, missing, written).await?;
+                unmoved = true;
             }
             // The batch is parsed on a blocking thread while the previous
             // one is written: the write mostly waits on the SQLite worker,
-            // the parse is pure CPU. Batches are still written, committed
-            // and moved one after the other, in UID order.
-            let batch = Arc::new(batch);
+            // the parse is pure CPU.
+            let batch = Arc::new(fetched.batch);
             let parse = {
                 let room = room.clone();
                 let batch = Arc::clone(&batch);
                 tokio::task::spawn_blocking(move || intake::parse_batch(&room, &batch))
             };
-            if let Some(previous) = pending.take() {
-                taken +=
-                    write_parsed(room, imap, &mailbox, uid_validity, missing, previous).await?;
-            }
             pending = Some(Parsing {
                 batch,
                 parse,
-                suspects: suspects.into_iter().copied().collect(),
-                started,
-                fetched_at,
+                suspects: fetched.suspects,
+                started: fetched.started,
+                fetched_at: fetched.fetched_at,
             });
             // A long burst must not look like a hang to systemd.
             crate::systemd::Watchdog::from_env().ping();
             after = after.max(chunk.iter().map(|l| l.uid).max().unwrap_or(after));
             if shutdown.is_cancelled() {
-                if let Some(last) = pending.take() {
-                    taken +=
-                        write_parsed(room, imap, &mailbox, uid_validity, missing, last).await?;
-                }
-                return Ok(taken);
+                break;
             }
         }
-        // Everything listed is written before the next listing (or the
-        // first-pass cursor) looks past it.
+        // Everything listed is written and filed before the next listing (or
+        // the first-pass cursor) looks past it.
         if let Some(last) = pending.take() {
-            taken += write_parsed(room, imap, &mailbox, uid_validity, missing, last).await?;
+            let written = write_parsed(room, &mailbox, uid_validity, last).await?;
+            taken += after_write(room, imap, &mailbox, uid_validity, missing, written).await?;
+            unmoved = true;
+        }
+        if unmoved {
+            file_pending(room, imap, uid_validity).await?;
+        }
+        if shutdown.is_cancelled() {
+            return Ok(taken);
         }
     }
     if first_pass {
@@ -375,6 +339,106 @@ pub async fn drain(
     Ok(taken)
 }
 
+/// A chunk of the listing, fetched: what the IMAP lane hands over.
+struct FetchedChunk {
+    batch: Vec<Fetched>,
+    /// The chunk's suspects (a body withheld before), each tried alone once
+    /// the batch is written.
+    suspects: Vec<crate::imap::Listed>,
+    /// Listed, but no body came: recorded in [`MissingBodies`] after the lane.
+    missed: Vec<u32>,
+    started: std::time::Instant,
+    fetched_at: std::time::Duration,
+}
+
+/// Fetches one chunk of the listing. Reads `missing` only: the lane runs
+/// beside the store's write, and what it finds missing is recorded after.
+async fn fetch_chunk(
+    room: &Mailroom,
+    imap: &mut Imap,
+    uid_validity: u32,
+    missing: &MissingBodies,
+    chunk: &[crate::imap::Listed],
+) -> Result<FetchedChunk, CycleError> {
+    let max_bytes = room.config.imap.max_message_bytes;
+    let (small, large): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = chunk
+        .iter()
+        .partition(|l| u64::from(l.size.unwrap_or(0)) <= max_bytes);
+    // Only a message larger than the attachment limit can carry an
+    // attachment over it: its structure says whether to read the body.
+    let refused = refused_parts(room, imap, &small).await?;
+    let small: Vec<&crate::imap::Listed> = small
+        .into_iter()
+        .filter(|l| !refused.contains_key(&l.uid))
+        .collect();
+    // Suspects (a body withheld before) are not fetched with the
+    // others: one unreadable message must not take the batch down.
+    let (suspects, fresh): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = small
+        .into_iter()
+        .partition(|l| missing.is_suspect(uid_validity, l.uid));
+    // A large message is read piece by piece, never whole (`spool`).
+    let (spooled, fresh): (Vec<&crate::imap::Listed>, Vec<&crate::imap::Listed>) = fresh
+        .into_iter()
+        .partition(|l| u64::from(l.size.unwrap_or(0)) > spool::SPOOL_ABOVE);
+    let spooled_uids: Vec<u32> = spooled.iter().map(|l| l.uid).collect();
+    let fresh_uids: Vec<u32> = fresh.iter().map(|l| l.uid).collect();
+    let started = std::time::Instant::now();
+    let mut bodies = fetch_bodies_tolerant(imap, &fresh_uids).await?;
+    let fetched_at = started.elapsed();
+    let mut batch = Vec::with_capacity(chunk.len());
+    let mut missed = Vec::new();
+    for l in chunk {
+        if large.iter().any(|x| x.uid == l.uid) || refused.contains_key(&l.uid) {
+            let raw = fetch_header_tolerant(imap, l.uid)
+                .await?
+                .unwrap_or_default();
+            batch.push(Fetched {
+                uid: l.uid,
+                raw,
+                size: u64::from(l.size.unwrap_or(0)),
+                headers_only: true,
+                body_missing: false,
+                internal_date: l.internal_date,
+                refused_part: refused.get(&l.uid).cloned(),
+                spooled: None,
+            });
+        } else if let Some(raw) = bodies.remove(&l.uid) {
+            let size = raw.len() as u64;
+            batch.push(Fetched {
+                uid: l.uid,
+                raw,
+                size,
+                headers_only: false,
+                body_missing: false,
+                internal_date: l.internal_date,
+                refused_part: None,
+                spooled: None,
+            });
+        } else if spooled_uids.contains(&l.uid) {
+            match spool::spool(room, imap, l).await? {
+                Some(fetched) => batch.push(fetched),
+                None => missed.push(l.uid),
+            }
+        } else if fresh_uids.contains(&l.uid) {
+            // Listed, but no body came: tried alone next cycle.
+            missed.push(l.uid);
+        }
+    }
+    if !missed.is_empty() {
+        info!(
+            count = missed.len(),
+            "Message bodies not returned by the server; retrying them one by one."
+        );
+    }
+    Ok(FetchedChunk {
+        batch,
+        suspects: suspects.into_iter().copied().collect(),
+        missed,
+        started,
+        fetched_at,
+    })
+}
+
 /// A fetched batch whose parse runs on a blocking thread.
 struct Parsing {
     batch: Arc<Vec<Fetched>>,
@@ -385,16 +449,20 @@ struct Parsing {
     fetched_at: std::time::Duration,
 }
 
-/// Writes and commits a parsed batch, then moves its originals and tries its
-/// suspects one by one. Returns how many messages were taken in.
+/// A batch written and committed, its originals not moved yet.
+struct Written {
+    count: usize,
+    suspects: Vec<crate::imap::Listed>,
+}
+
+/// The store lane: waits for the batch's parse, then writes and commits it.
+/// Touches no IMAP session, so it runs beside the IMAP lane.
 async fn write_parsed(
     room: &Mailroom,
-    imap: &mut Imap,
     mailbox: &str,
     uid_validity: u32,
-    missing: &mut MissingBodies,
     parsing: Parsing,
-) -> Result<usize, CycleError> {
+) -> Result<Written, CycleError> {
     let Parsing {
         batch,
         parse,
@@ -402,6 +470,7 @@ async fn write_parsed(
         started,
         fetched_at,
     } = parsing;
+    let parse_started = std::time::Instant::now();
     let parsed = match parse.await {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -411,24 +480,42 @@ async fn write_parsed(
             intake::parse_batch(room, &batch)
         }
     };
-    let parsed_at = started.elapsed();
+    let parse_wait = parse_started.elapsed();
     let results =
         intake::write_batch(room, mailbox, uid_validity, &batch, &parsed, Utc::now()).await?;
-    let processed_at = started.elapsed();
-    hold_cursor(room, mailbox, uid_validity, missing).await?;
-    let mut taken = results.len();
     for (uid, outcome) in &results {
         debug!(uid, ?outcome, "Message processed.");
     }
-    file_pending(room, imap, uid_validity).await?;
     debug!(
         count = batch.len(),
         fetch_ms = fetched_at.as_millis() as u64,
-        parse_wait_ms = (parsed_at.saturating_sub(fetched_at)).as_millis() as u64,
-        process_ms = (processed_at.saturating_sub(parsed_at)).as_millis() as u64,
-        file_ms = (started.elapsed().saturating_sub(processed_at)).as_millis() as u64,
+        parse_wait_ms = parse_wait.as_millis() as u64,
+        write_ms = (parse_started.elapsed().saturating_sub(parse_wait)).as_millis() as u64,
+        since_fetch_ms = started.elapsed().as_millis() as u64,
         "Intake batch timing."
     );
+    Ok(Written {
+        count: results.len(),
+        suspects,
+    })
+}
+
+/// After a batch's commit, with both lanes done: holds the cursor below any
+/// message still missing, then tries the batch's suspects one by one.
+/// Returns how many messages were taken in.
+async fn after_write(
+    room: &Mailroom,
+    imap: &mut Imap,
+    mailbox: &str,
+    uid_validity: u32,
+    missing: &mut MissingBodies,
+    written: Written,
+) -> Result<usize, CycleError> {
+    let Written {
+        count: mut taken,
+        suspects,
+    } = written;
+    hold_cursor(room, mailbox, uid_validity, missing).await?;
     for l in &suspects {
         let fetched = fetch_suspect(room, imap, missing, uid_validity, l).await?;
         let withheld_again = fetched.is_none();
@@ -759,12 +846,26 @@ pub(crate) async fn file_pending(
     imap: &mut Imap,
     uid_validity: u32,
 ) -> Result<(), CycleError> {
+    let moved = move_committed(room, imap, uid_validity).await?;
+    mark_moved(room, &moved).await
+}
+
+/// The IMAP half of [`file_pending`]: moves every committed, unfiled
+/// original to its folder and returns their rows, not yet marked. It reads
+/// the store but never writes it, so it can run while intake's write holds
+/// the write lock. A crash before [`mark_moved`] moves nothing twice: the
+/// next MOVE of those UIDs finds them gone.
+async fn move_committed(
+    room: &Mailroom,
+    imap: &mut Imap,
+    uid_validity: u32,
+) -> Result<Vec<i64>, CycleError> {
     let rows = {
         let mut conn = room.store.conn().await?;
         store::messages::unfiled(&mut conn, uid_validity).await?
     };
     if rows.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut by_target: BTreeMap<String, (Vec<u32>, Vec<i64>)> = BTreeMap::new();
     for (id, uid, target) in rows {
@@ -773,11 +874,21 @@ pub(crate) async fn file_pending(
         entry.1.push(id);
     }
     crate::faults::hit("before_move");
+    let mut moved = Vec::new();
     for (target, (uids, ids)) in by_target {
         imap.move_uids(&uids, &target).await?;
-        let mut conn = room.store.conn().await?;
-        store::messages::mark_filed(&mut conn, &ids, Utc::now()).await?;
+        moved.extend(ids);
     }
+    Ok(moved)
+}
+
+/// Marks the rows [`move_committed`] moved as filed.
+async fn mark_moved(room: &Mailroom, moved: &[i64]) -> Result<(), CycleError> {
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let mut conn = room.store.conn().await?;
+    store::messages::mark_filed(&mut conn, moved, Utc::now()).await?;
     Ok(())
 }
 

@@ -369,6 +369,105 @@ async fn crash_between_commit_and_move_does_nothing_twice() {
     assert_eq!(servers.count(&consumer, "INBOX").await, 1);
 }
 
+/// More than two intake batches (`sync::BATCH`, 200): the IMAP session moves
+/// one batch's originals and fetches the next chunk while the store writes
+/// the batch between. A crash as the first batch is about to move leaves
+/// whole batches committed and the rest in the inbox; the restart takes in
+/// the rest and files everything, with one case and one acknowledgement per
+/// request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_several_batches_is_taken_in_and_filed_once_even_after_a_crash() {
+    const N: usize = 450;
+    const STRAY: usize = 300;
+    let servers = MailServers::start();
+    let mailbox = servers.unique_user("privacy");
+    let mut session = servers.imap_session(&mailbox).await;
+    for i in 0..N {
+        let raw = if i == STRAY {
+            // Not a request: it goes to review, a second target folder.
+            mail(
+                &servers.unique_user("stray"),
+                &mailbox,
+                "Lunch on Friday?",
+                "",
+                "Are you free?\n",
+            )
+        } else {
+            mail(
+                &servers.unique_user("burst"),
+                &mailbox,
+                "California Request to Know",
+                "",
+                &format!("Request number {i}.\n"),
+            )
+        };
+        session
+            .append("INBOX", None, None, &raw)
+            .await
+            .unwrap_or_else(|e| panic!("APPEND {i}: {e}"));
+    }
+    let _ = session.logout().await;
+    let config = DaemonConfig::new(servers, &mailbox);
+    let path = config.write();
+
+    let mut cmd = daemon::command(&path, &["run", "--once"]);
+    support::daemon::require_fault_points();
+    cmd.env("PRIVACY_MAILROOM_FAULT", "before_move");
+    let out = daemon::run_with_timeout(cmd, Duration::from_secs(180));
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "the fault point must be reached: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed = cases_json(&path).len();
+    assert!(
+        committed == 200 || committed == 400,
+        "whole batches are committed, nothing else: {committed} cases"
+    );
+    assert_eq!(
+        servers.count(&mailbox, "INBOX").await,
+        N,
+        "nothing moved before the crash"
+    );
+
+    assert_ok(&daemon::run_once(&path), "restart");
+    let cases = cases_json(&path);
+    assert_eq!(cases.len(), N - 1, "one case per request");
+    let requesters: std::collections::BTreeSet<&str> = cases
+        .iter()
+        .filter_map(|c| c["requester"].as_str())
+        .collect();
+    assert_eq!(requesters.len(), N - 1, "no request taken in twice");
+    assert_eq!(servers.count(&mailbox, "INBOX").await, 0, "all filed");
+    assert_eq!(servers.count(&mailbox, "Processed").await, N - 1);
+    assert_eq!(servers.count(&mailbox, "Review").await, 1);
+
+    let url = format!("sqlite://{}", config.database_path().display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    let unfiled: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE direction = 'in' AND filed_at IS NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count unfiled originals");
+    assert_eq!(unfiled, 0, "every original is marked filed");
+    let (acks, acked_cases): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT case_id) FROM outbox WHERE template = 'acknowledgement'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count acknowledgements");
+    pool.close().await;
+    assert_eq!(
+        (acks, acked_cases),
+        (N as i64 - 1, N as i64 - 1),
+        "one acknowledgement per case"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn first_start_leaves_mail_older_than_the_backlog_window_alone() {
     let servers = MailServers::start();

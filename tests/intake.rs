@@ -325,16 +325,7 @@ async fn crash_between_commit_and_move_does_nothing_twice() {
     let config = DaemonConfig::new(servers, &mailbox);
     let path = config.write();
 
-    let mut cmd = daemon::command(&path, &["run", "--once"]);
-    support::daemon::require_fault_points();
-    cmd.env("PRIVACY_MAILROOM_FAULT", "before_move");
-    let out = daemon::run_with_timeout(cmd, Duration::from_secs(120));
-    assert_eq!(
-        out.status.code(),
-        Some(86),
-        "the fault point must be reached: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    daemon::run_once_until_fault(&path, "before_move", Duration::from_secs(120));
     // Committed, not moved.
     assert_eq!(servers.count(&mailbox, "INBOX").await, 1);
     assert_eq!(cases_json(&path).len(), 1);
@@ -410,16 +401,7 @@ async fn a_burst_of_several_batches_is_taken_in_and_filed_once_even_after_a_cras
     let config = DaemonConfig::new(servers, &mailbox);
     let path = config.write();
 
-    let mut cmd = daemon::command(&path, &["run", "--once"]);
-    support::daemon::require_fault_points();
-    cmd.env("PRIVACY_MAILROOM_FAULT", "before_move");
-    let out = daemon::run_with_timeout(cmd, Duration::from_secs(180));
-    assert_eq!(
-        out.status.code(),
-        Some(86),
-        "the fault point must be reached: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    daemon::run_once_until_fault(&path, "before_move", Duration::from_secs(180));
     let committed = cases_json(&path).len();
     assert!(
         committed == 200 || committed == 400,
@@ -443,24 +425,23 @@ async fn a_burst_of_several_batches_is_taken_in_and_filed_once_even_after_a_cras
     assert_eq!(servers.count(&mailbox, "Processed").await, N - 1);
     assert_eq!(servers.count(&mailbox, "Review").await, 1);
 
-    let url = format!("sqlite://{}", config.database_path().display());
-    let pool = sqlx::SqlitePool::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("open {url}: {e}"));
-    let unfiled: i64 = sqlx::query_scalar(
+    let database = config.database_path();
+    let unfiled = support::db_count(
+        &database,
         "SELECT COUNT(*) FROM messages WHERE direction = 'in' AND filed_at IS NULL",
     )
-    .fetch_one(&pool)
-    .await
-    .expect("count unfiled originals");
+    .await;
     assert_eq!(unfiled, 0, "every original is marked filed");
-    let (acks, acked_cases): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT case_id) FROM outbox WHERE template = 'acknowledgement'",
+    let acks = support::db_count(
+        &database,
+        "SELECT COUNT(*) FROM outbox WHERE template = 'acknowledgement'",
     )
-    .fetch_one(&pool)
-    .await
-    .expect("count acknowledgements");
-    pool.close().await;
+    .await;
+    let acked_cases = support::db_count(
+        &database,
+        "SELECT COUNT(DISTINCT case_id) FROM outbox WHERE template = 'acknowledgement'",
+    )
+    .await;
     assert_eq!(
         (acks, acked_cases),
         (N as i64 - 1, N as i64 - 1),
@@ -516,15 +497,7 @@ async fn a_new_uidvalidity_rescans_without_doing_anything_twice() {
     let config = DaemonConfig::new(servers, &mailbox).set_str("imap", "mailbox", "Requests");
     let path = config.write();
     // Committed, then the daemon dies before moving the original.
-    let mut cmd = daemon::command(&path, &["run", "--once"]);
-    support::daemon::require_fault_points();
-    cmd.env("PRIVACY_MAILROOM_FAULT", "before_move");
-    assert_eq!(
-        daemon::run_with_timeout(cmd, Duration::from_secs(120))
-            .status
-            .code(),
-        Some(86)
-    );
+    daemon::run_once_until_fault(&path, "before_move", Duration::from_secs(120));
 
     // The folder is rebuilt (a server migration): new UIDVALIDITY, the same
     // message again, and a new one.

@@ -1187,18 +1187,11 @@ async fn smtp_refusing_the_token_keeps_intake_going_and_replies_waiting() {
 
 /// Pending outbox mail that records why it waits (`last_error`).
 async fn outbox_waiting_with_reason(database: &Path) -> i64 {
-    let url = format!("sqlite://{}", database.display());
-    let pool = sqlx::SqlitePool::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("open {url}: {e}"));
-    let n: i64 = sqlx::query_scalar(
+    support::db_count(
+        database,
         "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL",
     )
-    .fetch_one(&pool)
     .await
-    .unwrap_or_else(|e| panic!("read the outbox: {e}"));
-    pool.close().await;
-    n
 }
 
 /// Depends on: the two-step SMTP AUTH for long tokens (Postfix takes a
@@ -1273,15 +1266,7 @@ async fn a_rotating_refresh_token_survives_a_kill_between_refresh_and_save() {
     let issued_before = idp.issued().len();
     let second = servers.unique_user("second");
     send_request(servers, &mailbox, &second).await;
-    let mut cmd = daemon::command(&path, &["run", "--once"]);
-    cmd.env("PRIVACY_MAILROOM_FAULT", "oauth_after_refresh");
-    let out = daemon::run_with_timeout(cmd, Duration::from_secs(120));
-    assert_eq!(
-        out.status.code(),
-        Some(86),
-        "the fault point is reached: {}",
-        describe(&out)
-    );
+    daemon::run_once_until_fault(&path, "oauth_after_refresh", Duration::from_secs(120));
     assert!(idp.issued().len() > issued_before, "the provider rotated");
     assert_eq!(config.saved_refresh_token(), before, "the file is intact");
 
@@ -1395,10 +1380,7 @@ async fn acknowledge_with_sent_copy(
     );
     let path = config.write();
     send_request(servers, mailbox, &consumer).await;
-    let mut cmd = daemon::command(&path, &["run", "--once"]);
-    cmd.env("PRIVACY_MAILROOM_FAULT", "before_sent_copy");
-    let out = daemon::run_with_timeout(cmd, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(86), "{}", describe(&out));
+    daemon::run_once_until_fault(&path, "before_sent_copy", Duration::from_secs(60));
     let ack = one_acknowledgement(servers, &consumer, Duration::from_secs(30)).await;
     let id = support::header(&ack, "Message-ID").expect("the acknowledgement has a Message-ID");
     servers

@@ -91,6 +91,20 @@ pub async fn reset_schedule(database: &Path, job: &str) {
     pool.close().await;
 }
 
+/// One `COUNT(*)` (or any single integer) read from the daemon's database.
+pub async fn db_count(database: &Path, sql: &str) -> i64 {
+    let url = format!("sqlite://{}", database.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    let n = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pool.close().await;
+    n
+}
+
 /// The daemon's outbox: how many mails are (pending, sent, failed).
 pub async fn outbox_counts(database: &Path) -> (i64, i64, i64) {
     let url = format!("sqlite://{}", database.display());

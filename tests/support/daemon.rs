@@ -415,6 +415,23 @@ pub fn run_once(config: &Path) -> Output {
     run_with_timeout(command(config, &["run", "--once"]), COMMAND_TIMEOUT)
 }
 
+/// `run --once` with the fault point `fault` armed: the binary exits as if
+/// killed there (code 86). Panics if it did not get there, with what it
+/// printed.
+pub fn run_once_until_fault(config: &Path, fault: &str, timeout: Duration) -> Output {
+    require_fault_points();
+    let mut cmd = command(config, &["run", "--once"]);
+    cmd.env("PRIVACY_MAILROOM_FAULT", fault);
+    let out = run_with_timeout(cmd, timeout);
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "the fault point {fault} must be reached: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Any CLI call, e.g. `cli(&path, &["cases", "list", "--json"])`.
 pub fn cli(config: &Path, args: &[&str]) -> Output {
     run_with_timeout(command(config, args), COMMAND_TIMEOUT)

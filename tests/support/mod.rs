@@ -23,8 +23,8 @@ mod smtp;
 mod tls;
 
 pub use cases::{
-    assert_ok, case_json, cases_json, first_case_id, outbox_counts, outbox_due_now, reset_schedule,
-    shift_case_times,
+    assert_ok, case_json, cases_json, db_count, first_case_id, outbox_counts, outbox_due_now,
+    reset_schedule, shift_case_times,
 };
 pub use idp::{IdentityProvider, Rotation};
 pub use imap::{ImapSession, ImapStream};

@@ -257,9 +257,11 @@ pub async fn drain(
             };
             let store_lane = async {
                 match pending.take() {
-                    Some(parsing) => write_parsed(room, &mailbox, uid_validity, parsing)
-                        .await
-                        .map(Some),
+                    Some(parsing) => {
+                        write_parsed(room, &mailbox, uid_validity, seen_missing, parsing)
+                            .await
+                            .map(Some)
+                    }
                     None => Ok(None),
                 }
             };
@@ -301,7 +303,7 @@ pub async fn drain(
         // Everything listed is written and filed before the next listing (or
         // the first-pass cursor) looks past it.
         if let Some(last) = pending.take() {
-            let written = write_parsed(room, &mailbox, uid_validity, last).await?;
+            let written = write_parsed(room, &mailbox, uid_validity, missing, last).await?;
             taken += after_write(room, imap, &mailbox, uid_validity, missing, written).await?;
             unmoved = true;
         }
@@ -455,12 +457,15 @@ struct Written {
     suspects: Vec<crate::imap::Listed>,
 }
 
-/// The store lane: waits for the batch's parse, then writes and commits it.
-/// Touches no IMAP session, so it runs beside the IMAP lane.
+/// The store lane: waits for the batch's parse, then writes and commits it
+/// and holds the cursor below any message still missing, at once, so that
+/// an error in the IMAP lane cannot leave the cursor past one. Touches no
+/// IMAP session, so it runs beside the IMAP lane.
 async fn write_parsed(
     room: &Mailroom,
     mailbox: &str,
     uid_validity: u32,
+    missing: &MissingBodies,
     parsing: Parsing,
 ) -> Result<Written, CycleError> {
     let Parsing {
@@ -483,6 +488,7 @@ async fn write_parsed(
     let parse_wait = parse_started.elapsed();
     let results =
         intake::write_batch(room, mailbox, uid_validity, &batch, &parsed, Utc::now()).await?;
+    hold_cursor(room, mailbox, uid_validity, missing).await?;
     for (uid, outcome) in &results {
         debug!(uid, ?outcome, "Message processed.");
     }
@@ -500,9 +506,8 @@ async fn write_parsed(
     })
 }
 
-/// After a batch's commit, with both lanes done: holds the cursor below any
-/// message still missing, then tries the batch's suspects one by one.
-/// Returns how many messages were taken in.
+/// After a batch's commit, with both lanes done: tries the batch's suspects
+/// one by one. Returns how many messages were taken in.
 async fn after_write(
     room: &Mailroom,
     imap: &mut Imap,
@@ -515,7 +520,6 @@ async fn after_write(
         count: mut taken,
         suspects,
     } = written;
-    hold_cursor(room, mailbox, uid_validity, missing).await?;
     for l in &suspects {
         let fetched = fetch_suspect(room, imap, missing, uid_validity, l).await?;
         let withheld_again = fetched.is_none();

@@ -407,8 +407,18 @@ async fn once(b: Bench<'_>, raw_imap: &RawImap) {
         servers,
         &b.mailbox,
         db.sent,
-        db.average_size.unwrap_or(reply_size),
+        &RawContent::Filler(db.average_size.unwrap_or(reply_size)),
         settings.smtp_connections,
+    )
+    .await;
+    let raw_replies = raw_smtp_replies(
+        servers,
+        &b.mailbox,
+        &b.config.database_path(),
+        &b.base,
+        db.sent,
+        settings.smtp_connections,
+        &mut problems,
     )
     .await;
     let checked = check_result(
@@ -446,6 +456,7 @@ async fn once(b: Bench<'_>, raw_imap: &RawImap) {
         settings,
         raw_imap,
         &raw_smtp,
+        raw_replies.as_ref(),
         intake_rate,
         delivery.map(|s| db.sent as f64 / s.max(1e-6)),
     ));
@@ -1187,8 +1198,18 @@ async fn daemon_burst(mut b: Bench<'_>, raw_imap: &RawImap) {
         servers,
         &b.mailbox,
         burst_outbox.sent,
-        burst_outbox.average_size,
+        &RawContent::Filler(burst_outbox.average_size),
         settings.smtp_connections,
+    )
+    .await;
+    let raw_replies = raw_smtp_replies(
+        servers,
+        &b.mailbox,
+        &db_path,
+        &b.base,
+        burst_outbox.sent,
+        settings.smtp_connections,
+        &mut problems,
     )
     .await;
     let expected = n + settings.latency_samples;
@@ -1215,6 +1236,7 @@ async fn daemon_burst(mut b: Bench<'_>, raw_imap: &RawImap) {
         settings,
         raw_imap,
         &raw_smtp,
+        raw_replies.as_ref(),
         Some(n as f64 / drained.as_secs_f64()),
         delivery_rate,
     ));
@@ -1586,13 +1608,90 @@ struct RawSmtp {
     took: Duration,
 }
 
+/// What the raw SMTP clients send.
+#[derive(Clone)]
+enum RawContent {
+    /// Plain text of the replies' mean size.
+    Filler(usize),
+    /// The daemon's own replies of the run, byte for byte (from its outbox),
+    /// to fresh recipients: what the MTA and Dovecot's LMTP cost for exactly
+    /// these messages, as raw FETCH+MOVE uses the burst's own messages.
+    Replies(Arc<Vec<Vec<u8>>>),
+}
+
+impl RawContent {
+    fn message(&self, from: &str, to: &str, k: usize) -> Vec<u8> {
+        match self {
+            RawContent::Filler(size) => filler_message(from, to, k, *size),
+            RawContent::Replies(all) => match all.get(k % all.len().max(1)) {
+                Some(raw) => raw.clone(),
+                None => filler_message(from, to, k, 4096),
+            },
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            RawContent::Filler(size) => *size,
+            RawContent::Replies(all) => all.iter().map(Vec::len).sum::<usize>() / all.len().max(1),
+        }
+    }
+}
+
+/// The first `count` mails the daemon sent after `base`, for
+/// [`RawContent::Replies`].
+async fn sent_replies(path: &Path, base: &Base, count: usize) -> Result<Vec<Vec<u8>>, String> {
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT raw FROM outbox WHERE id > ? AND status = 'sent' ORDER BY id LIMIT ?",
+    )
+    .bind(base.outbox_id)
+    .bind(count as i64)
+    .fetch_all(&pool)
+    .await
+    .map_err(|e| format!("read the sent replies from {}: {e}", path.display()))?;
+    pool.close().await;
+    Ok(rows)
+}
+
+/// Raw SMTP with the daemon's own replies (`None` when there are none, or
+/// with the problem that kept them from being read).
+async fn raw_smtp_replies(
+    servers: &'static MailServers,
+    from: &str,
+    database: &Path,
+    base: &Base,
+    count: usize,
+    connections: usize,
+    problems: &mut Vec<String>,
+) -> Option<RawSmtp> {
+    match sent_replies(database, base, count).await {
+        Ok(replies) if !replies.is_empty() => {
+            eprintln!(
+                "Raw SMTP again with the daemon's own {} replies, byte for byte...",
+                replies.len()
+            );
+            let content = RawContent::Replies(Arc::new(replies));
+            Some(raw_smtp_limit(servers, from, count, &content, connections).await)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    }
+}
+
 impl RawSmtp {
     fn rate(&self) -> f64 {
         self.count as f64 / self.took.as_secs_f64().max(1e-6)
     }
 }
 
-/// Pushes `count` messages of about `size` bytes through the test Postfix
+/// Pushes `count` messages of `content` through the test Postfix
 /// over `connections` connections at once, each reconnecting after 50
 /// messages (`max_messages_per_connection`'s default), with `TCP_NODELAY`
 /// and STARTTLS like the daemon's sender. Waits for Postfix's queue to be
@@ -1601,7 +1700,7 @@ async fn raw_smtp_limit(
     servers: &'static MailServers,
     from: &str,
     count: usize,
-    size: usize,
+    content: &RawContent,
     connections: usize,
 ) -> RawSmtp {
     servers.wait_mail_delivered(Duration::from_secs(600)).await;
@@ -1609,13 +1708,14 @@ async fn raw_smtp_limit(
     let started = Instant::now();
     let lanes = (0..connections.min(count)).map(|lane| {
         let from = from.to_string();
+        let content = content.clone();
         tokio::spawn(async move {
             let mine: Vec<usize> = (lane..count).step_by(connections).collect();
             for chunk in mine.chunks(50) {
                 let mut conn = smtp_connect(servers).await;
                 for &k in chunk {
                     let to = format!("rawsink-{}-{k}@consumer.example", std::process::id());
-                    let raw = filler_message(&from, &to, k, size);
+                    let raw = content.message(&from, &to, k);
                     let envelope = lettre::address::Envelope::new(
                         Some(
                             from.parse()
@@ -1639,7 +1739,7 @@ async fn raw_smtp_limit(
     servers.wait_mail_delivered(Duration::from_secs(600)).await;
     RawSmtp {
         count,
-        size,
+        size: content.size(),
         connections,
         took,
     }
@@ -1691,6 +1791,7 @@ fn limits_report(
     settings: &Settings,
     imap: &RawImap,
     smtp: &RawSmtp,
+    replies: Option<&RawSmtp>,
     intake_rate: Option<f64>,
     delivery_rate: Option<f64>,
 ) -> String {
@@ -1735,6 +1836,23 @@ fn limits_report(
         smtp.size,
         smtp.took.as_secs_f64()
     );
+    if let Some(replies) = replies {
+        line(
+            &mut out,
+            &format!(
+                "replies vs raw SMTP, the same replies ({})",
+                replies.connections
+            ),
+            delivery_rate,
+            replies.rate(),
+        );
+        let _ = writeln!(
+            out,
+            "  the daemon's {} replies, byte for byte, to fresh recipients, in {:.2} s",
+            replies.count,
+            replies.took.as_secs_f64()
+        );
+    }
     out
 }
 

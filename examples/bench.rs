@@ -1630,6 +1630,15 @@ impl RawContent {
         }
     }
 
+    /// Each content to recipients of its own, so that either run creates
+    /// a new mailbox per mail, as the daemon's replies to new consumers do.
+    fn recipient_prefix(&self) -> &'static str {
+        match self {
+            RawContent::Filler(_) => "rawsink",
+            RawContent::Replies(_) => "rawreply",
+        }
+    }
+
     fn size(&self) -> usize {
         match self {
             RawContent::Filler(size) => *size,
@@ -1714,7 +1723,11 @@ async fn raw_smtp_limit(
             for chunk in mine.chunks(50) {
                 let mut conn = smtp_connect(servers).await;
                 for &k in chunk {
-                    let to = format!("rawsink-{}-{k}@consumer.example", std::process::id());
+                    let to = format!(
+                        "{}-{}-{k}@consumer.example",
+                        content.recipient_prefix(),
+                        std::process::id()
+                    );
                     let raw = content.message(&from, &to, k);
                     let envelope = lettre::address::Envelope::new(
                         Some(

@@ -787,14 +787,13 @@ async fn over_mime_limits(
             now,
         )
         .await?;
-    let detail = format!("message row {row}: {excess}; moved to review, nothing stored from it");
-    store::events::append(
+    note_row(
         conn,
         case_id,
-        now,
-        "daemon",
+        row,
         crate::cases::Action::MimeLimit,
-        &detail,
+        &format!("{excess}; moved to review, nothing stored from it"),
+        now,
     )
     .await?;
     info!(
@@ -978,16 +977,13 @@ async fn automatic(
             .write(conn, room, None, Disposition::Auto, Target::Review, now)
             .await?;
         // Recorded like any message in review (no case to put it on).
-        let detail = format!(
-            "message row {row}: automatic mail ({kind:?}) that answers none of our messages"
-        );
-        store::events::append(
+        note_row(
             conn,
             None,
-            now,
-            "daemon",
+            row,
             crate::cases::Action::Review,
-            &detail,
+            &format!("automatic mail ({kind:?}) that answers none of our messages"),
+            now,
         )
         .await?;
         // A request sent through a no-reply web form still reaches a person:
@@ -1109,21 +1105,13 @@ async fn review(
     let id = rec
         .write(conn, room, None, Disposition::Review, Target::Review, now)
         .await?;
-    let detail = format!(
-        "message row {id}: {why}{}",
+    let what = format!(
+        "{why}{}",
         suggestion
             .map(|k| format!("; reads like a {k} request"))
             .unwrap_or_default()
     );
-    store::events::append(
-        conn,
-        None,
-        now,
-        "daemon",
-        crate::cases::Action::Review,
-        &detail,
-    )
-    .await?;
+    note_row(conn, None, id, crate::cases::Action::Review, &what, now).await?;
     crate::team::notify_review(conn, room, id, rec.inbound, why, suggestion, now).await?;
     Ok(Outcome::Review { reason: why })
 }
@@ -1240,16 +1228,13 @@ async fn refuse_oversize(
         },
     )
     .await?;
-    store::events::append(
+    note_row(
         conn,
         case_id,
-        now,
-        "daemon",
+        row,
         crate::cases::Action::Oversize,
-        &format!(
-            "message row {row}: {}; recorded from its headers and moved to review",
-            o.why
-        ),
+        &format!("{}; recorded from its headers and moved to review", o.why),
+        now,
     )
     .await?;
     info!(
@@ -1353,6 +1338,29 @@ async fn file_only(
     Ok(())
 }
 
+/// Puts on the log of events, by the daemon, what intake did with the
+/// message stored in `row` ("message row N: …"), so that the event leads to
+/// the message.
+async fn note_row(
+    conn: &mut SqliteConnection,
+    case_id: Option<&str>,
+    row: i64,
+    action: crate::cases::Action,
+    what: &str,
+    now: DateTime<Utc>,
+) -> Result<(), CaseworkError> {
+    store::events::append(
+        conn,
+        case_id,
+        now,
+        "daemon",
+        action,
+        &format!("message row {row}: {what}"),
+    )
+    .await?;
+    Ok(())
+}
+
 /// A message whose processing failed: its raw bytes are kept and it goes to review.
 async fn record_failed(
     conn: &mut SqliteConnection,
@@ -1380,13 +1388,13 @@ async fn record_failed(
         },
     )
     .await?;
-    store::events::append(
+    note_row(
         conn,
         None,
-        now,
-        "daemon",
+        id,
         crate::cases::Action::ProcessingFailed,
-        &format!("message row {id}: {error}"),
+        error,
+        now,
     )
     .await?;
     // Tell the team, unless telling fails the same way: the message is safe

@@ -1018,7 +1018,7 @@ impl<'a> Composed<'a> {
             template: Some(q.template),
             sha256: &self.sha256,
             size: self.raw.len() as i64,
-            raw: None,
+            original: store::messages::Original::None,
             body_text: Some(&q.rendered.text),
             disposition: match q.audience {
                 store::outbox::Audience::Consumer => store::messages::Disposition::Consumer,

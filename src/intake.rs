@@ -67,18 +67,14 @@ impl Fetched {
         }
     }
 
-    /// The bytes the message row keeps: none for a spooled message, whose
-    /// original is the blob store's file instead ([`Fetched::raw_in_file`]).
-    fn raw_to_keep(&self) -> Option<&[u8]> {
+    /// Where the message row keeps the bytes: a spooled message's original
+    /// is the blob store's file named by [`Fetched::sha256`], any other's
+    /// is in the row.
+    fn original(&self) -> store::messages::Original<'_> {
         match self.spooled {
-            Some(_) => None,
-            None => Some(&self.raw),
+            Some(_) => store::messages::Original::File,
+            None => store::messages::Original::Row(&self.raw),
         }
-    }
-
-    /// The original is the blob store's file named by [`Fetched::sha256`].
-    fn raw_in_file(&self) -> bool {
-        self.spooled.is_some()
     }
 }
 
@@ -413,8 +409,7 @@ impl Record<'_> {
             template: None,
             sha256: self.sha,
             size: self.fetched.size as i64,
-            raw: self.fetched.raw_to_keep(),
-            raw_file: self.fetched.raw_in_file(),
+            original: self.fetched.original(),
             body_text: Some(&self.inbound.text),
             disposition,
             uid_validity: Some(self.uid_validity),
@@ -1218,8 +1213,7 @@ async fn refuse_oversize(
             template: None,
             sha256: o.sha256,
             size: o.size as i64,
-            raw: Some(headers),
-            raw_file: false,
+            original: store::messages::Original::Row(headers),
             body_text: None,
             disposition: Disposition::Review,
             uid_validity: Some(o.uid_validity),
@@ -1378,8 +1372,7 @@ async fn record_failed(
             at: now,
             sha256: &sha,
             size: fetched.size as i64,
-            raw: fetched.raw_to_keep(),
-            raw_file: fetched.raw_in_file(),
+            original: fetched.original(),
             disposition: Disposition::Failed,
             uid_validity: Some(uid_validity),
             uid: Some(fetched.uid),

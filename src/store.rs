@@ -502,7 +502,7 @@ pub(crate) mod testing {
                 at: when,
                 sha256,
                 size: 3,
-                raw: Some(b"raw"),
+                original: crate::store::messages::Original::Row(b"raw"),
                 body_text: Some("body"),
                 disposition: crate::store::messages::Disposition::Case,
                 ..Default::default()

@@ -649,7 +649,7 @@ mod tests {
             at: at(1),
             sha256: "abc",
             size: 3,
-            raw: Some(b"raw"),
+            original: crate::store::messages::Original::Row(b"raw"),
             body_text: Some("text"),
             uid_validity: Some(9),
             uid: Some(4),

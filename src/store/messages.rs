@@ -49,6 +49,36 @@ impl Default for Disposition {
     }
 }
 
+/// Where a message row keeps the message's bytes: the `raw` and `raw_file`
+/// columns, one or neither, never both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Original<'a> {
+    /// Not kept in the row: mail we sent (the outbox row holds it).
+    #[default]
+    None,
+    /// In the row's `raw` column (only the header, when the message was
+    /// recorded from its headers).
+    Row(&'a [u8]),
+    /// The blob store's file named by the row's `sha256`: a large message
+    /// taken in part by part.
+    File,
+}
+
+impl<'a> Original<'a> {
+    /// The `raw` column.
+    fn raw(self) -> Option<&'a [u8]> {
+        match self {
+            Original::Row(raw) => Some(raw),
+            Original::None | Original::File => None,
+        }
+    }
+
+    /// The `raw_file` column.
+    fn in_file(self) -> bool {
+        self == Original::File
+    }
+}
+
 /// A message to record.
 #[derive(Debug, Clone, Default)]
 pub struct NewMessage<'a> {
@@ -61,10 +91,8 @@ pub struct NewMessage<'a> {
     pub template: Option<&'a str>,
     pub sha256: &'a str,
     pub size: i64,
-    pub raw: Option<&'a [u8]>,
-    /// The raw bytes are the blob store's file named by `sha256`, not `raw`
-    /// (a large message taken in part by part).
-    pub raw_file: bool,
+    /// Where its bytes are kept.
+    pub original: Original<'a>,
     pub body_text: Option<&'a str>,
     pub disposition: Disposition,
     pub uid_validity: Option<u32>,
@@ -101,8 +129,8 @@ pub(super) fn bind<'q>(q: super::Query<'q>, m: &NewMessage<'_>) -> super::Query<
         .bind(m.template)
         .bind(m.sha256)
         .bind(m.size)
-        .bind(m.raw)
-        .bind(m.raw_file)
+        .bind(m.original.raw())
+        .bind(m.original.in_file())
         .bind(m.body_text)
         .bind(m.disposition.as_str())
         .bind(m.uid_validity.map(i64::from))
@@ -426,6 +454,39 @@ pub(crate) async fn last_consumer_mail_id(
 mod tests {
     use super::*;
     use crate::store::testing::{at, inbound, open_case, store};
+
+    /// Each place a row can keep the bytes fills its columns, and only
+    /// its own: `raw` for the row, `raw_file` for the blob store's file.
+    #[tokio::test]
+    async fn the_original_fills_raw_or_raw_file() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn().await.unwrap();
+        for (original, want) in [
+            (Original::Row(b"bytes"), (Some(b"bytes".to_vec()), false)),
+            (Original::File, (None, true)),
+            (Original::None, (None, false)),
+        ] {
+            let id = insert(
+                &mut conn,
+                &NewMessage {
+                    direction: "in",
+                    at: at(1),
+                    sha256: "abc",
+                    original,
+                    ..NewMessage::default()
+                },
+            )
+            .await
+            .unwrap();
+            let got: (Option<Vec<u8>>, bool) =
+                sqlx::query_as("SELECT raw, raw_file FROM messages WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+            assert_eq!(got, want, "{original:?}");
+        }
+    }
 
     /// The inbox's duplicate rule, many messages in one statement: the
     /// earliest inbound row with the same bytes, or the same Message-ID from

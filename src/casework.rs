@@ -108,7 +108,7 @@ async fn commit_new_with(
             _ => None,
         })
         .collect();
-    let first = match (message, &known) {
+    let compose_first = || match (message, &known) {
         (Some(_), Some(known)) => first_reply(
             room,
             t,
@@ -117,10 +117,10 @@ async fn commit_new_with(
             known,
             &requester_key,
             now,
-        )?,
-        _ => None,
+        ),
+        _ => Ok(None),
     };
-    let (opened, written, notice_queued) = match message {
+    let (opened, written, notice_queued, first) = match message {
         Some(m) => {
             let linked = store::messages::NewMessage {
                 case_id: Some(t.case.id.as_str()),
@@ -131,39 +131,45 @@ async fn commit_new_with(
             // left out of the effects carried out below.
             let notice_queued = !room.team().notify.is_empty()
                 && t.effects.contains(&Effect::Notify(Notice::NewCase));
-            let rows = first.as_ref().map(|f| (f.mail.outbox(), f.mail.record()));
             let opening = store::cases::Opening {
                 events: &leading,
                 notice_queued,
-                first_mail: rows.as_ref().map(|(mail, record)| (mail, record)),
                 // The first reply goes to the requester: its per-sender
                 // count is read in the same batch.
                 recent_to: Some((&requester_key, recent_since(now))),
             };
-            let opened =
-                store::cases::insert_with_message(conn, &t.case, &row, &opening, &linked, now)
-                    .await?;
-            (Some(opened), leading.len(), notice_queued)
+            // The case's rows go to the SQLite worker first, and its first
+            // reply is composed while the worker writes them: composing is
+            // most of intake's own work per request (docs/benchmark.md).
+            let insert =
+                store::cases::insert_with_message(conn, &t.case, &row, &opening, &linked, now);
+            let mut insert = std::pin::pin!(insert);
+            let sent = futures::poll!(insert.as_mut());
+            let first = compose_first();
+            let opened = match sent {
+                std::task::Poll::Ready(opened) => opened?,
+                std::task::Poll::Pending => insert.await?,
+            };
+            (Some(opened), leading.len(), notice_queued, first?)
         }
         None => {
             store::cases::insert(conn, &t.case, &row, now).await?;
-            (None, 0, false)
+            (None, 0, false, None)
         }
     };
     let mut recent_to = opened.and_then(|o| o.recent_to);
     let mut first_sent = false;
     if let Some(first) = &first {
-        // The count includes the reply just written.
-        let before = recent_to.map(|count| count - 1);
-        if first.limited && !before.is_some_and(|count| under_limit(room, count)) {
-            // Over the limit: taken back, and the reply goes through the
-            // guard below like any other mail (held, or sent anyway).
-            store::outbox::withdraw(conn, &first.mail.q.message_id).await?;
-        } else {
+        // The count was read before the reply is written.
+        if !first.limited || recent_to.is_some_and(|count| under_limit(room, count)) {
+            store::outbox::insert_with_record(conn, &first.mail.outbox(), &first.mail.record())
+                .await?;
             first_sent = true;
+            // Read again for a later mail: the count has grown.
+            recent_to = None;
         }
-        // Read again for a later mail: the count may have grown.
-        recent_to = if first_sent { None } else { before };
+        // Over the limit: the reply goes through the guard below like any
+        // other mail (held, or sent anyway).
     }
     let rest: Vec<Effect> = t
         .effects
@@ -180,7 +186,7 @@ async fn commit_new_with(
     Ok(opened.map(|o| o.message_row))
 }
 
-/// A new case's first reply, composed before the case is written.
+/// A new case's first reply, composed while the case is written.
 struct FirstReply<'a> {
     mail: Composed<'a>,
     /// Whether the per-sender limit applies ([`Guard::Limited`]).
@@ -188,10 +194,11 @@ struct FirstReply<'a> {
 }
 
 /// The reply a new case's transition asks for right after its opening
-/// events (at `index`), composed, when it can be written with the case: it
-/// goes to the requester (whose count the case's batch reads), threads
-/// under the request (`thread`), and no guard that needs no count holds it
-/// back.
+/// events (at `index`), composed, when it can be composed while the case is
+/// written: it goes to the requester (whose count the case's batch reads),
+/// threads under the request (`thread`), and no guard that needs no count
+/// holds it back. It is written after the case, once the count says the
+/// per-sender limit lets it go.
 fn first_reply<'a>(
     room: &Mailroom,
     t: &'a Transition,

@@ -224,10 +224,6 @@ pub(crate) struct Opening<'a> {
     /// Its new-case notice held back for the end of the batch
     /// (`burst::queue_notice`).
     pub notice_queued: bool,
-    /// Its first reply, composed before the batch: the outbox row and its
-    /// record, written after the message and before the count, which then
-    /// includes it.
-    pub first_mail: Option<(&'a super::NewOutbox<'a>, &'a super::NewMessage<'a>)>,
     /// Counts the automatic mails to this rate key since this time
     /// ([`super::outbox::recent_to`]) after the rows are in, for the
     /// per-sender limit of the case's first reply.
@@ -268,12 +264,6 @@ pub(crate) async fn insert_with_message(
     }
     sql.push_str(super::messages::INSERT);
     sql.push_str(" RETURNING id;");
-    if opening.first_mail.is_some() {
-        sql.push_str(super::outbox::INSERT);
-        sql.push_str(";\n");
-        sql.push_str(super::messages::INSERT);
-        sql.push_str(";\n");
-    }
     if opening.recent_to.is_some() {
         sql.push_str(super::outbox::RECENT_TO);
         sql.push(';');
@@ -284,9 +274,6 @@ pub(crate) async fn insert_with_message(
         q = q.bind(&case.id).bind(now);
     }
     q = super::messages::bind(q, message);
-    if let Some((mail, record)) = opening.first_mail {
-        q = super::messages::bind(super::outbox::bind(q, mail), record);
-    }
     if let Some((rate_key, since)) = opening.recent_to {
         q = q.bind(rate_key).bind(since);
     }
@@ -679,7 +666,6 @@ mod tests {
             events: &evs,
             notice_queued: true,
             recent_to: Some(("ann@example.org", at(0))),
-            first_mail: None,
         };
         let opened = insert_with_message(&mut conn, &t.case, &thread, &opening, &message, at(2))
             .await
@@ -762,74 +748,6 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty()
-        );
-
-        // With its first reply: written after the message, counted with the
-        // earlier mail, and taken back whole by `withdraw`.
-        let mut third = t.case.clone();
-        third.id = "C-9".into();
-        let reply = crate::store::outbox::NewOutbox {
-            case_id: Some("C-9"),
-            message_id: "ack-9@example.com",
-            audience: crate::store::outbox::Audience::Consumer,
-            template: "acknowledgement",
-            envelope_from: "privacy@example.com",
-            recipients: &recipients,
-            rate_key: "ann@example.org",
-            subject: "We received your request",
-            raw: b"reply",
-            now: at(2),
-        };
-        let record = NewMessage {
-            case_id: Some("C-9"),
-            direction: "out",
-            message_id: Some("ack-9@example.com"),
-            subject: "We received your request",
-            from_addr: Some("privacy@example.com"),
-            at: at(2),
-            sha256: "def",
-            size: 5,
-            ..NewMessage::default()
-        };
-        let opened = insert_with_message(
-            &mut conn,
-            &third,
-            &thread,
-            &Opening {
-                recent_to: Some(("ann@example.org", at(0))),
-                first_mail: Some((&reply, &record)),
-                ..Opening::default()
-            },
-            &NewMessage {
-                case_id: Some("C-9"),
-                message_id: Some("root-9@example.org"),
-                sha256: "ghi",
-                ..message.clone()
-            },
-            at(2),
-        )
-        .await
-        .unwrap();
-        assert_eq!(opened.recent_to, Some(2), "the earlier mail and the reply");
-        const ROWS: &str = "SELECT direction, id FROM messages WHERE case_id = 'C-9' ORDER BY id";
-        let written: Vec<(String, i64)> = sqlx::query_as(ROWS).fetch_all(&mut *conn).await.unwrap();
-        assert_eq!(written.len(), 2);
-        assert_eq!(written[0], ("in".to_string(), opened.message_row));
-        assert_eq!(written[1].0, "out", "the reply's record after the request");
-        crate::store::outbox::withdraw(&mut conn, "ack-9@example.com")
-            .await
-            .unwrap();
-        let left: Vec<(String, i64)> = sqlx::query_as(ROWS).fetch_all(&mut *conn).await.unwrap();
-        assert_eq!(
-            left,
-            [("in".to_string(), opened.message_row)],
-            "the request stays"
-        );
-        assert_eq!(
-            crate::store::outbox::recent_to(&mut conn, "ann@example.org", at(0))
-                .await
-                .unwrap(),
-            1
         );
     }
 

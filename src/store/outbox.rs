@@ -83,21 +83,6 @@ pub(super) fn bind<'q>(q: super::Query<'q>, m: &NewOutbox<'_>) -> super::Query<'
 pub(super) const RECENT_TO: &str =
     "SELECT COUNT(*) FROM outbox WHERE rate_key = ? AND audience = 'consumer' AND created_at > ?";
 
-/// Takes back a mail queued in this transaction, with its record: a new
-/// case's first reply, written with the case before the per-sender limit
-/// could be read, when the limit holds it back (`casework`).
-pub(crate) async fn withdraw(conn: &mut SqliteConnection, message_id: &str) -> Result<()> {
-    sqlx::query(
-        "DELETE FROM outbox WHERE message_id = ?1;
-         DELETE FROM messages WHERE message_id = ?1 AND direction = 'out';",
-    )
-    .bind(message_id)
-    .execute(conn)
-    .await
-    .op("outbox.withdraw")?;
-    Ok(())
-}
-
 /// Automatic consumer-facing mails to `rate_key` since `since`.
 pub(crate) async fn recent_to(
     conn: &mut SqliteConnection,

@@ -266,10 +266,13 @@ pub async fn drain(
                 }
             };
             let (imap_done, store_done) = tokio::join!(imap_lane, store_lane);
+            // Marked only now, whatever the store lane did: its transaction
+            // held the write lock.
+            if let Ok((moved, _)) = &imap_done {
+                mark_moved(room, moved).await?;
+            }
             let written = store_done?;
-            let (moved, fetched) = imap_done?;
-            // Marked only now: the store lane's transaction held the write lock.
-            mark_moved(room, &moved).await?;
+            let (_, fetched) = imap_done?;
             for uid in &fetched.missed {
                 missing.missed(uid_validity, *uid);
             }

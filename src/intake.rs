@@ -179,34 +179,28 @@ pub async fn write_batch(
         // is isolated exactly as before: that message stored raw and sent to
         // review, the others committed.
         let mut tx = room.store.begin().await?;
-        let results = match write_messages(
-            &mut tx,
-            room,
-            mailbox,
-            uid_validity,
-            batch,
-            parsed,
-            now,
-            false,
-        )
-        .await
-        {
-            Ok(results) => results,
-            Err(e) => {
-                debug!(error = %crate::logging::Personal(&e), "A message of the batch failed; writing the batch again message by message.");
-                tx.rollback().await?;
-                tx = room.store.begin().await?;
-                write_messages(
-                    &mut tx,
-                    room,
-                    mailbox,
-                    uid_validity,
-                    batch,
-                    parsed,
-                    now,
-                    true,
-                )
-                .await?
+        let mut isolated = false;
+        let results = loop {
+            match write_messages(
+                &mut tx,
+                room,
+                mailbox,
+                uid_validity,
+                batch,
+                parsed,
+                now,
+                isolated,
+            )
+            .await
+            {
+                Ok(results) => break results,
+                Err(e) if !isolated => {
+                    debug!(error = %crate::logging::Personal(&e), "A message of the batch failed; writing the batch again message by message.");
+                    tx.rollback().await?;
+                    tx = room.store.begin().await?;
+                    isolated = true;
+                }
+                Err(e) => return Err(e),
             }
         };
         casework::burst::flush(&mut tx, room, now).await?;

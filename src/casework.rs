@@ -108,8 +108,8 @@ async fn commit_new_with(
             _ => None,
         })
         .collect();
-    let compose_first = || match (message, &known) {
-        (Some(_), Some(known)) => first_reply(
+    let compose_first = || match &known {
+        Some(known) => first_reply(
             room,
             t,
             leading.len(),
@@ -118,7 +118,7 @@ async fn commit_new_with(
             &requester_key,
             now,
         ),
-        _ => Ok(None),
+        None => Ok(None),
     };
     let (opened, written, notice_queued, first) = match message {
         Some(m) => {
@@ -141,16 +141,13 @@ async fn commit_new_with(
             // The case's rows go to the SQLite worker first, and its first
             // reply is composed while the worker writes them: composing is
             // most of intake's own work per request (docs/benchmark.md).
-            let insert =
-                store::cases::insert_with_message(conn, &t.case, &row, &opening, &linked, now);
-            let mut insert = std::pin::pin!(insert);
-            let sent = futures::poll!(insert.as_mut());
-            let first = compose_first();
-            let opened = match sent {
-                std::task::Poll::Ready(opened) => opened?,
-                std::task::Poll::Pending => insert.await?,
-            };
-            (Some(opened), leading.len(), notice_queued, first?)
+            // `join!` polls in order, so the insert is sent before the
+            // composing starts.
+            let (opened, first) = futures::join!(
+                store::cases::insert_with_message(conn, &t.case, &row, &opening, &linked, now),
+                async { compose_first() },
+            );
+            (Some(opened?), leading.len(), notice_queued, first?)
         }
         None => {
             store::cases::insert(conn, &t.case, &row, now).await?;
@@ -162,8 +159,7 @@ async fn commit_new_with(
     if let Some(first) = &first {
         // The count was read before the reply is written.
         if !first.limited || recent_to.is_some_and(|count| under_limit(room, count)) {
-            store::outbox::insert_with_record(conn, &first.mail.outbox(), &first.mail.record())
-                .await?;
+            first.mail.write(conn).await?;
             first_sent = true;
             // Read again for a later mail: the count has grown.
             recent_to = None;
@@ -606,7 +602,7 @@ pub(crate) async fn send_to_consumer(
     let composed = consumer_mail(
         room, case, mail, recipient, &rate_key, &thread, last_in, now,
     )?;
-    store::outbox::insert_with_record(conn, &composed.outbox(), &composed.record()).await?;
+    composed.write(conn).await?;
     Ok(true)
 }
 
@@ -953,9 +949,7 @@ pub async fn queue(
     q: Queued<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let mail = Composed::new(room, q, now)?;
-    store::outbox::insert_with_record(conn, &mail.outbox(), &mail.record()).await?;
-    Ok(())
+    Composed::new(room, q, now)?.write(conn).await
 }
 
 /// A mail composed for the outbox: the bytes to send and what its two rows
@@ -995,6 +989,12 @@ impl<'a> Composed<'a> {
             q,
             now,
         })
+    }
+
+    /// Writes the outbox row and its record.
+    async fn write(&self, conn: &mut SqliteConnection) -> Result<()> {
+        store::outbox::insert_with_record(conn, &self.outbox(), &self.record()).await?;
+        Ok(())
     }
 
     fn outbox(&self) -> NewOutbox<'_> {

@@ -242,16 +242,10 @@ pub async fn drain(
         // and moved one after the other, in UID order, and no original moves
         // before its batch is committed.
         let mut pending: Option<Parsing> = None;
-        let mut unmoved = false;
         for chunk in batches(&listed, max_bytes) {
-            let move_first = std::mem::take(&mut unmoved);
             let seen_missing: &MissingBodies = missing;
             let imap_lane = async {
-                let moved = if move_first {
-                    move_committed(room, imap, uid_validity).await?
-                } else {
-                    Vec::new()
-                };
+                let moved = move_committed(room, imap, uid_validity).await?;
                 let fetched = fetch_chunk(room, imap, uid_validity, seen_missing, chunk).await?;
                 Ok::<_, CycleError>((moved, fetched))
             };
@@ -278,24 +272,8 @@ pub async fn drain(
             }
             if let Some(written) = written {
                 taken += after_write(room, imap, &mailbox, uid_validity, missing, written).await?;
-                unmoved = true;
             }
-            // The batch is parsed on a blocking thread while the previous
-            // one is written: the write mostly waits on the SQLite worker,
-            // the parse is pure CPU.
-            let batch = Arc::new(fetched.batch);
-            let parse = {
-                let room = room.clone();
-                let batch = Arc::clone(&batch);
-                tokio::task::spawn_blocking(move || intake::parse_batch(&room, &batch))
-            };
-            pending = Some(Parsing {
-                batch,
-                parse,
-                suspects: fetched.suspects,
-                started: fetched.started,
-                fetched_at: fetched.fetched_at,
-            });
+            pending = Some(Parsing::start(room, fetched));
             // A long burst must not look like a hang to systemd.
             crate::systemd::Watchdog::from_env().ping();
             after = after.max(chunk.iter().map(|l| l.uid).max().unwrap_or(after));
@@ -308,11 +286,8 @@ pub async fn drain(
         if let Some(last) = pending.take() {
             let written = write_parsed(room, &mailbox, uid_validity, missing, last).await?;
             taken += after_write(room, imap, &mailbox, uid_validity, missing, written).await?;
-            unmoved = true;
         }
-        if unmoved {
-            file_pending(room, imap, uid_validity).await?;
-        }
+        file_pending(room, imap, uid_validity).await?;
         if shutdown.is_cancelled() {
             return Ok(taken);
         }
@@ -452,6 +427,27 @@ struct Parsing {
     suspects: Vec<crate::imap::Listed>,
     started: std::time::Instant,
     fetched_at: std::time::Duration,
+}
+
+impl Parsing {
+    /// Starts parsing a fetched chunk on a blocking thread, while the
+    /// previous batch is written: the write mostly waits on the SQLite
+    /// worker, the parse is pure CPU.
+    fn start(room: &Mailroom, fetched: FetchedChunk) -> Parsing {
+        let batch = Arc::new(fetched.batch);
+        let parse = {
+            let room = room.clone();
+            let batch = Arc::clone(&batch);
+            tokio::task::spawn_blocking(move || intake::parse_batch(&room, &batch))
+        };
+        Parsing {
+            batch,
+            parse,
+            suspects: fetched.suspects,
+            started: fetched.started,
+            fetched_at: fetched.fetched_at,
+        }
+    }
 }
 
 /// A batch written and committed, its originals not moved yet.
@@ -858,7 +854,8 @@ pub(crate) async fn file_pending(
 }
 
 /// The IMAP half of [`file_pending`]: moves every committed, unfiled
-/// original to its folder and returns their rows, not yet marked. It reads
+/// original to its folder and returns their rows, not yet marked (none when
+/// nothing was committed since the last move: one indexed read). It reads
 /// the store but never writes it, so it can run while intake's write holds
 /// the write lock. A crash before [`mark_moved`] moves nothing twice: the
 /// next MOVE of those UIDs finds them gone.

@@ -460,13 +460,11 @@ async fn once(b: Bench<'_>, raw_imap: &RawImap) {
         intake_rate,
         delivery.map(|s| db.sent as f64 / s.max(1e-6)),
     ));
-    let limit = unserved.0 as f64 / unserved.1.as_secs_f64().max(1e-6);
-    let _ = writeln!(
-        report,
-        "{:<44} {:>10} {limit:>12.0} {:>8}",
+    ratio_line(
+        &mut report,
         "intake vs the same without servers",
-        intake_rate.map_or("-".to_string(), |d| format!("{d:.0}")),
-        intake_rate.map_or("-".to_string(), |d| format!("{:.0} %", 100.0 * d / limit)),
+        intake_rate,
+        unserved.0 as f64 / unserved.1.as_secs_f64().max(1e-6),
     );
     let _ = writeln!(
         report,
@@ -1647,13 +1645,18 @@ impl RawContent {
     }
 }
 
+/// The daemon's database, read-only, beside the running daemon.
+async fn open_read_only(path: &Path) -> Result<sqlx::SqlitePool, String> {
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    sqlx::SqlitePool::connect(&url)
+        .await
+        .map_err(|e| format!("open {}: {e}", path.display()))
+}
+
 /// The first `count` mails the daemon sent after `base`, for
 /// [`RawContent::Replies`].
 async fn sent_replies(path: &Path, base: &Base, count: usize) -> Result<Vec<Vec<u8>>, String> {
-    let url = format!("sqlite://{}?mode=ro", path.display());
-    let pool = sqlx::SqlitePool::connect(&url)
-        .await
-        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    let pool = open_read_only(path).await?;
     let rows: Vec<Vec<u8>> = sqlx::query_scalar(
         "SELECT raw FROM outbox WHERE id > ? AND status = 'sent' ORDER BY id LIMIT ?",
     )
@@ -1800,6 +1803,13 @@ fn filler_message(from: &str, to: &str, k: usize, size: usize) -> Vec<u8> {
 }
 
 /// The daemon's figures beside the limits, with the ratio.
+/// One row of the limits table: the daemon's rate, the limit and the ratio.
+fn ratio_line(out: &mut String, name: &str, daemon: Option<f64>, limit: f64) {
+    let d = daemon.map_or("-".to_string(), |d| format!("{d:.0}"));
+    let ratio = daemon.map_or("-".to_string(), |d| format!("{:.0} %", 100.0 * d / limit));
+    let _ = writeln!(out, "{name:<44} {d:>10} {limit:>12.0} {ratio:>8}");
+}
+
 fn limits_report(
     settings: &Settings,
     imap: &RawImap,
@@ -1815,12 +1825,7 @@ fn limits_report(
         "{:<44} {:>10} {:>12} {:>8}",
         "", "daemon/s", "limit/s", "ratio"
     );
-    let line = |out: &mut String, name: &str, daemon: Option<f64>, limit: f64| {
-        let d = daemon.map_or("-".to_string(), |d| format!("{d:.0}"));
-        let ratio = daemon.map_or("-".to_string(), |d| format!("{:.0} %", 100.0 * d / limit));
-        let _ = writeln!(out, "{name:<44} {d:>10} {limit:>12.0} {ratio:>8}");
-    };
-    line(
+    ratio_line(
         &mut out,
         &format!("intake vs raw FETCH+MOVE (batches of {INTAKE_BATCH})"),
         intake_rate,
@@ -1836,7 +1841,7 @@ fn limits_report(
         settings.land_connections,
         imap.rate(imap.append),
     );
-    line(
+    ratio_line(
         &mut out,
         &format!("replies vs raw SMTP ({} connections)", smtp.connections),
         delivery_rate,
@@ -1850,7 +1855,7 @@ fn limits_report(
         smtp.took.as_secs_f64()
     );
     if let Some(replies) = replies {
-        line(
+        ratio_line(
             &mut out,
             &format!(
                 "replies vs raw SMTP, the same replies ({})",
@@ -2442,10 +2447,7 @@ impl Db {
 
 impl Db {
     async fn read(path: &Path, base: &Base) -> Result<Db, String> {
-        let url = format!("sqlite://{}?mode=ro", path.display());
-        let pool = sqlx::SqlitePool::connect(&url)
-            .await
-            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        let pool = open_read_only(path).await?;
         let q = |e: sqlx::Error| format!("query {}: {e}", path.display());
         let mut db = Db::default();
         let cases: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cases")

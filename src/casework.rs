@@ -6,6 +6,9 @@
 //! commands by mail, `cases act` and the scheduler — so they cannot drift apart.
 
 pub mod burst;
+mod carry;
+
+pub(crate) use carry::Carry;
 
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
@@ -67,12 +70,20 @@ pub(crate) struct NewThread<'a> {
 /// message row is inserted already linked to the case (one statement
 /// instead of an insert and an update; issue 13), before the effects, so
 /// the acknowledgement answers it. Returns the message row.
+///
+/// A mail `carry` holds from an earlier case is written first, at the head
+/// of the case's statement batch. With `keep_reply`, a first reply that
+/// nothing else follows is left in `carry` for the next command instead of
+/// written (see [`Carry`]).
+#[allow(clippy::too_many_arguments)]
 async fn commit_new_with(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     t: &Transition,
     thread: &NewThread<'_>,
     message: Option<&store::messages::NewMessage<'_>>,
+    carry: &mut Carry,
+    keep_reply: bool,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>> {
     let row = store::cases::CaseThread {
@@ -131,12 +142,15 @@ async fn commit_new_with(
             // left out of the effects carried out below.
             let notice_queued = !room.team().notify.is_empty()
                 && t.effects.contains(&Effect::Notify(Notice::NewCase));
+            let before = carry.take();
+            let before_rows = before.as_ref().map(|m| (m.outbox(), m.record()));
             let opening = store::cases::Opening {
                 events: &leading,
                 notice_queued,
                 // The first reply goes to the requester: its per-sender
                 // count is read in the same batch.
                 recent_to: Some((&requester_key, recent_since(now))),
+                before: before_rows.as_ref().map(|(o, r)| (o, r)),
             };
             // The case's rows go to the SQLite worker first, and its first
             // reply is composed while the worker writes them: composing is
@@ -150,22 +164,21 @@ async fn commit_new_with(
             (Some(opened?), leading.len(), notice_queued, first?)
         }
         None => {
+            carry.flush(conn).await?;
             store::cases::insert(conn, &t.case, &row, now).await?;
             (None, 0, false, None)
         }
     };
     let mut recent_to = opened.and_then(|o| o.recent_to);
-    let mut first_sent = false;
-    if let Some(first) = &first {
-        // The count was read before the reply is written.
-        if !first.limited || recent_to.is_some_and(|count| under_limit(room, count)) {
-            first.mail.write(conn).await?;
-            first_sent = true;
-            // Read again for a later mail: the count has grown.
-            recent_to = None;
-        }
-        // Over the limit: the reply goes through the guard below like any
-        // other mail (held, or sent anyway).
+    // The count was read before the reply is written. Over the limit, the
+    // reply goes through the guard below like any other mail (held, or sent
+    // anyway).
+    let first = first
+        .filter(|first| !first.limited || recent_to.is_some_and(|count| under_limit(room, count)));
+    let first_sent = first.is_some();
+    if first_sent {
+        // Read again for a later mail: the count has grown.
+        recent_to = None;
     }
     let rest: Vec<Effect> = t
         .effects
@@ -174,6 +187,13 @@ async fn commit_new_with(
         .filter(|e| !(notice_queued && **e == Effect::Notify(Notice::NewCase)))
         .cloned()
         .collect();
+    if let Some(first) = first {
+        if keep_reply && rest.is_empty() {
+            carry.keep(conn, first.mail).await?;
+        } else {
+            first.mail.write(conn).await?;
+        }
+    }
     let known = Known {
         thread: known.as_ref(),
         recent_to: recent_to.map(|count| (requester_key.as_str(), count)),
@@ -183,8 +203,8 @@ async fn commit_new_with(
 }
 
 /// A new case's first reply, composed while the case is written.
-struct FirstReply<'a> {
-    mail: Composed<'a>,
+struct FirstReply {
+    mail: Composed,
     /// Whether the per-sender limit applies ([`Guard::Limited`]).
     limited: bool,
 }
@@ -203,7 +223,7 @@ fn first_reply<'a>(
     thread: &store::messages::ReplyThread,
     requester_key: &'a str,
     now: DateTime<Utc>,
-) -> Result<Option<FirstReply<'a>>> {
+) -> Result<Option<FirstReply>> {
     let Some(Effect::Send {
         template,
         to,
@@ -617,16 +637,16 @@ fn recipient_of(case: &Case, to: Audience) -> Option<String> {
 /// Renders and composes a consumer-facing `mail` to `recipient`, threaded
 /// under `thread` and answering `last_in`.
 #[allow(clippy::too_many_arguments)]
-fn consumer_mail<'a>(
+fn consumer_mail(
     room: &Mailroom,
-    case: &'a Case,
+    case: &Case,
     mail: &ConsumerMail<'_>,
     recipient: String,
-    rate_key: &'a str,
+    rate_key: &str,
     thread: &store::messages::ReplyThread,
     last_in: Option<String>,
     now: DateTime<Utc>,
-) -> Result<Composed<'a>> {
+) -> Result<Composed> {
     let template = mail.template;
     let rendered = render(room, template.as_str(), case, mail.reason, None, now)?;
     let mut references: Vec<String> = Vec::new();
@@ -644,11 +664,11 @@ fn consumer_mail<'a>(
     Composed::new(
         room,
         Queued {
-            case_id: Some(&case.id),
+            case_id: Some(case.id.to_string()),
             audience: store::outbox::Audience::Consumer,
-            template: template.as_str(),
+            template: template.as_str().to_string(),
             recipients: vec![recipient],
-            rate_key,
+            rate_key: rate_key.to_string(),
             rendered,
             message_id,
             in_reply_to: last_in,
@@ -912,11 +932,11 @@ pub(crate) async fn queue_for_team(
         conn,
         room,
         Queued {
-            case_id: mail.case_id.map(CaseId::as_str),
+            case_id: mail.case_id.map(CaseId::to_string),
             audience: store::outbox::Audience::Team,
-            template: mail.template,
+            template: mail.template.to_string(),
             recipients: notify,
-            rate_key: &rate_key,
+            rate_key,
             rendered,
             message_id,
             in_reply_to,
@@ -929,12 +949,15 @@ pub(crate) async fn queue_for_team(
 }
 
 /// A rendered mail ready for the outbox.
-pub struct Queued<'a> {
-    pub case_id: Option<&'a str>,
+///
+/// It owns what it holds, so that a composed mail can wait to be written
+/// (see [`Carry`]).
+pub struct Queued {
+    pub case_id: Option<String>,
     pub audience: store::outbox::Audience,
-    pub template: &'a str,
+    pub template: String,
     pub recipients: Vec<String>,
-    pub rate_key: &'a str,
+    pub rate_key: String,
     pub rendered: Rendered,
     pub message_id: String,
     pub in_reply_to: Option<String>,
@@ -946,7 +969,7 @@ pub struct Queued<'a> {
 pub async fn queue(
     conn: &mut SqliteConnection,
     room: &Mailroom,
-    q: Queued<'_>,
+    q: Queued,
     now: DateTime<Utc>,
 ) -> Result<()> {
     Composed::new(room, q, now)?.write(conn).await
@@ -954,16 +977,16 @@ pub async fn queue(
 
 /// A mail composed for the outbox: the bytes to send and what its two rows
 /// (the outbox row and its record in `messages`) hold.
-pub(crate) struct Composed<'a> {
-    q: Queued<'a>,
+pub(crate) struct Composed {
+    q: Queued,
     raw: Vec<u8>,
     sha256: String,
     envelope_from: String,
     now: DateTime<Utc>,
 }
 
-impl<'a> Composed<'a> {
-    fn new(room: &Mailroom, q: Queued<'a>, now: DateTime<Utc>) -> Result<Composed<'a>> {
+impl Composed {
+    fn new(room: &Mailroom, q: Queued, now: DateTime<Utc>) -> Result<Composed> {
         let from = room.config.smtp.from.clone();
         let outgoing = Outgoing {
             from: from.clone(),
@@ -979,7 +1002,7 @@ impl<'a> Composed<'a> {
             date: now,
         };
         let raw = compose(&outgoing).map_err(|source| CaseworkError::Compose {
-            template: q.template.to_string(),
+            template: q.template.clone(),
             source,
         })?;
         Ok(Composed {
@@ -1000,13 +1023,13 @@ impl<'a> Composed<'a> {
     fn outbox(&self) -> NewOutbox<'_> {
         let q = &self.q;
         NewOutbox {
-            case_id: q.case_id,
+            case_id: q.case_id.as_deref(),
             message_id: &q.message_id,
             audience: q.audience,
-            template: q.template,
+            template: &q.template,
             envelope_from: &self.envelope_from,
             recipients: &q.recipients,
-            rate_key: q.rate_key,
+            rate_key: &q.rate_key,
             subject: &q.rendered.subject,
             raw: &self.raw,
             now: self.now,
@@ -1016,13 +1039,13 @@ impl<'a> Composed<'a> {
     fn record(&self) -> NewMessage<'_> {
         let q = &self.q;
         NewMessage {
-            case_id: q.case_id,
+            case_id: q.case_id.as_deref(),
             direction: "out",
             message_id: Some(&q.message_id),
             subject: &q.rendered.subject,
             from_addr: Some(&self.envelope_from),
             at: self.now,
-            template: Some(q.template),
+            template: Some(&q.template),
             sha256: &self.sha256,
             size: self.raw.len() as i64,
             original: store::messages::Original::None,
@@ -1168,13 +1191,13 @@ pub(crate) async fn open_request(
     sender: &str,
     received_at: DateTime<Utc>,
     mail: RequestMail<'_>,
-    numbers: &mut store::cases::CaseNumbers,
+    carry: &mut Carry,
     now: DateTime<Utc>,
 ) -> Result<CaseId, CaseworkError> {
     let agent = classify::agent_of(sender, inbound, &room.config.agents.known_domains);
     let year = store::cases::id_year(received_at, room.policy.timezone);
-    let seq = numbers
-        .next(conn, &room.config.policy.case_prefix, year)
+    let seq = carry
+        .next_number(conn, &room.config.policy.case_prefix, year)
         .await?;
     let id = CaseId::new(&room.config.policy.case_prefix, year, seq);
     let declarations = crate::attachments::declaration_count(agent.is_agent, &inbound.attachments);
@@ -1231,18 +1254,26 @@ pub(crate) async fn open_request(
             RequestMail::New(m) => Some(m),
             RequestMail::Stored(_) | RequestMail::Sibling => None,
         },
+        carry,
+        // Only a request's own mail is answered from `carry`: a team's
+        // `#open` goes on with more statements in the same message.
+        matches!(mail, RequestMail::New(_)) && inbound.attachments.is_empty(),
         now,
     )
     .await?;
     let message_row = match mail {
         RequestMail::Stored(row) => {
+            carry.flush(conn).await?;
             store::messages::set_case(conn, row, &id).await?;
             Some(row)
         }
         RequestMail::New(_) => stored,
         RequestMail::Sibling => None,
     };
-    if let Some(message_row) = message_row {
+    if let Some(message_row) = message_row
+        && !inbound.attachments.is_empty()
+    {
+        carry.flush(conn).await?;
         crate::attachments::record(conn, room, &t.case, message_row, &inbound.attachments, now)
             .await?;
     }

@@ -261,8 +261,10 @@ async fn write_messages(
         .map(|(inbound, sha)| seen_key(inbound, sha))
         .collect();
     let seen_before_batch = store::messages::seen_inbound_many(tx, &keys).await?;
-    // The batch's cases are numbered from one block (see `CaseNumbers`).
-    let mut numbers = store::cases::CaseNumbers::reserving(batch.len());
+    // The batch's cases are numbered from one block (see `CaseNumbers`),
+    // and a new case's first reply goes with the next case's rows (see
+    // `Carry`).
+    let mut carry = casework::Carry::new(store::cases::CaseNumbers::reserving(batch.len()));
     for (i, (fetched, inbound)) in batch.iter().zip(parsed).enumerate() {
         watchdog.ping();
         let sha = shas.get(i).map_or("", String::as_str);
@@ -292,20 +294,27 @@ async fn write_messages(
         };
         let outcome = async {
             if !isolated {
-                return process_one(tx, room, arrived, &mut numbers, now).await;
+                return process_one(tx, room, arrived, &mut carry, now).await;
             }
             let mut sp = tx.begin().await?;
             // Rolled back, the message's numbers (and a block reserved for
             // it) are handed out again.
-            let before = numbers.clone();
-            match process_one(&mut sp, room, arrived, &mut numbers, now).await {
+            let before = carry.numbers();
+            let written = async {
+                let outcome = process_one(&mut sp, room, arrived, &mut carry, now).await?;
+                // Its reply belongs inside its savepoint.
+                carry.flush(&mut sp).await?;
+                Ok::<_, CaseworkError>(outcome)
+            }
+            .await;
+            match written {
                 Ok(outcome) => {
                     sp.commit().await?;
                     Ok::<_, CaseworkError>(outcome)
                 }
                 Err(e) => {
                     sp.rollback().await?;
-                    numbers = before;
+                    carry.roll_back(before);
                     warn!(uid = fetched.uid, error = %crate::logging::Personal(&e), "Message could not be processed; stored raw and sent to review.");
                     record_failed(tx, room, uid_validity, fetched, &e.to_string(), now).await?;
                     Ok(Outcome::Failed)
@@ -316,7 +325,7 @@ async fn write_messages(
         .await?;
         results.push((fetched.uid, outcome));
     }
-    numbers.give_back(tx).await?;
+    carry.finish(tx).await?;
     Ok(results)
 }
 
@@ -455,7 +464,7 @@ async fn process_one(
     conn: &mut SqliteConnection,
     room: &Mailroom,
     arrived: Arrived<'_>,
-    numbers: &mut store::cases::CaseNumbers,
+    carry: &mut casework::Carry,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let Arrived {
@@ -465,7 +474,7 @@ async fn process_one(
         sha,
         seen,
     } = arrived;
-    let facts = gather(conn, room, fetched, inbound, sha, seen).await?;
+    let facts = gather(conn, room, fetched, inbound, sha, seen, carry).await?;
     let decided = route(inbound, &facts);
     let rec = Record {
         uid_validity,
@@ -474,7 +483,7 @@ async fn process_one(
         sha,
         sender: &facts.sender,
     };
-    carry_out(conn, room, &rec, &facts, decided, numbers, now).await
+    carry_out(conn, room, &rec, &facts, decided, carry, now).await
 }
 
 /// Everything [`route()`] needs that is not in the message itself: the
@@ -489,6 +498,7 @@ async fn gather(
     inbound: &Inbound,
     sha: &str,
     seen: Seen,
+    carry: &mut casework::Carry,
 ) -> Result<Facts, CaseworkError> {
     let sender = sender_of(room, inbound);
     let prefix = &room.config.policy.case_prefix;
@@ -504,7 +514,10 @@ async fn gather(
     let thread = classify::thread_case_id(&referenced, &inbound.subject, prefix);
     let seen = match seen {
         Seen::Known(answer) => answer,
-        Seen::Ask => store::messages::seen_inbound(conn, &seen_key(inbound, sha)).await?,
+        Seen::Ask => {
+            carry.flush(conn).await?;
+            store::messages::seen_inbound(conn, &seen_key(inbound, sha)).await?
+        }
     };
     let seen_before = seen.map(|(_, earlier)| {
         if earlier.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
@@ -536,6 +549,9 @@ async fn gather(
     named.sort();
     named.dedup();
     let mut cases = Vec::with_capacity(named.len());
+    if !named.is_empty() {
+        carry.flush(conn).await?;
+    }
     for id in &named {
         if let Some(case) = store::cases::get(conn, id).await? {
             cases.push(case);
@@ -546,13 +562,16 @@ async fn gather(
         .as_ref()
         .and_then(|d| d.original_message_id.as_deref())
     {
-        Some(mid) => store::outbox::by_message_id(conn, mid)
-            .await?
-            .map(|r| route::Reported {
-                outbox: r.id,
-                case: r.case_id,
-                to_consumer: r.audience == store::outbox::Audience::Consumer.as_str(),
-            }),
+        Some(mid) => {
+            carry.flush(conn).await?;
+            store::outbox::by_message_id(conn, mid)
+                .await?
+                .map(|r| route::Reported {
+                    outbox: r.id,
+                    case: r.case_id,
+                    to_consumer: r.audience == store::outbox::Audience::Consumer.as_str(),
+                })
+        }
         None => None,
     };
     let sender_is_member = team.is_member(&sender);
@@ -610,7 +629,7 @@ async fn carry_out(
     rec: &Record<'_>,
     facts: &Facts,
     route: Route,
-    numbers: &mut store::cases::CaseNumbers,
+    carry: &mut casework::Carry,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let known = |id: &CaseId| {
@@ -618,6 +637,11 @@ async fn carry_out(
             .case(id)
             .ok_or_else(|| CaseworkError::NoSuchCase(id.to_string()))
     };
+    // Only a new request takes the carried reply into its case's rows;
+    // anything else writes it first.
+    if !matches!(route.mail, Mail::Request { .. }) {
+        carry.flush(conn).await?;
+    }
     match route.mail {
         Mail::Duplicate { target } => {
             file_only(conn, room, rec, Disposition::Duplicate, target, now).await?;
@@ -647,7 +671,7 @@ async fn carry_out(
             scope,
             case,
             member,
-        } => team_reply(conn, room, rec, &scope, case, member, numbers, now).await,
+        } => team_reply(conn, room, rec, &scope, case, member, carry, now).await,
         Mail::UnreferencedCommands { case, lines } => {
             unreferenced_commands(conn, room, rec, case.as_ref(), lines, now).await
         }
@@ -665,7 +689,7 @@ async fn carry_out(
             let vouched = route.party == Party::KnownAgent;
             case_reply(conn, room, rec, known(&case)?, by_reference, vouched, now).await
         }
-        Mail::Request { kind } => open_case(conn, room, rec, kind, numbers, now).await,
+        Mail::Request { kind } => open_case(conn, room, rec, kind, carry, now).await,
         Mail::Review { why, suggestion } => review(conn, room, rec, why, suggestion, now).await,
     }
 }
@@ -815,7 +839,7 @@ async fn team_reply(
     scope: &crate::team::mail::Scope,
     case: Option<CaseId>,
     member: bool,
-    numbers: &mut store::cases::CaseNumbers,
+    carry: &mut casework::Carry,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     // A non-member's reply to a notice is kept for a person to look at.
@@ -834,7 +858,7 @@ async fn team_reply(
         now,
     )
     .await?;
-    crate::team::mail::handle(conn, room, rec.inbound, scope, numbers, now).await?;
+    crate::team::mail::handle(conn, room, rec.inbound, scope, carry, now).await?;
     Ok(Outcome::TeamMail { case_id })
 }
 
@@ -1110,7 +1134,7 @@ async fn open_case(
     room: &Mailroom,
     rec: &Record<'_>,
     kind: Kind,
-    numbers: &mut store::cases::CaseNumbers,
+    carry: &mut casework::Carry,
     now: DateTime<Utc>,
 ) -> Result<Outcome, CaseworkError> {
     let received_at = rec.received_at(now);
@@ -1125,7 +1149,7 @@ async fn open_case(
         rec.sender,
         received_at,
         casework::RequestMail::New(&message),
-        numbers,
+        carry,
         now,
     )
     .await?;
@@ -1141,10 +1165,11 @@ async fn open_case(
                 rec.sender,
                 received_at,
                 casework::RequestMail::Sibling,
-                numbers,
+                carry,
                 now,
             )
             .await?;
+            carry.flush(conn).await?;
             for (on, other) in [(&case_id, &sibling), (&sibling, &case_id)] {
                 store::events::append(
                     conn,

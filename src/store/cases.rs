@@ -125,6 +125,14 @@ impl CaseNumbers {
         }
     }
 
+    /// Whether the current block for `prefix` in `year` has a number left,
+    /// so that [`CaseNumbers::next`] needs no statement.
+    pub(crate) fn has_free(&self, prefix: &str, year: i32) -> bool {
+        self.blocks
+            .iter()
+            .any(|b| b.prefix == prefix && b.year == year && b.next <= b.last)
+    }
+
     /// The next case number for `prefix` in `year`.
     pub(crate) async fn next(
         &mut self,
@@ -228,6 +236,9 @@ pub(crate) struct Opening<'a> {
     /// ([`super::outbox::recent_to`]) after the rows are in, for the
     /// per-sender limit of the case's first reply.
     pub recent_to: Option<(&'a str, DateTime<Utc>)>,
+    /// A mail of an earlier case, written ahead of this case's rows in the
+    /// same batch: its outbox row and its record (`casework::Carry`).
+    pub before: Option<(&'a super::NewOutbox<'a>, &'a super::NewMessage<'a>)>,
 }
 
 /// What [`insert_with_message`] read back.
@@ -239,8 +250,8 @@ pub(crate) struct Opened {
     pub recent_to: Option<i64>,
 }
 
-/// Inserts a new case, the rows of its `opening` and the message that
-/// opened it in one statement batch, with the per-sender count its first
+/// Inserts a new case, the rows of its `opening` (after a mail of an earlier
+/// case, when given) and the message that opened it in one statement batch, with the per-sender count its first
 /// reply needs: one round trip to the SQLite worker instead of up to five
 /// (issue 13).
 pub(crate) async fn insert_with_message(
@@ -252,7 +263,14 @@ pub(crate) async fn insert_with_message(
     now: DateTime<Utc>,
 ) -> Result<Opened> {
     let events = opening.events;
-    let mut sql = insert_sql();
+    let mut sql = String::new();
+    if opening.before.is_some() {
+        sql.push_str(super::outbox::INSERT);
+        sql.push_str(";\n");
+        sql.push_str(super::messages::INSERT);
+        sql.push_str(";\n");
+    }
+    sql.push_str(&insert_sql());
     sql.push_str(";\n");
     if !events.is_empty() {
         sql.push_str(&super::events::many_sql(events.len()));
@@ -268,7 +286,11 @@ pub(crate) async fn insert_with_message(
         sql.push_str(super::outbox::RECENT_TO);
         sql.push(';');
     }
-    let mut q = bind_insert(sqlx::query(sqlx::AssertSqlSafe(sql)), case, thread, now);
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if let Some((outbox, record)) = opening.before {
+        q = super::messages::bind(super::outbox::bind(q, outbox), record);
+    }
+    q = bind_insert(q, case, thread, now);
     q = super::events::bind_many(q, case.id.as_str(), now, events);
     if opening.notice_queued {
         q = q.bind(&case.id).bind(now);
@@ -662,16 +684,63 @@ mod tests {
         )
         .await
         .unwrap();
+        // And an earlier case's reply to Ann, carried into this batch ahead
+        // of the case's rows: the count sees it too.
+        let carried = crate::store::outbox::NewOutbox {
+            message_id: "carried@example.com",
+            ..crate::store::outbox::NewOutbox {
+                case_id: None,
+                message_id: "earlier@example.com",
+                audience: crate::store::outbox::Audience::Consumer,
+                template: "acknowledgement",
+                envelope_from: "privacy@example.com",
+                recipients: &recipients,
+                rate_key: "ann@example.org",
+                subject: "s",
+                raw: b"raw",
+                now: at(2),
+            }
+        };
+        let carried_record = NewMessage {
+            case_id: None,
+            direction: "out",
+            message_id: Some("carried@example.com"),
+            original: crate::store::messages::Original::None,
+            uid_validity: None,
+            uid: None,
+            target_mailbox: None,
+            ..message.clone()
+        };
         let opening = Opening {
             events: &evs,
             notice_queued: true,
             recent_to: Some(("ann@example.org", at(0))),
+            before: Some((&carried, &carried_record)),
         };
         let opened = insert_with_message(&mut conn, &t.case, &thread, &opening, &message, at(2))
             .await
             .unwrap();
-        assert_eq!(opened.recent_to, Some(1), "the per-sender count");
+        assert_eq!(opened.recent_to, Some(2), "the per-sender count");
         let id = opened.message_row;
+        let written: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT id, direction, message_id FROM messages ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            written
+                .iter()
+                .map(|(_, d, m)| (d.as_str(), m.as_str()))
+                .collect::<Vec<_>>(),
+            [("out", "carried@example.com"), ("in", "root@example.org")],
+            "the carried reply's record first, then the request"
+        );
+        assert_eq!(written.last().map(|w| w.0), Some(id));
+        let outbox: Vec<String> = sqlx::query_scalar("SELECT message_id FROM outbox ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(outbox, ["earlier@example.com", "carried@example.com"]);
 
         let back = get(&mut conn, &"C-7".into()).await.unwrap().unwrap();
         assert_eq!(back, t.case);

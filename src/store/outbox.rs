@@ -56,13 +56,13 @@ pub(crate) async fn insert_with_record(
     Ok(())
 }
 
-const INSERT: &str =
+pub(super) const INSERT: &str =
     "INSERT INTO outbox (case_id, message_id, audience, template, envelope_from, recipients,
             rate_key, subject, raw, next_attempt_at, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Binds the 11 parameters of [`INSERT`], in order.
-fn bind<'q>(q: super::Query<'q>, m: &NewOutbox<'_>) -> super::Query<'q> {
+pub(super) fn bind<'q>(q: super::Query<'q>, m: &NewOutbox<'_>) -> super::Query<'q> {
     let recipients = super::json_list(m.recipients);
     q.bind(m.case_id)
         .bind(m.message_id)

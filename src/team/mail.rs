@@ -81,7 +81,7 @@ pub(crate) async fn handle(
     room: &Mailroom,
     inbound: &Inbound,
     scope: &Scope,
-    numbers: &mut crate::store::cases::CaseNumbers,
+    carry: &mut casework::Carry,
     now: DateTime<Utc>,
 ) -> Result<Handled, CaseworkError> {
     // Who commands is the From address, never a Reply-To: membership and
@@ -143,7 +143,7 @@ pub(crate) async fn handle(
     }
     let mut results = Vec::with_capacity(lines.len());
     for line in &lines {
-        results.push(run_line(conn, room, &sender, scope, line, numbers, now).await?);
+        results.push(run_line(conn, room, &sender, scope, line, carry, now).await?);
     }
     let executed = results.iter().filter(|r| r.ok).count();
     let refused = results.len() - executed;
@@ -161,10 +161,10 @@ async fn run_line(
     sender: &str,
     scope: &Scope,
     line: &CommandLine,
-    numbers: &mut crate::store::cases::CaseNumbers,
+    carry: &mut casework::Carry,
     now: DateTime<Utc>,
 ) -> Result<CommandResult, CaseworkError> {
-    let outcome = line_outcome(conn, room, sender, scope, line, numbers, now).await?;
+    let outcome = line_outcome(conn, room, sender, scope, line, carry, now).await?;
     match outcome {
         LineOutcome::Done(result) => Ok(result),
         LineOutcome::Refused {
@@ -214,7 +214,7 @@ async fn line_outcome(
     sender: &str,
     scope: &Scope,
     line: &CommandLine,
-    numbers: &mut crate::store::cases::CaseNumbers,
+    carry: &mut casework::Carry,
     now: DateTime<Utc>,
 ) -> Result<LineOutcome, CaseworkError> {
     // A refusal is recorded on the case the line names, else the notice's.
@@ -235,7 +235,7 @@ async fn line_outcome(
                 "`#open` works only in a reply to a review notice".into(),
             ));
         };
-        return match open_from_review(conn, room, *row, kind, open_as, numbers, now).await? {
+        return match open_from_review(conn, room, *row, kind, open_as, carry, now).await? {
             Ok(id) => {
                 store::events::append(
                     conn,
@@ -345,7 +345,7 @@ async fn open_from_review(
     row: i64,
     kind: crate::cases::Kind,
     open_as: crate::team::commands::OpenAs,
-    numbers: &mut crate::store::cases::CaseNumbers,
+    carry: &mut casework::Carry,
     now: DateTime<Utc>,
 ) -> Result<Result<crate::ids::CaseId, String>, CaseworkError> {
     let stored = store::messages::stored_inbound(conn, row).await?;
@@ -396,7 +396,7 @@ async fn open_from_review(
         &sender,
         at,
         casework::RequestMail::Stored(row),
-        numbers,
+        carry,
         now,
     )
     .await?;
@@ -440,11 +440,13 @@ async fn send_result(
         conn,
         room,
         Queued {
-            case_id: scope.case_id().map(CaseId::as_str),
+            case_id: scope.case_id().map(CaseId::to_string),
             audience: crate::store::outbox::Audience::Team,
-            template: crate::cases::Template::TeamCommandResult.as_str(),
+            template: crate::cases::Template::TeamCommandResult
+                .as_str()
+                .to_string(),
             recipients: vec![member.to_string()],
-            rate_key: &rate_key,
+            rate_key,
             rendered,
             message_id,
             in_reply_to: inbound.message_id.clone(),

@@ -93,8 +93,8 @@ pub struct CaseThread {
 /// transaction commits ([`CaseNumbers::give_back`]). Intake numbers a
 /// batch's cases from one block instead of one round trip per case
 /// (issue 13); whatever opens a case in the same transaction (a team
-/// `#open`) is handed the same `CaseNumbers`, so the numbers stay
-/// consecutive. Numbers are given back only while nobody numbered a case
+/// `#open`) is handed the same `CaseNumbers` (in `casework::Carry`), so
+/// the numbers stay consecutive. Numbers are given back only while nobody numbered a case
 /// after the block, so a number is never handed out twice.
 #[derive(Debug, Clone)]
 pub(crate) struct CaseNumbers {

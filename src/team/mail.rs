@@ -75,7 +75,8 @@ pub enum Handled {
 }
 
 /// Handles a reply to a notification. The caller has written the message row.
-/// A `#open` numbers its case from `numbers`, the transaction's own.
+/// A `#open` numbers its case from `carry`, the transaction's own (see
+/// [`casework::Carry`]).
 pub(crate) async fn handle(
     conn: &mut SqliteConnection,
     room: &Mailroom,

@@ -215,13 +215,13 @@ struct FirstReply {
 /// threads under the request (`thread`), and no guard that needs no count
 /// holds it back. It is written after the case, once the count says the
 /// per-sender limit lets it go.
-fn first_reply<'a>(
+fn first_reply(
     room: &Mailroom,
-    t: &'a Transition,
+    t: &Transition,
     index: usize,
     trigger: Trigger,
     thread: &store::messages::ReplyThread,
-    requester_key: &'a str,
+    requester_key: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<FirstReply>> {
     let Some(Effect::Send {
@@ -1255,8 +1255,9 @@ pub(crate) async fn open_request(
             RequestMail::Stored(_) | RequestMail::Sibling => None,
         },
         carry,
-        // Only a request's own mail is answered from `carry`: a team's
-        // `#open` goes on with more statements in the same message.
+        // Only a request's own first reply waits in `carry`: a team's
+        // `#open` goes on with more statements, and an agent's attachments
+        // are recorded right after the case.
         matches!(mail, RequestMail::New(_)) && inbound.attachments.is_empty(),
         now,
     )

@@ -512,20 +512,6 @@ async fn gather(
     );
     let in_text = room.keys.find_in_text(&fetched.raw);
     let thread = classify::thread_case_id(&referenced, &inbound.subject, prefix);
-    let seen = match seen {
-        Seen::Known(answer) => answer,
-        Seen::Ask => {
-            carry.flush(conn).await?;
-            store::messages::seen_inbound(conn, &seen_key(inbound, sha)).await?
-        }
-    };
-    let seen_before = seen.map(|(_, earlier)| {
-        if earlier.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
-            Target::Review
-        } else {
-            Target::Processed
-        }
-    });
     // The cases the message names: its thread, the notice it answers, a
     // returned notice's, and what automatic mail refers to.
     let mut named: Vec<CaseId> = Vec::new();
@@ -548,30 +534,39 @@ async fn gather(
     }
     named.sort();
     named.dedup();
-    let mut cases = Vec::with_capacity(named.len());
-    if !named.is_empty() {
+    let reported_id = inbound
+        .dsn
+        .as_ref()
+        .and_then(|d| d.original_message_id.as_deref());
+    // A message that reads the store sees the reply carried so far.
+    if matches!(seen, Seen::Ask) || !named.is_empty() || reported_id.is_some() {
         carry.flush(conn).await?;
     }
+    let seen = match seen {
+        Seen::Known(answer) => answer,
+        Seen::Ask => store::messages::seen_inbound(conn, &seen_key(inbound, sha)).await?,
+    };
+    let seen_before = seen.map(|(_, earlier)| {
+        if earlier.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
+            Target::Review
+        } else {
+            Target::Processed
+        }
+    });
+    let mut cases = Vec::with_capacity(named.len());
     for id in &named {
         if let Some(case) = store::cases::get(conn, id).await? {
             cases.push(case);
         }
     }
-    let reported = match inbound
-        .dsn
-        .as_ref()
-        .and_then(|d| d.original_message_id.as_deref())
-    {
-        Some(mid) => {
-            carry.flush(conn).await?;
-            store::outbox::by_message_id(conn, mid)
-                .await?
-                .map(|r| route::Reported {
-                    outbox: r.id,
-                    case: r.case_id,
-                    to_consumer: r.audience == store::outbox::Audience::Consumer.as_str(),
-                })
-        }
+    let reported = match reported_id {
+        Some(mid) => store::outbox::by_message_id(conn, mid)
+            .await?
+            .map(|r| route::Reported {
+                outbox: r.id,
+                case: r.case_id,
+                to_consumer: r.audience == store::outbox::Audience::Consumer.as_str(),
+            }),
         None => None,
     };
     let sender_is_member = team.is_member(&sender);

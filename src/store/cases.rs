@@ -94,8 +94,8 @@ pub struct CaseThread {
 /// batch's cases from one block instead of one round trip per case
 /// (issue 13); whatever opens a case in the same transaction (a team
 /// `#open`) is handed the same `CaseNumbers` (in `casework::Carry`), so
-/// the numbers stay consecutive. Numbers are given back only while nobody numbered a case
-/// after the block, so a number is never handed out twice.
+/// the numbers stay consecutive. Numbers are given back only while nobody
+/// numbered a case after the block, so a number is never handed out twice.
 #[derive(Debug, Clone)]
 pub(crate) struct CaseNumbers {
     /// How many numbers a block holds.
@@ -251,9 +251,9 @@ pub(crate) struct Opened {
 }
 
 /// Inserts a new case, the rows of its `opening` (after a mail of an earlier
-/// case, when given) and the message that opened it in one statement batch, with the per-sender count its first
-/// reply needs: one round trip to the SQLite worker instead of up to five
-/// (issue 13).
+/// case, when given) and the message that opened it in one statement batch,
+/// with the per-sender count its first reply needs: one round trip to the
+/// SQLite worker instead of up to five (issue 13).
 pub(crate) async fn insert_with_message(
     conn: &mut SqliteConnection,
     case: &Case,
@@ -667,39 +667,27 @@ mod tests {
         };
         // One automatic mail to Ann in the last day: the batch counts it.
         let recipients = vec!["ann@example.org".to_string()];
-        crate::store::outbox::insert(
-            &mut conn,
-            &crate::store::outbox::NewOutbox {
-                case_id: None,
-                message_id: "earlier@example.com",
-                audience: crate::store::outbox::Audience::Consumer,
-                template: "acknowledgement",
-                envelope_from: "privacy@example.com",
-                recipients: &recipients,
-                rate_key: "ann@example.org",
-                subject: "s",
-                raw: b"raw",
-                now: at(1),
-            },
-        )
-        .await
-        .unwrap();
+        let earlier = crate::store::outbox::NewOutbox {
+            case_id: None,
+            message_id: "earlier@example.com",
+            audience: crate::store::outbox::Audience::Consumer,
+            template: "acknowledgement",
+            envelope_from: "privacy@example.com",
+            recipients: &recipients,
+            rate_key: "ann@example.org",
+            subject: "s",
+            raw: b"raw",
+            now: at(1),
+        };
+        crate::store::outbox::insert(&mut conn, &earlier)
+            .await
+            .unwrap();
         // And an earlier case's reply to Ann, carried into this batch ahead
         // of the case's rows: the count sees it too.
         let carried = crate::store::outbox::NewOutbox {
             message_id: "carried@example.com",
-            ..crate::store::outbox::NewOutbox {
-                case_id: None,
-                message_id: "earlier@example.com",
-                audience: crate::store::outbox::Audience::Consumer,
-                template: "acknowledgement",
-                envelope_from: "privacy@example.com",
-                recipients: &recipients,
-                rate_key: "ann@example.org",
-                subject: "s",
-                raw: b"raw",
-                now: at(2),
-            }
+            now: at(2),
+            ..earlier.clone()
         };
         let carried_record = NewMessage {
             case_id: None,

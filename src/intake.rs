@@ -178,7 +178,8 @@ pub async fn write_batch(
         // back and written again with a savepoint per message, so the failure
         // is isolated exactly as before: that message stored raw and sent to
         // review, the others committed.
-        let mut tx = room.store.begin().await?;
+        let mut conn = room.store.batch().await?;
+        let mut tx = conn.begin().await?;
         let mut isolated = false;
         let results = loop {
             match write_messages(
@@ -197,7 +198,7 @@ pub async fn write_batch(
                 Err(e) if !isolated => {
                     debug!(error = %crate::logging::Personal(&e), "A message of the batch failed; writing the batch again message by message.");
                     tx.rollback().await?;
-                    tx = room.store.begin().await?;
+                    tx = conn.begin().await?;
                     isolated = true;
                 }
                 Err(e) => return Err(e),
@@ -223,6 +224,7 @@ pub async fn write_batch(
         // Processed without its row).
         let written_at = started.elapsed();
         tx.commit().await?;
+        conn.done().await?;
         debug!(
             count = batch.len(),
             write_ms = written_at.as_millis() as u64,

@@ -224,7 +224,7 @@ pub async fn write_batch(
         // Processed without its row).
         let written_at = started.elapsed();
         tx.commit().await?;
-        conn.done().await?;
+        conn.done().await;
         debug!(
             count = batch.len(),
             write_ms = written_at.as_millis() as u64,

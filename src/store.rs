@@ -165,7 +165,8 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("cache_size", format!("-{CACHE_KIB}"));
         // No ping before handing out a pooled connection: a SQLite
         // connection is a file, not a socket that can drop, and the ping was
         // a round trip to its worker thread on every `conn()` and `begin()`
@@ -246,10 +247,7 @@ impl Store {
     /// a read-then-write transaction waits for the lock instead of failing with
     /// SQLITE_BUSY half way.
     pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .op("store.begin")
+        self.pool.begin_with(BEGIN_WRITE).await.op("store.begin")
     }
 
     /// A pooled connection for an intake batch: its page cache holds the
@@ -423,6 +421,10 @@ pub(crate) fn parse_col<T: FromStr>(table: &'static str, value: &str) -> Result<
     })
 }
 
+/// How a write transaction begins: `IMMEDIATE` takes the write lock up
+/// front ([`Store::begin`], [`Batch::begin`]).
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
 /// A connection's page cache, in KiB: SQLite's default, set explicitly so
 /// that a [`Batch`] can go back to it.
 const CACHE_KIB: u32 = 2000;
@@ -454,7 +456,7 @@ pub(crate) struct Batch {
 impl Batch {
     /// A write transaction on the batch's connection, as [`Store::begin`].
     pub(crate) async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>> {
-        sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE")
+        sqlx::Connection::begin_with(&mut *self.conn, BEGIN_WRITE)
             .await
             .op("store.begin")
     }

@@ -274,6 +274,34 @@ impl MailServers {
         format!("{prefix}-{}-{n}@example.test", std::process::id())
     }
 
+    /// When Dovecot's LMTP last delivered into any mailbox but `except`'s:
+    /// the newest message file in an INBOX (`Maildir/new` or `cur`). A
+    /// message's file is written once, when it is delivered, so after
+    /// [`Self::wait_mail_delivered`] this is when the last mail handed to
+    /// Postfix reached its mailbox. The bench uses it for the rate at which
+    /// mail gets through the MTA, not only into its queue.
+    pub fn last_delivered(&self, except: &str) -> Option<std::time::SystemTime> {
+        let except = except.to_lowercase();
+        let users = std::fs::read_dir(self.dir.join("mail")).ok()?;
+        let mut last = None;
+        for user in users.flatten() {
+            if user.file_name().to_string_lossy() == except {
+                continue;
+            }
+            for sub in ["new", "cur"] {
+                let Ok(files) = std::fs::read_dir(user.path().join("Maildir").join(sub)) else {
+                    continue;
+                };
+                for file in files.flatten() {
+                    if let Ok(modified) = file.metadata().and_then(|m| m.modified()) {
+                        last = last.max(Some(modified));
+                    }
+                }
+            }
+        }
+        last
+    }
+
     /// Waits until Postfix's queue is empty: every message handed to it so
     /// far (by the daemon's SMTP session or a test) is in its mailbox, or
     /// bounced and that bounce delivered. After the sender has finished (e.g.

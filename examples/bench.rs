@@ -409,8 +409,7 @@ async fn once(b: Bench<'_>, raw_imap: &RawImap) {
     };
     // When the daemon's last reply reached its mailbox, before the raw
     // clients deliver any of theirs.
-    servers.wait_mail_delivered(Duration::from_secs(600)).await;
-    let replies_in = last_delivered(servers, &b.mailbox);
+    let replies_in = last_delivered(servers, &b.mailbox).await;
     let raw_smtp = raw_smtp_limit(
         servers,
         &b.mailbox,
@@ -460,16 +459,12 @@ async fn once(b: Bench<'_>, raw_imap: &RawImap) {
         .zip(phases.delivered.as_ref())
         .map(|((a, _), (b, _))| secs(*a, *b));
     let intake_rate = intake.map(|s| settings.messages as f64 / s.max(1e-6));
-    // Delivery starts when intake ends and lasts until the last reply is in
-    // its mailbox (or Postfix took it, if that was later).
-    let through =
-        phases
-            .took_in
-            .as_ref()
-            .zip(phases.delivered.as_ref())
-            .map(|((from, _), (accepted, _))| {
-                secs(*from, replies_in.map_or(*accepted, |i| i.max(*accepted)))
-            });
+    // Delivery starts when intake ends.
+    let through = phases
+        .took_in
+        .as_ref()
+        .zip(phases.delivered.as_ref())
+        .map(|((from, _), (accepted, _))| secs_through(*from, *accepted, replies_in));
     report.push_str(&limits_report(
         settings,
         raw_imap,
@@ -1157,8 +1152,7 @@ async fn daemon_burst(mut b: Bench<'_>, raw_imap: &RawImap) {
     let peak_burst = sampler.peak();
     // When the burst's last reply reached its mailbox, before the latency
     // requests and the raw clients deliver theirs.
-    servers.wait_mail_delivered(Duration::from_secs(600)).await;
-    let replies_in = last_delivered(servers, &b.mailbox);
+    let replies_in = last_delivered(servers, &b.mailbox).await;
 
     // Latency: single requests, one at a time.
     let mut latencies = Vec::new();
@@ -1260,7 +1254,7 @@ async fn daemon_burst(mut b: Bench<'_>, raw_imap: &RawImap) {
         .outbox
         .first_sent
         .zip(figures.outbox.last_sent)
-        .map(|(first, last)| secs(first, replies_in.map_or(last, |i| i.max(last))))
+        .map(|(first, last)| secs_through(first, last, replies_in))
         .filter(|s| *s > 0.0);
     report.push_str(&limits_report(
         settings,
@@ -1638,8 +1632,8 @@ struct RawSmtp {
     connections: usize,
     /// Until Postfix accepted the last message.
     took: Duration,
-    /// Until the last message was in its mailbox (see [`Through`]).
-    through: Option<Duration>,
+    /// Until the last message was in its mailbox (see [`last_delivered`]).
+    through: Duration,
 }
 
 /// What the raw SMTP clients send.
@@ -1738,9 +1732,8 @@ impl RawSmtp {
         self.count as f64 / self.took.as_secs_f64().max(1e-6)
     }
 
-    fn through_rate(&self) -> Option<f64> {
-        self.through
-            .map(|t| self.count as f64 / t.as_secs_f64().max(1e-6))
+    fn through_rate(&self) -> f64 {
+        self.count as f64 / self.through.as_secs_f64().max(1e-6)
     }
 }
 
@@ -1794,10 +1787,12 @@ async fn raw_smtp_limit(
         lane.unwrap_or_else(|e| fail(&format!("raw SMTP lane: {e}")));
     }
     let took = started.elapsed();
-    servers.wait_mail_delivered(Duration::from_secs(600)).await;
-    let through = last_delivered(servers, from)
-        .map(|last| secs(started_at, last).max(took.as_secs_f64()))
-        .map(Duration::from_secs_f64);
+    let accepted_at = started_at + chrono::Duration::from_std(took).unwrap_or_default();
+    let through = Duration::from_secs_f64(secs_through(
+        started_at,
+        accepted_at,
+        last_delivered(servers, from).await,
+    ));
     RawSmtp {
         count,
         size: content.size(),
@@ -1922,15 +1917,13 @@ fn limits_report(
     }
     // The same, timed until the last mail was in its mailbox (see
     // `last_delivered`): what gets through the MTA on these shared cores.
-    if let Some(limit) = smtp.through_rate() {
-        ratio_line(
-            &mut out,
-            "replies vs raw SMTP, into the mailboxes",
-            through_rate,
-            limit,
-        );
-    }
-    if let Some(limit) = replies.and_then(RawSmtp::through_rate) {
+    ratio_line(
+        &mut out,
+        "replies vs raw SMTP, into the mailboxes",
+        through_rate,
+        smtp.through_rate(),
+    );
+    if let Some(limit) = replies.map(RawSmtp::through_rate) {
         ratio_line(
             &mut out,
             "replies vs the same, into the mailboxes",
@@ -1945,8 +1938,8 @@ fn limits_report(
         "  until the last was in its mailbox: the daemon's {} replies {}, raw SMTP {}, the same replies {}",
         smtp.count,
         took(through.map(Duration::from_secs_f64)),
-        took(smtp.through),
-        took(replies.and_then(|r| r.through)),
+        took(Some(smtp.through)),
+        took(replies.map(|r| r.through)),
     );
     out
 }
@@ -2690,7 +2683,7 @@ struct Report<'a> {
 }
 
 /// When the last mail handed to Postfix so far reached its mailbox (any but
-/// the privacy mailbox `mailbox`'s), once Postfix's queue is empty.
+/// the privacy mailbox `mailbox`'s): waits for Postfix's queue to be empty first.
 ///
 /// On this machine Postfix and Dovecot's LMTP share the two cores with the
 /// sender. A short burst of raw SMTP ends with Postfix's queue still full,
@@ -2698,8 +2691,20 @@ struct Report<'a> {
 /// delivery leaves almost none behind. So the bench also times both up to
 /// this moment: the rate mail gets through the MTA, which no sender can beat
 /// for long, beside the rate Postfix accepts it.
-fn last_delivered(servers: &MailServers, mailbox: &str) -> Option<DateTime<Utc>> {
+async fn last_delivered(servers: &MailServers, mailbox: &str) -> Option<DateTime<Utc>> {
+    servers.wait_mail_delivered(Duration::from_secs(600)).await;
     servers.last_delivered(mailbox).map(DateTime::<Utc>::from)
+}
+
+/// Seconds from `from` until the last mail was through the MTA: in its
+/// mailbox (`delivered`, from [`last_delivered`]), or accepted by Postfix
+/// (`accepted`) if no mailbox says later.
+fn secs_through(
+    from: DateTime<Utc>,
+    accepted: DateTime<Utc>,
+    delivered: Option<DateTime<Utc>>,
+) -> f64 {
+    secs(from, delivered.map_or(accepted, |d| d.max(accepted)))
 }
 
 fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {

@@ -40,7 +40,10 @@
 //!   (default `target/bench`)
 //! - `BENCH_PROFILE`: `time` (default), `perf` (`perf record -g` around the
 //!   run; `perf.data` in `BENCH_OUT`) or `massif` (valgrind's heap profiler;
-//!   slow, use a few hundred messages); `once` mode only
+//!   slow, use a few hundred messages) or `callgrind` (valgrind's instruction
+//!   counts, `callgrind.out` in `BENCH_OUT`: the same for the same binary and
+//!   input however busy the machine is, so two builds compare on a noisy
+//!   host; slow, use a few hundred messages); `once` mode only
 //! - `BENCH_AGENT_DESKS`: how many sender addresses the agent service uses
 //!   (default 5)
 //! - `BENCH_SEED_CASES`: closed cases (with their messages, events and sent
@@ -77,6 +80,11 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
 use support::MailServers;
 use support::daemon::{self, DaemonConfig};
+
+/// The daemon's allocator (src/main.rs), so that intake without servers,
+/// run in this process, is the daemon's own ceiling.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const AGENT_DOMAIN: &str = "rights-agent.example.com";
 
@@ -125,6 +133,7 @@ enum Profile {
     Time,
     Perf,
     Massif,
+    Callgrind,
 }
 
 impl Settings {
@@ -148,8 +157,11 @@ impl Settings {
             Err(_) | Ok("") | Ok("time") => Profile::Time,
             Ok("perf") => Profile::Perf,
             Ok("massif") => Profile::Massif,
+            Ok("callgrind") => Profile::Callgrind,
             Ok(other) => {
-                return Err(format!("BENCH_PROFILE={other:?}: use time, perf or massif"));
+                return Err(format!(
+                    "BENCH_PROFILE={other:?}: use time, perf, massif or callgrind"
+                ));
             }
         };
         let mode = match std::env::var("BENCH_MODE").as_deref() {
@@ -2350,8 +2362,16 @@ fn run_daemon(settings: &Settings, config: &Path) -> Run {
             ));
             c
         }
+        Profile::Callgrind => {
+            let mut c = Command::new("valgrind");
+            c.arg("--tool=callgrind").arg(format!(
+                "--callgrind-out-file={}",
+                settings.out.join("callgrind.out").display()
+            ));
+            c
+        }
     };
-    if settings.profile != Profile::Massif {
+    if !matches!(settings.profile, Profile::Massif | Profile::Callgrind) {
         cmd.arg("-v").arg("-o").arg(&time_out);
     }
     cmd.arg(&settings.bin)

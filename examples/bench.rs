@@ -497,7 +497,13 @@ async fn once(b: Bench<'_>, raw_imap: &RawImap) {
         "  in this process, its own store in $TMPDIR, parse beside write as in the daemon: the daemon's own ceiling"
     );
     if let Some((end, _)) = &phases.took_in {
-        intake_cpu_report(&mut report, &run.cpu, *end, settings.messages, intake_rate);
+        intake_cpu_report(
+            &mut report,
+            &run.cpu,
+            (run.started_at, *end),
+            settings.messages,
+            intake_rate,
+        );
     }
     finish(settings, &b.config, report, &problems, checked.processed);
 }
@@ -1201,7 +1207,7 @@ async fn daemon_burst(mut b: Bench<'_>, raw_imap: &RawImap) {
     let status = running
         .daemon
         .signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
-    let samples = sampler.stop();
+    let (samples, cpu) = sampler.stop();
     let log = std::fs::read_to_string(b.config.dir().join("daemon.log")).unwrap_or_default();
     let _ = std::fs::write(settings.out.join("daemon.log"), &log);
     write_rss_csv(&settings.out.join("rss.csv"), &samples);
@@ -1268,15 +1274,23 @@ async fn daemon_burst(mut b: Bench<'_>, raw_imap: &RawImap) {
         .zip(figures.outbox.last_sent)
         .map(|(first, last)| secs_through(first, last, replies_in))
         .filter(|s| *s > 0.0);
+    let intake_rate = n as f64 / drained.as_secs_f64();
     report.push_str(&limits_report(
         settings,
         raw_imap,
         &raw_smtp,
         raw_replies.as_ref(),
-        Some(n as f64 / drained.as_secs_f64()),
+        Some(intake_rate),
         delivery_rate,
         through,
     ));
+    intake_cpu_report(
+        &mut report,
+        &cpu,
+        (first_arrival, drained_at),
+        n,
+        Some(intake_rate),
+    );
     finish(settings, &b.config, report, &problems, checked.processed);
 }
 
@@ -1339,23 +1353,26 @@ fn start_daemon(settings: &Settings, config: &Path) -> RunningDaemon {
 type Samples = Vec<(DateTime<Utc>, u64)>;
 
 /// VmRSS of one process every 50 ms, on a thread of its own.
+/// The daemon's RSS and CPU time, and the machine's, every 50 ms while it
+/// runs (daemon mode; `run_daemon` samples `--once` itself).
 struct RssSampler {
-    samples: Arc<std::sync::Mutex<Samples>>,
+    samples: Arc<std::sync::Mutex<(Samples, Vec<CpuSample>)>>,
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl RssSampler {
     fn start(pid: u32) -> RssSampler {
-        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let samples = Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (Arc::clone(&samples), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 if let Some(kib) = rss_kib(pid) {
-                    s.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((Utc::now(), kib));
+                    let cpu = CpuSample::read(pid);
+                    let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+                    s.0.push((Utc::now(), kib));
+                    s.1.extend(cpu);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -1369,10 +1386,11 @@ impl RssSampler {
 
     fn peak(&self) -> Option<u64> {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        samples.iter().map(|(_, k)| *k).max()
+        samples.0.iter().map(|(_, k)| *k).max()
     }
 
-    fn stop(self) -> Vec<(DateTime<Utc>, u64)> {
+    /// The RSS samples and the CPU samples.
+    fn stop(self) -> (Samples, Vec<CpuSample>) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
         std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
@@ -2303,19 +2321,28 @@ fn ticks_per_second() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// What `--once`'s intake cost in CPU: from the first sample (the daemon's
-/// start) to the last commit and move, per request, and the rate the
+/// What intake cost in CPU over `window`, per request, and the rate the
 /// machine's cores would allow at that cost if nothing else ran and none
 /// idled. It puts the goal in CPU terms: a rate above that needs a cheaper
-/// request, not more overlap.
+/// request, not more overlap. `--once`'s window runs from the daemon's
+/// start to the last commit and move; daemon mode's from the first arrival
+/// to the drained inbox (the bench's own polling and the landing's UID
+/// MOVE are then in "everything else").
 fn intake_cpu_report(
     out: &mut String,
     cpu: &[CpuSample],
-    end: DateTime<Utc>,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
     n: usize,
     rate: Option<f64>,
 ) {
-    let (Some(first), Some(last)) = (cpu.first(), cpu.iter().rev().find(|c| c.at <= end)) else {
+    // The last sample at or before the start (the daemon's first in
+    // `--once`), and the last at or before the end.
+    let first = cpu
+        .iter()
+        .rev()
+        .find(|c| c.at <= start)
+        .or_else(|| cpu.first());
+    let (Some(first), Some(last)) = (first, cpu.iter().rev().find(|c| c.at <= end)) else {
         return;
     };
     let wall = secs(first.at, last.at);

@@ -660,7 +660,7 @@ fn consumer_mail(
     }
     let message_id = room
         .keys
-        .generate(Purpose::Reply, &case.id, &room.config.message_id_domain());
+        .generate(Purpose::Reply, &case.id, room.message_id_domain());
     Composed::new(
         room,
         Queued {
@@ -906,11 +906,9 @@ pub(crate) async fn queue_for_team(
         return Ok(());
     }
     let mut rendered = render_context(room, mail.template, mail.ctx)?;
-    let message_id = room.keys.generate(
-        mail.purpose,
-        mail.subject_id,
-        &room.config.message_id_domain(),
-    );
+    let message_id = room
+        .keys
+        .generate(mail.purpose, mail.subject_id, room.message_id_domain());
     // The reference in the body too: a notice forwarded back to the mailbox
     // as new mail (a member's forwarding rule) loses its headers but keeps
     // this line, and intake records it instead of noticing it again.
@@ -1008,7 +1006,7 @@ impl Composed {
         Ok(Composed {
             sha256: crate::hash::sha256_hex(&raw),
             raw,
-            envelope_from: room.config.mailbox_address(),
+            envelope_from: room.mailbox_address().to_string(),
             q,
             now,
         })
@@ -1083,11 +1081,9 @@ pub(crate) fn case_context(
     notice: Option<Notice>,
     now: DateTime<Utc>,
 ) -> TemplateContext {
-    let mut ctx = TemplateContext::from_config(&room.config).with_case(CaseContext::from_case(
-        case,
-        room.policy.timezone,
-        now,
-    ));
+    let mut ctx =
+        room.template_context()
+            .with_case(CaseContext::from_case(case, room.policy.timezone, now));
     ctx.reason = reason.map(str::to_string);
     if let Some(notice) = notice {
         let (title, mut text) = notice_wording(notice, case);

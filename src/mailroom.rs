@@ -8,7 +8,7 @@ use crate::cases::Policy;
 use crate::config::{Config, TeamConfig};
 use crate::ids::Keys;
 use crate::store::Store;
-use crate::templates::Templates;
+use crate::templates::{TemplateContext, Templates};
 
 /// Errors met while setting the mailroom up.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,37 @@ pub struct Mailroom {
     /// Whether intake is draining the inbox; delivery and the Sent copier
     /// let it finish first.
     pub intake: Draining,
+    /// What the config says of the mailbox's own addresses, worked out once.
+    own: Arc<Own>,
+}
+
+/// The mailbox's own addresses and the parts of every template context that
+/// come from the config. Intake asks for them several times per message,
+/// and reading them from the config parses `smtp.from` each time
+/// (docs/benchmark.md, "Then: the config's addresses read once"). The config
+/// never changes under a running daemon (SIGHUP re-reads only the templates
+/// and `[team]`), so they are worked out when the mailroom opens.
+#[derive(Debug)]
+struct Own {
+    /// [`Config::mailbox_address`].
+    mailbox: String,
+    /// [`Config::message_id_domain`].
+    message_id_domain: String,
+    /// The mailbox and the IMAP login: mail from them is never answered.
+    addresses: [String; 2],
+    /// [`TemplateContext::from_config`].
+    context: TemplateContext,
+}
+
+impl Own {
+    fn of(config: &Config) -> Own {
+        Own {
+            mailbox: config.mailbox_address(),
+            message_id_domain: config.message_id_domain(),
+            addresses: [config.mailbox_address(), config.imap.username.clone()],
+            context: TemplateContext::from_config(config),
+        }
+    }
 }
 
 /// Whether intake is draining the inbox. While it is, delivery and the Sent
@@ -200,6 +231,7 @@ impl Mailroom {
         let oauth = config.token_provider()?;
         Ok(Mailroom {
             oauth,
+            own: Arc::new(Own::of(&config)),
             health: Arc::new(Health::default()),
             policy: Arc::new(config.policy()?),
             team: Arc::new(RwLock::new(Arc::new(config.team.clone()))),
@@ -265,11 +297,22 @@ impl Mailroom {
 
     /// Our own addresses: the mailbox and the IMAP login. Mail from them is never answered.
     pub(crate) fn is_own_address(&self, addr: &str) -> bool {
-        let own = [
-            self.config.mailbox_address(),
-            self.config.imap.username.clone(),
-        ];
-        crate::message::auto::is_own_address(addr, &own)
+        crate::message::auto::is_own_address(addr, &self.own.addresses)
+    }
+
+    /// The mailbox's own address (from `smtp.from`), lower-cased.
+    pub(crate) fn mailbox_address(&self) -> &str {
+        &self.own.mailbox
+    }
+
+    /// The domain our Message-IDs carry.
+    pub(crate) fn message_id_domain(&self) -> &str {
+        &self.own.message_id_domain
+    }
+
+    /// A template context with the parts that come from the config.
+    pub(crate) fn template_context(&self) -> TemplateContext {
+        self.own.context.clone()
     }
 }
 

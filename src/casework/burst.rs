@@ -13,7 +13,7 @@ use crate::cases::engine::Notice;
 use crate::ids::{CaseId, Purpose};
 use crate::mailroom::Mailroom;
 use crate::store;
-use crate::templates::{CaseContext, SummaryContext, TemplateContext};
+use crate::templates::{CaseContext, SummaryContext};
 
 /// Holds a new-case notice back until [`flush`].
 pub async fn queue(
@@ -52,7 +52,7 @@ pub async fn flush(
     };
     let ids: Vec<&CaseId> = cases.iter().map(|c| &c.id).collect();
     store::burst::add_all_to_summary(conn, &summary_id, &ids).await?;
-    let mut ctx = TemplateContext::from_config(&room.config);
+    let mut ctx = room.template_context();
     ctx.summary = Some(SummaryContext {
         id: summary_id.clone(),
         count: cases.len(),

@@ -12,8 +12,8 @@ use crate::ids::Purpose;
 use crate::mailroom::Mailroom;
 use crate::store::{self, CaseFilter};
 use crate::templates::{
-    CaseContext, DIGEST_LIST_LIMIT, DigestContext, RefusedTeamMail, StateCount, TemplateContext,
-    format_date, state_title,
+    CaseContext, DIGEST_LIST_LIMIT, DigestContext, RefusedTeamMail, StateCount, format_date,
+    state_title,
 };
 
 const JOB: &str = "digest";
@@ -98,7 +98,7 @@ pub(crate) async fn run_if_due(room: &Mailroom, now: DateTime<Utc>) -> Result<bo
             State::AwaitingVerification | State::AwaitingConfirmation
         )
     });
-    let mut ctx = TemplateContext::from_config(&room.config);
+    let mut ctx = room.template_context();
     ctx.digest = Some(DigestContext {
         date: format_date(now, tz),
         open_total: open.len(),

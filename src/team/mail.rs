@@ -17,7 +17,7 @@ use crate::mailroom::Mailroom;
 use crate::message::{Inbound, reply_text};
 use crate::outbox::compose::AutoSubmitted;
 use crate::store;
-use crate::templates::{CommandResult, TemplateContext};
+use crate::templates::CommandResult;
 
 /// What a notification's Message-ID lets a reply command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,7 +413,7 @@ async fn send_result(
     results: Vec<CommandResult>,
     now: DateTime<Utc>,
 ) -> Result<(), CaseworkError> {
-    let mut ctx = TemplateContext::from_config(&room.config);
+    let mut ctx = room.template_context();
     if let Some(id) = scope.case_id()
         && let Some(case) = store::cases::get(conn, id).await?
     {
@@ -432,7 +432,7 @@ async fn send_result(
     let message_id = room.keys.generate(
         Purpose::Result,
         &scope.subject_id(),
-        &room.config.message_id_domain(),
+        room.message_id_domain(),
     );
     let mut references = inbound.references.clone();
     references.extend(inbound.message_id.iter().cloned());

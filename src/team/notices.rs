@@ -11,7 +11,7 @@ use crate::ids::{CaseId, Purpose};
 use crate::mailroom::Mailroom;
 use crate::message::Inbound;
 use crate::store;
-use crate::templates::{ReviewContext, Suggestion, TemplateContext, format_date};
+use crate::templates::{ReviewContext, Suggestion, format_date};
 
 /// Review notices per sender and hour; more messages from the same address
 /// within the hour still go to the review folder, without a notice each.
@@ -59,7 +59,7 @@ pub async fn notify_review(
             return Ok(());
         }
     }
-    let mut ctx = TemplateContext::from_config(&room.config);
+    let mut ctx = room.template_context();
     ctx.review = Some(ReviewContext {
         from: inbound
             .from

@@ -71,10 +71,10 @@ pub struct Mailroom {
 struct Own {
     /// [`Config::mailbox_address`].
     mailbox: String,
+    /// The IMAP login: with the mailbox, mail from it is never answered.
+    login: String,
     /// [`Config::message_id_domain`].
     message_id_domain: String,
-    /// The mailbox and the IMAP login: mail from them is never answered.
-    addresses: [String; 2],
     /// [`TemplateContext::from_config`].
     context: TemplateContext,
 }
@@ -83,8 +83,8 @@ impl Own {
     fn of(config: &Config) -> Own {
         Own {
             mailbox: config.mailbox_address(),
+            login: config.imap.username.clone(),
             message_id_domain: config.message_id_domain(),
-            addresses: [config.mailbox_address(), config.imap.username.clone()],
             context: TemplateContext::from_config(config),
         }
     }
@@ -297,7 +297,7 @@ impl Mailroom {
 
     /// Our own addresses: the mailbox and the IMAP login. Mail from them is never answered.
     pub(crate) fn is_own_address(&self, addr: &str) -> bool {
-        crate::message::auto::is_own_address(addr, &self.own.addresses)
+        crate::message::auto::is_own_address(addr, &[&self.own.mailbox, &self.own.login])
     }
 
     /// The mailbox's own address (from `smtp.from`), lower-cased.

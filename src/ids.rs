@@ -236,20 +236,48 @@ impl Keys {
     /// Every valid daemon ID written anywhere in `text` (a forwarded copy of
     /// our mail quotes its reference line or carries its headers), in order,
     /// without duplicates. Reads at most the first [`SCAN_LIMIT`] bytes.
+    ///
+    /// Intake asks this of every message's raw bytes, so it works on bytes:
+    /// from each `@` out to the ends of its word, a word taken when it starts
+    /// with the label. An ID is ASCII, so any other byte ends a word too.
     pub(crate) fn find_in_text(&self, text: &[u8]) -> Vec<Verified> {
         let text = &text[..text.len().min(SCAN_LIMIT)];
-        let text = String::from_utf8_lossy(text);
-        let candidates = text
-            .split(|c: char| {
-                c.is_whitespace() || matches!(c, '<' | '>' | '"' | '(' | ')' | ',' | ';')
-            })
-            .filter(|w| w.len() > ID_LABEL.len() + 1 && w.contains('@'))
-            .filter(|w| {
-                w.get(..ID_LABEL.len() + 1)
-                    .is_some_and(|p| p.eq_ignore_ascii_case(&format!("{ID_LABEL}.")))
-            });
+        let label = ID_LABEL.as_bytes();
+        let mut candidates: Vec<&str> = Vec::new();
+        // The end of the last word looked at: a second `@` in it is skipped,
+        // so each byte is looked at a bounded number of times.
+        let mut word_end = 0;
+        for at in memchr::memchr_iter(b'@', text) {
+            if at < word_end {
+                continue;
+            }
+            let start = text[..at]
+                .iter()
+                .rposition(|&b| ends_word(b))
+                .map_or(0, |i| i + 1);
+            word_end = text[at..]
+                .iter()
+                .position(|&b| ends_word(b))
+                .map_or(text.len(), |i| at + i);
+            let word = &text[start..word_end];
+            let labelled = word.len() > label.len() + 1
+                && word[..label.len()].eq_ignore_ascii_case(label)
+                && word[label.len()] == b'.';
+            if labelled && let Ok(word) = std::str::from_utf8(word) {
+                candidates.push(word);
+            }
+        }
         self.verify_any(candidates)
     }
+}
+
+/// Whether `b` ends a word that may hold an ID: white space, the marks around
+/// addresses, or a byte outside ASCII.
+fn ends_word(b: u8) -> bool {
+    matches!(
+        b,
+        b'\t'..=b'\r' | b' ' | b'<' | b'>' | b'"' | b'(' | b')' | b',' | b';'
+    ) || !b.is_ascii()
 }
 
 /// How much of a message [`Keys::find_in_text`] reads.
@@ -649,6 +677,58 @@ mod tests {
         let encoded = format!("~{}", hex::encode("CCPA-2026-00042"));
         let forged = id.replace("CCPA-2026-00042", &encoded);
         assert_eq!(k.verify(&forged), None);
+    }
+
+    #[test]
+    fn ids_are_found_in_raw_text() {
+        let k = keys();
+        let a = k.generate(Purpose::Notice, "CCPA-2026-00001", "example.com");
+        let b = k.generate(Purpose::Reply, "CCPA-2026-00002", "example.com");
+        let c = k.generate(Purpose::Reply, "CCPA-2026-00003", "example.com");
+        let found = |text: &[u8]| -> Vec<String> {
+            k.find_in_text(text)
+                .into_iter()
+                .map(|v| v.subject_id)
+                .collect()
+        };
+        let b_upper = b.replacen("pm.", "PM.", 1);
+        let rows: Vec<(Vec<u8>, Vec<&str>)> = vec![
+            (b"".to_vec(), vec![]),
+            (b"no ids @ all, a@b c@@d @".to_vec(), vec![]),
+            (
+                format!("References: <{b}>\r\n <{a}>\r\n\r\n> {b}").into_bytes(),
+                vec!["CCPA-2026-00002", "CCPA-2026-00001"],
+            ),
+            (
+                format!("(\"{a}\"),{b};{c}").into_bytes(),
+                vec!["CCPA-2026-00001", "CCPA-2026-00002", "CCPA-2026-00003"],
+            ),
+            (
+                format!("\u{a0}{a}\u{2019}").into_bytes(),
+                vec!["CCPA-2026-00001"],
+            ),
+            (
+                [b"\xff\xfe".as_slice(), a.as_bytes(), b"\x0b"].concat(),
+                vec!["CCPA-2026-00001"],
+            ),
+            (b_upper.into_bytes(), vec!["CCPA-2026-00002"]),
+            (format!("x{a} {a}x@y @{b}").into_bytes(), vec![]),
+            (format!("{a}@{b}").into_bytes(), vec![]),
+            (
+                format!("pm.@{}{a}", " ".repeat(3)).into_bytes(),
+                vec!["CCPA-2026-00001"],
+            ),
+        ];
+        for (text, want) in rows {
+            assert_eq!(found(&text), want, "{:?}", String::from_utf8_lossy(&text));
+        }
+        // Past the limit, an ID is not read.
+        let mut long = vec![b'x'; SCAN_LIMIT];
+        long.extend_from_slice(format!(" {a}").as_bytes());
+        assert!(found(&long).is_empty());
+        long.truncate(SCAN_LIMIT - a.len() - 1);
+        long.extend_from_slice(format!(" {a}").as_bytes());
+        assert_eq!(found(&long), vec!["CCPA-2026-00001"]);
     }
 
     #[test]

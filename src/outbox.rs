@@ -3,5 +3,6 @@
 //! that caused it (the store's `outbox` table) and delivered by the
 //! `delivery` module above; neither part knows the database or the mailbox.
 
+mod body;
 pub mod compose;
 pub mod smtp;

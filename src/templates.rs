@@ -136,6 +136,9 @@ pub struct Templates {
     html: Handlebars<'static>,
     names: BTreeSet<String>,
     html_names: BTreeSet<String>,
+    /// The partials' names in `text` and in `html`.
+    text_partials: BTreeSet<String>,
+    html_partials: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -192,6 +195,109 @@ fn registry(escape: bool) -> Handlebars<'static> {
     hb.register_helper("if", Box::new(StrictIf { positive: true }));
     hb.register_helper("unless", Box::new(StrictIf { positive: false }));
     hb
+}
+
+/// Puts each partial in the place of its plain inclusions, once at load.
+///
+/// handlebars renders `{{> name}}` by copying the whole template context
+/// and dropping the copy after: four deep copies per acknowledgement, a
+/// fifth of rendering it (issue 13). An inclusion without a context
+/// argument, hash, block or indent, in the including template's own context
+/// (at its top level or inside `if`/`unless`), renders exactly the partial's
+/// elements, so they take its place. Every other inclusion (inside `each` or
+/// `with`, with arguments, of a partial that includes itself) is left to
+/// handlebars. A render error inside a spliced partial reports the line of
+/// the inclusion.
+fn inline_partials(reg: &mut Handlebars<'static>, partials: &BTreeSet<String>) {
+    let names: Vec<String> = reg
+        .get_templates()
+        .keys()
+        .filter(|name| !partials.contains(*name))
+        .cloned()
+        .collect();
+    for name in names {
+        let Some(mut template) = reg.get_template(&name).cloned() else {
+            continue;
+        };
+        if splice_partials(&mut template, reg, &mut Vec::new()) {
+            reg.register_template(&name, template);
+        }
+    }
+}
+
+/// Splices plain inclusions in `template` (see [`inline_partials`]);
+/// `within` holds the partials being spliced, so one that includes itself
+/// stops there. Whether anything changed.
+fn splice_partials(
+    template: &mut handlebars::Template,
+    reg: &Handlebars<'static>,
+    within: &mut Vec<String>,
+) -> bool {
+    use handlebars::template::{TemplateElement, TemplateMapping};
+
+    fn push(t: &mut handlebars::Template, e: TemplateElement, at: Option<&TemplateMapping>) {
+        t.elements.push(e);
+        if let Some(at) = at {
+            t.mapping.push(at.clone());
+        }
+    }
+
+    let elements = std::mem::take(&mut template.elements);
+    let mapping = std::mem::take(&mut template.mapping);
+    // Positions for error messages, one per element when the template has them.
+    let mapped = mapping.len() == elements.len();
+    let mut changed = false;
+    for (i, mut element) in elements.into_iter().enumerate() {
+        let at = if mapped { mapping.get(i) } else { None };
+        if let Some((name, mut partial)) = plain_partial(&element, reg)
+            && !within.contains(&name)
+        {
+            within.push(name);
+            splice_partials(&mut partial, reg, within);
+            within.pop();
+            for e in partial.elements {
+                push(template, e, at);
+            }
+            changed = true;
+            continue;
+        }
+        if let TemplateElement::HelperBlock(helper) = &mut element
+            && helper.block_param.is_none()
+            && matches!(helper.name.as_name(), Some("if" | "unless"))
+        {
+            for inner in [&mut helper.template, &mut helper.inverse]
+                .into_iter()
+                .flatten()
+            {
+                changed |= splice_partials(inner, reg, within);
+            }
+        }
+        push(template, element, at);
+    }
+    if !mapped {
+        template.mapping = mapping;
+    }
+    changed
+}
+
+/// The name and template of the partial `element` includes plainly, if it does.
+fn plain_partial(
+    element: &handlebars::template::TemplateElement,
+    reg: &Handlebars<'static>,
+) -> Option<(String, handlebars::Template)> {
+    let handlebars::template::TemplateElement::PartialExpression(d) = element else {
+        return None;
+    };
+    if !d.params.is_empty()
+        || !d.hash.is_empty()
+        || d.template.is_some()
+        || d.indent.as_deref().is_some_and(|i| !i.is_empty())
+    {
+        return None;
+    }
+    let name = d.name.as_name().filter(|n| !n.starts_with('@'))?;
+    let partial = reg.get_template(name)?.clone();
+    Some((name.to_string(), partial))
 }
 
 /// The parts of a template file name.
@@ -294,6 +400,19 @@ impl Templates {
         dir: &Path,
         overrides: Option<&Path>,
     ) -> Result<Templates, TemplateError> {
+        let mut templates = Templates::compile(dir, overrides)?;
+        for (reg, partials) in [
+            (&mut templates.text, &templates.text_partials),
+            (&mut templates.html, &templates.html_partials),
+        ] {
+            inline_partials(reg, partials);
+        }
+        Ok(templates)
+    }
+
+    /// The files of `dir` and `overrides` compiled, partials still included
+    /// by handlebars at render time.
+    fn compile(dir: &Path, overrides: Option<&Path>) -> Result<Templates, TemplateError> {
         let mut by_name: BTreeMap<std::ffi::OsString, PathBuf> = BTreeMap::new();
         for path in hbs_files(dir, false)? {
             if let Some(name) = path.file_name() {
@@ -316,6 +435,8 @@ impl Templates {
         let mut subjects = BTreeSet::new();
         let mut texts = BTreeSet::new();
         let mut html_names = BTreeSet::new();
+        let mut text_partials = BTreeSet::new();
+        let mut html_partials = BTreeSet::new();
         for path in files {
             let file_name = path
                 .file_name()
@@ -334,10 +455,12 @@ impl Templates {
             };
             match role {
                 FileRole::Partial { name, html: false } => {
-                    text.register_partial(&name, source).map_err(syntax)?
+                    text.register_partial(&name, source).map_err(syntax)?;
+                    text_partials.insert(name);
                 }
                 FileRole::Partial { name, html: true } => {
-                    html.register_partial(&name, source).map_err(syntax)?
+                    html.register_partial(&name, source).map_err(syntax)?;
+                    html_partials.insert(name);
                 }
                 FileRole::Part { name, part } => {
                     let key = format!("{name}.{part}");
@@ -381,6 +504,8 @@ impl Templates {
             html,
             names: texts,
             html_names,
+            text_partials,
+            html_partials,
         })
     }
 
@@ -1180,6 +1305,100 @@ mod tests {
             fs::write(dir.path().join(name), body).unwrap();
         }
         dir
+    }
+
+    /// Every template and sample renders the same with the partials spliced
+    /// in at load as with handlebars including them at render time.
+    fn assert_inlining_changes_nothing(dir: &Path) -> usize {
+        let inlined = Templates::load(dir).unwrap();
+        let included = Templates::compile(dir, None).unwrap();
+        let mut renders = 0;
+        for name in inlined.names() {
+            for sample in sample_contexts() {
+                let a = inlined.render(name, &sample).map_err(|e| e.to_string());
+                let b = included.render(name, &sample).map_err(|e| e.to_string());
+                match (&a, &b) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{name}"),
+                    (Err(_), Err(_)) => {}
+                    _ => panic!("{name}: spliced {a:?}, included {b:?}"),
+                }
+                renders += 1;
+            }
+        }
+        renders
+    }
+
+    /// The partial inclusions handlebars still renders in template `name`.
+    fn inclusions(reg: &Handlebars<'static>, name: &str) -> usize {
+        use handlebars::template::TemplateElement;
+        fn count(t: &handlebars::Template) -> usize {
+            t.elements
+                .iter()
+                .map(|e| match e {
+                    TemplateElement::PartialExpression(_) => 1,
+                    TemplateElement::HelperBlock(h) => {
+                        h.template.iter().chain(&h.inverse).map(count).sum()
+                    }
+                    _ => 0,
+                })
+                .sum()
+        }
+        count(reg.get_template(name).unwrap())
+    }
+
+    #[test]
+    fn spliced_partials_render_as_included_ones() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        assert!(assert_inlining_changes_nothing(&dir) > 100);
+
+        // Every kind of inclusion: plain at the top, in if/else and unless,
+        // nested, indented, with a hash or a context, inside each, one that
+        // includes itself, and one whose partial does not exist.
+        let dir = dir_with(&[
+            ("_sig.text.hbs", "Regards,\n{{company.name}}\n"),
+            ("_outer.text.hbs", "Outer {{case.id}}\n{{> sig}}\n"),
+            ("_self.text.hbs", "again {{> self}}"),
+            ("_item.text.hbs", "- {{id}} {{@index}}\n"),
+            ("_who.text.hbs", "{{who}} at {{company.name}}"),
+            ("_name.text.hbs", "{{name}}"),
+            ("_sig.html.hbs", "<p>{{company.name}}</p>"),
+            ("a.subject.hbs", "A {{> who who=\"x\"}} [{{case.id}}]"),
+            (
+                "a.text.hbs",
+                "Hello\n{{> sig}}\n{{#if case.is_agent}}\nagent\n{{> outer}}\n{{else}}\n{{> sig}}\n{{/if}}\n\
+                 {{#unless case.is_agent}}  {{> sig}}{{/unless}}\n  {{> sig}}\n\
+                 {{> who who=case.id}}\n{{> name company}}\n\
+                 {{#each cases}}\n{{> item}}\n{{/each}}\nend\n",
+            ),
+            (
+                "a.html.hbs",
+                "<div>\n{{> sig}}\n{{#if case}}{{> sig}}{{/if}}\n</div>",
+            ),
+            ("b.subject.hbs", "B [{{case.id}}]"),
+            ("b.text.hbs", "{{> self}}"),
+            ("c.subject.hbs", "C [{{case.id}}]"),
+            ("c.text.hbs", "{{> missing}}"),
+        ]);
+        assert!(assert_inlining_changes_nothing(dir.path()) > 10);
+        let t = Templates::load(dir.path()).unwrap();
+        let sample = sample_contexts().remove(0);
+        let a = t.render("a", &sample);
+        assert!(a.is_ok(), "{a:?}");
+        // Left to handlebars: the two after spaces (handlebars indents
+        // them), the two with arguments, the one inside each.
+        assert_eq!(inclusions(&t.text, "a.text"), 5);
+        assert_eq!(inclusions(&t.html, "a.html"), 0);
+        let shipped = shipped();
+        for name in shipped.names() {
+            assert_eq!(
+                inclusions(&shipped.text, &format!("{name}.text")),
+                0,
+                "{name}"
+            );
+        }
+        assert_eq!(inclusions(&shipped.html, "acknowledgement.html"), 0);
+        assert!(t.render("b", &sample).is_err());
+        assert!(t.render("c", &sample).is_err());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! The same bytes go to SMTP and to the Sent folder, so what the team sees
 //! is exactly what the consumer got. lettre does the encoding: RFC 2047 for
-//! non-ASCII headers, quoted-printable or base64 bodies, line folding, and it
-//! never lets a CR/LF in a value start a new header.
+//! non-ASCII headers, line folding, and it never lets a CR/LF in a value
+//! start a new header; the text bodies are encoded in `outbox::body`, with
+//! lettre's choice of encoding.
 
 use std::time::SystemTime;
 
@@ -11,6 +12,8 @@ use chrono::{DateTime, Utc};
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
+
+use super::body::text_body;
 
 /// Why the mail is automatic (RFC 3834): replies to a consumer's message are
 /// `auto-replied`; reminders, digests and notices are `auto-generated`.
@@ -76,7 +79,12 @@ pub enum ComposeError {
 /// Builds the RFC 5322 bytes of `out`.
 pub fn compose(out: &Outgoing) -> Result<Vec<u8>, ComposeError> {
     let from = mailbox("From", &out.from)?;
-    let reply_to = mailbox("Reply-To", &out.reply_to)?;
+    // Nearly always the same mailbox: parsed once.
+    let reply_to = if out.reply_to == out.from {
+        from.clone()
+    } else {
+        mailbox("Reply-To", &out.reply_to)?
+    };
     if out.to.is_empty() {
         return Err(ComposeError::NoRecipient);
     }
@@ -115,12 +123,12 @@ pub fn compose(out: &Outgoing) -> Result<Vec<u8>, ComposeError> {
             "All".to_owned(),
         ));
 
+    let text = text_body(&out.text);
     let message = match &out.html {
-        Some(html) => builder.multipart(MultiPart::alternative_plain_html(
-            out.text.clone(),
-            html.clone(),
-        ))?,
-        None => builder.singlepart(SinglePart::plain(out.text.clone()))?,
+        Some(html) => {
+            builder.multipart(MultiPart::alternative_plain_html(text, text_body(html)))?
+        }
+        None => builder.singlepart(SinglePart::plain(text))?,
     };
     Ok(message.formatted())
 }

@@ -136,9 +136,6 @@ pub struct Templates {
     html: Handlebars<'static>,
     names: BTreeSet<String>,
     html_names: BTreeSet<String>,
-    /// The partials' names in `text` and in `html`.
-    text_partials: BTreeSet<String>,
-    html_partials: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -208,11 +205,12 @@ fn registry(escape: bool) -> Handlebars<'static> {
 /// `with`, with arguments, of a partial that includes itself) is left to
 /// handlebars. A render error inside a spliced partial reports the line of
 /// the inclusion.
-fn inline_partials(reg: &mut Handlebars<'static>, partials: &BTreeSet<String>) {
+fn inline_partials(reg: &mut Handlebars<'static>) {
+    // The templates are registered as `NAME.part`; a partial's name has no dot.
     let names: Vec<String> = reg
         .get_templates()
         .keys()
-        .filter(|name| !partials.contains(*name))
+        .filter(|name| name.contains('.'))
         .cloned()
         .collect();
     for name in names {
@@ -401,12 +399,8 @@ impl Templates {
         overrides: Option<&Path>,
     ) -> Result<Templates, TemplateError> {
         let mut templates = Templates::compile(dir, overrides)?;
-        for (reg, partials) in [
-            (&mut templates.text, &templates.text_partials),
-            (&mut templates.html, &templates.html_partials),
-        ] {
-            inline_partials(reg, partials);
-        }
+        inline_partials(&mut templates.text);
+        inline_partials(&mut templates.html);
         Ok(templates)
     }
 
@@ -435,8 +429,6 @@ impl Templates {
         let mut subjects = BTreeSet::new();
         let mut texts = BTreeSet::new();
         let mut html_names = BTreeSet::new();
-        let mut text_partials = BTreeSet::new();
-        let mut html_partials = BTreeSet::new();
         for path in files {
             let file_name = path
                 .file_name()
@@ -455,12 +447,10 @@ impl Templates {
             };
             match role {
                 FileRole::Partial { name, html: false } => {
-                    text.register_partial(&name, source).map_err(syntax)?;
-                    text_partials.insert(name);
+                    text.register_partial(&name, source).map_err(syntax)?
                 }
                 FileRole::Partial { name, html: true } => {
-                    html.register_partial(&name, source).map_err(syntax)?;
-                    html_partials.insert(name);
+                    html.register_partial(&name, source).map_err(syntax)?
                 }
                 FileRole::Part { name, part } => {
                     let key = format!("{name}.{part}");
@@ -504,8 +494,6 @@ impl Templates {
             html,
             names: texts,
             html_names,
-            text_partials,
-            html_partials,
         })
     }
 

@@ -1028,7 +1028,7 @@ fn decode_qp_byte(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::{Path, PathBuf};
 
     use base64::Engine as _;
@@ -1137,7 +1137,8 @@ mod tests {
     /// independence, a parsable skeleton and identity without spooling).
     const NO_CORRESPONDENCE: &[(&str, &str)] = &[];
 
-    fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    /// Every file under `dir`, sorted, into `out` (none when `dir` is missing).
+    pub(crate) fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };

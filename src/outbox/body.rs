@@ -55,77 +55,86 @@ fn lines(text: &str) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// `text` with every line ending in CRLF (a CRLF already there stays one).
-fn crlf(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + text.len() / 32 + 2);
+/// `text` line by line: `write` puts each line (without its end) into the
+/// output, and a CRLF goes between lines.
+fn each_line(text: &str, capacity: usize, mut write: impl FnMut(&[u8], &mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
     let mut lines = lines(text).peekable();
     while let Some(line) = lines.next() {
-        out.extend_from_slice(line);
+        write(line, &mut out);
         if lines.peek().is_some() {
             out.extend_from_slice(b"\r\n");
         }
     }
     out
+}
+
+/// `text` with every line ending in CRLF (a CRLF already there stays one).
+fn crlf(text: &str) -> Vec<u8> {
+    each_line(text, text.len() + text.len() / 32 + 2, |line, out| {
+        out.extend_from_slice(line)
+    })
+}
+
+/// `text` in quoted-printable with CRLF line ends (see [`quoted_printable_line`]).
+fn quoted_printable(text: &str) -> Vec<u8> {
+    each_line(text, text.len() + text.len() / 4 + 8, quoted_printable_line)
+}
+
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t')
 }
 
 /// Whether quoted-printable may write `b` as itself (a space or tab only
 /// where it does not end a line).
 fn plain(b: u8) -> bool {
-    matches!(b, b'!'..=b'<' | b'>'..=b'~' | b' ' | b'\t')
+    matches!(b, b'!'..=b'<' | b'>'..=b'~') || is_blank(b)
 }
 
-/// `text` in quoted-printable with CRLF line ends: printable ASCII but `=` as
-/// itself, a space or tab as itself unless it ends a line, every other byte
-/// (a lone CR included) as `=XX`, and soft line breaks (`=` CRLF) so that no
-/// line is longer than [`QP_LINE`]; an `=XX` is never split.
-fn quoted_printable(text: &str) -> Vec<u8> {
+/// One line in quoted-printable: printable ASCII but `=` as itself, a space
+/// or tab as itself unless it ends the line, every other byte (a lone CR
+/// included) as `=XX`, and soft line breaks (`=` CRLF) so that no line is
+/// longer than [`QP_LINE`]; an `=XX` is never split.
+fn quoted_printable_line(line: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = Vec::with_capacity(text.len() + text.len() / 4 + 8);
-    let mut lines = lines(text).peekable();
-    while let Some(line) = lines.next() {
-        let mut column = 0;
-        let mut i = 0;
-        while i < line.len() {
-            // A run written as it is, as far as this encoded line has room
-            // with a soft break after it.
-            let end = line.len().min(i + (QP_LINE - 1).saturating_sub(column));
-            let mut run = line[i..end]
-                .iter()
-                .position(|&b| !plain(b))
-                .map_or(end, |p| i + p);
-            if run == line.len() && run > i && matches!(line[run - 1], b' ' | b'\t') {
-                run -= 1;
-            }
-            out.extend_from_slice(&line[i..run]);
-            column += run - i;
-            i = run;
-            let Some(&b) = line.get(i) else {
-                break;
-            };
-            // The byte the run stopped at: one to escape, a space or tab
-            // ending the line, or the first with no room left.
-            let last = i + 1 == line.len();
-            let literal = plain(b) && !(last && matches!(b, b' ' | b'\t'));
-            let width = if literal { 1 } else { 3 };
-            // Room for the `=` of a soft break after it, unless it ends the line.
-            let room = if last { QP_LINE } else { QP_LINE - 1 };
-            if column + width > room {
-                out.extend_from_slice(b"=\r\n");
-                column = 0;
-            }
-            if literal {
-                out.push(b);
-            } else {
-                out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-            }
-            column += width;
-            i += 1;
+    let mut column = 0;
+    let mut i = 0;
+    while i < line.len() {
+        // A run written as it is, as far as this encoded line has room
+        // with a soft break after it.
+        let end = line.len().min(i + (QP_LINE - 1).saturating_sub(column));
+        let mut run = line[i..end]
+            .iter()
+            .position(|&b| !plain(b))
+            .map_or(end, |p| i + p);
+        if run == line.len() && run > i && is_blank(line[run - 1]) {
+            run -= 1;
         }
-        if lines.peek().is_some() {
-            out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&line[i..run]);
+        column += run - i;
+        i = run;
+        let Some(&b) = line.get(i) else {
+            break;
+        };
+        // The byte the run stopped at: one to escape, a space or tab
+        // ending the line, or the first with no room left.
+        let last = i + 1 == line.len();
+        let literal = plain(b) && !(last && is_blank(b));
+        let width = if literal { 1 } else { 3 };
+        // Room for the `=` of a soft break after it, unless it ends the line.
+        let room = if last { QP_LINE } else { QP_LINE - 1 };
+        if column + width > room {
+            out.extend_from_slice(b"=\r\n");
+            column = 0;
         }
+        if literal {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+        column += width;
+        i += 1;
     }
-    out
 }
 
 #[cfg(test)]
@@ -247,21 +256,15 @@ mod tests {
     /// bodies, through this encoder and lettre's: both decode to the same text.
     #[test]
     fn reads_back_as_lettres_does() {
-        let mut texts: Vec<String> = Vec::new();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
         for dir in ["templates", "tests/data"] {
-            let mut stack = vec![root.join(dir)];
-            while let Some(dir) = stack.pop() {
-                for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-                    let path = entry.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else if let Ok(text) = std::fs::read_to_string(&path) {
-                        texts.push(text);
-                    }
-                }
-            }
+            crate::message::split::tests::files_under(&root.join(dir), &mut files);
         }
+        let texts: Vec<String> = files
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .collect();
         assert!(texts.len() > 50, "{}", texts.len());
         let mut quoted = 0;
         for text in &texts {

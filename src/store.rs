@@ -618,8 +618,8 @@ mod vocabulary {
         round_trips(Audience::ALL);
     }
 
-    /// The values a guard trigger (migration 0007, or a later one that
-    /// replaced it) lets into its column.
+    /// The values a guard trigger (migration 0106, or a later one that
+    /// replaced it) lets into its column: the quoted words of its `WHEN`.
     async fn guarded(conn: &mut sqlx::SqliteConnection, trigger: &str) -> BTreeSet<String> {
         let sql: String =
             sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?")
@@ -627,13 +627,19 @@ mod vocabulary {
                 .fetch_one(conn)
                 .await
                 .unwrap_or_else(|e| panic!("trigger {trigger}: {e}"));
-        let list = sql
-            .split_once("NOT IN (")
-            .and_then(|(_, rest)| rest.split_once(')'))
-            .map(|(list, _)| list)
-            .unwrap_or_else(|| panic!("{trigger} has no NOT IN list: {sql}"));
-        list.split(',')
-            .map(|v| v.trim().trim_matches('\'').to_string())
+        let when = sql
+            .split_once("\nWHEN ")
+            .and_then(|(_, rest)| rest.split_once("\nBEGIN "))
+            .map(|(when, _)| when)
+            .unwrap_or_else(|| panic!("{trigger} has no WHEN: {sql}"));
+        assert!(
+            !when.contains(" IN ("),
+            "{trigger} checks an IN list (a temporary b-tree per row): {sql}"
+        );
+        when.split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
             .collect()
     }
 
@@ -659,6 +665,80 @@ mod vocabulary {
                 assert_eq!(guarded(&mut conn, &trigger).await, want, "{trigger}");
             }
         }
+    }
+
+    /// What the guards do, not only what they list: a word outside the
+    /// vocabulary is refused with the trigger's message, a word inside it
+    /// and a NULL resolution pass.
+    #[tokio::test]
+    async fn the_guard_triggers_refuse_an_unknown_word() {
+        let (_dir, store) = super::testing::store().await;
+        let mut conn = store.conn().await.unwrap();
+        let case = super::testing::open_case(&mut conn, "C-1", super::testing::at(1)).await;
+        let refused = [
+            (
+                "UPDATE cases SET kind = 'bogus'",
+                "cases.kind: unknown request kind",
+            ),
+            (
+                "UPDATE cases SET state = 'bogus'",
+                "cases.state: unknown case state",
+            ),
+            (
+                "UPDATE cases SET manner = 'bogus'",
+                "cases.manner: unknown manner",
+            ),
+            (
+                "UPDATE cases SET resolution = 'bogus'",
+                "cases.resolution: unknown resolution",
+            ),
+            (
+                "INSERT INTO cases (id, kind, state, requester, received_at, ack_due_at, due_at,
+                   verification_code, created_at, updated_at)
+                 VALUES ('C-2', 'bogus', 'verified', 'a', 'x', 'x', 'x', '1', 'x', 'x')",
+                "cases.kind: unknown request kind",
+            ),
+            (
+                "INSERT INTO messages (direction, at, sha256, disposition)
+                 VALUES ('in', '2026-03-01', 'x', 'bogus')",
+                "messages.disposition: unknown disposition",
+            ),
+            (
+                "INSERT INTO outbox (message_id, audience, template, envelope_from, recipients,
+                   rate_key, raw, next_attempt_at, created_at)
+                 VALUES ('m', 'bogus', 't', 'e', '[]', 'r', x'00', 'x', 'x')",
+                "outbox.audience: unknown audience",
+            ),
+        ];
+        for (sql, message) in refused {
+            let e = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await
+                .expect_err(sql);
+            assert!(e.to_string().contains(message), "{sql}: {e}");
+        }
+        let passed = [
+            "UPDATE cases SET kind = 'delete', state = 'verified', manner = 'agent'",
+            "UPDATE cases SET resolution = 'complied'",
+            "UPDATE cases SET resolution = NULL",
+            // A purge's untouched columns.
+            "UPDATE cases SET state = 'withdrawn', requester = '[purged]'",
+            "INSERT INTO messages (direction, at, sha256, disposition)
+             VALUES ('in', '2026-03-01', 'x', 'review')",
+        ];
+        for sql in passed {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        assert_eq!(
+            super::cases::get(&mut conn, &case.id)
+                .await
+                .unwrap()
+                .map(|c| c.kind),
+            Some(Kind::Delete)
+        );
     }
 }
 

@@ -2276,13 +2276,15 @@ struct Run {
     cpu: Vec<CpuSample>,
 }
 
-/// CPU time used so far, in seconds: the daemon's own, and the whole
-/// machine's (every process and the kernel, on every core).
+/// CPU time used so far, in seconds: the daemon's own, the whole
+/// machine's (every process and the kernel, on every core), and what the
+/// hypervisor gave to other machines while this one had work (steal).
 #[derive(Debug, Clone, Copy)]
 struct CpuSample {
     at: DateTime<Utc>,
     daemon: f64,
     machine: f64,
+    steal: f64,
 }
 
 impl CpuSample {
@@ -2296,7 +2298,8 @@ impl CpuSample {
         let utime: u64 = fields.next()?.parse().ok()?;
         let stime: u64 = fields.next()?.parse().ok()?;
         // `cpu user nice system idle iowait irq softirq steal …`: all but
-        // idle and iowait is busy.
+        // idle, iowait and steal is busy. Steal is time a core was taken
+        // away: on a shared host it inflates every figure of the run.
         let all = std::fs::read_to_string("/proc/stat").ok()?;
         let ticks: Vec<u64> = all
             .lines()
@@ -2306,11 +2309,13 @@ impl CpuSample {
             .take(8)
             .filter_map(|v| v.parse().ok())
             .collect();
-        let busy = ticks.iter().sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+        let steal = *ticks.get(7)?;
+        let busy = ticks.iter().sum::<u64>() - ticks.get(3)? - ticks.get(4)? - steal;
         Some(CpuSample {
             at: Utc::now(),
             daemon: (utime + stime) as f64 / tick,
             machine: busy as f64 / tick,
+            steal: steal as f64 / tick,
         })
     }
 }
@@ -2320,6 +2325,10 @@ fn ticks_per_second() -> f64 {
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
 }
+
+/// Steal over this share of the cores during intake is printed with the
+/// run's figures: a host busy with other machines slows every phase.
+const STEAL_NOTED_PERCENT: f64 = 2.0;
 
 /// What intake cost in CPU over `window`, per request, and the rate the
 /// machine's cores would allow at that cost if nothing else ran and none
@@ -2348,6 +2357,7 @@ fn intake_cpu_report(
     let wall = secs(first.at, last.at);
     let machine = last.machine - first.machine;
     let daemon = last.daemon - first.daemon;
+    let steal = last.steal - first.steal;
     if wall <= 0.0 || machine <= 0.0 {
         return;
     }
@@ -2358,8 +2368,15 @@ fn intake_cpu_report(
         "intake's CPU per request: the daemon {:.0} µs, everything else {:.0} µs (Dovecot, the bench, the kernel); {:.0} % of {cores} cores idle",
         per(daemon),
         per((machine - daemon).max(0.0)),
-        100.0 * (1.0 - machine / (wall * cores)).max(0.0),
+        100.0 * (1.0 - (machine + steal) / (wall * cores)).max(0.0),
     );
+    let stolen = 100.0 * steal / (wall * cores);
+    if stolen >= STEAL_NOTED_PERCENT {
+        let _ = writeln!(
+            out,
+            "the host took {stolen:.0} % of the cores for other machines (steal) during intake: this run's rates are not comparable with a quiet run's"
+        );
+    }
     ratio_line(
         out,
         "intake vs all cores busy at that CPU cost",

@@ -259,30 +259,38 @@ pub async fn unappended(
     sent_before: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<(i64, Vec<u8>)>> {
-    sqlx::query_as(
-        "SELECT id, raw FROM outbox WHERE status = 'sent' AND appended_at IS NULL
-           AND append_attempts < ? AND sent_at <= ? ORDER BY id LIMIT ?",
-    )
-    .bind(MAX_APPEND_ATTEMPTS)
-    .bind(sent_before)
-    .bind(limit)
-    .fetch_all(conn)
-    .await
-    .op("outbox.unappended")
+    sqlx::query_as(UNAPPENDED)
+        .bind(MAX_APPEND_ATTEMPTS)
+        .bind(sent_before)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+        .op("outbox.unappended")
 }
+
+/// The statement of [`unappended`] (attempts, sent before, limit). It
+/// searches the partial index `outbox_unappended` (migration 0107): the
+/// columns it tests come after `raw`, so testing them on every sent row
+/// would read every body ever sent.
+const UNAPPENDED: &str = "SELECT id, raw FROM outbox WHERE status = 'sent' AND appended_at IS NULL
+       AND append_attempts < ? AND sent_at <= ? ORDER BY id LIMIT ?";
+
+/// The statement of [`oldest_unappended`] (attempts), on the same index:
+/// `sent_at IS NOT NULL` is the index's own condition, always true of a
+/// sent row.
+const OLDEST_UNAPPENDED: &str =
+    "SELECT MIN(sent_at) FROM outbox WHERE status = 'sent' AND appended_at IS NULL
+       AND sent_at IS NOT NULL AND append_attempts < ?";
 
 /// When the oldest sent mail still to be copied to Sent was sent.
 pub(crate) async fn oldest_unappended(
     conn: &mut SqliteConnection,
 ) -> Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar(
-        "SELECT MIN(sent_at) FROM outbox WHERE status = 'sent' AND appended_at IS NULL
-           AND append_attempts < ?",
-    )
-    .bind(MAX_APPEND_ATTEMPTS)
-    .fetch_one(conn)
-    .await
-    .op("outbox.oldest_unappended")
+    sqlx::query_scalar(OLDEST_UNAPPENDED)
+        .bind(MAX_APPEND_ATTEMPTS)
+        .fetch_one(conn)
+        .await
+        .op("outbox.oldest_unappended")
 }
 
 /// Records Sent-folder copies, several rows in one statement (copies made,
@@ -655,5 +663,56 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(pending_count(&mut conn).await.unwrap(), 0);
+    }
+
+    /// The copier's queries: the right rows, found through the partial
+    /// index, never by reading every sent row's body.
+    #[tokio::test]
+    async fn sent_mail_to_copy_is_found_through_its_index() {
+        let (_dir, store) = crate::store::testing::store().await;
+        let mut conn = store.conn().await.unwrap();
+        let at = |h| Utc.with_ymd_and_hms(2026, 3, 1, h, 0, 0).unwrap();
+        let pending = row(&mut conn, "<p@x>", "consumer").await;
+        let copied = row(&mut conn, "<c@x>", "consumer").await;
+        let late = row(&mut conn, "<l@x>", "consumer").await;
+        let early = row(&mut conn, "<e@x>", "consumer").await;
+        let refused = row(&mut conn, "<r@x>", "consumer").await;
+        for (id, h) in [(copied, 1), (late, 5), (early, 2), (refused, 1)] {
+            mark_sent(&mut conn, id, at(h)).await.unwrap();
+        }
+        mark_appended_all(&mut conn, &[copied], at(6))
+            .await
+            .unwrap();
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            append_failed(&mut conn, refused, "NO").await.unwrap();
+        }
+        let ids =
+            |rows: Vec<(i64, Vec<u8>)>| rows.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(unappended(&mut conn, at(9), 10).await.unwrap()),
+            [late, early]
+        );
+        assert_eq!(
+            ids(unappended(&mut conn, at(3), 10).await.unwrap()),
+            [early]
+        );
+        assert_eq!(ids(unappended(&mut conn, at(9), 1).await.unwrap()), [late]);
+        assert_eq!(oldest_unappended(&mut conn).await.unwrap(), Some(at(2)));
+        assert!(!ids(unappended(&mut conn, at(9), 10).await.unwrap()).contains(&pending));
+        for sql in [UNAPPENDED, OLDEST_UNAPPENDED] {
+            let plan: Vec<String> =
+                sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                    .iter()
+                    .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+                    .collect();
+            assert!(
+                plan.iter()
+                    .any(|d| d.contains("USING INDEX outbox_unappended")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 }

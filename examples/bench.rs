@@ -579,7 +579,7 @@ async fn intake_without_servers(
 async fn write_unserved(
     room: &privacy_mailroom::mailroom::Mailroom,
     batch: Arc<Vec<privacy_mailroom::intake::Fetched>>,
-    parse: tokio::task::JoinHandle<Vec<privacy_mailroom::message::Inbound>>,
+    parse: tokio::task::JoinHandle<Vec<privacy_mailroom::intake::Parsed>>,
     now: DateTime<Utc>,
 ) -> Result<(), String> {
     let parsed = parse.await.map_err(|e| e.to_string())?;

@@ -1177,7 +1177,8 @@ fn notice_wording(notice: Notice, case: &Case) -> (String, String) {
 /// written, and links the row (and its attachments) to it. Intake and the
 /// team's `#open` share it. `None`: a further case opened from a message that
 /// already belongs to another (an opt-out that also asks to delete); the row
-/// stays with the first.
+/// stays with the first. `agent` is [`classify::agent_of`] of the message,
+/// worked out by the caller: intake does it on its parse thread.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn open_request(
     conn: &mut SqliteConnection,
@@ -1185,12 +1186,12 @@ pub(crate) async fn open_request(
     inbound: &Inbound,
     kind: Kind,
     sender: &str,
+    agent: &classify::AgentInfo,
     received_at: DateTime<Utc>,
     mail: RequestMail<'_>,
     carry: &mut Carry,
     now: DateTime<Utc>,
 ) -> Result<CaseId, CaseworkError> {
-    let agent = classify::agent_of(sender, inbound, &room.config.agents.known_domains);
     let year = store::cases::id_year(received_at, room.policy.timezone);
     let seq = carry
         .next_number(conn, &room.config.policy.case_prefix, year)

@@ -131,11 +131,66 @@ pub async fn process_batch(
     write_batch(room, mailbox, uid_validity, batch, &parsed, now).await
 }
 
-/// The CPU half of a batch: parses every message (mail-parser, MIME caps)
-/// and writes the attachment files it may register. Touches no database, so
-/// the IMAP loop runs it on a blocking thread while the previous batch is
-/// written (`sync::drain`).
-pub fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
+/// A message of a batch after the CPU half of intake ([`parse_batch`]):
+/// parsed, hashed, and looked over for everything its route needs that is
+/// not in the store ([`look`]).
+#[derive(Debug)]
+pub struct Parsed {
+    inbound: Inbound,
+    /// SHA-256 of the fetched bytes ([`Fetched::sha256`]).
+    sha256: String,
+    looked: Looked,
+}
+
+/// What [`look`] finds without the store.
+#[derive(Debug)]
+struct Looked {
+    /// The message's [`Facts`] but for the store's part: `seen_before`,
+    /// `cases` and `reported` are left empty for [`gather`] to fill.
+    facts: Facts,
+    /// The cases the message names: its thread, the notice it answers, a
+    /// returned notice's, and what automatic mail refers to.
+    named: Vec<CaseId>,
+    /// The Message-ID a delivery report is about.
+    reported_id: Option<String>,
+    /// What opening a case would ask of the text, when the subject names a
+    /// kind (the route's only way to [`Mail::Request`]).
+    request: Option<Asked>,
+}
+
+/// What opening a `kind` case asks of the message beyond its route.
+#[derive(Debug, Clone)]
+struct Asked {
+    kind: Kind,
+    /// Whether an authorized agent sent it, for whom ([`classify::agent_of`]).
+    agent: classify::AgentInfo,
+    /// The requests needing verification that the text also makes
+    /// ([`classify::also_requested`]; only read for a kind that needs none).
+    also: Vec<Kind>,
+}
+
+impl Asked {
+    fn of(room: &Mailroom, inbound: &Inbound, sender: &str, kind: Kind) -> Asked {
+        Asked {
+            kind,
+            agent: classify::agent_of(sender, inbound, &room.config.agents.known_domains),
+            also: if kind.needs_verification() {
+                Vec::new()
+            } else {
+                classify::also_requested(inbound.head(), kind)
+            },
+        }
+    }
+}
+
+/// The CPU half of a batch: parses every message (mail-parser, MIME caps),
+/// hashes it, works out what its route needs from the keys and the config
+/// ([`look`]) and writes the attachment files it may register. Touches no
+/// database, so the IMAP loop runs it on a blocking thread while the
+/// previous batch is written (`sync::drain`): intake's own thread, which
+/// takes turns with the SQLite worker, then does only what needs the store
+/// (issue 13, docs/benchmark.md).
+pub fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Parsed> {
     let watchdog = crate::systemd::Watchdog::from_env();
     let started = std::time::Instant::now();
     let limits = room.config.mime_limits();
@@ -145,8 +200,13 @@ pub fn parse_batch(room: &Mailroom, batch: &[Fetched]) -> Vec<Inbound> {
         if let Some(spooled) = &fetched.spooled {
             unspool(&mut inbound, spooled);
         }
-        prestore_files(room, fetched.uid, &inbound);
-        parsed.push(inbound);
+        let looked = look(room, fetched, &inbound);
+        prestore_files(room, fetched.uid, &inbound, &looked.facts.sender);
+        parsed.push(Parsed {
+            sha256: fetched.sha256(),
+            inbound,
+            looked,
+        });
         watchdog.ping();
     }
     debug!(
@@ -165,7 +225,7 @@ pub async fn write_batch(
     mailbox: &str,
     uid_validity: u32,
     batch: &[Fetched],
-    parsed: &[Inbound],
+    parsed: &[Parsed],
     now: DateTime<Utc>,
 ) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
     // Every statement's result wakes the waiting thread: spinning briefly
@@ -248,28 +308,26 @@ async fn write_messages(
     mailbox: &str,
     uid_validity: u32,
     batch: &[Fetched],
-    parsed: &[Inbound],
+    parsed: &[Parsed],
     now: DateTime<Utc>,
     isolated: bool,
 ) -> Result<Vec<(u32, Outcome)>, CaseworkError> {
     let watchdog = crate::systemd::Watchdog::from_env();
     let mut results = Vec::with_capacity(batch.len());
-    let shas: Vec<String> = batch.iter().map(Fetched::sha256).collect();
     // Whether each message was seen before the batch, in one statement
     // (one round trip per batch instead of one per message; issue 13).
     let keys: Vec<store::messages::SeenKey<'_>> = parsed
         .iter()
-        .zip(&shas)
-        .map(|(inbound, sha)| seen_key(inbound, sha))
+        .map(|p| seen_key(&p.inbound, &p.sha256))
         .collect();
     let seen_before_batch = store::messages::seen_inbound_many(tx, &keys).await?;
     // The batch's cases are numbered from one block (see `CaseNumbers`),
     // and a new case's first reply goes with the next case's rows (see
     // `Carry`).
     let mut carry = casework::Carry::new(store::cases::CaseNumbers::reserving(batch.len()));
-    for (i, (fetched, inbound)) in batch.iter().zip(parsed).enumerate() {
+    for (i, (fetched, parsed)) in batch.iter().zip(parsed).enumerate() {
         watchdog.ping();
-        let sha = shas.get(i).map_or("", String::as_str);
+        let (inbound, sha) = (&parsed.inbound, parsed.sha256.as_str());
         // A message whose bytes or Message-ID an earlier one of this batch
         // shares may be a duplicate of a row written in this transaction:
         // the store is asked again. Otherwise the batch's answer holds.
@@ -290,8 +348,7 @@ async fn write_messages(
         let arrived = Arrived {
             uid_validity,
             fetched,
-            inbound,
-            sha,
+            parsed,
             seen,
         };
         let outcome = async {
@@ -349,12 +406,11 @@ fn unspool(inbound: &mut Inbound, spooled: &Spooled) {
 /// transaction opens (see [`crate::attachments::store_before_commit`]). A
 /// failure is only logged: `record` tries again inside the transaction, and
 /// a message that fails there goes to review.
-fn prestore_files(room: &Mailroom, uid: u32, inbound: &Inbound) {
-    let sender = sender_of(room, inbound);
+fn prestore_files(room: &Mailroom, uid: u32, inbound: &Inbound, sender: &str) {
     let threaded = !inbound.in_reply_to.is_empty()
         || !inbound.references.is_empty()
         || classify::find_case_tag(&inbound.subject, &room.config.policy.case_prefix).is_some();
-    if let Err(e) = crate::attachments::store_before_commit(room, inbound, &sender, threaded) {
+    if let Err(e) = crate::attachments::store_before_commit(room, inbound, sender, threaded) {
         warn!(uid, error = %crate::logging::Personal(&e), "Cannot store attachment files before the commit; trying inside it.");
     }
 }
@@ -375,6 +431,9 @@ struct Record<'a> {
     sha: &'a str,
     /// Who wrote it ([`sender_of`]; "" when missing).
     sender: &'a str,
+    /// What opening a case of the subject's kind asks, worked out by
+    /// [`look`].
+    asked: Option<&'a Asked>,
 }
 
 impl Record<'_> {
@@ -454,9 +513,7 @@ enum Seen {
 struct Arrived<'a> {
     uid_validity: u32,
     fetched: &'a Fetched,
-    inbound: &'a Inbound,
-    /// SHA-256 of the fetched bytes.
-    sha: &'a str,
+    parsed: &'a Parsed,
     seen: Seen,
 }
 
@@ -472,36 +529,26 @@ async fn process_one(
     let Arrived {
         uid_validity,
         fetched,
-        inbound,
-        sha,
+        parsed,
         seen,
     } = arrived;
-    let facts = gather(conn, room, fetched, inbound, sha, seen, carry).await?;
-    let decided = route(inbound, &facts);
+    let facts = gather(conn, room, parsed, seen, carry).await?;
+    let decided = route(&parsed.inbound, &facts);
     let rec = Record {
         uid_validity,
         fetched,
-        inbound,
-        sha,
+        inbound: &parsed.inbound,
+        sha: &parsed.sha256,
         sender: &facts.sender,
+        asked: parsed.looked.request.as_ref(),
     };
     carry_out(conn, room, &rec, &facts, decided, carry, now).await
 }
 
-/// Everything [`route()`] needs that is not in the message itself: the
-/// store (seen before, the cases it names, the outbox row a report is
-/// about), the keys (our Message-IDs) and the config (team, agents, rules).
-/// Only what the message could use is looked up: a new request with no
-/// reference and no tag costs one query (seen before).
-async fn gather(
-    conn: &mut SqliteConnection,
-    room: &Mailroom,
-    fetched: &Fetched,
-    inbound: &Inbound,
-    sha: &str,
-    seen: Seen,
-    carry: &mut casework::Carry,
-) -> Result<Facts, CaseworkError> {
+/// Everything [`route()`] needs that is not in the message itself and not
+/// in the store: the keys (our Message-IDs) and the config (team, agents,
+/// rules). Run by [`parse_batch`], beside the previous batch's write.
+fn look(room: &Mailroom, fetched: &Fetched, inbound: &Inbound) -> Looked {
     let sender = sender_of(room, inbound);
     let prefix = &room.config.policy.case_prefix;
     let team = room.team();
@@ -514,8 +561,6 @@ async fn gather(
     );
     let in_text = room.keys.find_in_text(&fetched.raw);
     let thread = classify::thread_case_id(&referenced, &inbound.subject, prefix);
-    // The cases the message names: its thread, the notice it answers, a
-    // returned notice's, and what automatic mail refers to.
     let mut named: Vec<CaseId> = Vec::new();
     named.extend(thread.iter().cloned());
     if let Some(crate::team::mail::Scope::Case(id)) =
@@ -539,38 +584,7 @@ async fn gather(
     let reported_id = inbound
         .dsn
         .as_ref()
-        .and_then(|d| d.original_message_id.as_deref());
-    // A message that reads the store sees the reply carried so far.
-    if matches!(seen, Seen::Ask) || !named.is_empty() || reported_id.is_some() {
-        carry.flush(conn).await?;
-    }
-    let seen = match seen {
-        Seen::Known(answer) => answer,
-        Seen::Ask => store::messages::seen_inbound(conn, &seen_key(inbound, sha)).await?,
-    };
-    let seen_before = seen.map(|(_, earlier)| {
-        if earlier.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
-            Target::Review
-        } else {
-            Target::Processed
-        }
-    });
-    let mut cases = Vec::with_capacity(named.len());
-    for id in &named {
-        if let Some(case) = store::cases::get(conn, id).await? {
-            cases.push(case);
-        }
-    }
-    let reported = match reported_id {
-        Some(mid) => store::outbox::by_message_id(conn, mid)
-            .await?
-            .map(|r| route::Reported {
-                outbox: r.id,
-                case: r.case_id,
-                to_consumer: r.audience == store::outbox::Audience::Consumer.as_str(),
-            }),
-        None => None,
-    };
+        .and_then(|d| d.original_message_id.clone());
     let sender_is_member = team.is_member(&sender);
     // Commands count only from a member (anyone else's are never read).
     let command_lines = if sender_is_member {
@@ -579,8 +593,9 @@ async fn gather(
         0
     };
     let subject_kind = classify::match_subject(&room.config.rules, &inbound.subject);
-    Ok(Facts {
-        seen_before,
+    let request = subject_kind.map(|kind| Asked::of(room, inbound, &sender, kind));
+    let facts = Facts {
+        seen_before: None,
         headers_only: fetched.headers_only,
         body_missing: fetched.body_missing,
         size: fetched.size,
@@ -606,8 +621,8 @@ async fn gather(
         in_text,
         thread,
         command_lines,
-        cases,
-        reported,
+        cases: Vec::new(),
+        reported: None,
         subject_kind,
         // Only read when no rule matched (a body scan).
         reads_like: match subject_kind {
@@ -615,6 +630,70 @@ async fn gather(
             None => classify::looks_like_request(inbound.head()),
         },
         sender,
+    };
+    Looked {
+        facts,
+        named,
+        reported_id,
+        request,
+    }
+}
+
+/// [`look`]'s facts completed from the store: seen before, the cases the
+/// message names, the outbox row a report is about. Only what the message
+/// could use is looked up: a new request with no reference and no tag whose
+/// batch already knows it was not seen before reads nothing.
+async fn gather(
+    conn: &mut SqliteConnection,
+    room: &Mailroom,
+    parsed: &Parsed,
+    seen: Seen,
+    carry: &mut casework::Carry,
+) -> Result<Facts, CaseworkError> {
+    let Looked {
+        facts,
+        named,
+        reported_id,
+        ..
+    } = &parsed.looked;
+    // A message that reads the store sees the reply carried so far.
+    if matches!(seen, Seen::Ask) || !named.is_empty() || reported_id.is_some() {
+        carry.flush(conn).await?;
+    }
+    let seen = match seen {
+        Seen::Known(answer) => answer,
+        Seen::Ask => {
+            store::messages::seen_inbound(conn, &seen_key(&parsed.inbound, &parsed.sha256)).await?
+        }
+    };
+    let seen_before = seen.map(|(_, earlier)| {
+        if earlier.as_deref() == Some(room.config.imap.review_mailbox.as_str()) {
+            Target::Review
+        } else {
+            Target::Processed
+        }
+    });
+    let mut cases = Vec::with_capacity(named.len());
+    for id in named {
+        if let Some(case) = store::cases::get(conn, id).await? {
+            cases.push(case);
+        }
+    }
+    let reported = match reported_id {
+        Some(mid) => store::outbox::by_message_id(conn, mid)
+            .await?
+            .map(|r| route::Reported {
+                outbox: r.id,
+                case: r.case_id,
+                to_consumer: r.audience == store::outbox::Audience::Consumer.as_str(),
+            }),
+        None => None,
+    };
+    Ok(Facts {
+        seen_before,
+        cases,
+        reported,
+        ..facts.clone()
     })
 }
 
@@ -1138,12 +1217,19 @@ async fn open_case(
     // Stored with the case, before its effects, so our acknowledgement can
     // answer it.
     let message = rec.message(room, None, Disposition::Case, Target::Processed, now);
+    // Worked out beside the previous batch's write when the subject named
+    // this kind, as it does for every request the route opens.
+    let asked = match rec.asked.filter(|a| a.kind == kind) {
+        Some(asked) => std::borrow::Cow::Borrowed(asked),
+        None => std::borrow::Cow::Owned(Asked::of(room, rec.inbound, rec.sender, kind)),
+    };
     let case_id = casework::open_request(
         conn,
         room,
         rec.inbound,
         kind,
         rec.sender,
+        &asked.agent,
         received_at,
         casework::RequestMail::New(&message),
         carry,
@@ -1153,13 +1239,14 @@ async fn open_case(
     // An opt-out (or limit) that also asks to know, delete or correct opens
     // those cases too, acknowledged and verified as usual (decisions.md).
     if !kind.needs_verification() {
-        for also in classify::also_requested(rec.inbound.head(), kind) {
+        for &also in &asked.also {
             let sibling = casework::open_request(
                 conn,
                 room,
                 rec.inbound,
                 also,
                 rec.sender,
+                &asked.agent,
                 received_at,
                 casework::RequestMail::Sibling,
                 carry,

@@ -422,7 +422,7 @@ async fn fetch_chunk(
 /// A fetched batch whose parse runs on a blocking thread.
 struct Parsing {
     batch: Arc<Vec<Fetched>>,
-    parse: tokio::task::JoinHandle<Vec<crate::message::Inbound>>,
+    parse: tokio::task::JoinHandle<Vec<intake::Parsed>>,
     /// The batch's suspects, each tried alone once the batch is written.
     suspects: Vec<crate::imap::Listed>,
     started: std::time::Instant,

@@ -389,12 +389,14 @@ async fn open_from_review(
             None => return Ok(Err("the message has no sender to answer".into())),
         },
     };
+    let agent = crate::classify::agent_of(&sender, &inbound, &room.config.agents.known_domains);
     let id = casework::open_request(
         conn,
         room,
         &inbound,
         kind,
         &sender,
+        &agent,
         at,
         casework::RequestMail::Stored(row),
         carry,

@@ -5,11 +5,12 @@
 //! its savepoint, stored raw and sent to review, and the batch goes on. The
 //! caller moves the originals only after the commit (`sync::file_pending`).
 //!
-//! Everything slow happens before the write transaction opens: parsing (with
-//! the caps of `imap.max_mime_parts`, `imap.max_mime_depth` and
-//! `agents.max_attachments`) and writing attachment files to disk, so the
-//! SQLite write lock is held only for the rows. The watchdog is fed per
-//! message.
+//! Everything slow happens before the write transaction opens, on the parse
+//! thread ([`parse_batch`]): parsing (with the caps of `imap.max_mime_parts`,
+//! `imap.max_mime_depth` and `agents.max_attachments`), hashing, looking the
+//! message over for what its route needs from the keys and the config
+//! ([`look`]), and writing attachment files to disk, so the SQLite write
+//! lock is held only for the rows. The watchdog is fed per message.
 
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, SqliteConnection};

@@ -1,9 +1,11 @@
 //! From fetched bytes to committed decisions (SPEC §2, §3, §5, §8).
 //!
-//! A batch of messages is handled in one `BEGIN IMMEDIATE` transaction, each
-//! message inside its own savepoint: a message that fails is rolled back to
-//! its savepoint, stored raw and sent to review, and the batch goes on. The
-//! caller moves the originals only after the commit (`sync::file_pending`).
+//! A batch of messages is handled in one `BEGIN IMMEDIATE` transaction. It is
+//! written first without savepoints; if a message fails, the batch is rolled
+//! back and written again with a savepoint per message, so that the one that
+//! fails is rolled back to its savepoint, stored raw and sent to review, and
+//! the batch goes on ([`write_batch`]). The caller moves the originals only
+//! after the commit (`sync::file_pending`).
 //!
 //! Everything slow happens before the write transaction opens, on the parse
 //! thread ([`parse_batch`]): parsing (with the caps of `imap.max_mime_parts`,

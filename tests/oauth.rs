@@ -250,8 +250,10 @@ async fn harness_identity_provider_plays_each_flow_and_fault() {
     let claims = idp::decode_claims(body["access_token"].as_str().unwrap()).unwrap();
     assert_eq!(
         claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
-        20
+        20 + idp::BACKDATED.as_secs(),
+        "expires 20 s from now, dated back for the clocks"
     );
+    assert_eq!(claims["nbf"], claims["iat"]);
 
     // Refusals.
     assert_eq!(

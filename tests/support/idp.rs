@@ -53,6 +53,14 @@ pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 pub const AUDIENCE: &str = "https://mail.privacy-mailroom.test";
 /// The scope granted when a request names none.
 pub const DEFAULT_SCOPE: &str = "https://mail.privacy-mailroom.test/.default";
+/// How far before the moment of issue a valid token's `iat` and `nbf` are
+/// dated, as Microsoft Entra ID dates its own for clocks that differ. The
+/// test Dovecot (2.3.19) refuses a token whose `nbf` or `iat` is past its
+/// `time(NULL)`: the kernel's coarse clock, which lags the precise one this
+/// IdP reads by up to a tick. A token issued in the first milliseconds of a
+/// second was refused once as "Token is not valid yet" (a CI run); later
+/// Dovecots allow a second for it.
+pub const BACKDATED: Duration = Duration::from_secs(300);
 
 /// What happens to a refresh token when it is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,7 +499,7 @@ impl IdentityProvider {
             "harness",
             mailbox,
             DEFAULT_SCOPE,
-            now,
+            now - BACKDATED.as_secs(),
             now + lifetime.as_secs(),
         );
         sign(&self.lock().key, &claims)
@@ -514,7 +522,13 @@ impl IdentityProvider {
     /// A valid token padded to about `chars` characters.
     pub fn mint_sized(&self, mailbox: &str, chars: usize) -> String {
         let now = unix(SystemTime::now());
-        let claims = self.claims("harness", mailbox, DEFAULT_SCOPE, now, now + 3600);
+        let claims = self.claims(
+            "harness",
+            mailbox,
+            DEFAULT_SCOPE,
+            now - BACKDATED.as_secs(),
+            now + 3600,
+        );
         sized_token(&self.lock().key, claims, chars)
     }
 
@@ -1173,9 +1187,14 @@ fn issue(
 ) -> (u16, Value) {
     let now = SystemTime::now();
     let lifetime = state.lifetime.max(Duration::from_secs(1));
-    let iat = unix(now);
-    let exp = iat + lifetime.as_secs();
-    let claims = claims(client_id, mailbox, scope, iat, exp);
+    let exp = unix(now) + lifetime.as_secs();
+    let claims = claims(
+        client_id,
+        mailbox,
+        scope,
+        unix(now) - BACKDATED.as_secs(),
+        exp,
+    );
     let access_token = match state.token_size {
         Some(chars) => sized_token(&state.key, claims, chars),
         None => sign(&state.key, &claims),

@@ -53,13 +53,13 @@ pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 pub const AUDIENCE: &str = "https://mail.privacy-mailroom.test";
 /// The scope granted when a request names none.
 pub const DEFAULT_SCOPE: &str = "https://mail.privacy-mailroom.test/.default";
-/// How far before the moment of issue a valid token's `iat` and `nbf` are
-/// dated, as Microsoft Entra ID dates its own for clocks that differ. The
-/// test Dovecot (2.3.19) refuses a token whose `nbf` or `iat` is past its
-/// `time(NULL)`: the kernel's coarse clock, which lags the precise one this
-/// IdP reads by up to a tick. A token issued in the first milliseconds of a
-/// second was refused once as "Token is not valid yet" (a CI run); later
-/// Dovecots allow a second for it.
+/// How far before the moment of issue every token's `iat` and `nbf` are
+/// dated ([`claims`]), as Microsoft Entra ID dates its own for clocks that
+/// differ. The test Dovecot (2.3.19) refuses a token whose `nbf` or `iat` is
+/// past its `time(NULL)`: the kernel's coarse clock, which lags the precise
+/// one this IdP reads by up to a tick. A token issued in the first
+/// milliseconds of a second was refused once as "Token is not valid yet" (a
+/// CI run); later Dovecots allow a second for it.
 pub const BACKDATED: Duration = Duration::from_secs(300);
 
 /// What happens to a refresh token when it is used.
@@ -499,7 +499,7 @@ impl IdentityProvider {
             "harness",
             mailbox,
             DEFAULT_SCOPE,
-            now - BACKDATED.as_secs(),
+            now,
             now + lifetime.as_secs(),
         );
         sign(&self.lock().key, &claims)
@@ -522,18 +522,12 @@ impl IdentityProvider {
     /// A valid token padded to about `chars` characters.
     pub fn mint_sized(&self, mailbox: &str, chars: usize) -> String {
         let now = unix(SystemTime::now());
-        let claims = self.claims(
-            "harness",
-            mailbox,
-            DEFAULT_SCOPE,
-            now - BACKDATED.as_secs(),
-            now + 3600,
-        );
+        let claims = self.claims("harness", mailbox, DEFAULT_SCOPE, now, now + 3600);
         sized_token(&self.lock().key, claims, chars)
     }
 
-    fn claims(&self, client_id: &str, mailbox: &str, scope: &str, iat: u64, exp: u64) -> Value {
-        claims(client_id, mailbox, scope, iat, exp)
+    fn claims(&self, client_id: &str, mailbox: &str, scope: &str, issued: u64, exp: u64) -> Value {
+        claims(client_id, mailbox, scope, issued, exp)
     }
 }
 
@@ -544,8 +538,10 @@ impl Drop for IdentityProvider {
 }
 
 /// The JWT claims Dovecot checks (`iss`, `exp`, `email`) and the ones a
-/// client might decode (`aud`, `scope`, `sub`, `iat`).
-fn claims(client_id: &str, mailbox: &str, scope: &str, iat: u64, exp: u64) -> Value {
+/// client might decode (`aud`, `scope`, `sub`, `iat`), for a token issued at
+/// `issued` (Unix seconds): `iat` and `nbf` are dated [`BACKDATED`] before it.
+fn claims(client_id: &str, mailbox: &str, scope: &str, issued: u64, exp: u64) -> Value {
+    let iat = issued.saturating_sub(BACKDATED.as_secs());
     json!({
         "iss": OAUTH_ISSUER,
         "sub": client_id,
@@ -1187,14 +1183,9 @@ fn issue(
 ) -> (u16, Value) {
     let now = SystemTime::now();
     let lifetime = state.lifetime.max(Duration::from_secs(1));
-    let exp = unix(now) + lifetime.as_secs();
-    let claims = claims(
-        client_id,
-        mailbox,
-        scope,
-        unix(now) - BACKDATED.as_secs(),
-        exp,
-    );
+    let issued = unix(now);
+    let exp = issued + lifetime.as_secs();
+    let claims = claims(client_id, mailbox, scope, issued, exp);
     let access_token = match state.token_size {
         Some(chars) => sized_token(&state.key, claims, chars),
         None => sign(&state.key, &claims),

@@ -237,20 +237,17 @@ pub async fn drain(
         }
         // Two lanes run side by side: the IMAP session moves the batch
         // committed last round and fetches the next chunk while the store
-        // writes the batch parsed last round. The chunk's parse starts on a
-        // blocking thread as soon as it is fetched, so it too runs beside the
-        // write instead of before the next one (issue 13). Batches are still
-        // written, committed and moved one after the other, in UID order, and
-        // no original moves before its batch is committed.
+        // writes the batch parsed last round (and a blocking thread parses
+        // the chunk fetched last round). Batches are still written, committed
+        // and moved one after the other, in UID order, and no original moves
+        // before its batch is committed.
         let mut pending: Option<Parsing> = None;
         for chunk in batches(&listed, max_bytes) {
             let seen_missing: &MissingBodies = missing;
             let imap_lane = async {
                 let moved = move_committed(room, imap, uid_validity).await?;
-                let mut fetched =
-                    fetch_chunk(room, imap, uid_validity, seen_missing, chunk).await?;
-                let missed = std::mem::take(&mut fetched.missed);
-                Ok::<_, CycleError>((moved, missed, Parsing::start(room, fetched)))
+                let fetched = fetch_chunk(room, imap, uid_validity, seen_missing, chunk).await?;
+                Ok::<_, CycleError>((moved, fetched))
             };
             let store_lane = async {
                 match pending.take() {
@@ -265,18 +262,18 @@ pub async fn drain(
             let (imap_done, store_done) = tokio::join!(imap_lane, store_lane);
             // Marked only now, whatever the store lane did: its transaction
             // held the write lock.
-            if let Ok((moved, _, _)) = &imap_done {
+            if let Ok((moved, _)) = &imap_done {
                 mark_moved(room, moved).await?;
             }
             let written = store_done?;
-            let (_, missed, parsing) = imap_done?;
-            for uid in &missed {
+            let (_, fetched) = imap_done?;
+            for uid in &fetched.missed {
                 missing.missed(uid_validity, *uid);
             }
             if let Some(written) = written {
                 taken += after_write(room, imap, &mailbox, uid_validity, missing, written).await?;
             }
-            pending = Some(parsing);
+            pending = Some(Parsing::start(room, fetched));
             // A long burst must not look like a hang to systemd.
             crate::systemd::Watchdog::from_env().ping();
             after = after.max(chunk.iter().map(|l| l.uid).max().unwrap_or(after));
@@ -435,7 +432,7 @@ struct Parsing {
 impl Parsing {
     /// Starts parsing a fetched chunk on a blocking thread, while the
     /// previous batch is written: the write mostly waits on the SQLite
-    /// worker, the parse is pure CPU. Its `missed` is the caller's to record.
+    /// worker, the parse is pure CPU.
     fn start(room: &Mailroom, fetched: FetchedChunk) -> Parsing {
         let batch = Arc::new(fetched.batch);
         let parse = {

@@ -267,9 +267,9 @@ pub async fn write_batch(
                 Err(e) => return Err(e),
             }
         };
-        let flushing = started.elapsed();
+        let messages_done = started.elapsed();
         casework::burst::flush(&mut tx, room, now).await?;
-        let flushed = started.elapsed();
+        let notices_done = started.elapsed();
         let cursor = store::cursor(&mut tx, mailbox).await?;
         let last = cursor
             .filter(|c| c.uid_validity == uid_validity)
@@ -295,8 +295,8 @@ pub async fn write_batch(
         debug!(
             count = batch.len(),
             write_ms = written_at.as_millis() as u64,
-            messages_ms = flushing.as_millis() as u64,
-            notices_ms = (flushed - flushing).as_millis() as u64,
+            messages_ms = messages_done.as_millis() as u64,
+            notices_ms = (notices_done - messages_done).as_millis() as u64,
             commit_ms = (started.elapsed() - written_at).as_millis() as u64,
             "Intake transaction timing."
         );

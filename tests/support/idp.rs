@@ -495,7 +495,7 @@ impl IdentityProvider {
     /// (Self::mint_expired) for a dead one). Not counted as issued.
     pub fn mint(&self, mailbox: &str, lifetime: Duration) -> String {
         let now = unix(SystemTime::now());
-        let claims = self.claims(
+        let claims = claims(
             "harness",
             mailbox,
             DEFAULT_SCOPE,
@@ -508,26 +508,22 @@ impl IdentityProvider {
     /// A correctly signed token for `mailbox` that expired a minute ago.
     pub fn mint_expired(&self, mailbox: &str) -> String {
         let now = unix(SystemTime::now());
-        let claims = self.claims("harness", mailbox, DEFAULT_SCOPE, now - 120, now - 60);
+        let claims = claims("harness", mailbox, DEFAULT_SCOPE, now - 120, now - 60);
         sign(&self.lock().key, &claims)
     }
 
     /// A token for `mailbox` signed with a key the servers do not trust.
     pub fn mint_forged(&self, mailbox: &str) -> String {
         let now = unix(SystemTime::now());
-        let claims = self.claims("harness", mailbox, DEFAULT_SCOPE, now, now + 3600);
+        let claims = claims("harness", mailbox, DEFAULT_SCOPE, now, now + 3600);
         sign(b"not the key Dovecot trusts", &claims)
     }
 
     /// A valid token padded to about `chars` characters.
     pub fn mint_sized(&self, mailbox: &str, chars: usize) -> String {
         let now = unix(SystemTime::now());
-        let claims = self.claims("harness", mailbox, DEFAULT_SCOPE, now, now + 3600);
+        let claims = claims("harness", mailbox, DEFAULT_SCOPE, now, now + 3600);
         sized_token(&self.lock().key, claims, chars)
-    }
-
-    fn claims(&self, client_id: &str, mailbox: &str, scope: &str, issued: u64, exp: u64) -> Value {
-        claims(client_id, mailbox, scope, issued, exp)
     }
 }
 
@@ -537,8 +533,8 @@ impl Drop for IdentityProvider {
     }
 }
 
-/// The JWT claims Dovecot checks (`iss`, `exp`, `email`) and the ones a
-/// client might decode (`aud`, `scope`, `sub`, `iat`), for a token issued at
+/// The JWT claims Dovecot checks (`iss`, `exp`, `nbf`, `iat`, `email`) and
+/// the ones a client might decode (`aud`, `scope`, `sub`), for a token issued at
 /// `issued` (Unix seconds): `iat` and `nbf` are dated [`BACKDATED`] before it.
 fn claims(client_id: &str, mailbox: &str, scope: &str, issued: u64, exp: u64) -> Value {
     let iat = issued.saturating_sub(BACKDATED.as_secs());

@@ -287,17 +287,17 @@ pub async fn write_batch(
         // The originals are moved right after this commit; the store runs with
         // `synchronous = FULL`, so it survives a power loss (no request sits in
         // Processed without its row).
-        let written_at = started.elapsed();
+        let commit_started = started.elapsed();
         tx.commit().await?;
         conn.done().await;
         // Where a batch's time goes (docs/benchmark.md reads these): its
         // messages, the new-case notices (one summary in a burst), the commit.
         debug!(
             count = batch.len(),
-            write_ms = written_at.as_millis() as u64,
+            before_commit_ms = commit_started.as_millis() as u64,
             messages_ms = messages_done.as_millis() as u64,
             notices_ms = (notices_done - messages_done).as_millis() as u64,
-            commit_ms = (started.elapsed() - written_at).as_millis() as u64,
+            commit_ms = (started.elapsed() - commit_started).as_millis() as u64,
             "Intake transaction timing."
         );
         room.outbox_wake.notify_one();

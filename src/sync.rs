@@ -236,11 +236,11 @@ pub async fn drain(
             break;
         }
         // Two lanes run side by side: the IMAP session moves the batch
-        // committed last round and fetches the next chunk while the store
-        // writes the batch parsed last round (and a blocking thread parses
-        // the chunk fetched last round). Batches are still written, committed
-        // and moved one after the other, in UID order, and no original moves
-        // before its batch is committed.
+        // committed last round and fetches the next chunk, while the store
+        // lane writes the chunk fetched last round once its parse, started
+        // at the end of that round (`Parsing::start`), is done. Batches are
+        // still written, committed and moved one after the other, in UID
+        // order, and no original moves before its batch is committed.
         let mut pending: Option<Parsing> = None;
         for chunk in batches(&listed, max_bytes) {
             let seen_missing: &MissingBodies = missing;
@@ -430,9 +430,12 @@ struct Parsing {
 }
 
 impl Parsing {
-    /// Starts parsing a fetched chunk on a blocking thread, while the
-    /// previous batch is written: the write mostly waits on the SQLite
-    /// worker, the parse is pure CPU.
+    /// Starts parsing a fetched chunk on a blocking thread, at the end of
+    /// the round that fetched it: the parse runs beside the next round's
+    /// IMAP lane, whose store lane waits for it and then writes the batch.
+    /// Starting it as soon as the chunk is fetched, beside the previous
+    /// batch's write, gained nothing on two cores and held a second parsed
+    /// chunk in memory (docs/benchmark.md, "where a batch's time goes").
     fn start(room: &Mailroom, fetched: FetchedChunk) -> Parsing {
         let batch = Arc::new(fetched.batch);
         let parse = {

@@ -143,7 +143,11 @@ async fn commit_new_with(
             let notice_queued = !room.team().notify.is_empty()
                 && t.effects.contains(&Effect::Notify(Notice::NewCase));
             let before = carry.take();
-            let before_rows = before.as_ref().map(|m| (m.outbox(), m.record()));
+            let before_rows = before.as_ref().map(|(m, _)| (m.outbox(), m.record()));
+            let before_events = before
+                .as_ref()
+                .and_then(|(_, events)| events.as_ref())
+                .map(|events| (events, events.rows()));
             let opening = store::cases::Opening {
                 events: &leading,
                 notice_queued,
@@ -151,6 +155,9 @@ async fn commit_new_with(
                 // count is read in the same batch.
                 recent_to: Some((&requester_key, recent_since(now))),
                 before: before_rows.as_ref().map(|(o, r)| (o, r)),
+                before_events: before_events
+                    .as_ref()
+                    .map(|(events, rows)| events.batch(rows)),
             };
             // The case's rows go to the SQLite worker first, and its first
             // reply is composed while the worker writes them: composing is
@@ -180,7 +187,7 @@ async fn commit_new_with(
         // Read again for a later mail: the count has grown.
         recent_to = None;
     }
-    let rest: Vec<Effect> = t
+    let mut rest: Vec<Effect> = t
         .effects
         .iter()
         .skip(written + usize::from(first_sent))
@@ -188,8 +195,13 @@ async fn commit_new_with(
         .cloned()
         .collect();
     if let Some(first) = first {
-        if keep_reply && rest.is_empty() {
-            carry.keep(conn, first.mail).await?;
+        // Events alone after the reply (an opt-out's) go with it.
+        let trailing = keep_reply
+            .then(|| trailing_events(&t.case, &rest, now))
+            .flatten();
+        if keep_reply && (rest.is_empty() || trailing.is_some()) {
+            carry.keep(conn, first.mail, trailing).await?;
+            rest.clear();
         } else {
             first.mail.write(conn).await?;
         }
@@ -200,6 +212,25 @@ async fn commit_new_with(
     };
     carry_out(conn, room, &t.case, &rest, thread.trigger, known, now).await?;
     Ok(opened.map(|o| o.message_row))
+}
+
+/// `rest`, the effects after a new case's first reply, as events to carry
+/// with the reply ([`Carry`]), when it holds events and nothing else.
+/// Reminders are left out: [`carry_out`] drops the event of a reminder a
+/// guard held (none is due when a case opens).
+fn trailing_events(case: &Case, rest: &[Effect], now: DateTime<Utc>) -> Option<carry::Events> {
+    let list = rest
+        .iter()
+        .map(|effect| match effect {
+            Effect::Event {
+                actor,
+                action,
+                detail,
+            } if *action != Action::Reminder => Some((actor.label(), *action, detail.clone())),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    (!list.is_empty()).then(|| carry::Events::new(case.id.as_str(), now, list))
 }
 
 /// A new case's first reply, composed while the case is written.

@@ -239,6 +239,17 @@ pub(crate) struct Opening<'a> {
     /// A mail of an earlier case, written ahead of this case's rows in the
     /// same batch: its outbox row and its record (`casework::Carry`).
     pub before: Option<(&'a super::NewOutbox<'a>, &'a super::NewMessage<'a>)>,
+    /// Events of that earlier case that followed its mail, written right
+    /// after it (an opt-out's `opt_out_answered`).
+    pub before_events: Option<CaseEvents<'a>>,
+}
+
+/// Events of one case, at one time, for a statement batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CaseEvents<'a> {
+    pub case_id: &'a str,
+    pub at: DateTime<Utc>,
+    pub events: &'a [super::events::NewEvent<'a>],
 }
 
 /// What [`insert_with_message`] read back.
@@ -270,6 +281,10 @@ pub(crate) async fn insert_with_message(
         sql.push_str(super::messages::INSERT);
         sql.push_str(";\n");
     }
+    if let Some(before) = opening.before_events.filter(|b| !b.events.is_empty()) {
+        sql.push_str(&super::events::many_sql(before.events.len()));
+        sql.push_str(";\n");
+    }
     sql.push_str(&insert_sql());
     sql.push_str(";\n");
     if !events.is_empty() {
@@ -289,6 +304,9 @@ pub(crate) async fn insert_with_message(
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     if let Some((outbox, record)) = opening.before {
         q = super::messages::bind(super::outbox::bind(q, outbox), record);
+    }
+    if let Some(before) = opening.before_events.filter(|b| !b.events.is_empty()) {
+        q = super::events::bind_many(q, before.case_id, before.at, before.events);
     }
     q = bind_insert(q, case, thread, now);
     q = super::events::bind_many(q, case.id.as_str(), now, events);
@@ -704,6 +722,7 @@ mod tests {
             notice_queued: true,
             recent_to: Some(("ann@example.org", at(0))),
             before: Some((&carried, &carried_record)),
+            before_events: None,
         };
         let opened = insert_with_message(&mut conn, &t.case, &thread, &opening, &message, at(2))
             .await
@@ -805,6 +824,53 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty()
+        );
+
+        // An earlier case's events carried with its mail go in right after
+        // it, ahead of the next case's rows.
+        let mut third = t.case.clone();
+        third.id = "C-9".into();
+        let carried_events = [events::NewEvent {
+            actor: "daemon".into(),
+            action: Action::OptOutAnswered,
+            detail: "carried",
+        }];
+        let opening = Opening {
+            events: &evs[..1],
+            before_events: Some(CaseEvents {
+                case_id: "C-8",
+                at: at(3),
+                events: &carried_events,
+            }),
+            ..Opening::default()
+        };
+        insert_with_message(
+            &mut conn,
+            &third,
+            &thread,
+            &opening,
+            &NewMessage {
+                case_id: Some("C-9"),
+                message_id: Some("third@example.org"),
+                ..message.clone()
+            },
+            at(3),
+        )
+        .await
+        .unwrap();
+        let order: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT case_id, action, detail FROM events WHERE at = ? ORDER BY id")
+                .bind(at(3))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            order,
+            [
+                ("C-8".into(), "opt_out_answered".into(), "carried".into()),
+                ("C-9".into(), "opened".into(), "first".into()),
+            ],
+            "the carried event first, then the case's own"
         );
     }
 

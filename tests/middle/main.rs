@@ -241,3 +241,88 @@ async fn a_failing_message_is_isolated_from_its_batch() {
         "the failure is in the log of events"
     );
 }
+
+/// An opt-out's reply and the event that records it are carried to the
+/// head of the next case's statement batch (`casework::Carry`), or written
+/// when the batch ends: in one batch, every case's log still reads opened,
+/// then answered, and the events, replies and case rows keep the order of
+/// the messages, as when each went in its own commands.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opt_outs_reply_and_event_keep_their_order_in_a_batch() {
+    let mut room = room::TestRoom::open(&[]).await;
+    let mail = |who: &str, subject: &str| room::Mail {
+        raw: format!(
+            "From: {who} <{who}@consumer.example>\r\nTo: privacy@example.com\r\n\
+             Subject: {subject}\r\nMessage-ID: <{who}@client.example>\r\n\
+             Date: Mon, 02 Mar 2026 09:00:00 -0800\r\n\r\nPlease act on my request.\r\n"
+        )
+        .into_bytes(),
+        size: None,
+        headers_only: false,
+    };
+    let opt_out = "Do Not Sell or Share My Personal Information";
+    let know = "California Request to Know";
+    // Opt-out first, between two others, and last (the batch's end writes it).
+    let outcomes = room
+        .deliver(&[
+            mail("ann", opt_out),
+            mail("bob", know),
+            mail("cara", opt_out),
+            mail("dan", opt_out),
+        ])
+        .await;
+    assert_eq!(outcomes.len(), 4);
+    let cases = room.cases().await;
+    let kinds: Vec<(&str, String)> = cases
+        .iter()
+        .map(|c| (c.id.as_str(), c.kind.to_string()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("CCPA-2026-00001", "opt_out".to_string()),
+            ("CCPA-2026-00002", "know".to_string()),
+            ("CCPA-2026-00003", "opt_out".to_string()),
+            ("CCPA-2026-00004", "opt_out".to_string()),
+        ]
+    );
+    let events: Vec<(String, String)> = room
+        .events_since(0)
+        .await
+        .into_iter()
+        .map(|e| (e.case_id.unwrap_or_default(), e.action))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("CCPA-2026-00001", "opened"),
+        ("CCPA-2026-00001", "opt_out_answered"),
+        ("CCPA-2026-00002", "opened"),
+        ("CCPA-2026-00003", "opened"),
+        ("CCPA-2026-00003", "opt_out_answered"),
+        ("CCPA-2026-00004", "opened"),
+        ("CCPA-2026-00004", "opt_out_answered"),
+    ]
+    .iter()
+    .map(|(c, a)| (c.to_string(), a.to_string()))
+    .collect();
+    assert_eq!(
+        events, expected,
+        "each case's events, in the messages' order"
+    );
+    let replies: Vec<(Option<String>, String)> = room
+        .outbox_since(0)
+        .await
+        .into_iter()
+        .filter(|o| o.audience == "consumer")
+        .map(|o| (o.case_id, o.template))
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            (Some("CCPA-2026-00001".into()), "opt_out_reply".into()),
+            (Some("CCPA-2026-00002".into()), "acknowledgement".into()),
+            (Some("CCPA-2026-00003".into()), "opt_out_reply".into()),
+            (Some("CCPA-2026-00004".into()), "opt_out_reply".into()),
+        ],
+        "one reply each, in order, none lost at the batch's end"
+    );
+}

@@ -103,22 +103,7 @@ async fn commit_new_with(
     });
     // The events the transition opens with go in the case's statement
     // batch; the effects after them are carried out below.
-    let leading: Vec<store::events::NewEvent<'_>> = t
-        .effects
-        .iter()
-        .map_while(|effect| match effect {
-            Effect::Event {
-                actor,
-                action,
-                detail,
-            } => Some(store::events::NewEvent {
-                actor: actor.label(),
-                action: *action,
-                detail,
-            }),
-            _ => None,
-        })
-        .collect();
+    let leading: Vec<store::events::NewEvent<'_>> = t.effects.iter().map_while(event_row).collect();
     let compose_first = || match &known {
         Some(known) => first_reply(
             room,
@@ -195,13 +180,11 @@ async fn commit_new_with(
         .cloned()
         .collect();
     if let Some(first) = first {
-        // Events alone after the reply (an opt-out's) go with it.
-        let trailing = keep_reply
-            .then(|| trailing_events(&t.case, &rest, now))
-            .flatten();
-        if keep_reply && (rest.is_empty() || trailing.is_some()) {
-            carry.keep(conn, first.mail, trailing).await?;
-            rest.clear();
+        // A reply that nothing but events follows (an opt-out's
+        // `opt_out_answered`, or nothing) waits with them for the next case.
+        if keep_reply && only_events(&rest) {
+            let events = carry::Events::new(&t.case.id, now, std::mem::take(&mut rest));
+            carry.keep(conn, first.mail, events).await?;
         } else {
             first.mail.write(conn).await?;
         }
@@ -214,23 +197,29 @@ async fn commit_new_with(
     Ok(opened.map(|o| o.message_row))
 }
 
-/// `rest`, the effects after a new case's first reply, as events to carry
-/// with the reply ([`Carry`]), when it holds events and nothing else.
-/// Reminders are left out: [`carry_out`] drops the event of a reminder a
-/// guard held (none is due when a case opens).
-fn trailing_events(case: &Case, rest: &[Effect], now: DateTime<Utc>) -> Option<carry::Events> {
-    let list = rest
+/// The `events` row an effect asks for, or `None` when it is not an event.
+fn event_row(effect: &Effect) -> Option<store::events::NewEvent<'_>> {
+    match effect {
+        Effect::Event {
+            actor,
+            action,
+            detail,
+        } => Some(store::events::NewEvent {
+            actor: actor.label(),
+            action: *action,
+            detail,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether `effects` are events and nothing else, so they can wait in
+/// [`Carry`] with the reply before them. Not reminders: [`carry_out`] drops
+/// the event of a reminder a guard held (none is due when a case opens).
+fn only_events(effects: &[Effect]) -> bool {
+    effects
         .iter()
-        .map(|effect| match effect {
-            Effect::Event {
-                actor,
-                action,
-                detail,
-            } if *action != Action::Reminder => Some((actor.label(), *action, detail.clone())),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()?;
-    (!list.is_empty()).then(|| carry::Events::new(case.id.as_str(), now, list))
+        .all(|effect| matches!(effect, Effect::Event { action, .. } if *action != Action::Reminder))
 }
 
 /// A new case's first reply, composed while the case is written.

@@ -18,8 +18,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
-use super::{Composed, Result};
-use crate::cases::Action;
+use super::{Composed, Result, event_row};
+use crate::cases::Effect;
 use crate::store::cases::{CaseEvents, CaseNumbers};
 use crate::store::events::NewEvent;
 
@@ -33,37 +33,27 @@ pub(crate) struct Carry {
 }
 
 /// The events [`Carry`] holds after its reply: one case's, at one time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) struct Events {
     case_id: String,
     at: DateTime<Utc>,
-    /// Actor label, action and detail, in the engine's order.
-    list: Vec<(String, Action, String)>,
+    /// The engine's event effects, in its order.
+    list: Vec<Effect>,
 }
 
 impl Events {
-    pub(super) fn new(
-        case_id: &str,
-        at: DateTime<Utc>,
-        list: Vec<(String, Action, String)>,
-    ) -> Self {
-        Events {
+    /// `None` when there are no events to carry.
+    pub(super) fn new(case_id: &str, at: DateTime<Utc>, list: Vec<Effect>) -> Option<Self> {
+        (!list.is_empty()).then(|| Events {
             case_id: case_id.to_string(),
             at,
             list,
-        }
+        })
     }
 
     /// The rows for `store::events`, borrowing from `self`.
     pub(super) fn rows(&self) -> Vec<NewEvent<'_>> {
-        self.list
-            .iter()
-            .map(|(actor, action, detail)| NewEvent {
-                actor: actor.clone(),
-                action: *action,
-                detail,
-            })
-            .collect()
+        self.list.iter().filter_map(event_row).collect()
     }
 
     /// For a statement batch, with `rows` from [`Events::rows`].
